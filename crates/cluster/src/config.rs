@@ -1,0 +1,309 @@
+//! The cluster file: members, replication and the limits every role applies.
+//!
+//! Parse -> validate -> share behind an `Arc`. Every table denies unknown
+//! keys so that a typo is an error naming the key rather than a silently
+//! ignored setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// Largest needle a volume can address: lengths are kept in 8-byte units in
+/// 24 bits of the needle map (see docs/formats.md), so bodies stay below it.
+pub const MAX_BODY_CEILING: u64 = (1 << 27) - 64;
+
+/// The whole cluster file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Copies of each blob written on PUT (R). Default: 1 with one store,
+    /// 2 when the cluster has two or more stores.
+    #[serde(default)]
+    pub replicas: Option<usize>,
+    /// Write authorisation.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Request limits applied by request nodes.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Volume settings applied by store roles.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Every process of the cluster.
+    #[serde(default, rename = "member")]
+    pub members: Vec<Member>,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// When set, PUT and DELETE need `Authorization: Bearer <token>`.
+    /// GET stays public. Default: unset (writes are open).
+    #[serde(default)]
+    pub write_token: Option<String>,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest accepted upload body, in bytes. Default 64 MiB (67108864).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self { max_body_bytes: default_max_body() }
+    }
+}
+
+fn default_max_body() -> u64 {
+    64 << 20
+}
+
+/// `[store]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// A volume file is sealed and a new one started once it reaches this
+    /// size, in bytes. Default 4 GiB (4294967296).
+    #[serde(default = "default_volume_bytes")]
+    pub volume_bytes: u64,
+    /// A sealed volume is compacted when this fraction of its bytes is
+    /// garbage (deleted or overwritten needles). Default 0.3.
+    #[serde(default = "default_garbage")]
+    pub compact_garbage_ratio: f64,
+    /// Needles appended between two checkpoints of the needle map to the
+    /// volume's index file. Default 4096.
+    #[serde(default = "default_checkpoint")]
+    pub checkpoint_every: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            volume_bytes: default_volume_bytes(),
+            compact_garbage_ratio: default_garbage(),
+            checkpoint_every: default_checkpoint(),
+        }
+    }
+}
+
+fn default_volume_bytes() -> u64 {
+    4 << 30
+}
+fn default_garbage() -> f64 {
+    0.3
+}
+fn default_checkpoint() -> u64 {
+    4096
+}
+
+/// One process of the cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    /// Unique name, used by `--name` and recorded in blob replicas.
+    pub name: String,
+    /// What the process does.
+    pub role: Role,
+    /// Address it listens on, `IP:PORT`.
+    pub addr: SocketAddr,
+    /// Data directory, required for `store` and `index`.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// The roles built so far.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Blob volumes (layer 1 of the index: blob id -> volume offset).
+    Store,
+    /// Name index (layer 0: key -> blob metadata).
+    Index,
+    /// Public HTTP API.
+    Node,
+}
+
+impl Role {
+    /// The lowercase name used in the cluster file and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Store => "store",
+            Role::Index => "index",
+            Role::Node => "node",
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Reads, parses and validates a cluster file.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            Error::Parse { message, .. } => Error::Parse { path: path.to_owned(), message },
+            other => other,
+        })
+    }
+
+    /// Parses and validates cluster-file text.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        let cfg: ClusterConfig = toml::from_str(text).map_err(|e| Error::Parse {
+            path: PathBuf::from("<text>"),
+            message: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges and consistency; every error names its key.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |key: &str, reason: String| Err(Error::Invalid { key: key.into(), reason });
+        if self.limits.max_body_bytes == 0 || self.limits.max_body_bytes > MAX_BODY_CEILING {
+            return bad(
+                "limits.max_body_bytes",
+                format!("must be between 1 and {MAX_BODY_CEILING}"),
+            );
+        }
+        if self.store.volume_bytes < 1 << 20 {
+            return bad("store.volume_bytes", "must be at least 1048576 (1 MiB)".into());
+        }
+        if !(self.store.compact_garbage_ratio > 0.0 && self.store.compact_garbage_ratio < 1.0) {
+            return bad("store.compact_garbage_ratio", "must be in (0, 1)".into());
+        }
+        if self.store.checkpoint_every == 0 {
+            return bad("store.checkpoint_every", "must be at least 1".into());
+        }
+        if let Some(t) = &self.auth.write_token {
+            if t.is_empty() || t.chars().any(|c| c.is_control() || c == ' ') {
+                return bad("auth.write_token", "must be non-empty printable without spaces".into());
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, m) in self.members.iter().enumerate() {
+            if m.name.is_empty() || !m.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                return bad(
+                    &format!("member[{i}].name"),
+                    "must be non-empty ASCII letters, digits, '-', '_' or '.'".into(),
+                );
+            }
+            if !names.insert(m.name.as_str()) {
+                return bad(&format!("member[{i}].name"), format!("duplicate name `{}`", m.name));
+            }
+            if matches!(m.role, Role::Store | Role::Index) && m.data_dir.is_none() {
+                return bad(
+                    &format!("member[{i}].data_dir"),
+                    format!("required for role `{}`", m.role.as_str()),
+                );
+            }
+        }
+        let stores = self.members_with(Role::Store).count();
+        if let Some(r) = self.replicas {
+            if r == 0 || (stores > 0 && r > stores) {
+                return bad("replicas", format!("must be between 1 and the number of stores ({stores})"));
+            }
+        }
+        if !self.members.is_empty() && self.members_with(Role::Index).count() != 1 {
+            return bad("member", "the cluster needs exactly one `index` member".into());
+        }
+        Ok(())
+    }
+
+    /// Members of one role, in file order.
+    pub fn members_with(&self, role: Role) -> impl Iterator<Item = &Member> {
+        self.members.iter().filter(move |m| m.role == role)
+    }
+
+    /// The member called `name`.
+    pub fn member(&self, name: &str) -> Result<&Member, Error> {
+        self.members
+            .iter()
+            .find(|m| m.name == name)
+            .ok_or_else(|| Error::UnknownMember(name.to_owned()))
+    }
+
+    /// R: the configured value, or 1 with one store and 2 with more.
+    pub fn effective_replicas(&self) -> usize {
+        self.replicas
+            .unwrap_or_else(|| if self.members_with(Role::Store).count() >= 2 { 2 } else { 1 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+replicas = 2
+[auth]
+write_token = "s3cret"
+[[member]]
+name = "idx"
+role = "index"
+addr = "127.0.0.1:7000"
+data_dir = "/tmp/idx"
+[[member]]
+name = "s1"
+role = "store"
+addr = "127.0.0.1:7001"
+data_dir = "/tmp/s1"
+[[member]]
+name = "s2"
+role = "store"
+addr = "127.0.0.1:7002"
+data_dir = "/tmp/s2"
+[[member]]
+name = "n1"
+role = "node"
+addr = "127.0.0.1:8080"
+"#;
+
+    #[test]
+    fn parses_a_good_file() {
+        let c = ClusterConfig::parse(GOOD).expect("parse");
+        assert_eq!(c.members.len(), 4);
+        assert_eq!(c.effective_replicas(), 2);
+        assert_eq!(c.limits.max_body_bytes, 64 << 20);
+        assert_eq!(c.member("s2").expect("s2").role, Role::Store);
+        assert!(matches!(c.member("zz"), Err(Error::UnknownMember(_))));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = GOOD.replace("write_token", "write_tokn");
+        let err = ClusterConfig::parse(&text).expect_err("must fail").to_string();
+        assert!(err.contains("write_tokn"), "{err}");
+    }
+
+    #[test]
+    fn unknown_top_level_key_is_named() {
+        let text = format!("colour = 3\n{GOOD}");
+        let err = ClusterConfig::parse(&text).expect_err("must fail").to_string();
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let cases = [
+            (GOOD.replace("replicas = 2", "replicas = 3"), "replicas"),
+            (format!("[limits]\nmax_body_bytes = 0\n{}", GOOD.replace("replicas = 2\n", "")), "limits.max_body_bytes"),
+            (GOOD.replace("role = \"node\"", "role = \"nod\""), "nod"),
+            (GOOD.replace("127.0.0.1:7002", "not-an-addr"), "addr"),
+            (GOOD.replace("name = \"s2\"", "name = \"s1\""), "member[2].name"),
+            (GOOD.replace("data_dir = \"/tmp/s1\"\n", ""), "member[1].data_dir"),
+        ];
+        for (text, key) in cases {
+            let err = ClusterConfig::parse(&text).expect_err(key).to_string();
+            assert!(err.contains(key), "expected `{key}` in: {err}");
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! Cluster membership and placement for strata.
+//!
+//! Membership is static, the way memcached clients and HAProxy are configured:
+//! a TOML cluster file ([`ClusterConfig`]) lists every [`Member`] with its
+//! [`Role`] and address. Placement is pure computation with no async runtime:
+//! [`rendezvous`] ranks members for a blob id (highest-random-weight hashing),
+//! so that adding or removing a store moves only the blobs that must move.
+//!
+//! Errors are one enum, [`Error`].
+
+mod config;
+mod error;
+mod placement;
+
+pub use config::{AuthConfig, ClusterConfig, LimitsConfig, Member, Role, StoreConfig};
+pub use error::Error;
+pub use placement::{rendezvous, rendezvous_score};

@@ -1,0 +1,61 @@
+/// Everything the store can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O error on a volume or index file.
+    #[error("{context}: {source}")]
+    Io {
+        /// What we were doing.
+        context: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// No live needle with this blob id.
+    #[error("blob {0} not found")]
+    NotFound(u64),
+    /// A needle failed its magic, id or CRC check when read back.
+    #[error("blob {id}: corrupt needle at volume {volume} offset {offset}: {reason}")]
+    Corrupt {
+        /// Blob id asked for.
+        id: u64,
+        /// Volume holding it.
+        volume: u16,
+        /// Byte offset of the needle.
+        offset: u64,
+        /// Which check failed.
+        reason: &'static str,
+    },
+    /// The body does not fit a needle (see `MAX_DATA`).
+    #[error("blob of {0} bytes is larger than a needle can hold")]
+    TooLarge(u64),
+    /// A byte range outside the blob.
+    #[error("range {start}..{end} is outside a blob of {size} bytes")]
+    BadRange {
+        /// First byte asked for.
+        start: u64,
+        /// One past the last byte asked for.
+        end: u64,
+        /// Size of the blob.
+        size: u64,
+    },
+    /// A data file has an unknown magic or version.
+    #[error("{path}: {reason}")]
+    Format {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The writer thread is gone (the store is shutting down).
+    #[error("store is shutting down")]
+    Closed,
+}
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io { context: context.into(), source }
+    }
+}
+
+/// Shorthand for store results.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

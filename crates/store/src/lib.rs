@@ -1,0 +1,28 @@
+//! strata's blob store (layer 1 of the multi-layer index).
+//!
+//! A store keeps blobs as needles in append-only volume files, Haystack
+//! style: [`needle`] is the on-disk record, [`NeedleMap`] the compact in-RAM
+//! map from blob id to where its needle sits (14 bytes a blob), and
+//! [`Store`] ties volumes, group-committed writes, index-file checkpoints,
+//! crash recovery and online compaction together. [`server::serve`] exposes
+//! a store over internal HTTP.
+//!
+//! Errors are one enum, [`Error`].
+
+mod compact;
+mod error;
+mod idx;
+mod metrics;
+pub mod needle;
+mod needle_map;
+pub mod range;
+pub mod server;
+mod store;
+mod volume;
+
+pub use compact::CompactReport;
+pub use error::{Error, Result};
+pub use metrics::{Counter, StoreMetrics};
+pub use needle_map::{Loc, NeedleMap};
+pub use store::{OpenReport, Store, StoreOptions, VolStats};
+pub use volume::{dat_path, idx_path, SUPERBLOCK_LEN};

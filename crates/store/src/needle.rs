@@ -1,0 +1,192 @@
+//! The needle: one blob (or tombstone) as it sits in a volume file.
+//!
+//! ```text
+//! 0   u32 magic   0x4E44_5453 ("STDN" little-endian)
+//! 4   u32 cookie  random, checked when a reader passes one
+//! 8   u64 blob id
+//! 16  u8  flags   0 = data, 1 = tombstone
+//! 17  3   reserved (zero)
+//! 20  u32 size    data bytes
+//! 24  data
+//! ..  u32 crc32c  over bytes 4..24+size (cookie .. end of data)
+//! ..  u32 footer  0x5354_444E
+//! ..  zero padding to a multiple of 8
+//! ```
+//! All integers are little-endian. The total length is a function of `size`
+//! alone ([`needle_len`]), so the needle map only stores the data size.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// First four bytes of every needle.
+pub const MAGIC: u32 = 0x4E44_5453;
+/// Four bytes after the CRC.
+pub const FOOTER: u32 = 0x5354_444E;
+/// Bytes before the data.
+pub const HEADER_LEN: u64 = 24;
+/// CRC and footer.
+pub const TRAILER_LEN: u64 = 8;
+/// Flag: this needle deletes the blob id it names.
+pub const FLAG_TOMBSTONE: u8 = 1;
+/// Largest data size: sizes live in 27 bits of the needle map.
+pub const MAX_DATA: u64 = (1 << 27) - 1;
+
+/// On-disk length of a needle holding `size` data bytes, padding included.
+pub fn needle_len(size: u64) -> u64 {
+    (HEADER_LEN + size + TRAILER_LEN + 7) & !7
+}
+
+/// A needle's header fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Random per write.
+    pub cookie: u32,
+    /// The blob id.
+    pub id: u64,
+    /// [`FLAG_TOMBSTONE`] or 0.
+    pub flags: u8,
+    /// Data bytes that follow.
+    pub size: u32,
+}
+
+impl Header {
+    /// True for a tombstone.
+    pub fn is_tombstone(&self) -> bool {
+        self.flags & FLAG_TOMBSTONE != 0
+    }
+}
+
+/// Appends the encoded needle to `out`.
+pub fn encode_into(out: &mut BytesMut, h: &Header, data: &[u8]) {
+    debug_assert_eq!(h.size as usize, data.len());
+    let start = out.len();
+    out.reserve(needle_len(data.len() as u64) as usize);
+    out.put_u32_le(MAGIC);
+    out.put_u32_le(h.cookie);
+    out.put_u64_le(h.id);
+    out.put_u8(h.flags);
+    out.put_bytes(0, 3);
+    out.put_u32_le(h.size);
+    out.put_slice(data);
+    let crc = crc32c::crc32c(&out[start + 4..]);
+    out.put_u32_le(crc);
+    out.put_u32_le(FOOTER);
+    let pad = needle_len(data.len() as u64) as usize - (out.len() - start);
+    out.put_bytes(0, pad);
+}
+
+/// Parses a header from the first 24 bytes; `None` if the magic is wrong.
+pub fn parse_header(buf: &[u8]) -> Option<Header> {
+    if buf.len() < HEADER_LEN as usize || le32(buf, 0) != MAGIC {
+        return None;
+    }
+    Some(Header {
+        cookie: le32(buf, 4),
+        id: le64(buf, 8),
+        flags: buf[16],
+        size: le32(buf, 20),
+    })
+}
+
+/// Why a full needle failed to verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invalid {
+    /// Shorter than its header says.
+    Truncated,
+    /// Wrong leading magic.
+    Magic,
+    /// Wrong trailing magic.
+    Footer,
+    /// Data does not match its CRC.
+    Crc,
+}
+
+impl Invalid {
+    /// Human-readable reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Invalid::Truncated => "truncated",
+            Invalid::Magic => "bad magic",
+            Invalid::Footer => "bad footer",
+            Invalid::Crc => "crc mismatch",
+        }
+    }
+}
+
+/// Verifies a whole needle (`buf` = exactly its on-disk bytes or more) and
+/// returns its header and the data as a zero-copy slice.
+pub fn decode(buf: &Bytes) -> Result<(Header, Bytes), Invalid> {
+    let h = parse_header(buf).ok_or(if buf.len() < HEADER_LEN as usize {
+        Invalid::Truncated
+    } else {
+        Invalid::Magic
+    })?;
+    let end = (HEADER_LEN + h.size as u64) as usize;
+    if buf.len() < end + TRAILER_LEN as usize {
+        return Err(Invalid::Truncated);
+    }
+    if le32(buf, end + 4) != FOOTER {
+        return Err(Invalid::Footer);
+    }
+    if crc32c::crc32c(&buf[4..end]) != le32(buf, end) {
+        return Err(Invalid::Crc);
+    }
+    Ok((h, buf.slice(HEADER_LEN as usize..end)))
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn le64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_and_padding() {
+        for size in [0usize, 1, 7, 8, 9, 100, 4096] {
+            let data: Vec<u8> = (0..size).map(|i| i as u8).collect();
+            let h = Header { cookie: 7, id: 99, flags: 0, size: size as u32 };
+            let mut b = BytesMut::new();
+            encode_into(&mut b, &h, &data);
+            assert_eq!(b.len() as u64, needle_len(size as u64));
+            assert_eq!(b.len() % 8, 0);
+            let (h2, d2) = decode(&b.freeze()).expect("decode");
+            assert_eq!(h2, h);
+            assert_eq!(&d2[..], &data[..]);
+        }
+    }
+
+    #[test]
+    fn every_flipped_bit_is_caught() {
+        let h = Header { cookie: 1, id: 2, flags: 0, size: 5 };
+        let mut b = BytesMut::new();
+        encode_into(&mut b, &h, b"hello");
+        let len = HEADER_LEN as usize + 5 + TRAILER_LEN as usize;
+        for byte in 0..len {
+            for bit in 0..8 {
+                let mut c = b.clone();
+                c[byte] ^= 1 << bit;
+                assert!(decode(&c.freeze()).is_err(), "byte {byte} bit {bit}");
+            }
+        }
+    }
+
+    #[test]
+    fn truncation_is_caught() {
+        let h = Header { cookie: 1, id: 2, flags: 0, size: 100 };
+        let mut b = BytesMut::new();
+        encode_into(&mut b, &h, &[9u8; 100]);
+        let full = b.freeze();
+        for cut in 0..(HEADER_LEN as usize + 100 + TRAILER_LEN as usize) {
+            assert!(decode(&full.slice(..cut)).is_err(), "cut at {cut}");
+        }
+    }
+}

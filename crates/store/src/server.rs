@@ -1,0 +1,176 @@
+//! The store's internal HTTP API.
+//!
+//! | method | path | meaning |
+//! |---|---|---|
+//! | PUT | `/blobs/{id}` | append a blob (201 once fsynced) |
+//! | GET, HEAD | `/blobs/{id}` | read it; one `Range` -> 206, outside -> 416 |
+//! | DELETE | `/blobs/{id}` | append a tombstone (204, or 404) |
+//! | POST | `/admin/compact` | compact sealed volumes over the threshold now |
+//! | GET | `/stats` | JSON: blobs, needle-map bytes, volumes |
+//! | GET | `/healthz`, `/metrics` | liveness, Prometheus text |
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::range::{parse_range, RangeAsk};
+use crate::{needle, Error, Store};
+
+/// The router, for embedding in tests or other servers.
+pub fn router(store: Arc<Store>) -> Router {
+    Router::new()
+        .route("/blobs/{id}", get(get_blob).head(get_blob).put(put_blob).delete(delete_blob))
+        .route("/admin/compact", post(compact))
+        .route("/stats", get(stats))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(needle::MAX_DATA as usize))
+        .with_state(store)
+}
+
+/// Serves the store API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    store: Arc<Store>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(store)).with_graceful_shutdown(shutdown).await
+}
+
+/// A JSON error body `{error, detail}` with a status.
+pub fn error_response(status: StatusCode, error: &str, detail: impl Into<String>) -> Response {
+    let body = serde_json::json!({ "error": error, "detail": detail.into() });
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+fn store_error(e: Error) -> Response {
+    match e {
+        Error::NotFound(_) => error_response(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+        Error::TooLarge(_) => error_response(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string()),
+        Error::BadRange { size, .. } => {
+            let mut r = error_response(StatusCode::RANGE_NOT_SATISFIABLE, "bad_range", e.to_string());
+            if let Ok(v) = format!("bytes */{size}").parse() {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            r
+        }
+        Error::Closed => error_response(StatusCode::SERVICE_UNAVAILABLE, "closed", e.to_string()),
+        _ => error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+fn parse_id(raw: &str) -> Result<u64, Response> {
+    raw.parse::<u64>()
+        .map_err(|_| error_response(StatusCode::BAD_REQUEST, "bad_id", format!("blob id `{raw}` is not a u64")))
+}
+
+async fn get_blob(State(store): State<Arc<Store>>, Path(id): Path<String>, method: Method, headers: HeaderMap) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let size = match store.size(id) {
+        Ok(s) => s,
+        Err(e) => return store_error(e),
+    };
+    let ask = parse_range(headers.get(header::RANGE).and_then(|v| v.to_str().ok()), size);
+    let (status, start, end) = match ask {
+        RangeAsk::Full => (StatusCode::OK, 0, size),
+        RangeAsk::Part(s, e) => (StatusCode::PARTIAL_CONTENT, s, e),
+        RangeAsk::Unsatisfiable => return store_error(Error::BadRange { start: size, end: size, size }),
+    };
+    let mut b = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, end - start)
+        .header(header::ACCEPT_RANGES, "bytes");
+    if status == StatusCode::PARTIAL_CONTENT {
+        b = b.header(header::CONTENT_RANGE, format!("bytes {start}-{}/{size}", end - 1));
+    }
+    if method == Method::HEAD {
+        return b.body(Body::empty()).unwrap_or_else(|e| internal(e.to_string()));
+    }
+    let data = if status == StatusCode::OK { store.get(id) } else { store.get_range(id, start, end) };
+    match data {
+        Ok(d) => b.body(Body::from(d)).unwrap_or_else(|e| internal(e.to_string())),
+        Err(e) => store_error(e),
+    }
+}
+
+fn internal(detail: String) -> Response {
+    error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", detail)
+}
+
+async fn put_blob(State(store): State<Arc<Store>>, Path(id): Path<String>, body: Bytes) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let size = body.len();
+    match store.put(id, body).await {
+        Ok(()) => (
+            StatusCode::CREATED,
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::json!({ "id": id, "size": size }).to_string(),
+        )
+            .into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn delete_blob(State(store): State<Arc<Store>>, Path(id): Path<String>) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    match store.delete(id).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn compact(State(store): State<Arc<Store>>) -> Response {
+    match tokio::task::spawn_blocking(move || store.compact_due()).await {
+        Ok(Ok(reports)) => axum::Json(reports).into_response(),
+        Ok(Err(e)) => store_error(e),
+        Err(e) => internal(e.to_string()),
+    }
+}
+
+async fn stats(State(store): State<Arc<Store>>) -> Response {
+    let vols: Vec<_> = store
+        .volume_stats()
+        .into_iter()
+        .map(|(v, s)| serde_json::json!({ "volume": v, "total": s.total, "live": s.live, "tombstones": s.tombstones }))
+        .collect();
+    let blobs = store.len();
+    let map = store.needle_map_bytes();
+    axum::Json(serde_json::json!({
+        "blobs": blobs,
+        "needle_map_bytes": map,
+        "needle_map_bytes_per_blob": if blobs == 0 { 0.0 } else { map as f64 / blobs as f64 },
+        "volumes": vols,
+    }))
+    .into_response()
+}
+
+async fn metrics(State(store): State<Arc<Store>>) -> Response {
+    let mut out = String::new();
+    store.render_metrics(&mut out);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+impl Store {
+    /// Appends this store's Prometheus text to `out`.
+    pub fn render_metrics(&self, out: &mut String) {
+        let vols = self.volume_stats().len();
+        self.metrics.render(out, self.len(), self.needle_map_bytes(), vols);
+    }
+}

@@ -1,0 +1,223 @@
+//! Store engine: durability, recovery, checkpoints, roll-over, compaction.
+
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use store::{Store, StoreOptions};
+
+fn blob(i: u64, len: usize) -> Bytes {
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+fn small_volumes() -> StoreOptions {
+    StoreOptions { volume_bytes: 1 << 20, compact_garbage_ratio: 0.3, checkpoint_every: 16 }
+}
+
+#[tokio::test]
+async fn put_get_delete_and_restart() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (s, _) = Store::open(dir.path(), StoreOptions::default()).expect("open");
+    for i in 0..50 {
+        s.put(i, blob(i, 100 + i as usize * 37)).await.expect("put");
+    }
+    assert_eq!(s.get(7).expect("get"), blob(7, 100 + 7 * 37));
+    assert_eq!(s.get_range(7, 10, 20).expect("range"), blob(7, 359).slice(10..20));
+    assert!(matches!(s.get_range(7, 10, 10_000), Err(store::Error::BadRange { .. })));
+    s.delete(3).await.expect("delete");
+    assert!(matches!(s.get(3), Err(store::Error::NotFound(3))));
+    assert!(matches!(s.delete(3).await, Err(store::Error::NotFound(3))));
+    assert!(matches!(s.delete(999).await, Err(store::Error::NotFound(999))));
+    s.checkpoint().await.expect("checkpoint");
+    drop(s);
+
+    let (s, report) = Store::open(dir.path(), StoreOptions::default()).expect("reopen");
+    assert_eq!(report.scanned, 0, "a clean checkpoint leaves nothing to rescan");
+    assert_eq!(report.from_index, 51);
+    assert_eq!(s.len(), 49);
+    for i in (0..50).filter(|i| *i != 3) {
+        assert_eq!(s.get(i).expect("get"), blob(i, 100 + i as usize * 37), "blob {i}");
+    }
+    assert!(s.get(3).is_err());
+}
+
+#[tokio::test]
+async fn restart_replays_only_the_tail_after_the_checkpoint() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let opts = StoreOptions { checkpoint_every: 10, ..StoreOptions::default() };
+    let (s, _) = Store::open(dir.path(), opts.clone()).expect("open");
+    for i in 0..25 {
+        s.put(i, blob(i, 64)).await.expect("put");
+    }
+    // Simulate a crash: copy the files as they are now, without a clean
+    // checkpoint (the copy is what a kill -9 would leave on disk).
+    let crash = tempfile::tempdir().expect("tmp");
+    for f in ["vol-000001.dat", "vol-000001.idx"] {
+        std::fs::copy(dir.path().join(f), crash.path().join(f)).expect("copy");
+    }
+    drop(s);
+    let (s, report) = Store::open(crash.path(), opts).expect("reopen");
+    assert_eq!(report.from_index, 20, "two checkpoints of 10");
+    assert_eq!(report.scanned, 5, "only the tail is replayed");
+    for i in 0..25 {
+        assert_eq!(s.get(i).expect("get"), blob(i, 64));
+    }
+}
+
+#[tokio::test]
+async fn torn_tail_is_cut_and_acknowledged_blobs_survive() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (s, _) = Store::open(dir.path(), StoreOptions::default()).expect("open");
+    for i in 0..20 {
+        s.put(i, blob(i, 1000)).await.expect("put");
+    }
+    drop(s);
+    let path = dir.path().join("vol-000001.dat");
+    let good_len = std::fs::metadata(&path).expect("meta").len();
+    // A half-written needle: a real header promising 5000 bytes, then 100.
+    let mut torn = bytes::BytesMut::new();
+    store::needle::encode_into(
+        &mut torn,
+        &store::needle::Header { cookie: 1, id: 77, flags: 0, size: 5000 },
+        &blob(77, 5000),
+    );
+    let f = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
+    f.write_all_at(&torn[..124], good_len).expect("write torn");
+    drop(f);
+
+    let (s, report) = Store::open(dir.path(), StoreOptions::default()).expect("reopen");
+    assert_eq!(report.truncated_bytes, 124);
+    assert_eq!(std::fs::metadata(&path).expect("meta").len(), good_len);
+    assert!(s.get(77).is_err(), "a torn blob is never served");
+    for i in 0..20 {
+        assert_eq!(s.get(i).expect("get"), blob(i, 1000));
+    }
+    // And the store keeps working after the cut.
+    s.put(78, blob(78, 10)).await.expect("put after cut");
+    assert_eq!(s.get(78).expect("get"), blob(78, 10));
+}
+
+#[tokio::test]
+async fn corrupt_needle_in_the_tail_is_cut_too() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (s, _) = Store::open(dir.path(), StoreOptions::default()).expect("open");
+    for i in 0..3 {
+        s.put(i, blob(i, 100)).await.expect("put");
+    }
+    drop(s);
+    std::fs::remove_file(dir.path().join("vol-000001.idx")).expect("rm idx");
+    // Flip one data byte of the last needle: its CRC no longer matches.
+    let path = dir.path().join("vol-000001.dat");
+    let len = std::fs::metadata(&path).expect("meta").len();
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(&path).expect("open");
+    let at = len - 60;
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).expect("read");
+    f.write_all_at(&[b[0] ^ 0xFF], at).expect("flip");
+    drop(f);
+    let (s, report) = Store::open(dir.path(), StoreOptions::default()).expect("reopen");
+    assert!(report.truncated_bytes > 0);
+    assert_eq!(s.len(), 2);
+    assert!(s.get(2).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_fsyncs() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (s, _) = Store::open(dir.path(), StoreOptions::default()).expect("open");
+    let barrier = Arc::new(tokio::sync::Barrier::new(64));
+    let mut tasks = Vec::new();
+    for i in 0..64u64 {
+        let s = s.clone();
+        let b = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            b.wait().await;
+            s.put(i, blob(i, 4096)).await
+        }));
+    }
+    for t in tasks {
+        t.await.expect("join").expect("put");
+    }
+    assert_eq!(s.metrics.writes.get(), 64);
+    assert!(s.metrics.fsync_batches.get() < 64, "batches: {}", s.metrics.fsync_batches.get());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollover_and_online_compaction() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (s, _) = Store::open(dir.path(), small_volumes()).expect("open");
+    let n = 200u64;
+    for i in 0..n {
+        s.put(i, blob(i, 20_000)).await.expect("put");
+    }
+    let vols = s.volume_stats();
+    assert!(vols.len() >= 4, "rolled over into {} volumes", vols.len());
+    for &v in vols.keys() {
+        assert!(std::fs::metadata(store::dat_path(dir.path(), v)).expect("meta").len() <= 1 << 20);
+    }
+
+    // Readers loop while we delete two thirds and compact.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let s = s.clone();
+        let stop = stop.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut reads = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for i in (0..n).filter(|i| i % 3 == 0) {
+                    assert_eq!(s.get(i).expect("live blob readable during compaction"), blob(i, 20_000));
+                    reads += 1;
+                }
+            }
+            reads
+        })
+    };
+    for i in (0..n).filter(|i| i % 3 != 0) {
+        s.delete(i).await.expect("delete");
+    }
+    let reports = {
+        let s = s.clone();
+        tokio::task::spawn_blocking(move || s.compact_due()).await.expect("join").expect("compact")
+    };
+    // The background compactor may have done some of them already.
+    let compacted = s.metrics.compactions.get();
+    assert!(compacted >= 3, "compacted {compacted} volumes ({} now)", reports.len());
+    // Writes go on after compaction too.
+    s.put(10_000, blob(10_000, 5)).await.expect("put");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(reader.await.expect("reader") > 0);
+
+    for (v, st) in s.volume_stats() {
+        if v != *s.volume_stats().keys().last().expect("active") {
+            assert!(st.garbage_ratio() <= 0.3, "volume {v} still {st:?}");
+        }
+    }
+    drop(s);
+    let (s, _) = Store::open(dir.path(), small_volumes()).expect("reopen");
+    for i in 0..n {
+        if i % 3 == 0 {
+            assert_eq!(s.get(i).expect("kept"), blob(i, 20_000));
+        } else {
+            assert!(s.get(i).is_err(), "deleted blob {i} came back");
+        }
+    }
+    assert_eq!(s.get(10_000).expect("new"), blob(10_000, 5));
+}
+
+#[tokio::test]
+async fn oversized_blob_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (s, _) = Store::open(dir.path(), StoreOptions::default()).expect("open");
+    let big = Bytes::from(vec![0u8; (store::needle::MAX_DATA + 1) as usize]);
+    assert!(matches!(s.put(1, big).await, Err(store::Error::TooLarge(_))));
+    assert!(s.is_empty());
+}
