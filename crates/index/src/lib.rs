@@ -1,1 +1,21 @@
-//! placeholder
+//! strata's name index (layer 0 of the multi-layer index).
+//!
+//! [`IndexDb`] maps a key to its [`BlobMeta`] (blob id, size, etag, content
+//! type, creation time, replica stores, tags) in a redb B-tree. Because the
+//! tree is sorted, prefix listings with cursor pagination and the by-tag view
+//! ([`Listing`]) are range scans: no second copy of the data. The index also
+//! hands out blob ids in leased blocks, so ids are dense and increasing,
+//! which keeps the stores' needle maps compact. Writes are group-committed:
+//! one redb transaction (one fsync) per batch of concurrent requests.
+//! [`server::serve`] exposes it over internal HTTP.
+//!
+//! Errors are one enum, [`Error`].
+
+mod db;
+mod error;
+mod meta;
+pub mod server;
+
+pub use db::{IndexDb, IndexMetrics};
+pub use error::{Error, Result};
+pub use meta::{BlobMeta, Entry, Listing, MAX_LIST_LIMIT};

@@ -1,0 +1,270 @@
+//! [`IndexDb`]: the redb tables and the group-commit writer.
+//!
+//! Tables:
+//! - `blobs`: key (`&str`) -> JSON-encoded [`BlobMeta`]
+//! - `tags`: (tag, key) -> () — the by-tag view, kept in the same
+//!   transaction as `blobs` so the two never disagree
+//! - `counters`: `"next_id"` -> next unallocated blob id
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::meta::{BlobMeta, Entry, Listing, MAX_LIST_LIMIT};
+use crate::{Error, Result};
+
+const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
+const TAGS: TableDefinition<(&str, &str), ()> = TableDefinition::new("tags");
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+const NEXT_ID: &str = "next_id";
+
+/// Counters exported on `/metrics`.
+#[derive(Debug, Default)]
+pub struct IndexMetrics {
+    /// Key lookups.
+    pub lookups: AtomicU64,
+    /// Keys written (put or delete).
+    pub writes: AtomicU64,
+    /// Write transactions committed (one fsync each).
+    pub commits: AtomicU64,
+    /// Listing pages served.
+    pub listings: AtomicU64,
+}
+
+enum Op {
+    Put { key: String, meta: BlobMeta, reply: oneshot::Sender<Result<Option<BlobMeta>>> },
+    Delete { key: String, reply: oneshot::Sender<Result<Option<BlobMeta>>> },
+    Alloc { count: u64, reply: oneshot::Sender<Result<u64>> },
+}
+
+/// The name index over one redb file.
+pub struct IndexDb {
+    db: Arc<Database>,
+    tx: mpsc::Sender<Op>,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<IndexMetrics>,
+}
+
+fn decode(key: &str, raw: &[u8]) -> Result<BlobMeta> {
+    serde_json::from_slice(raw).map_err(|e| Error::Corrupt { key: key.to_owned(), reason: e.to_string() })
+}
+
+impl IndexDb {
+    /// Opens or creates `dir/index.redb` and starts the writer thread.
+    pub fn open(dir: &Path) -> Result<Arc<IndexDb>> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Db(redb::Error::Io(e)))?;
+        let db = Arc::new(Database::create(dir.join("index.redb"))?);
+        {
+            let w = db.begin_write()?;
+            w.open_table(BLOBS)?;
+            w.open_table(TAGS)?;
+            w.open_table(COUNTERS)?;
+            w.commit()?;
+        }
+        let (tx, rx) = mpsc::channel(4096);
+        let metrics = Arc::new(IndexMetrics::default());
+        let (wdb, wm) = (db.clone(), metrics.clone());
+        std::thread::Builder::new()
+            .name("index-writer".into())
+            .spawn(move || writer(wdb, wm, rx))
+            .map_err(|e| Error::Db(redb::Error::Io(e)))?;
+        Ok(Arc::new(IndexDb { db, tx, metrics }))
+    }
+
+    /// Looks a key up.
+    pub fn get(&self, key: &str) -> Result<Option<BlobMeta>> {
+        self.metrics.lookups.fetch_add(1, Ordering::Relaxed);
+        let r = self.db.begin_read()?;
+        let t = r.open_table(BLOBS)?;
+        match t.get(key)? {
+            Some(v) => Ok(Some(decode(key, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Commits `meta` under `key` (durable on return); returns what it replaced.
+    pub async fn put(&self, key: String, meta: BlobMeta) -> Result<Option<BlobMeta>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Op::Put { key, meta, reply }).await.map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Removes `key` (durable on return); returns what it held.
+    pub async fn delete(&self, key: String) -> Result<Option<BlobMeta>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Op::Delete { key, reply }).await.map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Reserves `count` consecutive blob ids; returns the first. The counter
+    /// is committed before returning, so an id is never handed out twice,
+    /// even across crashes.
+    pub async fn alloc_ids(&self, count: u64) -> Result<u64> {
+        if count == 0 || count > 1 << 20 {
+            return Err(Error::Invalid(format!("count must be 1..=1048576, got {count}")));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Op::Alloc { count, reply }).await.map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Keys starting with `prefix`, strictly after `after`, at most `limit`.
+    pub fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Listing> {
+        self.metrics.listings.fetch_add(1, Ordering::Relaxed);
+        let limit = limit.clamp(1, MAX_LIST_LIMIT);
+        let r = self.db.begin_read()?;
+        let t = r.open_table(BLOBS)?;
+        let start = match after {
+            Some(a) if a >= prefix => a,
+            _ => prefix,
+        };
+        let mut items = Vec::new();
+        let mut next = None;
+        for row in t.range(start..)? {
+            let (k, v) = row?;
+            let key = k.value();
+            if Some(key) == after {
+                continue;
+            }
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if items.len() == limit {
+                next = items.last().map(|e: &Entry| e.key.clone());
+                break;
+            }
+            items.push(Entry { key: key.to_owned(), meta: decode(key, v.value())? });
+        }
+        Ok(Listing { items, next })
+    }
+
+    /// Keys carrying `tag`, sorted, strictly after `after`, at most `limit`.
+    pub fn list_tag(&self, tag: &str, after: Option<&str>, limit: usize) -> Result<Listing> {
+        self.metrics.listings.fetch_add(1, Ordering::Relaxed);
+        let limit = limit.clamp(1, MAX_LIST_LIMIT);
+        let r = self.db.begin_read()?;
+        let tags = r.open_table(TAGS)?;
+        let blobs = r.open_table(BLOBS)?;
+        let mut items = Vec::new();
+        let mut next = None;
+        for row in tags.range((tag, after.unwrap_or(""))..)? {
+            let (k, _) = row?;
+            let (t, key) = k.value();
+            if t != tag {
+                break;
+            }
+            if Some(key) == after {
+                continue;
+            }
+            if items.len() == limit {
+                next = items.last().map(|e: &Entry| e.key.clone());
+                break;
+            }
+            if let Some(v) = blobs.get(key)? {
+                items.push(Entry { key: key.to_owned(), meta: decode(key, v.value())? });
+            }
+        }
+        Ok(Listing { items, next })
+    }
+}
+
+/// The writer thread: drains queued ops into one transaction per batch.
+fn writer(db: Arc<Database>, metrics: Arc<IndexMetrics>, mut rx: mpsc::Receiver<Op>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < 1024 {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        // Results are held until the commit succeeds: nobody hears "done"
+        // before the batch is durable.
+        let mut results: Vec<(Op, Result<Outcome>)> = Vec::with_capacity(batch.len());
+        let committed = (|| -> Result<()> {
+            let w = db.begin_write()?;
+            {
+                let mut blobs = w.open_table(BLOBS)?;
+                let mut tags = w.open_table(TAGS)?;
+                let mut counters = w.open_table(COUNTERS)?;
+                for op in batch {
+                    let res = apply(&op, &mut blobs, &mut tags, &mut counters);
+                    results.push((op, res));
+                }
+            }
+            w.commit()?;
+            Ok(())
+        })();
+        metrics.commits.fetch_add(1, Ordering::Relaxed);
+        for (op, res) in results {
+            let res = match (&committed, res) {
+                (Err(e), _) => Err(Error::Invalid(format!("commit failed: {e}"))),
+                (Ok(()), r) => r,
+            };
+            match op {
+                Op::Put { reply, .. } | Op::Delete { reply, .. } => {
+                    metrics.writes.fetch_add(1, Ordering::Relaxed);
+                    let _ = reply.send(res.map(|o| match o {
+                        Outcome::Previous(p) => p,
+                        Outcome::Id(_) => None,
+                    }));
+                }
+                Op::Alloc { reply, .. } => {
+                    let _ = reply.send(res.map(|o| match o {
+                        Outcome::Id(id) => id,
+                        Outcome::Previous(_) => 0,
+                    }));
+                }
+            }
+        }
+    }
+}
+
+enum Outcome {
+    Previous(Option<BlobMeta>),
+    Id(u64),
+}
+
+fn apply(
+    op: &Op,
+    blobs: &mut redb::Table<&str, &[u8]>,
+    tags: &mut redb::Table<(&str, &str), ()>,
+    counters: &mut redb::Table<&str, u64>,
+) -> Result<Outcome> {
+    match op {
+        Op::Put { key, meta, .. } => {
+            let raw = serde_json::to_vec(meta).map_err(|e| Error::Invalid(e.to_string()))?;
+            let prev = blobs.insert(key.as_str(), raw.as_slice())?.map(|v| decode(key, v.value()));
+            let prev = prev.transpose()?;
+            if let Some(p) = &prev {
+                for t in &p.tags {
+                    tags.remove((t.as_str(), key.as_str()))?;
+                }
+            }
+            for t in &meta.tags {
+                tags.insert((t.as_str(), key.as_str()), ())?;
+            }
+            Ok(Outcome::Previous(prev))
+        }
+        Op::Delete { key, .. } => {
+            let prev = blobs.remove(key.as_str())?.map(|v| decode(key, v.value()));
+            let prev = prev.transpose()?;
+            if let Some(p) = &prev {
+                for t in &p.tags {
+                    tags.remove((t.as_str(), key.as_str()))?;
+                }
+            }
+            Ok(Outcome::Previous(prev))
+        }
+        Op::Alloc { count, .. } => {
+            // Ids start at 1: 0 is never a valid blob id.
+            let next = counters.get(NEXT_ID)?.map_or(1, |v| v.value());
+            counters.insert(NEXT_ID, next + count)?;
+            Ok(Outcome::Id(next))
+        }
+    }
+}

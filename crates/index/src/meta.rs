@@ -1,0 +1,46 @@
+//! The record kept per key, and listing pages.
+
+use serde::{Deserialize, Serialize};
+
+/// Largest page a listing returns.
+pub const MAX_LIST_LIMIT: usize = 1000;
+
+/// What the index knows about one key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobMeta {
+    /// Blob id: the key's bytes in every store replica.
+    pub id: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Strong entity tag, quoted, e.g. `"1f2e3d4c5b6a7988"`.
+    pub etag: String,
+    /// Content-Type given at upload.
+    pub content_type: String,
+    /// Creation time, Unix milliseconds.
+    pub created_ms: u64,
+    /// Names of the stores that hold a copy, best first.
+    pub replicas: Vec<String>,
+    /// Tags given at upload (`X-Strata-Tags`).
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// One listed key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The key.
+    pub key: String,
+    /// Its metadata.
+    #[serde(flatten)]
+    pub meta: BlobMeta,
+}
+
+/// One page of a listing, sorted by key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Listing {
+    /// The entries.
+    pub items: Vec<Entry>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub next: Option<String>,
+}

@@ -1,0 +1,153 @@
+//! The index's internal HTTP API. Keys travel in the query string (never in
+//! the path), so any UTF-8 key round-trips without path-escaping rules.
+//!
+//! | method | path | meaning |
+//! |---|---|---|
+//! | GET | `/key?key=K` | the key's [`BlobMeta`], or 404 |
+//! | PUT | `/key?key=K` (JSON [`BlobMeta`]) | commit; `{"previous": ...}` |
+//! | DELETE | `/key?key=K` | remove; `{"previous": ...}`, or 404 |
+//! | GET | `/list?prefix=&after=&limit=` | a [`Listing`] by prefix |
+//! | GET | `/tag?tag=&after=&limit=` | a [`Listing`] by tag |
+//! | POST | `/ids?count=N` | `{"start": first}` of N fresh blob ids |
+//! | GET | `/healthz`, `/metrics` | liveness, Prometheus text |
+
+use std::fmt::Write;
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+
+use crate::{BlobMeta, Error, IndexDb, Listing};
+
+/// The router.
+pub fn router(db: Arc<IndexDb>) -> Router {
+    Router::new()
+        .route("/key", get(get_key).put(put_key).delete(delete_key))
+        .route("/list", get(list))
+        .route("/tag", get(list_tag))
+        .route("/ids", post(alloc))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .with_state(db)
+}
+
+/// Serves the index API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    db: Arc<IndexDb>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(db)).with_graceful_shutdown(shutdown).await
+}
+
+fn err(status: StatusCode, error: &str, detail: String) -> Response {
+    let body = serde_json::json!({ "error": error, "detail": detail });
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+fn index_error(e: Error) -> Response {
+    match e {
+        Error::Invalid(d) => err(StatusCode::BAD_REQUEST, "invalid", d),
+        Error::Closed => err(StatusCode::SERVICE_UNAVAILABLE, "closed", e.to_string()),
+        _ => err(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct KeyQ {
+    key: String,
+}
+
+#[derive(Deserialize)]
+struct ListQ {
+    #[serde(default)]
+    prefix: String,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct TagQ {
+    tag: String,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct IdsQ {
+    count: u64,
+}
+
+async fn get_key(State(db): State<Arc<IndexDb>>, Query(q): Query<KeyQ>) -> Response {
+    match db.get(&q.key) {
+        Ok(Some(m)) => Json(m).into_response(),
+        Ok(None) => err(StatusCode::NOT_FOUND, "not_found", format!("no key {:?}", q.key)),
+        Err(e) => index_error(e),
+    }
+}
+
+async fn put_key(State(db): State<Arc<IndexDb>>, Query(q): Query<KeyQ>, Json(meta): Json<BlobMeta>) -> Response {
+    match db.put(q.key, meta).await {
+        Ok(prev) => Json(serde_json::json!({ "previous": prev })).into_response(),
+        Err(e) => index_error(e),
+    }
+}
+
+async fn delete_key(State(db): State<Arc<IndexDb>>, Query(q): Query<KeyQ>) -> Response {
+    let key = q.key;
+    match db.delete(key.clone()).await {
+        Ok(Some(prev)) => Json(serde_json::json!({ "previous": prev })).into_response(),
+        Ok(None) => err(StatusCode::NOT_FOUND, "not_found", format!("no key {key:?}")),
+        Err(e) => index_error(e),
+    }
+}
+
+async fn list(State(db): State<Arc<IndexDb>>, Query(q): Query<ListQ>) -> Response {
+    let res: crate::Result<Listing> = db.list(&q.prefix, q.after.as_deref(), q.limit.unwrap_or(100));
+    match res {
+        Ok(l) => Json(l).into_response(),
+        Err(e) => index_error(e),
+    }
+}
+
+async fn list_tag(State(db): State<Arc<IndexDb>>, Query(q): Query<TagQ>) -> Response {
+    match db.list_tag(&q.tag, q.after.as_deref(), q.limit.unwrap_or(100)) {
+        Ok(l) => Json(l).into_response(),
+        Err(e) => index_error(e),
+    }
+}
+
+async fn alloc(State(db): State<Arc<IndexDb>>, Query(q): Query<IdsQ>) -> Response {
+    match db.alloc_ids(q.count).await {
+        Ok(start) => Json(serde_json::json!({ "start": start, "count": q.count })).into_response(),
+        Err(e) => index_error(e),
+    }
+}
+
+async fn metrics(State(db): State<Arc<IndexDb>>) -> Response {
+    let mut out = String::new();
+    db.render_metrics(&mut out);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+impl IndexDb {
+    /// Appends this index's Prometheus text to `out`.
+    pub fn render_metrics(&self, out: &mut String) {
+        let m = &self.metrics;
+        for (name, help, v) in [
+            ("strata_index_lookups_total", "Key lookups.", &m.lookups),
+            ("strata_index_writes_total", "Keys put or deleted.", &m.writes),
+            ("strata_index_commits_total", "Write transactions (one fsync each).", &m.commits),
+            ("strata_index_listings_total", "Listing pages served.", &m.listings),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Ordering::Relaxed));
+        }
+    }
+}
