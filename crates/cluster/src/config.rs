@@ -58,7 +58,9 @@ pub struct LimitsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { max_body_bytes: default_max_body() }
+        Self {
+            max_body_bytes: default_max_body(),
+        }
     }
 }
 
@@ -150,7 +152,10 @@ impl ClusterConfig {
             source,
         })?;
         Self::parse(&text).map_err(|e| match e {
-            Error::Parse { message, .. } => Error::Parse { path: path.to_owned(), message },
+            Error::Parse { message, .. } => Error::Parse {
+                path: path.to_owned(),
+                message,
+            },
             other => other,
         })
     }
@@ -167,7 +172,12 @@ impl ClusterConfig {
 
     /// Checks ranges and consistency; every error names its key.
     pub fn validate(&self) -> Result<(), Error> {
-        let bad = |key: &str, reason: String| Err(Error::Invalid { key: key.into(), reason });
+        let bad = |key: &str, reason: String| {
+            Err(Error::Invalid {
+                key: key.into(),
+                reason,
+            })
+        };
         if self.limits.max_body_bytes == 0 || self.limits.max_body_bytes > MAX_BODY_CEILING {
             return bad(
                 "limits.max_body_bytes",
@@ -175,7 +185,10 @@ impl ClusterConfig {
             );
         }
         if self.store.volume_bytes < 1 << 20 {
-            return bad("store.volume_bytes", "must be at least 1048576 (1 MiB)".into());
+            return bad(
+                "store.volume_bytes",
+                "must be at least 1048576 (1 MiB)".into(),
+            );
         }
         if !(self.store.compact_garbage_ratio > 0.0 && self.store.compact_garbage_ratio < 1.0) {
             return bad("store.compact_garbage_ratio", "must be in (0, 1)".into());
@@ -185,19 +198,30 @@ impl ClusterConfig {
         }
         if let Some(t) = &self.auth.write_token {
             if t.is_empty() || t.chars().any(|c| c.is_control() || c == ' ') {
-                return bad("auth.write_token", "must be non-empty printable without spaces".into());
+                return bad(
+                    "auth.write_token",
+                    "must be non-empty printable without spaces".into(),
+                );
             }
         }
         let mut names = std::collections::HashSet::new();
         for (i, m) in self.members.iter().enumerate() {
-            if m.name.is_empty() || !m.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            if m.name.is_empty()
+                || !m
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
                 return bad(
                     &format!("member[{i}].name"),
                     "must be non-empty ASCII letters, digits, '-', '_' or '.'".into(),
                 );
             }
             if !names.insert(m.name.as_str()) {
-                return bad(&format!("member[{i}].name"), format!("duplicate name `{}`", m.name));
+                return bad(
+                    &format!("member[{i}].name"),
+                    format!("duplicate name `{}`", m.name),
+                );
             }
             if matches!(m.role, Role::Store | Role::Index) && m.data_dir.is_none() {
                 return bad(
@@ -209,11 +233,17 @@ impl ClusterConfig {
         let stores = self.members_with(Role::Store).count();
         if let Some(r) = self.replicas {
             if r == 0 || (stores > 0 && r > stores) {
-                return bad("replicas", format!("must be between 1 and the number of stores ({stores})"));
+                return bad(
+                    "replicas",
+                    format!("must be between 1 and the number of stores ({stores})"),
+                );
             }
         }
         if !self.members.is_empty() && self.members_with(Role::Index).count() != 1 {
-            return bad("member", "the cluster needs exactly one `index` member".into());
+            return bad(
+                "member",
+                "the cluster needs exactly one `index` member".into(),
+            );
         }
         Ok(())
     }
@@ -233,8 +263,13 @@ impl ClusterConfig {
 
     /// R: the configured value, or 1 with one store and 2 with more.
     pub fn effective_replicas(&self) -> usize {
-        self.replicas
-            .unwrap_or_else(|| if self.members_with(Role::Store).count() >= 2 { 2 } else { 1 })
+        self.replicas.unwrap_or_else(|| {
+            if self.members_with(Role::Store).count() >= 2 {
+                2
+            } else {
+                1
+            }
+        })
     }
 }
 
@@ -280,14 +315,18 @@ addr = "127.0.0.1:8080"
     #[test]
     fn unknown_key_is_named() {
         let text = GOOD.replace("write_token", "write_tokn");
-        let err = ClusterConfig::parse(&text).expect_err("must fail").to_string();
+        let err = ClusterConfig::parse(&text)
+            .expect_err("must fail")
+            .to_string();
         assert!(err.contains("write_tokn"), "{err}");
     }
 
     #[test]
     fn unknown_top_level_key_is_named() {
         let text = format!("colour = 3\n{GOOD}");
-        let err = ClusterConfig::parse(&text).expect_err("must fail").to_string();
+        let err = ClusterConfig::parse(&text)
+            .expect_err("must fail")
+            .to_string();
         assert!(err.contains("colour"), "{err}");
     }
 
@@ -295,11 +334,23 @@ addr = "127.0.0.1:8080"
     fn bad_values_are_named() {
         let cases = [
             (GOOD.replace("replicas = 2", "replicas = 3"), "replicas"),
-            (format!("[limits]\nmax_body_bytes = 0\n{}", GOOD.replace("replicas = 2\n", "")), "limits.max_body_bytes"),
+            (
+                format!(
+                    "[limits]\nmax_body_bytes = 0\n{}",
+                    GOOD.replace("replicas = 2\n", "")
+                ),
+                "limits.max_body_bytes",
+            ),
             (GOOD.replace("role = \"node\"", "role = \"nod\""), "nod"),
             (GOOD.replace("127.0.0.1:7002", "not-an-addr"), "addr"),
-            (GOOD.replace("name = \"s2\"", "name = \"s1\""), "member[2].name"),
-            (GOOD.replace("data_dir = \"/tmp/s1\"\n", ""), "member[1].data_dir"),
+            (
+                GOOD.replace("name = \"s2\"", "name = \"s1\""),
+                "member[2].name",
+            ),
+            (
+                GOOD.replace("data_dir = \"/tmp/s1\"\n", ""),
+                "member[1].data_dir",
+            ),
         ];
         for (text, key) in cases {
             let err = ClusterConfig::parse(&text).expect_err(key).to_string();

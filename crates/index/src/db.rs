@@ -35,9 +35,19 @@ pub struct IndexMetrics {
 }
 
 enum Op {
-    Put { key: String, meta: BlobMeta, reply: oneshot::Sender<Result<Option<BlobMeta>>> },
-    Delete { key: String, reply: oneshot::Sender<Result<Option<BlobMeta>>> },
-    Alloc { count: u64, reply: oneshot::Sender<Result<u64>> },
+    Put {
+        key: String,
+        meta: BlobMeta,
+        reply: oneshot::Sender<Result<Option<BlobMeta>>>,
+    },
+    Delete {
+        key: String,
+        reply: oneshot::Sender<Result<Option<BlobMeta>>>,
+    },
+    Alloc {
+        count: u64,
+        reply: oneshot::Sender<Result<u64>>,
+    },
 }
 
 /// The name index over one redb file.
@@ -49,14 +59,16 @@ pub struct IndexDb {
 }
 
 fn decode(key: &str, raw: &[u8]) -> Result<BlobMeta> {
-    serde_json::from_slice(raw).map_err(|e| Error::Corrupt { key: key.to_owned(), reason: e.to_string() })
+    serde_json::from_slice(raw).map_err(|e| Error::Corrupt {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 impl IndexDb {
     /// Opens or creates `dir/index.redb` and starts the writer thread.
     pub fn open(dir: &Path) -> Result<Arc<IndexDb>> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::Db(redb::Error::Io(e)))?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::Db(redb::Error::Io(e)))?;
         let db = Arc::new(Database::create(dir.join("index.redb"))?);
         {
             let w = db.begin_write()?;
@@ -89,14 +101,20 @@ impl IndexDb {
     /// Commits `meta` under `key` (durable on return); returns what it replaced.
     pub async fn put(&self, key: String, meta: BlobMeta) -> Result<Option<BlobMeta>> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Op::Put { key, meta, reply }).await.map_err(|_| Error::Closed)?;
+        self.tx
+            .send(Op::Put { key, meta, reply })
+            .await
+            .map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
     /// Removes `key` (durable on return); returns what it held.
     pub async fn delete(&self, key: String) -> Result<Option<BlobMeta>> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Op::Delete { key, reply }).await.map_err(|_| Error::Closed)?;
+        self.tx
+            .send(Op::Delete { key, reply })
+            .await
+            .map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
@@ -105,10 +123,15 @@ impl IndexDb {
     /// even across crashes.
     pub async fn alloc_ids(&self, count: u64) -> Result<u64> {
         if count == 0 || count > 1 << 20 {
-            return Err(Error::Invalid(format!("count must be 1..=1048576, got {count}")));
+            return Err(Error::Invalid(format!(
+                "count must be 1..=1048576, got {count}"
+            )));
         }
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Op::Alloc { count, reply }).await.map_err(|_| Error::Closed)?;
+        self.tx
+            .send(Op::Alloc { count, reply })
+            .await
+            .map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
@@ -137,7 +160,10 @@ impl IndexDb {
                 next = items.last().map(|e: &Entry| e.key.clone());
                 break;
             }
-            items.push(Entry { key: key.to_owned(), meta: decode(key, v.value())? });
+            items.push(Entry {
+                key: key.to_owned(),
+                meta: decode(key, v.value())?,
+            });
         }
         Ok(Listing { items, next })
     }
@@ -165,7 +191,10 @@ impl IndexDb {
                 break;
             }
             if let Some(v) = blobs.get(key)? {
-                items.push(Entry { key: key.to_owned(), meta: decode(key, v.value())? });
+                items.push(Entry {
+                    key: key.to_owned(),
+                    meta: decode(key, v.value())?,
+                });
             }
         }
         Ok(Listing { items, next })
@@ -238,7 +267,9 @@ fn apply(
     match op {
         Op::Put { key, meta, .. } => {
             let raw = serde_json::to_vec(meta).map_err(|e| Error::Invalid(e.to_string()))?;
-            let prev = blobs.insert(key.as_str(), raw.as_slice())?.map(|v| decode(key, v.value()));
+            let prev = blobs
+                .insert(key.as_str(), raw.as_slice())?
+                .map(|v| decode(key, v.value()));
             let prev = prev.transpose()?;
             if let Some(p) = &prev {
                 for t in &p.tags {

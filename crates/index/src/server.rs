@@ -44,12 +44,19 @@ pub async fn serve(
     db: Arc<IndexDb>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(db)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(db))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 fn err(status: StatusCode, error: &str, detail: String) -> Response {
     let body = serde_json::json!({ "error": error, "detail": detail });
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn index_error(e: Error) -> Response {
@@ -88,12 +95,20 @@ struct IdsQ {
 async fn get_key(State(db): State<Arc<IndexDb>>, Query(q): Query<KeyQ>) -> Response {
     match db.get(&q.key) {
         Ok(Some(m)) => Json(m).into_response(),
-        Ok(None) => err(StatusCode::NOT_FOUND, "not_found", format!("no key {:?}", q.key)),
+        Ok(None) => err(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no key {:?}", q.key),
+        ),
         Err(e) => index_error(e),
     }
 }
 
-async fn put_key(State(db): State<Arc<IndexDb>>, Query(q): Query<KeyQ>, Json(meta): Json<BlobMeta>) -> Response {
+async fn put_key(
+    State(db): State<Arc<IndexDb>>,
+    Query(q): Query<KeyQ>,
+    Json(meta): Json<BlobMeta>,
+) -> Response {
     match db.put(q.key, meta).await {
         Ok(prev) => Json(serde_json::json!({ "previous": prev })).into_response(),
         Err(e) => index_error(e),
@@ -104,13 +119,18 @@ async fn delete_key(State(db): State<Arc<IndexDb>>, Query(q): Query<KeyQ>) -> Re
     let key = q.key;
     match db.delete(key.clone()).await {
         Ok(Some(prev)) => Json(serde_json::json!({ "previous": prev })).into_response(),
-        Ok(None) => err(StatusCode::NOT_FOUND, "not_found", format!("no key {key:?}")),
+        Ok(None) => err(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no key {key:?}"),
+        ),
         Err(e) => index_error(e),
     }
 }
 
 async fn list(State(db): State<Arc<IndexDb>>, Query(q): Query<ListQ>) -> Response {
-    let res: crate::Result<Listing> = db.list(&q.prefix, q.after.as_deref(), q.limit.unwrap_or(100));
+    let res: crate::Result<Listing> =
+        db.list(&q.prefix, q.after.as_deref(), q.limit.unwrap_or(100));
     match res {
         Ok(l) => Json(l).into_response(),
         Err(e) => index_error(e),
@@ -143,11 +163,27 @@ impl IndexDb {
         let m = &self.metrics;
         for (name, help, v) in [
             ("strata_index_lookups_total", "Key lookups.", &m.lookups),
-            ("strata_index_writes_total", "Keys put or deleted.", &m.writes),
-            ("strata_index_commits_total", "Write transactions (one fsync each).", &m.commits),
-            ("strata_index_listings_total", "Listing pages served.", &m.listings),
+            (
+                "strata_index_writes_total",
+                "Keys put or deleted.",
+                &m.writes,
+            ),
+            (
+                "strata_index_commits_total",
+                "Write transactions (one fsync each).",
+                &m.commits,
+            ),
+            (
+                "strata_index_listings_total",
+                "Listing pages served.",
+                &m.listings,
+            ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
         }
     }
 }

@@ -23,19 +23,39 @@ async fn agrees_with_a_btreemap_model() {
     let mut model: BTreeMap<String, BlobMeta> = BTreeMap::new();
     let mut x: u64 = 12345;
     for step in 0..600u64 {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let key = format!("{}/{:03}", ["cats", "dogs", "cat", "z"][(x >> 60) as usize % 4], (x >> 40) % 200);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let key = format!(
+            "{}/{:03}",
+            ["cats", "dogs", "cat", "z"][(x >> 60) as usize % 4],
+            (x >> 40) % 200
+        );
         if (x >> 33) % 5 == 0 {
-            assert_eq!(db.delete(key.clone()).await.expect("delete"), model.remove(&key));
+            assert_eq!(
+                db.delete(key.clone()).await.expect("delete"),
+                model.remove(&key)
+            );
         } else {
-            let tags: &[&str] = if step % 2 == 0 { &["even"] } else { &["odd", "all"] };
+            let tags: &[&str] = if step % 2 == 0 {
+                &["even"]
+            } else {
+                &["odd", "all"]
+            };
             let m = meta(step, tags);
-            assert_eq!(db.put(key.clone(), m.clone()).await.expect("put"), model.insert(key, m));
+            assert_eq!(
+                db.put(key.clone(), m.clone()).await.expect("put"),
+                model.insert(key, m)
+            );
         }
     }
     // Prefix listing, page by page, equals the model's range.
     for prefix in ["", "cat", "cats/", "dogs/1", "nothing"] {
-        let want: Vec<String> = model.keys().filter(|k| k.starts_with(prefix)).cloned().collect();
+        let want: Vec<String> = model
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect();
         let mut got = Vec::new();
         let mut after = None;
         loop {
@@ -51,8 +71,11 @@ async fn agrees_with_a_btreemap_model() {
     }
     // Tag view equals the model filtered by tag; overwrites moved tags.
     for tag in ["even", "odd", "all", "none"] {
-        let want: Vec<String> =
-            model.iter().filter(|(_, m)| m.tags.iter().any(|t| t == tag)).map(|(k, _)| k.clone()).collect();
+        let want: Vec<String> = model
+            .iter()
+            .filter(|(_, m)| m.tags.iter().any(|t| t == tag))
+            .map(|(k, _)| k.clone())
+            .collect();
         let mut got = Vec::new();
         let mut after = None;
         loop {

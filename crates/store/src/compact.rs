@@ -49,7 +49,9 @@ impl Store {
             let st = self.state.read().unwrap_or_else(|p| p.into_inner());
             st.stats
                 .iter()
-                .filter(|(v, s)| **v != st.active && s.garbage_ratio() > self.opts.compact_garbage_ratio)
+                .filter(|(v, s)| {
+                    **v != st.active && s.garbage_ratio() > self.opts.compact_garbage_ratio
+                })
                 .map(|(v, _)| *v)
                 .collect()
         };
@@ -71,18 +73,28 @@ impl Store {
                     reason: "the active volume is not compacted; it is sealed first".into(),
                 });
             }
-            st.volumes.get(&v).cloned().ok_or(Error::NotFound(u64::from(v)))?
+            st.volumes
+                .get(&v)
+                .cloned()
+                .ok_or(Error::NotFound(u64::from(v)))?
         };
         let dat = volume::dat_path(&self.dir, v);
         let idx = volume::idx_path(&self.dir, v);
         let tmp_dat = dat.with_extension("dat.tmp");
         let tmp_idx = idx.with_extension("idx.tmp");
-        let before = old.file().metadata().map_err(|e| Error::io("stat volume", e))?.len();
+        let before = old
+            .file()
+            .metadata()
+            .map_err(|e| Error::io("stat volume", e))?
+            .len();
         let (needles, _, _) = volume::scan(old.file(), SUPERBLOCK_LEN, before)
             .map_err(|e| Error::io(format!("scan {}", dat.display()), e))?;
 
         let _ = std::fs::remove_file(&tmp_dat);
-        let sb = Superblock { volume: v, generation: old.generation + 1 };
+        let sb = Superblock {
+            volume: v,
+            generation: old.generation + 1,
+        };
         let out = volume::create(&tmp_dat, sb)?;
         let mut put_here: HashSet<u64> = HashSet::new();
         let mut records = Vec::new();
@@ -99,30 +111,56 @@ impl Store {
                 !put_here.contains(&h.id)
             } else {
                 put_here.insert(h.id);
-                let here = Loc { volume: v, offset: n.offset, size: h.size };
+                let here = Loc {
+                    volume: v,
+                    offset: n.offset,
+                    size: h.size,
+                };
                 let st = self.state.read().unwrap_or_else(|p| p.into_inner());
                 st.map.get(h.id) == Some(here)
             };
             if !keep {
                 continue;
             }
-            let raw = old.read_at(n.offset, len as usize).map_err(|e| Error::io("read needle", e))?;
+            let raw = old
+                .read_at(n.offset, len as usize)
+                .map_err(|e| Error::io("read needle", e))?;
             buf.extend_from_slice(&raw);
-            records.push(Record { id: h.id, offset: end, size: h.size, flags: h.flags });
+            records.push(Record {
+                id: h.id,
+                offset: end,
+                size: h.size,
+                flags: h.flags,
+            });
             if h.flags & FLAG_TOMBSTONE != 0 {
                 tomb_bytes += len;
             } else {
-                moved.push((h.id, Loc { volume: v, offset: n.offset, size: h.size }, Loc { volume: v, offset: end, size: h.size }));
+                moved.push((
+                    h.id,
+                    Loc {
+                        volume: v,
+                        offset: n.offset,
+                        size: h.size,
+                    },
+                    Loc {
+                        volume: v,
+                        offset: end,
+                        size: h.size,
+                    },
+                ));
             }
             end += len;
             if buf.len() >= 8 << 20 {
-                out.write_all_at(&buf, written).map_err(|e| Error::io("write compacted volume", e))?;
+                out.write_all_at(&buf, written)
+                    .map_err(|e| Error::io("write compacted volume", e))?;
                 written += buf.len() as u64;
                 buf.clear();
             }
         }
-        out.write_all_at(&buf, written).map_err(|e| Error::io("write compacted volume", e))?;
-        out.sync_all().map_err(|e| Error::io("fsync compacted volume", e))?;
+        out.write_all_at(&buf, written)
+            .map_err(|e| Error::io("write compacted volume", e))?;
+        out.sync_all()
+            .map_err(|e| Error::io("fsync compacted volume", e))?;
         IdxWriter::create(&tmp_idx, sb, &records)?.sync()?;
 
         std::fs::rename(&tmp_dat, &dat).map_err(|e| Error::io("swap compacted volume", e))?;
@@ -142,11 +180,29 @@ impl Store {
                 }
             }
             st.volumes.insert(v, new);
-            st.stats.insert(v, VolStats { total: end - SUPERBLOCK_LEN, live, tombstones: tomb_bytes });
+            st.stats.insert(
+                v,
+                VolStats {
+                    total: end - SUPERBLOCK_LEN,
+                    live,
+                    tombstones: tomb_bytes,
+                },
+            );
         }
         self.metrics.compactions.inc();
         self.metrics.compacted_bytes.add(before.saturating_sub(end));
-        tracing::info!(volume = v, before, after = end, kept = moved.len(), "compacted volume");
-        Ok(CompactReport { volume: v, before, after: end, kept: moved.len() as u64 })
+        tracing::info!(
+            volume = v,
+            before,
+            after = end,
+            kept = moved.len(),
+            "compacted volume"
+        );
+        Ok(CompactReport {
+            volume: v,
+            before,
+            after: end,
+            kept: moved.len() as u64,
+        })
     }
 }

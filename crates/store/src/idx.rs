@@ -84,7 +84,8 @@ pub fn load(path: &Path, sb: Superblock) -> Result<Option<Vec<Record>>> {
         Err(e) => return Err(Error::io(format!("open {}", path.display()), e)),
     };
     let mut all = Vec::new();
-    f.read_to_end(&mut all).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+    f.read_to_end(&mut all)
+        .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
     if all.len() < HEADER_LEN as usize || all[..HEADER_LEN as usize] != header(sb) {
         return Ok(None);
     }
@@ -117,7 +118,10 @@ impl IdxWriter {
             .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
         file.write_all_at(&header(sb), 0)
             .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
-        let mut w = IdxWriter { file, len: HEADER_LEN };
+        let mut w = IdxWriter {
+            file,
+            len: HEADER_LEN,
+        };
         w.append(records)?;
         Ok(w)
     }
@@ -131,7 +135,8 @@ impl IdxWriter {
             .open(path)
             .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
         let len = HEADER_LEN + (valid * RECORD_LEN) as u64;
-        file.set_len(len).map_err(|e| Error::io(format!("truncate {}", path.display()), e))?;
+        file.set_len(len)
+            .map_err(|e| Error::io(format!("truncate {}", path.display()), e))?;
         Ok(IdxWriter { file, len })
     }
 
@@ -153,7 +158,9 @@ impl IdxWriter {
 
     /// fsyncs the file (used when sealing a volume and at shutdown).
     pub fn sync(&self) -> Result<()> {
-        self.file.sync_data().map_err(|e| Error::io("fsync index file", e))
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io("fsync index file", e))
     }
 }
 
@@ -165,14 +172,32 @@ mod tests {
     fn roundtrip_and_torn_tail() {
         let dir = tempfile::tempdir().expect("tmp");
         let p = dir.path().join("v.idx");
-        let sb = Superblock { volume: 3, generation: 9 };
+        let sb = Superblock {
+            volume: 3,
+            generation: 9,
+        };
         let recs: Vec<Record> = (0..10)
-            .map(|i| Record { id: i, offset: 64 + i * 40, size: i as u32, flags: (i % 2) as u8 })
+            .map(|i| Record {
+                id: i,
+                offset: 64 + i * 40,
+                size: i as u32,
+                flags: (i % 2) as u8,
+            })
             .collect();
         IdxWriter::create(&p, sb, &recs).expect("create");
         assert_eq!(load(&p, sb).expect("load"), Some(recs.clone()));
         // Another generation: ignored.
-        assert_eq!(load(&p, Superblock { volume: 3, generation: 10 }).expect("load"), None);
+        assert_eq!(
+            load(
+                &p,
+                Superblock {
+                    volume: 3,
+                    generation: 10
+                }
+            )
+            .expect("load"),
+            None
+        );
         // Torn last record: the rest still loads.
         let len = std::fs::metadata(&p).expect("meta").len();
         let f = OpenOptions::new().write(true).open(&p).expect("open");

@@ -52,23 +52,70 @@ impl StoreMetrics {
     /// Appends Prometheus text for these counters plus the given gauges.
     pub fn render(&self, out: &mut String, blobs: usize, map_bytes: usize, volumes: usize) {
         let c = [
-            ("strata_store_reads_total", "Needle reads served.", self.reads.get()),
-            ("strata_store_read_bytes_total", "Data bytes read.", self.bytes_read.get()),
-            ("strata_store_writes_total", "Needles appended.", self.writes.get()),
-            ("strata_store_written_bytes_total", "Data bytes appended.", self.bytes_written.get()),
-            ("strata_store_deletes_total", "Tombstones appended.", self.deletes.get()),
-            ("strata_store_fsync_batches_total", "Group commits, one fsync each.", self.fsync_batches.get()),
-            ("strata_store_rollovers_total", "Volumes sealed.", self.rollovers.get()),
-            ("strata_store_compactions_total", "Volumes compacted.", self.compactions.get()),
-            ("strata_store_compacted_bytes_total", "Bytes reclaimed by compaction.", self.compacted_bytes.get()),
-            ("strata_store_torn_bytes_total", "Bytes cut off torn volume tails at open.", self.torn_bytes.get()),
+            (
+                "strata_store_reads_total",
+                "Needle reads served.",
+                self.reads.get(),
+            ),
+            (
+                "strata_store_read_bytes_total",
+                "Data bytes read.",
+                self.bytes_read.get(),
+            ),
+            (
+                "strata_store_writes_total",
+                "Needles appended.",
+                self.writes.get(),
+            ),
+            (
+                "strata_store_written_bytes_total",
+                "Data bytes appended.",
+                self.bytes_written.get(),
+            ),
+            (
+                "strata_store_deletes_total",
+                "Tombstones appended.",
+                self.deletes.get(),
+            ),
+            (
+                "strata_store_fsync_batches_total",
+                "Group commits, one fsync each.",
+                self.fsync_batches.get(),
+            ),
+            (
+                "strata_store_rollovers_total",
+                "Volumes sealed.",
+                self.rollovers.get(),
+            ),
+            (
+                "strata_store_compactions_total",
+                "Volumes compacted.",
+                self.compactions.get(),
+            ),
+            (
+                "strata_store_compacted_bytes_total",
+                "Bytes reclaimed by compaction.",
+                self.compacted_bytes.get(),
+            ),
+            (
+                "strata_store_torn_bytes_total",
+                "Bytes cut off torn volume tails at open.",
+                self.torn_bytes.get(),
+            ),
         ];
         for (name, help, v) in c {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
         }
         let g = [
             ("strata_store_blobs", "Live blobs.", blobs as u64),
-            ("strata_store_needle_map_bytes", "Heap bytes of the needle map.", map_bytes as u64),
+            (
+                "strata_store_needle_map_bytes",
+                "Heap bytes of the needle map.",
+                map_bytes as u64,
+            ),
             ("strata_store_volumes", "Volume files.", volumes as u64),
         ];
         for (name, help, v) in g {

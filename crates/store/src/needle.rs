@@ -153,7 +153,12 @@ mod tests {
     fn roundtrip_and_padding() {
         for size in [0usize, 1, 7, 8, 9, 100, 4096] {
             let data: Vec<u8> = (0..size).map(|i| i as u8).collect();
-            let h = Header { cookie: 7, id: 99, flags: 0, size: size as u32 };
+            let h = Header {
+                cookie: 7,
+                id: 99,
+                flags: 0,
+                size: size as u32,
+            };
             let mut b = BytesMut::new();
             encode_into(&mut b, &h, &data);
             assert_eq!(b.len() as u64, needle_len(size as u64));
@@ -166,7 +171,12 @@ mod tests {
 
     #[test]
     fn every_flipped_bit_is_caught() {
-        let h = Header { cookie: 1, id: 2, flags: 0, size: 5 };
+        let h = Header {
+            cookie: 1,
+            id: 2,
+            flags: 0,
+            size: 5,
+        };
         let mut b = BytesMut::new();
         encode_into(&mut b, &h, b"hello");
         let len = HEADER_LEN as usize + 5 + TRAILER_LEN as usize;
@@ -181,7 +191,12 @@ mod tests {
 
     #[test]
     fn truncation_is_caught() {
-        let h = Header { cookie: 1, id: 2, flags: 0, size: 100 };
+        let h = Header {
+            cookie: 1,
+            id: 2,
+            flags: 0,
+            size: 100,
+        };
         let mut b = BytesMut::new();
         encode_into(&mut b, &h, &[9u8; 100]);
         let full = b.freeze();

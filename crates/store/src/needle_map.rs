@@ -55,7 +55,12 @@ struct Chunk {
 
 impl Chunk {
     fn new(base: u64) -> Self {
-        Chunk { base, deltas: Vec::new(), vols: Vec::new(), locs: Vec::new() }
+        Chunk {
+            base,
+            deltas: Vec::new(),
+            vols: Vec::new(),
+            locs: Vec::new(),
+        }
     }
     fn len(&self) -> usize {
         self.deltas.len()
@@ -82,10 +87,20 @@ impl Chunk {
         let mid = self.len() / 2;
         let base = self.id_at(mid);
         let shift = (base - self.base) as u32;
-        let deltas = self.deltas.split_off(mid).into_iter().map(|d| d - shift).collect();
+        let deltas = self
+            .deltas
+            .split_off(mid)
+            .into_iter()
+            .map(|d| d - shift)
+            .collect();
         let vols = self.vols.split_off(mid);
         let locs = self.locs.split_off(mid);
-        Chunk { base, deltas, vols, locs }
+        Chunk {
+            base,
+            deltas,
+            vols,
+            locs,
+        }
     }
     fn heap_bytes(&self) -> usize {
         self.deltas.capacity() * 4 + self.vols.capacity() * 2 + self.locs.capacity() * 8
@@ -230,7 +245,11 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn loc(i: u64) -> Loc {
-        Loc { volume: (i % 7) as u16, offset: (i % (MAX_OFFSET / 8)) * 8, size: (i % 1000) as u32 }
+        Loc {
+            volume: (i % 7) as u16,
+            offset: (i % (MAX_OFFSET / 8)) * 8,
+            size: (i % 1000) as u32,
+        }
     }
 
     /// Model-based: the map must agree with a BTreeMap under a random mix of
@@ -274,7 +293,11 @@ mod tests {
     #[test]
     fn packs_large_offsets_and_sizes() {
         let mut m = NeedleMap::new();
-        let l = Loc { volume: 65535, offset: 40 << 30, size: (1 << 27) - 1 };
+        let l = Loc {
+            volume: 65535,
+            offset: 40 << 30,
+            size: (1 << 27) - 1,
+        };
         m.insert(5, l);
         assert_eq!(m.get(5), Some(l));
     }

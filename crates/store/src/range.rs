@@ -16,12 +16,18 @@ pub enum RangeAsk {
 /// Malformed values are ignored (served in full) as RFC 9110 allows; several
 /// ranges are also served in full rather than as multipart.
 pub fn parse_range(value: Option<&str>, size: u64) -> RangeAsk {
-    let Some(v) = value else { return RangeAsk::Full };
-    let Some(spec) = v.trim().strip_prefix("bytes=") else { return RangeAsk::Full };
+    let Some(v) = value else {
+        return RangeAsk::Full;
+    };
+    let Some(spec) = v.trim().strip_prefix("bytes=") else {
+        return RangeAsk::Full;
+    };
     if spec.contains(',') {
         return RangeAsk::Full;
     }
-    let Some((a, b)) = spec.trim().split_once('-') else { return RangeAsk::Full };
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeAsk::Full;
+    };
     let (a, b) = (a.trim(), b.trim());
     let num = |s: &str| -> Option<u64> {
         if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
@@ -31,13 +37,17 @@ pub fn parse_range(value: Option<&str>, size: u64) -> RangeAsk {
     };
     if a.is_empty() {
         // Suffix range: the last N bytes.
-        let Some(n) = num(b) else { return RangeAsk::Full };
+        let Some(n) = num(b) else {
+            return RangeAsk::Full;
+        };
         if n == 0 || size == 0 {
             return RangeAsk::Unsatisfiable;
         }
         return RangeAsk::Part(size - n.min(size), size);
     }
-    let Some(start) = num(a) else { return RangeAsk::Full };
+    let Some(start) = num(a) else {
+        return RangeAsk::Full;
+    };
     let end = if b.is_empty() {
         size
     } else {

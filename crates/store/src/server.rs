@@ -26,7 +26,13 @@ use crate::{needle, Error, Store};
 /// The router, for embedding in tests or other servers.
 pub fn router(store: Arc<Store>) -> Router {
     Router::new()
-        .route("/blobs/{id}", get(get_blob).head(get_blob).put(put_blob).delete(delete_blob))
+        .route(
+            "/blobs/{id}",
+            get(get_blob)
+                .head(get_blob)
+                .put(put_blob)
+                .delete(delete_blob),
+        )
         .route("/admin/compact", post(compact))
         .route("/stats", get(stats))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -41,21 +47,34 @@ pub async fn serve(
     store: Arc<Store>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(store)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(store))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// A JSON error body `{error, detail}` with a status.
 pub fn error_response(status: StatusCode, error: &str, detail: impl Into<String>) -> Response {
     let body = serde_json::json!({ "error": error, "detail": detail.into() });
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn store_error(e: Error) -> Response {
     match e {
         Error::NotFound(_) => error_response(StatusCode::NOT_FOUND, "not_found", e.to_string()),
-        Error::TooLarge(_) => error_response(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string()),
+        Error::TooLarge(_) => {
+            error_response(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
+        }
         Error::BadRange { size, .. } => {
-            let mut r = error_response(StatusCode::RANGE_NOT_SATISFIABLE, "bad_range", e.to_string());
+            let mut r = error_response(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "bad_range",
+                e.to_string(),
+            );
             if let Ok(v) = format!("bytes */{size}").parse() {
                 r.headers_mut().insert(header::CONTENT_RANGE, v);
             }
@@ -67,11 +86,21 @@ fn store_error(e: Error) -> Response {
 }
 
 fn parse_id(raw: &str) -> Result<u64, Response> {
-    raw.parse::<u64>()
-        .map_err(|_| error_response(StatusCode::BAD_REQUEST, "bad_id", format!("blob id `{raw}` is not a u64")))
+    raw.parse::<u64>().map_err(|_| {
+        error_response(
+            StatusCode::BAD_REQUEST,
+            "bad_id",
+            format!("blob id `{raw}` is not a u64"),
+        )
+    })
 }
 
-async fn get_blob(State(store): State<Arc<Store>>, Path(id): Path<String>, method: Method, headers: HeaderMap) -> Response {
+async fn get_blob(
+    State(store): State<Arc<Store>>,
+    Path(id): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(r) => return r,
@@ -80,11 +109,20 @@ async fn get_blob(State(store): State<Arc<Store>>, Path(id): Path<String>, metho
         Ok(s) => s,
         Err(e) => return store_error(e),
     };
-    let ask = parse_range(headers.get(header::RANGE).and_then(|v| v.to_str().ok()), size);
+    let ask = parse_range(
+        headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
+        size,
+    );
     let (status, start, end) = match ask {
         RangeAsk::Full => (StatusCode::OK, 0, size),
         RangeAsk::Part(s, e) => (StatusCode::PARTIAL_CONTENT, s, e),
-        RangeAsk::Unsatisfiable => return store_error(Error::BadRange { start: size, end: size, size }),
+        RangeAsk::Unsatisfiable => {
+            return store_error(Error::BadRange {
+                start: size,
+                end: size,
+                size,
+            })
+        }
     };
     let mut b = Response::builder()
         .status(status)
@@ -92,14 +130,25 @@ async fn get_blob(State(store): State<Arc<Store>>, Path(id): Path<String>, metho
         .header(header::CONTENT_LENGTH, end - start)
         .header(header::ACCEPT_RANGES, "bytes");
     if status == StatusCode::PARTIAL_CONTENT {
-        b = b.header(header::CONTENT_RANGE, format!("bytes {start}-{}/{size}", end - 1));
+        b = b.header(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{}/{size}", end - 1),
+        );
     }
     if method == Method::HEAD {
-        return b.body(Body::empty()).unwrap_or_else(|e| internal(e.to_string()));
+        return b
+            .body(Body::empty())
+            .unwrap_or_else(|e| internal(e.to_string()));
     }
-    let data = if status == StatusCode::OK { store.get(id) } else { store.get_range(id, start, end) };
+    let data = if status == StatusCode::OK {
+        store.get(id)
+    } else {
+        store.get_range(id, start, end)
+    };
     match data {
-        Ok(d) => b.body(Body::from(d)).unwrap_or_else(|e| internal(e.to_string())),
+        Ok(d) => b
+            .body(Body::from(d))
+            .unwrap_or_else(|e| internal(e.to_string())),
         Err(e) => store_error(e),
     }
 }
@@ -108,7 +157,11 @@ fn internal(detail: String) -> Response {
     error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", detail)
 }
 
-async fn put_blob(State(store): State<Arc<Store>>, Path(id): Path<String>, body: Bytes) -> Response {
+async fn put_blob(
+    State(store): State<Arc<Store>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(r) => return r,
@@ -171,6 +224,7 @@ impl Store {
     /// Appends this store's Prometheus text to `out`.
     pub fn render_metrics(&self, out: &mut String) {
         let vols = self.volume_stats().len();
-        self.metrics.render(out, self.len(), self.needle_map_bytes(), vols);
+        self.metrics
+            .render(out, self.len(), self.needle_map_bytes(), vols);
     }
 }

@@ -37,7 +37,11 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { volume_bytes: 4 << 30, compact_garbage_ratio: 0.3, checkpoint_every: 4096 }
+        StoreOptions {
+            volume_bytes: 4 << 30,
+            compact_garbage_ratio: 0.3,
+            checkpoint_every: 4096,
+        }
     }
 }
 
@@ -70,9 +74,19 @@ pub(crate) struct State {
 }
 
 enum Op {
-    Put { id: u64, cookie: u32, data: Bytes, reply: oneshot::Sender<Result<()>> },
-    Delete { id: u64, reply: oneshot::Sender<Result<()>> },
-    Checkpoint { reply: oneshot::Sender<Result<()>> },
+    Put {
+        id: u64,
+        cookie: u32,
+        data: Bytes,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Delete {
+        id: u64,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Checkpoint {
+        reply: oneshot::Sender<Result<()>>,
+    },
 }
 
 /// A blob store over one data directory.
@@ -104,17 +118,22 @@ impl Store {
     /// files are loaded, each volume's tail after its last checkpoint is
     /// scanned, and a torn needle at a tail is cut off.
     pub fn open(dir: &Path, opts: StoreOptions) -> Result<(Arc<Store>, OpenReport)> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
         let mut report = OpenReport::default();
         let mut ids = Vec::new();
-        let entries = std::fs::read_dir(dir).map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("list data dir", e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.ends_with(".tmp") {
                 // Leftover of a compaction that never swapped in.
                 let _ = std::fs::remove_file(entry.path());
-            } else if let Some(n) = name.strip_prefix("vol-").and_then(|s| s.strip_suffix(".dat")) {
+            } else if let Some(n) = name
+                .strip_prefix("vol-")
+                .and_then(|s| s.strip_suffix(".dat"))
+            {
                 if let Ok(n) = n.parse::<u16>() {
                     ids.push(n);
                 }
@@ -128,7 +147,8 @@ impl Store {
         let mut writer_parts = None;
         let last = ids.last().copied();
         for &v in &ids {
-            let (vol, file, idxw, end) = recover_volume(dir, v, &mut map, &mut tombstone_bytes, &mut report)?;
+            let (vol, file, idxw, end) =
+                recover_volume(dir, v, &mut map, &mut tombstone_bytes, &mut report)?;
             volumes.insert(v, Arc::new(vol));
             if Some(v) == last {
                 writer_parts = Some((v, file, idxw, end));
@@ -151,11 +171,14 @@ impl Store {
             let len = std::fs::metadata(volume::dat_path(dir, v))
                 .map_err(|e| Error::io("stat volume", e))?
                 .len();
-            stats.insert(v, VolStats {
-                total: len - SUPERBLOCK_LEN,
-                live: 0,
-                tombstones: tombstone_bytes.get(&v).copied().unwrap_or(0),
-            });
+            stats.insert(
+                v,
+                VolStats {
+                    total: len - SUPERBLOCK_LEN,
+                    live: 0,
+                    tombstones: tombstone_bytes.get(&v).copied().unwrap_or(0),
+                },
+            );
         }
         for (_, loc) in map.iter() {
             if let Some(s) = stats.get_mut(&loc.volume) {
@@ -168,7 +191,12 @@ impl Store {
         let store = Arc::new(Store {
             dir: dir.to_owned(),
             opts,
-            state: RwLock::new(State { map, volumes, stats, active }),
+            state: RwLock::new(State {
+                map,
+                volumes,
+                stats,
+                active,
+            }),
             tx,
             metrics: StoreMetrics::default(),
             compact_lock: std::sync::Mutex::new(()),
@@ -211,14 +239,25 @@ impl Store {
         }
         let cookie = (crate::metrics::nanos() as u32) ^ (id as u32).rotate_left(16);
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Op::Put { id, cookie, data, reply }).await.map_err(|_| Error::Closed)?;
+        self.tx
+            .send(Op::Put {
+                id,
+                cookie,
+                data,
+                reply,
+            })
+            .await
+            .map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
     /// Appends a tombstone for `id`; `NotFound` if it is not live.
     pub async fn delete(&self, id: u64) -> Result<()> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Op::Delete { id, reply }).await.map_err(|_| Error::Closed)?;
+        self.tx
+            .send(Op::Delete { id, reply })
+            .await
+            .map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
@@ -227,14 +266,21 @@ impl Store {
     /// shutdown; crash recovery does not depend on it.
     pub async fn checkpoint(&self) -> Result<()> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Op::Checkpoint { reply }).await.map_err(|_| Error::Closed)?;
+        self.tx
+            .send(Op::Checkpoint { reply })
+            .await
+            .map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
     fn locate(&self, id: u64) -> Result<(Loc, Arc<Volume>)> {
         let st = self.state.read().unwrap_or_else(|p| p.into_inner());
         let loc = st.map.get(id).ok_or(Error::NotFound(id))?;
-        let vol = st.volumes.get(&loc.volume).cloned().ok_or(Error::NotFound(id))?;
+        let vol = st
+            .volumes
+            .get(&loc.volume)
+            .cloned()
+            .ok_or(Error::NotFound(id))?;
         Ok((loc, vol))
     }
 
@@ -251,7 +297,12 @@ impl Store {
             .read_at(loc.offset, len)
             .map_err(|e| Error::io(format!("read volume {}", loc.volume), e))?;
         self.metrics.reads.inc();
-        let corrupt = |reason| Error::Corrupt { id, volume: loc.volume, offset: loc.offset, reason };
+        let corrupt = |reason| Error::Corrupt {
+            id,
+            volume: loc.volume,
+            offset: loc.offset,
+            reason,
+        };
         let (h, data) = needle::decode(&buf).map_err(|why| corrupt(why.as_str()))?;
         if h.id != id || h.is_tombstone() {
             return Err(corrupt("needle names another blob"));
@@ -269,7 +320,10 @@ impl Store {
             return Err(Error::BadRange { start, end, size });
         }
         let data = vol
-            .read_at(loc.offset + needle::HEADER_LEN + start, (end - start) as usize)
+            .read_at(
+                loc.offset + needle::HEADER_LEN + start,
+                (end - start) as usize,
+            )
             .map_err(|e| Error::io(format!("read volume {}", loc.volume), e))?;
         self.metrics.reads.inc();
         self.metrics.bytes_read.add(data.len() as u64);
@@ -278,7 +332,11 @@ impl Store {
 
     /// Live blobs.
     pub fn len(&self) -> usize {
-        self.state.read().unwrap_or_else(|p| p.into_inner()).map.len()
+        self.state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .map
+            .len()
     }
 
     /// True when no blob is live.
@@ -288,12 +346,20 @@ impl Store {
 
     /// Heap bytes of the needle map.
     pub fn needle_map_bytes(&self) -> usize {
-        self.state.read().unwrap_or_else(|p| p.into_inner()).map.heap_bytes()
+        self.state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .map
+            .heap_bytes()
     }
 
     /// Per-volume byte accounting.
     pub fn volume_stats(&self) -> BTreeMap<u16, VolStats> {
-        self.state.read().unwrap_or_else(|p| p.into_inner()).stats.clone()
+        self.state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .stats
+            .clone()
     }
 
     /// The data directory.
@@ -309,18 +375,36 @@ impl Store {
 }
 
 fn new_volume(dir: &Path, v: u16) -> Result<(File, IdxWriter)> {
-    let sb = Superblock { volume: v, generation: 1 };
+    let sb = Superblock {
+        volume: v,
+        generation: 1,
+    };
     let file = volume::create(&volume::dat_path(dir, v), sb)?;
     let idxw = IdxWriter::create(&volume::idx_path(dir, v), sb, &[])?;
     Ok((file, idxw))
 }
 
-fn apply(map: &mut NeedleMap, tomb: &mut HashMap<u16, u64>, v: u16, id: u64, offset: u64, size: u32, flags: u8) {
+fn apply(
+    map: &mut NeedleMap,
+    tomb: &mut HashMap<u16, u64>,
+    v: u16,
+    id: u64,
+    offset: u64,
+    size: u32,
+    flags: u8,
+) {
     if flags & FLAG_TOMBSTONE != 0 {
         map.remove(id);
         *tomb.entry(v).or_default() += needle::needle_len(0);
     } else {
-        map.insert(id, Loc { volume: v, offset, size });
+        map.insert(
+            id,
+            Loc {
+                volume: v,
+                offset,
+                size,
+            },
+        );
     }
 }
 
@@ -339,11 +423,20 @@ fn recover_volume(
         .open(&path)
         .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
     let vol = Volume::open(&path)?;
-    let sb = Superblock { volume: vol.id, generation: vol.generation };
+    let sb = Superblock {
+        volume: vol.id,
+        generation: vol.generation,
+    };
     if vol.id != v {
-        return Err(Error::Format { path: path.display().to_string(), reason: format!("superblock says volume {}", vol.id) });
+        return Err(Error::Format {
+            path: path.display().to_string(),
+            reason: format!("superblock says volume {}", vol.id),
+        });
     }
-    let len = file.metadata().map_err(|e| Error::io("stat volume", e))?.len();
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat volume", e))?
+        .len();
     let ipath = volume::idx_path(dir, v);
     let loaded = idx::load(&ipath, sb)?;
     let mut covered = SUPERBLOCK_LEN;
@@ -359,18 +452,33 @@ fn recover_volume(
         covered = covered.max(end);
         report.from_index += 1;
     }
-    let (found, valid_end, stop) =
-        volume::scan(&file, covered, len).map_err(|e| Error::io(format!("scan {}", path.display()), e))?;
+    let (found, valid_end, stop) = volume::scan(&file, covered, len)
+        .map_err(|e| Error::io(format!("scan {}", path.display()), e))?;
     if valid_end < len {
         tracing::warn!(volume = v, at = valid_end, cut = len - valid_end, why = ?stop.map(|s| s.as_str()), "cutting torn volume tail");
-        file.set_len(valid_end).map_err(|e| Error::io("truncate torn tail", e))?;
-        file.sync_all().map_err(|e| Error::io("fsync after truncate", e))?;
+        file.set_len(valid_end)
+            .map_err(|e| Error::io("truncate torn tail", e))?;
+        file.sync_all()
+            .map_err(|e| Error::io("fsync after truncate", e))?;
         report.truncated_bytes += len - valid_end;
     }
     let mut recs = Vec::with_capacity(found.len());
     for s in &found {
-        apply(map, tomb, v, s.header.id, s.offset, s.header.size, s.header.flags);
-        recs.push(Record { id: s.header.id, offset: s.offset, size: s.header.size, flags: s.header.flags });
+        apply(
+            map,
+            tomb,
+            v,
+            s.header.id,
+            s.offset,
+            s.header.size,
+            s.header.flags,
+        );
+        recs.push(Record {
+            id: s.header.id,
+            offset: s.offset,
+            size: s.header.size,
+            flags: s.header.flags,
+        });
     }
     report.scanned += found.len() as u64;
     let idxw = match valid {
@@ -391,7 +499,8 @@ fn report_consistent(loaded: &Option<Vec<Record>>, covered: u64) -> bool {
     // If we stopped trusting the index part-way (a record past the end of
     // the volume), rebuilding it is simpler than trimming it.
     loaded.as_ref().is_some_and(|recs| {
-        recs.last().is_none_or(|r| r.offset + needle::needle_len(u64::from(r.size)) <= covered)
+        recs.last()
+            .is_none_or(|r| r.offset + needle::needle_len(u64::from(r.size)) <= covered)
     })
 }
 
@@ -435,7 +544,9 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let Some(store) = self.store.upgrade() else { return };
+            let Some(store) = self.store.upgrade() else {
+                return;
+            };
             self.commit(&store, batch);
         }
         // Channel closed: the store is dropping. Leave the index complete.
@@ -458,11 +569,22 @@ impl Writer {
                     checkpoints.push(reply);
                     continue;
                 }
-                Op::Put { id, cookie, data, reply } => (id, cookie, data, 0u8, reply),
+                Op::Put {
+                    id,
+                    cookie,
+                    data,
+                    reply,
+                } => (id, cookie, data, 0u8, reply),
                 Op::Delete { id, reply } => {
                     let live = match seen.get(&id) {
                         Some(l) => *l,
-                        None => store.state.read().unwrap_or_else(|p| p.into_inner()).map.get(id).is_some(),
+                        None => store
+                            .state
+                            .read()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .map
+                            .get(id)
+                            .is_some(),
                     };
                     if !live {
                         let _ = reply.send(Err(Error::NotFound(id)));
@@ -474,7 +596,10 @@ impl Writer {
             };
             let len = needle::needle_len(data.len() as u64);
             let at = self.end + buf.len() as u64;
-            if failure.is_none() && at + len > self.opts.volume_bytes.min(MAX_OFFSET) && at > SUPERBLOCK_LEN {
+            if failure.is_none()
+                && at + len > self.opts.volume_bytes.min(MAX_OFFSET)
+                && at > SUPERBLOCK_LEN
+            {
                 if let Err(e) = self.flush(&mut buf).and_then(|_| self.roll_over(store)) {
                     failure = Some(e.to_string());
                     self.mark_lost(&mut appended);
@@ -485,9 +610,25 @@ impl Writer {
                 continue;
             }
             let offset = self.end + buf.len() as u64;
-            needle::encode_into(&mut buf, &Header { cookie, id, flags, size: data.len() as u32 }, &data);
+            needle::encode_into(
+                &mut buf,
+                &Header {
+                    cookie,
+                    id,
+                    flags,
+                    size: data.len() as u32,
+                },
+                &data,
+            );
             seen.insert(id, flags == 0);
-            appended.push(Appended { volume: self.volume, offset, id, size: data.len() as u32, flags, durable: true });
+            appended.push(Appended {
+                volume: self.volume,
+                offset,
+                id,
+                size: data.len() as u32,
+                flags,
+                durable: true,
+            });
             replies.push((reply, Some(appended.len() - 1)));
         }
         if failure.is_none() {
@@ -511,13 +652,24 @@ impl Writer {
                     stats.tombstones += nlen;
                     if let Some(old) = st.map.remove(a.id) {
                         let s = st.stats.entry(old.volume).or_default();
-                        s.live = s.live.saturating_sub(needle::needle_len(u64::from(old.size)));
+                        s.live = s
+                            .live
+                            .saturating_sub(needle::needle_len(u64::from(old.size)));
                     }
                 } else {
                     stats.live += nlen;
-                    if let Some(old) = st.map.insert(a.id, Loc { volume: a.volume, offset: a.offset, size: a.size }) {
+                    if let Some(old) = st.map.insert(
+                        a.id,
+                        Loc {
+                            volume: a.volume,
+                            offset: a.offset,
+                            size: a.size,
+                        },
+                    ) {
                         let s = st.stats.entry(old.volume).or_default();
-                        s.live = s.live.saturating_sub(needle::needle_len(u64::from(old.size)));
+                        s.live = s
+                            .live
+                            .saturating_sub(needle::needle_len(u64::from(old.size)));
                     }
                 }
             }
@@ -529,14 +681,22 @@ impl Writer {
                 store.metrics.writes.inc();
                 store.metrics.bytes_written.add(u64::from(a.size));
             }
-            self.pending.push(Record { id: a.id, offset: a.offset, size: a.size, flags: a.flags });
+            self.pending.push(Record {
+                id: a.id,
+                offset: a.offset,
+                size: a.size,
+                flags: a.flags,
+            });
         }
         for (reply, idx) in replies {
             let ok = idx.is_some_and(|i| appended[i].durable);
             let res = if ok {
                 Ok(())
             } else {
-                Err(Error::io("append needle", std::io::Error::other(failure.clone().unwrap_or_else(|| "write failed".into()))))
+                Err(Error::io(
+                    "append needle",
+                    std::io::Error::other(failure.clone().unwrap_or_else(|| "write failed".into())),
+                ))
             };
             let _ = reply.send(res);
         }
@@ -553,7 +713,10 @@ impl Writer {
             for reply in checkpoints {
                 let _ = reply.send(match &res {
                     Ok(()) => Ok(()),
-                    Err(e) => Err(Error::io("checkpoint", std::io::Error::other(e.to_string()))),
+                    Err(e) => Err(Error::io(
+                        "checkpoint",
+                        std::io::Error::other(e.to_string()),
+                    )),
                 });
             }
         }

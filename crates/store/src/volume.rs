@@ -63,7 +63,10 @@ impl Superblock {
 
     /// Decodes and checks magic and version.
     pub fn decode(b: &[u8], path: &Path) -> Result<Self> {
-        let fmt = |reason: String| Error::Format { path: path.display().to_string(), reason };
+        let fmt = |reason: String| Error::Format {
+            path: path.display().to_string(),
+            reason,
+        };
         if b.len() < SUPERBLOCK_LEN as usize || &b[..8] != MAGIC {
             return Err(fmt("not a strata volume (bad magic)".into()));
         }
@@ -74,8 +77,12 @@ impl Superblock {
         v.copy_from_slice(&b[12..16]);
         let mut g = [0u8; 8];
         g.copy_from_slice(&b[16..24]);
-        let volume = u16::try_from(u32::from_le_bytes(v)).map_err(|_| fmt("volume number out of range".into()))?;
-        Ok(Superblock { volume, generation: u64::from_le_bytes(g) })
+        let volume = u16::try_from(u32::from_le_bytes(v))
+            .map_err(|_| fmt("volume number out of range".into()))?;
+        Ok(Superblock {
+            volume,
+            generation: u64::from_le_bytes(g),
+        })
     }
 }
 
@@ -94,12 +101,17 @@ pub struct Volume {
 impl Volume {
     /// Opens an existing volume for reading and checks its superblock.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+        let file =
+            File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
         let mut sb = [0u8; SUPERBLOCK_LEN as usize];
         file.read_exact_at(&mut sb, 0)
             .map_err(|e| Error::io(format!("read superblock of {}", path.display()), e))?;
         let s = Superblock::decode(&sb, path)?;
-        Ok(Volume { id: s.volume, generation: s.generation, file })
+        Ok(Volume {
+            id: s.volume,
+            generation: s.generation,
+            file,
+        })
     }
 
     /// The underlying file, for sequential scans.
@@ -124,7 +136,8 @@ pub fn create(path: &Path, sb: Superblock) -> Result<File> {
         .create_new(true)
         .open(path)
         .map_err(|e| Error::io(ctx("create"), e))?;
-    f.write_all_at(&sb.encode(), 0).map_err(|e| Error::io(ctx("write superblock"), e))?;
+    f.write_all_at(&sb.encode(), 0)
+        .map_err(|e| Error::io(ctx("write superblock"), e))?;
     f.sync_all().map_err(|e| Error::io(ctx("fsync"), e))?;
     if let Some(dir) = path.parent() {
         sync_dir(dir)?;
@@ -152,7 +165,11 @@ pub struct Scanned {
 /// first needle that fails verification. Returns the needles and the offset
 /// where valid data ends (the truncation point for a torn tail), plus why it
 /// stopped early, if it did.
-pub fn scan(file: &File, from: u64, file_len: u64) -> std::io::Result<(Vec<Scanned>, u64, Option<Invalid>)> {
+pub fn scan(
+    file: &File,
+    from: u64,
+    file_len: u64,
+) -> std::io::Result<(Vec<Scanned>, u64, Option<Invalid>)> {
     const WINDOW: u64 = 8 << 20;
     let mut out = Vec::new();
     let mut off = from;
@@ -178,7 +195,10 @@ pub fn scan(file: &File, from: u64, file_len: u64) -> std::io::Result<(Vec<Scann
         if let Err(why) = needle::decode(&buf) {
             return Ok((out, off, Some(why)));
         }
-        out.push(Scanned { header: h, offset: off });
+        out.push(Scanned {
+            header: h,
+            offset: off,
+        });
         off += len;
     }
     Ok((out, off, None))

@@ -20,7 +20,11 @@ fn blob(i: u64, len: usize) -> Bytes {
 }
 
 fn small_volumes() -> StoreOptions {
-    StoreOptions { volume_bytes: 1 << 20, compact_garbage_ratio: 0.3, checkpoint_every: 16 }
+    StoreOptions {
+        volume_bytes: 1 << 20,
+        compact_garbage_ratio: 0.3,
+        checkpoint_every: 16,
+    }
 }
 
 #[tokio::test]
@@ -31,21 +35,37 @@ async fn put_get_delete_and_restart() {
         s.put(i, blob(i, 100 + i as usize * 37)).await.expect("put");
     }
     assert_eq!(s.get(7).expect("get"), blob(7, 100 + 7 * 37));
-    assert_eq!(s.get_range(7, 10, 20).expect("range"), blob(7, 359).slice(10..20));
-    assert!(matches!(s.get_range(7, 10, 10_000), Err(store::Error::BadRange { .. })));
+    assert_eq!(
+        s.get_range(7, 10, 20).expect("range"),
+        blob(7, 359).slice(10..20)
+    );
+    assert!(matches!(
+        s.get_range(7, 10, 10_000),
+        Err(store::Error::BadRange { .. })
+    ));
     s.delete(3).await.expect("delete");
     assert!(matches!(s.get(3), Err(store::Error::NotFound(3))));
     assert!(matches!(s.delete(3).await, Err(store::Error::NotFound(3))));
-    assert!(matches!(s.delete(999).await, Err(store::Error::NotFound(999))));
+    assert!(matches!(
+        s.delete(999).await,
+        Err(store::Error::NotFound(999))
+    ));
     s.checkpoint().await.expect("checkpoint");
     drop(s);
 
     let (s, report) = Store::open(dir.path(), StoreOptions::default()).expect("reopen");
-    assert_eq!(report.scanned, 0, "a clean checkpoint leaves nothing to rescan");
+    assert_eq!(
+        report.scanned, 0,
+        "a clean checkpoint leaves nothing to rescan"
+    );
     assert_eq!(report.from_index, 51);
     assert_eq!(s.len(), 49);
     for i in (0..50).filter(|i| *i != 3) {
-        assert_eq!(s.get(i).expect("get"), blob(i, 100 + i as usize * 37), "blob {i}");
+        assert_eq!(
+            s.get(i).expect("get"),
+            blob(i, 100 + i as usize * 37),
+            "blob {i}"
+        );
     }
     assert!(s.get(3).is_err());
 }
@@ -53,7 +73,10 @@ async fn put_get_delete_and_restart() {
 #[tokio::test]
 async fn restart_replays_only_the_tail_after_the_checkpoint() {
     let dir = tempfile::tempdir().expect("tmp");
-    let opts = StoreOptions { checkpoint_every: 10, ..StoreOptions::default() };
+    let opts = StoreOptions {
+        checkpoint_every: 10,
+        ..StoreOptions::default()
+    };
     let (s, _) = Store::open(dir.path(), opts.clone()).expect("open");
     for i in 0..25 {
         s.put(i, blob(i, 64)).await.expect("put");
@@ -87,10 +110,18 @@ async fn torn_tail_is_cut_and_acknowledged_blobs_survive() {
     let mut torn = bytes::BytesMut::new();
     store::needle::encode_into(
         &mut torn,
-        &store::needle::Header { cookie: 1, id: 77, flags: 0, size: 5000 },
+        &store::needle::Header {
+            cookie: 1,
+            id: 77,
+            flags: 0,
+            size: 5000,
+        },
         &blob(77, 5000),
     );
-    let f = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open");
     f.write_all_at(&torn[..124], good_len).expect("write torn");
     drop(f);
 
@@ -118,7 +149,11 @@ async fn corrupt_needle_in_the_tail_is_cut_too() {
     // Flip one data byte of the last needle: its CRC no longer matches.
     let path = dir.path().join("vol-000001.dat");
     let len = std::fs::metadata(&path).expect("meta").len();
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(&path).expect("open");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("open");
     let at = len - 60;
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, at).expect("read");
@@ -148,7 +183,11 @@ async fn concurrent_writes_share_fsyncs() {
         t.await.expect("join").expect("put");
     }
     assert_eq!(s.metrics.writes.get(), 64);
-    assert!(s.metrics.fsync_batches.get() < 64, "batches: {}", s.metrics.fsync_batches.get());
+    assert!(
+        s.metrics.fsync_batches.get() < 64,
+        "batches: {}",
+        s.metrics.fsync_batches.get()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,7 +201,12 @@ async fn rollover_and_online_compaction() {
     let vols = s.volume_stats();
     assert!(vols.len() >= 4, "rolled over into {} volumes", vols.len());
     for &v in vols.keys() {
-        assert!(std::fs::metadata(store::dat_path(dir.path(), v)).expect("meta").len() <= 1 << 20);
+        assert!(
+            std::fs::metadata(store::dat_path(dir.path(), v))
+                .expect("meta")
+                .len()
+                <= 1 << 20
+        );
     }
 
     // Readers loop while we delete two thirds and compact.
@@ -174,7 +218,10 @@ async fn rollover_and_online_compaction() {
             let mut reads = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 for i in (0..n).filter(|i| i % 3 == 0) {
-                    assert_eq!(s.get(i).expect("live blob readable during compaction"), blob(i, 20_000));
+                    assert_eq!(
+                        s.get(i).expect("live blob readable during compaction"),
+                        blob(i, 20_000)
+                    );
                     reads += 1;
                 }
             }
@@ -186,11 +233,18 @@ async fn rollover_and_online_compaction() {
     }
     let reports = {
         let s = s.clone();
-        tokio::task::spawn_blocking(move || s.compact_due()).await.expect("join").expect("compact")
+        tokio::task::spawn_blocking(move || s.compact_due())
+            .await
+            .expect("join")
+            .expect("compact")
     };
     // The background compactor may have done some of them already.
     let compacted = s.metrics.compactions.get();
-    assert!(compacted >= 3, "compacted {compacted} volumes ({} now)", reports.len());
+    assert!(
+        compacted >= 3,
+        "compacted {compacted} volumes ({} now)",
+        reports.len()
+    );
     // Writes go on after compaction too.
     s.put(10_000, blob(10_000, 5)).await.expect("put");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -218,6 +272,9 @@ async fn oversized_blob_is_refused() {
     let dir = tempfile::tempdir().expect("tmp");
     let (s, _) = Store::open(dir.path(), StoreOptions::default()).expect("open");
     let big = Bytes::from(vec![0u8; (store::needle::MAX_DATA + 1) as usize]);
-    assert!(matches!(s.put(1, big).await, Err(store::Error::TooLarge(_))));
+    assert!(matches!(
+        s.put(1, big).await,
+        Err(store::Error::TooLarge(_))
+    ));
     assert!(s.is_empty());
 }

@@ -1,1 +1,139 @@
-fn main() {}
+//! `strata`: one binary, one role per process (or all of them with `serve`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use cluster::ClusterConfig;
+use tokio::sync::watch;
+
+/// strata — a horizontally scalable data-access tier for image hosting.
+#[derive(Parser)]
+#[command(name = "strata", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run every role in one process on loopback: the embedded default.
+    Serve {
+        /// Data directory (volumes under store/, the index under index/).
+        #[arg(long, default_value = "./strata-data")]
+        data: PathBuf,
+        /// Address of the public HTTP API.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Optional settings file: [auth], [limits] and [store] tables of the
+        /// cluster-file format (no [[member]] tables).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Runtime worker threads (default: TOKIO_WORKER_THREADS or cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Run a blob store (volumes + needle map) from a cluster file.
+    Store(RoleArgs),
+    /// Run the name index from a cluster file.
+    Index(RoleArgs),
+    /// Run a request node (the public API) from a cluster file.
+    Node(RoleArgs),
+}
+
+#[derive(clap::Args)]
+struct RoleArgs {
+    /// The cluster file (TOML) listing every member.
+    #[arg(long)]
+    config: PathBuf,
+    /// This process's member name in the cluster file.
+    #[arg(long)]
+    name: String,
+    /// Runtime worker threads (default: TOKIO_WORKER_THREADS or cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let threads = match &cli.cmd {
+        Cmd::Serve { threads, .. } => *threads,
+        Cmd::Store(a) | Cmd::Index(a) | Cmd::Node(a) => a.threads,
+    };
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = threads {
+        rt.worker_threads(n.max(1));
+    }
+    rt.build()?.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let (stop, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop.send(true);
+    });
+    match cli.cmd {
+        Cmd::Serve {
+            data,
+            listen,
+            config,
+            ..
+        } => {
+            let cfg = match config {
+                Some(p) => ClusterConfig::load(&p)?,
+                None => ClusterConfig::parse("")?,
+            };
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            let h = strata::start_serve(&cfg, &data, listener).await?;
+            println!("strata serve: data in {}", data.display());
+            println!("  public API   http://{}/v1/blobs/", h.node_addr);
+            println!("  health       http://{}/healthz", h.node_addr);
+            println!("  metrics      http://{}/metrics", h.node_addr);
+            println!("  store        http://{} (internal)", h.store_addr);
+            println!("  index        http://{} (internal)", h.index_addr);
+            strata::shutdown_signal(rx).await;
+            h.shutdown().await
+        }
+        Cmd::Store(a) | Cmd::Index(a) | Cmd::Node(a) => {
+            let cfg = Arc::new(ClusterConfig::load(&a.config)?);
+            let me = cfg.member(&a.name)?.clone();
+            let listener = tokio::net::TcpListener::bind(me.addr)
+                .await
+                .with_context(|| format!("cannot listen on {}", me.addr))?;
+            println!(
+                "strata {}: {} listening on http://{}",
+                me.role.as_str(),
+                me.name,
+                me.addr
+            );
+            strata::run_role(cfg, &a.name, listener, rx).await
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

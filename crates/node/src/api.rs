@@ -1,0 +1,434 @@
+//! The public HTTP API.
+//!
+//! | method | path | answer |
+//! |---|---|---|
+//! | PUT | `/v1/blobs/{key}` | 201 `{key, id, size, etag}` |
+//! | GET, HEAD | `/v1/blobs/{key}` | 200, 206 (one `Range`), 304 (`If-None-Match`), 404, 416 |
+//! | DELETE | `/v1/blobs/{key}` | 204, 404 |
+//! | GET | `/v1/blobs?prefix=&after=&limit=` or `?tag=` | listing JSON with a `next` cursor |
+//! | GET | `/healthz`, `/metrics` | liveness, Prometheus text |
+//!
+//! Every error body is JSON `{error, detail}`. The key is taken from the raw
+//! request path and percent-decoded here, so that a bad escape or non-UTF-8
+//! key gets our JSON 400 rather than a framework's plain-text one.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+use http_body_util::{BodyExt, Limited};
+use index::{BlobMeta, MAX_LIST_LIMIT};
+use serde::Deserialize;
+use store::range::{parse_range, RangeAsk};
+
+use crate::keys::{percent_decode, validate_key};
+use crate::metrics::inc;
+use crate::{Error, Node};
+
+/// Longest tag, in bytes.
+const MAX_TAG_BYTES: usize = 128;
+/// Most tags on one blob.
+const MAX_TAGS: usize = 32;
+
+/// The node's router.
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/v1/blobs", get(list))
+        .route("/v1/blobs/", get(list))
+        .route("/v1/blobs/{*key}", any(blob))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .with_state(node)
+}
+
+/// A JSON `{error, detail}` response.
+pub fn error(status: StatusCode, code: &str, detail: impl Into<String>) -> Response {
+    let body = serde_json::json!({ "error": code, "detail": detail.into() });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn tier_error(e: Error) -> Response {
+    match e {
+        Error::NotFound => error(StatusCode::NOT_FOUND, "not_found", "no such blob"),
+        Error::Rejected { .. } => error(StatusCode::BAD_REQUEST, "rejected", e.to_string()),
+        Error::NotEnoughStores { .. } | Error::Unavailable { .. } => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        ),
+    }
+}
+
+fn count(node: &Node, r: Response) -> Response {
+    if r.status().is_client_error() {
+        inc(&node.metrics.client_errors);
+    } else if r.status().is_server_error() {
+        inc(&node.metrics.server_errors);
+    }
+    r
+}
+
+async fn blob(State(node): State<Arc<Node>>, req: Request) -> Response {
+    let r = blob_inner(&node, req).await;
+    count(&node, r)
+}
+
+async fn blob_inner(node: &Arc<Node>, req: Request) -> Response {
+    let raw = req
+        .uri()
+        .path()
+        .strip_prefix("/v1/blobs/")
+        .unwrap_or_default();
+    let key = match percent_decode(raw)
+        .and_then(|b| String::from_utf8(b).map_err(|_| "key is not UTF-8".to_string()))
+    {
+        Ok(k) => k,
+        Err(d) => return error(StatusCode::BAD_REQUEST, "bad_key", d),
+    };
+    if let Err(d) = validate_key(&key) {
+        return error(StatusCode::BAD_REQUEST, "bad_key", d);
+    }
+    match req.method().clone() {
+        Method::GET | Method::HEAD => {
+            get_blob(node, &key, req.method() == Method::HEAD, req.headers()).await
+        }
+        Method::PUT => put_blob(node, key, req).await,
+        Method::DELETE => delete_blob(node, &key, req.headers()).await,
+        _ => {
+            let mut r = error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "use GET, HEAD, PUT or DELETE",
+            );
+            r.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, PUT, DELETE"),
+            );
+            r
+        }
+    }
+}
+
+/// 401 without credentials, 403 with wrong ones, `None` when allowed.
+fn check_auth(node: &Node, headers: &HeaderMap) -> Option<Response> {
+    let want = node.opts.write_token.as_deref()?;
+    let Some(given) = headers.get(header::AUTHORIZATION) else {
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "writes need Authorization: Bearer <token>",
+        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return Some(r);
+    };
+    let token = given
+        .as_bytes()
+        .strip_prefix(b"Bearer ")
+        .unwrap_or_default();
+    if !constant_time_eq(token, want.as_bytes()) {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "wrong write token",
+        ));
+    }
+    None
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn parse_tags(headers: &HeaderMap) -> Result<Vec<String>, Response> {
+    let Some(v) = headers.get("x-strata-tags") else {
+        return Ok(Vec::new());
+    };
+    let bad = |d: String| error(StatusCode::BAD_REQUEST, "bad_tags", d);
+    let s = v
+        .to_str()
+        .map_err(|_| bad("X-Strata-Tags is not visible ASCII".into()))?;
+    let mut tags: Vec<String> = Vec::new();
+    for t in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        if t.len() > MAX_TAG_BYTES || t.chars().any(|c| c.is_control()) {
+            return Err(bad(format!(
+                "tag {t:?} is longer than {MAX_TAG_BYTES} bytes or has control characters"
+            )));
+        }
+        if !tags.iter().any(|x| x == t) {
+            tags.push(t.to_owned());
+        }
+    }
+    if tags.len() > MAX_TAGS {
+        return Err(bad(format!("{} tags; at most {MAX_TAGS}", tags.len())));
+    }
+    Ok(tags)
+}
+
+async fn put_blob(node: &Arc<Node>, key: String, req: Request) -> Response {
+    inc(&node.metrics.puts);
+    if let Some(r) = check_auth(node, req.headers()) {
+        return r;
+    }
+    let limit = node.opts.max_body_bytes;
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("body is over the limit of {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return too_large();
+    }
+    let tags = match parse_tags(req.headers()) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let content_type = match req.headers().get(header::CONTENT_TYPE).map(|v| v.to_str()) {
+        None => "application/octet-stream".to_owned(),
+        Some(Ok(ct)) if !ct.is_empty() && ct.len() <= 256 => ct.to_owned(),
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_content_type",
+                "Content-Type must be 1..=256 visible ASCII bytes",
+            )
+        }
+    };
+    // The whole body is read before anything is written: a client that
+    // disconnects mid-upload leaves nothing behind.
+    let body = match Limited::new(req.into_body(), limit as usize)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "incomplete_body",
+                format!("upload did not complete: {e}"),
+            )
+        }
+    };
+    if declared.is_some_and(|n| n != body.len() as u64) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "incomplete_body",
+            "body length differs from Content-Length",
+        );
+    }
+    node.metrics
+        .bytes_in
+        .fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    match node.write_blob(&key, body, content_type, tags).await {
+        Ok(meta) => {
+            let body = serde_json::json!({ "key": key, "id": meta.id, "size": meta.size, "etag": meta.etag });
+            let mut r = (
+                StatusCode::CREATED,
+                [(header::CONTENT_TYPE, "application/json")],
+                body.to_string(),
+            )
+                .into_response();
+            r.headers_mut().insert(
+                header::ETAG,
+                HeaderValue::from_str(&meta.etag).unwrap_or(HeaderValue::from_static("\"\"")),
+            );
+            r
+        }
+        Err(e) => tier_error(e),
+    }
+}
+
+fn etag_matches(header_value: &str, etag: &str) -> bool {
+    header_value
+        .split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(etag))
+}
+
+fn meta_headers(
+    node: &Node,
+    meta: &BlobMeta,
+    b: axum::http::response::Builder,
+) -> axum::http::response::Builder {
+    let modified = UNIX_EPOCH + Duration::from_millis(meta.created_ms);
+    b.header(header::ETAG, &meta.etag)
+        .header(header::LAST_MODIFIED, httpdate::fmt_http_date(modified))
+        .header(header::CACHE_CONTROL, &node.opts.cache_control)
+}
+
+async fn get_blob(node: &Arc<Node>, key: &str, head: bool, headers: &HeaderMap) -> Response {
+    inc(&node.metrics.gets);
+    let meta = match node.index.get(key).await {
+        Ok(Some(m)) => m,
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no blob {key:?}"),
+            )
+        }
+        Err(e) => return tier_error(e),
+    };
+    if let Some(inm) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
+        if etag_matches(inm, &meta.etag) {
+            return meta_headers(
+                node,
+                &meta,
+                Response::builder().status(StatusCode::NOT_MODIFIED),
+            )
+            .body(Body::empty())
+            .unwrap_or_else(|e| {
+                error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            });
+        }
+    }
+    let ask = parse_range(
+        headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
+        meta.size,
+    );
+    let (status, range) = match ask {
+        RangeAsk::Full => (StatusCode::OK, None),
+        RangeAsk::Part(a, b) => (StatusCode::PARTIAL_CONTENT, Some((a, b))),
+        RangeAsk::Unsatisfiable => {
+            let mut r = error(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "bad_range",
+                format!("blob is {} bytes", meta.size),
+            );
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", meta.size)) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return r;
+        }
+    };
+    let (start, end) = range.unwrap_or((0, meta.size));
+    let mut b = meta_headers(node, &meta, Response::builder().status(status))
+        .header(header::CONTENT_TYPE, &meta.content_type)
+        .header(header::CONTENT_LENGTH, end - start)
+        .header(header::ACCEPT_RANGES, "bytes");
+    if let Some((a, z)) = range {
+        b = b.header(
+            header::CONTENT_RANGE,
+            format!("bytes {a}-{}/{}", z - 1, meta.size),
+        );
+    }
+    let body = if head {
+        Body::empty()
+    } else {
+        match node.read_blob(&meta, range).await {
+            Ok(data) => {
+                node.metrics
+                    .bytes_out
+                    .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                Body::from(data)
+            }
+            Err(e) => return tier_error(e),
+        }
+    };
+    b.body(body)
+        .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+}
+
+async fn delete_blob(node: &Arc<Node>, key: &str, headers: &HeaderMap) -> Response {
+    inc(&node.metrics.deletes);
+    if let Some(r) = check_auth(node, headers) {
+        return r;
+    }
+    match node.delete_blob(key).await {
+        Ok(Some(_)) => StatusCode::NO_CONTENT.into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no blob {key:?}"),
+        ),
+        Err(e) => tier_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQ {
+    #[serde(default)]
+    prefix: String,
+    tag: Option<String>,
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+async fn list(
+    State(node): State<Arc<Node>>,
+    q: Result<Query<ListQ>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    inc(&node.metrics.lists);
+    let r = match q {
+        Ok(Query(q)) => list_inner(&node, q).await,
+        Err(e) => error(StatusCode::BAD_REQUEST, "bad_query", e.body_text()),
+    };
+    count(&node, r)
+}
+
+async fn list_inner(node: &Node, q: ListQ) -> Response {
+    let limit = match q.limit.as_deref().map(str::parse::<usize>) {
+        None => 100,
+        Some(Ok(n)) if (1..=MAX_LIST_LIMIT).contains(&n) => n,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_limit",
+                format!("limit must be 1..={MAX_LIST_LIMIT}"),
+            )
+        }
+    };
+    match node
+        .index
+        .list(&q.prefix, q.tag.as_deref(), q.after.as_deref(), limit)
+        .await
+    {
+        Ok(l) => axum::Json(l).into_response(),
+        Err(e) => tier_error(e),
+    }
+}
+
+async fn metrics(State(node): State<Arc<Node>>) -> Response {
+    let mut out = String::new();
+    node.metrics.render(&mut out, node.healthy_stores());
+    for f in &node.extra_metrics {
+        f(&mut out);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// Serves the public API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    node: Arc<Node>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(node))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

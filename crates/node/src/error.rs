@@ -1,0 +1,36 @@
+/// Errors of the request node's tier clients.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The tier answered that the thing does not exist.
+    #[error("not found")]
+    NotFound,
+    /// The tier could not be reached, timed out, or answered 5xx. The caller
+    /// may try another replica.
+    #[error("{tier} unavailable: {detail}")]
+    Unavailable {
+        /// Which tier member.
+        tier: String,
+        /// What happened.
+        detail: String,
+    },
+    /// The tier rejected the request (4xx other than 404).
+    #[error("{tier} rejected the request: {detail}")]
+    Rejected {
+        /// Which tier member.
+        tier: String,
+        /// Its answer.
+        detail: String,
+    },
+    /// Not enough healthy stores to place R replicas.
+    #[error("need {need} healthy stores, have {have}")]
+    NotEnoughStores {
+        /// R.
+        need: usize,
+        /// Healthy stores.
+        have: usize,
+    },
+}
+
+/// Shorthand.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

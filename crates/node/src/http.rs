@@ -1,0 +1,113 @@
+//! A small pooled HTTP/1.1 client for talking to other roles.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::{Error, Result};
+
+/// Pooled keep-alive client with per-request timeouts.
+#[derive(Clone)]
+pub struct HttpClient {
+    inner: Client<HttpConnector, Full<Bytes>>,
+    timeout: Duration,
+}
+
+/// A response read whole.
+pub struct Reply {
+    /// Status.
+    pub status: StatusCode,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl HttpClient {
+    /// A client whose requests (connect + answer) give up after `timeout`.
+    pub fn new(timeout: Duration) -> Self {
+        let mut conn = HttpConnector::new();
+        conn.set_connect_timeout(Some(timeout));
+        conn.set_nodelay(true);
+        let inner = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(conn);
+        HttpClient { inner, timeout }
+    }
+
+    /// Sends one request and reads the whole answer. Transport failures and
+    /// timeouts are [`Error::Unavailable`] naming `tier`.
+    pub async fn send(
+        &self,
+        tier: &str,
+        method: Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+    ) -> Result<Reply> {
+        let unavailable = |detail: String| Error::Unavailable {
+            tier: tier.to_owned(),
+            detail,
+        };
+        let mut b = Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            b = b.header(*k, v);
+        }
+        let req = b
+            .body(Full::new(body))
+            .map_err(|e| unavailable(e.to_string()))?;
+        let fut = async {
+            let resp = self
+                .inner
+                .request(req)
+                .await
+                .map_err(|e| unavailable(e.to_string()))?;
+            let status = resp.status();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| unavailable(e.to_string()))?
+                .to_bytes();
+            Ok(Reply { status, body })
+        };
+        tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| unavailable(format!("no answer within {:?}", self.timeout)))?
+    }
+}
+
+/// Percent-encodes a query-string value (everything but unreserved bytes).
+pub fn encode_query(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Maps a non-2xx reply to an error: 404 -> NotFound, 5xx -> Unavailable.
+pub fn check(tier: &str, r: &Reply) -> Result<()> {
+    if r.status.is_success() {
+        return Ok(());
+    }
+    let detail = format!("{}: {}", r.status, String::from_utf8_lossy(&r.body));
+    Err(match r.status {
+        StatusCode::NOT_FOUND => Error::NotFound,
+        s if s.is_server_error() => Error::Unavailable {
+            tier: tier.to_owned(),
+            detail,
+        },
+        _ => Error::Rejected {
+            tier: tier.to_owned(),
+            detail,
+        },
+    })
+}

@@ -1,0 +1,93 @@
+//! Node counters for `/metrics`.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of one node.
+#[derive(Debug, Default)]
+pub struct NodeMetrics {
+    /// Blob GET/HEAD requests.
+    pub gets: AtomicU64,
+    /// Blob PUT requests.
+    pub puts: AtomicU64,
+    /// Blob DELETE requests.
+    pub deletes: AtomicU64,
+    /// Listing requests.
+    pub lists: AtomicU64,
+    /// Responses with a 4xx status.
+    pub client_errors: AtomicU64,
+    /// Responses with a 5xx status.
+    pub server_errors: AtomicU64,
+    /// Body bytes received in PUTs.
+    pub bytes_in: AtomicU64,
+    /// Body bytes sent in GETs.
+    pub bytes_out: AtomicU64,
+    /// Reads that moved on to another replica after a failure.
+    pub failovers: AtomicU64,
+    /// Store requests that failed (store marked down).
+    pub store_errors: AtomicU64,
+}
+
+pub(crate) fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl NodeMetrics {
+    /// Appends Prometheus text.
+    pub fn render(&self, out: &mut String, healthy_stores: usize) {
+        for (name, help, v) in [
+            (
+                "strata_node_gets_total",
+                "Blob GET and HEAD requests.",
+                &self.gets,
+            ),
+            ("strata_node_puts_total", "Blob PUT requests.", &self.puts),
+            (
+                "strata_node_deletes_total",
+                "Blob DELETE requests.",
+                &self.deletes,
+            ),
+            ("strata_node_lists_total", "Listing requests.", &self.lists),
+            (
+                "strata_node_client_errors_total",
+                "Responses with a 4xx status.",
+                &self.client_errors,
+            ),
+            (
+                "strata_node_server_errors_total",
+                "Responses with a 5xx status.",
+                &self.server_errors,
+            ),
+            (
+                "strata_node_received_bytes_total",
+                "Upload body bytes.",
+                &self.bytes_in,
+            ),
+            (
+                "strata_node_sent_bytes_total",
+                "Blob body bytes sent.",
+                &self.bytes_out,
+            ),
+            (
+                "strata_node_failovers_total",
+                "Reads served by a later replica.",
+                &self.failovers,
+            ),
+            (
+                "strata_node_store_errors_total",
+                "Failed store requests.",
+                &self.store_errors,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP strata_node_healthy_stores Stores currently marked up.\n# TYPE strata_node_healthy_stores gauge\nstrata_node_healthy_stores {healthy_stores}"
+        );
+    }
+}

@@ -1,0 +1,303 @@
+//! [`Node`]: the write path, the read path and the id lease, independent of
+//! HTTP so that tests and other front ends can drive them directly.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use index::BlobMeta;
+
+use crate::health::{self, Health};
+use crate::metrics::{inc, NodeMetrics};
+use crate::tiers::{IndexHandle, StoreHandle};
+use crate::{Error, Result};
+
+/// Ids leased from the index per round trip.
+const ID_LEASE: u64 = 256;
+
+/// Settings of one node.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Copies written per blob (R).
+    pub replicas: usize,
+    /// Largest upload body, in bytes.
+    pub max_body_bytes: u64,
+    /// When set, PUT and DELETE need `Authorization: Bearer <token>`.
+    pub write_token: Option<String>,
+    /// How often remote stores are health-checked.
+    pub probe_every: Duration,
+    /// `Cache-Control` sent with blobs.
+    pub cache_control: String,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions {
+            replicas: 1,
+            max_body_bytes: 64 << 20,
+            write_token: None,
+            probe_every: Duration::from_millis(500),
+            cache_control: "public, max-age=300".into(),
+        }
+    }
+}
+
+/// A store as the node knows it.
+#[derive(Clone)]
+pub struct StoreMember {
+    /// Cluster-file name (recorded in [`BlobMeta::replicas`]).
+    pub name: String,
+    /// How to reach it.
+    pub handle: StoreHandle,
+}
+
+/// A request node.
+pub struct Node {
+    /// Settings.
+    pub opts: NodeOptions,
+    /// The name index.
+    pub index: IndexHandle,
+    /// All stores, in cluster-file order.
+    pub stores: Vec<StoreMember>,
+    pub(crate) health: Health,
+    /// `(next, end)` of the current id lease.
+    ids: Mutex<(u64, u64)>,
+    /// Serialises lease refills so concurrent PUTs do not each take a block.
+    refill: tokio::sync::Mutex<()>,
+    /// Counters.
+    pub metrics: NodeMetrics,
+    /// Extra `/metrics` sections (e.g. in-process store and index).
+    pub extra_metrics: Vec<Box<dyn Fn(&mut String) + Send + Sync>>,
+}
+
+impl Node {
+    /// Builds a node; starts the store health prober when any store is remote.
+    pub fn new(
+        opts: NodeOptions,
+        index: IndexHandle,
+        stores: Vec<StoreMember>,
+        extra_metrics: Vec<Box<dyn Fn(&mut String) + Send + Sync>>,
+    ) -> Arc<Node> {
+        let any_remote = stores
+            .iter()
+            .any(|s| matches!(s.handle, StoreHandle::Remote { .. }));
+        let probe = opts.probe_every;
+        let node = Arc::new(Node {
+            health: Health::new(stores.len()),
+            opts,
+            index,
+            stores,
+            ids: Mutex::new((0, 0)),
+            refill: tokio::sync::Mutex::new(()),
+            metrics: NodeMetrics::default(),
+            extra_metrics,
+        });
+        if any_remote {
+            health::spawn_prober(&node, probe);
+        }
+        node
+    }
+
+    /// Stores currently marked up.
+    pub fn healthy_stores(&self) -> usize {
+        self.health.count_up()
+    }
+
+    fn take_id(&self) -> Option<u64> {
+        let mut g = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        (g.0 < g.1).then(|| {
+            g.0 += 1;
+            g.0 - 1
+        })
+    }
+
+    /// A fresh blob id from the current lease, refilling it when spent.
+    pub async fn next_id(&self) -> Result<u64> {
+        loop {
+            if let Some(id) = self.take_id() {
+                return Ok(id);
+            }
+            let _g = self.refill.lock().await;
+            if let Some(id) = self.take_id() {
+                return Ok(id);
+            }
+            let start = self.index.alloc_ids(ID_LEASE).await?;
+            *self.ids.lock().unwrap_or_else(|p| p.into_inner()) = (start, start + ID_LEASE);
+        }
+    }
+
+    fn mark_down(&self, i: usize, e: &Error) {
+        inc(&self.metrics.store_errors);
+        if self.health.set(i, false) {
+            tracing::warn!(store = %self.stores[i].name, error = %e, "store marked down");
+        }
+    }
+
+    /// Writes `body` to R stores, then commits `key` in the index. Returns
+    /// the new record and the one it replaced (whose blob is then deleted
+    /// from its stores in the background).
+    pub async fn write_blob(
+        self: &Arc<Self>,
+        key: &str,
+        body: Bytes,
+        content_type: String,
+        tags: Vec<String>,
+    ) -> Result<BlobMeta> {
+        let id = self.next_id().await?;
+        let names: Vec<&str> = self.stores.iter().map(|s| s.name.as_str()).collect();
+        let ranked: Vec<usize> = cluster::rendezvous(&names, id)
+            .into_iter()
+            .filter_map(|n| names.iter().position(|x| *x == n))
+            .collect();
+        let need = self.opts.replicas.min(self.stores.len()).max(1);
+        let mut candidates = ranked.iter().copied().filter(|&i| self.health.is_up(i));
+        let mut written: Vec<usize> = Vec::with_capacity(need);
+
+        // Write to R candidates at once; replace each failure with the next
+        // healthy store in rendezvous order until R copies exist.
+        let mut set = tokio::task::JoinSet::new();
+        let spawn_put = |set: &mut tokio::task::JoinSet<(usize, Result<()>)>, i: usize| {
+            let m = self.stores[i].clone();
+            let body = body.clone();
+            set.spawn(async move { (i, m.handle.put(&m.name, id, body).await) });
+        };
+        for _ in 0..need {
+            match candidates.next() {
+                Some(i) => spawn_put(&mut set, i),
+                None => break,
+            }
+        }
+        while let Some(joined) = set.join_next().await {
+            let Ok((i, res)) = joined else { continue };
+            match res {
+                Ok(()) => written.push(i),
+                Err(e @ Error::Rejected { .. }) => {
+                    self.cleanup(id, &written);
+                    return Err(e);
+                }
+                Err(e) => {
+                    self.mark_down(i, &e);
+                    if let Some(next) = candidates.next() {
+                        spawn_put(&mut set, next);
+                    }
+                }
+            }
+        }
+        if written.len() < need {
+            self.cleanup(id, &written);
+            return Err(Error::NotEnoughStores {
+                need,
+                have: written.len(),
+            });
+        }
+        // Keep the replica list in rendezvous order: readers try it in order.
+        written.sort_by_key(|i| ranked.iter().position(|r| r == i));
+        let meta = BlobMeta {
+            id,
+            size: body.len() as u64,
+            etag: format!("\"{:032x}\"", xxhash_rust::xxh3::xxh3_128(&body)),
+            content_type,
+            created_ms: now_ms(),
+            replicas: written
+                .iter()
+                .map(|&i| self.stores[i].name.clone())
+                .collect(),
+            tags,
+        };
+        match self.index.put(key, &meta).await {
+            Ok(Some(prev)) => self.delete_copies(prev),
+            Ok(None) => {}
+            Err(e) => {
+                // Not committed: the copies are unreachable garbage; drop them.
+                self.cleanup(id, &written);
+                return Err(e);
+            }
+        }
+        Ok(meta)
+    }
+
+    fn cleanup(self: &Arc<Self>, id: u64, written: &[usize]) {
+        let names = written
+            .iter()
+            .map(|&i| self.stores[i].name.clone())
+            .collect();
+        self.delete_copies_of(id, names);
+    }
+
+    /// Deletes a replaced or removed blob from its stores, in the background.
+    /// A store that is down keeps its copy as unreachable garbage.
+    fn delete_copies(self: &Arc<Self>, meta: BlobMeta) {
+        self.delete_copies_of(meta.id, meta.replicas);
+    }
+
+    fn delete_copies_of(self: &Arc<Self>, id: u64, replicas: Vec<String>) {
+        let node = self.clone();
+        tokio::spawn(async move {
+            for name in replicas {
+                if let Some(m) = node.stores.iter().find(|s| s.name == name) {
+                    if let Err(e) = m.handle.delete(&m.name, id).await {
+                        if !matches!(e, Error::NotFound) {
+                            tracing::warn!(store = %name, id, error = %e, "could not delete old copy");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Reads a blob (or `start..end` of it) from the first replica that
+    /// answers: healthy replicas first, in the recorded order.
+    pub async fn read_blob(&self, meta: &BlobMeta, range: Option<(u64, u64)>) -> Result<Bytes> {
+        let idx: Vec<usize> = meta
+            .replicas
+            .iter()
+            .filter_map(|n| self.stores.iter().position(|s| &s.name == n))
+            .collect();
+        let order = idx
+            .iter()
+            .filter(|&&i| self.health.is_up(i))
+            .chain(idx.iter().filter(|&&i| !self.health.is_up(i)));
+        let mut last = Error::Unavailable {
+            tier: "store".into(),
+            detail: "blob has no known replica".into(),
+        };
+        for (attempt, &i) in order.enumerate() {
+            let m = &self.stores[i];
+            match m.handle.get(&m.name, meta.id, range).await {
+                Ok(b) => {
+                    if attempt > 0 {
+                        inc(&self.metrics.failovers);
+                    }
+                    return Ok(b);
+                }
+                Err(Error::NotFound) => {
+                    last = Error::Unavailable {
+                        tier: m.name.clone(),
+                        detail: format!("replica lacks blob {}", meta.id),
+                    };
+                }
+                Err(e) => {
+                    self.mark_down(i, &e);
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Removes `key`; `None` if it did not exist. Store copies are deleted in
+    /// the background once the index no longer names them.
+    pub async fn delete_blob(self: &Arc<Self>, key: &str) -> Result<Option<BlobMeta>> {
+        let prev = self.index.delete(key).await?;
+        if let Some(p) = &prev {
+            self.delete_copies(p.clone());
+        }
+        Ok(prev)
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

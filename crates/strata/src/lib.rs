@@ -1,0 +1,201 @@
+//! The strata binary's library half: how roles are started from a cluster
+//! file ([`run_role`]) and how `strata serve` puts every role in one process
+//! ([`start_serve`]). `main.rs` only parses arguments and calls these; the
+//! test kit calls them too, to run roles in-process.
+//!
+//! Errors are `anyhow` here (this is the binary's side).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use cluster::{ClusterConfig, Role};
+use index::IndexDb;
+use node::{IndexHandle, Node, NodeOptions, StoreHandle, StoreMember};
+use store::{Store, StoreOptions};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// A shutdown signal: resolves when the sender says `true` or is dropped.
+pub fn shutdown_signal(
+    mut rx: watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    async move {
+        while !*rx.borrow() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Store tunables from the cluster file.
+pub fn store_options(cfg: &ClusterConfig) -> StoreOptions {
+    StoreOptions {
+        volume_bytes: cfg.store.volume_bytes,
+        compact_garbage_ratio: cfg.store.compact_garbage_ratio,
+        checkpoint_every: cfg.store.checkpoint_every,
+    }
+}
+
+/// Node settings from the cluster file.
+pub fn node_options(cfg: &ClusterConfig) -> NodeOptions {
+    NodeOptions {
+        replicas: cfg.effective_replicas(),
+        max_body_bytes: cfg.limits.max_body_bytes,
+        write_token: cfg.auth.write_token.clone(),
+        ..NodeOptions::default()
+    }
+}
+
+/// Runs member `name` of `cfg` on `listener` until `shutdown` is signalled.
+pub async fn run_role(
+    cfg: Arc<ClusterConfig>,
+    name: &str,
+    listener: TcpListener,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let me = cfg.member(name)?.clone();
+    let data = |m: &cluster::Member| -> anyhow::Result<PathBuf> {
+        m.data_dir
+            .clone()
+            .with_context(|| format!("member {} has no data_dir", m.name))
+    };
+    match me.role {
+        Role::Store => {
+            let (store, report) = Store::open(&data(&me)?, store_options(&cfg))?;
+            tracing::info!(name, ?report, blobs = store.len(), "store open");
+            store::server::serve(listener, store.clone(), shutdown_signal(shutdown)).await?;
+            store.checkpoint().await?;
+        }
+        Role::Index => {
+            let db = IndexDb::open(&data(&me)?)?;
+            index::server::serve(listener, db, shutdown_signal(shutdown)).await?;
+        }
+        Role::Node => {
+            let node = cluster_node(&cfg)?;
+            node::api::serve(listener, node, shutdown_signal(shutdown)).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A node that reaches every store and the index over HTTP.
+pub fn cluster_node(cfg: &ClusterConfig) -> anyhow::Result<Arc<Node>> {
+    let http = node::http::HttpClient::new(Duration::from_secs(5));
+    let index = cfg
+        .members_with(Role::Index)
+        .next()
+        .context("the cluster file has no index member")?;
+    let stores: Vec<StoreMember> = cfg
+        .members_with(Role::Store)
+        .map(|m| StoreMember {
+            name: m.name.clone(),
+            handle: StoreHandle::Remote {
+                base: format!("http://{}", m.addr),
+                http: http.clone(),
+            },
+        })
+        .collect();
+    if stores.is_empty() {
+        bail!("the cluster file has no store member");
+    }
+    let index = IndexHandle::Remote {
+        base: format!("http://{}", index.addr),
+        http,
+    };
+    Ok(Node::new(node_options(cfg), index, stores, Vec::new()))
+}
+
+/// What `strata serve` is running.
+pub struct ServeHandle {
+    /// Public API address.
+    pub node_addr: SocketAddr,
+    /// Internal store API address.
+    pub store_addr: SocketAddr,
+    /// Internal index API address.
+    pub index_addr: SocketAddr,
+    /// The in-process store.
+    pub store: Arc<Store>,
+    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+    stop: watch::Sender<bool>,
+}
+
+impl ServeHandle {
+    /// Stops every role, waits for them, and checkpoints the store.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            t.await??;
+        }
+        self.store.checkpoint().await?;
+        Ok(())
+    }
+}
+
+/// Starts every role in this process: a store and an index under `data`
+/// (`store/` and `index/`), their internal APIs on ephemeral loopback ports,
+/// and the public API on `listener`. The node calls the in-process store and
+/// index directly (no HTTP hop).
+pub async fn start_serve(
+    cfg: &ClusterConfig,
+    data: &Path,
+    listener: TcpListener,
+) -> anyhow::Result<ServeHandle> {
+    if !cfg.members.is_empty() {
+        bail!("`serve` runs its own roles; remove the [[member]] tables from its config");
+    }
+    let (store, report) =
+        Store::open(&data.join("store"), store_options(cfg)).context("opening the store")?;
+    tracing::info!(?report, blobs = store.len(), "store open");
+    let db = IndexDb::open(&data.join("index")).context("opening the index")?;
+    let (stop, rx) = watch::channel(false);
+
+    let store_l = TcpListener::bind("127.0.0.1:0").await?;
+    let index_l = TcpListener::bind("127.0.0.1:0").await?;
+    let (store_addr, index_addr, node_addr) = (
+        store_l.local_addr()?,
+        index_l.local_addr()?,
+        listener.local_addr()?,
+    );
+
+    let mut opts = node_options(cfg);
+    opts.replicas = 1;
+    let (s2, d2) = (store.clone(), db.clone());
+    let extra: Vec<Box<dyn Fn(&mut String) + Send + Sync>> = vec![
+        Box::new(move |out: &mut String| s2.render_metrics(out)),
+        Box::new(move |out: &mut String| d2.render_metrics(out)),
+    ];
+    let node = Node::new(
+        opts,
+        IndexHandle::Local(db.clone()),
+        vec![StoreMember {
+            name: "store-1".into(),
+            handle: StoreHandle::Local(store.clone()),
+        }],
+        extra,
+    );
+    let tasks = vec![
+        tokio::spawn(store::server::serve(
+            store_l,
+            store.clone(),
+            shutdown_signal(rx.clone()),
+        )),
+        tokio::spawn(index::server::serve(
+            index_l,
+            db,
+            shutdown_signal(rx.clone()),
+        )),
+        tokio::spawn(node::api::serve(listener, node, shutdown_signal(rx))),
+    ];
+    Ok(ServeHandle {
+        node_addr,
+        store_addr,
+        index_addr,
+        store,
+        tasks,
+        stop,
+    })
+}
