@@ -25,7 +25,7 @@ fn mix64(mut z: u64) -> u64 {
 
 /// Ranks `members` for `blob_id`, best first. The caller takes the first R
 /// healthy ones for a write and walks the list in order for failover.
-pub fn rendezvous<'a, S: AsRef<str>>(members: &'a [S], blob_id: u64) -> Vec<&'a str> {
+pub fn rendezvous<S: AsRef<str>>(members: &[S], blob_id: u64) -> Vec<&str> {
     let mut scored: Vec<(u64, &str)> = members
         .iter()
         .map(|m| (rendezvous_score(m.as_ref(), blob_id), m.as_ref()))

@@ -53,7 +53,9 @@ enum Op {
 /// The name index over one redb file.
 pub struct IndexDb {
     db: Arc<Database>,
-    tx: mpsc::Sender<Op>,
+    /// `None` only while dropping.
+    tx: Option<mpsc::Sender<Op>>,
+    writer: Option<std::thread::JoinHandle<()>>,
     /// Counters for `/metrics`.
     pub metrics: Arc<IndexMetrics>,
 }
@@ -80,11 +82,25 @@ impl IndexDb {
         let (tx, rx) = mpsc::channel(4096);
         let metrics = Arc::new(IndexMetrics::default());
         let (wdb, wm) = (db.clone(), metrics.clone());
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("index-writer".into())
             .spawn(move || writer(wdb, wm, rx))
             .map_err(|e| Error::Db(redb::Error::Io(e)))?;
-        Ok(Arc::new(IndexDb { db, tx, metrics }))
+        Ok(Arc::new(IndexDb {
+            db,
+            tx: Some(tx),
+            writer: Some(handle),
+            metrics,
+        }))
+    }
+
+    async fn submit(&self, op: Op) -> Result<()> {
+        self.tx
+            .as_ref()
+            .ok_or(Error::Closed)?
+            .send(op)
+            .await
+            .map_err(|_| Error::Closed)
     }
 
     /// Looks a key up.
@@ -101,20 +117,14 @@ impl IndexDb {
     /// Commits `meta` under `key` (durable on return); returns what it replaced.
     pub async fn put(&self, key: String, meta: BlobMeta) -> Result<Option<BlobMeta>> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Op::Put { key, meta, reply })
-            .await
-            .map_err(|_| Error::Closed)?;
+        self.submit(Op::Put { key, meta, reply }).await?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
     /// Removes `key` (durable on return); returns what it held.
     pub async fn delete(&self, key: String) -> Result<Option<BlobMeta>> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Op::Delete { key, reply })
-            .await
-            .map_err(|_| Error::Closed)?;
+        self.submit(Op::Delete { key, reply }).await?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
@@ -128,10 +138,7 @@ impl IndexDb {
             )));
         }
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Op::Alloc { count, reply })
-            .await
-            .map_err(|_| Error::Closed)?;
+        self.submit(Op::Alloc { count, reply }).await?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
@@ -198,6 +205,18 @@ impl IndexDb {
             }
         }
         Ok(Listing { items, next })
+    }
+}
+
+impl Drop for IndexDb {
+    /// Closes the queue and waits for the writer to finish its last batch,
+    /// so that the database file is released when the handle is gone and can
+    /// be opened again at once.
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(h) = self.writer.take() {
+            let _ = h.join();
+        }
     }
 }
 

@@ -21,5 +21,5 @@ mod tiers;
 pub use error::{Error, Result};
 pub use keys::{validate_key, MAX_KEY_BYTES};
 pub use metrics::NodeMetrics;
-pub use node::{Node, NodeOptions, StoreMember};
+pub use node::{MetricsSection, Node, NodeOptions, StoreMember};
 pub use tiers::{IndexHandle, StoreHandle};

@@ -12,6 +12,9 @@ use crate::metrics::{inc, NodeMetrics};
 use crate::tiers::{IndexHandle, StoreHandle};
 use crate::{Error, Result};
 
+/// Appends one more section of Prometheus text to `/metrics`.
+pub type MetricsSection = Box<dyn Fn(&mut String) + Send + Sync>;
+
 /// Ids leased from the index per round trip.
 const ID_LEASE: u64 = 256;
 
@@ -67,7 +70,7 @@ pub struct Node {
     /// Counters.
     pub metrics: NodeMetrics,
     /// Extra `/metrics` sections (e.g. in-process store and index).
-    pub extra_metrics: Vec<Box<dyn Fn(&mut String) + Send + Sync>>,
+    pub extra_metrics: Vec<MetricsSection>,
 }
 
 impl Node {
@@ -76,7 +79,7 @@ impl Node {
         opts: NodeOptions,
         index: IndexHandle,
         stores: Vec<StoreMember>,
-        extra_metrics: Vec<Box<dyn Fn(&mut String) + Send + Sync>>,
+        extra_metrics: Vec<MetricsSection>,
     ) -> Arc<Node> {
         let any_remote = stores
             .iter()
@@ -150,7 +153,16 @@ impl Node {
             .filter_map(|n| names.iter().position(|x| *x == n))
             .collect();
         let need = self.opts.replicas.min(self.stores.len()).max(1);
-        let mut candidates = ranked.iter().copied().filter(|&i| self.health.is_up(i));
+        // Healthy stores first, in rendezvous order; stores marked down come
+        // last, so a store that just came back (before the prober noticed)
+        // is still tried rather than failing the write.
+        let mut candidates = ranked
+            .iter()
+            .copied()
+            .filter(|&i| self.health.is_up(i))
+            .chain(ranked.iter().copied().filter(|&i| !self.health.is_up(i)))
+            .collect::<Vec<_>>()
+            .into_iter();
         let mut written: Vec<usize> = Vec::with_capacity(need);
 
         // Write to R candidates at once; replace each failure with the next
@@ -170,7 +182,10 @@ impl Node {
         while let Some(joined) = set.join_next().await {
             let Ok((i, res)) = joined else { continue };
             match res {
-                Ok(()) => written.push(i),
+                Ok(()) => {
+                    self.health.set(i, true);
+                    written.push(i);
+                }
                 Err(e @ Error::Rejected { .. }) => {
                     self.cleanup(id, &written);
                     return Err(e);
@@ -265,6 +280,7 @@ impl Node {
             let m = &self.stores[i];
             match m.handle.get(&m.name, meta.id, range).await {
                 Ok(b) => {
+                    self.health.set(i, true);
                     if attempt > 0 {
                         inc(&self.metrics.failovers);
                     }

@@ -19,14 +19,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// A shutdown signal: resolves when the sender says `true` or is dropped.
-pub fn shutdown_signal(
-    mut rx: watch::Receiver<bool>,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
-    async move {
-        while !*rx.borrow() {
-            if rx.changed().await.is_err() {
-                return;
-            }
+pub async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
         }
     }
 }
@@ -164,7 +160,7 @@ pub async fn start_serve(
     let mut opts = node_options(cfg);
     opts.replicas = 1;
     let (s2, d2) = (store.clone(), db.clone());
-    let extra: Vec<Box<dyn Fn(&mut String) + Send + Sync>> = vec![
+    let extra: Vec<node::MetricsSection> = vec![
         Box::new(move |out: &mut String| s2.render_metrics(out)),
         Box::new(move |out: &mut String| d2.render_metrics(out)),
     ];

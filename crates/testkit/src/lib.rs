@@ -1,1 +1,31 @@
-//! placeholder
+//! strata's test kit: clusters for tests, in-process or as real processes,
+//! with fault injection (SIGKILL, restart).
+//!
+//! - [`InProc`] runs roles inside the test process on port-0 listeners
+//!   (fast; good for API and model tests).
+//! - [`Procs`] runs each member as a real `strata` process from a cluster
+//!   file (for kill -9, restart and failover tests).
+//! - [`Client`] is a minimal HTTP client for both, and [`blob`] makes
+//!   deterministic test bodies.
+
+mod client;
+mod inproc;
+pub mod procs;
+
+pub use client::{Client, Resp};
+pub use hyper::{Method, StatusCode};
+pub use inproc::InProc;
+pub use procs::{free_addr, Procs};
+
+/// Deterministic pseudo-random bytes for blob `i`.
+pub fn blob(i: u64, len: usize) -> Vec<u8> {
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

@@ -1,0 +1,470 @@
+//! The public API end to end through `serve` running in-process: the README's
+//! curl tour, and every bad-input path.
+
+use testkit::{blob, InProc};
+use testkit::{Method, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn start() -> (tempfile::TempDir, InProc) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = InProc::serve_default(dir.path()).await.expect("serve");
+    (dir, s)
+}
+
+#[tokio::test]
+async fn put_get_range_304_list_delete() {
+    let (_dir, s) = start().await;
+    let c = &s.client;
+    let body = blob(1, 10_000);
+    let r = c
+        .send(
+            Method::PUT,
+            "/v1/blobs/cats/tabby.jpg",
+            &[
+                ("content-type", "image/jpeg"),
+                ("x-strata-tags", "cat, orange"),
+            ],
+            body.clone(),
+        )
+        .await
+        .expect("put");
+    assert_eq!(r.status, StatusCode::CREATED);
+    let j = r.json();
+    assert_eq!(j["key"], "cats/tabby.jpg");
+    assert_eq!(j["size"], 10_000);
+    let etag = j["etag"].as_str().expect("etag").to_owned();
+
+    let r = c.get("/v1/blobs/cats/tabby.jpg").await.expect("get");
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(&r.body[..], &body[..]);
+    assert_eq!(r.header("content-type"), "image/jpeg");
+    assert_eq!(r.header("content-length"), "10000");
+    assert_eq!(r.header("etag"), etag);
+    assert!(!r.header("last-modified").is_empty());
+    assert!(!r.header("cache-control").is_empty());
+
+    let r = c
+        .send(Method::HEAD, "/v1/blobs/cats/tabby.jpg", &[], vec![])
+        .await
+        .expect("head");
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("content-length"), "10000");
+    assert!(r.body.is_empty());
+
+    let r = c
+        .send(
+            Method::GET,
+            "/v1/blobs/cats/tabby.jpg",
+            &[("range", "bytes=100-199")],
+            vec![],
+        )
+        .await
+        .expect("range");
+    assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.header("content-range"), "bytes 100-199/10000");
+    assert_eq!(&r.body[..], &body[100..200]);
+    let r = c
+        .send(
+            Method::GET,
+            "/v1/blobs/cats/tabby.jpg",
+            &[("range", "bytes=-10")],
+            vec![],
+        )
+        .await
+        .expect("suffix");
+    assert_eq!(&r.body[..], &body[9_990..]);
+    let r = c
+        .send(
+            Method::GET,
+            "/v1/blobs/cats/tabby.jpg",
+            &[("range", "bytes=20000-")],
+            vec![],
+        )
+        .await
+        .expect("416");
+    assert_eq!(r.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(r.header("content-range"), "bytes */10000");
+    assert_eq!(r.json()["error"], "bad_range");
+
+    let r = c
+        .send(
+            Method::GET,
+            "/v1/blobs/cats/tabby.jpg",
+            &[("if-none-match", &etag)],
+            vec![],
+        )
+        .await
+        .expect("304");
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+    assert!(r.body.is_empty());
+    let r = c
+        .send(
+            Method::GET,
+            "/v1/blobs/cats/tabby.jpg",
+            &[("if-none-match", "\"other\"")],
+            vec![],
+        )
+        .await
+        .expect("200");
+    assert_eq!(r.status, StatusCode::OK);
+
+    for k in ["cats/b", "cats/c", "dogs/a"] {
+        assert_eq!(
+            c.put(&format!("/v1/blobs/{k}"), "x")
+                .await
+                .expect("put")
+                .status,
+            StatusCode::CREATED
+        );
+    }
+    let r = c.get("/v1/blobs?prefix=cats/&limit=2").await.expect("list");
+    let j = r.json();
+    let keys: Vec<&str> = j["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|e| e["key"].as_str().expect("key"))
+        .collect();
+    assert_eq!(keys, ["cats/b", "cats/c"]);
+    assert_eq!(j["next"], "cats/c");
+    let r = c
+        .get("/v1/blobs?prefix=cats/&limit=2&after=cats/c")
+        .await
+        .expect("page 2");
+    let j = r.json();
+    assert_eq!(j["items"][0]["key"], "cats/tabby.jpg");
+    assert!(j.get("next").is_none());
+    let r = c.get("/v1/blobs?tag=orange").await.expect("tag");
+    assert_eq!(r.json()["items"][0]["key"], "cats/tabby.jpg");
+    assert_eq!(r.json()["items"].as_array().expect("items").len(), 1);
+
+    let r = c.delete("/v1/blobs/cats/tabby.jpg").await.expect("delete");
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        c.get("/v1/blobs/cats/tabby.jpg").await.expect("get").status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        c.delete("/v1/blobs/cats/tabby.jpg")
+            .await
+            .expect("again")
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        c.get("/v1/blobs?tag=orange").await.expect("tag").json()["items"]
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
+}
+
+#[tokio::test]
+async fn overwrite_replaces_and_frees_the_old_copy() {
+    let (_dir, s) = start().await;
+    let c = &s.client;
+    c.put("/v1/blobs/k", blob(1, 500)).await.expect("put");
+    let r = c.put("/v1/blobs/k", blob(2, 700)).await.expect("overwrite");
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = c.get("/v1/blobs/k").await.expect("get");
+    assert_eq!(&r.body[..], &blob(2, 700)[..]);
+    // The replaced blob is deleted from its store in the background.
+    let store = s.handle.store.clone();
+    for _ in 0..500 {
+        if store.len() == 1 {
+            break;
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    assert_eq!(store.len(), 1);
+}
+
+#[tokio::test]
+async fn keys_with_odd_characters_round_trip() {
+    let (_dir, s) = start().await;
+    let c = &s.client;
+    let cases = [
+        ("sp%20ace", "sp ace"),
+        ("%E9%8D%B5/%D0%BA", "鍵/к"),
+        ("q%3Fx%26y%23z", "q?x&y#z"),
+        ("a/b//c", "a/b//c"),
+    ];
+    for (i, (path, key)) in cases.iter().enumerate() {
+        assert_eq!(
+            c.put(&format!("/v1/blobs/{path}"), blob(i as u64, 10))
+                .await
+                .expect("put")
+                .status,
+            StatusCode::CREATED,
+            "{key}"
+        );
+        let r = c.get(&format!("/v1/blobs/{path}")).await.expect("get");
+        assert_eq!(&r.body[..], &blob(i as u64, 10)[..], "{key}");
+    }
+    let r = c.get("/v1/blobs?prefix=q%3F").await.expect("list");
+    assert_eq!(r.json()["items"][0]["key"], "q?x&y#z");
+}
+
+#[tokio::test]
+async fn bad_input_gets_json_errors() {
+    let (_dir, s) = start().await;
+    let c = &s.client;
+    let long = "k".repeat(1025);
+    let cases: Vec<(Method, String, StatusCode, &str)> = vec![
+        (
+            Method::PUT,
+            format!("/v1/blobs/{long}"),
+            StatusCode::BAD_REQUEST,
+            "bad_key",
+        ),
+        (
+            Method::PUT,
+            "/v1/blobs/a%00b".into(),
+            StatusCode::BAD_REQUEST,
+            "bad_key",
+        ),
+        (
+            Method::PUT,
+            "/v1/blobs/a%0Ab".into(),
+            StatusCode::BAD_REQUEST,
+            "bad_key",
+        ),
+        (
+            Method::GET,
+            "/v1/blobs/%FF%FE".into(),
+            StatusCode::BAD_REQUEST,
+            "bad_key",
+        ),
+        (
+            Method::GET,
+            "/v1/blobs/bad%zzescape".into(),
+            StatusCode::BAD_REQUEST,
+            "bad_key",
+        ),
+        (
+            Method::GET,
+            "/v1/blobs/missing".into(),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            Method::POST,
+            "/v1/blobs/x".into(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            Method::GET,
+            "/v1/blobs?limit=0".into(),
+            StatusCode::BAD_REQUEST,
+            "bad_limit",
+        ),
+        (
+            Method::GET,
+            "/v1/blobs?limit=abc".into(),
+            StatusCode::BAD_REQUEST,
+            "bad_limit",
+        ),
+        (
+            Method::GET,
+            "/nowhere".into(),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+    ];
+    for (m, path, status, code) in cases {
+        let r = c.send(m.clone(), &path, &[], "x").await.expect("send");
+        assert_eq!(r.status, status, "{m} {path}");
+        assert_eq!(r.json()["error"], code, "{m} {path}: {:?}", r.body);
+        assert!(r.json()["detail"].is_string());
+    }
+    let r = c
+        .send(
+            Method::PUT,
+            "/v1/blobs/t",
+            &[("x-strata-tags", &"t".repeat(200))],
+            "x",
+        )
+        .await
+        .expect("tags");
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json()["error"], "bad_tags");
+    // Nothing of the above was stored.
+    assert_eq!(
+        c.get("/v1/blobs").await.expect("list").json()["items"]
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
+}
+
+#[tokio::test]
+async fn body_over_the_limit_is_413_and_stores_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = cluster::ClusterConfig::parse("[limits]\nmax_body_bytes = 1000\n").expect("cfg");
+    let s = InProc::serve(&cfg, dir.path()).await.expect("serve");
+    let r = s
+        .client
+        .put("/v1/blobs/big", blob(1, 1001))
+        .await
+        .expect("put");
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.json()["error"], "too_large");
+    // Chunked (no Content-Length): caught while reading.
+    let mut sock = tokio::net::TcpStream::connect(s.addr())
+        .await
+        .expect("connect");
+    let mut req =
+        b"PUT /v1/blobs/big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        req.extend_from_slice(b"190\r\n");
+        req.extend_from_slice(&[b'a'; 400]);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    sock.write_all(&req).await.expect("write");
+    let mut buf = vec![0u8; 4096];
+    let n = sock.read(&mut buf).await.expect("read");
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 413"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    assert_eq!(
+        s.client
+            .put("/v1/blobs/ok", blob(1, 1000))
+            .await
+            .expect("put")
+            .status,
+        StatusCode::CREATED
+    );
+    assert_eq!(s.handle.store.len(), 1);
+}
+
+#[tokio::test]
+async fn interrupted_upload_leaves_nothing_visible() {
+    let (_dir, s) = start().await;
+    let mut sock = tokio::net::TcpStream::connect(s.addr())
+        .await
+        .expect("connect");
+    sock.write_all(b"PUT /v1/blobs/half HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+        .await
+        .expect("head");
+    sock.write_all(&blob(1, 50_000)).await.expect("half body");
+    drop(sock);
+    // Barrier: wait until the node has finished that request (it answers a
+    // cut-off body with a 400, counted as a client error), then check.
+    let c = &s.client;
+    let mut finished = false;
+    for _ in 0..2000 {
+        let m = String::from_utf8(c.get("/metrics").await.expect("metrics").body.to_vec())
+            .expect("utf8");
+        if m.contains("\nstrata_node_client_errors_total 1\n") {
+            finished = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(finished, "the node never finished the interrupted upload");
+    assert_eq!(
+        c.get("/v1/blobs/half").await.expect("get").status,
+        StatusCode::NOT_FOUND
+    );
+    assert!(s.handle.store.is_empty());
+}
+
+#[tokio::test]
+async fn writes_need_the_token_when_one_is_set() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = cluster::ClusterConfig::parse("[auth]\nwrite_token = \"s3cret\"\n").expect("cfg");
+    let s = InProc::serve(&cfg, dir.path()).await.expect("serve");
+    let c = &s.client;
+    let r = c.put("/v1/blobs/a", "x").await.expect("put");
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.header("www-authenticate"), "Bearer");
+    let r = c
+        .send(
+            Method::PUT,
+            "/v1/blobs/a",
+            &[("authorization", "Bearer nope")],
+            "x",
+        )
+        .await
+        .expect("put");
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = c
+        .send(
+            Method::PUT,
+            "/v1/blobs/a",
+            &[("authorization", "Bearer s3cret")],
+            "x",
+        )
+        .await
+        .expect("put");
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(
+        c.get("/v1/blobs/a").await.expect("get").status,
+        StatusCode::OK,
+        "reads stay public"
+    );
+    assert_eq!(
+        c.delete("/v1/blobs/a").await.expect("del").status,
+        StatusCode::UNAUTHORIZED
+    );
+    let r = c
+        .send(
+            Method::DELETE,
+            "/v1/blobs/a",
+            &[("authorization", "Bearer s3cret")],
+            vec![],
+        )
+        .await
+        .expect("del");
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn metrics_count_store_reads() {
+    let (_dir, s) = start().await;
+    let c = &s.client;
+    c.put("/v1/blobs/m", "hello").await.expect("put");
+    for _ in 0..3 {
+        c.get("/v1/blobs/m").await.expect("get");
+    }
+    c.send(Method::HEAD, "/v1/blobs/m", &[], vec![])
+        .await
+        .expect("head");
+    let text =
+        String::from_utf8(c.get("/metrics").await.expect("metrics").body.to_vec()).expect("utf8");
+    assert!(text.contains("\nstrata_store_reads_total 3\n"), "{text}");
+    assert!(text.contains("strata_node_gets_total 4"), "{text}");
+    assert_eq!(
+        c.get("/healthz").await.expect("health").status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn survives_a_clean_restart() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = InProc::serve_default(dir.path()).await.expect("serve");
+    for i in 0..50u64 {
+        s.client
+            .put(&format!("/v1/blobs/k{i}"), blob(i, 3000))
+            .await
+            .expect("put");
+    }
+    s.stop().await.expect("stop");
+    let s = loop {
+        // The index file lock is released when the old writer thread ends.
+        match InProc::serve_default(dir.path()).await {
+            Ok(s) => break s,
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+        }
+    };
+    for i in 0..50u64 {
+        let r = s.client.get(&format!("/v1/blobs/k{i}")).await.expect("get");
+        assert_eq!(&r.body[..], &blob(i, 3000)[..]);
+    }
+}

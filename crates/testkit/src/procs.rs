@@ -1,0 +1,173 @@
+//! Members as real `strata` processes, for kill -9 and failover tests.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::Client;
+
+/// An address the OS just handed out on loopback. The listener is closed
+/// before the child binds it; nothing else on a test machine races for
+/// ephemeral ports at the rate this would need to collide.
+pub fn free_addr() -> anyhow::Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// A cluster of processes started from one cluster file.
+pub struct Procs {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    cfg_path: PathBuf,
+    addrs: BTreeMap<String, SocketAddr>,
+    children: BTreeMap<String, Child>,
+    serve: bool,
+}
+
+impl Procs {
+    /// One index, `stores` stores with R = `replicas`, and one node, each a
+    /// process of `bin` (pass `env!("CARGO_BIN_EXE_strata")`).
+    pub async fn cluster(bin: &Path, stores: usize, replicas: usize) -> anyhow::Result<Procs> {
+        let dir = tempfile::tempdir()?;
+        let mut text = format!("replicas = {replicas}\n");
+        let mut addrs = BTreeMap::new();
+        let mut add = |name: String, role: &str, data: bool| -> anyhow::Result<()> {
+            let addr = free_addr()?;
+            text.push_str(&format!(
+                "\n[[member]]\nname = \"{name}\"\nrole = \"{role}\"\naddr = \"{addr}\"\n"
+            ));
+            if data {
+                text.push_str(&format!(
+                    "data_dir = \"{}\"\n",
+                    dir.path().join(&name).display()
+                ));
+            }
+            addrs.insert(name, addr);
+            Ok(())
+        };
+        add("index".into(), "index", true)?;
+        for i in 1..=stores {
+            add(format!("store-{i}"), "store", true)?;
+        }
+        add("node".into(), "node", false)?;
+        let cfg_path = dir.path().join("cluster.toml");
+        std::fs::write(&cfg_path, text)?;
+        let mut p = Procs {
+            bin: bin.to_owned(),
+            dir,
+            cfg_path,
+            addrs,
+            children: BTreeMap::new(),
+            serve: false,
+        };
+        let names: Vec<String> = p.addrs.keys().cloned().collect();
+        for n in &names {
+            p.start(n)?;
+        }
+        for n in &names {
+            p.wait_ready(n).await?;
+        }
+        Ok(p)
+    }
+
+    /// `strata serve` as one process over a data dir inside the kit's temp dir.
+    pub async fn serve(bin: &Path) -> anyhow::Result<Procs> {
+        let dir = tempfile::tempdir()?;
+        let mut addrs = BTreeMap::new();
+        addrs.insert("serve".to_owned(), free_addr()?);
+        let cfg_path = dir.path().join("unused.toml");
+        let mut p = Procs {
+            bin: bin.to_owned(),
+            dir,
+            cfg_path,
+            addrs,
+            children: BTreeMap::new(),
+            serve: true,
+        };
+        p.start("serve")?;
+        p.wait_ready("serve").await?;
+        Ok(p)
+    }
+
+    /// Starts (or restarts) member `name`.
+    pub fn start(&mut self, name: &str) -> anyhow::Result<()> {
+        let mut cmd = Command::new(&self.bin);
+        if self.serve {
+            cmd.arg("serve")
+                .arg("--data")
+                .arg(self.dir.path().join("data"))
+                .arg("--listen")
+                .arg(self.addrs[name].to_string());
+        } else {
+            let role = if name == "index" {
+                "index"
+            } else if name == "node" {
+                "node"
+            } else {
+                "store"
+            };
+            cmd.arg(role)
+                .arg("--config")
+                .arg(&self.cfg_path)
+                .arg("--name")
+                .arg(name);
+        }
+        cmd.arg("--threads")
+            .arg("2")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        let child = cmd.spawn()?;
+        self.children.insert(name.to_owned(), child);
+        Ok(())
+    }
+
+    /// Waits until `name` answers `/healthz`.
+    pub async fn wait_ready(&self, name: &str) -> anyhow::Result<()> {
+        Client::new(format!("http://{}", self.addrs[name]))
+            .wait_ready("/healthz", Duration::from_secs(20))
+            .await
+    }
+
+    /// SIGKILL: no shutdown code runs, exactly like a crash.
+    pub fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        if let Some(mut c) = self.children.remove(name) {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Restarts a killed member and waits for it.
+    pub async fn restart(&mut self, name: &str) -> anyhow::Result<()> {
+        self.kill(name)?;
+        self.start(name)?;
+        self.wait_ready(name).await
+    }
+
+    /// Address of member `name`.
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        self.addrs[name]
+    }
+
+    /// Client for the public API (the node, or `serve`).
+    pub fn client(&self) -> Client {
+        let n = if self.serve { "serve" } else { "node" };
+        Client::new(format!("http://{}", self.addrs[n]))
+    }
+
+    /// The temp dir holding data and the cluster file.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in self.children.values_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
