@@ -1,1 +1,36 @@
-fn main() {}
+//! strata's benchmarks: each scenario runs strata and its peer side by side
+//! in one run, alternating rounds, and prints the ratio.
+//!
+//! `cargo run --release -p bench -- store` — random small-blob GETs through
+//! strata vs nginx serving one file per blob; needle-map bytes per blob and
+//! restart time at 1M blobs.
+//!
+//! Peers come from Debian packages and are installed when missing.
+
+mod peers;
+mod proc_stat;
+mod store_bench;
+mod wrk;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "bench", about = "strata side-by-side benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Random small-blob GETs: strata vs nginx (file per blob); needle map
+    /// RAM per blob and restart time at 1M blobs.
+    Store(store_bench::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.scenario {
+        Scenario::Store(a) => store_bench::run(a),
+    }
+}

@@ -1,0 +1,95 @@
+//! Installing and configuring peer servers (Debian packages).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{bail, Context};
+
+/// Installs Debian packages whose binaries are missing.
+pub fn ensure_installed(pkgs: &[(&str, &str)]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = pkgs
+        .iter()
+        .filter(|(bin, _)| !Path::new(bin).exists())
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("installing peers: {}", missing.join(" "));
+    let ok = Command::new("apt-get")
+        .arg("update")
+        .arg("-qq")
+        .status()?
+        .success();
+    if !ok {
+        bail!("apt-get update failed");
+    }
+    let ok = Command::new("apt-get")
+        .args(["install", "-y", "-qq"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()?
+        .success();
+    if !ok {
+        bail!("apt-get install {} failed", missing.join(" "));
+    }
+    Ok(())
+}
+
+/// nginx as the classic file-per-image server: 1 worker, sendfile on,
+/// open_file_cache off, no access log, long keep-alive (fair settings from
+/// BENCHMARKING.md).
+pub fn start_nginx_static(
+    dir: &Path,
+    root: &Path,
+    port: u16,
+    workers: usize,
+) -> anyhow::Result<Child> {
+    std::fs::create_dir_all(dir)?;
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;
+master_process on;
+worker_processes {workers};
+pid {pid};
+error_log {err} warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    open_file_cache off;
+    keepalive_requests 1000000;
+    keepalive_timeout 65;
+    types {{ }}
+    default_type application/octet-stream;
+    client_body_temp_path {tmp};
+    proxy_temp_path {tmp};
+    fastcgi_temp_path {tmp};
+    uwsgi_temp_path {tmp};
+    scgi_temp_path {tmp};
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+    }}
+}}
+",
+            pid = dir.join("nginx.pid").display(),
+            err = dir.join("error.log").display(),
+            tmp = dir.display(),
+            root = root.display(),
+        ),
+    )?;
+    let child = Command::new("/usr/sbin/nginx")
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting nginx")?;
+    Ok(child)
+}

@@ -1,0 +1,37 @@
+//! CPU time of a process tree from /proc, to report server CPU % beside
+//! request rates (the load generator shares the 2 cores).
+
+/// utime + stime of `pid` and its direct children, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let mut total = ticks_of(pid);
+    if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+        for c in children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+        {
+            total += ticks_of(c);
+        }
+    }
+    total
+}
+
+fn ticks_of(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // Fields after the `(comm)`, which may contain spaces.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest[0] is field 3 (state); utime is field 14, stime field 15.
+    let get = |i: usize| {
+        f.get(i - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    get(14) + get(15)
+}
+
+/// Clock ticks per second (USER_HZ), 100 on Linux.
+pub const TICKS_PER_SEC: f64 = 100.0;
