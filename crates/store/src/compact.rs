@@ -166,7 +166,7 @@ impl Store {
         std::fs::rename(&tmp_dat, &dat).map_err(|e| Error::io("swap compacted volume", e))?;
         std::fs::rename(&tmp_idx, &idx).map_err(|e| Error::io("swap compacted index", e))?;
         volume::sync_dir(&self.dir)?;
-        let new = Arc::new(Volume::open(&dat)?);
+        let new = Arc::new(Volume::open(&dat, 0)?);
 
         let mut live = 0;
         {

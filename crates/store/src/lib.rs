@@ -12,6 +12,7 @@
 mod compact;
 mod error;
 mod idx;
+mod map;
 mod metrics;
 pub mod needle;
 mod needle_map;

@@ -147,8 +147,13 @@ impl Store {
         let mut writer_parts = None;
         let last = ids.last().copied();
         for &v in &ids {
+            let reserve = if Some(v) == last {
+                active_reserve(&opts)
+            } else {
+                0
+            };
             let (vol, file, idxw, end) =
-                recover_volume(dir, v, &mut map, &mut tombstone_bytes, &mut report)?;
+                recover_volume(dir, v, reserve, &mut map, &mut tombstone_bytes, &mut report)?;
             volumes.insert(v, Arc::new(vol));
             if Some(v) == last {
                 writer_parts = Some((v, file, idxw, end));
@@ -160,7 +165,13 @@ impl Store {
             Some(p) => p,
             None => {
                 let (file, idxw) = new_volume(dir, 1)?;
-                volumes.insert(1, Arc::new(Volume::open(&volume::dat_path(dir, 1))?));
+                volumes.insert(
+                    1,
+                    Arc::new(Volume::open(
+                        &volume::dat_path(dir, 1),
+                        active_reserve(&opts),
+                    )?),
+                );
                 (1, file, idxw, SUPERBLOCK_LEN)
             }
         };
@@ -374,6 +385,13 @@ impl Store {
     }
 }
 
+/// Address space mapped for an active volume: it can grow to the roll-over
+/// size plus one maximal needle (a needle larger than the remaining room in
+/// an empty volume still goes in).
+fn active_reserve(opts: &StoreOptions) -> u64 {
+    SUPERBLOCK_LEN + opts.volume_bytes + needle::needle_len(needle::MAX_DATA)
+}
+
 fn new_volume(dir: &Path, v: u16) -> Result<(File, IdxWriter)> {
     let sb = Superblock {
         volume: v,
@@ -412,6 +430,7 @@ fn apply(
 fn recover_volume(
     dir: &Path,
     v: u16,
+    reserve: u64,
     map: &mut NeedleMap,
     tomb: &mut HashMap<u16, u64>,
     report: &mut OpenReport,
@@ -422,15 +441,17 @@ fn recover_volume(
         .write(true)
         .open(&path)
         .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
-    let vol = Volume::open(&path)?;
-    let sb = Superblock {
-        volume: vol.id,
-        generation: vol.generation,
+    let sb = {
+        use std::os::unix::fs::FileExt;
+        let mut raw = [0u8; SUPERBLOCK_LEN as usize];
+        file.read_exact_at(&mut raw, 0)
+            .map_err(|e| Error::io(format!("read superblock of {}", path.display()), e))?;
+        Superblock::decode(&raw, &path)?
     };
-    if vol.id != v {
+    if sb.volume != v {
         return Err(Error::Format {
             path: path.display().to_string(),
-            reason: format!("superblock says volume {}", vol.id),
+            reason: format!("superblock says volume {}", sb.volume),
         });
     }
     let len = file
@@ -481,6 +502,8 @@ fn recover_volume(
         });
     }
     report.scanned += found.len() as u64;
+    // Mapped only now: the torn tail (if any) is already cut off.
+    let vol = Volume::open(&path, reserve)?;
     let idxw = match valid {
         Some(n) if report_consistent(&loaded, covered) => {
             let mut w = IdxWriter::reopen(&ipath, n)?;
@@ -775,7 +798,10 @@ impl Writer {
             reason: "out of volume numbers".into(),
         })?;
         let (file, idxw) = new_volume(&self.dir, next)?;
-        let vol = Arc::new(Volume::open(&volume::dat_path(&self.dir, next))?);
+        let vol = Arc::new(Volume::open(
+            &volume::dat_path(&self.dir, next),
+            active_reserve(&self.opts),
+        )?);
         {
             let mut st = store.state.write().unwrap_or_else(|p| p.into_inner());
             st.volumes.insert(next, vol);
