@@ -14,7 +14,7 @@ pub mod procs;
 
 pub use client::{Client, Resp};
 pub use hyper::{Method, StatusCode};
-pub use inproc::InProc;
+pub use inproc::{InProc, InProcCluster};
 pub use procs::{free_addr, Procs};
 
 /// Deterministic pseudo-random bytes for blob `i`.
