@@ -1,0 +1,21 @@
+//! strata's cache tier.
+//!
+//! [`Cache`] is the engine: memory bounded in bytes (per-item overhead
+//! included), memcached's TTL and CAS semantics, and S3-FIFO eviction
+//! ([`shard`]) that resists scans and keeps hot small items when a large one
+//! arrives; plain LRU is kept for comparison. [`server`] speaks memcached's
+//! text protocol over TCP, so any memcached client works unchanged.
+//!
+//! Errors are one enum, [`Error`].
+
+mod clock;
+mod engine;
+mod error;
+pub mod server;
+pub mod shard;
+mod text;
+
+pub use clock::{Clock, Expiry, ManualClock, SystemClock};
+pub use engine::{Arith, Cache, CacheConfig, EngineStats, Item, StoreMode, StoreResult};
+pub use error::Error;
+pub use shard::Policy;
