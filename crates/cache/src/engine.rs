@@ -385,7 +385,8 @@ impl Cache {
         };
         let Some(cur) = std::str::from_utf8(&e.value)
             .ok()
-            .and_then(|v| v.trim_end().parse::<u64>().ok())
+            // strtoull rules, as memcached: surrounding whitespace is allowed.
+            .and_then(|v| v.trim_ascii().parse::<u64>().ok())
         else {
             return Arith::NonNumeric;
         };

@@ -1,1 +1,477 @@
-//! s
+//! The memcached-compatible TCP server.
+//!
+//! One task per connection reads into a buffer, runs every complete command
+//! it holds (pipelining), and writes all their replies with one write. A bad
+//! command gets memcached's error reply on that connection only; nothing is
+//! shared between connections but the cache and the counters.
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, BufMut, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::engine::{Arith, Cache, StoreMode, StoreResult};
+use crate::text::{parse, Cmd, Parsed, StoreOp};
+
+/// Version string sent for `version` (clients parse the leading digits).
+pub const VERSION: &str = "1.6.0-strata";
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Connections above this get `ERROR Too many open connections`.
+    pub max_connections: usize,
+    /// Worker threads (reported by `stats`).
+    pub threads: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            max_connections: 10_000,
+            threads: 1,
+        }
+    }
+}
+
+/// Per-server counters, memcached names.
+#[derive(Debug, Default)]
+#[allow(missing_docs)]
+pub struct ServerStats {
+    pub curr_connections: AtomicU64,
+    pub total_connections: AtomicU64,
+    pub rejected_connections: AtomicU64,
+    pub cmd_get: AtomicU64,
+    pub cmd_set: AtomicU64,
+    pub cmd_flush: AtomicU64,
+    pub cmd_touch: AtomicU64,
+    pub get_hits: AtomicU64,
+    pub get_misses: AtomicU64,
+    pub delete_hits: AtomicU64,
+    pub delete_misses: AtomicU64,
+    pub incr_hits: AtomicU64,
+    pub incr_misses: AtomicU64,
+    pub decr_hits: AtomicU64,
+    pub decr_misses: AtomicU64,
+    pub cas_hits: AtomicU64,
+    pub cas_misses: AtomicU64,
+    pub cas_badval: AtomicU64,
+    pub touch_hits: AtomicU64,
+    pub touch_misses: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub bytes_written: AtomicU64,
+}
+
+fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A cache plus the protocol state shared by its connections.
+pub struct CacheServer {
+    /// The engine.
+    pub cache: Arc<Cache>,
+    /// Counters.
+    pub stats: ServerStats,
+    opts: ServerOptions,
+    started: Instant,
+}
+
+impl CacheServer {
+    /// Wraps `cache`.
+    pub fn new(cache: Arc<Cache>, opts: ServerOptions) -> Arc<Self> {
+        Arc::new(CacheServer {
+            cache,
+            stats: ServerStats::default(),
+            opts,
+            started: Instant::now(),
+        })
+    }
+}
+
+/// Accepts connections on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    server: Arc<CacheServer>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(a) => a,
+                    // Out of fds and the like: keep serving the others.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
+                };
+                let s = server.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = connection(stream, &s).await {
+                        tracing::debug!(error = %e, "cache connection ended");
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn connection(mut stream: TcpStream, s: &CacheServer) -> std::io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let n = s.stats.curr_connections.fetch_add(1, Ordering::Relaxed) + 1;
+    inc(&s.stats.total_connections);
+    struct Guard<'a>(&'a AtomicU64);
+    impl Drop for Guard<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    let _g = Guard(&s.stats.curr_connections);
+    if n as usize > s.opts.max_connections {
+        inc(&s.stats.rejected_connections);
+        stream
+            .write_all(b"ERROR Too many open connections\r\n")
+            .await?;
+        return Ok(());
+    }
+    let item_max = s.cache.config().item_max;
+    let mut inb = BytesMut::with_capacity(16 << 10);
+    let mut out = BytesMut::with_capacity(16 << 10);
+    let mut swallow = 0usize;
+    loop {
+        let mut quit = false;
+        loop {
+            if swallow > 0 {
+                let n = swallow.min(inb.len());
+                inb.advance(n);
+                swallow -= n;
+                if swallow > 0 {
+                    break;
+                }
+            }
+            match parse(&inb, item_max) {
+                Parsed::Incomplete => break,
+                Parsed::Close(msg) => {
+                    out.extend_from_slice(msg);
+                    quit = true;
+                    break;
+                }
+                Parsed::Cmd(cmd, used) => {
+                    inb.advance(used);
+                    if execute(s, cmd, &mut out, &mut swallow) {
+                        quit = true;
+                        break;
+                    }
+                }
+            }
+            if out.len() > 256 << 10 {
+                // A long pipeline: send what we have so memory stays bounded.
+                write(&mut stream, &mut out, s).await?;
+            }
+        }
+        write(&mut stream, &mut out, s).await?;
+        if quit {
+            return Ok(());
+        }
+        if inb.capacity() - inb.len() < 4096 {
+            inb.reserve(16 << 10);
+        }
+        let n = stream.read_buf(&mut inb).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        s.stats.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+async fn write(stream: &mut TcpStream, out: &mut BytesMut, s: &CacheServer) -> std::io::Result<()> {
+    if !out.is_empty() {
+        stream.write_all(out).await?;
+        s.stats
+            .bytes_written
+            .fetch_add(out.len() as u64, Ordering::Relaxed);
+        out.clear();
+    }
+    Ok(())
+}
+
+fn line(out: &mut BytesMut, noreply: bool, msg: &[u8]) {
+    if !noreply {
+        out.put_slice(msg);
+    }
+}
+
+/// Runs one command, appending its reply. Returns true to close.
+fn execute(s: &CacheServer, cmd: Cmd, out: &mut BytesMut, swallow: &mut usize) -> bool {
+    let c = &s.cache;
+    let st = &s.stats;
+    match cmd {
+        Cmd::Get { keys, cas, touch } => {
+            for k in &keys {
+                inc(&st.cmd_get);
+                let item = match touch {
+                    Some(exp) => {
+                        inc(&st.cmd_touch);
+                        let it = c.get_and_touch(k, exp);
+                        inc(if it.is_some() {
+                            &st.touch_hits
+                        } else {
+                            &st.touch_misses
+                        });
+                        it
+                    }
+                    None => c.get(k),
+                };
+                match item {
+                    Some(it) => {
+                        inc(&st.get_hits);
+                        out.put_slice(b"VALUE ");
+                        out.put_slice(k);
+                        let _ = if cas {
+                            write!(Fmt(out), " {} {} {}\r\n", it.flags, it.value.len(), it.cas)
+                        } else {
+                            write!(Fmt(out), " {} {}\r\n", it.flags, it.value.len())
+                        };
+                        out.put_slice(&it.value);
+                        out.put_slice(b"\r\n");
+                    }
+                    None => inc(&st.get_misses),
+                }
+            }
+            out.put_slice(b"END\r\n");
+        }
+        Cmd::Store {
+            op,
+            key,
+            flags,
+            exptime,
+            data,
+            cas,
+            noreply,
+        } => {
+            inc(&st.cmd_set);
+            let mode = match op {
+                StoreOp::Set => StoreMode::Set,
+                StoreOp::Add => StoreMode::Add,
+                StoreOp::Replace => StoreMode::Replace,
+                StoreOp::Append => StoreMode::Append,
+                StoreOp::Prepend => StoreMode::Prepend,
+                StoreOp::Cas => StoreMode::Cas(cas),
+            };
+            let res = c.store(mode, &key, data, flags, exptime);
+            if op == StoreOp::Cas {
+                match res {
+                    StoreResult::Stored(_) => inc(&st.cas_hits),
+                    StoreResult::Exists => inc(&st.cas_badval),
+                    StoreResult::NotFound => inc(&st.cas_misses),
+                    _ => {}
+                }
+            }
+            let msg: &[u8] = match res {
+                StoreResult::Stored(_) => b"STORED\r\n",
+                StoreResult::NotStored => b"NOT_STORED\r\n",
+                StoreResult::Exists => b"EXISTS\r\n",
+                StoreResult::NotFound => b"NOT_FOUND\r\n",
+                StoreResult::TooLarge => b"SERVER_ERROR object too large for cache\r\n",
+            };
+            line(out, noreply, msg);
+        }
+        Cmd::TooLarge {
+            key,
+            set,
+            noreply,
+            skip,
+        } => {
+            inc(&st.cmd_set);
+            if set {
+                // As memcached: a refused set must not leave the old value.
+                c.delete(&key);
+            }
+            *swallow = skip;
+            line(out, noreply, b"SERVER_ERROR object too large for cache\r\n");
+        }
+        Cmd::BadChunk { noreply } => line(out, noreply, b"CLIENT_ERROR bad data chunk\r\n"),
+        Cmd::Delete { key, noreply } => {
+            let hit = c.delete(&key);
+            inc(if hit {
+                &st.delete_hits
+            } else {
+                &st.delete_misses
+            });
+            line(
+                out,
+                noreply,
+                if hit {
+                    b"DELETED\r\n"
+                } else {
+                    b"NOT_FOUND\r\n"
+                },
+            );
+        }
+        Cmd::Arith {
+            key,
+            delta,
+            incr,
+            noreply,
+        } => match c.arith(&key, delta, incr) {
+            Arith::Value(v, _) => {
+                inc(if incr { &st.incr_hits } else { &st.decr_hits });
+                if !noreply {
+                    let _ = write!(Fmt(out), "{v}\r\n");
+                }
+            }
+            Arith::NotFound => {
+                inc(if incr {
+                    &st.incr_misses
+                } else {
+                    &st.decr_misses
+                });
+                line(out, noreply, b"NOT_FOUND\r\n");
+            }
+            Arith::NonNumeric => line(
+                out,
+                noreply,
+                b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+            ),
+        },
+        Cmd::Touch {
+            key,
+            exptime,
+            noreply,
+        } => {
+            inc(&st.cmd_touch);
+            let hit = c.touch(&key, exptime);
+            inc(if hit {
+                &st.touch_hits
+            } else {
+                &st.touch_misses
+            });
+            line(
+                out,
+                noreply,
+                if hit {
+                    b"TOUCHED\r\n"
+                } else {
+                    b"NOT_FOUND\r\n"
+                },
+            );
+        }
+        Cmd::FlushAll { delay, noreply } => {
+            inc(&st.cmd_flush);
+            c.flush_all(delay);
+            line(out, noreply, b"OK\r\n");
+        }
+        Cmd::Version => {
+            let _ = write!(Fmt(out), "VERSION {VERSION}\r\n");
+        }
+        Cmd::Verbosity { noreply } => line(out, noreply, b"OK\r\n"),
+        Cmd::Stats { group } => match group.as_deref() {
+            None => stats(s, out),
+            Some("settings") => {
+                let _ = write!(
+                    Fmt(out),
+                    "STAT maxbytes {}\r\nSTAT maxconns {}\r\nSTAT item_size_max {}\r\nSTAT num_threads {}\r\nSTAT evictions on\r\nSTAT cas_enabled yes\r\nEND\r\n",
+                    c.config().max_bytes,
+                    s.opts.max_connections,
+                    c.config().item_max,
+                    s.opts.threads
+                );
+            }
+            Some("items" | "slabs" | "sizes" | "conns") => out.put_slice(b"END\r\n"),
+            Some(_) => out.put_slice(b"ERROR\r\n"),
+        },
+        Cmd::Quit => return true,
+        Cmd::MetaNoop => out.put_slice(b"MN\r\n"),
+        Cmd::Reply(msg, quiet) => line(out, quiet, msg),
+    }
+    false
+}
+
+/// `fmt::Write` into a `BytesMut`.
+struct Fmt<'a>(&'a mut BytesMut);
+
+impl std::fmt::Write for Fmt<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.put_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+fn cpu_times() -> (f64, f64) {
+    // utime and stime of this process, from /proc (clock ticks of 1/100 s).
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return (0.0, 0.0);
+    };
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return (0.0, 0.0);
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| {
+        f.get(i - 3)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 100.0
+    };
+    (get(14), get(15))
+}
+
+fn stats(s: &CacheServer, out: &mut BytesMut) {
+    let c = &s.cache;
+    let st = &s.stats;
+    let es = &c.stats;
+    let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let (user, sys) = cpu_times();
+    let mut t = String::with_capacity(2048);
+    let mut stat = |name: &str, v: &dyn std::fmt::Display| {
+        let _ = write!(t, "STAT {name} {v}\r\n");
+    };
+    stat("pid", &std::process::id());
+    stat("uptime", &s.started.elapsed().as_secs());
+    stat("time", &c.now());
+    stat("version", &VERSION);
+    stat("pointer_size", &(usize::BITS));
+    stat("rusage_user", &format!("{user:.6}"));
+    stat("rusage_system", &format!("{sys:.6}"));
+    stat("max_connections", &s.opts.max_connections);
+    stat("curr_connections", &l(&st.curr_connections));
+    stat("total_connections", &l(&st.total_connections));
+    stat("rejected_connections", &l(&st.rejected_connections));
+    stat("cmd_get", &l(&st.cmd_get));
+    stat("cmd_set", &l(&st.cmd_set));
+    stat("cmd_flush", &l(&st.cmd_flush));
+    stat("cmd_touch", &l(&st.cmd_touch));
+    stat("get_hits", &l(&st.get_hits));
+    stat("get_misses", &l(&st.get_misses));
+    stat("get_expired", &l(&es.get_expired));
+    stat("get_flushed", &l(&es.get_flushed));
+    stat("delete_misses", &l(&st.delete_misses));
+    stat("delete_hits", &l(&st.delete_hits));
+    stat("incr_misses", &l(&st.incr_misses));
+    stat("incr_hits", &l(&st.incr_hits));
+    stat("decr_misses", &l(&st.decr_misses));
+    stat("decr_hits", &l(&st.decr_hits));
+    stat("cas_misses", &l(&st.cas_misses));
+    stat("cas_hits", &l(&st.cas_hits));
+    stat("cas_badval", &l(&st.cas_badval));
+    stat("touch_hits", &l(&st.touch_hits));
+    stat("touch_misses", &l(&st.touch_misses));
+    stat("bytes_read", &l(&st.bytes_read));
+    stat("bytes_written", &l(&st.bytes_written));
+    stat("limit_maxbytes", &c.config().max_bytes);
+    stat("threads", &s.opts.threads);
+    stat("bytes", &c.bytes());
+    stat("curr_items", &c.len());
+    stat("total_items", &l(&es.total_items));
+    stat("evictions", &l(&es.evictions));
+    stat("reclaimed", &l(&es.reclaimed));
+    out.put_slice(t.as_bytes());
+    out.put_slice(b"END\r\n");
+}

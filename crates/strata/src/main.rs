@@ -35,6 +35,24 @@ enum Cmd {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Run a standalone memcached-compatible cache server (no cluster file).
+    Cache {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:11211")]
+        listen: SocketAddr,
+        /// Memory limit in MiB, per-item overhead included (memcached's -m).
+        #[arg(long, default_value_t = 64)]
+        memory_mb: usize,
+        /// Largest value in bytes (memcached's -I).
+        #[arg(long, default_value_t = 1 << 20)]
+        item_max: usize,
+        /// Most simultaneous connections (memcached's -c).
+        #[arg(long, default_value_t = 10_000)]
+        max_connections: usize,
+        /// Runtime worker threads (memcached's -t).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Run a blob store (volumes + needle map) from a cluster file.
     Store(RoleArgs),
     /// Run the name index from a cluster file.
@@ -65,7 +83,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let threads = match &cli.cmd {
-        Cmd::Serve { threads, .. } => *threads,
+        Cmd::Serve { threads, .. } | Cmd::Cache { threads, .. } => *threads,
         Cmd::Store(a) | Cmd::Index(a) | Cmd::Node(a) => a.threads,
     };
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -105,6 +123,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("  index        http://{} (internal)", h.index_addr);
             strata::shutdown_signal(rx).await;
             h.shutdown().await
+        }
+        Cmd::Cache {
+            listen,
+            memory_mb,
+            item_max,
+            max_connections,
+            threads,
+        } => {
+            if memory_mb == 0 || item_max == 0 || item_max > memory_mb << 20 {
+                anyhow::bail!("--memory-mb and --item-max must be positive, and --item-max at most the memory");
+            }
+            let cache = std::sync::Arc::new(cache::Cache::new(
+                cache::CacheConfig {
+                    max_bytes: memory_mb << 20,
+                    item_max,
+                    policy: cache::Policy::S3Fifo,
+                },
+                std::sync::Arc::new(cache::SystemClock),
+            ));
+            let threads = threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let server = cache::server::CacheServer::new(
+                cache,
+                cache::server::ServerOptions {
+                    max_connections,
+                    threads,
+                },
+            );
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            println!(
+                "strata cache: memcached protocol on {} ({memory_mb} MiB)",
+                listener.local_addr()?
+            );
+            cache::server::serve(listener, server, strata::shutdown_signal(rx)).await?;
+            Ok(())
         }
         Cmd::Store(a) | Cmd::Index(a) | Cmd::Node(a) => {
             let cfg = Arc::new(ClusterConfig::load(&a.config)?);
