@@ -5,8 +5,13 @@
 //! strata vs nginx serving one file per blob; needle-map bytes per blob and
 //! restart time at 1M blobs.
 //!
+//! `cargo run --release -p bench -- cache` — strata's cache server vs
+//! memcached: ops/s, p50, p99 with and without pipelining.
+//!
 //! Peers come from Debian packages and are installed when missing.
 
+mod cache_bench;
+mod memload;
 mod peers;
 mod proc_stat;
 mod store_bench;
@@ -26,11 +31,14 @@ enum Scenario {
     /// Random small-blob GETs: strata vs nginx (file per blob); needle map
     /// RAM per blob and restart time at 1M blobs.
     Store(store_bench::Args),
+    /// memcached protocol: strata cache vs memcached, ops/s and latency.
+    Cache(cache_bench::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.scenario {
         Scenario::Store(a) => store_bench::run(a),
+        Scenario::Cache(a) => cache_bench::run(a),
     }
 }

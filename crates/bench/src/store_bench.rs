@@ -62,7 +62,7 @@ impl Drop for Server {
     }
 }
 
-fn strata_bin() -> anyhow::Result<PathBuf> {
+pub(crate) fn strata_bin() -> anyhow::Result<PathBuf> {
     let ok = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--release", "-p", "strata", "--quiet"])
         .status()
