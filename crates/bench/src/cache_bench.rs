@@ -69,7 +69,8 @@ async fn measure(pid: u32, addr: SocketAddr, load: &Load) -> anyhow::Result<Run>
     let before = cpu_ticks(pid);
     let t = Instant::now();
     let load = memload::run(addr, load).await?;
-    let cpu_pct = (cpu_ticks(pid) - before) as f64 / TICKS_PER_SEC / t.elapsed().as_secs_f64() * 100.0;
+    let cpu_pct =
+        (cpu_ticks(pid) - before) as f64 / TICKS_PER_SEC / t.elapsed().as_secs_f64() * 100.0;
     Ok(Run { load, cpu_pct })
 }
 
@@ -83,13 +84,30 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     peers::ensure_installed(&[("/usr/bin/memcached", "memcached")])?;
     let bin = crate::store_bench::strata_bin()?;
     std::fs::create_dir_all(&a.out)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
 
     let m_addr = testkit::free_addr()?;
     let memcached = Server(
         Command::new("/usr/bin/memcached")
-            .args(["-u", "nobody", "-l", "127.0.0.1", "-p", &m_addr.port().to_string()])
-            .args(["-m", &a.memory_mb.to_string(), "-t", &a.threads.to_string(), "-c", "4096"])
+            .args([
+                "-u",
+                "nobody",
+                "-l",
+                "127.0.0.1",
+                "-p",
+                &m_addr.port().to_string(),
+            ])
+            .args([
+                "-m",
+                &a.memory_mb.to_string(),
+                "-t",
+                &a.threads.to_string(),
+                "-c",
+                "4096",
+            ])
             .stdout(Stdio::null())
             .spawn()
             .context("starting memcached")?,
@@ -97,8 +115,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let s_addr = testkit::free_addr()?;
     let strata = Server(
         Command::new(&bin)
-            .args(["cache", "--listen", &s_addr.to_string(), "--memory-mb", &a.memory_mb.to_string()])
-            .args(["--threads", &a.threads.to_string(), "--max-connections", "4096"])
+            .args([
+                "cache",
+                "--listen",
+                &s_addr.to_string(),
+                "--memory-mb",
+                &a.memory_mb.to_string(),
+            ])
+            .args([
+                "--threads",
+                &a.threads.to_string(),
+                "--max-connections",
+                "4096",
+            ])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
@@ -113,7 +142,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let mut json = Vec::new();
     for value in [100usize, 4096] {
         for depth in [1usize, 16] {
-            let load = Load { conns: a.conns, keys: a.keys, value, get_ratio: 0.9, depth, secs: a.secs };
+            let load = Load {
+                conns: a.conns,
+                keys: a.keys,
+                value,
+                get_ratio: 0.9,
+                depth,
+                secs: a.secs,
+            };
             rt.block_on(async {
                 memload::preload(s_addr, &load).await?;
                 memload::preload(m_addr, &load).await
@@ -132,7 +168,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 s_runs.push(s);
                 m_runs.push(m);
             }
-            let ratios: Vec<f64> = s_runs.iter().zip(&m_runs).map(|(s, m)| s.load.ops / m.load.ops).collect();
+            let ratios: Vec<f64> = s_runs
+                .iter()
+                .zip(&m_runs)
+                .map(|(s, m)| s.load.ops / m.load.ops)
+                .collect();
             let med = |r: &[Run], f: fn(&Run) -> f64| median(r.iter().map(f).collect());
             table.push(format!(
                 "| {value} B | {depth} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2}x |",

@@ -74,7 +74,9 @@ pub async fn run(addr: std::net::SocketAddr, load: &Load) -> anyhow::Result<Load
     let mut tasks = Vec::new();
     for c in 0..load.conns {
         let (load, stop) = (load.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move { conn(addr, &load, &stop, c as u64).await }));
+        tasks.push(tokio::spawn(async move {
+            conn(addr, &load, &stop, c as u64).await
+        }));
     }
     let start = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(load.secs)).await;
@@ -90,12 +92,20 @@ pub async fn run(addr: std::net::SocketAddr, load: &Load) -> anyhow::Result<Load
     }
     let took = start.elapsed().as_secs_f64();
     lat.sort_unstable();
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0) as f64;
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+    };
     Ok(LoadResult {
         ops: ops as f64 / took,
         p50_us: pct(0.50),
         p99_us: pct(0.99),
-        hit_ratio: if gets == 0 { 0.0 } else { hits as f64 / gets as f64 },
+        hit_ratio: if gets == 0 {
+            0.0
+        } else {
+            hits as f64 / gets as f64
+        },
     })
 }
 
@@ -106,7 +116,12 @@ struct ConnResult {
     lat: Vec<u32>,
 }
 
-async fn conn(addr: std::net::SocketAddr, load: &Load, stop: &AtomicBool, seed: u64) -> anyhow::Result<ConnResult> {
+async fn conn(
+    addr: std::net::SocketAddr,
+    load: &Load,
+    stop: &AtomicBool,
+    seed: u64,
+) -> anyhow::Result<ConnResult> {
     let s = TcpStream::connect(addr).await?;
     s.set_nodelay(true)?;
     let mut s = BufReader::with_capacity(64 << 10, s);
@@ -118,7 +133,12 @@ async fn conn(addr: std::net::SocketAddr, load: &Load, stop: &AtomicBool, seed: 
         x ^= x << 17;
         x
     };
-    let mut r = ConnResult { ops: 0, gets: 0, hits: 0, lat: Vec::with_capacity(1 << 16) };
+    let mut r = ConnResult {
+        ops: 0,
+        gets: 0,
+        hits: 0,
+        lat: Vec::with_capacity(1 << 16),
+    };
     let mut req = Vec::with_capacity(load.depth * (64 + load.value));
     let mut kinds = Vec::with_capacity(load.depth);
     let mut line = Vec::with_capacity(128);

@@ -5,6 +5,7 @@
 //! command gets memcached's error reply on that connection only; nothing is
 //! shared between connections but the cache and the counters.
 
+use std::cell::Cell;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,8 +68,78 @@ pub struct ServerStats {
     pub bytes_written: AtomicU64,
 }
 
-fn inc(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
+/// A connection's own command counters, added to the shared ones once per
+/// batch of commands: counting each command on shared atomics would bounce
+/// their cache lines between cores on every request.
+#[derive(Default)]
+struct LocalStats {
+    cmd_get: Cell<u64>,
+    cmd_set: Cell<u64>,
+    cmd_flush: Cell<u64>,
+    cmd_touch: Cell<u64>,
+    get_hits: Cell<u64>,
+    get_misses: Cell<u64>,
+    delete_hits: Cell<u64>,
+    delete_misses: Cell<u64>,
+    incr_hits: Cell<u64>,
+    incr_misses: Cell<u64>,
+    decr_hits: Cell<u64>,
+    decr_misses: Cell<u64>,
+    cas_hits: Cell<u64>,
+    cas_misses: Cell<u64>,
+    cas_badval: Cell<u64>,
+    touch_hits: Cell<u64>,
+    touch_misses: Cell<u64>,
+}
+
+impl LocalStats {
+    fn flush(&self, to: &ServerStats) {
+        for (local, shared) in [
+            (&self.cmd_get, &to.cmd_get),
+            (&self.cmd_set, &to.cmd_set),
+            (&self.cmd_flush, &to.cmd_flush),
+            (&self.cmd_touch, &to.cmd_touch),
+            (&self.get_hits, &to.get_hits),
+            (&self.get_misses, &to.get_misses),
+            (&self.delete_hits, &to.delete_hits),
+            (&self.delete_misses, &to.delete_misses),
+            (&self.incr_hits, &to.incr_hits),
+            (&self.incr_misses, &to.incr_misses),
+            (&self.decr_hits, &to.decr_hits),
+            (&self.decr_misses, &to.decr_misses),
+            (&self.cas_hits, &to.cas_hits),
+            (&self.cas_misses, &to.cas_misses),
+            (&self.cas_badval, &to.cas_badval),
+            (&self.touch_hits, &to.touch_hits),
+            (&self.touch_misses, &to.touch_misses),
+        ] {
+            let v = local.take();
+            if v > 0 {
+                shared.fetch_add(v, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// A counter that can be bumped through a shared reference.
+trait Bump {
+    fn bump(&self);
+}
+
+impl Bump for AtomicU64 {
+    fn bump(&self) {
+        self.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Bump for Cell<u64> {
+    fn bump(&self) {
+        self.set(self.get() + 1);
+    }
+}
+
+fn inc<C: Bump + ?Sized>(c: &C) {
+    c.bump();
 }
 
 /// A cache plus the protocol state shared by its connections.
@@ -146,6 +217,7 @@ async fn connection(mut stream: TcpStream, s: &CacheServer) -> std::io::Result<(
     let mut inb = BytesMut::with_capacity(16 << 10);
     let mut out = BytesMut::with_capacity(16 << 10);
     let mut swallow = 0usize;
+    let mut local = LocalStats::default();
     loop {
         let mut quit = false;
         loop {
@@ -165,8 +237,9 @@ async fn connection(mut stream: TcpStream, s: &CacheServer) -> std::io::Result<(
                     break;
                 }
                 Parsed::Cmd(cmd, used) => {
+                    let close = execute(s, cmd, &mut out, &mut swallow, &mut local);
                     inb.advance(used);
-                    if execute(s, cmd, &mut out, &mut swallow) {
+                    if close {
                         quit = true;
                         break;
                     }
@@ -177,6 +250,7 @@ async fn connection(mut stream: TcpStream, s: &CacheServer) -> std::io::Result<(
                 write(&mut stream, &mut out, s).await?;
             }
         }
+        local.flush(&s.stats);
         write(&mut stream, &mut out, s).await?;
         if quit {
             return Ok(());
@@ -210,9 +284,15 @@ fn line(out: &mut BytesMut, noreply: bool, msg: &[u8]) {
 }
 
 /// Runs one command, appending its reply. Returns true to close.
-fn execute(s: &CacheServer, cmd: Cmd, out: &mut BytesMut, swallow: &mut usize) -> bool {
+fn execute(
+    s: &CacheServer,
+    cmd: Cmd,
+    out: &mut BytesMut,
+    swallow: &mut usize,
+    st: &mut LocalStats,
+) -> bool {
     let c = &s.cache;
-    let st = &s.stats;
+    let st = &*st;
     match cmd {
         Cmd::Get { keys, cas, touch } => {
             for k in &keys {
@@ -266,7 +346,13 @@ fn execute(s: &CacheServer, cmd: Cmd, out: &mut BytesMut, swallow: &mut usize) -
                 StoreOp::Prepend => StoreMode::Prepend,
                 StoreOp::Cas => StoreMode::Cas(cas),
             };
-            let res = c.store(mode, &key, data, flags, exptime);
+            let res = c.store(
+                mode,
+                key,
+                bytes::Bytes::copy_from_slice(data),
+                flags,
+                exptime,
+            );
             if op == StoreOp::Cas {
                 match res {
                     StoreResult::Stored(_) => inc(&st.cas_hits),
@@ -373,10 +459,13 @@ fn execute(s: &CacheServer, cmd: Cmd, out: &mut BytesMut, swallow: &mut usize) -
             let _ = write!(Fmt(out), "VERSION {VERSION}\r\n");
         }
         Cmd::Verbosity { noreply } => line(out, noreply, b"OK\r\n"),
-        Cmd::Stats { group } => match group.as_deref() {
-            None => stats(s, out),
-            Some("settings") => {
-                let _ = write!(
+        Cmd::Stats { group } => {
+            // Counters of this batch so far must show in its own `stats`.
+            st.flush(&s.stats);
+            match group.as_deref() {
+                None => stats(s, out),
+                Some("settings") => {
+                    let _ = write!(
                     Fmt(out),
                     "STAT maxbytes {}\r\nSTAT maxconns {}\r\nSTAT item_size_max {}\r\nSTAT num_threads {}\r\nSTAT evictions on\r\nSTAT cas_enabled yes\r\nEND\r\n",
                     c.config().max_bytes,
@@ -384,10 +473,11 @@ fn execute(s: &CacheServer, cmd: Cmd, out: &mut BytesMut, swallow: &mut usize) -
                     c.config().item_max,
                     s.opts.threads
                 );
+                }
+                Some("items" | "slabs" | "sizes" | "conns") => out.put_slice(b"END\r\n"),
+                Some(_) => out.put_slice(b"ERROR\r\n"),
             }
-            Some("items" | "slabs" | "sizes" | "conns") => out.put_slice(b"END\r\n"),
-            Some(_) => out.put_slice(b"ERROR\r\n"),
-        },
+        }
         Cmd::Quit => return true,
         Cmd::MetaNoop => out.put_slice(b"MN\r\n"),
         Cmd::Reply(msg, quiet) => line(out, quiet, msg),

@@ -119,7 +119,7 @@ pub struct Shard {
     policy: Policy,
     cap: usize,
     small_cap: usize,
-    map: HashMap<Bytes, u32>,
+    map: HashMap<Bytes, u32, SeededXxh3>,
     slots: Vec<Option<Entry>>,
     gens: Vec<u32>,
     free: Vec<u32>,
@@ -130,6 +130,43 @@ pub struct Shard {
     small_bytes: usize,
     main_bytes: usize,
     stamp: u32,
+}
+
+/// Hashes keys for the item map with xxh3 keyed by a per-shard random
+/// seed: much cheaper than SipHash on short keys, and the seed keeps keys
+/// chosen by a client from piling into one bucket chain.
+#[derive(Clone)]
+pub struct SeededXxh3(u64);
+
+impl SeededXxh3 {
+    fn random() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(0x5EED);
+        SeededXxh3(h.finish())
+    }
+}
+
+impl std::hash::BuildHasher for SeededXxh3 {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(self.0)
+    }
+}
+
+/// The hasher built by [`SeededXxh3`].
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = self.0.rotate_left(5) ^ n as u64;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 fn key_hash(k: &[u8]) -> u64 {
@@ -143,7 +180,7 @@ impl Shard {
             policy,
             cap,
             small_cap: (cap / 10).max(1),
-            map: HashMap::new(),
+            map: HashMap::with_hasher(SeededXxh3::random()),
             slots: Vec::new(),
             gens: Vec::new(),
             free: Vec::new(),

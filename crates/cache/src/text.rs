@@ -4,8 +4,6 @@
 //! whole command (line plus data block for storage commands) is there. The
 //! replies to malformed input are memcached's own strings, byte for byte.
 
-use bytes::Bytes;
-
 /// Longest key (memcached's KEY_MAX_LENGTH).
 pub const KEY_MAX: usize = 250;
 /// Longest command line we buffer before giving up on the connection.
@@ -17,27 +15,27 @@ pub const BAD_FORMAT: &[u8] = b"CLIENT_ERROR bad command line format\r\n";
 
 /// A parsed command.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cmd {
+pub enum Cmd<'a> {
     /// get/gets/gat/gats. `touch` carries gat's exptime.
     Get {
-        keys: Vec<Bytes>,
+        keys: Vec<&'a [u8]>,
         cas: bool,
         touch: Option<i64>,
     },
     /// set/add/replace/append/prepend/cas.
     Store {
         op: StoreOp,
-        key: Bytes,
+        key: &'a [u8],
         flags: u32,
         exptime: i64,
-        data: Bytes,
+        data: &'a [u8],
         cas: u64,
         noreply: bool,
     },
     /// Value over the item limit: the connection must discard the next
     /// `skip` bytes (data block and its `\r\n`) as they arrive.
     TooLarge {
-        key: Bytes,
+        key: &'a [u8],
         set: bool,
         noreply: bool,
         skip: usize,
@@ -45,17 +43,17 @@ pub enum Cmd {
     /// The data block did not end in `\r\n`.
     BadChunk { noreply: bool },
     /// delete.
-    Delete { key: Bytes, noreply: bool },
+    Delete { key: &'a [u8], noreply: bool },
     /// incr / decr.
     Arith {
-        key: Bytes,
+        key: &'a [u8],
         delta: u64,
         incr: bool,
         noreply: bool,
     },
     /// touch.
     Touch {
-        key: Bytes,
+        key: &'a [u8],
         exptime: i64,
         noreply: bool,
     },
@@ -94,11 +92,11 @@ pub enum StoreOp {
 
 /// What the buffer holds.
 #[derive(Debug)]
-pub enum Parsed {
+pub enum Parsed<'a> {
     /// Not a whole command yet.
     Incomplete,
     /// A command and how many bytes it used.
-    Cmd(Cmd, usize),
+    Cmd(Cmd<'a>, usize),
     /// Unrecoverable framing problem: send this and close.
     Close(&'static [u8]),
 }
@@ -113,7 +111,7 @@ fn num<T: std::str::FromStr>(t: &[u8]) -> Option<T> {
 
 /// Parses the first command in `buf`. `item_max` is the largest value
 /// accepted; a larger one is consumed and reported as [`Cmd::TooLarge`].
-pub fn parse(buf: &[u8], item_max: usize) -> Parsed {
+pub fn parse(buf: &[u8], item_max: usize) -> Parsed<'_> {
     let Some(nl) = buf.iter().position(|&c| c == b'\n') else {
         return if buf.len() > LINE_MAX {
             Parsed::Close(b"CLIENT_ERROR line too long\r\n")
@@ -124,12 +122,25 @@ pub fn parse(buf: &[u8], item_max: usize) -> Parsed {
     let line = &buf[..nl];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let used = nl + 1;
-    let tokens: Vec<&[u8]> = line
-        .split(|&c| c == b' ')
-        .filter(|t| !t.is_empty())
-        .collect();
-    let Some((&name, args)) = tokens.split_first() else {
+    let mut tokens = line.split(|&c| c == b' ').filter(|t| !t.is_empty());
+    let Some(name) = tokens.next() else {
         return Parsed::Cmd(Cmd::Reply(b"ERROR\r\n", false), used);
+    };
+    // Retrieval commands take any number of keys; every other command
+    // takes at most 7 arguments, so a fixed array (no allocation) holds
+    // them, and a longer line still has too many to be valid.
+    let many: Vec<&[u8]>;
+    let mut few: [&[u8]; 8] = [&[]; 8];
+    let args: &[&[u8]] = if name.starts_with(b"get") || name.starts_with(b"gat") {
+        many = tokens.collect();
+        &many
+    } else {
+        let mut n = 0;
+        for t in tokens.take(8) {
+            few[n] = t;
+            n += 1;
+        }
+        &few[..n]
     };
     let noreply = args.last().is_some_and(|t| *t == b"noreply");
     let reply = |r: &'static [u8]| Parsed::Cmd(Cmd::Reply(r, false), used);
@@ -156,7 +167,7 @@ pub fn parse(buf: &[u8], item_max: usize) -> Parsed {
             if !keys.iter().all(|k| valid_key(k)) {
                 return reply(BAD_FORMAT);
             }
-            let keys = keys.iter().map(|k| Bytes::copy_from_slice(k)).collect();
+            let keys = keys.to_vec();
             Parsed::Cmd(
                 Cmd::Get {
                     keys,
@@ -205,7 +216,7 @@ pub fn parse(buf: &[u8], item_max: usize) -> Parsed {
                 return quiet(BAD_FORMAT);
             }
             let len = len as usize;
-            let key = Bytes::copy_from_slice(args[0]);
+            let key = args[0];
             if len > item_max {
                 // Answer at once and discard the data as it streams in,
                 // rather than buffering a value we will not keep.
@@ -226,7 +237,7 @@ pub fn parse(buf: &[u8], item_max: usize) -> Parsed {
             if &buf[used + len..total] != b"\r\n" {
                 return Parsed::Cmd(Cmd::BadChunk { noreply }, total);
             }
-            let data = Bytes::copy_from_slice(&buf[used..used + len]);
+            let data = &buf[used..used + len];
             Parsed::Cmd(
                 Cmd::Store {
                     op,
@@ -258,7 +269,7 @@ pub fn parse(buf: &[u8], item_max: usize) -> Parsed {
             }
             Parsed::Cmd(
                 Cmd::Delete {
-                    key: Bytes::copy_from_slice(args[0]),
+                    key: args[0],
                     noreply,
                 },
                 used,
@@ -276,7 +287,7 @@ pub fn parse(buf: &[u8], item_max: usize) -> Parsed {
             };
             Parsed::Cmd(
                 Cmd::Arith {
-                    key: Bytes::copy_from_slice(args[0]),
+                    key: args[0],
                     delta,
                     incr: name == b"incr",
                     noreply,
@@ -296,7 +307,7 @@ pub fn parse(buf: &[u8], item_max: usize) -> Parsed {
             };
             Parsed::Cmd(
                 Cmd::Touch {
-                    key: Bytes::copy_from_slice(args[0]),
+                    key: args[0],
                     exptime,
                     noreply,
                 },
