@@ -379,14 +379,14 @@ fn execute(
             inc(&st.cmd_set);
             if set {
                 // As memcached: a refused set must not leave the old value.
-                c.delete(&key);
+                c.delete(key);
             }
             *swallow = skip;
             line(out, noreply, b"SERVER_ERROR object too large for cache\r\n");
         }
         Cmd::BadChunk { noreply } => line(out, noreply, b"CLIENT_ERROR bad data chunk\r\n"),
         Cmd::Delete { key, noreply } => {
-            let hit = c.delete(&key);
+            let hit = c.delete(key);
             inc(if hit {
                 &st.delete_hits
             } else {
@@ -407,7 +407,7 @@ fn execute(
             delta,
             incr,
             noreply,
-        } => match c.arith(&key, delta, incr) {
+        } => match c.arith(key, delta, incr) {
             Arith::Value(v, _) => {
                 inc(if incr { &st.incr_hits } else { &st.decr_hits });
                 if !noreply {
@@ -434,7 +434,7 @@ fn execute(
             noreply,
         } => {
             inc(&st.cmd_touch);
-            let hit = c.touch(&key, exptime);
+            let hit = c.touch(key, exptime);
             inc(if hit {
                 &st.touch_hits
             } else {
