@@ -356,7 +356,7 @@ pub fn parse(buf: &[u8], item_max: usize) -> Parsed<'_> {
 mod tests {
     use super::*;
 
-    fn cmd(s: &str) -> Cmd {
+    fn cmd(s: &str) -> Cmd<'_> {
         match parse(s.as_bytes(), 1 << 20) {
             Parsed::Cmd(c, n) => {
                 assert_eq!(n, s.len(), "consumed all of {s:?}");
