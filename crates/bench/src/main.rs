@@ -8,10 +8,14 @@
 //! `cargo run --release -p bench -- cache` — strata's cache server vs
 //! memcached: ops/s, p50, p99 with and without pipelining.
 //!
+//! `hitratio` and `ring` need no peer: cache policy hit ratios and the
+//! consistent-hash ring's balance and movement.
+//!
 //! Peers come from Debian packages and are installed when missing.
 
 mod cache_bench;
 mod memload;
+mod offline;
 mod peers;
 mod proc_stat;
 mod store_bench;
@@ -33,6 +37,10 @@ enum Scenario {
     Store(store_bench::Args),
     /// memcached protocol: strata cache vs memcached, ops/s and latency.
     Cache(cache_bench::Args),
+    /// Cache policy: S3-FIFO vs LRU hit ratio on Zipf and scan-mixed traces.
+    Hitratio(offline::HitArgs),
+    /// Consistent-hash ring: balance and keys moved on membership changes.
+    Ring,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,5 +48,7 @@ fn main() -> anyhow::Result<()> {
     match cli.scenario {
         Scenario::Store(a) => store_bench::run(a),
         Scenario::Cache(a) => cache_bench::run(a),
+        Scenario::Hitratio(a) => offline::hitratio(a),
+        Scenario::Ring => offline::ring(),
     }
 }
