@@ -94,7 +94,7 @@ pub struct Item {
 }
 
 impl Item {
-    fn of(e: &Entry) -> Item {
+    pub(crate) fn of(e: &Entry) -> Item {
         Item {
             value: e.value.clone(),
             flags: e.flags,
@@ -173,12 +173,12 @@ impl Cache {
         self.clock.now()
     }
 
-    fn shard(&self, key: &[u8]) -> MutexGuard<'_, Shard> {
+    pub(crate) fn shard(&self, key: &[u8]) -> MutexGuard<'_, Shard> {
         let i = (xxhash_rust::xxh3::xxh3_64(key) & self.mask) as usize;
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn next_cas(&self) -> u64 {
+    pub(crate) fn next_cas(&self) -> u64 {
         self.cas.fetch_add(1, Ordering::Relaxed) + 1
     }
 
@@ -195,7 +195,7 @@ impl Cache {
     }
 
     /// Looks up a live item, removing it if it is expired or flushed.
-    fn live<'a>(
+    pub(crate) fn live<'a>(
         &self,
         shard: &'a mut Shard,
         key: &[u8],
@@ -442,7 +442,7 @@ impl Cache {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Gone {
+pub(crate) enum Gone {
     Expired,
     Flushed,
 }

@@ -10,12 +10,15 @@
 
 mod clock;
 mod engine;
+mod engine_meta;
 mod error;
+pub mod meta;
 pub mod server;
 pub mod shard;
 mod text;
 
 pub use clock::{Clock, Expiry, ManualClock, SystemClock};
 pub use engine::{Arith, Cache, CacheConfig, EngineStats, Item, StoreMode, StoreResult};
+pub use engine_meta::{MetaArith, MetaDeleted, MetaGet, MetaGot};
 pub use error::Error;
 pub use shard::Policy;

@@ -481,6 +481,18 @@ fn execute(
         Cmd::Quit => return true,
         Cmd::MetaNoop => out.put_slice(b"MN\r\n"),
         Cmd::Reply(msg, quiet) => line(out, quiet, msg),
+        Cmd::Swallow(msg, skip) => {
+            *swallow = skip;
+            out.put_slice(msg);
+        }
+        Cmd::Meta(m) => {
+            match m.op {
+                crate::meta::MetaOp::Get => inc(&st.cmd_get),
+                crate::meta::MetaOp::Set => inc(&st.cmd_set),
+                _ => {}
+            }
+            crate::meta::execute(c, m, out);
+        }
     }
     false
 }

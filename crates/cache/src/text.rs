@@ -71,6 +71,10 @@ pub enum Cmd<'a> {
     MetaNoop,
     /// A reply to send as is (an error), then carry on.
     Reply(&'static [u8], bool),
+    /// An error reply, then discard this many bytes of data as they arrive.
+    Swallow(&'static [u8], usize),
+    /// A meta command (mg, ms, md, ma).
+    Meta(crate::meta::MetaCmd<'a>),
 }
 
 /// Storage command names.
@@ -131,17 +135,18 @@ pub fn parse(buf: &[u8], item_max: usize) -> Parsed<'_> {
     // them, and a longer line still has too many to be valid.
     let many: Vec<&[u8]>;
     let mut few: [&[u8]; 8] = [&[]; 8];
-    let args: &[&[u8]] = if name.starts_with(b"get") || name.starts_with(b"gat") {
-        many = tokens.collect();
-        &many
-    } else {
-        let mut n = 0;
-        for t in tokens.take(8) {
-            few[n] = t;
-            n += 1;
-        }
-        &few[..n]
-    };
+    let args: &[&[u8]] =
+        if name.starts_with(b"get") || name.starts_with(b"gat") || name.first() == Some(&b'm') {
+            many = tokens.collect();
+            &many
+        } else {
+            let mut n = 0;
+            for t in tokens.take(8) {
+                few[n] = t;
+                n += 1;
+            }
+            &few[..n]
+        };
     let noreply = args.last().is_some_and(|t| *t == b"noreply");
     let reply = |r: &'static [u8]| Parsed::Cmd(Cmd::Reply(r, false), used);
     let quiet = |r: &'static [u8]| Parsed::Cmd(Cmd::Reply(r, noreply), used);
@@ -348,6 +353,7 @@ pub fn parse(buf: &[u8], item_max: usize) -> Parsed<'_> {
         }
         b"quit" => Parsed::Cmd(Cmd::Quit, used),
         b"mn" => Parsed::Cmd(Cmd::MetaNoop, used),
+        b"mg" | b"ms" | b"md" | b"ma" => crate::meta::parse(name, args, buf, used, item_max),
         _ => reply(b"ERROR\r\n"),
     }
 }

@@ -1,0 +1,470 @@
+//! memcached's meta protocol (`mg`, `ms`, `md`, `ma`, `mn`): parsing and
+//! replies. Replies were checked against memcached 1.6.18: return flags
+//! come back in the order they were asked, then `b` (when the key was
+//! base64), then `Z`, `X`, `W`.
+
+use std::borrow::Cow;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::engine::{Cache, StoreMode, StoreResult};
+use crate::engine_meta::{MetaArith, MetaDeleted, MetaGet};
+use crate::text::{Cmd, Parsed, BAD_FORMAT, KEY_MAX};
+
+/// A meta command's flags, in the order given: (flag char, token).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Flags<'a>(Vec<(u8, &'a [u8])>);
+
+impl<'a> Flags<'a> {
+    fn has(&self, c: u8) -> bool {
+        self.0.iter().any(|f| f.0 == c)
+    }
+    fn token(&self, c: u8) -> Option<&'a [u8]> {
+        self.0.iter().find(|f| f.0 == c).map(|f| f.1)
+    }
+    /// A numeric token; `Err` when present but not a number.
+    fn num<T: std::str::FromStr>(&self, c: u8) -> Result<Option<T>, ()> {
+        match self.token(c) {
+            None => Ok(None),
+            Some(t) => std::str::from_utf8(t)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .map(Some)
+                .ok_or(()),
+        }
+    }
+}
+
+/// Which meta command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaOp {
+    /// mg
+    Get,
+    /// ms
+    Set,
+    /// md
+    Delete,
+    /// ma
+    Arith,
+}
+
+/// A parsed meta command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaCmd<'a> {
+    /// Command.
+    pub op: MetaOp,
+    /// The key (decoded when `b` was given).
+    pub key: Cow<'a, [u8]>,
+    /// The key token as sent (echoed by `k`).
+    pub raw_key: &'a [u8],
+    /// Flags in order.
+    pub flags: Flags<'a>,
+    /// `ms` data.
+    pub data: &'a [u8],
+}
+
+fn allowed(op: MetaOp) -> &'static [u8] {
+    match op {
+        MetaOp::Get => b"bcfhklOqstuvENRT",
+        MetaOp::Set => b"bcCEFIkOqTMN",
+        MetaOp::Delete => b"bCEIkOqTx",
+        MetaOp::Arith => b"bCENJDTMqOtcvk",
+    }
+}
+
+/// Decodes standard base64 (with or without padding).
+pub fn base64_decode(s: &[u8]) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let s = s
+        .strip_suffix(b"==")
+        .or_else(|| s.strip_suffix(b"="))
+        .unwrap_or(s);
+    if s.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    for chunk in s.chunks(4) {
+        let mut acc = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            acc |= val(c)? << (18 - 6 * i);
+        }
+        let bytes = [(acc >> 16) as u8, (acc >> 8) as u8, acc as u8];
+        out.extend_from_slice(&bytes[..chunk.len() - 1]);
+    }
+    Some(out)
+}
+
+/// Parses a meta command line (`name` and the tokens after it).
+pub fn parse<'a>(
+    name: &[u8],
+    args: &[&'a [u8]],
+    buf: &'a [u8],
+    used: usize,
+    item_max: usize,
+) -> Parsed<'a> {
+    let reply = |r: &'static [u8]| Parsed::Cmd(Cmd::Reply(r, false), used);
+    let op = match name {
+        b"mg" => MetaOp::Get,
+        b"ms" => MetaOp::Set,
+        b"md" => MetaOp::Delete,
+        _ => MetaOp::Arith,
+    };
+    let Some((&raw_key, mut rest)) = args.split_first() else {
+        return reply(if op == MetaOp::Set {
+            BAD_FORMAT
+        } else {
+            b"ERROR\r\n"
+        });
+    };
+    // ms: the data length comes before the flags.
+    let mut datalen = 0usize;
+    if op == MetaOp::Set {
+        let Some((&len, more)) = rest.split_first() else {
+            return reply(BAD_FORMAT);
+        };
+        match std::str::from_utf8(len)
+            .ok()
+            .and_then(|l| l.parse::<usize>().ok())
+        {
+            Some(n) if n <= i32::MAX as usize - 2 => datalen = n,
+            _ => return reply(BAD_FORMAT),
+        }
+        rest = more;
+    }
+    if raw_key.len() > KEY_MAX || raw_key.iter().any(|c| c.is_ascii_control()) {
+        return reply(BAD_FORMAT);
+    }
+    // From here on an error in an `ms` line still has its data block to
+    // discard, as memcached does.
+    let fail = |msg: &'static [u8]| {
+        if op == MetaOp::Set {
+            Parsed::Cmd(Cmd::Swallow(msg, datalen + 2), used)
+        } else {
+            Parsed::Cmd(Cmd::Reply(msg, false), used)
+        }
+    };
+    let mut flags = Vec::with_capacity(rest.len());
+    let mut seen = 0u128;
+    for t in rest {
+        let c = t[0];
+        if !allowed(op).contains(&c) {
+            return fail(b"CLIENT_ERROR invalid flag\r\n");
+        }
+        if seen & (1 << c) != 0 {
+            return fail(b"CLIENT_ERROR duplicate flag\r\n");
+        }
+        seen |= 1 << c;
+        flags.push((c, &t[1..]));
+    }
+    let flags = Flags(flags);
+    let key: Cow<'a, [u8]> = if flags.has(b'b') {
+        match base64_decode(raw_key) {
+            Some(k) if !k.is_empty() && k.len() <= KEY_MAX => Cow::Owned(k),
+            _ => return fail(b"CLIENT_ERROR error decoding key\r\n"),
+        }
+    } else {
+        Cow::Borrowed(raw_key)
+    };
+    if op == MetaOp::Set {
+        if let Some(m) = flags.token(b'M') {
+            if m.len() != 1 || !b"EAPRSeaprs".contains(&m[0]) {
+                return fail(b"CLIENT_ERROR invalid mode for ms M token\r\n");
+            }
+        }
+        if datalen > item_max {
+            return Parsed::Cmd(
+                Cmd::Swallow(b"SERVER_ERROR object too large for cache\r\n", datalen + 2),
+                used,
+            );
+        }
+        if buf.len() < used + datalen + 2 {
+            return Parsed::Incomplete;
+        }
+        let total = used + datalen + 2;
+        if &buf[used + datalen..total] != b"\r\n" {
+            return Parsed::Cmd(Cmd::Reply(b"CLIENT_ERROR bad data chunk\r\n", false), total);
+        }
+        let data = &buf[used..used + datalen];
+        return Parsed::Cmd(
+            Cmd::Meta(MetaCmd {
+                op,
+                key,
+                raw_key,
+                flags,
+                data,
+            }),
+            total,
+        );
+    }
+    if op == MetaOp::Arith {
+        if let Some(m) = flags.token(b'M') {
+            if m.len() != 1 || !b"IiDd+-".contains(&m[0]) {
+                return fail(b"CLIENT_ERROR invalid mode for ma M token\r\n");
+            }
+        }
+    }
+    Parsed::Cmd(
+        Cmd::Meta(MetaCmd {
+            op,
+            key,
+            raw_key,
+            flags,
+            data: &[],
+        }),
+        used,
+    )
+}
+
+/// Appends the requested return flags (in request order) and the `b`.
+fn ret_flags(
+    out: &mut BytesMut,
+    m: &MetaCmd<'_>,
+    which: &[u8],
+    value: impl Fn(u8) -> Option<String>,
+) {
+    for &(c, tok) in &m.flags.0 {
+        if !which.contains(&c) {
+            continue;
+        }
+        out.put_u8(b' ');
+        out.put_u8(c);
+        match c {
+            b'k' => out.put_slice(m.raw_key),
+            b'O' => out.put_slice(tok),
+            _ => {
+                if let Some(v) = value(c) {
+                    out.put_slice(v.as_bytes());
+                }
+            }
+        }
+    }
+    if m.flags.has(b'b') && m.flags.has(b'k') {
+        out.put_slice(b" b");
+    }
+}
+
+const BAD_TOKEN: &[u8] = b"CLIENT_ERROR bad token in command line format\r\n";
+
+/// Runs a meta command against `cache`, appending its reply.
+pub fn execute(cache: &Cache, m: MetaCmd<'_>, out: &mut BytesMut) {
+    let q = m.flags.has(b'q');
+    match m.op {
+        MetaOp::Get => {
+            let (Ok(vivify), Ok(recache), Ok(ttl)) = (
+                m.flags.num::<i64>(b'N'),
+                m.flags.num::<u32>(b'R'),
+                m.flags.num::<i64>(b'T'),
+            ) else {
+                out.put_slice(BAD_TOKEN);
+                return;
+            };
+            let o = MetaGet {
+                vivify,
+                recache_below: recache,
+                ttl,
+                bump: !m.flags.has(b'u'),
+            };
+            match cache.meta_get(&m.key, &o) {
+                None => {
+                    if !q {
+                        out.put_slice(b"EN");
+                        ret_flags(out, &m, b"kO", |_| None);
+                        out.put_slice(b"\r\n");
+                    }
+                }
+                Some(g) => {
+                    let with_value = m.flags.has(b'v');
+                    if with_value {
+                        out.put_slice(format!("VA {}", g.item.value.len()).as_bytes());
+                    } else {
+                        out.put_slice(b"HD");
+                    }
+                    ret_flags(out, &m, b"cfhklOst", |c| {
+                        Some(match c {
+                            b'c' => g.item.cas.to_string(),
+                            b'f' => g.item.flags.to_string(),
+                            b'h' => u8::from(g.hit_before).to_string(),
+                            b'l' => g.idle_secs.to_string(),
+                            b's' => g.item.value.len().to_string(),
+                            b't' => g.ttl_left.to_string(),
+                            _ => return None,
+                        })
+                    });
+                    if g.win_already_sent {
+                        out.put_slice(b" Z");
+                    }
+                    if g.stale {
+                        out.put_slice(b" X");
+                    }
+                    if g.won {
+                        out.put_slice(b" W");
+                    }
+                    out.put_slice(b"\r\n");
+                    if with_value {
+                        out.put_slice(&g.item.value);
+                        out.put_slice(b"\r\n");
+                    }
+                }
+            }
+        }
+        MetaOp::Set => {
+            let (Ok(flags), Ok(ttl), Ok(cas), Ok(new_cas)) = (
+                m.flags.num::<u32>(b'F'),
+                m.flags.num::<i64>(b'T'),
+                m.flags.num::<u64>(b'C'),
+                m.flags.num::<u64>(b'E'),
+            ) else {
+                out.put_slice(BAD_TOKEN);
+                return;
+            };
+            let mut mode = match m.flags.token(b'M').map(|t| t[0].to_ascii_uppercase()) {
+                Some(b'E') => StoreMode::Add,
+                Some(b'A') => StoreMode::Append,
+                Some(b'P') => StoreMode::Prepend,
+                Some(b'R') => StoreMode::Replace,
+                _ => StoreMode::Set,
+            };
+            let mut stale = false;
+            if let Some(c) = cas {
+                // With `I`, a write carrying an older CAS still lands but
+                // is marked stale (memcached's invalidation protocol).
+                let current = cache.peek(&m.key).map(|i| i.cas);
+                if m.flags.has(b'I') && current.is_some_and(|cur| c < cur) {
+                    stale = true;
+                } else {
+                    mode = StoreMode::Cas(c);
+                }
+            }
+            let res = cache.store_with(
+                mode,
+                &m.key,
+                Bytes::copy_from_slice(m.data),
+                flags.unwrap_or(0),
+                ttl.unwrap_or(0),
+                new_cas,
+            );
+            if stale && matches!(res, StoreResult::Stored(_)) {
+                cache.mark_stale(&m.key);
+            }
+            let (code, cas_now): (&[u8], u64) = match res {
+                StoreResult::Stored(c) => (b"HD", c),
+                StoreResult::NotStored => (b"NS", 0),
+                StoreResult::Exists => (b"EX", 0),
+                StoreResult::NotFound => (b"NF", 0),
+                StoreResult::TooLarge => {
+                    out.put_slice(b"SERVER_ERROR object too large for cache\r\n");
+                    return;
+                }
+            };
+            if q && code == b"HD" {
+                return;
+            }
+            out.put_slice(code);
+            ret_flags(out, &m, b"ckO", |c| {
+                (c == b'c').then(|| cas_now.to_string())
+            });
+            out.put_slice(b"\r\n");
+        }
+        MetaOp::Delete => {
+            let (Ok(cas), Ok(ttl)) = (m.flags.num::<u64>(b'C'), m.flags.num::<i64>(b'T')) else {
+                out.put_slice(BAD_TOKEN);
+                return;
+            };
+            let code: &[u8] =
+                match cache.meta_delete(&m.key, cas, m.flags.has(b'I'), ttl, m.flags.has(b'x')) {
+                    MetaDeleted::Done => b"HD",
+                    MetaDeleted::NotFound => b"NF",
+                    MetaDeleted::Exists => b"EX",
+                };
+            if q && code == b"HD" {
+                return;
+            }
+            out.put_slice(code);
+            ret_flags(out, &m, b"kO", |_| None);
+            out.put_slice(b"\r\n");
+        }
+        MetaOp::Arith => {
+            let (Ok(viv), Ok(initial), Ok(delta), Ok(cas), Ok(ttl)) = (
+                m.flags.num::<i64>(b'N'),
+                m.flags.num::<u64>(b'J'),
+                m.flags.num::<u64>(b'D'),
+                m.flags.num::<u64>(b'C'),
+                m.flags.num::<i64>(b'T'),
+            ) else {
+                out.put_slice(BAD_TOKEN);
+                return;
+            };
+            let incr = !matches!(m.flags.token(b'M').map(|t| t[0]), Some(b'D' | b'd' | b'-'));
+            let res = cache.meta_arith(
+                &m.key,
+                incr,
+                delta.unwrap_or(1),
+                viv.map(|t| (t, initial.unwrap_or(0))),
+                cas,
+                ttl,
+            );
+            match res {
+                MetaArith::Value(v, item, left) => {
+                    let with_value = m.flags.has(b'v');
+                    if q && !with_value {
+                        return;
+                    }
+                    let text = v.to_string();
+                    if with_value {
+                        out.put_slice(format!("VA {}", text.len()).as_bytes());
+                    } else {
+                        out.put_slice(b"HD");
+                    }
+                    ret_flags(out, &m, b"ctkO", |c| match c {
+                        b'c' => Some(item.cas.to_string()),
+                        b't' => Some(left.to_string()),
+                        _ => None,
+                    });
+                    out.put_slice(b"\r\n");
+                    if with_value {
+                        out.put_slice(text.as_bytes());
+                        out.put_slice(b"\r\n");
+                    }
+                }
+                MetaArith::NotFound => {
+                    if !q {
+                        out.put_slice(b"NF");
+                        ret_flags(out, &m, b"kO", |_| None);
+                        out.put_slice(b"\r\n");
+                    }
+                }
+                MetaArith::Exists => {
+                    out.put_slice(b"EX");
+                    ret_flags(out, &m, b"kO", |_| None);
+                    out.put_slice(b"\r\n");
+                }
+                MetaArith::NonNumeric => out
+                    .put_slice(b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::base64_decode;
+
+    #[test]
+    fn base64() {
+        assert_eq!(base64_decode(b"Zm9v").as_deref(), Some(&b"foo"[..]));
+        assert_eq!(base64_decode(b"Zm8=").as_deref(), Some(&b"fo"[..]));
+        assert_eq!(base64_decode(b"Zg==").as_deref(), Some(&b"f"[..]));
+        assert_eq!(base64_decode(b"Zm9vYg").as_deref(), Some(&b"foob"[..]));
+        assert!(base64_decode(b"!!!").is_none());
+        assert!(base64_decode(b"Z").is_none());
+    }
+}
