@@ -8,6 +8,7 @@
 //!
 //! Errors are one enum, [`Error`].
 
+pub mod client;
 mod clock;
 mod engine;
 mod engine_meta;

@@ -32,6 +32,9 @@ pub struct ClusterConfig {
     /// Volume settings applied by store roles.
     #[serde(default)]
     pub store: StoreConfig,
+    /// Cache tier settings (cache members and request nodes).
+    #[serde(default)]
+    pub cache: CacheConfig,
     /// Every process of the cluster.
     #[serde(default, rename = "member")]
     pub members: Vec<Member>,
@@ -106,6 +109,106 @@ fn default_checkpoint() -> u64 {
     4096
 }
 
+/// `[cache]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Memory of each cache member, MiB, per-item overhead included.
+    /// Default 64.
+    #[serde(default = "default_cache_mb")]
+    pub memory_mb: usize,
+    /// Largest cached value, bytes. Default 1048576 (1 MiB).
+    #[serde(default = "default_item_max")]
+    pub item_max: usize,
+    /// `aside` (the node fills the cache after an origin read) or
+    /// `through` (the cache member reads blob bytes from the stores itself
+    /// on a miss, one origin read per key). Default `aside`.
+    #[serde(default)]
+    pub mode: CacheMode,
+    /// Copies of a hot key in the distributed cache. Default 2.
+    #[serde(default = "default_hot_replicas")]
+    pub hot_replicas: usize,
+    /// Reads of one key per second, on one node, that make it hot.
+    /// Default 50.
+    #[serde(default = "default_hot_threshold")]
+    pub hot_threshold: u32,
+    /// Each request node's local (in-process) cache, MiB; 0 disables it.
+    /// Default 32.
+    #[serde(default = "default_local_mb")]
+    pub local_memory_mb: usize,
+    /// Seconds a node-local copy of a key's metadata is trusted. This is the
+    /// longest time another node can serve a value replaced elsewhere.
+    /// Default 2.
+    #[serde(default = "default_meta_ttl")]
+    pub meta_ttl_secs: u32,
+    /// Cache request timeout, ms. Default 200.
+    #[serde(default = "default_cache_timeout")]
+    pub timeout_ms: u64,
+    /// Consecutive failures that mark a cache member down. Default 3.
+    #[serde(default = "default_down_after")]
+    pub down_after: u32,
+    /// How long a down member is skipped before it is tried again, ms.
+    /// Default 2000.
+    #[serde(default = "default_retry_after")]
+    pub retry_after_ms: u64,
+}
+
+/// Global-cache mode.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheMode {
+    /// The node reads the origin on a miss and fills the cache.
+    #[default]
+    Aside,
+    /// The cache member reads the origin on a miss.
+    Through,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            memory_mb: default_cache_mb(),
+            item_max: default_item_max(),
+            mode: CacheMode::Aside,
+            hot_replicas: default_hot_replicas(),
+            hot_threshold: default_hot_threshold(),
+            local_memory_mb: default_local_mb(),
+            meta_ttl_secs: default_meta_ttl(),
+            timeout_ms: default_cache_timeout(),
+            down_after: default_down_after(),
+            retry_after_ms: default_retry_after(),
+        }
+    }
+}
+
+fn default_cache_mb() -> usize {
+    64
+}
+fn default_item_max() -> usize {
+    1 << 20
+}
+fn default_hot_replicas() -> usize {
+    2
+}
+fn default_hot_threshold() -> u32 {
+    50
+}
+fn default_local_mb() -> usize {
+    32
+}
+fn default_meta_ttl() -> u32 {
+    2
+}
+fn default_cache_timeout() -> u64 {
+    200
+}
+fn default_down_after() -> u32 {
+    3
+}
+fn default_retry_after() -> u64 {
+    2000
+}
+
 /// One process of the cluster.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -131,6 +234,8 @@ pub enum Role {
     Index,
     /// Public HTTP API.
     Node,
+    /// memcached-protocol cache server (the distributed cache).
+    Cache,
 }
 
 impl Role {
@@ -140,6 +245,7 @@ impl Role {
             Role::Store => "store",
             Role::Index => "index",
             Role::Node => "node",
+            Role::Cache => "cache",
         }
     }
 }
@@ -192,6 +298,24 @@ impl ClusterConfig {
         }
         if !(self.store.compact_garbage_ratio > 0.0 && self.store.compact_garbage_ratio < 1.0) {
             return bad("store.compact_garbage_ratio", "must be in (0, 1)".into());
+        }
+        if self.cache.memory_mb == 0 {
+            return bad("cache.memory_mb", "must be at least 1".into());
+        }
+        if self.cache.item_max == 0 || self.cache.item_max > self.cache.memory_mb << 20 {
+            return bad(
+                "cache.item_max",
+                "must be between 1 and the cache memory".into(),
+            );
+        }
+        if self.cache.hot_replicas == 0 {
+            return bad("cache.hot_replicas", "must be at least 1".into());
+        }
+        if self.cache.down_after == 0 {
+            return bad("cache.down_after", "must be at least 1".into());
+        }
+        if self.cache.timeout_ms == 0 {
+            return bad("cache.timeout_ms", "must be at least 1".into());
         }
         if self.store.checkpoint_every == 0 {
             return bad("store.checkpoint_every", "must be at least 1".into());

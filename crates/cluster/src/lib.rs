@@ -13,7 +13,9 @@ mod error;
 mod placement;
 mod ring;
 
-pub use config::{AuthConfig, ClusterConfig, LimitsConfig, Member, Role, StoreConfig};
+pub use config::{
+    AuthConfig, CacheConfig, CacheMode, ClusterConfig, LimitsConfig, Member, Role, StoreConfig,
+};
 pub use error::Error;
 pub use placement::{rendezvous, rendezvous_score};
 pub use ring::{key_point, Ring, DEFAULT_POINTS};

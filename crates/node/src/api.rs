@@ -101,7 +101,14 @@ async fn blob_inner(node: &Arc<Node>, req: Request) -> Response {
     }
     match req.method().clone() {
         Method::GET | Method::HEAD => {
-            get_blob(node, &key, req.method() == Method::HEAD, req.headers()).await
+            get_blob(
+                node,
+                &key,
+                req.method() == Method::HEAD,
+                req.headers(),
+                true,
+            )
+            .await
         }
         Method::PUT => put_blob(node, key, req).await,
         Method::DELETE => delete_blob(node, &key, req.headers()).await,
@@ -278,9 +285,17 @@ fn meta_headers(
         .header(header::CACHE_CONTROL, &node.opts.cache_control)
 }
 
-async fn get_blob(node: &Arc<Node>, key: &str, head: bool, headers: &HeaderMap) -> Response {
-    inc(&node.metrics.gets);
-    let meta = match node.index.get(key).await {
+async fn get_blob(
+    node: &Arc<Node>,
+    key: &str,
+    head: bool,
+    headers: &HeaderMap,
+    may_retry: bool,
+) -> Response {
+    if may_retry {
+        inc(&node.metrics.gets);
+    }
+    let meta = match node.lookup(key).await {
         Ok(Some(m)) => m,
         Ok(None) => {
             return error(
@@ -340,7 +355,18 @@ async fn get_blob(node: &Arc<Node>, key: &str, head: bool, headers: &HeaderMap) 
     let body = if head {
         Body::empty()
     } else {
-        match node.read_blob(&meta, range).await {
+        let read = node.read(&meta, range).await;
+        if read.is_err() && may_retry && node.caching.is_some() {
+            // A cached copy of the metadata may name a blob an overwrite
+            // elsewhere already removed: if the index now says otherwise,
+            // answer again from scratch (once).
+            if let Ok(fresh) = node.relookup(key).await {
+                if fresh.as_ref().map(|f| f.id) != Some(meta.id) {
+                    return Box::pin(get_blob(node, key, head, headers, false)).await;
+                }
+            }
+        }
+        match read {
             Ok(data) => {
                 node.metrics
                     .bytes_out
@@ -416,6 +442,9 @@ async fn list_inner(node: &Node, q: ListQ) -> Response {
 async fn metrics(State(node): State<Arc<Node>>) -> Response {
     let mut out = String::new();
     node.metrics.render(&mut out, node.healthy_stores());
+    if let Some(c) = &node.caching {
+        c.render(&mut out);
+    }
     for f in &node.extra_metrics {
         f(&mut out);
     }

@@ -10,6 +10,7 @@
 //! Errors of the tier clients are one enum, [`Error`].
 
 pub mod api;
+mod caching;
 mod error;
 mod health;
 pub mod http;
@@ -18,6 +19,7 @@ mod metrics;
 mod node;
 mod tiers;
 
+pub use caching::{Caching, CachingOptions, GlobalCache};
 pub use error::{Error, Result};
 pub use keys::{validate_key, MAX_KEY_BYTES};
 pub use metrics::NodeMetrics;

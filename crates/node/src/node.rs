@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use index::BlobMeta;
 
+use crate::caching::Caching;
 use crate::health::{self, Health};
 use crate::metrics::{inc, NodeMetrics};
 use crate::tiers::{IndexHandle, StoreHandle};
@@ -71,6 +72,8 @@ pub struct Node {
     pub metrics: NodeMetrics,
     /// Extra `/metrics` sections (e.g. in-process store and index).
     pub extra_metrics: Vec<MetricsSection>,
+    /// Cache tiers in front of the index and stores, if configured.
+    pub caching: Option<Caching>,
 }
 
 impl Node {
@@ -80,6 +83,7 @@ impl Node {
         index: IndexHandle,
         stores: Vec<StoreMember>,
         extra_metrics: Vec<MetricsSection>,
+        caching: Option<Caching>,
     ) -> Arc<Node> {
         let any_remote = stores
             .iter()
@@ -94,6 +98,7 @@ impl Node {
             refill: tokio::sync::Mutex::new(()),
             metrics: NodeMetrics::default(),
             extra_metrics,
+            caching,
         });
         if any_remote {
             health::spawn_prober(&node, probe);
@@ -219,7 +224,13 @@ impl Node {
                 .collect(),
             tags,
         };
-        match self.index.put(key, &meta).await {
+        let committed = self.index.put(key, &meta).await;
+        if committed.is_ok() {
+            if let Some(c) = &self.caching {
+                c.invalidate(key).await;
+            }
+        }
+        match committed {
             Ok(Some(prev)) => self.delete_copies(prev),
             Ok(None) => {}
             Err(e) => {
@@ -301,10 +312,60 @@ impl Node {
         Err(last)
     }
 
+    /// The metadata of `key`: cache tiers first, then the index (and the
+    /// answer fills the caches).
+    pub async fn lookup(&self, key: &str) -> Result<Option<BlobMeta>> {
+        if let Some(c) = &self.caching {
+            if let Some(m) = c.get_meta(key).await {
+                return Ok(Some(m));
+            }
+        }
+        let m = self.index.get(key).await?;
+        if let (Some(c), Some(m)) = (&self.caching, &m) {
+            c.put_meta(key, m).await;
+        }
+        Ok(m)
+    }
+
+    /// Reads a blob through the cache tiers: small blobs are cached whole
+    /// (and ranges cut from the cached copy); big ones go to a store.
+    pub async fn read(&self, meta: &BlobMeta, range: Option<(u64, u64)>) -> Result<Bytes> {
+        let cut = |d: Bytes| match range {
+            Some((a, b)) => d.slice(a as usize..b as usize),
+            None => d,
+        };
+        if let Some(c) = &self.caching {
+            if meta.size as usize <= c.item_max() {
+                if let Some(d) = c.get_data(meta.id).await {
+                    if d.len() as u64 == meta.size {
+                        return Ok(cut(d));
+                    }
+                }
+                let d = self.read_blob(meta, None).await?;
+                c.put_data(meta.id, d.clone()).await;
+                return Ok(cut(d));
+            }
+        }
+        self.read_blob(meta, range).await
+    }
+
+    /// After a read failed on every replica: a local copy of the metadata
+    /// may name a blob that an overwrite elsewhere already removed. Forget
+    /// it and ask the index again.
+    pub async fn relookup(&self, key: &str) -> Result<Option<BlobMeta>> {
+        if let Some(c) = &self.caching {
+            c.drop_local_meta(key);
+        }
+        self.index.get(key).await
+    }
+
     /// Removes `key`; `None` if it did not exist. Store copies are deleted in
     /// the background once the index no longer names them.
     pub async fn delete_blob(self: &Arc<Self>, key: &str) -> Result<Option<BlobMeta>> {
         let prev = self.index.delete(key).await?;
+        if let Some(c) = &self.caching {
+            c.invalidate(key).await;
+        }
         if let Some(p) = &prev {
             self.delete_copies(p.clone());
         }

@@ -74,12 +74,94 @@ pub async fn run_role(
             let node = cluster_node(&cfg)?;
             node::api::serve(listener, node, shutdown_signal(shutdown)).await?;
         }
+        Role::Cache => {
+            let server = cache_server(&cfg, None);
+            cache::server::serve(listener, server, shutdown_signal(shutdown)).await?;
+        }
     }
     Ok(())
 }
 
+/// A memcached-protocol cache server sized by `[cache]`.
+pub fn cache_server(
+    cfg: &ClusterConfig,
+    threads: Option<usize>,
+) -> Arc<cache::server::CacheServer> {
+    let engine = Arc::new(cache::Cache::new(
+        cache::CacheConfig {
+            max_bytes: cfg.cache.memory_mb << 20,
+            item_max: cfg.cache.item_max,
+            policy: cache::Policy::S3Fifo,
+        },
+        Arc::new(cache::SystemClock),
+    ));
+    let threads =
+        threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    cache::server::CacheServer::new(
+        engine,
+        cache::server::ServerOptions {
+            max_connections: 10_000,
+            threads,
+        },
+    )
+}
+
+fn caching_options(cfg: &ClusterConfig) -> node::CachingOptions {
+    node::CachingOptions {
+        meta_ttl_secs: cfg.cache.meta_ttl_secs,
+        hot_threshold: cfg.cache.hot_threshold,
+        item_max: cfg.cache.item_max,
+    }
+}
+
+/// The node's cache tiers for a cluster: a local cache when
+/// `cache.local_memory_mb` > 0, and the cache members as the distributed
+/// cache.
+pub fn cluster_caching(cfg: &ClusterConfig, clock: Arc<dyn cache::Clock>) -> Option<node::Caching> {
+    let members: Vec<(String, SocketAddr)> = cfg
+        .members_with(Role::Cache)
+        .map(|m| (m.name.clone(), m.addr))
+        .collect();
+    let local = (cfg.cache.local_memory_mb > 0).then(|| {
+        Arc::new(cache::Cache::new(
+            cache::CacheConfig {
+                max_bytes: cfg.cache.local_memory_mb << 20,
+                item_max: cfg.cache.item_max,
+                policy: cache::Policy::S3Fifo,
+            },
+            clock,
+        ))
+    });
+    let global = if members.is_empty() {
+        node::GlobalCache::None
+    } else {
+        node::GlobalCache::Remote(cache::client::CacheClient::new(
+            &members,
+            cache::client::ClientOptions {
+                timeout: Duration::from_millis(cfg.cache.timeout_ms),
+                down_after: cfg.cache.down_after,
+                retry_after: Duration::from_millis(cfg.cache.retry_after_ms),
+                hot_replicas: cfg.cache.hot_replicas,
+                pool: 16,
+            },
+        ))
+    };
+    if local.is_none() && members.is_empty() {
+        return None;
+    }
+    Some(node::Caching::new(local, global, caching_options(cfg)))
+}
+
 /// A node that reaches every store and the index over HTTP.
 pub fn cluster_node(cfg: &ClusterConfig) -> anyhow::Result<Arc<Node>> {
+    cluster_node_with(cfg, Arc::new(cache::SystemClock))
+}
+
+/// [`cluster_node`] with the clock its local cache uses (tests inject one).
+pub fn cluster_node_with(
+    cfg: &ClusterConfig,
+    clock: Arc<dyn cache::Clock>,
+) -> anyhow::Result<Arc<Node>> {
     let http = node::http::HttpClient::new(Duration::from_secs(5));
     let index = cfg
         .members_with(Role::Index)
@@ -102,7 +184,14 @@ pub fn cluster_node(cfg: &ClusterConfig) -> anyhow::Result<Arc<Node>> {
         base: format!("http://{}", index.addr),
         http,
     };
-    Ok(Node::new(node_options(cfg), index, stores, Vec::new()))
+    let caching = cluster_caching(cfg, clock);
+    Ok(Node::new(
+        node_options(cfg),
+        index,
+        stores,
+        Vec::new(),
+        caching,
+    ))
 }
 
 /// What `strata serve` is running.
@@ -113,6 +202,8 @@ pub struct ServeHandle {
     pub store_addr: SocketAddr,
     /// Internal index API address.
     pub index_addr: SocketAddr,
+    /// The cache node's memcached address.
+    pub cache_addr: SocketAddr,
     /// The in-process store.
     pub store: Arc<Store>,
     tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -150,6 +241,16 @@ pub async fn start_serve(
     let (stop, rx) = watch::channel(false);
 
     let store_l = TcpListener::bind("127.0.0.1:0").await?;
+    let cache_l = TcpListener::bind("127.0.0.1:0").await?;
+    let cache_addr = cache_l.local_addr()?;
+    // One cache node: its memcached server and the node share the engine,
+    // so the node's global tier is a direct call.
+    let cache_srv = cache_server(cfg, None);
+    let caching = node::Caching::new(
+        None,
+        node::GlobalCache::Local(cache_srv.cache.clone()),
+        caching_options(cfg),
+    );
     let index_l = TcpListener::bind("127.0.0.1:0").await?;
     let (store_addr, index_addr, node_addr) = (
         store_l.local_addr()?,
@@ -172,6 +273,7 @@ pub async fn start_serve(
             handle: StoreHandle::Local(store.clone()),
         }],
         extra,
+        Some(caching),
     );
     let tasks = vec![
         tokio::spawn(store::server::serve(
@@ -184,12 +286,18 @@ pub async fn start_serve(
             db,
             shutdown_signal(rx.clone()),
         )),
+        tokio::spawn(cache::server::serve(
+            cache_l,
+            cache_srv,
+            shutdown_signal(rx.clone()),
+        )),
         tokio::spawn(node::api::serve(listener, node, shutdown_signal(rx))),
     ];
     Ok(ServeHandle {
         node_addr,
         store_addr,
         index_addr,
+        cache_addr,
         store,
         tasks,
         stop,

@@ -35,9 +35,16 @@ enum Cmd {
         #[arg(long)]
         threads: Option<usize>,
     },
-    /// Run a standalone memcached-compatible cache server (no cluster file).
+    /// Run a memcached-compatible cache server: standalone with --listen and
+    /// --memory-mb, or as a cluster member with --config and --name.
     Cache {
-        /// Address to listen on.
+        /// The cluster file (run as the cache member --name).
+        #[arg(long, requires = "name", conflicts_with_all = ["memory_mb", "item_max"])]
+        config: Option<PathBuf>,
+        /// This process's member name in the cluster file.
+        #[arg(long, requires = "config")]
+        name: Option<String>,
+        /// Address to listen on (standalone).
         #[arg(long, default_value = "127.0.0.1:11211")]
         listen: SocketAddr,
         /// Memory limit in MiB, per-item overhead included (memcached's -m).
@@ -121,8 +128,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("  metrics      http://{}/metrics", h.node_addr);
             println!("  store        http://{} (internal)", h.store_addr);
             println!("  index        http://{} (internal)", h.index_addr);
+            println!("  cache        {} (memcached protocol)", h.cache_addr);
             strata::shutdown_signal(rx).await;
             h.shutdown().await
+        }
+        Cmd::Cache {
+            config: Some(config),
+            name: Some(name),
+            threads,
+            ..
+        } => {
+            let cfg = Arc::new(ClusterConfig::load(&config)?);
+            let me = cfg.member(&name)?.clone();
+            if me.role != cluster::Role::Cache {
+                anyhow::bail!(
+                    "member `{name}` has role `{}`, not `cache`",
+                    me.role.as_str()
+                );
+            }
+            let listener = tokio::net::TcpListener::bind(me.addr)
+                .await
+                .with_context(|| format!("cannot listen on {}", me.addr))?;
+            println!(
+                "strata cache: {} (memcached protocol) on {}",
+                me.name, me.addr
+            );
+            let server = strata::cache_server(&cfg, threads);
+            cache::server::serve(listener, server, strata::shutdown_signal(rx)).await?;
+            Ok(())
         }
         Cmd::Cache {
             listen,
@@ -130,6 +163,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             item_max,
             max_connections,
             threads,
+            ..
         } => {
             if memory_mb == 0 || item_max == 0 || item_max > memory_mb << 20 {
                 anyhow::bail!("--memory-mb and --item-max must be positive, and --item-max at most the memory");

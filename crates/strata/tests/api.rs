@@ -425,7 +425,7 @@ async fn writes_need_the_token_when_one_is_set() {
 }
 
 #[tokio::test]
-async fn metrics_count_store_reads() {
+async fn metrics_count_store_reads_and_cache_hits() {
     let (_dir, s) = start().await;
     let c = &s.client;
     c.put("/v1/blobs/m", "hello").await.expect("put");
@@ -437,7 +437,18 @@ async fn metrics_count_store_reads() {
         .expect("head");
     let text =
         String::from_utf8(c.get("/metrics").await.expect("metrics").body.to_vec()).expect("utf8");
-    assert!(text.contains("\nstrata_store_reads_total 3\n"), "{text}");
+    // The first GET reads the index and the store and fills the cache; the
+    // rest are cache hits, so the store saw exactly one needle read.
+    // Metadata: 1 miss + 3 hits (2 GETs, 1 HEAD); bytes: 1 miss + 2 hits.
+    assert!(text.contains("\nstrata_store_reads_total 1\n"), "{text}");
+    assert!(
+        text.contains("strata_cache_hits_total{tier=\"global\"} 5\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("strata_cache_misses_total{tier=\"global\"} 2\n"),
+        "{text}"
+    );
     assert!(text.contains("strata_node_gets_total 4"), "{text}");
     assert_eq!(
         c.get("/healthz").await.expect("health").status,
@@ -467,4 +478,19 @@ async fn survives_a_clean_restart() {
         let r = s.client.get(&format!("/v1/blobs/k{i}")).await.expect("get");
         assert_eq!(&r.body[..], &blob(i, 3000)[..]);
     }
+}
+
+#[tokio::test]
+async fn serve_runs_a_memcached_compatible_cache_node() {
+    let (_dir, s) = start().await;
+    let mut sock = tokio::net::TcpStream::connect(s.handle.cache_addr)
+        .await
+        .expect("connect");
+    sock.write_all(b"set hello 0 0 5\r\nworld\r\nget hello\r\n")
+        .await
+        .expect("write");
+    let want = b"STORED\r\nVALUE hello 0 5\r\nworld\r\nEND\r\n";
+    let mut got = vec![0u8; want.len()];
+    sock.read_exact(&mut got).await.expect("read");
+    assert_eq!(&got[..], &want[..]);
 }

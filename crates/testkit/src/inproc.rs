@@ -57,9 +57,20 @@ pub struct InProcCluster {
 impl InProcCluster {
     /// One index, `stores` stores with R = `replicas`, one node.
     pub async fn start(stores: usize, replicas: usize) -> anyhow::Result<InProcCluster> {
+        Self::start_with_caches(stores, replicas, 0, "").await
+    }
+
+    /// Like [`InProcCluster::start`], plus `caches` cache members and extra
+    /// cluster-file text.
+    pub async fn start_with_caches(
+        stores: usize,
+        replicas: usize,
+        caches: usize,
+        extra: &str,
+    ) -> anyhow::Result<InProcCluster> {
         let dir = tempfile::tempdir()?;
         let mut listeners = Vec::new();
-        let mut text = format!("replicas = {replicas}\n");
+        let mut text = format!("replicas = {replicas}\n{extra}\n");
         let mut add =
             |name: String, role: &str, data: bool, l: TcpListener| -> anyhow::Result<()> {
                 text.push_str(&format!(
@@ -86,6 +97,14 @@ impl InProcCluster {
                 format!("store-{i}"),
                 "store",
                 true,
+                TcpListener::bind("127.0.0.1:0").await?,
+            )?;
+        }
+        for i in 1..=caches {
+            add(
+                format!("cache-{i}"),
+                "cache",
+                false,
                 TcpListener::bind("127.0.0.1:0").await?,
             )?;
         }

@@ -29,8 +29,20 @@ impl Procs {
     /// One index, `stores` stores with R = `replicas`, and one node, each a
     /// process of `bin` (pass `env!("CARGO_BIN_EXE_strata")`).
     pub async fn cluster(bin: &Path, stores: usize, replicas: usize) -> anyhow::Result<Procs> {
+        Self::cluster_with_caches(bin, stores, replicas, 0, "").await
+    }
+
+    /// Like [`Procs::cluster`], plus `caches` cache members (`cache-1`, ...)
+    /// and extra cluster-file text (e.g. a `[cache]` table).
+    pub async fn cluster_with_caches(
+        bin: &Path,
+        stores: usize,
+        replicas: usize,
+        caches: usize,
+        extra: &str,
+    ) -> anyhow::Result<Procs> {
         let dir = tempfile::tempdir()?;
-        let mut text = format!("replicas = {replicas}\n");
+        let mut text = format!("replicas = {replicas}\n{extra}\n");
         let mut addrs = BTreeMap::new();
         let mut add = |name: String, role: &str, data: bool| -> anyhow::Result<()> {
             let addr = free_addr()?;
@@ -49,6 +61,9 @@ impl Procs {
         add("index".into(), "index", true)?;
         for i in 1..=stores {
             add(format!("store-{i}"), "store", true)?;
+        }
+        for i in 1..=caches {
+            add(format!("cache-{i}"), "cache", false)?;
         }
         add("node".into(), "node", false)?;
         let cfg_path = dir.path().join("cluster.toml");
@@ -100,12 +115,11 @@ impl Procs {
                 .arg("--listen")
                 .arg(self.addrs[name].to_string());
         } else {
-            let role = if name == "index" {
-                "index"
-            } else if name == "node" {
-                "node"
-            } else {
-                "store"
+            let role = match name {
+                "index" => "index",
+                "node" => "node",
+                n if n.starts_with("cache-") => "cache",
+                _ => "store",
             };
             cmd.arg(role)
                 .arg("--config")
@@ -125,9 +139,24 @@ impl Procs {
 
     /// Waits until `name` answers `/healthz`.
     pub async fn wait_ready(&self, name: &str) -> anyhow::Result<()> {
+        if name.starts_with("cache-") {
+            // A cache member speaks memcached, not HTTP: ready = accepting.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while tokio::net::TcpStream::connect(self.addrs[name])
+                .await
+                .is_err()
+            {
+                if tokio::time::Instant::now() > deadline {
+                    anyhow::bail!("member {name} did not start");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            return Ok(());
+        }
         Client::new(format!("http://{}", self.addrs[name]))
             .wait_ready("/healthz", Duration::from_secs(20))
             .await
+            .map_err(|e| anyhow::anyhow!("member {name}: {e}"))
     }
 
     /// SIGKILL: no shutdown code runs, exactly like a crash.

@@ -1,0 +1,303 @@
+//! The node's cache tiers on the read path (DESIGN: local -> distributed ->
+//! origin), and invalidation on writes.
+//!
+//! Two kinds of entries:
+//! - `m:<hash of key>` — the key's `BlobMeta` (JSON). Mutable: a PUT or
+//!   DELETE deletes it from this node's local cache and from the
+//!   distributed cache. Other nodes' local copies live at most
+//!   `meta_ttl` seconds: that is the invalidation window.
+//! - `d:<blob id>` — the blob's bytes. Immutable (an overwrite gets a new
+//!   blob id), so never invalidated; an orphan just ages out.
+//!
+//! Values over the item limit are not cached (a big blob would evict many
+//! small hot ones for one hit). A key read more than `hot_threshold` times a
+//! second on this node is hot: its distributed copies go to R replicas.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use cache::client::CacheClient;
+use cache::{Cache, StoreMode};
+use index::BlobMeta;
+
+/// Where the distributed (global) cache is.
+pub enum GlobalCache {
+    /// No global cache.
+    None,
+    /// In this process (`strata serve`): the engine its memcached server
+    /// also serves.
+    Local(Arc<Cache>),
+    /// Cache members over the memcached protocol.
+    Remote(CacheClient),
+}
+
+/// Settings of the node's cache tiers.
+#[derive(Debug, Clone)]
+pub struct CachingOptions {
+    /// Seconds a local copy of metadata is trusted.
+    pub meta_ttl_secs: u32,
+    /// Reads per second that make a key hot.
+    pub hot_threshold: u32,
+    /// Largest value cached, bytes.
+    pub item_max: usize,
+}
+
+/// Hit/miss counters per tier.
+#[derive(Debug, Default)]
+pub struct TierCounters {
+    /// Found.
+    pub hits: AtomicU64,
+    /// Not found.
+    pub misses: AtomicU64,
+}
+
+/// The node's caches.
+pub struct Caching {
+    /// Node-local cache, if enabled.
+    pub local: Option<Arc<Cache>>,
+    /// The distributed cache.
+    pub global: GlobalCache,
+    opts: CachingOptions,
+    hot: Mutex<(u32, HashMap<u64, u32>)>,
+    /// Local tier counters.
+    pub local_counters: TierCounters,
+    /// Global tier counters (for the in-process global cache; a remote one
+    /// counts per member in its client).
+    pub global_counters: TierCounters,
+}
+
+fn meta_key(key: &str) -> Vec<u8> {
+    format!("m:{:032x}", xxhash_rust::xxh3::xxh3_128(key.as_bytes())).into_bytes()
+}
+
+fn data_key(id: u64) -> Vec<u8> {
+    format!("d:{id}").into_bytes()
+}
+
+impl Caching {
+    /// Builds the tiers.
+    pub fn new(local: Option<Arc<Cache>>, global: GlobalCache, opts: CachingOptions) -> Caching {
+        Caching {
+            local,
+            global,
+            opts,
+            hot: Mutex::new((0, HashMap::new())),
+            local_counters: TierCounters::default(),
+            global_counters: TierCounters::default(),
+        }
+    }
+
+    /// Counts a read of `key`; true when it is hot this second.
+    fn hot(&self, key: &[u8], now: u32) -> bool {
+        let h = xxhash_rust::xxh3::xxh3_64(key);
+        let mut g = self.hot.lock().unwrap_or_else(|p| p.into_inner());
+        if g.0 != now {
+            // A new second: forget last second's counts.
+            g.0 = now;
+            g.1.clear();
+        }
+        let c = g.1.entry(h).or_insert(0);
+        *c += 1;
+        *c >= self.opts.hot_threshold
+    }
+
+    fn now(&self) -> u32 {
+        self.local.as_ref().map_or_else(
+            || {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as u32)
+            },
+            |c| c.now(),
+        )
+    }
+
+    async fn get(&self, k: &[u8], hot: bool) -> Option<Bytes> {
+        if let Some(l) = &self.local {
+            if let Some(it) = l.get(k) {
+                self.local_counters.hits.fetch_add(1, Ordering::Relaxed);
+                return Some(it.value);
+            }
+            self.local_counters.misses.fetch_add(1, Ordering::Relaxed);
+        }
+        let found = match &self.global {
+            GlobalCache::None => None,
+            GlobalCache::Local(c) => {
+                let v = c.get(k).map(|it| it.value);
+                let ctr = &self.global_counters;
+                if v.is_some() { &ctr.hits } else { &ctr.misses }.fetch_add(1, Ordering::Relaxed);
+                v
+            }
+            GlobalCache::Remote(c) => c.get(k, hot).await,
+        };
+        if let (Some(v), Some(l)) = (&found, &self.local) {
+            // Filled from the global tier: keep a local copy too.
+            let ttl = if k.starts_with(b"m:") {
+                i64::from(self.opts.meta_ttl_secs)
+            } else {
+                0
+            };
+            l.store(StoreMode::Set, k, v.clone(), 0, ttl);
+        }
+        found
+    }
+
+    async fn fill(&self, k: &[u8], v: Bytes, hot: bool) {
+        if v.len() > self.opts.item_max {
+            return;
+        }
+        if let Some(l) = &self.local {
+            let ttl = if k.starts_with(b"m:") {
+                i64::from(self.opts.meta_ttl_secs)
+            } else {
+                0
+            };
+            l.store(StoreMode::Set, k, v.clone(), 0, ttl);
+        }
+        match &self.global {
+            GlobalCache::None => {}
+            GlobalCache::Local(c) => {
+                c.store(StoreMode::Set, k, v, 0, 0);
+            }
+            GlobalCache::Remote(c) => c.set(k, &v, 0, hot).await,
+        }
+    }
+
+    /// Cached metadata of `key`.
+    pub async fn get_meta(&self, key: &str) -> Option<BlobMeta> {
+        let k = meta_key(key);
+        let hot = self.hot(&k, self.now());
+        let raw = self.get(&k, hot).await?;
+        serde_json::from_slice(&raw).ok()
+    }
+
+    /// Caches metadata read from the index.
+    pub async fn put_meta(&self, key: &str, meta: &BlobMeta) {
+        let k = meta_key(key);
+        if let Ok(raw) = serde_json::to_vec(meta) {
+            let hot = self.hot(&k, self.now());
+            self.fill(&k, Bytes::from(raw), hot).await;
+        }
+    }
+
+    /// Forgets `key`'s metadata here and in the distributed cache (after a
+    /// PUT or DELETE committed).
+    pub async fn invalidate(&self, key: &str) {
+        let k = meta_key(key);
+        if let Some(l) = &self.local {
+            l.delete(&k);
+        }
+        match &self.global {
+            GlobalCache::None => {}
+            GlobalCache::Local(c) => {
+                c.delete(&k);
+            }
+            GlobalCache::Remote(c) => c.delete(&k).await,
+        }
+    }
+
+    /// Forgets a local metadata copy only (it named a blob that is gone).
+    pub fn drop_local_meta(&self, key: &str) {
+        if let Some(l) = &self.local {
+            l.delete(&meta_key(key));
+        }
+    }
+
+    /// Cached bytes of blob `id`.
+    pub async fn get_data(&self, id: u64) -> Option<Bytes> {
+        let k = data_key(id);
+        let hot = self.hot(&k, self.now());
+        self.get(&k, hot).await
+    }
+
+    /// Caches blob bytes read from a store (skipped above the item limit).
+    pub async fn put_data(&self, id: u64, data: Bytes) {
+        let k = data_key(id);
+        let hot = self.hot(&k, self.now());
+        self.fill(&k, data, hot).await;
+    }
+
+    /// Largest cacheable value.
+    pub fn item_max(&self) -> usize {
+        self.opts.item_max
+    }
+
+    /// Prometheus text for the tiers.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        if let Some(c) = &self.local {
+            let _ = writeln!(out, "# TYPE strata_cache_hits_total counter");
+            let _ = writeln!(
+                out,
+                "strata_cache_hits_total{{tier=\"local\"}} {}",
+                l(&self.local_counters.hits)
+            );
+            let _ = writeln!(
+                out,
+                "strata_cache_misses_total{{tier=\"local\"}} {}",
+                l(&self.local_counters.misses)
+            );
+            let _ = writeln!(
+                out,
+                "strata_cache_evictions_total{{tier=\"local\"}} {}",
+                l(&c.stats.evictions)
+            );
+            let _ = writeln!(out, "strata_cache_bytes{{tier=\"local\"}} {}", c.bytes());
+            let _ = writeln!(out, "strata_cache_items{{tier=\"local\"}} {}", c.len());
+        }
+        match &self.global {
+            GlobalCache::None => {}
+            GlobalCache::Local(c) => {
+                let _ = writeln!(
+                    out,
+                    "strata_cache_hits_total{{tier=\"global\"}} {}",
+                    l(&self.global_counters.hits)
+                );
+                let _ = writeln!(
+                    out,
+                    "strata_cache_misses_total{{tier=\"global\"}} {}",
+                    l(&self.global_counters.misses)
+                );
+                let _ = writeln!(
+                    out,
+                    "strata_cache_evictions_total{{tier=\"global\"}} {}",
+                    l(&c.stats.evictions)
+                );
+                let _ = writeln!(out, "strata_cache_bytes{{tier=\"global\"}} {}", c.bytes());
+                let _ = writeln!(out, "strata_cache_items{{tier=\"global\"}} {}", c.len());
+            }
+            GlobalCache::Remote(c) => {
+                for (name, ctr, up) in c.counters() {
+                    let _ = writeln!(
+                        out,
+                        "strata_cache_hits_total{{tier=\"global\",node=\"{name}\"}} {}",
+                        l(&ctr.hits)
+                    );
+                    let _ = writeln!(
+                        out,
+                        "strata_cache_misses_total{{tier=\"global\",node=\"{name}\"}} {}",
+                        l(&ctr.misses)
+                    );
+                    let _ = writeln!(
+                        out,
+                        "strata_cache_errors_total{{node=\"{name}\"}} {}",
+                        l(&ctr.errors)
+                    );
+                    let _ = writeln!(
+                        out,
+                        "strata_cache_down_marks_total{{node=\"{name}\"}} {}",
+                        l(&ctr.down_marks)
+                    );
+                    let _ = writeln!(
+                        out,
+                        "strata_cache_node_up{{node=\"{name}\"}} {}",
+                        u8::from(up)
+                    );
+                }
+            }
+        }
+    }
+}
