@@ -17,6 +17,7 @@ pub mod meta;
 pub mod server;
 pub mod shard;
 mod text;
+pub mod through;
 
 pub use clock::{Clock, Expiry, ManualClock, SystemClock};
 pub use engine::{Arith, Cache, CacheConfig, EngineStats, Item, StoreMode, StoreResult};

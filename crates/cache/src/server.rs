@@ -150,6 +150,8 @@ pub struct CacheServer {
     pub stats: ServerStats,
     opts: ServerOptions,
     started: Instant,
+    /// Read-through origin (global-cache mode `through`), if any.
+    pub through: Option<crate::through::ReadThrough>,
 }
 
 impl CacheServer {
@@ -160,6 +162,22 @@ impl CacheServer {
             stats: ServerStats::default(),
             opts,
             started: Instant::now(),
+            through: None,
+        })
+    }
+
+    /// Wraps `cache`, reading misses through from `origin`.
+    pub fn with_origin(
+        cache: Arc<Cache>,
+        opts: ServerOptions,
+        origin: Arc<dyn crate::through::Origin>,
+    ) -> Arc<Self> {
+        Arc::new(CacheServer {
+            cache,
+            stats: ServerStats::default(),
+            opts,
+            started: Instant::now(),
+            through: Some(crate::through::ReadThrough::new(origin)),
         })
     }
 }
@@ -236,6 +254,20 @@ async fn connection(mut stream: TcpStream, s: &CacheServer) -> std::io::Result<(
                     quit = true;
                     break;
                 }
+                Parsed::Cmd(
+                    Cmd::Get {
+                        keys,
+                        cas,
+                        touch: None,
+                    },
+                    used,
+                ) if s.through.is_some() => {
+                    // Misses are read through from the origin before the
+                    // reply, so this get waits on I/O.
+                    local.flush(&s.stats);
+                    get_through(s, &keys, cas, &mut out).await;
+                    inb.advance(used);
+                }
                 Parsed::Cmd(cmd, used) => {
                     let close = execute(s, cmd, &mut out, &mut swallow, &mut local);
                     inb.advance(used);
@@ -264,6 +296,35 @@ async fn connection(mut stream: TcpStream, s: &CacheServer) -> std::io::Result<(
         }
         s.stats.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
     }
+}
+
+/// `get`/`gets` in read-through mode: a miss is loaded from the origin
+/// (collapsed with concurrent misses of the same key) and then answered.
+async fn get_through(s: &CacheServer, keys: &[&[u8]], cas: bool, out: &mut BytesMut) {
+    let Some(rt) = &s.through else { return };
+    for &k in keys {
+        inc(&s.stats.cmd_get);
+        let mut item = s.cache.get(k);
+        if item.is_none() && rt.load(&s.cache, k).await.is_some() {
+            item = s.cache.peek(k);
+        }
+        match item {
+            Some(it) => {
+                inc(&s.stats.get_hits);
+                out.put_slice(b"VALUE ");
+                out.put_slice(k);
+                let _ = if cas {
+                    write!(Fmt(out), " {} {} {}\r\n", it.flags, it.value.len(), it.cas)
+                } else {
+                    write!(Fmt(out), " {} {}\r\n", it.flags, it.value.len())
+                };
+                out.put_slice(&it.value);
+                out.put_slice(b"\r\n");
+            }
+            None => inc(&s.stats.get_misses),
+        }
+    }
+    out.put_slice(b"END\r\n");
 }
 
 async fn write(stream: &mut TcpStream, out: &mut BytesMut, s: &CacheServer) -> std::io::Result<()> {

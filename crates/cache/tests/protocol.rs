@@ -575,3 +575,58 @@ async fn exactly_one_client_wins_a_vivify() {
     }
     assert_eq!(winners, 1);
 }
+
+/// Read-through: 100 clients miss one cold key at once; the origin is asked
+/// once and every client gets the value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_through_collapses_concurrent_misses() {
+    struct SlowOrigin(std::sync::atomic::AtomicU64);
+    impl cache::through::Origin for SlowOrigin {
+        fn fetch<'a>(
+            &'a self,
+            key: &'a [u8],
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<bytes::Bytes>> + Send + 'a>>
+        {
+            Box::pin(async move {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // Long enough that every client's miss overlaps this fetch.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                (key == b"d:7").then(|| bytes::Bytes::from_static(b"seven"))
+            })
+        }
+    }
+    let origin = Arc::new(SlowOrigin(Default::default()));
+    let cache = Arc::new(Cache::new(
+        CacheConfig::default(),
+        Arc::new(cache::SystemClock),
+    ));
+    let server = CacheServer::with_origin(cache, ServerOptions::default(), origin.clone());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(serve(l, server.clone(), std::future::pending()));
+    let srv = Srv {
+        addr,
+        clock: Arc::new(ManualClock::new(T0)),
+        server,
+    };
+    let barrier = Arc::new(tokio::sync::Barrier::new(100));
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let mut c = Conn::new(&srv).await;
+        let b = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            b.wait().await;
+            c.rt(b"get d:7\r\n", b"VALUE d:7 0 5\r\nseven\r\nEND\r\n")
+                .await;
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client");
+    }
+    assert_eq!(origin.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // A key the origin does not have is a plain miss.
+    let mut c = Conn::new(&srv).await;
+    c.rt(b"get d:8\r\n", b"END\r\n").await;
+}

@@ -42,6 +42,9 @@ pub struct CachingOptions {
     pub hot_threshold: u32,
     /// Largest value cached, bytes.
     pub item_max: usize,
+    /// Global-cache mode `through`: cache members load blob bytes from the
+    /// stores themselves, so the node does not fill them.
+    pub through: bool,
 }
 
 /// Hit/miss counters per tier.

@@ -75,11 +75,33 @@ pub async fn run_role(
             node::api::serve(listener, node, shutdown_signal(shutdown)).await?;
         }
         Role::Cache => {
-            let server = cache_server(&cfg, None);
+            let server = cache_member(&cfg, None);
             cache::server::serve(listener, server, shutdown_signal(shutdown)).await?;
         }
     }
     Ok(())
+}
+
+/// A cache member of `cfg`: read-through from the stores in `through`
+/// mode, plain otherwise.
+pub fn cache_member(
+    cfg: &ClusterConfig,
+    threads: Option<usize>,
+) -> Arc<cache::server::CacheServer> {
+    let plain = cache_server(cfg, threads);
+    if cfg.cache.mode != cluster::CacheMode::Through {
+        return plain;
+    }
+    let threads =
+        threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    cache::server::CacheServer::with_origin(
+        plain.cache.clone(),
+        cache::server::ServerOptions {
+            max_connections: 10_000,
+            threads,
+        },
+        Arc::new(StoreOrigin::from_cluster(cfg)),
+    )
 }
 
 /// A memcached-protocol cache server sized by `[cache]`.
@@ -111,6 +133,56 @@ fn caching_options(cfg: &ClusterConfig) -> node::CachingOptions {
         meta_ttl_secs: cfg.cache.meta_ttl_secs,
         hot_threshold: cfg.cache.hot_threshold,
         item_max: cfg.cache.item_max,
+        through: cfg.cache.mode == cluster::CacheMode::Through,
+    }
+}
+
+/// The origin of a read-through cache member: blob bytes (`d:<id>`) from
+/// the stores, tried in the blob's rendezvous order (where its copies were
+/// written unless a store was down at the time, then the rest).
+pub struct StoreOrigin {
+    stores: Vec<StoreMember>,
+}
+
+impl StoreOrigin {
+    /// Every store of the cluster file, over HTTP.
+    pub fn from_cluster(cfg: &ClusterConfig) -> StoreOrigin {
+        let http = node::http::HttpClient::new(Duration::from_secs(5));
+        StoreOrigin {
+            stores: cfg
+                .members_with(Role::Store)
+                .map(|m| StoreMember {
+                    name: m.name.clone(),
+                    handle: StoreHandle::Remote {
+                        base: format!("http://{}", m.addr),
+                        http: http.clone(),
+                    },
+                })
+                .collect(),
+        }
+    }
+}
+
+impl cache::through::Origin for StoreOrigin {
+    fn fetch<'a>(
+        &'a self,
+        key: &'a [u8],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<bytes::Bytes>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            let id: u64 = std::str::from_utf8(key.strip_prefix(b"d:")?)
+                .ok()?
+                .parse()
+                .ok()?;
+            let names: Vec<&str> = self.stores.iter().map(|s| s.name.as_str()).collect();
+            for name in cluster::rendezvous(&names, id) {
+                let m = self.stores.iter().find(|s| s.name == name)?;
+                if let Ok(b) = m.handle.get(&m.name, id, None).await {
+                    return Some(b);
+                }
+            }
+            None
+        })
     }
 }
 

@@ -153,7 +153,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "strata cache: {} (memcached protocol) on {}",
                 me.name, me.addr
             );
-            let server = strata::cache_server(&cfg, threads);
+            let server = strata::cache_member(&cfg, threads);
             cache::server::serve(listener, server, strata::shutdown_signal(rx)).await?;
             Ok(())
         }

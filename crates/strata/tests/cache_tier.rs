@@ -175,3 +175,56 @@ async fn reads_survive_a_killed_cache_member() {
         .expect("cache-2 hits");
     assert!(hits > 0, "{m}");
 }
+
+/// `mode = "through"`: the cache member reads blob bytes from the stores;
+/// 50 clients released together onto a cold blob cost one store read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_through_mode_reads_the_store_once() {
+    let extra = "[cache]\nmode = \"through\"\nlocal_memory_mb = 0\ntimeout_ms = 2000";
+    let cl = InProcCluster::start_with_caches(1, 1, 1, extra)
+        .await
+        .expect("cluster");
+    let c = cl.client.clone();
+    c.wait_ready("/healthz", std::time::Duration::from_secs(10))
+        .await
+        .expect("ready");
+    assert_eq!(
+        c.put("/v1/blobs/cold", blob(9, 5000))
+            .await
+            .expect("put")
+            .status,
+        StatusCode::CREATED
+    );
+    // Warm the metadata so that only the bytes are cold.
+    assert_eq!(
+        c.send(Method::HEAD, "/v1/blobs/cold", &[], vec![])
+            .await
+            .expect("head")
+            .status,
+        StatusCode::OK
+    );
+    let barrier = Arc::new(tokio::sync::Barrier::new(50));
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (c, b) = (c.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            b.wait().await;
+            c.get("/v1/blobs/cold").await.expect("get")
+        }));
+    }
+    for t in tasks {
+        let r = t.await.expect("task");
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(&r.body[..], &blob(9, 5000)[..]);
+    }
+    let m = String::from_utf8(
+        Client::new(cl.url("store-1"))
+            .get("/metrics")
+            .await
+            .expect("metrics")
+            .body
+            .to_vec(),
+    )
+    .expect("utf8");
+    assert!(m.contains("\nstrata_store_reads_total 1\n"), "{m}");
+}
