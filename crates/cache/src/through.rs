@@ -23,10 +23,13 @@ pub trait Origin: Send + Sync {
     ) -> Pin<Box<dyn Future<Output = Option<Bytes>> + Send + 'a>>;
 }
 
+/// One fetch in flight: every waiter awaits the same cell.
+type Flight = Arc<OnceCell<Option<Bytes>>>;
+
 /// The single-flight table in front of an [`Origin`].
 pub struct ReadThrough {
     origin: Arc<dyn Origin>,
-    inflight: Mutex<HashMap<Vec<u8>, Arc<OnceCell<Option<Bytes>>>>>,
+    inflight: Mutex<HashMap<Vec<u8>, Flight>>,
     /// Origin fetches made (one per collapsed group of misses).
     pub fetches: std::sync::atomic::AtomicU64,
 }
