@@ -10,6 +10,7 @@
 
 pub mod client;
 mod clock;
+pub mod disk;
 mod engine;
 mod engine_meta;
 mod error;

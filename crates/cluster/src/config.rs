@@ -136,6 +136,11 @@ pub struct CacheConfig {
     /// Default 32.
     #[serde(default = "default_local_mb")]
     pub local_memory_mb: usize,
+    /// Each request node's local disk tier, MiB, under `<data_dir>/cache` of
+    /// the node member (which then needs a `data_dir`); 0 disables it.
+    /// Survives restarts. Default 0.
+    #[serde(default)]
+    pub local_disk_mb: u64,
     /// Seconds a node-local copy of a key's metadata is trusted. This is the
     /// longest time another node can serve a value replaced elsewhere.
     /// Default 2.
@@ -173,6 +178,7 @@ impl Default for CacheConfig {
             hot_replicas: default_hot_replicas(),
             hot_threshold: default_hot_threshold(),
             local_memory_mb: default_local_mb(),
+            local_disk_mb: 0,
             meta_ttl_secs: default_meta_ttl(),
             timeout_ms: default_cache_timeout(),
             down_after: default_down_after(),
@@ -347,7 +353,9 @@ impl ClusterConfig {
                     format!("duplicate name `{}`", m.name),
                 );
             }
-            if matches!(m.role, Role::Store | Role::Index) && m.data_dir.is_none() {
+            let needs_dir = matches!(m.role, Role::Store | Role::Index)
+                || (m.role == Role::Node && self.cache.local_disk_mb > 0);
+            if needs_dir && m.data_dir.is_none() {
                 return bad(
                     &format!("member[{i}].data_dir"),
                     format!("required for role `{}`", m.role.as_str()),

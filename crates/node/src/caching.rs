@@ -60,6 +60,8 @@ pub struct TierCounters {
 pub struct Caching {
     /// Node-local cache, if enabled.
     pub local: Option<Arc<Cache>>,
+    /// Node-local disk tier under the local cache, if enabled.
+    pub disk: Option<cache::disk::DiskTier>,
     /// The distributed cache.
     pub global: GlobalCache,
     opts: CachingOptions,
@@ -69,6 +71,8 @@ pub struct Caching {
     /// Global tier counters (for the in-process global cache; a remote one
     /// counts per member in its client).
     pub global_counters: TierCounters,
+    /// Disk tier counters.
+    pub disk_counters: TierCounters,
 }
 
 fn meta_key(key: &str) -> Vec<u8> {
@@ -84,11 +88,27 @@ impl Caching {
     pub fn new(local: Option<Arc<Cache>>, global: GlobalCache, opts: CachingOptions) -> Caching {
         Caching {
             local,
+            disk: None,
             global,
             opts,
             hot: Mutex::new((0, HashMap::new())),
             local_counters: TierCounters::default(),
             global_counters: TierCounters::default(),
+            disk_counters: TierCounters::default(),
+        }
+    }
+
+    /// Adds a disk tier under the local cache (it survives restarts).
+    pub fn with_disk(mut self, disk: cache::disk::DiskTier) -> Caching {
+        self.disk = Some(disk);
+        self
+    }
+
+    fn local_ttl(&self, k: &[u8]) -> i64 {
+        if k.starts_with(b"m:") {
+            i64::from(self.opts.meta_ttl_secs)
+        } else {
+            0
         }
     }
 
@@ -125,6 +145,18 @@ impl Caching {
             }
             self.local_counters.misses.fetch_add(1, Ordering::Relaxed);
         }
+        if let Some(d) = &self.disk {
+            let now = self.now();
+            if let Some((v, exptime)) = d.get(k, now) {
+                self.disk_counters.hits.fetch_add(1, Ordering::Relaxed);
+                if let Some(l) = &self.local {
+                    // Promote; an absolute exptime keeps the original expiry.
+                    l.store(StoreMode::Set, k, v.clone(), 0, i64::from(exptime));
+                }
+                return Some(v);
+            }
+            self.disk_counters.misses.fetch_add(1, Ordering::Relaxed);
+        }
         let found = match &self.global {
             GlobalCache::None => None,
             GlobalCache::Local(c) => {
@@ -135,29 +167,39 @@ impl Caching {
             }
             GlobalCache::Remote(c) => c.get(k, hot).await,
         };
-        if let (Some(v), Some(l)) = (&found, &self.local) {
+        if let Some(v) = &found {
             // Filled from the global tier: keep a local copy too.
-            let ttl = if k.starts_with(b"m:") {
-                i64::from(self.opts.meta_ttl_secs)
-            } else {
-                0
-            };
-            l.store(StoreMode::Set, k, v.clone(), 0, ttl);
+            self.fill_local(k, v);
         }
         found
+    }
+
+    fn fill_local(&self, k: &[u8], v: &Bytes) {
+        if v.len() > self.opts.item_max {
+            return;
+        }
+        let ttl = self.local_ttl(k);
+        if let Some(l) = &self.local {
+            l.store(StoreMode::Set, k, v.clone(), 0, ttl);
+        }
+        if let Some(d) = &self.disk {
+            let exptime = if ttl == 0 {
+                0
+            } else {
+                self.now().saturating_add(ttl as u32)
+            };
+            d.put(k, v, exptime);
+        }
     }
 
     async fn fill(&self, k: &[u8], v: Bytes, hot: bool) {
         if v.len() > self.opts.item_max {
             return;
         }
-        if let Some(l) = &self.local {
-            let ttl = if k.starts_with(b"m:") {
-                i64::from(self.opts.meta_ttl_secs)
-            } else {
-                0
-            };
-            l.store(StoreMode::Set, k, v.clone(), 0, ttl);
+        self.fill_local(k, &v);
+        if self.opts.through && k.starts_with(b"d:") {
+            // The cache member read it through already (or was down).
+            return;
         }
         match &self.global {
             GlobalCache::None => {}
@@ -192,6 +234,9 @@ impl Caching {
         if let Some(l) = &self.local {
             l.delete(&k);
         }
+        if let Some(d) = &self.disk {
+            d.delete(&k);
+        }
         match &self.global {
             GlobalCache::None => {}
             GlobalCache::Local(c) => {
@@ -203,8 +248,12 @@ impl Caching {
 
     /// Forgets a local metadata copy only (it named a blob that is gone).
     pub fn drop_local_meta(&self, key: &str) {
+        let k = meta_key(key);
         if let Some(l) = &self.local {
-            l.delete(&meta_key(key));
+            l.delete(&k);
+        }
+        if let Some(d) = &self.disk {
+            d.delete(&k);
         }
     }
 
@@ -231,6 +280,20 @@ impl Caching {
     pub fn render(&self, out: &mut String) {
         use std::fmt::Write;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        if let Some(d) = &self.disk {
+            let _ = writeln!(
+                out,
+                "strata_cache_hits_total{{tier=\"disk\"}} {}",
+                l(&self.disk_counters.hits)
+            );
+            let _ = writeln!(
+                out,
+                "strata_cache_misses_total{{tier=\"disk\"}} {}",
+                l(&self.disk_counters.misses)
+            );
+            let _ = writeln!(out, "strata_cache_bytes{{tier=\"disk\"}} {}", d.bytes());
+            let _ = writeln!(out, "strata_cache_items{{tier=\"disk\"}} {}", d.len());
+        }
         if let Some(c) = &self.local {
             let _ = writeln!(out, "# TYPE strata_cache_hits_total counter");
             let _ = writeln!(

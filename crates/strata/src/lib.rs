@@ -71,7 +71,7 @@ pub async fn run_role(
             index::server::serve(listener, db, shutdown_signal(shutdown)).await?;
         }
         Role::Node => {
-            let node = cluster_node(&cfg)?;
+            let node = cluster_node(&cfg, Some(&me))?;
             node::api::serve(listener, node, shutdown_signal(shutdown)).await?;
         }
         Role::Cache => {
@@ -189,7 +189,11 @@ impl cache::through::Origin for StoreOrigin {
 /// The node's cache tiers for a cluster: a local cache when
 /// `cache.local_memory_mb` > 0, and the cache members as the distributed
 /// cache.
-pub fn cluster_caching(cfg: &ClusterConfig, clock: Arc<dyn cache::Clock>) -> Option<node::Caching> {
+pub fn cluster_caching(
+    cfg: &ClusterConfig,
+    me: Option<&cluster::Member>,
+    clock: Arc<dyn cache::Clock>,
+) -> anyhow::Result<Option<node::Caching>> {
     let members: Vec<(String, SocketAddr)> = cfg
         .members_with(Role::Cache)
         .map(|m| (m.name.clone(), m.addr))
@@ -218,20 +222,39 @@ pub fn cluster_caching(cfg: &ClusterConfig, clock: Arc<dyn cache::Clock>) -> Opt
             },
         ))
     };
-    if local.is_none() && members.is_empty() {
-        return None;
+    let disk = match (
+        cfg.cache.local_disk_mb,
+        me.and_then(|m| m.data_dir.as_ref()),
+    ) {
+        (0, _) => None,
+        (mb, Some(dir)) => Some(
+            cache::disk::DiskTier::open(&dir.join("cache"), mb << 20)
+                .with_context(|| format!("opening the disk cache under {}", dir.display()))?,
+        ),
+        (_, None) => bail!("cache.local_disk_mb needs a data_dir on the node member"),
+    };
+    if local.is_none() && members.is_empty() && disk.is_none() {
+        return Ok(None);
     }
-    Some(node::Caching::new(local, global, caching_options(cfg)))
+    let caching = node::Caching::new(local, global, caching_options(cfg));
+    Ok(Some(match disk {
+        Some(d) => caching.with_disk(d),
+        None => caching,
+    }))
 }
 
-/// A node that reaches every store and the index over HTTP.
-pub fn cluster_node(cfg: &ClusterConfig) -> anyhow::Result<Arc<Node>> {
-    cluster_node_with(cfg, Arc::new(cache::SystemClock))
+/// Node `me` of the cluster: it reaches every store and the index over HTTP.
+pub fn cluster_node(
+    cfg: &ClusterConfig,
+    me: Option<&cluster::Member>,
+) -> anyhow::Result<Arc<Node>> {
+    cluster_node_with(cfg, me, Arc::new(cache::SystemClock))
 }
 
 /// [`cluster_node`] with the clock its local cache uses (tests inject one).
 pub fn cluster_node_with(
     cfg: &ClusterConfig,
+    me: Option<&cluster::Member>,
     clock: Arc<dyn cache::Clock>,
 ) -> anyhow::Result<Arc<Node>> {
     let http = node::http::HttpClient::new(Duration::from_secs(5));
@@ -256,7 +279,7 @@ pub fn cluster_node_with(
         base: format!("http://{}", index.addr),
         http,
     };
-    let caching = cluster_caching(cfg, clock);
+    let caching = cluster_caching(cfg, me, clock)?;
     Ok(Node::new(
         node_options(cfg),
         index,
