@@ -90,6 +90,32 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+fn start_strata(
+    bin: &Path,
+    data: &Path,
+    addr: std::net::SocketAddr,
+    threads: usize,
+    config: Option<&Path>,
+) -> anyhow::Result<Server> {
+    let mut cmd = Command::new(bin);
+    cmd.arg("serve")
+        .arg("--data")
+        .arg(data)
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--threads")
+        .arg(threads.to_string());
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    let child = cmd
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting strata")?;
+    Ok(Server { child })
+}
+
 /// One measured run: wrk's figures and the server's CPU use.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 struct Run {
@@ -118,21 +144,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .build()?;
 
     // strata
+    let data = out.join("strata-data");
     let strata_addr = testkit::free_addr()?;
-    let strata = Server {
-        child: Command::new(&bin)
-            .arg("serve")
-            .arg("--data")
-            .arg(out.join("strata-data"))
-            .arg("--listen")
-            .arg(strata_addr.to_string())
-            .arg("--threads")
-            .arg(a.threads.to_string())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .context("starting strata")?,
-    };
+    let strata = start_strata(&bin, &data, strata_addr, a.threads, None)?;
     let client = testkit::Client::new(format!("http://{strata_addr}"));
     rt.block_on(client.wait_ready("/healthz", Duration::from_secs(20)))?;
 
@@ -150,6 +164,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         total_bytes as f64 / 1048576.0,
         t.elapsed().as_secs_f64()
     );
+    drop(strata);
 
     let nginx_port = testkit::free_addr()?.port();
     let nginx = Server {
@@ -164,34 +179,49 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     wrk::random_key_script(&n_script, "/img/", a.blobs, 42)?;
     let s_url = format!("http://{strata_addr}");
     let n_url = format!("http://127.0.0.1:{nginx_port}");
-
-    // Warm both (page cache, connection setup), unmeasured.
-    measure(strata.child.id(), &s_url, &s_script, &a, 3)?;
+    // strata is measured twice: as `serve` runs by default (cache tier in
+    // the read path) and with `[cache] enabled = false` (the store path
+    // alone). Uniform random keys over 3+ GiB have no locality for a
+    // 64 MiB cache, so the first shows what the cache costs when it cannot
+    // help.
+    let no_cache = out.join("no-cache.toml");
+    std::fs::write(&no_cache, "[cache]\nenabled = false\n")?;
     measure(nginx.child.id(), &n_url, &n_script, &a, 3)?;
 
     let mut s_runs = Vec::new();
+    let mut o_runs = Vec::new();
     let mut n_runs = Vec::new();
     for r in 0..a.rounds {
-        let s = measure(strata.child.id(), &s_url, &s_script, &a, a.secs)?;
+        let mut pair = Vec::new();
+        for cfg in [None, Some(no_cache.as_path())] {
+            let srv = start_strata(&bin, &data, strata_addr, a.threads, cfg)?;
+            rt.block_on(client.wait_ready("/healthz", Duration::from_secs(20)))?;
+            // Warm-up (page tables of the mapped volumes, connections).
+            measure(srv.child.id(), &s_url, &s_script, &a, 3)?;
+            pair.push(measure(srv.child.id(), &s_url, &s_script, &a, a.secs)?);
+        }
         let n = measure(nginx.child.id(), &n_url, &n_script, &a, a.secs)?;
+        let (s, o) = (pair[0], pair[1]);
         eprintln!(
-            "round {}: strata {:.0} req/s (p50 {:.2} ms, p99 {:.2} ms, cpu {:.0}%) | nginx {:.0} req/s (p50 {:.2} ms, p99 {:.2} ms, cpu {:.0}%)",
+            "round {}: strata {:.0} req/s (p50 {:.2} ms, p99 {:.2} ms, cpu {:.0}%) | strata no cache {:.0} req/s (p50 {:.2} ms, p99 {:.2} ms, cpu {:.0}%) | nginx {:.0} req/s (p50 {:.2} ms, p99 {:.2} ms, cpu {:.0}%)",
             r + 1,
             s.wrk.rps, s.wrk.p50_ms, s.wrk.p99_ms, s.cpu_pct,
+            o.wrk.rps, o.wrk.p50_ms, o.wrk.p99_ms, o.cpu_pct,
             n.wrk.rps, n.wrk.p50_ms, n.wrk.p99_ms, n.cpu_pct
         );
-        if s.wrk.errors > 0 || n.wrk.errors > 0 {
+        if s.wrk.errors > 0 || o.wrk.errors > 0 || n.wrk.errors > 0 {
             bail!(
-                "errors during the run: strata {}, nginx {}",
+                "errors during the run: strata {}, strata no cache {}, nginx {}",
                 s.wrk.errors,
+                o.wrk.errors,
                 n.wrk.errors
             );
         }
         s_runs.push(s);
+        o_runs.push(o);
         n_runs.push(n);
     }
     drop(nginx);
-    drop(strata);
 
     let med = |runs: &[Run], f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
     let ratios: Vec<f64> = s_runs
@@ -200,6 +230,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .map(|(s, n)| s.wrk.rps / n.wrk.rps)
         .collect();
     let ratio = median(ratios.clone());
+    let o_ratios: Vec<f64> = o_runs
+        .iter()
+        .zip(&n_runs)
+        .map(|(s, n)| s.wrk.rps / n.wrk.rps)
+        .collect();
+    let o_ratio = median(o_ratios.clone());
 
     let map = if a.map_blobs > 0 {
         Some(rt.block_on(needle_map(&out, a.map_blobs))?)
@@ -211,7 +247,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     println!("store: random GETs of {} blobs (4-64 KiB), wrk -t1 -c{} -d{}s, {} server thread(s), {} cores", a.blobs, a.conns, a.secs, a.threads, std::thread::available_parallelism().map_or(0, |n| n.get()));
     println!("| server | req/s (median) | p50 ms | p99 ms | server CPU % |");
     println!("|---|---|---|---|---|");
-    for (name, runs) in [("strata", &s_runs), ("nginx", &n_runs)] {
+    for (name, runs) in [
+        ("strata", &s_runs),
+        ("strata, cache off", &o_runs),
+        ("nginx", &n_runs),
+    ] {
         println!(
             "| {name} | {:.0} | {:.2} | {:.2} | {:.0} |",
             med(runs, |r| r.wrk.rps),
@@ -223,6 +263,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     println!(
         "ratio strata/nginx req/s: {ratio:.2}x (per round: {})",
         ratios
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "ratio strata (cache off)/nginx req/s: {o_ratio:.2}x (per round: {})",
+        o_ratios
             .iter()
             .map(|r| format!("{r:.2}"))
             .collect::<Vec<_>>()
@@ -241,7 +289,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "secs": a.secs,
         "threads": a.threads,
         "strata": s_runs,
+        "strata_no_cache": o_runs,
         "nginx": n_runs,
+        "ratio_no_cache_median": o_ratio,
+        "ratios_no_cache": o_ratios,
         "ratio_median": ratio,
         "ratios": ratios,
         "needle_map": map,

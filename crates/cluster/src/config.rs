@@ -113,6 +113,10 @@ fn default_checkpoint() -> u64 {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
+    /// Whether request nodes use the cache tiers at all (and whether `serve`
+    /// runs a cache node). Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
     /// Memory of each cache member, MiB, per-item overhead included.
     /// Default 64.
     #[serde(default = "default_cache_mb")]
@@ -172,6 +176,7 @@ pub enum CacheMode {
 impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
+            enabled: true,
             memory_mb: default_cache_mb(),
             item_max: default_item_max(),
             mode: CacheMode::Aside,
@@ -187,6 +192,9 @@ impl Default for CacheConfig {
     }
 }
 
+fn default_true() -> bool {
+    true
+}
 fn default_cache_mb() -> usize {
     64
 }

@@ -194,6 +194,9 @@ pub fn cluster_caching(
     me: Option<&cluster::Member>,
     clock: Arc<dyn cache::Clock>,
 ) -> anyhow::Result<Option<node::Caching>> {
+    if !cfg.cache.enabled {
+        return Ok(None);
+    }
     let members: Vec<(String, SocketAddr)> = cfg
         .members_with(Role::Cache)
         .map(|m| (m.name.clone(), m.addr))
@@ -297,8 +300,8 @@ pub struct ServeHandle {
     pub store_addr: SocketAddr,
     /// Internal index API address.
     pub index_addr: SocketAddr,
-    /// The cache node's memcached address.
-    pub cache_addr: SocketAddr,
+    /// The cache node's memcached address (`None` with `cache.enabled = false`).
+    pub cache_addr: Option<SocketAddr>,
     /// The in-process store.
     pub store: Arc<Store>,
     tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -336,16 +339,27 @@ pub async fn start_serve(
     let (stop, rx) = watch::channel(false);
 
     let store_l = TcpListener::bind("127.0.0.1:0").await?;
-    let cache_l = TcpListener::bind("127.0.0.1:0").await?;
-    let cache_addr = cache_l.local_addr()?;
     // One cache node: its memcached server and the node share the engine,
     // so the node's global tier is a direct call.
-    let cache_srv = cache_server(cfg, None);
-    let caching = node::Caching::new(
-        None,
-        node::GlobalCache::Local(cache_srv.cache.clone()),
-        caching_options(cfg),
-    );
+    let mut tasks = Vec::new();
+    let (caching, cache_addr) = if cfg.cache.enabled {
+        let cache_l = TcpListener::bind("127.0.0.1:0").await?;
+        let cache_addr = cache_l.local_addr()?;
+        let cache_srv = cache_server(cfg, None);
+        let caching = node::Caching::new(
+            None,
+            node::GlobalCache::Local(cache_srv.cache.clone()),
+            caching_options(cfg),
+        );
+        tasks.push(tokio::spawn(cache::server::serve(
+            cache_l,
+            cache_srv,
+            shutdown_signal(rx.clone()),
+        )));
+        (Some(caching), Some(cache_addr))
+    } else {
+        (None, None)
+    };
     let index_l = TcpListener::bind("127.0.0.1:0").await?;
     let (store_addr, index_addr, node_addr) = (
         store_l.local_addr()?,
@@ -368,9 +382,9 @@ pub async fn start_serve(
             handle: StoreHandle::Local(store.clone()),
         }],
         extra,
-        Some(caching),
+        caching,
     );
-    let tasks = vec![
+    tasks.extend([
         tokio::spawn(store::server::serve(
             store_l,
             store.clone(),
@@ -381,13 +395,8 @@ pub async fn start_serve(
             db,
             shutdown_signal(rx.clone()),
         )),
-        tokio::spawn(cache::server::serve(
-            cache_l,
-            cache_srv,
-            shutdown_signal(rx.clone()),
-        )),
         tokio::spawn(node::api::serve(listener, node, shutdown_signal(rx))),
-    ];
+    ]);
     Ok(ServeHandle {
         node_addr,
         store_addr,

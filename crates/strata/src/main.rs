@@ -128,7 +128,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("  metrics      http://{}/metrics", h.node_addr);
             println!("  store        http://{} (internal)", h.store_addr);
             println!("  index        http://{} (internal)", h.index_addr);
-            println!("  cache        {} (memcached protocol)", h.cache_addr);
+            if let Some(a) = h.cache_addr {
+                println!("  cache        {a} (memcached protocol)");
+            }
             strata::shutdown_signal(rx).await;
             h.shutdown().await
         }

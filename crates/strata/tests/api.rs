@@ -483,7 +483,7 @@ async fn survives_a_clean_restart() {
 #[tokio::test]
 async fn serve_runs_a_memcached_compatible_cache_node() {
     let (_dir, s) = start().await;
-    let mut sock = tokio::net::TcpStream::connect(s.handle.cache_addr)
+    let mut sock = tokio::net::TcpStream::connect(s.handle.cache_addr.expect("cache node"))
         .await
         .expect("connect");
     sock.write_all(b"set hello 0 0 5\r\nworld\r\nget hello\r\n")
