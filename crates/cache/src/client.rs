@@ -32,6 +32,10 @@ pub struct ClientOptions {
     pub hot_replicas: usize,
     /// Idle connections kept per node.
     pub pool: usize,
+    /// Bounded-load mode: a member with more than this factor times the
+    /// average number of requests in flight is skipped for non-hot keys
+    /// (consistent hashing with bounded loads). `None` = plain ring.
+    pub bounded_load: Option<f64>,
 }
 
 impl Default for ClientOptions {
@@ -42,6 +46,7 @@ impl Default for ClientOptions {
             retry_after: Duration::from_secs(2),
             hot_replicas: 2,
             pool: 16,
+            bounded_load: None,
         }
     }
 }
@@ -69,6 +74,8 @@ struct Node {
     /// Set when marked down; cleared after the flush that readmits it.
     needs_flush: AtomicBool,
     counters: NodeCounters,
+    /// Requests in flight (bounded-load mode).
+    in_flight: AtomicU64,
 }
 
 /// The distributed-cache client.
@@ -98,6 +105,7 @@ impl CacheClient {
                     down_until: AtomicU64::new(0),
                     needs_flush: AtomicBool::new(false),
                     counters: NodeCounters::default(),
+                    in_flight: AtomicU64::new(0),
                 })
                 .collect(),
             opts,
@@ -222,19 +230,30 @@ impl CacheClient {
         } else {
             1
         };
-        let t = self.targets(key, r);
-        if t.is_empty() {
-            return None;
-        }
-        let i = t[self.pick(t.len())];
+        let bounded = match (self.opts.bounded_load, hot) {
+            (Some(c), false) => self.bounded_target(key, c),
+            _ => None,
+        };
+        let i = match bounded {
+            Some(i) => i,
+            None => {
+                let t = self.targets(key, r);
+                if t.is_empty() {
+                    return None;
+                }
+                t[self.pick(t.len())]
+            }
+        };
         let mut req = Vec::with_capacity(key.len() + 6);
         req.extend_from_slice(b"get ");
         req.extend_from_slice(key);
         req.extend_from_slice(b"\r\n");
+        self.nodes[i].in_flight.fetch_add(1, Ordering::Relaxed);
         let got = self
             .call(i, &req, async |c: &mut Conn| read_get(c).await)
             .await
             .flatten();
+        self.nodes[i].in_flight.fetch_sub(1, Ordering::Relaxed);
         let ctr = &self.nodes[i].counters;
         if got.is_some() {
             &ctr.hits
@@ -243,6 +262,26 @@ impl CacheClient {
         }
         .fetch_add(1, Ordering::Relaxed);
         got
+    }
+
+    /// The member to read `key` from in bounded-load mode: the first live
+    /// one clockwise whose requests in flight are under the bound.
+    fn bounded_target(&self, key: &[u8], c: f64) -> Option<usize> {
+        let loads: Vec<u64> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                if self.is_up(i) {
+                    n.in_flight.load(Ordering::Relaxed)
+                } else {
+                    u64::MAX / 4
+                }
+            })
+            .collect();
+        self.ring
+            .owner_bounded(key, &loads, c)
+            .filter(|&i| self.is_up(i))
     }
 
     /// Stores `key` (on R replicas when hot). Failures are ignored: a

@@ -150,6 +150,11 @@ pub struct CacheConfig {
     /// Default 2.
     #[serde(default = "default_meta_ttl")]
     pub meta_ttl_secs: u32,
+    /// Bounded-load factor for reads of non-hot keys (consistent hashing
+    /// with bounded loads): a member with more than this many times the
+    /// average requests in flight is skipped. 0 = off. Default 0.
+    #[serde(default)]
+    pub bounded_load: f64,
     /// Cache request timeout, ms. Default 200.
     #[serde(default = "default_cache_timeout")]
     pub timeout_ms: u64,
@@ -184,6 +189,7 @@ impl Default for CacheConfig {
             hot_threshold: default_hot_threshold(),
             local_memory_mb: default_local_mb(),
             local_disk_mb: 0,
+            bounded_load: 0.0,
             meta_ttl_secs: default_meta_ttl(),
             timeout_ms: default_cache_timeout(),
             down_after: default_down_after(),
@@ -324,6 +330,13 @@ impl ClusterConfig {
         }
         if self.cache.hot_replicas == 0 {
             return bad("cache.hot_replicas", "must be at least 1".into());
+        }
+        let b = self.cache.bounded_load;
+        if b != 0.0 && (b.is_nan() || b <= 1.0) {
+            return bad(
+                "cache.bounded_load",
+                "must be 0 (off) or greater than 1".into(),
+            );
         }
         if self.cache.down_after == 0 {
             return bad("cache.down_after", "must be at least 1".into());

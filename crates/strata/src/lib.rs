@@ -222,6 +222,7 @@ pub fn cluster_caching(
                 retry_after: Duration::from_millis(cfg.cache.retry_after_ms),
                 hot_replicas: cfg.cache.hot_replicas,
                 pool: 16,
+                bounded_load: (cfg.cache.bounded_load > 1.0).then_some(cfg.cache.bounded_load),
             },
         ))
     };
