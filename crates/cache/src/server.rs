@@ -311,20 +311,25 @@ async fn get_through(s: &CacheServer, keys: &[&[u8]], cas: bool, out: &mut Bytes
         match item {
             Some(it) => {
                 inc(&s.stats.get_hits);
-                out.put_slice(b"VALUE ");
-                out.put_slice(k);
-                let _ = if cas {
-                    write!(Fmt(out), " {} {} {}\r\n", it.flags, it.value.len(), it.cas)
-                } else {
-                    write!(Fmt(out), " {} {}\r\n", it.flags, it.value.len())
-                };
-                out.put_slice(&it.value);
-                out.put_slice(b"\r\n");
+                value_reply(out, k, &it, cas);
             }
             None => inc(&s.stats.get_misses),
         }
     }
     out.put_slice(b"END\r\n");
+}
+
+/// One `VALUE <key> <flags> <bytes> [<cas>]` block of a get reply.
+fn value_reply(out: &mut BytesMut, key: &[u8], it: &crate::engine::Item, cas: bool) {
+    out.put_slice(b"VALUE ");
+    out.put_slice(key);
+    let _ = if cas {
+        write!(Fmt(out), " {} {} {}\r\n", it.flags, it.value.len(), it.cas)
+    } else {
+        write!(Fmt(out), " {} {}\r\n", it.flags, it.value.len())
+    };
+    out.put_slice(&it.value);
+    out.put_slice(b"\r\n");
 }
 
 async fn write(stream: &mut TcpStream, out: &mut BytesMut, s: &CacheServer) -> std::io::Result<()> {
@@ -374,15 +379,7 @@ fn execute(
                 match item {
                     Some(it) => {
                         inc(&st.get_hits);
-                        out.put_slice(b"VALUE ");
-                        out.put_slice(k);
-                        let _ = if cas {
-                            write!(Fmt(out), " {} {} {}\r\n", it.flags, it.value.len(), it.cas)
-                        } else {
-                            write!(Fmt(out), " {} {}\r\n", it.flags, it.value.len())
-                        };
-                        out.put_slice(&it.value);
-                        out.put_slice(b"\r\n");
+                        value_reply(out, k, &it, cas);
                     }
                     None => inc(&st.get_misses),
                 }
