@@ -35,6 +35,9 @@ pub struct ClusterConfig {
     /// Cache tier settings (cache members and request nodes).
     #[serde(default)]
     pub cache: CacheConfig,
+    /// Collapsed forwarding on the request nodes' miss path.
+    #[serde(default)]
+    pub proxy: ProxyConfig,
     /// Every process of the cluster.
     #[serde(default, rename = "member")]
     pub members: Vec<Member>,
@@ -165,6 +168,46 @@ pub struct CacheConfig {
     /// Default 2000.
     #[serde(default = "default_retry_after")]
     pub retry_after_ms: u64,
+}
+
+/// `[proxy]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Collapse concurrent store reads of one blob (and range) into one.
+    /// Default true.
+    #[serde(default = "default_true")]
+    pub collapse: bool,
+    /// A fetch older than this gets no new followers (the next request
+    /// leads a new one), ms. Default 5000.
+    #[serde(default = "default_collapse_ms")]
+    pub max_age_ms: u64,
+    /// A follower waiting longer than this fetches by itself, ms.
+    /// Default 5000.
+    #[serde(default = "default_collapse_ms")]
+    pub wait_timeout_ms: u64,
+    /// Most followers of one fetch; more requests fetch directly.
+    /// Default 10000.
+    #[serde(default = "default_max_waiters")]
+    pub max_waiters: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            collapse: true,
+            max_age_ms: default_collapse_ms(),
+            wait_timeout_ms: default_collapse_ms(),
+            max_waiters: default_max_waiters(),
+        }
+    }
+}
+
+fn default_collapse_ms() -> u64 {
+    5000
+}
+fn default_max_waiters() -> usize {
+    10_000
 }
 
 /// Global-cache mode.

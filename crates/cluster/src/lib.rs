@@ -14,7 +14,8 @@ mod placement;
 mod ring;
 
 pub use config::{
-    AuthConfig, CacheConfig, CacheMode, ClusterConfig, LimitsConfig, Member, Role, StoreConfig,
+    AuthConfig, CacheConfig, CacheMode, ClusterConfig, LimitsConfig, Member, ProxyConfig, Role,
+    StoreConfig,
 };
 pub use error::Error;
 pub use placement::{rendezvous, rendezvous_score};

@@ -445,6 +445,9 @@ async fn metrics(State(node): State<Arc<Node>>) -> Response {
     if let Some(c) = &node.caching {
         c.render(&mut out);
     }
+    if let Some(c) = &node.collapser {
+        c.metrics.render(&mut out, "strata_proxy");
+    }
     for f in &node.extra_metrics {
         f(&mut out);
     }

@@ -1,5 +1,5 @@
 /// Errors of the request node's tier clients.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The tier answered that the thing does not exist.

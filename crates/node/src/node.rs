@@ -32,6 +32,8 @@ pub struct NodeOptions {
     pub probe_every: Duration,
     /// `Cache-Control` sent with blobs.
     pub cache_control: String,
+    /// Collapsed forwarding of store reads; `None` turns it off.
+    pub collapse: Option<proxy::CollapseOptions>,
 }
 
 impl Default for NodeOptions {
@@ -42,6 +44,7 @@ impl Default for NodeOptions {
             write_token: None,
             probe_every: Duration::from_millis(500),
             cache_control: "public, max-age=300".into(),
+            collapse: Some(proxy::CollapseOptions::default()),
         }
     }
 }
@@ -74,7 +77,13 @@ pub struct Node {
     pub extra_metrics: Vec<MetricsSection>,
     /// Cache tiers in front of the index and stores, if configured.
     pub caching: Option<Caching>,
+    /// Collapsed forwarding of store reads (one read per blob and range
+    /// however many requests miss at once), if enabled.
+    pub collapser: Option<Arc<BlobCollapser>>,
 }
+
+/// Store reads collapsed per (blob id, byte range).
+pub type BlobCollapser = proxy::Collapser<(u64, Option<(u64, u64)>), Bytes, Error>;
 
 impl Node {
     /// Builds a node; starts the store health prober when any store is remote.
@@ -89,6 +98,7 @@ impl Node {
             .iter()
             .any(|s| matches!(s.handle, StoreHandle::Remote { .. }));
         let probe = opts.probe_every;
+        let opts_collapse = opts.collapse.clone();
         let node = Arc::new(Node {
             health: Health::new(stores.len()),
             opts,
@@ -99,6 +109,7 @@ impl Node {
             metrics: NodeMetrics::default(),
             extra_metrics,
             caching,
+            collapser: opts_collapse.map(proxy::Collapser::new),
         });
         if any_remote {
             health::spawn_prober(&node, probe);
@@ -327,9 +338,34 @@ impl Node {
         Ok(m)
     }
 
+    /// A store read, collapsed with concurrent reads of the same blob and
+    /// range when collapsing is on.
+    async fn fetch(self: &Arc<Self>, meta: &BlobMeta, range: Option<(u64, u64)>) -> Result<Bytes> {
+        let Some(c) = &self.collapser else {
+            return self.read_blob(meta, range).await;
+        };
+        let (node, m) = (self.clone(), meta.clone());
+        c.get((meta.id, range), move || async move {
+            node.read_blob(&m, range).await
+        })
+        .await
+        .map_err(|e| match e {
+            proxy::Error::Origin(e) => e,
+            other => Error::Unavailable {
+                tier: "store".into(),
+                detail: other.to_string(),
+            },
+        })
+    }
+
     /// Reads a blob through the cache tiers: small blobs are cached whole
     /// (and ranges cut from the cached copy); big ones go to a store.
-    pub async fn read(&self, meta: &BlobMeta, range: Option<(u64, u64)>) -> Result<Bytes> {
+    /// Misses are collapsed (behind the cache: a hit never waits on one).
+    pub async fn read(
+        self: &Arc<Self>,
+        meta: &BlobMeta,
+        range: Option<(u64, u64)>,
+    ) -> Result<Bytes> {
         let cut = |d: Bytes| match range {
             Some((a, b)) => d.slice(a as usize..b as usize),
             None => d,
@@ -341,12 +377,12 @@ impl Node {
                         return Ok(cut(d));
                     }
                 }
-                let d = self.read_blob(meta, None).await?;
+                let d = self.fetch(meta, None).await?;
                 c.put_data(meta.id, d.clone()).await;
                 return Ok(cut(d));
             }
         }
-        self.read_blob(meta, range).await
+        self.fetch(meta, range).await
     }
 
     /// After a read failed on every replica: a local copy of the metadata

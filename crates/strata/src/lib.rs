@@ -42,6 +42,11 @@ pub fn node_options(cfg: &ClusterConfig) -> NodeOptions {
         replicas: cfg.effective_replicas(),
         max_body_bytes: cfg.limits.max_body_bytes,
         write_token: cfg.auth.write_token.clone(),
+        collapse: cfg.proxy.collapse.then(|| proxy::CollapseOptions {
+            max_age: Duration::from_millis(cfg.proxy.max_age_ms),
+            wait_timeout: Duration::from_millis(cfg.proxy.wait_timeout_ms),
+            max_waiters: cfg.proxy.max_waiters.max(1),
+        }),
         ..NodeOptions::default()
     }
 }

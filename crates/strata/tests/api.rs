@@ -494,3 +494,47 @@ async fn serve_runs_a_memcached_compatible_cache_node() {
     sock.read_exact(&mut got).await.expect("read");
     assert_eq!(&got[..], &want[..]);
 }
+
+/// 200 concurrent GETs of a cold key through `serve`: one store read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_cold_gets_read_the_store_once() {
+    let (_dir, s) = start().await;
+    let c = &s.client;
+    assert_eq!(
+        c.put("/v1/blobs/cold", blob(3, 200_000))
+            .await
+            .expect("put")
+            .status,
+        StatusCode::CREATED
+    );
+    let reads = |text: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix("strata_store_reads_total "))
+            .and_then(|v| v.parse().ok())
+            .expect("reads counter")
+    };
+    let before = reads(&String::from_utf8_lossy(
+        &c.get("/metrics").await.expect("metrics").body,
+    ));
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(200));
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let (c, b) = (c.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            b.wait().await;
+            c.get("/v1/blobs/cold").await.expect("get")
+        }));
+    }
+    for t in tasks {
+        let r = t.await.expect("task");
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(r.body[..] == blob(3, 200_000)[..]);
+    }
+    let text =
+        String::from_utf8_lossy(&c.get("/metrics").await.expect("metrics").body).into_owned();
+    assert_eq!(reads(&text), before + 1, "{text}");
+    assert!(
+        text.contains("strata_proxy_origin_fetches_total 1\n"),
+        "{text}"
+    );
+}
