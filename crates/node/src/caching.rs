@@ -271,6 +271,20 @@ impl Caching {
         self.fill(&k, data, hot).await;
     }
 
+    /// Cached slice `idx` of blob `id`.
+    pub async fn get_slice(&self, id: u64, idx: u64) -> Option<Bytes> {
+        let k = format!("s:{id}:{idx}").into_bytes();
+        let hot = self.hot(&k, self.now());
+        self.get(&k, hot).await
+    }
+
+    /// Caches slice `idx` of blob `id` (immutable, like blob bytes).
+    pub async fn put_slice(&self, id: u64, idx: u64, data: Bytes) {
+        let k = format!("s:{id}:{idx}").into_bytes();
+        let hot = self.hot(&k, self.now());
+        self.fill(&k, data, hot).await;
+    }
+
     /// Largest cacheable value.
     pub fn item_max(&self) -> usize {
         self.opts.item_max

@@ -26,6 +26,11 @@ pub struct NodeMetrics {
     pub failovers: AtomicU64,
     /// Store requests that failed (store marked down).
     pub store_errors: AtomicU64,
+    /// Range requests served from aligned slices.
+    pub sliced_requests: AtomicU64,
+    /// Slices read from a store (the rest came from the cache or another
+    /// request's read).
+    pub slice_reads: AtomicU64,
 }
 
 pub(crate) fn inc(c: &AtomicU64) {
@@ -77,6 +82,16 @@ impl NodeMetrics {
                 "strata_node_store_errors_total",
                 "Failed store requests.",
                 &self.store_errors,
+            ),
+            (
+                "strata_proxy_sliced_requests_total",
+                "Range requests served from aligned slices.",
+                &self.sliced_requests,
+            ),
+            (
+                "strata_proxy_slice_reads_total",
+                "Slices this node asked a store for.",
+                &self.slice_reads,
             ),
         ] {
             let _ = writeln!(

@@ -538,3 +538,74 @@ async fn two_hundred_concurrent_cold_gets_read_the_store_once() {
         "{text}"
     );
 }
+
+/// Spatial collapsing: concurrent ranges inside one aligned slice of a big
+/// blob cost one store read; the slice is then cached for the next ranges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_ranges_in_one_slice_read_the_store_once() {
+    let (_dir, s) = start().await;
+    let c = &s.client;
+    let body = blob(4, 5 << 20);
+    assert_eq!(
+        c.put("/v1/blobs/big", body.clone())
+            .await
+            .expect("put")
+            .status,
+        StatusCode::CREATED
+    );
+    let reads = |text: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix("strata_store_reads_total "))
+            .and_then(|v| v.parse().ok())
+            .expect("reads counter")
+    };
+    let metrics = || async {
+        String::from_utf8_lossy(&c.get("/metrics").await.expect("metrics").body).into_owned()
+    };
+    let before = reads(&metrics().await);
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(64));
+    let mut tasks = Vec::new();
+    for i in 0..64u64 {
+        let (c, b) = (c.clone(), barrier.clone());
+        // 64 KiB ranges scattered inside slice 2 (bytes 2 MiB .. 3 MiB).
+        let a = (2 << 20) + (i * 15_000) % ((1 << 20) - 65_536);
+        tasks.push(tokio::spawn(async move {
+            b.wait().await;
+            let range = format!("bytes={a}-{}", a + 65_535);
+            (
+                a,
+                c.send(Method::GET, "/v1/blobs/big", &[("range", &range)], vec![])
+                    .await
+                    .expect("get"),
+            )
+        }));
+    }
+    for t in tasks {
+        let (a, r) = t.await.expect("task");
+        assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
+        assert!(r.body[..] == body[a as usize..a as usize + 65_536]);
+    }
+    assert_eq!(
+        reads(&metrics().await),
+        before + 1,
+        "one store read for the whole slice"
+    );
+    // A range across slices 2 and 3: slice 2 is cached, slice 3 is read.
+    let (a, b) = ((3 << 20) - 1000, (3 << 20) + 1000);
+    let r = c
+        .send(
+            Method::GET,
+            "/v1/blobs/big",
+            &[("range", &format!("bytes={a}-{}", b - 1))],
+            vec![],
+        )
+        .await
+        .expect("get");
+    assert!(r.body[..] == body[a..b]);
+    let text = metrics().await;
+    assert_eq!(reads(&text), before + 2, "{text}");
+    assert!(
+        text.contains("strata_proxy_slice_reads_total 2\n"),
+        "{text}"
+    );
+}
