@@ -190,6 +190,11 @@ pub struct ProxyConfig {
     /// Default 10000.
     #[serde(default = "default_max_waiters")]
     pub max_waiters: usize,
+    /// Spatial collapsing: ranges of blobs bigger than this are served
+    /// from aligned slices of this many bytes, each read and cached once;
+    /// 0 turns it off. Default 1048576 (1 MiB).
+    #[serde(default = "default_slice")]
+    pub slice_bytes: u64,
 }
 
 impl Default for ProxyConfig {
@@ -199,8 +204,13 @@ impl Default for ProxyConfig {
             max_age_ms: default_collapse_ms(),
             wait_timeout_ms: default_collapse_ms(),
             max_waiters: default_max_waiters(),
+            slice_bytes: default_slice(),
         }
     }
+}
+
+fn default_slice() -> u64 {
+    1 << 20
 }
 
 fn default_collapse_ms() -> u64 {

@@ -47,6 +47,7 @@ pub fn node_options(cfg: &ClusterConfig) -> NodeOptions {
             wait_timeout: Duration::from_millis(cfg.proxy.wait_timeout_ms),
             max_waiters: cfg.proxy.max_waiters.max(1),
         }),
+        slice_bytes: (cfg.proxy.slice_bytes > 0).then_some(cfg.proxy.slice_bytes),
         ..NodeOptions::default()
     }
 }
