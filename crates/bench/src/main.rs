@@ -18,6 +18,7 @@ mod memload;
 mod offline;
 mod peers;
 mod proc_stat;
+mod ranges;
 mod store_bench;
 mod wrk;
 
@@ -41,6 +42,8 @@ enum Scenario {
     Hitratio(offline::HitArgs),
     /// Consistent-hash ring: balance and keys moved on membership changes.
     Ring,
+    /// Random ranges of one big blob: spatial collapsing on vs off.
+    Ranges(ranges::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,5 +53,6 @@ fn main() -> anyhow::Result<()> {
         Scenario::Cache(a) => cache_bench::run(a),
         Scenario::Hitratio(a) => offline::hitratio(a),
         Scenario::Ring => offline::ring(),
+        Scenario::Ranges(a) => ranges::run(a),
     }
 }
