@@ -14,6 +14,7 @@
 //! Peers come from Debian packages and are installed when missing.
 
 mod cache_bench;
+mod collapse;
 mod memload;
 mod offline;
 mod peers;
@@ -44,6 +45,8 @@ enum Scenario {
     Ring,
     /// Random ranges of one big blob: spatial collapsing on vs off.
     Ranges(ranges::Args),
+    /// Many clients onto one cold blob: strata vs nginx proxy_cache_lock.
+    Collapse(collapse::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,5 +57,6 @@ fn main() -> anyhow::Result<()> {
         Scenario::Hitratio(a) => offline::hitratio(a),
         Scenario::Ring => offline::ring(),
         Scenario::Ranges(a) => ranges::run(a),
+        Scenario::Collapse(a) => collapse::run(a),
     }
 }
