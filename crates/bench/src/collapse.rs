@@ -243,7 +243,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let (index_a, store_a, proxy_a, node_a) = (free()?, free()?, free()?, free()?);
     let max_body = a.sizes_mb.iter().max().copied().unwrap_or(1) << 20;
     let common = format!(
-        "[limits]\nmax_body_bytes = {}\n[cache]\nlocal_memory_mb = 512\nitem_max = {}\n",
+        "[limits]\nmax_body_bytes = {}\n[cache]\nmemory_mb = 512\nlocal_memory_mb = 512\nitem_max = {}\n",
         max_body + 1,
         max_body + 1
     );
