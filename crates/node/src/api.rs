@@ -352,8 +352,18 @@ async fn get_blob(
             format!("bytes {a}-{}/{}", z - 1, meta.size),
         );
     }
+    let streamed = if head || range.is_some() {
+        None
+    } else {
+        node.read_streaming(&meta).await
+    };
     let body = if head {
         Body::empty()
+    } else if let Some(r) = streamed {
+        match r {
+            Ok(stream) => Body::new(stream),
+            Err(e) => return tier_error(e),
+        }
     } else {
         let read = node.read(&meta, range).await;
         if read.is_err() && may_retry && node.caching.is_some() {

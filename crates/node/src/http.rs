@@ -80,6 +80,36 @@ impl HttpClient {
     }
 }
 
+impl HttpClient {
+    /// Sends a GET and returns as soon as the response headers arrive; the
+    /// body is left to the caller to stream. A non-2xx status is an error.
+    pub async fn get_streaming(&self, tier: &str, url: &str) -> Result<hyper::body::Incoming> {
+        let unavailable = |detail: String| Error::Unavailable {
+            tier: tier.to_owned(),
+            detail,
+        };
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(url)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| unavailable(e.to_string()))?;
+        let resp = tokio::time::timeout(self.timeout, self.inner.request(req))
+            .await
+            .map_err(|_| unavailable(format!("no answer within {:?}", self.timeout)))?
+            .map_err(|e| unavailable(e.to_string()))?;
+        match resp.status() {
+            s if s.is_success() => Ok(resp.into_body()),
+            StatusCode::NOT_FOUND => Err(Error::NotFound),
+            s => Err(unavailable(format!("status {s}"))),
+        }
+    }
+
+    /// The per-request timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
 /// Percent-encodes a query-string value (everything but unreserved bytes).
 pub fn encode_query(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

@@ -17,6 +17,7 @@ pub mod http;
 mod keys;
 mod metrics;
 mod node;
+mod streaming;
 mod tiers;
 
 pub use caching::{Caching, CachingOptions, GlobalCache};
@@ -24,4 +25,5 @@ pub use error::{Error, Result};
 pub use keys::{validate_key, MAX_KEY_BYTES};
 pub use metrics::NodeMetrics;
 pub use node::{MetricsSection, Node, NodeOptions, StoreMember};
+pub use streaming::StreamBody;
 pub use tiers::{IndexHandle, StoreHandle};

@@ -85,6 +85,8 @@ pub struct Node {
     /// Collapsed forwarding of store reads (one read per blob and range
     /// however many requests miss at once), if enabled.
     pub collapser: Option<Arc<BlobCollapser>>,
+    /// Open shared store streams (big blobs to many clients).
+    pub(crate) streams: Option<crate::streaming::Streams>,
 }
 
 /// Store reads collapsed per (blob id, byte range).
@@ -114,7 +116,8 @@ impl Node {
             metrics: NodeMetrics::default(),
             extra_metrics,
             caching,
-            collapser: opts_collapse.map(proxy::Collapser::new),
+            collapser: opts_collapse.clone().map(proxy::Collapser::new),
+            streams: opts_collapse.map(crate::streaming::Streams::new),
         });
         if any_remote {
             health::spawn_prober(&node, probe);

@@ -231,6 +231,24 @@ impl StoreHandle {
         }
     }
 
+    /// Opens a remote blob as a byte stream (headers received, body not
+    /// yet read), with the client's per-request timeout. `None` for an
+    /// in-process store, whose reads need no streaming.
+    pub async fn open_stream(
+        &self,
+        name: &str,
+        id: u64,
+    ) -> Option<Result<(hyper::body::Incoming, std::time::Duration)>> {
+        match self {
+            StoreHandle::Local(_) => None,
+            StoreHandle::Remote { base, http } => Some(
+                http.get_streaming(name, &format!("{base}/blobs/{id}"))
+                    .await
+                    .map(|b| (b, http.timeout())),
+            ),
+        }
+    }
+
     /// Deletes a blob.
     pub async fn delete(&self, name: &str, id: u64) -> Result<()> {
         match self {

@@ -15,8 +15,12 @@
 //! - at most `max_waiters` follow one flight; a request beyond that fetches
 //!   directly rather than queueing without bound.
 //!
+//! [`SharedBody`] streams one origin body to many readers as it arrives.
+//!
 //! Errors are one enum, [`Error`].
 
 mod collapse;
+mod shared;
 
 pub use collapse::{CollapseMetrics, CollapseOptions, Collapser, Error};
+pub use shared::{SharedBody, SharedReader};

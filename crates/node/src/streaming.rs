@@ -1,0 +1,207 @@
+//! Streaming big blobs to many clients from one store read.
+//!
+//! A full GET of a blob that is not cached whole (bigger than the cache's
+//! item limit, or no cache) from a remote store is streamed: the first
+//! request opens the store's response and pumps it into a
+//! [`proxy::SharedBody`]; every concurrent request for the same blob reads
+//! that body from its first byte as the bytes arrive. The open is collapsed
+//! (one store request while headers are awaited) and the open body is kept
+//! in a table until it ends, so requests arriving mid-transfer join it
+//! instead of reading the store again.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
+use index::BlobMeta;
+use proxy::{SharedBody, SharedReader};
+
+use crate::{Error, Node, Result};
+
+/// Open bodies by blob id, and the collapser for opening them.
+pub(crate) struct Streams {
+    open: Mutex<HashMap<u64, Arc<SharedBody>>>,
+    collapser: Arc<proxy::Collapser<u64, Arc<SharedBody>, Error>>,
+}
+
+impl Streams {
+    pub(crate) fn new(opts: proxy::CollapseOptions) -> Streams {
+        Streams {
+            open: Mutex::new(HashMap::new()),
+            collapser: proxy::Collapser::new(opts),
+        }
+    }
+}
+
+/// A response body reading a shared stream. A failed origin read ends it
+/// with an error, so the client sees a cut-off transfer, never a short
+/// body presented as complete.
+pub struct StreamBody {
+    reader: SharedReader,
+    remaining: u64,
+}
+
+impl StreamBody {
+    /// A body of `size` bytes read from `reader`.
+    pub fn from_reader(reader: SharedReader, size: u64) -> StreamBody {
+        StreamBody {
+            reader,
+            remaining: size,
+        }
+    }
+}
+
+impl Body for StreamBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<Frame<Bytes>, Self::Error>>> {
+        match self.reader.poll_chunk(cx) {
+            Poll::Ready(Some(Ok(b))) => {
+                self.remaining = self.remaining.saturating_sub(b.len() as u64);
+                Poll::Ready(Some(Ok(Frame::data(b))))
+            }
+            Poll::Ready(Some(Err(why))) => Poll::Ready(Some(Err(std::io::Error::other(why)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+impl Node {
+    /// A streamed body for a full GET of `meta`, or `None` when streaming
+    /// does not apply (cached whole, in-process store, collapsing off).
+    pub async fn read_streaming(self: &Arc<Self>, meta: &BlobMeta) -> Option<Result<StreamBody>> {
+        let streams = self.streams.as_ref()?;
+        if let Some(c) = &self.caching {
+            if meta.size as usize <= c.item_max() {
+                return None;
+            }
+        }
+        let first = meta
+            .replicas
+            .first()
+            .and_then(|n| self.stores.iter().find(|s| &s.name == n))?;
+        if matches!(first.handle, crate::StoreHandle::Local(_)) {
+            return None;
+        }
+        let open = streams
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&meta.id)
+            .cloned();
+        let shared = match open {
+            Some(s) => {
+                streams
+                    .collapser
+                    .metrics
+                    .collapsed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                s
+            }
+            None => {
+                let (node, m) = (self.clone(), meta.clone());
+                match streams
+                    .collapser
+                    .get(meta.id, move || async move { node.open_shared(&m).await })
+                    .await
+                {
+                    Ok(s) => s,
+                    Err(proxy::Error::Origin(e)) => return Some(Err(e)),
+                    Err(e) => {
+                        return Some(Err(Error::Unavailable {
+                            tier: "store".into(),
+                            detail: e.to_string(),
+                        }))
+                    }
+                }
+            }
+        };
+        Some(Ok(StreamBody {
+            reader: shared.reader(),
+            remaining: meta.size,
+        }))
+    }
+
+    /// Opens the blob on the first replica that answers and starts pumping
+    /// its body into a shared stream.
+    async fn open_shared(self: &Arc<Self>, meta: &BlobMeta) -> Result<Arc<SharedBody>> {
+        let mut last = Error::Unavailable {
+            tier: "store".into(),
+            detail: "no replica".into(),
+        };
+        for name in &meta.replicas {
+            let Some(m) = self.stores.iter().find(|s| &s.name == name) else {
+                continue;
+            };
+            let (body, timeout) = match m.handle.open_stream(&m.name, meta.id).await {
+                Some(Ok(b)) => b,
+                Some(Err(e)) => {
+                    last = e;
+                    continue;
+                }
+                None => continue,
+            };
+            let shared = SharedBody::new();
+            if let Some(s) = &self.streams {
+                s.open
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(meta.id, shared.clone());
+            }
+            let (node, sh, id, size) = (self.clone(), shared.clone(), meta.id, meta.size);
+            tokio::spawn(async move {
+                pump(body, &sh, size, timeout).await;
+                if let Some(s) = &node.streams {
+                    let mut open = s.open.lock().unwrap_or_else(|p| p.into_inner());
+                    if open.get(&id).is_some_and(|x| Arc::ptr_eq(x, &sh)) {
+                        open.remove(&id);
+                    }
+                }
+            });
+            return Ok(shared);
+        }
+        Err(last)
+    }
+}
+
+/// Copies the store's body into `shared`, failing it on an error, a stall
+/// longer than `timeout`, or a length other than `size`.
+async fn pump(
+    mut body: hyper::body::Incoming,
+    shared: &SharedBody,
+    size: u64,
+    timeout: std::time::Duration,
+) {
+    let mut got = 0u64;
+    loop {
+        match tokio::time::timeout(timeout, body.frame()).await {
+            Err(_) => return shared.fail(format!("store stalled for {timeout:?}")),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return shared.fail(format!("store body: {e}")),
+            Ok(Some(Ok(f))) => {
+                if let Ok(d) = f.into_data() {
+                    got += d.len() as u64;
+                    shared.push(d);
+                }
+            }
+        }
+    }
+    if got == size {
+        shared.finish();
+    } else {
+        shared.fail(format!("store sent {got} of {size} bytes"));
+    }
+}
