@@ -195,6 +195,14 @@ pub struct ProxyConfig {
     /// 0 turns it off. Default 1048576 (1 MiB).
     #[serde(default = "default_slice")]
     pub slice_bytes: u64,
+    /// Batching: small reads on one remote store within this many
+    /// microseconds go to it as one multi-get; 0 = off. Default 0 (off);
+    /// 200 is a good start.
+    #[serde(default)]
+    pub batch_window_us: u64,
+    /// Largest blob read through a batch, bytes. Default 65536.
+    #[serde(default = "default_batch_max")]
+    pub batch_max_bytes: u64,
 }
 
 impl Default for ProxyConfig {
@@ -205,10 +213,15 @@ impl Default for ProxyConfig {
             wait_timeout_ms: default_collapse_ms(),
             max_waiters: default_max_waiters(),
             slice_bytes: default_slice(),
+            batch_window_us: 0,
+            batch_max_bytes: default_batch_max(),
         }
     }
 }
 
+fn default_batch_max() -> u64 {
+    64 << 10
+}
 fn default_slice() -> u64 {
     1 << 20
 }

@@ -10,6 +10,7 @@
 //! Errors of the tier clients are one enum, [`Error`].
 
 pub mod api;
+mod batch;
 mod caching;
 mod error;
 mod health;

@@ -31,6 +31,10 @@ pub struct NodeMetrics {
     /// Slices read from a store (the rest came from the cache or another
     /// request's read).
     pub slice_reads: AtomicU64,
+    /// Multi-gets sent to stores.
+    pub batches: AtomicU64,
+    /// Reads that went out in a multi-get.
+    pub batched_reads: AtomicU64,
 }
 
 pub(crate) fn inc(c: &AtomicU64) {
@@ -92,6 +96,16 @@ impl NodeMetrics {
                 "strata_proxy_slice_reads_total",
                 "Slices this node asked a store for.",
                 &self.slice_reads,
+            ),
+            (
+                "strata_proxy_batches_total",
+                "Multi-gets sent to stores.",
+                &self.batches,
+            ),
+            (
+                "strata_proxy_batched_reads_total",
+                "Reads sent inside a multi-get.",
+                &self.batched_reads,
             ),
         ] {
             let _ = writeln!(

@@ -34,6 +34,11 @@ pub struct NodeOptions {
     pub cache_control: String,
     /// Collapsed forwarding of store reads; `None` turns it off.
     pub collapse: Option<proxy::CollapseOptions>,
+    /// Batching: small reads on one remote store within this window go as
+    /// one multi-get; `None` = off (the default).
+    pub batch_window: Option<Duration>,
+    /// Largest blob read through a batch, bytes.
+    pub batch_max_bytes: u64,
     /// Spatial collapsing: a range of a blob bigger than this is served
     /// from aligned slices of this size, each read (and cached) once;
     /// `None` reads exactly the asked bytes.
@@ -50,6 +55,8 @@ impl Default for NodeOptions {
             cache_control: "public, max-age=300".into(),
             collapse: Some(proxy::CollapseOptions::default()),
             slice_bytes: Some(1 << 20),
+            batch_window: None,
+            batch_max_bytes: 64 << 10,
         }
     }
 }
@@ -87,6 +94,8 @@ pub struct Node {
     pub collapser: Option<Arc<BlobCollapser>>,
     /// Open shared store streams (big blobs to many clients).
     pub(crate) streams: Option<crate::streaming::Streams>,
+    /// Batching of small reads into multi-gets, if enabled.
+    pub(crate) batcher: Option<crate::batch::Batcher>,
 }
 
 /// Store reads collapsed per (blob id, byte range).
@@ -106,6 +115,7 @@ impl Node {
             .any(|s| matches!(s.handle, StoreHandle::Remote { .. }));
         let probe = opts.probe_every;
         let opts_collapse = opts.collapse.clone();
+        let opts_batch = opts.batch_window.map(|w| (w, opts.batch_max_bytes));
         let node = Arc::new(Node {
             health: Health::new(stores.len()),
             opts,
@@ -118,6 +128,7 @@ impl Node {
             caching,
             collapser: opts_collapse.clone().map(proxy::Collapser::new),
             streams: opts_collapse.map(crate::streaming::Streams::new),
+            batcher: opts_batch.map(|(w, max)| crate::batch::Batcher::new(w, max)),
         });
         if any_remote {
             health::spawn_prober(&node, probe);
@@ -346,6 +357,36 @@ impl Node {
         Ok(m)
     }
 
+    /// A whole small blob through a batch when batching is on and its first
+    /// healthy replica is remote; otherwise (or if the batch fails) the
+    /// normal read with failover.
+    async fn read_small_or_blob(
+        self: &Arc<Self>,
+        meta: &BlobMeta,
+        range: Option<(u64, u64)>,
+    ) -> Result<Bytes> {
+        if let (Some(b), None) = (&self.batcher, range) {
+            if meta.size <= b.max_bytes {
+                let idx = meta
+                    .replicas
+                    .iter()
+                    .filter_map(|n| self.stores.iter().position(|s| &s.name == n))
+                    .find(|&i| {
+                        self.health.is_up(i)
+                            && matches!(self.stores[i].handle, StoreHandle::Remote { .. })
+                    });
+                if let Some(i) = idx {
+                    if let Ok(d) = self.read_batched(i, meta.id).await {
+                        if d.len() as u64 == meta.size {
+                            return Ok(d);
+                        }
+                    }
+                }
+            }
+        }
+        self.read_blob(meta, range).await
+    }
+
     /// A store read, collapsed with concurrent reads of the same blob and
     /// range when collapsing is on.
     async fn fetch(self: &Arc<Self>, meta: &BlobMeta, range: Option<(u64, u64)>) -> Result<Bytes> {
@@ -354,7 +395,7 @@ impl Node {
         };
         let (node, m) = (self.clone(), meta.clone());
         c.get((meta.id, range), move || async move {
-            node.read_blob(&m, range).await
+            node.read_small_or_blob(&m, range).await
         })
         .await
         .map_err(|e| match e {

@@ -22,6 +22,9 @@ use proxy::{SharedBody, SharedReader};
 
 use crate::{Error, Node, Result};
 
+/// Blobs up to this size are never streamed.
+const STREAM_MIN: u64 = 256 << 10;
+
 /// Open bodies by blob id, and the collapser for opening them.
 pub(crate) struct Streams {
     open: Mutex<HashMap<u64, Arc<SharedBody>>>,
@@ -84,10 +87,11 @@ impl Node {
     /// does not apply (cached whole, in-process store, collapsing off).
     pub async fn read_streaming(self: &Arc<Self>, meta: &BlobMeta) -> Option<Result<StreamBody>> {
         let streams = self.streams.as_ref()?;
-        if let Some(c) = &self.caching {
-            if meta.size as usize <= c.item_max() {
-                return None;
-            }
+        // Small blobs are read whole (and cached, or batched): streaming is
+        // for bodies worth starting to send before they have all arrived.
+        let floor = self.caching.as_ref().map_or(STREAM_MIN, |c| c.item_max() as u64);
+        if meta.size <= floor.max(STREAM_MIN) {
+            return None;
         }
         let first = meta
             .replicas

@@ -46,6 +46,8 @@ pub struct StoreMetrics {
     pub compacted_bytes: Counter,
     /// Bytes cut off torn tails at open.
     pub torn_bytes: Counter,
+    /// Multi-get requests (batched small reads from nodes).
+    pub mgets: Counter,
 }
 
 impl StoreMetrics {
@@ -101,6 +103,11 @@ impl StoreMetrics {
                 "strata_store_torn_bytes_total",
                 "Bytes cut off torn volume tails at open.",
                 self.torn_bytes.get(),
+            ),
+            (
+                "strata_store_mgets_total",
+                "Multi-get requests (batched reads).",
+                self.mgets.get(),
             ),
         ];
         for (name, help, v) in c {

@@ -33,6 +33,7 @@ pub fn router(store: Arc<Store>) -> Router {
                 .put(put_blob)
                 .delete(delete_blob),
         )
+        .route("/mget", post(mget))
         .route("/admin/compact", post(compact))
         .route("/stats", get(stats))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -187,6 +188,36 @@ async fn delete_blob(State(store): State<Arc<Store>>, Path(id): Path<String>) ->
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => store_error(e),
     }
+}
+
+/// Multi-get: the body is blob ids (u64 little-endian, back to back); the
+/// answer is, per id in order, `u64 id | u8 status (0 found, 1 missing,
+/// 2 error) | u32 length | data`. Used by nodes that batch small reads.
+async fn mget(State(store): State<Arc<Store>>, body: Bytes) -> Response {
+    if body.len() % 8 != 0 || body.len() > 8 * 4096 {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "bad_mget",
+            "body must be 1..=4096 u64 ids",
+        );
+    }
+    store.metrics.mgets.inc();
+    let mut out = Vec::new();
+    for raw in body.chunks_exact(8) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(raw);
+        let id = u64::from_le_bytes(b);
+        let (status, data) = match store.get(id) {
+            Ok(d) => (0u8, d),
+            Err(Error::NotFound(_)) => (1, Bytes::new()),
+            Err(_) => (2, Bytes::new()),
+        };
+        out.extend_from_slice(&id.to_le_bytes());
+        out.push(status);
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&data);
+    }
+    ([(header::CONTENT_TYPE, "application/octet-stream")], out).into_response()
 }
 
 async fn compact(State(store): State<Arc<Store>>) -> Response {

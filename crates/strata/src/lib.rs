@@ -48,6 +48,9 @@ pub fn node_options(cfg: &ClusterConfig) -> NodeOptions {
             max_waiters: cfg.proxy.max_waiters.max(1),
         }),
         slice_bytes: (cfg.proxy.slice_bytes > 0).then_some(cfg.proxy.slice_bytes),
+        batch_window: (cfg.proxy.batch_window_us > 0)
+            .then(|| Duration::from_micros(cfg.proxy.batch_window_us)),
+        batch_max_bytes: cfg.proxy.batch_max_bytes,
         ..NodeOptions::default()
     }
 }

@@ -218,3 +218,53 @@ async fn in_process_cluster_replicates_and_cleans_up() {
     assert_eq!(&c.get("/v1/blobs/p/1").await.expect("get").body[..], b"new");
     cl.stop().await.expect("stop");
 }
+
+/// Batching (on here, off by default): concurrent GETs of different small
+/// blobs on one store inside the window go to it as one multi-get.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_reads_are_batched_into_one_multi_get() {
+    let extra = "[proxy]\nbatch_window_us = 300000\n[cache]\nenabled = false";
+    let cl = InProcCluster::start_with_caches(1, 1, 0, extra)
+        .await
+        .expect("cluster");
+    let c = cl.client.clone();
+    c.wait_ready("/healthz", std::time::Duration::from_secs(10))
+        .await
+        .expect("ready");
+    for i in 0..20u64 {
+        assert_eq!(
+            c.put(&format!("/v1/blobs/b/{i}"), blob(i, 500 + i as usize))
+                .await
+                .expect("put")
+                .status,
+            StatusCode::CREATED
+        );
+    }
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(20));
+    let mut tasks = Vec::new();
+    for i in 0..20u64 {
+        let (c, b) = (c.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            b.wait().await;
+            (i, c.get(&format!("/v1/blobs/b/{i}")).await.expect("get"))
+        }));
+    }
+    for t in tasks {
+        let (i, r) = t.await.expect("task");
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(&r.body[..], &blob(i, 500 + i as usize)[..]);
+    }
+    let m = String::from_utf8(
+        Client::new(cl.url("store-1"))
+            .get("/metrics")
+            .await
+            .expect("metrics")
+            .body
+            .to_vec(),
+    )
+    .expect("utf8");
+    assert!(m.contains("\nstrata_store_mgets_total 1\n"), "{m}");
+    let n =
+        String::from_utf8(c.get("/metrics").await.expect("metrics").body.to_vec()).expect("utf8");
+    assert!(n.contains("strata_proxy_batched_reads_total 20\n"), "{n}");
+}
