@@ -242,11 +242,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let free = testkit::free_addr;
     let (index_a, store_a, proxy_a, node_a) = (free()?, free()?, free()?, free()?);
     let max_body = a.sizes_mb.iter().max().copied().unwrap_or(1) << 20;
-    let common = format!(
-        "[limits]\nmax_body_bytes = {}\n[cache]\nmemory_mb = 512\nlocal_memory_mb = 512\nitem_max = {}\n",
-        max_body + 1,
-        max_body + 1
-    );
+    // Default cache settings: a 1 MiB blob is cached whole (item limit
+    // 1 MiB), a bigger one is streamed to the followers.
+    let common = format!("[limits]\nmax_body_bytes = {}\n", max_body + 1);
     let member = |name: &str, role: &str, addr: SocketAddr, data: bool| {
         let mut m =
             format!("[[member]]\nname = \"{name}\"\nrole = \"{role}\"\naddr = \"{addr}\"\n");
