@@ -172,12 +172,21 @@ impl CacheServer {
         opts: ServerOptions,
         origin: Arc<dyn crate::through::Origin>,
     ) -> Arc<Self> {
+        Self::with_read_through(cache, opts, crate::through::ReadThrough::new(origin))
+    }
+
+    /// Wraps `cache`, reading misses through `rt`.
+    pub fn with_read_through(
+        cache: Arc<Cache>,
+        opts: ServerOptions,
+        rt: crate::through::ReadThrough,
+    ) -> Arc<Self> {
         Arc::new(CacheServer {
             cache,
             stats: ServerStats::default(),
             opts,
             started: Instant::now(),
-            through: Some(crate::through::ReadThrough::new(origin)),
+            through: Some(rt),
         })
     }
 }

@@ -26,27 +26,39 @@ pub trait Origin: Send + Sync {
 /// An origin fetch that cannot fail (a missing value is `None`).
 type Never = std::convert::Infallible;
 
+/// Misses collapsed per cache key.
+type MissCollapser = Collapser<Vec<u8>, Option<Bytes>, Never>;
+
 /// The collapsed-forwarding front of an [`Origin`].
 pub struct ReadThrough {
     origin: Arc<dyn Origin>,
-    collapser: Arc<Collapser<Vec<u8>, Option<Bytes>, Never>>,
+    /// `None`: every miss reads the origin itself (collapsing switched off
+    /// for the cache tier).
+    collapser: Option<Arc<MissCollapser>>,
+    direct_fetches: std::sync::atomic::AtomicU64,
 }
 
 impl ReadThrough {
     /// Wraps `origin`.
     pub fn new(origin: Arc<dyn Origin>) -> Self {
+        Self::with_collapsing(origin, true)
+    }
+
+    /// Wraps `origin`, collapsing concurrent misses or not.
+    pub fn with_collapsing(origin: Arc<dyn Origin>, collapse: bool) -> Self {
         ReadThrough {
             origin,
-            collapser: Collapser::new(CollapseOptions::default()),
+            collapser: collapse.then(|| Collapser::new(CollapseOptions::default())),
+            direct_fetches: Default::default(),
         }
     }
 
     /// Origin fetches made (one per collapsed group of misses).
     pub fn fetches(&self) -> u64 {
         self.collapser
-            .metrics
-            .origin_fetches
-            .load(Ordering::Relaxed)
+            .as_ref()
+            .map_or(0, |c| c.metrics.origin_fetches.load(Ordering::Relaxed))
+            + self.direct_fetches.load(Ordering::Relaxed)
     }
 
     /// Reads `key` from the origin after a miss, joining a fetch already in
@@ -65,6 +77,12 @@ impl ReadThrough {
             }
             Ok(v)
         };
-        self.collapser.get(key.to_vec(), fetch).await.ok().flatten()
+        match &self.collapser {
+            Some(c) => c.get(key.to_vec(), fetch).await.ok().flatten(),
+            None => {
+                self.direct_fetches.fetch_add(1, Ordering::Relaxed);
+                fetch().await.ok().flatten()
+            }
+        }
     }
 }

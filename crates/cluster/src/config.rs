@@ -174,10 +174,14 @@ pub struct CacheConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyConfig {
-    /// Collapse concurrent store reads of one blob (and range) into one.
-    /// Default true.
+    /// Collapse concurrent store reads of one blob (and range) into one,
+    /// on request nodes. Default true.
     #[serde(default = "default_true")]
     pub collapse: bool,
+    /// The same on cache members in `through` mode (concurrent misses of
+    /// one key share one origin read). Default true.
+    #[serde(default = "default_true")]
+    pub cache_collapse: bool,
     /// A fetch older than this gets no new followers (the next request
     /// leads a new one), ms. Default 5000.
     #[serde(default = "default_collapse_ms")]
@@ -209,6 +213,7 @@ impl Default for ProxyConfig {
     fn default() -> Self {
         ProxyConfig {
             collapse: true,
+            cache_collapse: true,
             max_age_ms: default_collapse_ms(),
             wait_timeout_ms: default_collapse_ms(),
             max_waiters: default_max_waiters(),

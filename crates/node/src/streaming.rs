@@ -89,7 +89,10 @@ impl Node {
         let streams = self.streams.as_ref()?;
         // Small blobs are read whole (and cached, or batched): streaming is
         // for bodies worth starting to send before they have all arrived.
-        let floor = self.caching.as_ref().map_or(STREAM_MIN, |c| c.item_max() as u64);
+        let floor = self
+            .caching
+            .as_ref()
+            .map_or(STREAM_MIN, |c| c.item_max() as u64);
         if meta.size <= floor.max(STREAM_MIN) {
             return None;
         }

@@ -103,13 +103,16 @@ pub fn cache_member(
     }
     let threads =
         threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    cache::server::CacheServer::with_origin(
+    cache::server::CacheServer::with_read_through(
         plain.cache.clone(),
         cache::server::ServerOptions {
             max_connections: 10_000,
             threads,
         },
-        Arc::new(StoreOrigin::from_cluster(cfg)),
+        cache::through::ReadThrough::with_collapsing(
+            Arc::new(StoreOrigin::from_cluster(cfg)),
+            cfg.proxy.cache_collapse,
+        ),
     )
 }
 
