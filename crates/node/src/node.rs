@@ -98,6 +98,14 @@ pub struct Node {
     pub(crate) batcher: Option<crate::batch::Batcher>,
 }
 
+/// What a collapsed store read also puts in the cache.
+#[derive(Debug, Clone, Copy)]
+enum Fill {
+    Nothing,
+    Blob,
+    Slice(u64),
+}
+
 /// Store reads collapsed per (blob id, byte range).
 pub type BlobCollapser = proxy::Collapser<(u64, Option<(u64, u64)>), Bytes, Error>;
 
@@ -390,12 +398,44 @@ impl Node {
     /// A store read, collapsed with concurrent reads of the same blob and
     /// range when collapsing is on.
     async fn fetch(self: &Arc<Self>, meta: &BlobMeta, range: Option<(u64, u64)>) -> Result<Bytes> {
+        self.fetch_filling(meta, range, Fill::Nothing).await
+    }
+
+    /// [`Node::fetch`] that also caches what it read (`fill`) inside the
+    /// collapsed fetch: the flight ends only once the cache holds the bytes,
+    /// so a request that missed the cache either joins the flight or finds
+    /// the bytes (checked again inside the fetch), never a second store
+    /// read.
+    async fn fetch_filling(
+        self: &Arc<Self>,
+        meta: &BlobMeta,
+        range: Option<(u64, u64)>,
+        fill: Fill,
+    ) -> Result<Bytes> {
+        let want = range.map_or(meta.size, |(a, b)| b - a);
         let Some(c) = &self.collapser else {
-            return self.read_blob(meta, range).await;
+            if matches!(fill, Fill::Slice(_)) {
+                inc(&self.metrics.slice_reads);
+            }
+            let d = self.read_blob(meta, range).await?;
+            self.fill_cache(meta.id, fill, &d).await;
+            return Ok(d);
         };
         let (node, m) = (self.clone(), meta.clone());
         c.get((meta.id, range), move || async move {
-            node.read_small_or_blob(&m, range).await
+            if let Some(d) = node
+                .cached(m.id, fill)
+                .await
+                .filter(|d| d.len() as u64 == want)
+            {
+                return Ok(d);
+            }
+            if matches!(fill, Fill::Slice(_)) {
+                inc(&node.metrics.slice_reads);
+            }
+            let d = node.read_small_or_blob(&m, range).await?;
+            node.fill_cache(m.id, fill, &d).await;
+            Ok(d)
         })
         .await
         .map_err(|e| match e {
@@ -405,6 +445,24 @@ impl Node {
                 detail: other.to_string(),
             },
         })
+    }
+
+    async fn cached(&self, id: u64, fill: Fill) -> Option<Bytes> {
+        let c = self.caching.as_ref()?;
+        match fill {
+            Fill::Nothing => None,
+            Fill::Blob => c.get_data(id).await,
+            Fill::Slice(n) => c.get_slice(id, n).await,
+        }
+    }
+
+    async fn fill_cache(&self, id: u64, fill: Fill, d: &Bytes) {
+        let Some(c) = &self.caching else { return };
+        match fill {
+            Fill::Nothing => {}
+            Fill::Blob => c.put_data(id, d.clone()).await,
+            Fill::Slice(n) => c.put_slice(id, n, d.clone()).await,
+        }
     }
 
     /// Bytes `a..b` of a big blob, assembled from aligned slices: each slice
@@ -431,12 +489,8 @@ impl Node {
             let data = match cached {
                 Some(d) => d,
                 None => {
-                    inc(&self.metrics.slice_reads);
-                    let d = self.fetch(meta, Some((s0, s1))).await?;
-                    if let Some(c) = &self.caching {
-                        c.put_slice(meta.id, idx, d.clone()).await;
-                    }
-                    d
+                    self.fetch_filling(meta, Some((s0, s1)), Fill::Slice(idx))
+                        .await?
                 }
             };
             parts.push((s0, data));
@@ -473,8 +527,7 @@ impl Node {
                         return Ok(cut(d));
                     }
                 }
-                let d = self.fetch(meta, None).await?;
-                c.put_data(meta.id, d.clone()).await;
+                let d = self.fetch_filling(meta, None, Fill::Blob).await?;
                 return Ok(cut(d));
             }
         }

@@ -145,6 +145,19 @@ impl Node {
     /// Opens the blob on the first replica that answers and starts pumping
     /// its body into a shared stream.
     async fn open_shared(self: &Arc<Self>, meta: &BlobMeta) -> Result<Arc<SharedBody>> {
+        // A request that saw no open stream may reach here just after
+        // another leader opened one and left the collapser: join that
+        // stream rather than reading the store a second time.
+        if let Some(s) = &self.streams {
+            if let Some(open) = s
+                .open
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&meta.id)
+            {
+                return Ok(open.clone());
+            }
+        }
         let mut last = Error::Unavailable {
             tier: "store".into(),
             detail: "no replica".into(),
