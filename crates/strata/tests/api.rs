@@ -508,15 +508,7 @@ async fn two_hundred_concurrent_cold_gets_read_the_store_once() {
             .status,
         StatusCode::CREATED
     );
-    let reads = |text: &str| -> u64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix("strata_store_reads_total "))
-            .and_then(|v| v.parse().ok())
-            .expect("reads counter")
-    };
-    let before = reads(&String::from_utf8_lossy(
-        &c.get("/metrics").await.expect("metrics").body,
-    ));
+    let before = c.metric("strata_store_reads_total").await.expect("metrics");
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(200));
     let mut tasks = Vec::new();
     for _ in 0..200 {
@@ -533,7 +525,11 @@ async fn two_hundred_concurrent_cold_gets_read_the_store_once() {
     }
     let text =
         String::from_utf8_lossy(&c.get("/metrics").await.expect("metrics").body).into_owned();
-    assert_eq!(reads(&text), before + 1, "{text}");
+    assert_eq!(
+        testkit::metric_value(&text, "strata_store_reads_total"),
+        Some(before + 1),
+        "{text}"
+    );
     assert!(
         text.contains("strata_proxy_origin_fetches_total 1\n"),
         "{text}"
@@ -554,14 +550,11 @@ async fn concurrent_ranges_in_one_slice_read_the_store_once() {
             .status,
         StatusCode::CREATED
     );
-    let reads = |text: &str| -> u64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix("strata_store_reads_total "))
-            .and_then(|v| v.parse().ok())
-            .expect("reads counter")
-    };
     let metrics = || async {
         String::from_utf8_lossy(&c.get("/metrics").await.expect("metrics").body).into_owned()
+    };
+    let reads = |text: &str| {
+        testkit::metric_value(text, "strata_store_reads_total").expect("reads counter")
     };
     let before = reads(&metrics().await);
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(64));

@@ -97,6 +97,13 @@ impl Client {
         self.send(Method::DELETE, path, &[], Bytes::new()).await
     }
 
+    /// The value of one series on `GET /metrics` (e.g.
+    /// `strata_store_reads_total`), 0 when absent.
+    pub async fn metric(&self, series: &str) -> anyhow::Result<u64> {
+        let text = String::from_utf8_lossy(&self.get("/metrics").await?.body).into_owned();
+        Ok(metric_value(&text, series).unwrap_or(0))
+    }
+
     /// Polls `GET path` until it answers 200, for at most `limit`.
     pub async fn wait_ready(&self, path: &str, limit: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + limit;
@@ -112,4 +119,15 @@ impl Client {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// The value of `series` (name plus labels, exactly as printed) in
+/// Prometheus text.
+pub fn metric_value(text: &str, series: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse().ok())
 }

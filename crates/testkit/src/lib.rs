@@ -12,7 +12,7 @@ mod client;
 mod inproc;
 pub mod procs;
 
-pub use client::{Client, Resp};
+pub use client::{metric_value, Client, Resp};
 pub use hyper::{Method, StatusCode};
 pub use inproc::{InProc, InProcCluster};
 pub use procs::{free_addr, Procs};
