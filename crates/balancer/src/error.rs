@@ -1,0 +1,14 @@
+/// Errors of the gateway.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An unknown algorithm name.
+    #[error("unknown algorithm `{0}` (random, round-robin, least-conn, p2c, hash)")]
+    Algorithm(String),
+    /// No backends configured.
+    #[error("a pool needs at least one backend")]
+    NoBackends,
+    /// Socket I/O.
+    #[error("gateway: {0}")]
+    Io(#[from] std::io::Error),
+}

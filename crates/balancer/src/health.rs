@@ -1,0 +1,158 @@
+//! Health: passive outlier ejection with a growing ejection time, a cap on
+//! how many backends may be ejected, a panic threshold, slow start, and
+//! active checks.
+//!
+//! Why the cap and the panic threshold: under heavy load every backend
+//! gets slower; a balancer that ejects the slow ones moves their traffic to
+//! the others, which then get slower and are ejected in turn, until none is
+//! left. So at most `max_ejection_percent` of a pool is ever ejected, and
+//! when fewer than `panic_threshold_percent` of the backends are eligible
+//! the pool ignores health and sends traffic to all of them.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::pool::Pool;
+
+/// Health settings of a pool.
+#[derive(Debug, Clone)]
+pub struct HealthOptions {
+    /// Consecutive failures (5xx or no response) that eject a backend.
+    pub consecutive_failures: u32,
+    /// First ejection time; the n-th ejection lasts n times this.
+    pub base_ejection: Duration,
+    /// Longest ejection.
+    pub max_ejection: Duration,
+    /// Most of the pool that may be ejected at once, percent.
+    pub max_ejection_percent: u32,
+    /// Below this share of eligible backends, use them all, percent.
+    pub panic_threshold_percent: u32,
+    /// Active check interval (`GET /healthz`); zero disables.
+    pub check_interval: Duration,
+    /// Active check timeout.
+    pub check_timeout: Duration,
+    /// Failed checks that mark a backend down.
+    pub fall: u32,
+    /// Passed checks that bring it back.
+    pub rise: u32,
+}
+
+impl Default for HealthOptions {
+    fn default() -> Self {
+        HealthOptions {
+            consecutive_failures: 5,
+            base_ejection: Duration::from_secs(10),
+            max_ejection: Duration::from_secs(300),
+            max_ejection_percent: 50,
+            panic_threshold_percent: 50,
+            check_interval: Duration::from_secs(2),
+            check_timeout: Duration::from_secs(1),
+            fall: 3,
+            rise: 2,
+        }
+    }
+}
+
+/// Per-backend health state.
+#[derive(Debug, Default)]
+pub struct HealthState {
+    consecutive_failures: u32,
+    ejected_until: Option<Instant>,
+    check_fails: u32,
+    check_passes: u32,
+    /// Marked down by active checks.
+    down: bool,
+}
+
+/// Which backends may take traffic.
+#[derive(Debug, Clone)]
+pub enum Eligibility {
+    /// All of them (healthy, or the pool is in panic mode).
+    All,
+    /// Those marked true.
+    Some(Vec<bool>),
+}
+
+impl Eligibility {
+    /// May backend `i` take traffic?
+    pub fn allows(&self, i: usize) -> bool {
+        match self {
+            Eligibility::All => true,
+            Eligibility::Some(v) => v[i],
+        }
+    }
+}
+
+fn lock(p: &Pool, i: usize) -> std::sync::MutexGuard<'_, HealthState> {
+    p.backends[i]
+        .health
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// The pool's eligible backends at `now`, with the panic threshold applied.
+pub fn eligible(p: &Pool, now: Instant) -> Eligibility {
+    let ok: Vec<bool> = (0..p.backends.len())
+        .map(|i| {
+            let h = lock(p, i);
+            !h.down && h.ejected_until.is_none_or(|t| now >= t)
+        })
+        .collect();
+    let n = ok.iter().filter(|b| **b).count();
+    if n == ok.len() || n * 100 < p.backends.len() * p.health.panic_threshold_percent as usize {
+        // All healthy, or too few: panic mode sends traffic to everyone.
+        return Eligibility::All;
+    }
+    Eligibility::Some(ok)
+}
+
+/// Counts a response from backend `i`: `ok` false for a 5xx or a failed
+/// exchange. Ejects it after enough consecutive failures, unless the pool
+/// already has its maximum share ejected.
+pub fn record(p: &Pool, i: usize, ok: bool, now: Instant) {
+    if ok {
+        lock(p, i).consecutive_failures = 0;
+        return;
+    }
+    p.backends[i].failures.fetch_add(1, Ordering::Relaxed);
+    let fails = {
+        let mut h = lock(p, i);
+        h.consecutive_failures += 1;
+        h.consecutive_failures
+    };
+    if fails < p.health.consecutive_failures {
+        return;
+    }
+    let ejected_now = (0..p.backends.len())
+        .filter(|&j| j != i && lock(p, j).ejected_until.is_some_and(|t| now < t))
+        .count();
+    let cap = p.backends.len() * p.health.max_ejection_percent as usize / 100;
+    if ejected_now + 1 > cap {
+        // Ejecting this one would pass the cap: keep it in service.
+        return;
+    }
+    let n = p.backends[i].ejections.fetch_add(1, Ordering::Relaxed) + 1;
+    let dur = (p.health.base_ejection * n).min(p.health.max_ejection);
+    let mut h = lock(p, i);
+    h.ejected_until = Some(now + dur);
+    h.consecutive_failures = 0;
+    tracing::warn!(backend = %p.backends[i].addr, ?dur, "backend ejected");
+}
+
+/// Records an active check result (rise/fall hysteresis).
+pub fn record_check(p: &Pool, i: usize, passed: bool) {
+    let mut h = lock(p, i);
+    if passed {
+        h.check_fails = 0;
+        h.check_passes += 1;
+        if h.down && h.check_passes >= p.health.rise {
+            h.down = false;
+        }
+    } else {
+        h.check_passes = 0;
+        h.check_fails += 1;
+        if h.check_fails >= p.health.fall {
+            h.down = true;
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Backends and the selection algorithms.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::health::{Eligibility, HealthOptions, HealthState};
+use crate::Error;
+
+/// How a pool picks a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Uniformly at random.
+    Random,
+    /// Smooth weighted round robin (nginx's algorithm: no bursts to the
+    /// heaviest backend).
+    RoundRobin,
+    /// Fewest requests in flight (ties: first).
+    LeastConn,
+    /// Power of two choices: two random backends, the one with fewer
+    /// requests in flight.
+    P2c,
+    /// Consistent hash of the request key with bounded load (1.25x the
+    /// average in flight), so a key keeps the same backend.
+    Hash,
+}
+
+impl FromStr for Algorithm {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Ok(match s {
+            "random" => Algorithm::Random,
+            "round-robin" | "rr" => Algorithm::RoundRobin,
+            "least-conn" => Algorithm::LeastConn,
+            "p2c" => Algorithm::P2c,
+            "hash" => Algorithm::Hash,
+            other => return Err(Error::Algorithm(other.to_owned())),
+        })
+    }
+}
+
+/// One upstream server.
+#[derive(Debug)]
+pub struct Backend {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Relative weight (round robin).
+    pub weight: u32,
+    /// Requests in flight.
+    pub in_flight: AtomicU64,
+    /// Requests forwarded.
+    pub requests: AtomicU64,
+    /// Responses that were 5xx or failed to arrive.
+    pub failures: AtomicU64,
+    /// Times ejected.
+    pub ejections: AtomicU32,
+    pub(crate) health: Mutex<HealthState>,
+}
+
+impl Backend {
+    /// A backend at `addr` with `weight`.
+    pub fn new(addr: SocketAddr, weight: u32) -> Backend {
+        Backend {
+            addr,
+            weight: weight.max(1),
+            in_flight: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            ejections: AtomicU32::new(0),
+            health: Mutex::new(HealthState::default()),
+        }
+    }
+}
+
+/// The backends of one pool and how to choose among them.
+pub struct Pool {
+    /// The backends, in configuration order.
+    pub backends: Vec<Backend>,
+    /// The algorithm.
+    pub algorithm: Algorithm,
+    /// Health and ejection settings.
+    pub health: HealthOptions,
+    rr: Mutex<Vec<i64>>,
+    rng: AtomicU64,
+    ring: cluster::Ring,
+}
+
+impl Pool {
+    /// A pool over `backends`.
+    pub fn new(
+        backends: Vec<Backend>,
+        algorithm: Algorithm,
+        health: HealthOptions,
+    ) -> Result<Pool, Error> {
+        if backends.is_empty() {
+            return Err(Error::NoBackends);
+        }
+        let names: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
+        Ok(Pool {
+            rr: Mutex::new(vec![0; backends.len()]),
+            ring: cluster::Ring::new(&names, cluster::DEFAULT_POINTS),
+            backends,
+            algorithm,
+            health,
+            rng: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
+        })
+    }
+
+    fn random(&self) -> u64 {
+        // xorshift on one shared word: spreading, not cryptography.
+        let mut x = self.rng.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.store(x, Ordering::Relaxed);
+        x
+    }
+
+    /// Picks a backend for a request with `key` (the path, for `Hash`),
+    /// skipping backends in `exclude` (already tried). `None` when nothing
+    /// is eligible.
+    pub fn pick(&self, key: &[u8], exclude: &[usize], now: Instant) -> Option<usize> {
+        let elig = crate::health::eligible(self, now);
+        let ok = |i: usize| !exclude.contains(&i) && elig.allows(i);
+        let candidates: Vec<usize> = (0..self.backends.len()).filter(|&i| ok(i)).collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let load = |i: usize| self.backends[i].in_flight.load(Ordering::Relaxed);
+        Some(match self.algorithm {
+            Algorithm::Random => candidates[(self.random() % candidates.len() as u64) as usize],
+            Algorithm::LeastConn => *candidates
+                .iter()
+                .min_by_key(|&&i| load(i))
+                .unwrap_or(&candidates[0]),
+            Algorithm::P2c => {
+                let a = candidates[(self.random() % candidates.len() as u64) as usize];
+                let b = candidates[(self.random() % candidates.len() as u64) as usize];
+                if load(b) < load(a) {
+                    b
+                } else {
+                    a
+                }
+            }
+            Algorithm::RoundRobin => {
+                // Smooth weighted round robin: every candidate gains its
+                // weight, the largest is chosen and pays the total.
+                let mut cur = self.rr.lock().unwrap_or_else(|p| p.into_inner());
+                let total: i64 = candidates
+                    .iter()
+                    .map(|&i| i64::from(self.backends[i].weight))
+                    .sum();
+                let mut best = candidates[0];
+                for &i in &candidates {
+                    cur[i] += i64::from(self.backends[i].weight);
+                    if cur[i] > cur[best] {
+                        best = i;
+                    }
+                }
+                cur[best] -= total;
+                best
+            }
+            Algorithm::Hash => {
+                let loads: Vec<u64> = (0..self.backends.len())
+                    .map(|i| if ok(i) { load(i) } else { u64::MAX / 4 })
+                    .collect();
+                match self.ring.owner_bounded(key, &loads, 1.25) {
+                    Some(i) if ok(i) => i,
+                    _ => candidates[0],
+                }
+            }
+        })
+    }
+
+    /// Whether `i` is currently ejected (for monitoring).
+    pub fn is_ejected(&self, i: usize, now: Instant) -> bool {
+        matches!(crate::health::eligible(self, now), Eligibility::Some(ref v) if !v[i])
+    }
+}

@@ -1,0 +1,374 @@
+//! The reverse proxy.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use crate::health;
+use crate::pool::Pool;
+
+type UpBody = BoxBody<Bytes, hyper::Error>;
+
+/// Gateway settings.
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    /// Connect timeout to a backend.
+    pub connect_timeout: Duration,
+    /// Time to the response headers.
+    pub first_byte_timeout: Duration,
+    /// Extra backends tried for an idempotent request after a connect
+    /// error or timeout.
+    pub retries: usize,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        GatewayOptions {
+            connect_timeout: Duration::from_secs(1),
+            first_byte_timeout: Duration::from_secs(30),
+            retries: 2,
+        }
+    }
+}
+
+/// Gateway counters.
+#[derive(Debug, Default)]
+pub struct GatewayMetrics {
+    /// Requests received.
+    pub requests: AtomicU64,
+    /// Requests retried on another backend.
+    pub retries: AtomicU64,
+    /// 502/504 answered by the gateway itself.
+    pub gateway_errors: AtomicU64,
+}
+
+/// A gateway in front of one pool.
+pub struct Gateway {
+    pool: Arc<Pool>,
+    client: Client<HttpConnector, UpBody>,
+    opts: GatewayOptions,
+    /// Counters.
+    pub metrics: GatewayMetrics,
+}
+
+impl Gateway {
+    /// A gateway over `pool`.
+    pub fn new(pool: Arc<Pool>, opts: GatewayOptions) -> Arc<Gateway> {
+        let mut conn = HttpConnector::new();
+        conn.set_connect_timeout(Some(opts.connect_timeout));
+        conn.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(conn);
+        Arc::new(Gateway {
+            pool,
+            client,
+            opts,
+            metrics: GatewayMetrics::default(),
+        })
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// Prometheus text.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "strata_gateway_requests_total {}",
+            l(&self.metrics.requests)
+        );
+        let _ = writeln!(
+            out,
+            "strata_gateway_retries_total {}",
+            l(&self.metrics.retries)
+        );
+        let _ = writeln!(
+            out,
+            "strata_gateway_errors_total {}",
+            l(&self.metrics.gateway_errors)
+        );
+        let now = Instant::now();
+        for (i, b) in self.pool.backends.iter().enumerate() {
+            let a = b.addr;
+            let _ = writeln!(
+                out,
+                "strata_gateway_backend_in_flight{{backend=\"{a}\"}} {}",
+                l(&b.in_flight)
+            );
+            let _ = writeln!(
+                out,
+                "strata_gateway_backend_requests_total{{backend=\"{a}\"}} {}",
+                l(&b.requests)
+            );
+            let _ = writeln!(
+                out,
+                "strata_gateway_backend_failures_total{{backend=\"{a}\"}} {}",
+                l(&b.failures)
+            );
+            let _ = writeln!(
+                out,
+                "strata_gateway_backend_ejections_total{{backend=\"{a}\"}} {}",
+                b.ejections.load(Ordering::Relaxed)
+            );
+            let _ = writeln!(
+                out,
+                "strata_gateway_backend_ejected{{backend=\"{a}\"}} {}",
+                u8::from(self.pool.is_ejected(i, now))
+            );
+        }
+    }
+}
+
+/// Headers that describe one hop, never forwarded (RFC 9110 7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+];
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Headers named in Connection are hop-by-hop too.
+    let named: Vec<HeaderName> = h
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        h.remove(n);
+    }
+}
+
+/// Decrements a backend's in-flight count when the response body ends.
+struct Guarded {
+    inner: Incoming,
+    pool: Arc<Pool>,
+    idx: usize,
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        self.pool.backends[self.idx]
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Body for Guarded {
+    type Data = Bytes;
+    type Error = hyper::Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn plain(status: StatusCode, msg: &str) -> Response<UpBody> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(msg.to_owned()))
+            .map_err(|e| match e {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r
+}
+
+/// Forwards one request.
+pub async fn handle(
+    gw: Arc<Gateway>,
+    req: Request<Incoming>,
+    client: SocketAddr,
+) -> Response<UpBody> {
+    gw.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let xff = match parts
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(prev) => format!("{prev}, {}", client.ip()),
+        None => client.ip().to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        parts.headers.insert("x-forwarded-for", v);
+    }
+    parts
+        .headers
+        .insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    // Only the path goes upstream: an absolute-form URI or a Host header
+    // naming another server never makes this an open proxy.
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/".to_owned(), |p| p.as_str().to_owned());
+    let idempotent = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let has_body = body.size_hint().exact() != Some(0) || !body.is_end_stream();
+    let retryable = idempotent && !has_body;
+    let mut body = Some(body);
+    let mut tried: Vec<usize> = Vec::new();
+    loop {
+        let now = Instant::now();
+        let Some(i) = gw.pool.pick(path.as_bytes(), &tried, now) else {
+            gw.metrics.gateway_errors.fetch_add(1, Ordering::Relaxed);
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "no backend available\n");
+        };
+        tried.push(i);
+        let b = &gw.pool.backends[i];
+        let uri = match format!("http://{}{}", b.addr, path).parse::<hyper::Uri>() {
+            Ok(u) => u,
+            Err(_) => return plain(StatusCode::BAD_REQUEST, "bad request target\n"),
+        };
+        let up_body: UpBody = match body.take() {
+            Some(b) if !retryable => b.boxed(),
+            _ => Empty::new().map_err(|e| match e {}).boxed(),
+        };
+        let mut up = Request::from_parts(parts.clone(), up_body);
+        *up.uri_mut() = uri;
+        b.in_flight.fetch_add(1, Ordering::Relaxed);
+        b.requests.fetch_add(1, Ordering::Relaxed);
+        let res = tokio::time::timeout(gw.opts.first_byte_timeout, gw.client.request(up)).await;
+        match res {
+            Ok(Ok(resp)) => {
+                health::record(&gw.pool, i, resp.status().as_u16() < 500, Instant::now());
+                let (mut rp, rb) = resp.into_parts();
+                strip_hop_by_hop(&mut rp.headers);
+                let guarded = Guarded {
+                    inner: rb,
+                    pool: gw.pool.clone(),
+                    idx: i,
+                };
+                return Response::from_parts(rp, guarded.boxed());
+            }
+            Ok(Err(e)) => {
+                b.in_flight.fetch_sub(1, Ordering::Relaxed);
+                health::record(&gw.pool, i, false, Instant::now());
+                // No response arrived (connect error, or a pooled connection
+                // the backend closed): for an idempotent request without a
+                // body, trying another backend cannot repeat a side effect.
+                tracing::debug!(backend = %b.addr, error = %e, "upstream request failed");
+                if retryable && tried.len() <= gw.opts.retries {
+                    gw.metrics.retries.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                gw.metrics.gateway_errors.fetch_add(1, Ordering::Relaxed);
+                return plain(StatusCode::BAD_GATEWAY, "backend failed\n");
+            }
+            Err(_) => {
+                b.in_flight.fetch_sub(1, Ordering::Relaxed);
+                health::record(&gw.pool, i, false, Instant::now());
+                if retryable && tried.len() <= gw.opts.retries {
+                    gw.metrics.retries.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                gw.metrics.gateway_errors.fetch_add(1, Ordering::Relaxed);
+                return plain(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n");
+            }
+        }
+    }
+}
+
+/// Active health checks: `GET /healthz` on every backend each interval.
+pub fn spawn_checks(gw: &Arc<Gateway>) {
+    let interval = gw.pool.health.check_interval;
+    if interval.is_zero() {
+        return;
+    }
+    let weak = Arc::downgrade(gw);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tick.tick().await;
+            let Some(gw) = weak.upgrade() else { return };
+            for (i, b) in gw.pool.backends.iter().enumerate() {
+                let uri = format!("http://{}/healthz", b.addr);
+                let Ok(uri) = uri.parse::<hyper::Uri>() else {
+                    continue;
+                };
+                let req = Request::get(uri).body(Empty::new().map_err(|e| match e {}).boxed());
+                let Ok(req) = req else { continue };
+                let passed = matches!(
+                    tokio::time::timeout(gw.pool.health.check_timeout, gw.client.request(req)).await,
+                    Ok(Ok(r)) if r.status().is_success()
+                );
+                health::record_check(&gw.pool, i, passed);
+            }
+        }
+    });
+}
+
+/// Serves the gateway on `listener` until `shutdown` resolves. `/metrics`
+/// on the gateway itself is answered locally.
+pub async fn serve(
+    listener: TcpListener,
+    gw: Arc<Gateway>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    spawn_checks(&gw);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            acc = listener.accept() => {
+                let Ok((stream, peer)) = acc else { continue };
+                let _ = stream.set_nodelay(true);
+                let gw = gw.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let gw = gw.clone();
+                        async move {
+                            if req.uri().path() == "/_strata/metrics" {
+                                let mut out = String::new();
+                                gw.render_metrics(&mut out);
+                                return Ok::<_, Infallible>(plain(StatusCode::OK, &out));
+                            }
+                            Ok(handle(gw, req, peer).await)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! Selection algorithms, ejection with its cap and panic mode, and the
+//! proxy end to end (spread, failover without client errors, not an open
+//! proxy).
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use balancer::proxy::{Gateway, GatewayOptions};
+use balancer::{health, Algorithm, Backend, HealthOptions, Pool};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn addr(i: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 10_000 + i))
+}
+
+fn pool(n: u16, algo: Algorithm, weights: &[u32]) -> Pool {
+    let backends = (0..n)
+        .map(|i| Backend::new(addr(i), weights.get(i as usize).copied().unwrap_or(1)))
+        .collect();
+    let h = HealthOptions {
+        consecutive_failures: 2,
+        check_interval: Duration::ZERO,
+        ..HealthOptions::default()
+    };
+    Pool::new(backends, algo, h).expect("pool")
+}
+
+fn counts(p: &Pool, n: usize, key: impl Fn(usize) -> String) -> Vec<usize> {
+    let mut c = vec![0; p.backends.len()];
+    let now = Instant::now();
+    for i in 0..n {
+        c[p.pick(key(i).as_bytes(), &[], now).expect("pick")] += 1;
+    }
+    c
+}
+
+#[test]
+fn round_robin_honours_weights_exactly_and_smoothly() {
+    let p = pool(3, Algorithm::RoundRobin, &[3, 1, 1]);
+    let seq: Vec<usize> = (0..5)
+        .map(|_| p.pick(b"", &[], Instant::now()).expect("pick"))
+        .collect();
+    // Smooth: the heavy backend is not picked three times in a row.
+    assert_eq!(seq, vec![0, 1, 0, 2, 0]);
+    assert_eq!(counts(&p, 500, |_| String::new()), vec![300, 100, 100]);
+}
+
+#[test]
+fn random_and_p2c_spread_evenly() {
+    for algo in [Algorithm::Random, Algorithm::P2c] {
+        let c = counts(&pool(4, algo, &[]), 40_000, |_| String::new());
+        for x in &c {
+            assert!((8_000..12_000).contains(x), "{algo:?}: {c:?}");
+        }
+    }
+}
+
+#[test]
+fn least_conn_and_p2c_prefer_idle_backends() {
+    let p = pool(3, Algorithm::LeastConn, &[]);
+    p.backends[0].in_flight.store(5, Ordering::Relaxed);
+    p.backends[1].in_flight.store(1, Ordering::Relaxed);
+    p.backends[2].in_flight.store(3, Ordering::Relaxed);
+    assert_eq!(p.pick(b"", &[], Instant::now()), Some(1));
+    let q = pool(2, Algorithm::P2c, &[]);
+    q.backends[0].in_flight.store(100, Ordering::Relaxed);
+    let c = counts(&q, 1000, |_| String::new());
+    assert!(c[1] > 700, "{c:?}");
+}
+
+#[test]
+fn hash_keeps_a_key_on_one_backend_and_spreads_keys() {
+    let p = pool(4, Algorithm::Hash, &[]);
+    let now = Instant::now();
+    let first = p.pick(b"/v1/blobs/cat.jpg", &[], now);
+    for _ in 0..100 {
+        assert_eq!(p.pick(b"/v1/blobs/cat.jpg", &[], now), first);
+    }
+    let c = counts(&p, 40_000, |i| format!("/v1/blobs/img{i}"));
+    for x in &c {
+        assert!((7_000..13_000).contains(x), "{c:?}");
+    }
+}
+
+#[test]
+fn ejection_is_capped_and_panic_mode_serves_everyone() {
+    let p = pool(4, Algorithm::RoundRobin, &[]);
+    let now = Instant::now();
+    // Every backend fails twice: at most 50% (2 of 4) may be ejected.
+    for i in 0..4 {
+        health::record(&p, i, false, now);
+        health::record(&p, i, false, now);
+    }
+    let ejected = (0..4).filter(|&i| p.is_ejected(i, now)).count();
+    assert_eq!(ejected, 2, "max ejection percent holds");
+    let c = counts(&p, 400, |_| String::new());
+    assert_eq!(
+        c.iter().filter(|&&x| x > 0).count(),
+        2,
+        "traffic only to the eligible half: {c:?}"
+    );
+    // Ejection ends and grows with each ejection.
+    let later = now + Duration::from_secs(11);
+    assert_eq!((0..4).filter(|&i| p.is_ejected(i, later)).count(), 0);
+
+    // Panic threshold: with 60% required, losing half the pool sends
+    // traffic to everyone rather than overloading the rest.
+    let backends = (0..4).map(|i| Backend::new(addr(i), 1)).collect();
+    let h = HealthOptions {
+        consecutive_failures: 1,
+        max_ejection_percent: 50,
+        panic_threshold_percent: 60,
+        check_interval: Duration::ZERO,
+        ..HealthOptions::default()
+    };
+    let q = Pool::new(backends, Algorithm::RoundRobin, h).expect("pool");
+    health::record(&q, 0, false, now);
+    health::record(&q, 1, false, now);
+    let c = counts(&q, 400, |_| String::new());
+    assert_eq!(c, vec![100, 100, 100, 100], "panic mode");
+}
+
+/// A backend that answers its own name; abort the handle to kill it
+/// (listener and every open connection).
+async fn backend(name: &'static str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let a = l.local_addr().expect("addr");
+    let h = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            conns.spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                loop {
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let xff = String::from_utf8_lossy(&got).lines().any(|l| {
+                        l.to_ascii_lowercase()
+                            .starts_with("x-forwarded-for: 127.0.0.1")
+                    });
+                    let body = format!("{name}{}", if xff { "+xff" } else { "" });
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if s.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (a, h)
+}
+
+async fn gateway(backends: &[SocketAddr], algo: Algorithm) -> (SocketAddr, Arc<Gateway>) {
+    let h = HealthOptions {
+        check_interval: Duration::ZERO,
+        ..HealthOptions::default()
+    };
+    let p = Pool::new(
+        backends.iter().map(|a| Backend::new(*a, 1)).collect(),
+        algo,
+        h,
+    )
+    .expect("pool");
+    let gw = Gateway::new(Arc::new(p), GatewayOptions::default());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let a = l.local_addr().expect("addr");
+    tokio::spawn(balancer::proxy::serve(
+        l,
+        gw.clone(),
+        std::future::pending(),
+    ));
+    (a, gw)
+}
+
+async fn get(gw: SocketAddr, raw: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(gw).await.expect("connect");
+    s.write_all(raw.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).await.expect("read");
+        out.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&out);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().to_owned())
+                })
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if body.len() >= len {
+                return text.into_owned();
+            }
+        }
+        if n == 0 {
+            return String::from_utf8_lossy(&out).into_owned();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spreads_fails_over_and_is_never_an_open_proxy() {
+    let (a, _ha) = backend("A").await;
+    let (b, hb) = backend("B").await;
+    let (gw, g) = gateway(&[a, b], Algorithm::RoundRobin).await;
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let r = get(
+            gw,
+            "GET /x HTTP/1.1\r\nHost: strata\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        assert!(r.ends_with("+xff"), "X-Forwarded-For added: {r}");
+        seen.push(r.chars().rev().nth(4).expect("name"));
+    }
+    assert_eq!(seen, vec!['A', 'B', 'A', 'B']);
+
+    // An absolute-form URI naming another host still goes to a backend.
+    let r = get(
+        gw,
+        "GET http://example.com/steal HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        r.starts_with("HTTP/1.1 200") && (r.ends_with("A+xff") || r.ends_with("B+xff")),
+        "{r}"
+    );
+
+    // Kill B: GETs are retried on A, no client sees an error.
+    hb.abort();
+    let _ = hb.await;
+    for _ in 0..20 {
+        let r = get(
+            gw,
+            "GET /y HTTP/1.1\r\nHost: strata\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("A+xff"), "{r}");
+    }
+    assert!(g.metrics.retries.load(Ordering::Relaxed) >= 1);
+    let mut m = String::new();
+    g.render_metrics(&mut m);
+    assert!(
+        m.contains(&format!(
+            "strata_gateway_backend_ejections_total{{backend=\"{b}\"}} 1"
+        )),
+        "{m}"
+    );
+}
