@@ -60,6 +60,22 @@ enum Cmd {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Run the gateway (load balancer and reverse proxy) standalone in front
+    /// of the given backends.
+    Gateway {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        listen: SocketAddr,
+        /// A backend address (repeat for each).
+        #[arg(long = "backend", required = true)]
+        backends: Vec<SocketAddr>,
+        /// random, round-robin, least-conn, p2c or hash.
+        #[arg(long, default_value = "p2c")]
+        algorithm: String,
+        /// Runtime worker threads (default: TOKIO_WORKER_THREADS or cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Run a blob store (volumes + needle map) from a cluster file.
     Store(RoleArgs),
     /// Run the name index from a cluster file.
@@ -90,7 +106,9 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let threads = match &cli.cmd {
-        Cmd::Serve { threads, .. } | Cmd::Cache { threads, .. } => *threads,
+        Cmd::Serve { threads, .. } | Cmd::Cache { threads, .. } | Cmd::Gateway { threads, .. } => {
+            *threads
+        }
         Cmd::Store(a) | Cmd::Index(a) | Cmd::Node(a) => a.threads,
     };
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -133,6 +151,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             strata::shutdown_signal(rx).await;
             h.shutdown().await
+        }
+        Cmd::Gateway {
+            listen,
+            backends,
+            algorithm,
+            ..
+        } => {
+            let algo: balancer::Algorithm = algorithm.parse()?;
+            let pool = balancer::Pool::new(
+                backends
+                    .iter()
+                    .map(|a| balancer::Backend::new(*a, 1))
+                    .collect(),
+                algo,
+                balancer::HealthOptions::default(),
+            )?;
+            let gw = balancer::proxy::Gateway::new(
+                Arc::new(pool),
+                balancer::proxy::GatewayOptions::default(),
+            );
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            println!(
+                "strata gateway: http://{listen} -> {} backends ({algorithm}); metrics at /_strata/metrics",
+                backends.len()
+            );
+            balancer::proxy::serve(listener, gw, strata::shutdown_signal(rx)).await?;
+            Ok(())
         }
         Cmd::Cache {
             config: Some(config),
