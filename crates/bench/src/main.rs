@@ -13,6 +13,7 @@
 //!
 //! Peers come from Debian packages and are installed when missing.
 
+mod balancer_bench;
 mod cache_bench;
 mod collapse;
 mod memload;
@@ -47,6 +48,8 @@ enum Scenario {
     Ranges(ranges::Args),
     /// Many clients onto one cold blob: strata vs nginx proxy_cache_lock.
     Collapse(collapse::Args),
+    /// Load balancer: strata gateway vs HAProxy vs nginx.
+    Balancer(balancer_bench::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,5 +61,6 @@ fn main() -> anyhow::Result<()> {
         Scenario::Ring => offline::ring(),
         Scenario::Ranges(a) => ranges::run(a),
         Scenario::Collapse(a) => collapse::run(a),
+        Scenario::Balancer(a) => balancer_bench::run(a),
     }
 }

@@ -82,7 +82,15 @@ fn config_errors_name_the_key() {
 
 #[test]
 fn gateway_rejects_an_unknown_algorithm() {
-    let (ok, out) = strata(&["gateway", "--backend", "127.0.0.1:1", "--algorithm", "fastest", "--listen", "127.0.0.1:0"]);
+    let (ok, out) = strata(&[
+        "gateway",
+        "--backend",
+        "127.0.0.1:1",
+        "--algorithm",
+        "fastest",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
     assert!(!ok);
     assert!(out.contains("fastest"), "{out}");
     let (ok, out) = strata(&["gateway", "--listen", "127.0.0.1:0"]);
