@@ -35,6 +35,9 @@ pub struct HealthOptions {
     pub fall: u32,
     /// Passed checks that bring it back.
     pub rise: u32,
+    /// A backend back from ejection or from being down ramps its share of
+    /// traffic linearly over this long (zero: at once).
+    pub slow_start: Duration,
 }
 
 impl Default for HealthOptions {
@@ -49,6 +52,7 @@ impl Default for HealthOptions {
             check_timeout: Duration::from_secs(1),
             fall: 3,
             rise: 2,
+            slow_start: Duration::from_secs(10),
         }
     }
 }
@@ -62,6 +66,8 @@ pub struct HealthState {
     check_passes: u32,
     /// Marked down by active checks.
     down: bool,
+    /// When it came back from being down (slow start runs from here).
+    back_since: Option<Instant>,
 }
 
 /// Which backends may take traffic.
@@ -139,6 +145,29 @@ pub fn record(p: &Pool, i: usize, ok: bool, now: Instant) {
     tracing::warn!(backend = %p.backends[i].addr, ?dur, "backend ejected");
 }
 
+/// Share of its normal traffic backend `i` takes at `now`: below 1 during
+/// slow start after an ejection ended or it came back up, so a node that
+/// was just restarted (cold caches, cold JIT-less but still cold disks) is
+/// not hit with a full share at once.
+pub fn ramp(p: &Pool, i: usize, now: Instant) -> f64 {
+    let ss = p.health.slow_start;
+    if ss.is_zero() {
+        return 1.0;
+    }
+    let h = lock(p, i);
+    let since = match (h.ejected_until, h.back_since) {
+        (Some(e), Some(b)) => e.max(b),
+        (Some(e), None) => e,
+        (None, Some(b)) => b,
+        (None, None) => return 1.0,
+    };
+    if now < since {
+        return 1.0;
+    }
+    let f = now.duration_since(since).as_secs_f64() / ss.as_secs_f64();
+    f.clamp(0.05, 1.0)
+}
+
 /// Records an active check result (rise/fall hysteresis).
 pub fn record_check(p: &Pool, i: usize, passed: bool) {
     let mut h = lock(p, i);
@@ -147,6 +176,7 @@ pub fn record_check(p: &Pool, i: usize, passed: bool) {
         h.check_passes += 1;
         if h.down && h.check_passes >= p.health.rise {
             h.down = false;
+            h.back_since = Some(Instant::now());
         }
     } else {
         h.check_passes = 0;

@@ -128,12 +128,30 @@ impl Pool {
         if candidates.is_empty() {
             return None;
         }
-        let load = |i: usize| self.backends[i].in_flight.load(Ordering::Relaxed);
+        let ramp: Vec<f64> = (0..self.backends.len())
+            .map(|i| crate::health::ramp(self, i, now))
+            .collect();
+        // In-flight count as the load-based algorithms see it: a backend in
+        // slow start looks busier than it is, so it gets a smaller share.
+        let load = |i: usize| self.backends[i].in_flight.load(Ordering::Relaxed) as f64 / ramp[i];
         Some(match self.algorithm {
-            Algorithm::Random => candidates[(self.random() % candidates.len() as u64) as usize],
+            Algorithm::Random => {
+                // Weighted by the slow-start ramp (1.0 for everyone else).
+                let total: f64 = candidates.iter().map(|&i| ramp[i]).sum();
+                let mut x = (self.random() >> 11) as f64 / (1u64 << 53) as f64 * total;
+                let mut chosen = candidates[candidates.len() - 1];
+                for &i in &candidates {
+                    if x < ramp[i] {
+                        chosen = i;
+                        break;
+                    }
+                    x -= ramp[i];
+                }
+                chosen
+            }
             Algorithm::LeastConn => *candidates
                 .iter()
-                .min_by_key(|&&i| load(i))
+                .min_by(|&&a, &&b| load(a).total_cmp(&load(b)))
                 .unwrap_or(&candidates[0]),
             Algorithm::P2c => {
                 let a = candidates[(self.random() % candidates.len() as u64) as usize];
@@ -148,13 +166,14 @@ impl Pool {
                 // Smooth weighted round robin: every candidate gains its
                 // weight, the largest is chosen and pays the total.
                 let mut cur = self.rr.lock().unwrap_or_else(|p| p.into_inner());
-                let total: i64 = candidates
-                    .iter()
-                    .map(|&i| i64::from(self.backends[i].weight))
-                    .sum();
+                // Weights in hundredths so that slow start can scale them.
+                let w = |i: usize| {
+                    ((f64::from(self.backends[i].weight) * 100.0 * ramp[i]) as i64).max(1)
+                };
+                let total: i64 = candidates.iter().map(|&i| w(i)).sum();
                 let mut best = candidates[0];
                 for &i in &candidates {
-                    cur[i] += i64::from(self.backends[i].weight);
+                    cur[i] += w(i);
                     if cur[i] > cur[best] {
                         best = i;
                     }
@@ -164,7 +183,13 @@ impl Pool {
             }
             Algorithm::Hash => {
                 let loads: Vec<u64> = (0..self.backends.len())
-                    .map(|i| if ok(i) { load(i) } else { u64::MAX / 4 })
+                    .map(|i| {
+                        if ok(i) {
+                            self.backends[i].in_flight.load(Ordering::Relaxed)
+                        } else {
+                            u64::MAX / 4
+                        }
+                    })
                     .collect();
                 match self.ring.owner_bounded(key, &loads, 1.25) {
                     Some(i) if ok(i) => i,

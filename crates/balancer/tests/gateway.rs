@@ -267,3 +267,35 @@ async fn spreads_fails_over_and_is_never_an_open_proxy() {
         "{m}"
     );
 }
+
+#[test]
+fn a_backend_back_from_ejection_ramps_up_slowly() {
+    let backends = (0..2).map(|i| Backend::new(addr(i), 1)).collect();
+    let h = HealthOptions {
+        consecutive_failures: 1,
+        max_ejection_percent: 50,
+        panic_threshold_percent: 0,
+        base_ejection: Duration::from_secs(10),
+        slow_start: Duration::from_secs(10),
+        check_interval: Duration::ZERO,
+        ..HealthOptions::default()
+    };
+    let p = Pool::new(backends, Algorithm::RoundRobin, h).expect("pool");
+    let t0 = Instant::now();
+    health::record(&p, 1, false, t0);
+    assert!(p.is_ejected(1, t0 + Duration::from_secs(5)));
+    // One second into slow start: a tenth of its share (1 of 11 picks).
+    let at = t0 + Duration::from_secs(11);
+    let mut c = [0usize; 2];
+    for _ in 0..1100 {
+        c[p.pick(b"", &[], at).expect("pick")] += 1;
+    }
+    assert!((90..=110).contains(&c[1]), "{c:?}");
+    // Slow start over: equal shares again.
+    let later = t0 + Duration::from_secs(25);
+    let mut c = [0usize; 2];
+    for _ in 0..1000 {
+        c[p.pick(b"", &[], later).expect("pick")] += 1;
+    }
+    assert_eq!(c, [500, 500]);
+}
