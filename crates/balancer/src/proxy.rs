@@ -35,6 +35,17 @@ pub struct GatewayOptions {
     /// Extra backends tried for an idempotent request after a connect
     /// error or timeout.
     pub retries: usize,
+    /// Retries in flight may be at most this percent of the requests in
+    /// flight (a retry storm must not double the load on a sick pool).
+    pub retry_budget_percent: u64,
+    /// Retries always allowed in flight, whatever the percentage says.
+    pub min_retry_concurrency: u64,
+}
+
+/// May one more retry start, with `active` requests and `retrying`
+/// retries in flight?
+pub fn budget_allows(active: u64, retrying: u64, percent: u64, min: u64) -> bool {
+    retrying < min.max(active * percent / 100)
 }
 
 impl Default for GatewayOptions {
@@ -43,6 +54,8 @@ impl Default for GatewayOptions {
             connect_timeout: Duration::from_secs(1),
             first_byte_timeout: Duration::from_secs(30),
             retries: 2,
+            retry_budget_percent: 20,
+            min_retry_concurrency: 3,
         }
     }
 }
@@ -56,6 +69,12 @@ pub struct GatewayMetrics {
     pub retries: AtomicU64,
     /// 502/504 answered by the gateway itself.
     pub gateway_errors: AtomicU64,
+    /// Retries refused by the retry budget.
+    pub retries_refused: AtomicU64,
+    /// Requests in flight.
+    pub active: AtomicU64,
+    /// Retries in flight.
+    pub retrying: AtomicU64,
 }
 
 /// A gateway in front of one pool.
@@ -218,6 +237,9 @@ pub async fn handle(
     client: SocketAddr,
 ) -> Response<UpBody> {
     gw.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let _active = Count::new(&gw.metrics.active);
+    // Set while this request is being retried (counts against the budget).
+    let mut retrying: Option<Count<'_>> = None;
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let xff = match parts
@@ -285,8 +307,7 @@ pub async fn handle(
                 // the backend closed): for an idempotent request without a
                 // body, trying another backend cannot repeat a side effect.
                 tracing::debug!(backend = %b.addr, error = %e, "upstream request failed");
-                if retryable && tried.len() <= gw.opts.retries {
-                    gw.metrics.retries.fetch_add(1, Ordering::Relaxed);
+                if retryable && tried.len() <= gw.opts.retries && may_retry(&gw, &mut retrying) {
                     continue;
                 }
                 gw.metrics.gateway_errors.fetch_add(1, Ordering::Relaxed);
@@ -295,8 +316,7 @@ pub async fn handle(
             Err(_) => {
                 b.in_flight.fetch_sub(1, Ordering::Relaxed);
                 health::record(&gw.pool, i, false, Instant::now());
-                if retryable && tried.len() <= gw.opts.retries {
-                    gw.metrics.retries.fetch_add(1, Ordering::Relaxed);
+                if retryable && tried.len() <= gw.opts.retries && may_retry(&gw, &mut retrying) {
                     continue;
                 }
                 gw.metrics.gateway_errors.fetch_add(1, Ordering::Relaxed);
@@ -304,6 +324,45 @@ pub async fn handle(
             }
         }
     }
+}
+
+/// Counts one unit on a gauge for as long as it lives.
+struct Count<'a>(&'a AtomicU64);
+
+impl<'a> Count<'a> {
+    fn new(c: &'a AtomicU64) -> Self {
+        c.fetch_add(1, Ordering::Relaxed);
+        Count(c)
+    }
+}
+
+impl Drop for Count<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Takes a place in the retry budget for this request (once), or refuses.
+fn may_retry<'a>(gw: &'a Gateway, slot: &mut Option<Count<'a>>) -> bool {
+    if slot.is_none() {
+        let m = &gw.metrics;
+        let (active, retrying) = (
+            m.active.load(Ordering::Relaxed),
+            m.retrying.load(Ordering::Relaxed),
+        );
+        if !budget_allows(
+            active,
+            retrying,
+            gw.opts.retry_budget_percent,
+            gw.opts.min_retry_concurrency,
+        ) {
+            m.retries_refused.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        *slot = Some(Count::new(&m.retrying));
+    }
+    gw.metrics.retries.fetch_add(1, Ordering::Relaxed);
+    true
 }
 
 /// Active health checks: `GET /healthz` on every backend each interval.

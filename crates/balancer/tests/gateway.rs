@@ -299,3 +299,15 @@ fn a_backend_back_from_ejection_ramps_up_slowly() {
     }
     assert_eq!(c, [500, 500]);
 }
+
+#[test]
+fn the_retry_budget_caps_retries_in_flight() {
+    use balancer::proxy::budget_allows;
+    // A few retries are always allowed ...
+    assert!(budget_allows(1, 0, 20, 3));
+    assert!(budget_allows(1, 2, 20, 3));
+    assert!(!budget_allows(1, 3, 20, 3));
+    // ... and beyond that, at most 20% of the requests in flight.
+    assert!(budget_allows(100, 19, 20, 3));
+    assert!(!budget_allows(100, 20, 20, 3));
+}
