@@ -40,6 +40,9 @@ pub struct GatewayOptions {
     pub retry_budget_percent: u64,
     /// Retries always allowed in flight, whatever the percentage says.
     pub min_retry_concurrency: u64,
+    /// Per-client-IP token bucket: (requests per second, burst). Over it a
+    /// client gets 429 with Retry-After. `None` = no limit.
+    pub rate_limit: Option<(f64, f64)>,
 }
 
 /// May one more retry start, with `active` requests and `retrying`
@@ -56,6 +59,7 @@ impl Default for GatewayOptions {
             retries: 2,
             retry_budget_percent: 20,
             min_retry_concurrency: 3,
+            rate_limit: None,
         }
     }
 }
@@ -75,10 +79,14 @@ pub struct GatewayMetrics {
     pub active: AtomicU64,
     /// Retries in flight.
     pub retrying: AtomicU64,
+    /// Requests refused by the per-client rate limit.
+    pub rate_limited: AtomicU64,
 }
 
 /// A gateway in front of one pool.
 pub struct Gateway {
+    /// Token buckets per client IP: (tokens, last refill).
+    buckets: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (f64, Instant)>>,
     pool: Arc<Pool>,
     client: Client<HttpConnector, UpBody>,
     opts: GatewayOptions,
@@ -96,11 +104,33 @@ impl Gateway {
             .pool_idle_timeout(Duration::from_secs(60))
             .build(conn);
         Arc::new(Gateway {
+            buckets: std::sync::Mutex::new(std::collections::HashMap::new()),
             pool,
             client,
             opts,
             metrics: GatewayMetrics::default(),
         })
+    }
+
+    /// Takes a token from `ip`'s bucket; false when it is empty.
+    fn admit(&self, ip: std::net::IpAddr, now: Instant) -> bool {
+        let Some((rate, burst)) = self.opts.rate_limit else {
+            return true;
+        };
+        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if b.len() > 100_000 {
+            // Forget idle clients rather than grow without bound.
+            b.retain(|_, (_, t)| now.duration_since(*t) < Duration::from_secs(60));
+        }
+        let (tokens, last) = b.entry(ip).or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 
     /// The pool.
@@ -237,6 +267,13 @@ pub async fn handle(
     client: SocketAddr,
 ) -> Response<UpBody> {
     gw.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    if !gw.admit(client.ip(), Instant::now()) {
+        gw.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+        let mut r = plain(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded\n");
+        r.headers_mut()
+            .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    }
     let _active = Count::new(&gw.metrics.active);
     // Set while this request is being retried (counts against the budget).
     let mut retrying: Option<Count<'_>> = None;

@@ -311,3 +311,32 @@ fn the_retry_budget_caps_retries_in_flight() {
     assert!(budget_allows(100, 19, 20, 3));
     assert!(!budget_allows(100, 20, 20, 3));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_over_their_rate_get_429() {
+    let (a, _ha) = backend("A").await;
+    let h = HealthOptions {
+        check_interval: Duration::ZERO,
+        ..HealthOptions::default()
+    };
+    let p = Pool::new(vec![Backend::new(a, 1)], Algorithm::RoundRobin, h).expect("pool");
+    // Burst 3, refilling one token every 100 s: the 4th request is refused.
+    let opts = GatewayOptions {
+        rate_limit: Some((0.01, 3.0)),
+        ..GatewayOptions::default()
+    };
+    let g = Gateway::new(Arc::new(p), opts);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let gw = l.local_addr().expect("addr");
+    tokio::spawn(balancer::proxy::serve(l, g.clone(), std::future::pending()));
+    for _ in 0..3 {
+        let r = get(gw, "GET / HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    }
+    let r = get(gw, "GET / HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n").await;
+    assert!(r.starts_with("HTTP/1.1 429"), "{r}");
+    assert!(r.to_ascii_lowercase().contains("retry-after: 1"), "{r}");
+    assert_eq!(g.metrics.rate_limited.load(Ordering::Relaxed), 1);
+}

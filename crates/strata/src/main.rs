@@ -72,6 +72,13 @@ enum Cmd {
         /// random, round-robin, least-conn, p2c or hash.
         #[arg(long, default_value = "p2c")]
         algorithm: String,
+        /// Per-client-IP limit, requests per second (429 above it); off by
+        /// default.
+        #[arg(long)]
+        rate_limit: Option<f64>,
+        /// Burst allowed above the rate (default: one second's worth).
+        #[arg(long)]
+        burst: Option<f64>,
         /// Runtime worker threads (default: TOKIO_WORKER_THREADS or cores).
         #[arg(long)]
         threads: Option<usize>,
@@ -156,6 +163,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             backends,
             algorithm,
+            rate_limit,
+            burst,
             ..
         } => {
             let algo: balancer::Algorithm = algorithm.parse()?;
@@ -167,10 +176,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 algo,
                 balancer::HealthOptions::default(),
             )?;
-            let gw = balancer::proxy::Gateway::new(
-                Arc::new(pool),
-                balancer::proxy::GatewayOptions::default(),
-            );
+            let opts = balancer::proxy::GatewayOptions {
+                rate_limit: rate_limit.map(|r| (r, burst.unwrap_or(r).max(1.0))),
+                ..balancer::proxy::GatewayOptions::default()
+            };
+            let gw = balancer::proxy::Gateway::new(Arc::new(pool), opts);
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
