@@ -138,6 +138,47 @@ impl Gateway {
         &self.pool
     }
 
+    /// The operator's status page: pools, backends, health, load and
+    /// ejections, refreshing itself every 2 seconds, so that nodes at their
+    /// limit show even when total throughput falls.
+    pub fn status_page(&self) -> String {
+        use std::fmt::Write;
+        let now = Instant::now();
+        let mut rows = String::new();
+        for (i, b) in self.pool.backends.iter().enumerate() {
+            let state = if self.pool.is_ejected(i, now) {
+                "ejected"
+            } else {
+                "up"
+            };
+            let _ = write!(
+                rows,
+                "<tr class=\"{state}\"><td>{}</td><td>{state}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                b.addr,
+                b.weight,
+                b.in_flight.load(Ordering::Relaxed),
+                b.requests.load(Ordering::Relaxed),
+                b.failures.load(Ordering::Relaxed),
+                b.ejections.load(Ordering::Relaxed),
+            );
+        }
+        let m = &self.metrics;
+        format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"2\">\
+             <title>strata gateway</title><style>body{{font-family:sans-serif}}td,th{{padding:2px 10px}}\
+             tr.ejected{{background:#fdd}}</style></head><body><h1>strata gateway</h1>\
+             <p>algorithm {:?}; requests {}; in flight {}; retries {}; gateway errors {}; rate limited {}</p>\
+             <table><tr><th>backend</th><th>state</th><th>weight</th><th>in flight</th><th>requests</th><th>failures</th><th>ejections</th></tr>{rows}</table>\
+             </body></html>",
+            self.pool.algorithm,
+            m.requests.load(Ordering::Relaxed),
+            m.active.load(Ordering::Relaxed),
+            m.retries.load(Ordering::Relaxed),
+            m.gateway_errors.load(Ordering::Relaxed),
+            m.rate_limited.load(Ordering::Relaxed),
+        )
+    }
+
     /// Prometheus text.
     pub fn render_metrics(&self, out: &mut String) {
         use std::fmt::Write;
@@ -451,6 +492,11 @@ pub async fn serve(
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let gw = gw.clone();
                         async move {
+                            if req.uri().path() == "/_strata/status" {
+                                let mut r = plain(StatusCode::OK, &gw.status_page());
+                                r.headers_mut().insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+                                return Ok::<_, Infallible>(r);
+                            }
                             if req.uri().path() == "/_strata/metrics" {
                                 let mut out = String::new();
                                 gw.render_metrics(&mut out);

@@ -258,6 +258,20 @@ async fn spreads_fails_over_and_is_never_an_open_proxy() {
         assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("A+xff"), "{r}");
     }
     assert!(g.metrics.retries.load(Ordering::Relaxed) >= 1);
+    let page = get(
+        gw,
+        "GET /_strata/status HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        page.contains("text/html") && page.contains("http-equiv=\"refresh\""),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("<td>{b}</td><td>ejected</td>")),
+        "{page}"
+    );
+    assert!(page.contains(&format!("<td>{a}</td><td>up</td>")), "{page}");
     let mut m = String::new();
     g.render_metrics(&mut m);
     assert!(
