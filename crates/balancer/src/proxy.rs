@@ -43,6 +43,13 @@ pub struct GatewayOptions {
     /// Per-client-IP token bucket: (requests per second, burst). Over it a
     /// client gets 429 with Retry-After. `None` = no limit.
     pub rate_limit: Option<(f64, f64)>,
+    /// Most requests in flight per backend; more wait in a queue. `None` =
+    /// no limit.
+    pub max_in_flight: Option<usize>,
+    /// Most requests waiting per backend; beyond it, 503 at once.
+    pub queue: usize,
+    /// Longest wait in the queue before 503 with Retry-After.
+    pub queue_timeout: Duration,
 }
 
 /// May one more retry start, with `active` requests and `retrying`
@@ -60,6 +67,9 @@ impl Default for GatewayOptions {
             retry_budget_percent: 20,
             min_retry_concurrency: 3,
             rate_limit: None,
+            max_in_flight: None,
+            queue: 100,
+            queue_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -81,10 +91,14 @@ pub struct GatewayMetrics {
     pub retrying: AtomicU64,
     /// Requests refused by the per-client rate limit.
     pub rate_limited: AtomicU64,
+    /// Requests refused because a backend's queue was full or too slow.
+    pub queue_refused: AtomicU64,
 }
 
 /// A gateway in front of one pool.
 pub struct Gateway {
+    /// Per-backend admission (max in flight) and the number waiting.
+    slots: Vec<(Arc<tokio::sync::Semaphore>, AtomicU64)>,
     /// Token buckets per client IP: (tokens, last refill).
     buckets: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (f64, Instant)>>,
     pool: Arc<Pool>,
@@ -103,13 +117,56 @@ impl Gateway {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(conn);
+        let permits = opts
+            .max_in_flight
+            .unwrap_or(tokio::sync::Semaphore::MAX_PERMITS);
+        let slots = pool
+            .backends
+            .iter()
+            .map(|_| {
+                (
+                    Arc::new(tokio::sync::Semaphore::new(permits)),
+                    AtomicU64::new(0),
+                )
+            })
+            .collect();
         Arc::new(Gateway {
+            slots,
             buckets: std::sync::Mutex::new(std::collections::HashMap::new()),
             pool,
             client,
             opts,
             metrics: GatewayMetrics::default(),
         })
+    }
+
+    /// Requests waiting in backend `i`'s queue.
+    pub fn queued(&self, i: usize) -> u64 {
+        self.slots[i].1.load(Ordering::Relaxed)
+    }
+
+    /// Waits for an admission slot on backend `i` (if limits are set).
+    async fn admit_backend(
+        &self,
+        i: usize,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ()> {
+        if self.opts.max_in_flight.is_none() {
+            return Ok(None);
+        }
+        let (sem, waiting) = &self.slots[i];
+        if let Ok(p) = sem.clone().try_acquire_owned() {
+            return Ok(Some(p));
+        }
+        if waiting.fetch_add(1, Ordering::Relaxed) as usize >= self.opts.queue {
+            waiting.fetch_sub(1, Ordering::Relaxed);
+            return Err(());
+        }
+        let got = tokio::time::timeout(self.opts.queue_timeout, sem.clone().acquire_owned()).await;
+        waiting.fetch_sub(1, Ordering::Relaxed);
+        match got {
+            Ok(Ok(p)) => Ok(Some(p)),
+            _ => Err(()),
+        }
     }
 
     /// Takes a token from `ip`'s bucket; false when it is empty.
@@ -264,6 +321,8 @@ struct Guarded {
     inner: Incoming,
     pool: Arc<Pool>,
     idx: usize,
+    /// The backend's admission slot, released when the body ends.
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Drop for Guarded {
@@ -361,6 +420,18 @@ pub async fn handle(
             Some(b) if !retryable => b.boxed(),
             _ => Empty::new().map_err(|e| match e {}).boxed(),
         };
+        // Admission: at most max_in_flight per backend; a bounded queue
+        // waits up to queue_timeout, then 503 with Retry-After.
+        let permit = match gw.admit_backend(i).await {
+            Ok(p) => p,
+            Err(()) => {
+                gw.metrics.queue_refused.fetch_add(1, Ordering::Relaxed);
+                let mut r = plain(StatusCode::SERVICE_UNAVAILABLE, "backend busy\n");
+                r.headers_mut()
+                    .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return r;
+            }
+        };
         let mut up = Request::from_parts(parts.clone(), up_body);
         *up.uri_mut() = uri;
         b.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -375,6 +446,7 @@ pub async fn handle(
                     inner: rb,
                     pool: gw.pool.clone(),
                     idx: i,
+                    _permit: permit,
                 };
                 return Response::from_parts(rp, guarded.boxed());
             }

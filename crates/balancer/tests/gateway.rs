@@ -354,3 +354,90 @@ async fn clients_over_their_rate_get_429() {
     assert!(r.to_ascii_lowercase().contains("retry-after: 1"), "{r}");
     assert_eq!(g.metrics.rate_limited.load(Ordering::Relaxed), 1);
 }
+
+/// A backend that answers only as `release` hands out permits.
+async fn held_backend(release: Arc<tokio::sync::Semaphore>) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let a = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let release = release.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                loop {
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let Ok(p) = release.acquire().await else {
+                        return;
+                    };
+                    p.forget();
+                    if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    a
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_backend_queues_then_answers_503() {
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let a = held_backend(release.clone()).await;
+    let h = HealthOptions {
+        check_interval: Duration::ZERO,
+        ..HealthOptions::default()
+    };
+    let p = Pool::new(vec![Backend::new(a, 1)], Algorithm::RoundRobin, h).expect("pool");
+    let opts = GatewayOptions {
+        max_in_flight: Some(1),
+        queue: 1,
+        queue_timeout: Duration::from_millis(300),
+        ..GatewayOptions::default()
+    };
+    let g = Gateway::new(Arc::new(p), opts);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let gw = l.local_addr().expect("addr");
+    tokio::spawn(balancer::proxy::serve(l, g.clone(), std::future::pending()));
+    let req = "GET / HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n";
+    // One in flight (held by the backend), one queued ...
+    let first = tokio::spawn(async move { get(gw, req).await });
+    while g.pool().backends[0].in_flight.load(Ordering::Relaxed) == 0 {
+        tokio::task::yield_now().await;
+    }
+    let second = tokio::spawn(async move { get(gw, req).await });
+    while g.queued(0) == 0 {
+        tokio::task::yield_now().await;
+    }
+    // ... and the next one finds the queue full: 503 at once.
+    let third = get(gw, req).await;
+    assert!(
+        third.starts_with("HTTP/1.1 503") && third.to_ascii_lowercase().contains("retry-after: 1"),
+        "{third}"
+    );
+    // The queued one waits past the queue timeout: 503 too.
+    let second = second.await.expect("second");
+    assert!(second.starts_with("HTTP/1.1 503"), "{second}");
+    // Release the backend: the admitted request completes.
+    release.add_permits(10);
+    assert!(first.await.expect("first").starts_with("HTTP/1.1 200"));
+    assert_eq!(g.metrics.queue_refused.load(Ordering::Relaxed), 2);
+    // Capacity is back.
+    assert!(get(gw, req).await.starts_with("HTTP/1.1 200"));
+}

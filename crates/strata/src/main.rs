@@ -79,6 +79,16 @@ enum Cmd {
         /// Burst allowed above the rate (default: one second's worth).
         #[arg(long)]
         burst: Option<f64>,
+        /// Most requests in flight per backend; more wait in a queue (off
+        /// by default).
+        #[arg(long)]
+        max_in_flight: Option<usize>,
+        /// Most requests waiting per backend before 503.
+        #[arg(long, default_value_t = 100)]
+        queue: usize,
+        /// Longest wait in a backend's queue before 503, ms.
+        #[arg(long, default_value_t = 1000)]
+        queue_timeout_ms: u64,
         /// Runtime worker threads (default: TOKIO_WORKER_THREADS or cores).
         #[arg(long)]
         threads: Option<usize>,
@@ -165,6 +175,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             algorithm,
             rate_limit,
             burst,
+            max_in_flight,
+            queue,
+            queue_timeout_ms,
             ..
         } => {
             let algo: balancer::Algorithm = algorithm.parse()?;
@@ -178,6 +191,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
             let opts = balancer::proxy::GatewayOptions {
                 rate_limit: rate_limit.map(|r| (r, burst.unwrap_or(r).max(1.0))),
+                max_in_flight,
+                queue,
+                queue_timeout: std::time::Duration::from_millis(queue_timeout_ms),
                 ..balancer::proxy::GatewayOptions::default()
             };
             let gw = balancer::proxy::Gateway::new(Arc::new(pool), opts);
