@@ -38,6 +38,12 @@ pub struct HealthOptions {
     /// A backend back from ejection or from being down ramps its share of
     /// traffic linearly over this long (zero: at once).
     pub slow_start: Duration,
+    /// Latency outliers: a backend whose latency EWMA exceeds this many
+    /// times the median of the pool's (with at least 3 backends, and above
+    /// `outlier_min`) is ejected like a failing one. `None` = off.
+    pub outlier_factor: Option<f64>,
+    /// Latency below which nobody is an outlier.
+    pub outlier_min: Duration,
 }
 
 impl Default for HealthOptions {
@@ -53,6 +59,8 @@ impl Default for HealthOptions {
             fall: 3,
             rise: 2,
             slow_start: Duration::from_secs(10),
+            outlier_factor: Some(5.0),
+            outlier_min: Duration::from_millis(50),
         }
     }
 }
@@ -129,6 +137,12 @@ pub fn record(p: &Pool, i: usize, ok: bool, now: Instant) {
     if fails < p.health.consecutive_failures {
         return;
     }
+    eject(p, i, now);
+}
+
+/// Ejects backend `i` unless the pool already has its maximum share
+/// ejected; the n-th ejection lasts n times the base time.
+fn eject(p: &Pool, i: usize, now: Instant) {
     let ejected_now = (0..p.backends.len())
         .filter(|&j| j != i && lock(p, j).ejected_until.is_some_and(|t| now < t))
         .count();
@@ -137,12 +151,48 @@ pub fn record(p: &Pool, i: usize, ok: bool, now: Instant) {
         // Ejecting this one would pass the cap: keep it in service.
         return;
     }
+    if lock(p, i).ejected_until.is_some_and(|t| now < t) {
+        return;
+    }
     let n = p.backends[i].ejections.fetch_add(1, Ordering::Relaxed) + 1;
     let dur = (p.health.base_ejection * n).min(p.health.max_ejection);
     let mut h = lock(p, i);
     h.ejected_until = Some(now + dur);
     h.consecutive_failures = 0;
     tracing::warn!(backend = %p.backends[i].addr, ?dur, "backend ejected");
+}
+
+/// Counts a response's time to first byte from backend `i` in its latency
+/// EWMA (weight 1/8), then ejects it if it has become a latency outlier.
+pub fn record_latency(p: &Pool, i: usize, ttfb: Duration, now: Instant) {
+    let sample = ttfb.as_micros().min(u128::from(u64::MAX)) as u64;
+    let e = &p.backends[i].ewma_us;
+    let old = e.load(Ordering::Relaxed);
+    let new = if old == 0 {
+        sample
+    } else {
+        old - old / 8 + sample / 8
+    };
+    e.store(new.max(1), Ordering::Relaxed);
+    let Some(factor) = p.health.outlier_factor else {
+        return;
+    };
+    if p.backends.len() < 3 || new < p.health.outlier_min.as_micros() as u64 {
+        return;
+    }
+    let mut others: Vec<u64> = (0..p.backends.len())
+        .filter(|&j| j != i)
+        .map(|j| p.backends[j].ewma_us.load(Ordering::Relaxed))
+        .filter(|&v| v > 0)
+        .collect();
+    if others.len() < 2 {
+        return;
+    }
+    others.sort_unstable();
+    let median = others[others.len() / 2] as f64;
+    if new as f64 > factor * median {
+        eject(p, i, now);
+    }
 }
 
 /// Share of its normal traffic backend `i` takes at `now`: below 1 during

@@ -22,6 +22,8 @@ pub enum Algorithm {
     /// Power of two choices: two random backends, the one with fewer
     /// requests in flight.
     P2c,
+    /// Power of two choices on the latency EWMA (time to first byte).
+    P2cLatency,
     /// Consistent hash of the request key with bounded load (1.25x the
     /// average in flight), so a key keeps the same backend.
     Hash,
@@ -35,6 +37,7 @@ impl FromStr for Algorithm {
             "round-robin" | "rr" => Algorithm::RoundRobin,
             "least-conn" => Algorithm::LeastConn,
             "p2c" => Algorithm::P2c,
+            "p2c-latency" => Algorithm::P2cLatency,
             "hash" => Algorithm::Hash,
             other => return Err(Error::Algorithm(other.to_owned())),
         })
@@ -56,6 +59,9 @@ pub struct Backend {
     pub failures: AtomicU64,
     /// Times ejected.
     pub ejections: AtomicU32,
+    /// Exponentially weighted moving average of the time to first byte,
+    /// microseconds (0 until the first response).
+    pub ewma_us: AtomicU64,
     pub(crate) health: Mutex<HealthState>,
 }
 
@@ -69,6 +75,7 @@ impl Backend {
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
+            ewma_us: AtomicU64::new(0),
             health: Mutex::new(HealthState::default()),
         }
     }
@@ -157,6 +164,21 @@ impl Pool {
                 let a = candidates[(self.random() % candidates.len() as u64) as usize];
                 let b = candidates[(self.random() % candidates.len() as u64) as usize];
                 if load(b) < load(a) {
+                    b
+                } else {
+                    a
+                }
+            }
+            Algorithm::P2cLatency => {
+                // Cost = latency EWMA x (in flight + 1): a fast backend that
+                // is already busy is not automatically preferred.
+                let cost = |i: usize| {
+                    let e = self.backends[i].ewma_us.load(Ordering::Relaxed).max(1) as f64;
+                    e * (load(i) + 1.0)
+                };
+                let a = candidates[(self.random() % candidates.len() as u64) as usize];
+                let b = candidates[(self.random() % candidates.len() as u64) as usize];
+                if cost(b) < cost(a) {
                     b
                 } else {
                     a

@@ -436,10 +436,13 @@ pub async fn handle(
         *up.uri_mut() = uri;
         b.in_flight.fetch_add(1, Ordering::Relaxed);
         b.requests.fetch_add(1, Ordering::Relaxed);
+        let sent = Instant::now();
         let res = tokio::time::timeout(gw.opts.first_byte_timeout, gw.client.request(up)).await;
         match res {
             Ok(Ok(resp)) => {
-                health::record(&gw.pool, i, resp.status().as_u16() < 500, Instant::now());
+                let now = Instant::now();
+                health::record(&gw.pool, i, resp.status().as_u16() < 500, now);
+                health::record_latency(&gw.pool, i, now.duration_since(sent), now);
                 let (mut rp, rb) = resp.into_parts();
                 strip_hop_by_hop(&mut rp.headers);
                 let guarded = Guarded {

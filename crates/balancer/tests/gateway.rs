@@ -441,3 +441,42 @@ async fn a_full_backend_queues_then_answers_503() {
     // Capacity is back.
     assert!(get(gw, req).await.starts_with("HTTP/1.1 200"));
 }
+
+#[test]
+fn latency_outliers_are_ejected_and_p2c_latency_prefers_fast_backends() {
+    let backends = (0..4).map(|i| Backend::new(addr(i), 1)).collect();
+    let h = HealthOptions {
+        outlier_factor: Some(5.0),
+        outlier_min: Duration::from_millis(10),
+        check_interval: Duration::ZERO,
+        ..HealthOptions::default()
+    };
+    let p = Pool::new(backends, Algorithm::P2cLatency, h).expect("pool");
+    let now = Instant::now();
+    for _ in 0..10 {
+        for i in 0..3 {
+            health::record_latency(&p, i, Duration::from_millis(2), now);
+        }
+    }
+    // Backend 3 is fast at first, then slows to 100 ms: an outlier.
+    health::record_latency(&p, 3, Duration::from_millis(2), now);
+    assert!(!p.is_ejected(3, now));
+    for _ in 0..20 {
+        health::record_latency(&p, 3, Duration::from_millis(100), now);
+    }
+    assert!(p.is_ejected(3, now), "slow backend ejected");
+    assert_eq!(p.backends[3].ejections.load(Ordering::Relaxed), 1);
+
+    // p2c on latency: a backend twice as slow gets clearly less traffic.
+    let backends = (0..2).map(|i| Backend::new(addr(i), 1)).collect();
+    let h = HealthOptions {
+        outlier_factor: None,
+        check_interval: Duration::ZERO,
+        ..HealthOptions::default()
+    };
+    let q = Pool::new(backends, Algorithm::P2cLatency, h).expect("pool");
+    health::record_latency(&q, 0, Duration::from_millis(1), now);
+    health::record_latency(&q, 1, Duration::from_millis(2), now);
+    let c = counts(&q, 10_000, |_| String::new());
+    assert!(c[0] > 6_000, "{c:?}");
+}
