@@ -3,7 +3,9 @@
 #[non_exhaustive]
 pub enum Error {
     /// An unknown algorithm name.
-    #[error("unknown algorithm `{0}` (random, round-robin, least-conn, p2c, p2c-latency, hash)")]
+    #[error(
+        "unknown algorithm `{0}` (random, round-robin, least-conn, p2c, p2c-latency, load, hash)"
+    )]
     Algorithm(String),
     /// No backends configured.
     #[error("a pool needs at least one backend")]

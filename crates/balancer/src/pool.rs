@@ -24,6 +24,9 @@ pub enum Algorithm {
     P2c,
     /// Power of two choices on the latency EWMA (time to first byte).
     P2cLatency,
+    /// Load-aware: power of two choices on the load each backend reports on
+    /// `GET /load` (CPU percent, plus requests in flight).
+    Load,
     /// Consistent hash of the request key with bounded load (1.25x the
     /// average in flight), so a key keeps the same backend.
     Hash,
@@ -38,6 +41,7 @@ impl FromStr for Algorithm {
             "least-conn" => Algorithm::LeastConn,
             "p2c" => Algorithm::P2c,
             "p2c-latency" => Algorithm::P2cLatency,
+            "load" => Algorithm::Load,
             "hash" => Algorithm::Hash,
             other => return Err(Error::Algorithm(other.to_owned())),
         })
@@ -62,6 +66,9 @@ pub struct Backend {
     /// Exponentially weighted moving average of the time to first byte,
     /// microseconds (0 until the first response).
     pub ewma_us: AtomicU64,
+    /// Last load the backend reported on `/load`: CPU percent x 100 plus
+    /// its in-flight requests x 100 (0 until the first report).
+    pub reported_load: AtomicU64,
     pub(crate) health: Mutex<HealthState>,
 }
 
@@ -76,6 +83,7 @@ impl Backend {
             failures: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
             ewma_us: AtomicU64::new(0),
+            reported_load: AtomicU64::new(0),
             health: Mutex::new(HealthState::default()),
         }
     }
@@ -175,6 +183,19 @@ impl Pool {
                 let cost = |i: usize| {
                     let e = self.backends[i].ewma_us.load(Ordering::Relaxed).max(1) as f64;
                     e * (load(i) + 1.0)
+                };
+                let a = candidates[(self.random() % candidates.len() as u64) as usize];
+                let b = candidates[(self.random() % candidates.len() as u64) as usize];
+                if cost(b) < cost(a) {
+                    b
+                } else {
+                    a
+                }
+            }
+            Algorithm::Load => {
+                // The reported load, plus what this gateway sent since.
+                let cost = |i: usize| {
+                    self.backends[i].reported_load.load(Ordering::Relaxed) as f64 / 100.0 + load(i)
                 };
                 let a = candidates[(self.random() % candidates.len() as u64) as usize];
                 let b = candidates[(self.random() % candidates.len() as u64) as usize];

@@ -518,6 +518,43 @@ fn may_retry<'a>(gw: &'a Gateway, slot: &mut Option<Count<'a>>) -> bool {
     true
 }
 
+/// Reads backend `i`'s `GET /load` report into its reported load.
+async fn poll_load(gw: &Gateway, i: usize) {
+    let b = &gw.pool.backends[i];
+    let Ok(uri) = format!("http://{}/load", b.addr).parse::<hyper::Uri>() else {
+        return;
+    };
+    let Ok(req) = Request::get(uri).body(Empty::new().map_err(|e| match e {}).boxed()) else {
+        return;
+    };
+    let Ok(Ok(resp)) =
+        tokio::time::timeout(gw.pool.health.check_timeout, gw.client.request(req)).await
+    else {
+        return;
+    };
+    let Ok(Ok(body)) =
+        tokio::time::timeout(gw.pool.health.check_timeout, resp.into_body().collect()).await
+    else {
+        return;
+    };
+    let text = String::from_utf8_lossy(&body.to_bytes()).into_owned();
+    // A tiny reader for {"cpu_percent": x, "in_flight": n, ...}: no JSON
+    // crate in the gateway for two numbers.
+    let field = |name: &str| -> f64 {
+        text.split_once(&format!("\"{name}\":"))
+            .and_then(|(_, rest)| {
+                rest.trim_start()
+                    .split(|c: char| c == ',' || c == '}')
+                    .next()
+            })
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let score = (field("cpu_percent") + field("in_flight")) * 100.0;
+    b.reported_load
+        .store(score.max(0.0) as u64, Ordering::Relaxed);
+}
+
 /// Active health checks: `GET /healthz` on every backend each interval.
 pub fn spawn_checks(gw: &Arc<Gateway>) {
     let interval = gw.pool.health.check_interval;
@@ -542,6 +579,9 @@ pub fn spawn_checks(gw: &Arc<Gateway>) {
                     Ok(Ok(r)) if r.status().is_success()
                 );
                 health::record_check(&gw.pool, i, passed);
+                if passed && gw.pool.algorithm == crate::Algorithm::Load {
+                    poll_load(&gw, i).await;
+                }
             }
         }
     });

@@ -480,3 +480,88 @@ fn latency_outliers_are_ejected_and_p2c_latency_prefers_fast_backends() {
     let c = counts(&q, 10_000, |_| String::new());
     assert!(c[0] > 6_000, "{c:?}");
 }
+
+/// A backend that answers `/load` with a fixed CPU figure and anything
+/// else with its name.
+async fn loaded_backend(name: &'static str, cpu: u32) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let a = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                loop {
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let body = if got.starts_with(b"GET /load ") {
+                        format!("{{\"cpu_percent\": {cpu}, \"rss_bytes\": 1, \"in_flight\": 0}}")
+                    } else {
+                        name.to_owned()
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if s.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    a
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_aware_selection_follows_reported_load() {
+    let busy = loaded_backend("B", 90).await;
+    let idle = loaded_backend("I", 5).await;
+    let h = HealthOptions {
+        check_interval: Duration::from_millis(20),
+        ..HealthOptions::default()
+    };
+    let p = Pool::new(
+        vec![Backend::new(busy, 1), Backend::new(idle, 1)],
+        Algorithm::Load,
+        h,
+    )
+    .expect("pool");
+    let g = Gateway::new(Arc::new(p), GatewayOptions::default());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let gw = l.local_addr().expect("addr");
+    tokio::spawn(balancer::proxy::serve(l, g.clone(), std::future::pending()));
+    // Barrier on the first reports, not on time.
+    while g
+        .pool()
+        .backends
+        .iter()
+        .any(|b| b.reported_load.load(Ordering::Relaxed) == 0)
+    {
+        tokio::task::yield_now().await;
+    }
+    let mut idle_hits = 0;
+    for _ in 0..100 {
+        let r = get(
+            gw,
+            "GET /x HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        if r.ends_with('I') {
+            idle_hits += 1;
+        }
+    }
+    // p2c picks the idle one whenever both are drawn: about 3 in 4.
+    assert!(idle_hits >= 60, "idle backend got {idle_hits} of 100");
+}

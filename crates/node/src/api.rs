@@ -42,6 +42,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/blobs/", get(list))
         .route("/v1/blobs/{*key}", any(blob))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/load", get(load))
         .route("/metrics", get(metrics))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .with_state(node)
@@ -80,8 +81,35 @@ fn count(node: &Node, r: Response) -> Response {
 }
 
 async fn blob(State(node): State<Arc<Node>>, req: Request) -> Response {
+    node.metrics
+        .in_flight
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let r = blob_inner(&node, req).await;
+    node.metrics
+        .in_flight
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     count(&node, r)
+}
+
+/// Load report for load-aware balancing: this process's CPU use since the
+/// previous report (percent of one core), resident memory and the blob
+/// requests in flight.
+async fn load(State(node): State<Arc<Node>>) -> Response {
+    let cpu = node.cpu_sample();
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096);
+    let in_flight = node
+        .metrics
+        .in_flight
+        .load(std::sync::atomic::Ordering::Relaxed);
+    axum::Json(serde_json::json!({ "cpu_percent": cpu, "rss_bytes": rss, "in_flight": in_flight }))
+        .into_response()
 }
 
 async fn blob_inner(node: &Arc<Node>, req: Request) -> Response {

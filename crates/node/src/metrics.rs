@@ -31,6 +31,8 @@ pub struct NodeMetrics {
     /// Slices read from a store (the rest came from the cache or another
     /// request's read).
     pub slice_reads: AtomicU64,
+    /// Blob requests being served right now (reported on `/load`).
+    pub in_flight: AtomicU64,
     /// Multi-gets sent to stores.
     pub batches: AtomicU64,
     /// Reads that went out in a multi-get.

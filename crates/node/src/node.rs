@@ -96,6 +96,8 @@ pub struct Node {
     pub(crate) streams: Option<crate::streaming::Streams>,
     /// Batching of small reads into multi-gets, if enabled.
     pub(crate) batcher: Option<crate::batch::Batcher>,
+    /// Last CPU sample for `/load`: (process CPU seconds, wall time).
+    cpu_last: Mutex<Option<(f64, std::time::Instant)>>,
 }
 
 /// What a collapsed store read also puts in the cache.
@@ -137,11 +139,36 @@ impl Node {
             collapser: opts_collapse.clone().map(proxy::Collapser::new),
             streams: opts_collapse.map(crate::streaming::Streams::new),
             batcher: opts_batch.map(|(w, max)| crate::batch::Batcher::new(w, max)),
+            cpu_last: Mutex::new(None),
         });
         if any_remote {
             health::spawn_prober(&node, probe);
         }
         node
+    }
+
+    /// This process's CPU use since the previous call, percent of one core
+    /// (0 on the first call).
+    pub fn cpu_sample(&self) -> f64 {
+        let secs = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| {
+                let rest = s.rsplit_once(')')?.1.to_owned();
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                let t = |i: usize| f.get(i - 3).and_then(|v| v.parse::<f64>().ok());
+                Some((t(14)? + t(15)?) / 100.0)
+            })
+            .unwrap_or(0.0);
+        let now = std::time::Instant::now();
+        let mut last = self.cpu_last.lock().unwrap_or_else(|p| p.into_inner());
+        let pct = match *last {
+            Some((s0, t0)) if now > t0 => {
+                (secs - s0) / now.duration_since(t0).as_secs_f64() * 100.0
+            }
+            _ => 0.0,
+        };
+        *last = Some((secs, now));
+        pct.max(0.0)
     }
 
     /// Stores currently marked up.

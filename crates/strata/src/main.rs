@@ -69,7 +69,7 @@ enum Cmd {
         /// A backend address (repeat for each).
         #[arg(long = "backend", required = true)]
         backends: Vec<SocketAddr>,
-        /// random, round-robin, least-conn, p2c, p2c-latency or hash.
+        /// random, round-robin, least-conn, p2c, p2c-latency, load or hash.
         #[arg(long, default_value = "p2c")]
         algorithm: String,
         /// Per-client-IP limit, requests per second (429 above it); off by

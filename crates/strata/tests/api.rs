@@ -603,3 +603,14 @@ async fn concurrent_ranges_in_one_slice_read_the_store_once() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn nodes_report_their_load() {
+    let (_dir, s) = start().await;
+    let c = &s.client;
+    c.get("/load").await.expect("prime");
+    let j = c.get("/load").await.expect("load").json();
+    assert!(j["cpu_percent"].as_f64().is_some(), "{j}");
+    assert!(j["rss_bytes"].as_u64().unwrap_or(0) > 0, "{j}");
+    assert_eq!(j["in_flight"], 0);
+}
