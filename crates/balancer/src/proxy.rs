@@ -544,7 +544,7 @@ async fn poll_load(gw: &Gateway, i: usize) {
         text.split_once(&format!("\"{name}\":"))
             .and_then(|(_, rest)| {
                 rest.trim_start()
-                    .split(|c: char| c == ',' || c == '}')
+                    .split([',', '}'])
                     .next()
             })
             .and_then(|v| v.trim().parse::<f64>().ok())
