@@ -23,7 +23,10 @@ mod error;
 pub mod health;
 pub mod pool;
 pub mod proxy;
+pub mod router;
 
 pub use error::Error;
 pub use health::HealthOptions;
+pub use hyper::Method;
 pub use pool::{Algorithm, Backend, Pool};
+pub use router::{Route, Router};

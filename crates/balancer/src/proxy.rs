@@ -350,7 +350,8 @@ impl Body for Guarded {
     }
 }
 
-fn plain(status: StatusCode, msg: &str) -> Response<UpBody> {
+/// A plain-text response.
+pub(crate) fn plain(status: StatusCode, msg: &str) -> Response<UpBody> {
     let mut r = Response::new(
         Full::new(Bytes::from(msg.to_owned()))
             .map_err(|e| match e {})
@@ -542,11 +543,7 @@ async fn poll_load(gw: &Gateway, i: usize) {
     // crate in the gateway for two numbers.
     let field = |name: &str| -> f64 {
         text.split_once(&format!("\"{name}\":"))
-            .and_then(|(_, rest)| {
-                rest.trim_start()
-                    .split([',', '}'])
-                    .next()
-            })
+            .and_then(|(_, rest)| rest.trim_start().split([',', '}']).next())
             .and_then(|v| v.trim().parse::<f64>().ok())
             .unwrap_or(0.0)
     };

@@ -565,3 +565,96 @@ async fn load_aware_selection_follows_reported_load() {
     // p2c picks the idle one whenever both are drawn: about 3 in 4.
     assert!(idle_hits >= 60, "idle backend got {idle_hits} of 100");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l7_routes_pick_pools_by_prefix_method_and_header() {
+    use balancer::{Route, Router};
+    let (reads, _h1) = backend("R").await;
+    let (writes, _h2) = backend("W").await;
+    let (search, _h3) = backend("S").await;
+    let (canary, _h4) = backend("C").await;
+    let mk = |a: SocketAddr| {
+        let h = HealthOptions {
+            check_interval: Duration::ZERO,
+            ..HealthOptions::default()
+        };
+        Gateway::new(
+            Arc::new(Pool::new(vec![Backend::new(a, 1)], Algorithm::RoundRobin, h).expect("pool")),
+            GatewayOptions::default(),
+        )
+    };
+    let router = Arc::new(Router {
+        pools: vec![
+            ("reads".into(), mk(reads)),
+            ("writes".into(), mk(writes)),
+            ("search".into(), mk(search)),
+            ("canary".into(), mk(canary)),
+        ],
+        routes: vec![
+            Route {
+                prefix: "/".into(),
+                method: None,
+                header: Some(("x-canary".parse().expect("name"), "1".into())),
+                pool: 3,
+            },
+            Route {
+                prefix: "/v1/search".into(),
+                method: None,
+                header: None,
+                pool: 2,
+            },
+            Route {
+                prefix: "/v1/".into(),
+                method: Some(hyper::Method::PUT),
+                header: None,
+                pool: 1,
+            },
+            Route {
+                prefix: "/v1/".into(),
+                method: Some(hyper::Method::DELETE),
+                header: None,
+                pool: 1,
+            },
+        ],
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let gw = l.local_addr().expect("addr");
+    tokio::spawn(balancer::router::serve_routed(
+        l,
+        router,
+        std::future::pending(),
+    ));
+    let ask = |req: &'static str| async move { get(gw, req).await };
+    assert!(
+        ask("GET /v1/blobs/a HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n")
+            .await
+            .ends_with("R+xff")
+    );
+    assert!(ask(
+        "PUT /v1/blobs/a HTTP/1.1\r\nHost: s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .await
+    .ends_with("W+xff"));
+    assert!(
+        ask("DELETE /v1/blobs/a HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n")
+            .await
+            .ends_with("W+xff")
+    );
+    assert!(
+        ask("GET /v1/search?q=cat HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n")
+            .await
+            .ends_with("S+xff")
+    );
+    assert!(
+        ask("GET /v1/blobs/a HTTP/1.1\r\nHost: s\r\nX-Canary: 1\r\nConnection: close\r\n\r\n")
+            .await
+            .ends_with("C+xff")
+    );
+    let status = ask("GET /_strata/status HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n").await;
+    assert!(
+        status.contains("pool writes") && status.contains(&writes.to_string()),
+        "{status}"
+    );
+}

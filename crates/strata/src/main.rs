@@ -66,9 +66,17 @@ enum Cmd {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8000")]
         listen: SocketAddr,
-        /// A backend address (repeat for each).
-        #[arg(long = "backend", required = true)]
+        /// A backend address of the default pool (repeat for each).
+        #[arg(long = "backend")]
         backends: Vec<SocketAddr>,
+        /// A named pool, `NAME=ADDR,ADDR,...` (repeat for each); the first
+        /// pool (or the --backend pool) is the default.
+        #[arg(long = "pool")]
+        pools: Vec<String>,
+        /// A rule, `[METHOD ]PREFIX=POOL`, e.g. `PUT /v1/=writes` or
+        /// `/v1/search=search` (repeat; the first match wins).
+        #[arg(long = "route")]
+        routes: Vec<String>,
         /// random, round-robin, least-conn, p2c, p2c-latency, load or hash.
         #[arg(long, default_value = "p2c")]
         algorithm: String,
@@ -172,6 +180,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Gateway {
             listen,
             backends,
+            pools,
+            routes,
             algorithm,
             rate_limit,
             burst,
@@ -181,14 +191,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ..
         } => {
             let algo: balancer::Algorithm = algorithm.parse()?;
-            let pool = balancer::Pool::new(
-                backends
-                    .iter()
-                    .map(|a| balancer::Backend::new(*a, 1))
-                    .collect(),
-                algo,
-                balancer::HealthOptions::default(),
-            )?;
             let opts = balancer::proxy::GatewayOptions {
                 rate_limit: rate_limit.map(|r| (r, burst.unwrap_or(r).max(1.0))),
                 max_in_flight,
@@ -196,15 +198,81 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 queue_timeout: std::time::Duration::from_millis(queue_timeout_ms),
                 ..balancer::proxy::GatewayOptions::default()
             };
-            let gw = balancer::proxy::Gateway::new(Arc::new(pool), opts);
+            let mut named: Vec<(String, Vec<SocketAddr>)> = Vec::new();
+            if !backends.is_empty() {
+                named.push(("default".into(), backends));
+            }
+            for p in &pools {
+                let (name, addrs) = p
+                    .split_once('=')
+                    .with_context(|| format!("--pool `{p}`: expected NAME=ADDR,ADDR"))?;
+                let addrs = addrs
+                    .split(',')
+                    .map(|a| {
+                        a.trim()
+                            .parse::<SocketAddr>()
+                            .with_context(|| format!("--pool `{p}`: bad address `{a}`"))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                named.push((name.trim().to_owned(), addrs));
+            }
+            if named.is_empty() {
+                anyhow::bail!("give at least one --backend or --pool");
+            }
+            let mut rules = Vec::new();
+            for r in &routes {
+                let (cond, pool) = r
+                    .split_once('=')
+                    .with_context(|| format!("--route `{r}`: expected [METHOD ]PREFIX=POOL"))?;
+                let pool_idx = named
+                    .iter()
+                    .position(|(n, _)| n == pool.trim())
+                    .with_context(|| format!("--route `{r}`: no pool named `{}`", pool.trim()))?;
+                let (method, prefix) = match cond.trim().split_once(' ') {
+                    Some((m, p)) => (
+                        Some(
+                            m.parse::<balancer::Method>()
+                                .with_context(|| format!("--route `{r}`: bad method"))?,
+                        ),
+                        p,
+                    ),
+                    None => (None, cond.trim()),
+                };
+                rules.push(balancer::Route {
+                    prefix: prefix.to_owned(),
+                    method,
+                    header: None,
+                    pool: pool_idx,
+                });
+            }
+            let mut gateways = Vec::new();
+            for (name, addrs) in &named {
+                let pool = balancer::Pool::new(
+                    addrs
+                        .iter()
+                        .map(|a| balancer::Backend::new(*a, 1))
+                        .collect(),
+                    algo,
+                    balancer::HealthOptions::default(),
+                )?;
+                gateways.push((
+                    name.clone(),
+                    balancer::proxy::Gateway::new(Arc::new(pool), opts.clone()),
+                ));
+            }
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             println!(
-                "strata gateway: http://{listen} -> {} backends ({algorithm}); metrics at /_strata/metrics",
-                backends.len()
+                "strata gateway: http://{listen} -> {} pool(s), {} route(s) ({algorithm}); status at /_strata/status",
+                gateways.len(),
+                rules.len()
             );
-            balancer::proxy::serve(listener, gw, strata::shutdown_signal(rx)).await?;
+            let router = Arc::new(balancer::Router {
+                pools: gateways,
+                routes: rules,
+            });
+            balancer::router::serve_routed(listener, router, strata::shutdown_signal(rx)).await?;
             Ok(())
         }
         Cmd::Cache {
