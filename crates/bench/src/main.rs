@@ -50,6 +50,15 @@ enum Scenario {
     Collapse(collapse::Args),
     /// Load balancer: strata gateway vs HAProxy vs nginx.
     Balancer(balancer_bench::Args),
+    /// Node-local cache hit ratio with random vs consistent-hash selection.
+    Affinity {
+        /// Distinct images.
+        #[arg(long, default_value_t = 100_000)]
+        keys: usize,
+        /// Requests.
+        #[arg(long, default_value_t = 1_000_000)]
+        requests: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,5 +71,6 @@ fn main() -> anyhow::Result<()> {
         Scenario::Ranges(a) => ranges::run(a),
         Scenario::Collapse(a) => collapse::run(a),
         Scenario::Balancer(a) => balancer_bench::run(a),
+        Scenario::Affinity { keys, requests } => offline::affinity(keys, requests),
     }
 }

@@ -187,3 +187,62 @@ pub fn ring() -> anyhow::Result<()> {
     )?;
     Ok(())
 }
+
+/// Runs `affinity`: Zipf(0.99) GETs over `keys` images through 4 request
+/// nodes, each with its own local cache, picked by the real gateway pool
+/// with random selection vs consistent hash with bounded load. Reports the
+/// nodes' combined local hit ratio.
+pub fn affinity(keys: usize, requests: usize) -> anyhow::Result<()> {
+    use balancer::{Algorithm, Backend, HealthOptions, Pool};
+    let z = Zipf::new(keys, 0.99);
+    let value = Bytes::from(vec![0u8; 1000]);
+    // Each node's cache holds 5% of the working set.
+    let per_node = keys * (1000 + 16 + cache::shard::ITEM_OVERHEAD) / 20;
+    println!("affinity: {keys} images (1000 B), {requests} Zipf(0.99) GETs, 4 nodes, each local cache 5% of the working set");
+    println!("| selection | local hit % |");
+    println!("|---|---|");
+    let mut json = Vec::new();
+    for (name, algo) in [
+        ("random", Algorithm::Random),
+        ("round-robin", Algorithm::RoundRobin),
+        ("hash (bounded load)", Algorithm::Hash),
+    ] {
+        let backends = (0..4u16)
+            .map(|i| Backend::new(std::net::SocketAddr::from(([127, 0, 0, 1], 9000 + i)), 1))
+            .collect();
+        let pool = Pool::new(backends, algo, HealthOptions::default())?;
+        let caches: Vec<Cache> = (0..4)
+            .map(|_| {
+                Cache::new(
+                    CacheConfig {
+                        max_bytes: per_node,
+                        item_max: 1 << 20,
+                        policy: Policy::S3Fifo,
+                    },
+                    Arc::new(SystemClock),
+                )
+            })
+            .collect();
+        let mut r = Rng(0xABCDEF);
+        let now = std::time::Instant::now();
+        let mut hits = 0usize;
+        for _ in 0..requests {
+            let key = format!("/v1/blobs/img{}", z.sample(&mut r));
+            let node = pool.pick(key.as_bytes(), &[], now).unwrap_or(0);
+            if caches[node].get(key.as_bytes()).is_some() {
+                hits += 1;
+            } else {
+                caches[node].store(StoreMode::Set, key.as_bytes(), value.clone(), 0, 0);
+            }
+        }
+        let pct = hits as f64 * 100.0 / requests as f64;
+        println!("| {name} | {pct:.2} |");
+        json.push(serde_json::json!({"selection": name, "hit_pct": pct}));
+    }
+    std::fs::create_dir_all("target/bench")?;
+    std::fs::write(
+        "target/bench/affinity.json",
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    Ok(())
+}

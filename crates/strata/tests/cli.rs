@@ -95,8 +95,22 @@ fn gateway_rejects_an_unknown_algorithm() {
     assert!(out.contains("fastest"), "{out}");
     let (ok, out) = strata(&["gateway", "--listen", "127.0.0.1:0"]);
     assert!(!ok, "backends are required: {out}");
-    let (ok, out) = strata(&["gateway", "--listen", "127.0.0.1:0", "--backend", "127.0.0.1:1", "--route", "/x=nowhere"]);
+    let (ok, out) = strata(&[
+        "gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--backend",
+        "127.0.0.1:1",
+        "--route",
+        "/x=nowhere",
+    ]);
     assert!(!ok && out.contains("nowhere"), "{out}");
-    let (ok, out) = strata(&["gateway", "--listen", "127.0.0.1:0", "--pool", "w=not-an-addr"]);
+    let (ok, out) = strata(&[
+        "gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--pool",
+        "w=not-an-addr",
+    ]);
     assert!(!ok && out.contains("not-an-addr"), "{out}");
 }
