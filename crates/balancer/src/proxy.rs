@@ -1,6 +1,5 @@
 //! The reverse proxy.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -17,7 +16,7 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 
 use crate::health;
@@ -584,45 +583,17 @@ pub fn spawn_checks(gw: &Arc<Gateway>) {
     });
 }
 
-/// Serves the gateway on `listener` until `shutdown` resolves. `/metrics`
-/// on the gateway itself is answered locally.
+/// Serves the gateway on `listener` until `shutdown` resolves: a router
+/// with this one pool and no rules. `/_strata/metrics` and
+/// `/_strata/status` are answered by the gateway itself.
 pub async fn serve(
     listener: TcpListener,
     gw: Arc<Gateway>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    spawn_checks(&gw);
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            acc = listener.accept() => {
-                let Ok((stream, peer)) = acc else { continue };
-                let _ = stream.set_nodelay(true);
-                let gw = gw.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let gw = gw.clone();
-                        async move {
-                            if req.uri().path() == "/_strata/status" {
-                                let mut r = plain(StatusCode::OK, &gw.status_page());
-                                r.headers_mut().insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-                                return Ok::<_, Infallible>(r);
-                            }
-                            if req.uri().path() == "/_strata/metrics" {
-                                let mut out = String::new();
-                                gw.render_metrics(&mut out);
-                                return Ok::<_, Infallible>(plain(StatusCode::OK, &out));
-                            }
-                            Ok(handle(gw, req, peer).await)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .keep_alive(true)
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        }
-    }
+    let router = crate::Router {
+        pools: vec![("default".into(), gw)],
+        routes: Vec::new(),
+    };
+    crate::router::serve_routed(listener, Arc::new(router), shutdown).await
 }
