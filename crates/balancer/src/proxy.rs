@@ -49,6 +49,11 @@ pub struct GatewayOptions {
     pub queue: usize,
     /// Longest wait in the queue before 503 with Retry-After.
     pub queue_timeout: Duration,
+    /// Hedged GETs: an idempotent request without a body that has no
+    /// response after this long is also sent to a second backend; the first
+    /// answer wins. `None` = off (the default). Not combined with
+    /// `max_in_flight`.
+    pub hedge_after: Option<Duration>,
 }
 
 /// May one more retry start, with `active` requests and `retrying`
@@ -69,6 +74,7 @@ impl Default for GatewayOptions {
             max_in_flight: None,
             queue: 100,
             queue_timeout: Duration::from_secs(1),
+            hedge_after: None,
         }
     }
 }
@@ -92,6 +98,8 @@ pub struct GatewayMetrics {
     pub rate_limited: AtomicU64,
     /// Requests refused because a backend's queue was full or too slow.
     pub queue_refused: AtomicU64,
+    /// Hedged requests sent (a second backend asked).
+    pub hedges: AtomicU64,
 }
 
 /// A gateway in front of one pool.
@@ -254,6 +262,23 @@ impl Gateway {
             "strata_gateway_errors_total {}",
             l(&self.metrics.gateway_errors)
         );
+        for (name, v) in [
+            (
+                "strata_gateway_retries_refused_total",
+                &self.metrics.retries_refused,
+            ),
+            (
+                "strata_gateway_rate_limited_total",
+                &self.metrics.rate_limited,
+            ),
+            (
+                "strata_gateway_queue_refused_total",
+                &self.metrics.queue_refused,
+            ),
+            ("strata_gateway_hedges_total", &self.metrics.hedges),
+        ] {
+            let _ = writeln!(out, "{name} {}", l(v));
+        }
         let now = Instant::now();
         for (i, b) in self.pool.backends.iter().enumerate() {
             let a = b.addr;
@@ -437,7 +462,20 @@ pub async fn handle(
         b.in_flight.fetch_add(1, Ordering::Relaxed);
         b.requests.fetch_add(1, Ordering::Relaxed);
         let sent = Instant::now();
-        let res = tokio::time::timeout(gw.opts.first_byte_timeout, gw.client.request(up)).await;
+        let hedge = gw
+            .opts
+            .hedge_after
+            .filter(|_| retryable && gw.opts.max_in_flight.is_none());
+        let (res, i) = match hedge {
+            Some(after) => hedged(&gw, up, i, after, &path, &parts, &mut tried).await,
+            None => (
+                tokio::time::timeout(gw.opts.first_byte_timeout, gw.client.request(up))
+                    .await
+                    .map_err(|_| ()),
+                i,
+            ),
+        };
+        let b = &gw.pool.backends[i];
         match res {
             Ok(Ok(resp)) => {
                 let now = Instant::now();
@@ -475,6 +513,72 @@ pub async fn handle(
                 gw.metrics.gateway_errors.fetch_add(1, Ordering::Relaxed);
                 return plain(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n");
             }
+        }
+    }
+}
+
+type Sent = Result<Result<Response<Incoming>, hyper_util::client::legacy::Error>, ()>;
+
+/// Sends `up` to backend `i`; if no response has come after `after`, sends
+/// a copy to another backend too and returns the first response (and whose
+/// it is). Every backend but the returned one has its in-flight count
+/// settled here.
+async fn hedged(
+    gw: &Arc<Gateway>,
+    up: Request<UpBody>,
+    i: usize,
+    after: Duration,
+    path: &str,
+    parts: &hyper::http::request::Parts,
+    tried: &mut Vec<usize>,
+) -> (Sent, usize) {
+    let deadline = tokio::time::sleep(gw.opts.first_byte_timeout);
+    let first = gw.client.request(up);
+    tokio::pin!(deadline, first);
+    tokio::select! {
+        r = &mut first => return (Ok(r), i),
+        _ = &mut deadline => return (Err(()), i),
+        _ = tokio::time::sleep(after) => {}
+    }
+    let Some(j) = gw.pool.pick(path.as_bytes(), tried, Instant::now()) else {
+        // Nobody else to ask: keep waiting for the first.
+        tokio::select! {
+            r = &mut first => return (Ok(r), i),
+            _ = &mut deadline => return (Err(()), i),
+        }
+    };
+    tried.push(j);
+    gw.metrics.hedges.fetch_add(1, Ordering::Relaxed);
+    let bj = &gw.pool.backends[j];
+    let Ok(uri) = format!("http://{}{}", bj.addr, path).parse::<hyper::Uri>() else {
+        return (Err(()), i);
+    };
+    let mut second =
+        Request::from_parts(parts.clone(), Empty::new().map_err(|e| match e {}).boxed());
+    *second.uri_mut() = uri;
+    bj.in_flight.fetch_add(1, Ordering::Relaxed);
+    bj.requests.fetch_add(1, Ordering::Relaxed);
+    let second = gw.client.request(second);
+    tokio::pin!(second);
+    let settle = |loser: usize| {
+        gw.pool.backends[loser]
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed);
+    };
+    let (mut first_done, mut second_done) = (false, false);
+    loop {
+        tokio::select! {
+            r = &mut first, if !first_done => match r {
+                Ok(resp) => { settle(j); return (Ok(Ok(resp)), i); }
+                Err(e) if second_done => { settle(j); return (Ok(Err(e)), i); }
+                Err(_) => { first_done = true; health::record(&gw.pool, i, false, Instant::now()); }
+            },
+            r = &mut second, if !second_done => match r {
+                Ok(resp) => { settle(i); return (Ok(Ok(resp)), j); }
+                Err(e) if first_done => { settle(i); return (Ok(Err(e)), j); }
+                Err(_) => { second_done = true; health::record(&gw.pool, j, false, Instant::now()); }
+            },
+            _ = &mut deadline => { settle(j); return (Err(()), i); }
         }
     }
 }

@@ -658,3 +658,50 @@ async fn l7_routes_pick_pools_by_prefix_method_and_header() {
         "{status}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hedged_get_is_answered_by_the_second_backend_when_the_first_stalls() {
+    let stalled = held_backend(Arc::new(tokio::sync::Semaphore::new(0))).await;
+    let (fast, _h) = backend("F").await;
+    let h = HealthOptions {
+        check_interval: Duration::ZERO,
+        outlier_factor: None,
+        ..HealthOptions::default()
+    };
+    let p = Pool::new(
+        vec![Backend::new(stalled, 1), Backend::new(fast, 1)],
+        Algorithm::RoundRobin,
+        h,
+    )
+    .expect("pool");
+    let opts = GatewayOptions {
+        hedge_after: Some(Duration::from_millis(50)),
+        ..GatewayOptions::default()
+    };
+    let g = Gateway::new(Arc::new(p), opts);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let gw = l.local_addr().expect("addr");
+    tokio::spawn(balancer::proxy::serve(l, g.clone(), std::future::pending()));
+    // Round robin sends the first request to the stalled backend.
+    let r = get(
+        gw,
+        "GET /h HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("F+xff"), "{r}");
+    assert_eq!(g.metrics.hedges.load(Ordering::Relaxed), 1);
+    let mut m = String::new();
+    g.render_metrics(&mut m);
+    assert!(m.contains("strata_gateway_hedges_total 1\n"), "{m}");
+    // The stalled backend's request was abandoned: nothing left in flight.
+    assert_eq!(g.pool().backends[0].in_flight.load(Ordering::Relaxed), 0);
+    // A PUT is never hedged.
+    let r = get(
+        gw,
+        "PUT /h HTTP/1.1\r\nHost: s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+}

@@ -97,6 +97,10 @@ enum Cmd {
         /// Longest wait in a backend's queue before 503, ms.
         #[arg(long, default_value_t = 1000)]
         queue_timeout_ms: u64,
+        /// Hedged GETs: also ask a second backend after this many ms
+        /// without an answer (off by default).
+        #[arg(long)]
+        hedge_after_ms: Option<u64>,
         /// Runtime worker threads (default: TOKIO_WORKER_THREADS or cores).
         #[arg(long)]
         threads: Option<usize>,
@@ -188,6 +192,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             max_in_flight,
             queue,
             queue_timeout_ms,
+            hedge_after_ms,
             ..
         } => {
             let algo: balancer::Algorithm = algorithm.parse()?;
@@ -196,6 +201,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 max_in_flight,
                 queue,
                 queue_timeout: std::time::Duration::from_millis(queue_timeout_ms),
+                hedge_after: hedge_after_ms.map(std::time::Duration::from_millis),
                 ..balancer::proxy::GatewayOptions::default()
             };
             let mut named: Vec<(String, Vec<SocketAddr>)> = Vec::new();
