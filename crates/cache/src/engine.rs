@@ -83,14 +83,6 @@ pub struct Item {
     pub cas: u64,
     /// 0 = never, else Unix second it expires.
     pub exptime: u32,
-    /// Read before this read?
-    pub fetched: bool,
-    /// Last access before this read, Unix seconds.
-    pub last_access: u32,
-    /// Marked stale by a meta invalidation.
-    pub stale: bool,
-    /// A recache winner was already chosen.
-    pub win_sent: bool,
 }
 
 impl Item {
@@ -100,10 +92,6 @@ impl Item {
             flags: e.flags,
             cas: e.cas,
             exptime: e.exptime,
-            fetched: e.fetched,
-            last_access: e.last_access,
-            stale: e.stale,
-            win_sent: e.win_sent,
         }
     }
 }
@@ -260,32 +248,6 @@ impl Cache {
                 None
             }
         }
-    }
-
-    /// Applies `f` to a live item under the shard lock (meta commands).
-    pub fn with_item<R>(&self, key: &[u8], f: impl FnOnce(Option<&mut Item>) -> (R, bool)) -> R {
-        let now = self.now();
-        let mut s = self.shard(key);
-        match self.live(&mut s, key, now) {
-            Ok(e) => {
-                let mut item = Item::of(e);
-                let (r, write_back) = f(Some(&mut item));
-                if write_back {
-                    e.exptime = item.exptime;
-                    e.stale = item.stale;
-                    e.win_sent = item.win_sent;
-                    e.flags = item.flags;
-                    e.cas = item.cas;
-                }
-                r
-            }
-            Err(_) => f(None).0,
-        }
-    }
-
-    /// A fresh CAS unique (meta commands that change an item in place).
-    pub fn new_cas(&self) -> u64 {
-        self.next_cas()
     }
 
     /// Stores `value` under `key` per `mode`.

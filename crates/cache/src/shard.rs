@@ -443,11 +443,6 @@ impl Shard {
             self.main = q.into();
         }
     }
-
-    /// Drops everything.
-    pub fn clear(&mut self) {
-        *self = Shard::new(self.cap, self.policy);
-    }
 }
 
 enum Step {

@@ -5,7 +5,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -35,7 +34,6 @@ pub struct ReadThrough {
     /// `None`: every miss reads the origin itself (collapsing switched off
     /// for the cache tier).
     collapser: Option<Arc<MissCollapser>>,
-    direct_fetches: std::sync::atomic::AtomicU64,
 }
 
 impl ReadThrough {
@@ -49,16 +47,7 @@ impl ReadThrough {
         ReadThrough {
             origin,
             collapser: collapse.then(|| Collapser::new(CollapseOptions::default())),
-            direct_fetches: Default::default(),
         }
-    }
-
-    /// Origin fetches made (one per collapsed group of misses).
-    pub fn fetches(&self) -> u64 {
-        self.collapser
-            .as_ref()
-            .map_or(0, |c| c.metrics.origin_fetches.load(Ordering::Relaxed))
-            + self.direct_fetches.load(Ordering::Relaxed)
     }
 
     /// Reads `key` from the origin after a miss, joining a fetch already in
@@ -79,10 +68,7 @@ impl ReadThrough {
         };
         match &self.collapser {
             Some(c) => c.get(key.to_vec(), fetch).await.ok().flatten(),
-            None => {
-                self.direct_fetches.fetch_add(1, Ordering::Relaxed);
-                fetch().await.ok().flatten()
-            }
+            None => fetch().await.ok().flatten(),
         }
     }
 }

@@ -76,11 +76,6 @@ impl SharedBody {
         g.state = State::Failed(why);
     }
 
-    /// True once finished or failed.
-    pub fn is_closed(&self) -> bool {
-        !matches!(self.lock().state, State::Open)
-    }
-
     /// A reader that starts from the first byte.
     pub fn reader(&self) -> SharedReader {
         let (tx, rx) = mpsc::unbounded_channel();

@@ -373,11 +373,6 @@ impl Store {
             .clone()
     }
 
-    /// The data directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     pub(crate) fn poke_compactor(&self) {
         // A full channel means a check is already queued; that one will see
         // our garbage too.

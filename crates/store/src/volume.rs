@@ -182,7 +182,6 @@ pub fn scan(
     from: u64,
     file_len: u64,
 ) -> std::io::Result<(Vec<Scanned>, u64, Option<Invalid>)> {
-    const WINDOW: u64 = 8 << 20;
     let mut out = Vec::new();
     let mut off = from;
     while off < file_len {
@@ -198,9 +197,9 @@ pub fn scan(
         if off + len > file_len {
             return Ok((out, off, Some(Invalid::Truncated)));
         }
-        // Needles can be large; read whole ones but never more than needed.
+        // The whole needle, to verify its CRC.
         let buf = {
-            let mut b = BytesMut::zeroed(len.min(WINDOW.max(len)) as usize);
+            let mut b = BytesMut::zeroed(len as usize);
             file.read_exact_at(&mut b, off)?;
             b.freeze()
         };
