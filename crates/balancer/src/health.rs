@@ -106,18 +106,25 @@ fn lock(p: &Pool, i: usize) -> std::sync::MutexGuard<'_, HealthState> {
 
 /// The pool's eligible backends at `now`, with the panic threshold applied.
 pub fn eligible(p: &Pool, now: Instant) -> Eligibility {
-    let ok: Vec<bool> = (0..p.backends.len())
-        .map(|i| {
-            let h = lock(p, i);
-            !h.down && h.ejected_until.is_none_or(|t| now >= t)
-        })
-        .collect();
+    snapshot(p, now).0
+}
+
+/// Eligibility and every backend's slow-start ramp at `now`, reading each
+/// backend's state once (one lock each): what a pick needs.
+pub fn snapshot(p: &Pool, now: Instant) -> (Eligibility, Vec<f64>) {
+    let mut ok = Vec::with_capacity(p.backends.len());
+    let mut ramps = Vec::with_capacity(p.backends.len());
+    for i in 0..p.backends.len() {
+        let h = lock(p, i);
+        ok.push(!h.down && h.ejected_until.is_none_or(|t| now >= t));
+        ramps.push(ramp_of(&h, p.health.slow_start, now));
+    }
     let n = ok.iter().filter(|b| **b).count();
     if n == ok.len() || n * 100 < p.backends.len() * p.health.panic_threshold_percent as usize {
         // All healthy, or too few: panic mode sends traffic to everyone.
-        return Eligibility::All;
+        return (Eligibility::All, ramps);
     }
-    Eligibility::Some(ok)
+    (Eligibility::Some(ok), ramps)
 }
 
 /// Counts a response from backend `i`: `ok` false for a 5xx or a failed
@@ -199,12 +206,10 @@ pub fn record_latency(p: &Pool, i: usize, ttfb: Duration, now: Instant) {
 /// slow start after an ejection ended or it came back up, so a node that
 /// was just restarted (cold caches, cold JIT-less but still cold disks) is
 /// not hit with a full share at once.
-pub fn ramp(p: &Pool, i: usize, now: Instant) -> f64 {
-    let ss = p.health.slow_start;
-    if ss.is_zero() {
+fn ramp_of(h: &HealthState, slow_start: Duration, now: Instant) -> f64 {
+    if slow_start.is_zero() {
         return 1.0;
     }
-    let h = lock(p, i);
     let since = match (h.ejected_until, h.back_since) {
         (Some(e), Some(b)) => e.max(b),
         (Some(e), None) => e,
@@ -214,7 +219,7 @@ pub fn ramp(p: &Pool, i: usize, now: Instant) -> f64 {
     if now < since {
         return 1.0;
     }
-    let f = now.duration_since(since).as_secs_f64() / ss.as_secs_f64();
+    let f = now.duration_since(since).as_secs_f64() / slow_start.as_secs_f64();
     f.clamp(0.05, 1.0)
 }
 

@@ -137,15 +137,12 @@ impl Pool {
     /// skipping backends in `exclude` (already tried). `None` when nothing
     /// is eligible.
     pub fn pick(&self, key: &[u8], exclude: &[usize], now: Instant) -> Option<usize> {
-        let elig = crate::health::eligible(self, now);
+        let (elig, ramp) = crate::health::snapshot(self, now);
         let ok = |i: usize| !exclude.contains(&i) && elig.allows(i);
         let candidates: Vec<usize> = (0..self.backends.len()).filter(|&i| ok(i)).collect();
         if candidates.is_empty() {
             return None;
         }
-        let ramp: Vec<f64> = (0..self.backends.len())
-            .map(|i| crate::health::ramp(self, i, now))
-            .collect();
         // In-flight count as the load-based algorithms see it: a backend in
         // slow start looks busier than it is, so it gets a smaller share.
         let load = |i: usize| self.backends[i].in_flight.load(Ordering::Relaxed) as f64 / ramp[i];
