@@ -202,9 +202,9 @@ pub fn record_latency(p: &Pool, i: usize, ttfb: Duration, now: Instant) {
     }
 }
 
-/// Share of its normal traffic backend `i` takes at `now`: below 1 during
+/// Share of its normal traffic a backend takes at `now`: below 1 during
 /// slow start after an ejection ended or it came back up, so a node that
-/// was just restarted (cold caches, cold JIT-less but still cold disks) is
+/// was just restarted (cold caches) is
 /// not hit with a full share at once.
 fn ramp_of(h: &HealthState, slow_start: Duration, now: Instant) -> f64 {
     if slow_start.is_zero() {

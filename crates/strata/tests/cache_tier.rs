@@ -167,12 +167,11 @@ async fn reads_survive_a_killed_cache_member() {
         m.contains("strata_cache_node_up{node=\"cache-1\"} 0"),
         "{m}"
     );
-    let hits = m
-        .lines()
-        .find(|l| l.starts_with("strata_cache_hits_total{tier=\"global\",node=\"cache-2\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<u64>().ok())
-        .expect("cache-2 hits");
+    let hits = testkit::metric_value(
+        &m,
+        "strata_cache_hits_total{tier=\"global\",node=\"cache-2\"}",
+    )
+    .expect("cache-2 hits");
     assert!(hits > 0, "{m}");
 }
 

@@ -20,7 +20,8 @@ pub struct Procs {
     bin: PathBuf,
     dir: tempfile::TempDir,
     cfg_path: PathBuf,
-    addrs: BTreeMap<String, SocketAddr>,
+    /// Member name -> (address, role as given to the binary).
+    members: BTreeMap<String, (SocketAddr, &'static str)>,
     children: BTreeMap<String, Child>,
     serve: bool,
 }
@@ -44,7 +45,7 @@ impl Procs {
         let dir = tempfile::tempdir()?;
         let mut text = format!("replicas = {replicas}\n{extra}\n");
         let mut addrs = BTreeMap::new();
-        let mut add = |name: String, role: &str, data: bool| -> anyhow::Result<()> {
+        let mut add = |name: String, role: &'static str, data: bool| -> anyhow::Result<()> {
             let addr = free_addr()?;
             text.push_str(&format!(
                 "\n[[member]]\nname = \"{name}\"\nrole = \"{role}\"\naddr = \"{addr}\"\n"
@@ -55,7 +56,7 @@ impl Procs {
                     dir.path().join(&name).display()
                 ));
             }
-            addrs.insert(name, addr);
+            addrs.insert(name, (addr, role));
             Ok(())
         };
         add("index".into(), "index", true)?;
@@ -72,11 +73,11 @@ impl Procs {
             bin: bin.to_owned(),
             dir,
             cfg_path,
-            addrs,
+            members: addrs,
             children: BTreeMap::new(),
             serve: false,
         };
-        let names: Vec<String> = p.addrs.keys().cloned().collect();
+        let names: Vec<String> = p.members.keys().cloned().collect();
         for n in &names {
             p.start(n)?;
         }
@@ -90,13 +91,13 @@ impl Procs {
     pub async fn serve(bin: &Path) -> anyhow::Result<Procs> {
         let dir = tempfile::tempdir()?;
         let mut addrs = BTreeMap::new();
-        addrs.insert("serve".to_owned(), free_addr()?);
+        addrs.insert("serve".to_owned(), (free_addr()?, "serve"));
         let cfg_path = dir.path().join("unused.toml");
         let mut p = Procs {
             bin: bin.to_owned(),
             dir,
             cfg_path,
-            addrs,
+            members: addrs,
             children: BTreeMap::new(),
             serve: true,
         };
@@ -113,15 +114,9 @@ impl Procs {
                 .arg("--data")
                 .arg(self.dir.path().join("data"))
                 .arg("--listen")
-                .arg(self.addrs[name].to_string());
+                .arg(self.members[name].0.to_string());
         } else {
-            let role = match name {
-                "index" => "index",
-                "node" => "node",
-                n if n.starts_with("cache-") => "cache",
-                _ => "store",
-            };
-            cmd.arg(role)
+            cmd.arg(self.members[name].1)
                 .arg("--config")
                 .arg(&self.cfg_path)
                 .arg("--name")
@@ -139,10 +134,10 @@ impl Procs {
 
     /// Waits until `name` answers `/healthz`.
     pub async fn wait_ready(&self, name: &str) -> anyhow::Result<()> {
-        if name.starts_with("cache-") {
+        if self.members[name].1 == "cache" {
             // A cache member speaks memcached, not HTTP: ready = accepting.
             let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-            while tokio::net::TcpStream::connect(self.addrs[name])
+            while tokio::net::TcpStream::connect(self.members[name].0)
                 .await
                 .is_err()
             {
@@ -153,7 +148,7 @@ impl Procs {
             }
             return Ok(());
         }
-        Client::new(format!("http://{}", self.addrs[name]))
+        Client::new(format!("http://{}", self.members[name].0))
             .wait_ready("/healthz", Duration::from_secs(20))
             .await
             .map_err(|e| anyhow::anyhow!("member {name}: {e}"))
@@ -177,13 +172,13 @@ impl Procs {
 
     /// Address of member `name`.
     pub fn addr(&self, name: &str) -> SocketAddr {
-        self.addrs[name]
+        self.members[name].0
     }
 
     /// Client for the public API (the node, or `serve`).
     pub fn client(&self) -> Client {
         let n = if self.serve { "serve" } else { "node" };
-        Client::new(format!("http://{}", self.addrs[n]))
+        Client::new(format!("http://{}", self.members[n].0))
     }
 
     /// The temp dir holding data and the cluster file.
