@@ -268,3 +268,41 @@ async fn small_reads_are_batched_into_one_multi_get() {
         String::from_utf8(c.get("/metrics").await.expect("metrics").body.to_vec()).expect("utf8");
     assert!(n.contains("strata_proxy_batched_reads_total 20\n"), "{n}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_multi_get_answers_in_order_and_refuses_bad_bodies() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (s, _) = store::Store::open(dir.path(), store::StoreOptions::default()).expect("open");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let c = Client::new(format!("http://{}", l.local_addr().expect("addr")));
+    tokio::spawn(store::server::serve(l, s.clone(), std::future::pending()));
+    s.put(1, bytes::Bytes::from_static(b"one"))
+        .await
+        .expect("put");
+    let ids: Vec<u8> = [1u64, 2].iter().flat_map(|i| i.to_le_bytes()).collect();
+    let r = c.send(Method::POST, "/mget", &[], ids).await.expect("mget");
+    assert_eq!(r.status, StatusCode::OK);
+    // id 1: found, 3 bytes; id 2: missing.
+    let mut want = Vec::new();
+    want.extend_from_slice(&1u64.to_le_bytes());
+    want.push(0);
+    want.extend_from_slice(&3u32.to_le_bytes());
+    want.extend_from_slice(b"one");
+    want.extend_from_slice(&2u64.to_le_bytes());
+    want.push(1);
+    want.extend_from_slice(&0u32.to_le_bytes());
+    assert_eq!(&r.body[..], &want[..]);
+    // Not a whole number of ids, or more than 4096 of them: 400.
+    let r = c
+        .send(Method::POST, "/mget", &[], vec![0u8; 7])
+        .await
+        .expect("mget");
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = c
+        .send(Method::POST, "/mget", &[], vec![0u8; 8 * 4097])
+        .await
+        .expect("mget");
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
