@@ -112,8 +112,10 @@ impl Caching {
         }
     }
 
-    /// Counts a read of `key`; true when it is hot this second.
-    fn hot(&self, key: &[u8], now: u32) -> bool {
+    /// True when `key` was read at least `hot_threshold` times this
+    /// second; `count` records this call as one more read.
+    fn hot(&self, key: &[u8], count: bool) -> bool {
+        let now = self.now();
         let h = xxhash_rust::xxh3::xxh3_64(key);
         let mut g = self.hot.lock().unwrap_or_else(|p| p.into_inner());
         if g.0 != now {
@@ -122,7 +124,9 @@ impl Caching {
             g.1.clear();
         }
         let c = g.1.entry(h).or_insert(0);
-        *c += 1;
+        if count {
+            *c += 1;
+        }
         *c >= self.opts.hot_threshold
     }
 
@@ -137,7 +141,7 @@ impl Caching {
         )
     }
 
-    async fn get(&self, k: &[u8], hot: bool) -> Option<Bytes> {
+    async fn get(&self, k: &[u8]) -> Option<Bytes> {
         if let Some(l) = &self.local {
             if let Some(it) = l.get(k) {
                 self.local_counters.hits.fetch_add(1, Ordering::Relaxed);
@@ -165,7 +169,9 @@ impl Caching {
                 if v.is_some() { &ctr.hits } else { &ctr.misses }.fetch_add(1, Ordering::Relaxed);
                 v
             }
-            GlobalCache::Remote(c) => c.get(k, hot).await,
+            // Only the distributed tier uses hotness (R replicas), so only its
+            // reads are counted: no lock on the path otherwise.
+            GlobalCache::Remote(c) => c.get(k, self.hot(k, true)).await,
         };
         if let Some(v) = &found {
             // Filled from the global tier: keep a local copy too.
@@ -192,7 +198,7 @@ impl Caching {
         }
     }
 
-    async fn fill(&self, k: &[u8], v: Bytes, hot: bool) {
+    async fn fill(&self, k: &[u8], v: Bytes) {
         if v.len() > self.opts.item_max {
             return;
         }
@@ -206,15 +212,14 @@ impl Caching {
             GlobalCache::Local(c) => {
                 c.store(StoreMode::Set, k, v, 0, 0);
             }
-            GlobalCache::Remote(c) => c.set(k, &v, 0, hot).await,
+            GlobalCache::Remote(c) => c.set(k, &v, 0, self.hot(k, false)).await,
         }
     }
 
     /// Cached metadata of `key`.
     pub async fn get_meta(&self, key: &str) -> Option<BlobMeta> {
         let k = meta_key(key);
-        let hot = self.hot(&k, self.now());
-        let raw = self.get(&k, hot).await?;
+        let raw = self.get(&k).await?;
         serde_json::from_slice(&raw).ok()
     }
 
@@ -222,8 +227,7 @@ impl Caching {
     pub async fn put_meta(&self, key: &str, meta: &BlobMeta) {
         let k = meta_key(key);
         if let Ok(raw) = serde_json::to_vec(meta) {
-            let hot = self.hot(&k, self.now());
-            self.fill(&k, Bytes::from(raw), hot).await;
+            self.fill(&k, Bytes::from(raw)).await;
         }
     }
 
@@ -260,29 +264,25 @@ impl Caching {
     /// Cached bytes of blob `id`.
     pub async fn get_data(&self, id: u64) -> Option<Bytes> {
         let k = data_key(id);
-        let hot = self.hot(&k, self.now());
-        self.get(&k, hot).await
+        self.get(&k).await
     }
 
     /// Caches blob bytes read from a store (skipped above the item limit).
     pub async fn put_data(&self, id: u64, data: Bytes) {
         let k = data_key(id);
-        let hot = self.hot(&k, self.now());
-        self.fill(&k, data, hot).await;
+        self.fill(&k, data).await;
     }
 
     /// Cached slice `idx` of blob `id`.
     pub async fn get_slice(&self, id: u64, idx: u64) -> Option<Bytes> {
         let k = format!("s:{id}:{idx}").into_bytes();
-        let hot = self.hot(&k, self.now());
-        self.get(&k, hot).await
+        self.get(&k).await
     }
 
     /// Caches slice `idx` of blob `id` (immutable, like blob bytes).
     pub async fn put_slice(&self, id: u64, idx: u64, data: Bytes) {
         let k = format!("s:{id}:{idx}").into_bytes();
-        let hot = self.hot(&k, self.now());
-        self.fill(&k, data, hot).await;
+        self.fill(&k, data).await;
     }
 
     /// Largest cacheable value.
