@@ -4,12 +4,12 @@
 //! straight at one backend in the same run.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::peers;
+use crate::peers::{self, Proc};
 use crate::proc_stat::{cpu_ticks, TICKS_PER_SEC};
 use crate::wrk;
 
@@ -28,15 +28,6 @@ pub struct Args {
     /// Working directory.
     #[arg(long, default_value = "target/bench/balancer")]
     out: PathBuf,
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn write(path: &Path, text: &str) -> anyhow::Result<PathBuf> {

@@ -4,13 +4,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
 use crate::memload::{self, Load, LoadResult};
-use crate::peers;
+use crate::peers::{self, Proc};
 use crate::proc_stat::{cpu_ticks, TICKS_PER_SEC};
 
 /// Options of the `cache` scenario.
@@ -37,15 +37,6 @@ pub struct Args {
     /// Where results go.
     #[arg(long, default_value = "target/bench/cache")]
     out: PathBuf,
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 async fn wait_accepting(addr: SocketAddr) -> anyhow::Result<()> {
@@ -90,7 +81,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .build()?;
 
     let m_addr = testkit::free_addr()?;
-    let memcached = Server(
+    let memcached = Proc(
         Command::new("/usr/bin/memcached")
             .args([
                 "-u",
@@ -113,7 +104,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             .context("starting memcached")?,
     );
     let s_addr = testkit::free_addr()?;
-    let strata = Server(
+    let strata = Proc(
         Command::new(&bin)
             .args([
                 "cache",

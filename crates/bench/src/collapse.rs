@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use anyhow::{bail, Context};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::peers;
+use crate::peers::{self, Proc};
 
 /// Options of `collapse`.
 #[derive(clap::Args, Debug)]
@@ -32,15 +32,6 @@ pub struct Args {
     /// Working directory.
     #[arg(long, default_value = "target/bench/collapse")]
     out: PathBuf,
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A TCP proxy that holds every request it forwards for `delay`: the slow

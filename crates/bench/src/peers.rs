@@ -3,6 +3,17 @@
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+/// A server process for one benchmark run, killed when dropped (also when
+/// the benchmark fails half-way).
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 use anyhow::{bail, Context};
 
 /// Installs Debian packages whose binaries are missing.

@@ -3,6 +3,7 @@
 //! client request and throughput. No peer: this compares strata with
 //! itself.
 
+use crate::peers::Proc;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,15 +33,6 @@ pub struct Args {
     /// Working directory.
     #[arg(long, default_value = "target/bench/ranges")]
     out: PathBuf,
-}
-
-struct Server(std::process::Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn store_reads(text: &str) -> u64 {
@@ -129,7 +121,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .build()?;
     let addr = testkit::free_addr()?;
     let c = testkit::Client::new(format!("http://{addr}"));
-    let start = |cfg: &PathBuf| -> anyhow::Result<Server> {
+    let start = |cfg: &PathBuf| -> anyhow::Result<Proc> {
         let child = Command::new(&bin)
             .args([
                 "serve",
@@ -146,7 +138,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             .stdout(Stdio::null())
             .spawn()
             .context("starting strata")?;
-        Ok(Server(child))
+        Ok(Proc(child))
     };
     {
         let _s = start(&on)?;

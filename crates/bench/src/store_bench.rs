@@ -3,14 +3,14 @@
 //! store's restart time at 1M blobs.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
 
-use crate::peers;
+use crate::peers::{self, Proc};
 use crate::proc_stat::{cpu_ticks, TICKS_PER_SEC};
 use crate::wrk::{self, WrkResult};
 
@@ -51,17 +51,6 @@ fn key_of(i: u64) -> String {
     format!("img/{:02x}/{i}", i % 256)
 }
 
-struct Server {
-    child: Child,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 pub(crate) fn strata_bin() -> anyhow::Result<PathBuf> {
     let ok = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--release", "-p", "strata", "--quiet"])
@@ -96,7 +85,7 @@ fn start_strata(
     addr: std::net::SocketAddr,
     threads: usize,
     config: Option<&Path>,
-) -> anyhow::Result<Server> {
+) -> anyhow::Result<Proc> {
     let mut cmd = Command::new(bin);
     cmd.arg("serve")
         .arg("--data")
@@ -113,7 +102,7 @@ fn start_strata(
         .stdout(Stdio::null())
         .spawn()
         .context("starting strata")?;
-    Ok(Server { child })
+    Ok(Proc(child))
 }
 
 /// One measured run: wrk's figures and the server's CPU use.
@@ -167,9 +156,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     drop(strata);
 
     let nginx_port = testkit::free_addr()?.port();
-    let nginx = Server {
-        child: peers::start_nginx_static(&out.join("nginx"), &root, nginx_port, a.threads)?,
-    };
+    let nginx = Proc(peers::start_nginx_static(
+        &out.join("nginx"),
+        &root,
+        nginx_port,
+        a.threads,
+    )?);
     let nginx_client = testkit::Client::new(format!("http://127.0.0.1:{nginx_port}"));
     rt.block_on(nginx_client.wait_ready(&format!("/{}", key_of(0)), Duration::from_secs(20)))?;
 
@@ -186,7 +178,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     // help.
     let no_cache = out.join("no-cache.toml");
     std::fs::write(&no_cache, "[cache]\nenabled = false\n")?;
-    measure(nginx.child.id(), &n_url, &n_script, &a, 3)?;
+    measure(nginx.0.id(), &n_url, &n_script, &a, 3)?;
 
     let mut s_runs = Vec::new();
     let mut o_runs = Vec::new();
@@ -197,10 +189,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             let srv = start_strata(&bin, &data, strata_addr, a.threads, cfg)?;
             rt.block_on(client.wait_ready("/healthz", Duration::from_secs(20)))?;
             // Warm-up (page tables of the mapped volumes, connections).
-            measure(srv.child.id(), &s_url, &s_script, &a, 3)?;
-            pair.push(measure(srv.child.id(), &s_url, &s_script, &a, a.secs)?);
+            measure(srv.0.id(), &s_url, &s_script, &a, 3)?;
+            pair.push(measure(srv.0.id(), &s_url, &s_script, &a, a.secs)?);
         }
-        let n = measure(nginx.child.id(), &n_url, &n_script, &a, a.secs)?;
+        let n = measure(nginx.0.id(), &n_url, &n_script, &a, a.secs)?;
         let (s, o) = (pair[0], pair[1]);
         eprintln!(
             "round {}: strata {:.0} req/s (p50 {:.2} ms, p99 {:.2} ms, cpu {:.0}%) | strata no cache {:.0} req/s (p50 {:.2} ms, p99 {:.2} ms, cpu {:.0}%) | nginx {:.0} req/s (p50 {:.2} ms, p99 {:.2} ms, cpu {:.0}%)",
