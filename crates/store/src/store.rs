@@ -456,7 +456,8 @@ fn recover_volume(
     let ipath = volume::idx_path(dir, v);
     let loaded = idx::load(&ipath, sb)?;
     let mut covered = SUPERBLOCK_LEN;
-    let valid = loaded.as_ref().map(Vec::len);
+    // Index records trusted (applied); the file is cut after them.
+    let mut trusted = 0;
     for r in loaded.iter().flatten() {
         let end = r.offset + needle::needle_len(u64::from(r.size));
         if end > len {
@@ -467,6 +468,7 @@ fn recover_volume(
         apply(map, tomb, v, r.id, r.offset, r.size, r.flags);
         covered = covered.max(end);
         report.from_index += 1;
+        trusted += 1;
     }
     let (found, valid_end, stop) = volume::scan(&file, covered, len)
         .map_err(|e| Error::io(format!("scan {}", path.display()), e))?;
@@ -499,27 +501,15 @@ fn recover_volume(
     report.scanned += found.len() as u64;
     // Mapped only now: the torn tail (if any) is already cut off.
     let vol = Volume::open(&path, reserve)?;
-    let idxw = match valid {
-        Some(n) if report_consistent(&loaded, covered) => {
-            let mut w = IdxWriter::reopen(&ipath, n)?;
-            w.append(&recs)?;
-            w
-        }
-        _ => {
-            // No usable index: rebuild it from a full scan.
-            IdxWriter::create(&ipath, sb, &recs)?
-        }
+    // Keep the trusted records, then add the scanned tail; with no usable
+    // index the scan started at the superblock, so the rebuilt file is
+    // complete.
+    let mut idxw = match loaded {
+        Some(_) => IdxWriter::reopen(&ipath, trusted)?,
+        None => IdxWriter::create(&ipath, sb, &[])?,
     };
+    idxw.append(&recs)?;
     Ok((vol, file, idxw, valid_end))
-}
-
-fn report_consistent(loaded: &Option<Vec<Record>>, covered: u64) -> bool {
-    // If we stopped trusting the index part-way (a record past the end of
-    // the volume), rebuilding it is simpler than trimming it.
-    loaded.as_ref().is_some_and(|recs| {
-        recs.last()
-            .is_none_or(|r| r.offset + needle::needle_len(u64::from(r.size)) <= covered)
-    })
 }
 
 /// The writer thread's state.

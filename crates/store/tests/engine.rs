@@ -278,3 +278,39 @@ async fn oversized_blob_is_refused() {
     ));
     assert!(s.is_empty());
 }
+
+/// The index file names needles the volume lost (cut off from outside):
+/// restart trusts the index only up to the volume's end, and a second
+/// restart still finds every needle the volume holds.
+#[tokio::test]
+async fn an_index_that_outruns_its_volume_is_trimmed_not_trusted() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (s, _) = Store::open(dir.path(), StoreOptions::default()).expect("open");
+    for i in 0..10 {
+        s.put(i, blob(i, 100)).await.expect("put");
+    }
+    s.checkpoint().await.expect("checkpoint");
+    drop(s);
+    let path = store::dat_path(dir.path(), 1);
+    let len = std::fs::metadata(&path).expect("meta").len();
+    let needle = store::needle::needle_len(100);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open")
+        .set_len(len - 3 * needle)
+        .expect("cut");
+    for round in 0..2 {
+        let (s, _) = Store::open(dir.path(), StoreOptions::default()).expect("reopen");
+        assert_eq!(s.len() as u64, 7 + round, "round {round}");
+        for i in 0..7 {
+            assert_eq!(s.get(i).expect("get"), blob(i, 100), "round {round}");
+        }
+        s.put(100 + round, blob(100 + round, 10))
+            .await
+            .expect("put");
+        s.checkpoint().await.expect("checkpoint");
+    }
+    let (s, _) = Store::open(dir.path(), StoreOptions::default()).expect("reopen");
+    assert_eq!(s.len(), 9);
+}
