@@ -10,6 +10,9 @@ pub enum Error {
     /// No backends configured.
     #[error("a pool needs at least one backend")]
     NoBackends,
+    /// A configuration that does not hold together.
+    #[error("gateway config: {0}")]
+    Config(String),
     /// Socket I/O.
     #[error("gateway: {0}")]
     Io(#[from] std::io::Error),

@@ -19,14 +19,16 @@
 //!
 //! Errors are one enum, [`Error`].
 
+pub mod admin;
 mod error;
 pub mod health;
 pub mod pool;
 pub mod proxy;
 pub mod router;
+pub mod sticky;
 
 pub use error::Error;
 pub use health::HealthOptions;
 pub use hyper::Method;
 pub use pool::{Algorithm, Backend, Pool};
-pub use router::{Route, Router};
+pub use router::{Live, PoolSpec, Route, Router};

@@ -2,8 +2,8 @@
 
 use std::net::SocketAddr;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use crate::health::{Eligibility, HealthOptions, HealthState};
@@ -69,7 +69,14 @@ pub struct Backend {
     /// Last load the backend reported on `/load`: CPU percent x 100 plus
     /// its in-flight requests x 100 (0 until the first report).
     pub reported_load: AtomicU64,
+    /// Draining: no new requests (sticky ones included); those in flight
+    /// finish. Set through the admin API before removing a backend.
+    pub draining: AtomicBool,
     pub(crate) health: Mutex<HealthState>,
+    /// Admission slots (max in flight), made by the first gateway that
+    /// limits it; and the number of requests waiting for one.
+    pub(crate) admission: OnceLock<Arc<tokio::sync::Semaphore>>,
+    pub(crate) waiting: AtomicU64,
 }
 
 impl Backend {
@@ -84,15 +91,31 @@ impl Backend {
             ejections: AtomicU32::new(0),
             ewma_us: AtomicU64::new(0),
             reported_load: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
             health: Mutex::new(HealthState::default()),
+            admission: OnceLock::new(),
+            waiting: AtomicU64::new(0),
         }
+    }
+
+    /// The id a sticky cookie names this backend by: a hash of its address,
+    /// so that it stays the same across reloads and gateway restarts.
+    pub fn sticky_id(&self) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(self.addr.to_string().as_bytes())
+    }
+
+    /// Whether it is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 }
 
 /// The backends of one pool and how to choose among them.
 pub struct Pool {
-    /// The backends, in configuration order.
-    pub backends: Vec<Backend>,
+    /// The backends, in configuration order. Shared with the pools that
+    /// replace this one on a runtime change, so that health, counters and
+    /// requests in flight carry over.
+    pub backends: Vec<Arc<Backend>>,
     /// The algorithm.
     pub algorithm: Algorithm,
     /// Health and ejection settings.
@@ -106,6 +129,20 @@ impl Pool {
     /// A pool over `backends`.
     pub fn new(
         backends: Vec<Backend>,
+        algorithm: Algorithm,
+        health: HealthOptions,
+    ) -> Result<Pool, Error> {
+        Pool::shared(
+            backends.into_iter().map(Arc::new).collect(),
+            algorithm,
+            health,
+        )
+    }
+
+    /// A pool over backends that may also be in other pools (the one it
+    /// replaces).
+    pub fn shared(
+        backends: Vec<Arc<Backend>>,
         algorithm: Algorithm,
         health: HealthOptions,
     ) -> Result<Pool, Error> {
@@ -138,7 +175,8 @@ impl Pool {
     /// is eligible.
     pub fn pick(&self, key: &[u8], exclude: &[usize], now: Instant) -> Option<usize> {
         let (elig, ramp) = crate::health::snapshot(self, now);
-        let ok = |i: usize| !exclude.contains(&i) && elig.allows(i);
+        let ok =
+            |i: usize| !exclude.contains(&i) && elig.allows(i) && !self.backends[i].is_draining();
         let candidates: Vec<usize> = (0..self.backends.len()).filter(|&i| ok(i)).collect();
         if candidates.is_empty() {
             return None;
@@ -237,6 +275,17 @@ impl Pool {
                 }
             }
         })
+    }
+
+    /// Index of the backend at `addr`.
+    pub fn position(&self, addr: SocketAddr) -> Option<usize> {
+        self.backends.iter().position(|b| b.addr == addr)
+    }
+
+    /// May backend `i` take a new request at `now` (eligible by health or
+    /// panic mode, and not draining)? Used for a sticky cookie's backend.
+    pub fn can_take(&self, i: usize, now: Instant) -> bool {
+        !self.backends[i].is_draining() && crate::health::eligible(self, now).allows(i)
     }
 
     /// Whether `i` is currently ejected (for monitoring).

@@ -22,7 +22,8 @@ use tokio::net::TcpListener;
 use crate::health;
 use crate::pool::Pool;
 
-type UpBody = BoxBody<Bytes, hyper::Error>;
+/// Body of requests sent upstream and responses sent downstream.
+pub type UpBody = BoxBody<Bytes, hyper::Error>;
 
 /// Gateway settings.
 #[derive(Debug, Clone)]
@@ -54,6 +55,9 @@ pub struct GatewayOptions {
     /// answer wins. `None` = off (the default). Not combined with
     /// `max_in_flight`.
     pub hedge_after: Option<Duration>,
+    /// Sticky sessions: the signed cookie that pins a client to a backend.
+    /// `None` = off (the default).
+    pub sticky: Option<crate::sticky::Sticky>,
 }
 
 /// May one more retry start, with `active` requests and `retrying`
@@ -75,6 +79,7 @@ impl Default for GatewayOptions {
             queue: 100,
             queue_timeout: Duration::from_secs(1),
             hedge_after: None,
+            sticky: None,
         }
     }
 }
@@ -100,16 +105,35 @@ pub struct GatewayMetrics {
     pub queue_refused: AtomicU64,
     /// Hedged requests sent (a second backend asked).
     pub hedges: AtomicU64,
+    /// Requests sent to the backend their sticky cookie named.
+    pub sticky_hits: AtomicU64,
+    /// Sticky cookies (re)issued: new clients, and sessions moved off a
+    /// backend that was ejected, drained or removed.
+    pub sticky_moves: AtomicU64,
+}
+
+/// The HTTP client the gateways share: pooled keep-alive connections per
+/// backend address.
+pub type Upstream = Client<HttpConnector, UpBody>;
+
+/// An upstream client with `connect_timeout`.
+pub fn upstream(connect_timeout: Duration) -> Upstream {
+    let mut conn = HttpConnector::new();
+    conn.set_connect_timeout(Some(connect_timeout));
+    conn.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(conn)
 }
 
 /// A gateway in front of one pool.
 pub struct Gateway {
-    /// Per-backend admission (max in flight) and the number waiting.
-    slots: Vec<(Arc<tokio::sync::Semaphore>, AtomicU64)>,
     /// Token buckets per client IP: (tokens, last refill).
     buckets: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (f64, Instant)>>,
-    pool: Arc<Pool>,
-    client: Client<HttpConnector, UpBody>,
+    /// The pool; replaced whole when backends are added or removed, so a
+    /// request works on one consistent snapshot from start to end.
+    pool: std::sync::RwLock<Arc<Pool>>,
+    client: Upstream,
     opts: GatewayOptions,
     /// Counters.
     pub metrics: GatewayMetrics,
@@ -118,49 +142,59 @@ pub struct Gateway {
 impl Gateway {
     /// A gateway over `pool`.
     pub fn new(pool: Arc<Pool>, opts: GatewayOptions) -> Arc<Gateway> {
-        let mut conn = HttpConnector::new();
-        conn.set_connect_timeout(Some(opts.connect_timeout));
-        conn.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(conn);
-        let permits = opts
-            .max_in_flight
-            .unwrap_or(tokio::sync::Semaphore::MAX_PERMITS);
-        let slots = pool
-            .backends
-            .iter()
-            .map(|_| {
-                (
-                    Arc::new(tokio::sync::Semaphore::new(permits)),
-                    AtomicU64::new(0),
-                )
-            })
-            .collect();
+        let client = upstream(opts.connect_timeout);
+        Gateway::with_client(pool, opts, client)
+    }
+
+    /// A gateway over `pool` that shares `client` (and its pooled
+    /// connections) with other gateways.
+    pub fn with_client(pool: Arc<Pool>, opts: GatewayOptions, client: Upstream) -> Arc<Gateway> {
         Arc::new(Gateway {
-            slots,
             buckets: std::sync::Mutex::new(std::collections::HashMap::new()),
-            pool,
+            pool: std::sync::RwLock::new(pool),
             client,
             opts,
             metrics: GatewayMetrics::default(),
         })
     }
 
-    /// Requests waiting in backend `i`'s queue.
-    pub fn queued(&self, i: usize) -> u64 {
-        self.slots[i].1.load(Ordering::Relaxed)
+    /// The settings.
+    pub fn options(&self) -> &GatewayOptions {
+        &self.opts
     }
 
-    /// Waits for an admission slot on backend `i` (if limits are set).
+    /// The shared upstream client.
+    pub fn client(&self) -> &Upstream {
+        &self.client
+    }
+
+    /// Replaces the pool's backends (same algorithm and health settings).
+    /// Backends kept from the old set keep their state; requests in flight
+    /// finish on the snapshot they started with.
+    pub fn set_backends(&self, backends: Vec<Arc<crate::Backend>>) -> Result<(), crate::Error> {
+        let old = self.pool();
+        let new = Pool::shared(backends, old.algorithm, old.health.clone())?;
+        *self.pool.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+        Ok(())
+    }
+
+    /// Requests waiting in backend `i`'s queue.
+    pub fn queued(&self, i: usize) -> u64 {
+        self.pool().backends[i].waiting.load(Ordering::Relaxed)
+    }
+
+    /// Waits for an admission slot on backend `b` (if limits are set).
     async fn admit_backend(
         &self,
-        i: usize,
+        b: &crate::Backend,
     ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ()> {
-        if self.opts.max_in_flight.is_none() {
+        let Some(max) = self.opts.max_in_flight else {
             return Ok(None);
-        }
-        let (sem, waiting) = &self.slots[i];
+        };
+        let sem = b
+            .admission
+            .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(max)));
+        let waiting = &b.waiting;
         if let Ok(p) = sem.clone().try_acquire_owned() {
             return Ok(Some(p));
         }
@@ -197,9 +231,9 @@ impl Gateway {
         }
     }
 
-    /// The pool.
-    pub fn pool(&self) -> &Arc<Pool> {
-        &self.pool
+    /// The pool as it is now.
+    pub fn pool(&self) -> Arc<Pool> {
+        self.pool.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The operator's status page: pools, backends, health, load and
@@ -208,9 +242,12 @@ impl Gateway {
     pub fn status_page(&self) -> String {
         use std::fmt::Write;
         let now = Instant::now();
+        let pool = self.pool();
         let mut rows = String::new();
-        for (i, b) in self.pool.backends.iter().enumerate() {
-            let state = if self.pool.is_ejected(i, now) {
+        for (i, b) in pool.backends.iter().enumerate() {
+            let state = if b.is_draining() {
+                "draining"
+            } else if pool.is_ejected(i, now) {
                 "ejected"
             } else {
                 "up"
@@ -230,11 +267,11 @@ impl Gateway {
         format!(
             "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"2\">\
              <title>strata gateway</title><style>body{{font-family:sans-serif}}td,th{{padding:2px 10px}}\
-             tr.ejected{{background:#fdd}}</style></head><body><h1>strata gateway</h1>\
+             tr.ejected{{background:#fdd}}tr.draining{{background:#ffd}}</style></head><body><h1>strata gateway</h1>\
              <p>algorithm {:?}; requests {}; in flight {}; retries {}; gateway errors {}; rate limited {}</p>\
              <table><tr><th>backend</th><th>state</th><th>weight</th><th>in flight</th><th>requests</th><th>failures</th><th>ejections</th></tr>{rows}</table>\
              </body></html>",
-            self.pool.algorithm,
+            pool.algorithm,
             m.requests.load(Ordering::Relaxed),
             m.active.load(Ordering::Relaxed),
             m.retries.load(Ordering::Relaxed),
@@ -276,11 +313,20 @@ impl Gateway {
                 &self.metrics.queue_refused,
             ),
             ("strata_gateway_hedges_total", &self.metrics.hedges),
+            (
+                "strata_gateway_sticky_hits_total",
+                &self.metrics.sticky_hits,
+            ),
+            (
+                "strata_gateway_sticky_moves_total",
+                &self.metrics.sticky_moves,
+            ),
         ] {
             let _ = writeln!(out, "{name} {}", l(v));
         }
         let now = Instant::now();
-        for (i, b) in self.pool.backends.iter().enumerate() {
+        let pool = self.pool();
+        for (i, b) in pool.backends.iter().enumerate() {
             let a = b.addr;
             let _ = writeln!(
                 out,
@@ -305,7 +351,12 @@ impl Gateway {
             let _ = writeln!(
                 out,
                 "strata_gateway_backend_ejected{{backend=\"{a}\"}} {}",
-                u8::from(self.pool.is_ejected(i, now))
+                u8::from(pool.is_ejected(i, now))
+            );
+            let _ = writeln!(
+                out,
+                "strata_gateway_backend_draining{{backend=\"{a}\"}} {}",
+                u8::from(b.is_draining())
             );
         }
     }
@@ -343,17 +394,14 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 /// Decrements a backend's in-flight count when the response body ends.
 struct Guarded {
     inner: Incoming,
-    pool: Arc<Pool>,
-    idx: usize,
+    backend: Arc<crate::Backend>,
     /// The backend's admission slot, released when the body ends.
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Drop for Guarded {
     fn drop(&mut self) {
-        self.pool.backends[self.idx]
-            .in_flight
-            .fetch_sub(1, Ordering::Relaxed);
+        self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -428,15 +476,30 @@ pub async fn handle(
     let has_body = body.size_hint().exact() != Some(0) || !body.is_end_stream();
     let retryable = idempotent && !has_body;
     let mut body = Some(body);
+    // One snapshot of the pool for the whole request: backends added or
+    // removed meanwhile do not shift the indexes it holds.
+    let pool = gw.pool();
+    // The backend a valid sticky cookie names, if it can take the request.
+    let sticky_id = gw
+        .opts
+        .sticky
+        .as_ref()
+        .and_then(|s| s.from_request(&parts.headers));
+    let mut pinned = sticky_id
+        .and_then(|id| pool.backends.iter().position(|b| b.sticky_id() == id))
+        .filter(|&i| pool.can_take(i, Instant::now()));
     let mut tried: Vec<usize> = Vec::new();
     loop {
         let now = Instant::now();
-        let Some(i) = gw.pool.pick(path.as_bytes(), &tried, now) else {
+        let Some(i) = pinned
+            .take()
+            .or_else(|| pool.pick(path.as_bytes(), &tried, now))
+        else {
             gw.metrics.gateway_errors.fetch_add(1, Ordering::Relaxed);
             return plain(StatusCode::SERVICE_UNAVAILABLE, "no backend available\n");
         };
         tried.push(i);
-        let b = &gw.pool.backends[i];
+        let b = &pool.backends[i];
         let uri = match format!("http://{}{}", b.addr, path).parse::<hyper::Uri>() {
             Ok(u) => u,
             Err(_) => return plain(StatusCode::BAD_REQUEST, "bad request target\n"),
@@ -447,7 +510,7 @@ pub async fn handle(
         };
         // Admission: at most max_in_flight per backend; a bounded queue
         // waits up to queue_timeout, then 503 with Retry-After.
-        let permit = match gw.admit_backend(i).await {
+        let permit = match gw.admit_backend(b).await {
             Ok(p) => p,
             Err(()) => {
                 gw.metrics.queue_refused.fetch_add(1, Ordering::Relaxed);
@@ -467,7 +530,7 @@ pub async fn handle(
             .hedge_after
             .filter(|_| retryable && gw.opts.max_in_flight.is_none());
         let (res, i) = match hedge {
-            Some(after) => hedged(&gw, up, i, after, &path, &parts, &mut tried).await,
+            Some(after) => hedged(&gw, &pool, up, i, after, &path, &parts, &mut tried).await,
             None => (
                 tokio::time::timeout(gw.opts.first_byte_timeout, gw.client.request(up))
                     .await
@@ -475,25 +538,36 @@ pub async fn handle(
                 i,
             ),
         };
-        let b = &gw.pool.backends[i];
+        let b = &pool.backends[i];
         match res {
             Ok(Ok(resp)) => {
                 let now = Instant::now();
-                health::record(&gw.pool, i, resp.status().as_u16() < 500, now);
-                health::record_latency(&gw.pool, i, now.duration_since(sent), now);
+                health::record(&pool, i, resp.status().as_u16() < 500, now);
+                health::record_latency(&pool, i, now.duration_since(sent), now);
                 let (mut rp, rb) = resp.into_parts();
                 strip_hop_by_hop(&mut rp.headers);
+                if let Some(st) = &gw.opts.sticky {
+                    let id = b.sticky_id();
+                    if sticky_id == Some(id) {
+                        gw.metrics.sticky_hits.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        // A new client, or its backend could not take it:
+                        // pin it to the one that answered.
+                        gw.metrics.sticky_moves.fetch_add(1, Ordering::Relaxed);
+                        rp.headers
+                            .append(hyper::header::SET_COOKIE, st.set_cookie(id));
+                    }
+                }
                 let guarded = Guarded {
                     inner: rb,
-                    pool: gw.pool.clone(),
-                    idx: i,
+                    backend: b.clone(),
                     _permit: permit,
                 };
                 return Response::from_parts(rp, guarded.boxed());
             }
             Ok(Err(e)) => {
                 b.in_flight.fetch_sub(1, Ordering::Relaxed);
-                health::record(&gw.pool, i, false, Instant::now());
+                health::record(&pool, i, false, Instant::now());
                 // No response arrived (connect error, or a pooled connection
                 // the backend closed): for an idempotent request without a
                 // body, trying another backend cannot repeat a side effect.
@@ -506,7 +580,7 @@ pub async fn handle(
             }
             Err(_) => {
                 b.in_flight.fetch_sub(1, Ordering::Relaxed);
-                health::record(&gw.pool, i, false, Instant::now());
+                health::record(&pool, i, false, Instant::now());
                 if retryable && tried.len() <= gw.opts.retries && may_retry(&gw, &mut retrying) {
                     continue;
                 }
@@ -523,8 +597,10 @@ type Sent = Result<Result<Response<Incoming>, hyper_util::client::legacy::Error>
 /// a copy to another backend too and returns the first response (and whose
 /// it is). Every backend but the returned one has its in-flight count
 /// settled here.
+#[allow(clippy::too_many_arguments)]
 async fn hedged(
     gw: &Arc<Gateway>,
+    pool: &Pool,
     up: Request<UpBody>,
     i: usize,
     after: Duration,
@@ -540,7 +616,7 @@ async fn hedged(
         _ = &mut deadline => return (Err(()), i),
         _ = tokio::time::sleep(after) => {}
     }
-    let Some(j) = gw.pool.pick(path.as_bytes(), tried, Instant::now()) else {
+    let Some(j) = pool.pick(path.as_bytes(), tried, Instant::now()) else {
         // Nobody else to ask: keep waiting for the first.
         tokio::select! {
             r = &mut first => return (Ok(r), i),
@@ -549,7 +625,7 @@ async fn hedged(
     };
     tried.push(j);
     gw.metrics.hedges.fetch_add(1, Ordering::Relaxed);
-    let bj = &gw.pool.backends[j];
+    let bj = &pool.backends[j];
     let Ok(uri) = format!("http://{}{}", bj.addr, path).parse::<hyper::Uri>() else {
         return (Err(()), i);
     };
@@ -561,7 +637,7 @@ async fn hedged(
     let second = gw.client.request(second);
     tokio::pin!(second);
     let settle = |loser: usize| {
-        gw.pool.backends[loser]
+        pool.backends[loser]
             .in_flight
             .fetch_sub(1, Ordering::Relaxed);
     };
@@ -571,12 +647,12 @@ async fn hedged(
             r = &mut first, if !first_done => match r {
                 Ok(resp) => { settle(j); return (Ok(Ok(resp)), i); }
                 Err(e) if second_done => { settle(j); return (Ok(Err(e)), i); }
-                Err(_) => { first_done = true; health::record(&gw.pool, i, false, Instant::now()); }
+                Err(_) => { first_done = true; health::record(pool, i, false, Instant::now()); }
             },
             r = &mut second, if !second_done => match r {
                 Ok(resp) => { settle(i); return (Ok(Ok(resp)), j); }
                 Err(e) if first_done => { settle(i); return (Ok(Err(e)), j); }
-                Err(_) => { second_done = true; health::record(&gw.pool, j, false, Instant::now()); }
+                Err(_) => { second_done = true; health::record(pool, j, false, Instant::now()); }
             },
             _ = &mut deadline => { settle(j); return (Err(()), i); }
         }
@@ -623,22 +699,17 @@ fn may_retry<'a>(gw: &'a Gateway, slot: &mut Option<Count<'a>>) -> bool {
 }
 
 /// Reads backend `i`'s `GET /load` report into its reported load.
-async fn poll_load(gw: &Gateway, i: usize) {
-    let b = &gw.pool.backends[i];
+async fn poll_load(gw: &Gateway, b: &crate::Backend, timeout: Duration) {
     let Ok(uri) = format!("http://{}/load", b.addr).parse::<hyper::Uri>() else {
         return;
     };
     let Ok(req) = Request::get(uri).body(Empty::new().map_err(|e| match e {}).boxed()) else {
         return;
     };
-    let Ok(Ok(resp)) =
-        tokio::time::timeout(gw.pool.health.check_timeout, gw.client.request(req)).await
-    else {
+    let Ok(Ok(resp)) = tokio::time::timeout(timeout, gw.client.request(req)).await else {
         return;
     };
-    let Ok(Ok(body)) =
-        tokio::time::timeout(gw.pool.health.check_timeout, resp.into_body().collect()).await
-    else {
+    let Ok(Ok(body)) = tokio::time::timeout(timeout, resp.into_body().collect()).await else {
         return;
     };
     let text = String::from_utf8_lossy(&body.to_bytes()).into_owned();
@@ -657,7 +728,7 @@ async fn poll_load(gw: &Gateway, i: usize) {
 
 /// Active health checks: `GET /healthz` on every backend each interval.
 pub fn spawn_checks(gw: &Arc<Gateway>) {
-    let interval = gw.pool.health.check_interval;
+    let interval = gw.pool().health.check_interval;
     if interval.is_zero() {
         return;
     }
@@ -667,7 +738,8 @@ pub fn spawn_checks(gw: &Arc<Gateway>) {
         loop {
             tick.tick().await;
             let Some(gw) = weak.upgrade() else { return };
-            for (i, b) in gw.pool.backends.iter().enumerate() {
+            let pool = gw.pool();
+            for (i, b) in pool.backends.iter().enumerate() {
                 let uri = format!("http://{}/healthz", b.addr);
                 let Ok(uri) = uri.parse::<hyper::Uri>() else {
                     continue;
@@ -675,12 +747,12 @@ pub fn spawn_checks(gw: &Arc<Gateway>) {
                 let req = Request::get(uri).body(Empty::new().map_err(|e| match e {}).boxed());
                 let Ok(req) = req else { continue };
                 let passed = matches!(
-                    tokio::time::timeout(gw.pool.health.check_timeout, gw.client.request(req)).await,
+                    tokio::time::timeout(pool.health.check_timeout, gw.client.request(req)).await,
                     Ok(Ok(r)) if r.status().is_success()
                 );
-                health::record_check(&gw.pool, i, passed);
-                if passed && gw.pool.algorithm == crate::Algorithm::Load {
-                    poll_load(&gw, i).await;
+                health::record_check(&pool, i, passed);
+                if passed && pool.algorithm == crate::Algorithm::Load {
+                    poll_load(&gw, b, pool.health.check_timeout).await;
                 }
             }
         }
@@ -699,5 +771,5 @@ pub async fn serve(
         pools: vec![("default".into(), gw)],
         routes: Vec::new(),
     };
-    crate::router::serve_routed(listener, Arc::new(router), shutdown).await
+    crate::router::serve_routed(listener, crate::router::Live::new(router, None), shutdown).await
 }

@@ -5,15 +5,17 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
 
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue};
-use hyper::{Method, Request, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::proxy::{handle, spawn_checks, Gateway};
+use crate::proxy::{handle, spawn_checks, Gateway, GatewayOptions, UpBody, Upstream};
+use crate::{Algorithm, Backend, Error, HealthOptions, Pool};
 
 /// One rule; all its given conditions must hold.
 #[derive(Debug, Clone)]
@@ -73,13 +75,123 @@ impl Router {
     }
 }
 
+/// What a pool is made of; [`build`] turns a list of these into a
+/// [`Router`].
+#[derive(Debug, Clone)]
+pub struct PoolSpec {
+    /// Name (routes refer to it).
+    pub name: String,
+    /// Backends with their weights.
+    pub backends: Vec<(SocketAddr, u32)>,
+    /// Selection algorithm.
+    pub algorithm: Algorithm,
+    /// Health and ejection settings.
+    pub health: HealthOptions,
+    /// Proxy settings (timeouts, limits, stickiness).
+    pub options: GatewayOptions,
+}
+
+/// Builds a router over `pools` (the first is the default) and `routes`.
+/// Backends that `previous` already had in a pool of the same name are
+/// carried over with their state (health, ejections, requests in flight,
+/// draining), so a reload does not forget that a node is sick.
+pub fn build(
+    pools: Vec<PoolSpec>,
+    routes: Vec<Route>,
+    previous: Option<&Router>,
+    client: &Upstream,
+) -> Result<Router, Error> {
+    if pools.is_empty() {
+        return Err(Error::NoBackends);
+    }
+    let mut built = Vec::with_capacity(pools.len());
+    for spec in pools {
+        let old = previous
+            .and_then(|r| r.pools.iter().find(|(n, _)| *n == spec.name))
+            .map(|(_, g)| g.pool());
+        let backends = spec
+            .backends
+            .iter()
+            .map(|&(addr, weight)| {
+                old.as_ref()
+                    .and_then(|p| {
+                        p.backends
+                            .iter()
+                            .find(|b| b.addr == addr && b.weight == weight)
+                    })
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Backend::new(addr, weight)))
+            })
+            .collect();
+        let pool = Pool::shared(backends, spec.algorithm, spec.health)?;
+        built.push((
+            spec.name,
+            Gateway::with_client(Arc::new(pool), spec.options, client.clone()),
+        ));
+    }
+    if let Some(r) = routes.iter().find(|r| r.pool >= built.len()) {
+        return Err(Error::Config(format!(
+            "route {} names pool #{} of {}",
+            r.prefix,
+            r.pool,
+            built.len()
+        )));
+    }
+    Ok(Router {
+        pools: built,
+        routes,
+    })
+}
+
+/// The router in service, swapped whole by a reload, plus the admin API's
+/// token. Each request reads the router once, so a swap never splits a
+/// request between two configurations, and requests in flight finish on
+/// the gateway they started on.
+pub struct Live {
+    router: RwLock<Arc<Router>>,
+    /// Bearer token of the admin API; `None` disables it.
+    pub admin_token: Option<String>,
+    /// Serialises runtime changes (admin calls and reloads), which read,
+    /// modify and write the backend sets.
+    pub(crate) changes: tokio::sync::Mutex<()>,
+}
+
+impl Live {
+    /// Serves `router`; `admin_token` enables the admin API.
+    pub fn new(router: Router, admin_token: Option<String>) -> Arc<Live> {
+        Arc::new(Live {
+            router: RwLock::new(Arc::new(router)),
+            admin_token,
+            changes: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The router in service.
+    pub fn router(&self) -> Arc<Router> {
+        self.router
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts `router` in service (a reload). Health checks start for its
+    /// pools; those of the old router stop once its last request is done.
+    pub async fn swap(&self, router: Router) {
+        let _g = self.changes.lock().await;
+        for (_, gw) in &router.pools {
+            spawn_checks(gw);
+        }
+        *self.router.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(router);
+    }
+}
+
 /// Serves the routed pools on `listener` until `shutdown` resolves.
 pub async fn serve_routed(
     listener: TcpListener,
-    router: Arc<Router>,
+    live: Arc<Live>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    for (_, gw) in &router.pools {
+    for (_, gw) in &live.router().pools {
         spawn_checks(gw);
     }
     tokio::pin!(shutdown);
@@ -89,23 +201,11 @@ pub async fn serve_routed(
             acc = listener.accept() => {
                 let Ok((stream, peer)) = acc else { continue };
                 let _ = stream.set_nodelay(true);
-                let router = router.clone();
+                let live = live.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let router = router.clone();
-                        async move {
-                            let path = req.uri().path();
-                            if path == "/_strata/status" || path == "/_strata/metrics" {
-                                let html = path.ends_with("status");
-                                let mut r = crate::proxy::plain(StatusCode::OK, &router.render(html));
-                                if html {
-                                    r.headers_mut().insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-                                }
-                                return Ok::<_, Infallible>(r);
-                            }
-                            let gw = router.choose(&req).clone();
-                            Ok(handle(gw, req, peer).await)
-                        }
+                        let live = live.clone();
+                        async move { Ok::<_, Infallible>(dispatch(&live, req, peer).await) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .keep_alive(true)
@@ -115,4 +215,28 @@ pub async fn serve_routed(
             }
         }
     }
+}
+
+/// One request: the gateway's own pages, the admin API, or a pool.
+async fn dispatch(live: &Live, req: Request<Incoming>, peer: SocketAddr) -> Response<UpBody> {
+    let path = req.uri().path();
+    if let Some(rest) = path.strip_prefix("/_strata/") {
+        match rest {
+            "status" | "metrics" => {
+                let html = rest == "status";
+                let mut r = crate::proxy::plain(StatusCode::OK, &live.router().render(html));
+                if html {
+                    r.headers_mut().insert(
+                        hyper::header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/html; charset=utf-8"),
+                    );
+                }
+                return r;
+            }
+            _ if rest.starts_with("admin/") => return crate::admin::handle(live, req).await,
+            _ => {}
+        }
+    }
+    let gw = live.router().choose(&req).clone();
+    handle(gw, req, peer).await
 }

@@ -621,9 +621,10 @@ async fn l7_routes_pick_pools_by_prefix_method_and_header() {
         .await
         .expect("bind");
     let gw = l.local_addr().expect("addr");
+    let router = Arc::into_inner(router).expect("one owner");
     tokio::spawn(balancer::router::serve_routed(
         l,
-        router,
+        balancer::Live::new(router, None),
         std::future::pending(),
     ));
     let ask = |req: &'static str| async move { get(gw, req).await };
