@@ -38,6 +38,9 @@ pub struct ClusterConfig {
     /// Collapsed forwarding on the request nodes' miss path.
     #[serde(default)]
     pub proxy: ProxyConfig,
+    /// The gateway: pools, routes, health, limits, stickiness.
+    #[serde(default)]
+    pub gateway: crate::gateway::GatewayConfig,
     /// Every process of the cluster.
     #[serde(default, rename = "member")]
     pub members: Vec<Member>,
@@ -51,6 +54,15 @@ pub struct AuthConfig {
     /// GET stays public. Default: unset (writes are open).
     #[serde(default)]
     pub write_token: Option<String>,
+    /// The cluster secret: signs the gateway's sticky-session cookies so
+    /// that a client cannot choose its node. Required with sticky
+    /// sessions; keep it the same on every gateway.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Bearer token of the gateway's admin API (add, remove, drain
+    /// backends). Default: unset, the admin API is off.
+    #[serde(default)]
+    pub admin_token: Option<String>,
 }
 
 /// `[limits]`
@@ -327,6 +339,8 @@ pub enum Role {
     Node,
     /// memcached-protocol cache server (the distributed cache).
     Cache,
+    /// Load balancer and reverse proxy in front of the nodes.
+    Gateway,
 }
 
 impl Role {
@@ -337,6 +351,7 @@ impl Role {
             Role::Index => "index",
             Role::Node => "node",
             Role::Cache => "cache",
+            Role::Gateway => "gateway",
         }
     }
 }
@@ -418,14 +433,18 @@ impl ClusterConfig {
         if self.store.checkpoint_every == 0 {
             return bad("store.checkpoint_every", "must be at least 1".into());
         }
-        if let Some(t) = &self.auth.write_token {
-            if t.is_empty() || t.chars().any(|c| c.is_control() || c == ' ') {
-                return bad(
-                    "auth.write_token",
-                    "must be non-empty printable without spaces".into(),
-                );
+        for (key, t) in [
+            ("auth.write_token", &self.auth.write_token),
+            ("auth.admin_token", &self.auth.admin_token),
+            ("auth.secret", &self.auth.secret),
+        ] {
+            if let Some(t) = t {
+                if t.is_empty() || t.chars().any(|c| c.is_control() || c == ' ') {
+                    return bad(key, "must be non-empty printable without spaces".into());
+                }
             }
         }
+        self.gateway.validate(self)?;
         let mut names = std::collections::HashSet::new();
         for (i, m) in self.members.iter().enumerate() {
             if m.name.is_empty()

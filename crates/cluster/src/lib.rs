@@ -10,6 +10,7 @@
 
 mod config;
 mod error;
+mod gateway;
 mod placement;
 mod ring;
 
@@ -18,5 +19,6 @@ pub use config::{
     StoreConfig,
 };
 pub use error::Error;
+pub use gateway::{GatewayConfig, PoolConfig, ResolvedPool, RouteConfig, ALGORITHMS};
 pub use placement::{rendezvous, rendezvous_score};
 pub use ring::{key_point, Ring, DEFAULT_POINTS};

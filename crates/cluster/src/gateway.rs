@@ -1,0 +1,504 @@
+//! `[gateway]` of the cluster file: the gateway's pools, routes, health
+//! checks, limits and stickiness.
+//!
+//! ```toml
+//! [gateway]
+//! algorithm = "hash"          # default for pools that name none
+//! sticky = false              # signed cookie pinning a client to a node
+//!
+//! [[gateway.pool]]
+//! name = "reads"
+//! backends = ["node-1", "node-2", "127.0.0.1:9000"]   # member names or IP:PORT
+//!
+//! [[gateway.pool]]
+//! name = "writes"
+//! backends = ["node-3"]
+//! algorithm = "least-conn"
+//!
+//! [[gateway.route]]
+//! method = "PUT"
+//! prefix = "/v1/"
+//! pool = "writes"
+//! ```
+//!
+//! Without pools, the gateway has one pool `nodes` with every `node`
+//! member. Without routes, everything goes to the first pool.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ClusterConfig, Role};
+use crate::Error;
+
+/// Algorithm names the gateway knows.
+pub const ALGORITHMS: [&str; 8] = [
+    "random",
+    "round-robin",
+    "rr",
+    "least-conn",
+    "p2c",
+    "p2c-latency",
+    "load",
+    "hash",
+];
+
+/// `[gateway]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Selection algorithm of pools that name none: random, round-robin,
+    /// least-conn, p2c, p2c-latency, load or hash. Default `hash` (the same
+    /// image goes to the same node, so node caches do not all hold the
+    /// same items).
+    #[serde(default = "default_algorithm")]
+    pub algorithm: String,
+    /// Sticky sessions in pools that do not say: a cookie, signed with
+    /// `auth.secret`, pins a client to a node. Default false.
+    #[serde(default)]
+    pub sticky: bool,
+    /// Per-client-IP limit, requests per second; 0 = off (default).
+    #[serde(default)]
+    pub rate_limit: f64,
+    /// Burst above the rate; 0 = one second's worth (default).
+    #[serde(default)]
+    pub burst: f64,
+    /// Most requests in flight per backend; 0 = no limit (default).
+    #[serde(default)]
+    pub max_in_flight: usize,
+    /// Requests that may wait for a busy backend. Default 100.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+    /// Longest wait in that queue, ms, then 503. Default 1000.
+    #[serde(default = "default_1000")]
+    pub queue_timeout_ms: u64,
+    /// Hedged GETs after this many ms without an answer; 0 = off (default).
+    #[serde(default)]
+    pub hedge_after_ms: u64,
+    /// Connect timeout to a backend, ms. Default 1000.
+    #[serde(default = "default_1000")]
+    pub connect_timeout_ms: u64,
+    /// Time to response headers, ms. Default 30000.
+    #[serde(default = "default_first_byte")]
+    pub first_byte_timeout_ms: u64,
+    /// Other backends tried by an idempotent request. Default 2.
+    #[serde(default = "default_retries")]
+    pub retries: usize,
+    /// Retries in flight at most this percent of requests in flight.
+    /// Default 20.
+    #[serde(default = "default_20")]
+    pub retry_budget_percent: u64,
+    /// Active check (`GET /healthz`) interval, ms; 0 = off. Default 2000.
+    #[serde(default = "default_check_interval")]
+    pub check_interval_ms: u64,
+    /// Active check timeout, ms. Default 1000.
+    #[serde(default = "default_1000")]
+    pub check_timeout_ms: u64,
+    /// Failed checks that mark a backend down. Default 3.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+    /// Passed checks that bring it back. Default 2.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Consecutive 5xx or failed exchanges that eject a backend. Default 5.
+    #[serde(default = "default_consecutive")]
+    pub consecutive_failures: u32,
+    /// First ejection, ms; the n-th lasts n times this. Default 10000.
+    #[serde(default = "default_ejection")]
+    pub base_ejection_ms: u64,
+    /// Longest ejection, ms. Default 300000.
+    #[serde(default = "default_max_ejection")]
+    pub max_ejection_ms: u64,
+    /// Most of a pool ejected at once, percent. Default 50.
+    #[serde(default = "default_50")]
+    pub max_ejection_percent: u32,
+    /// Below this share of eligible backends, send to all, percent.
+    /// Default 50.
+    #[serde(default = "default_50")]
+    pub panic_threshold_percent: u32,
+    /// Ramp of a returning backend's share, ms; 0 = at once. Default 10000.
+    #[serde(default = "default_ejection")]
+    pub slow_start_ms: u64,
+    /// Latency outliers: EWMA above this many times the pool's median
+    /// ejects; 0 = off. Default 5.
+    #[serde(default = "default_outlier")]
+    pub outlier_factor: f64,
+    /// Pools; the first is the default.
+    #[serde(default, rename = "pool")]
+    pub pools: Vec<PoolConfig>,
+    /// Rules, in order; the first match wins.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[[gateway.pool]]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Name, used by routes.
+    pub name: String,
+    /// Member names (role `node`) or `IP:PORT` addresses.
+    pub backends: Vec<String>,
+    /// Weights, one per backend (round robin); default all 1.
+    #[serde(default)]
+    pub weights: Vec<u32>,
+    /// Algorithm; default `gateway.algorithm`.
+    #[serde(default)]
+    pub algorithm: Option<String>,
+    /// Sticky sessions; default `gateway.sticky`.
+    #[serde(default)]
+    pub sticky: Option<bool>,
+}
+
+/// `[[gateway.route]]`: every condition given must hold.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The path starts with this. Default `/`.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// The method is this (e.g. `PUT`); default any.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// `Name: value`: the header has exactly this value; default any.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// The pool it sends to.
+    pub pool: String,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        // Same defaults as an empty [gateway] table.
+        toml::from_str("").unwrap_or_else(|_| unreachable!())
+    }
+}
+
+fn default_algorithm() -> String {
+    "hash".into()
+}
+fn default_queue() -> usize {
+    100
+}
+fn default_1000() -> u64 {
+    1000
+}
+fn default_first_byte() -> u64 {
+    30_000
+}
+fn default_retries() -> usize {
+    2
+}
+fn default_20() -> u64 {
+    20
+}
+fn default_check_interval() -> u64 {
+    2000
+}
+fn default_fall() -> u32 {
+    3
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_consecutive() -> u32 {
+    5
+}
+fn default_ejection() -> u64 {
+    10_000
+}
+fn default_max_ejection() -> u64 {
+    300_000
+}
+fn default_50() -> u32 {
+    50
+}
+fn default_outlier() -> f64 {
+    5.0
+}
+fn default_prefix() -> String {
+    "/".into()
+}
+
+/// A pool with its backends resolved to addresses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedPool {
+    /// Name.
+    pub name: String,
+    /// (address, weight) per backend.
+    pub backends: Vec<(SocketAddr, u32)>,
+    /// Algorithm name.
+    pub algorithm: String,
+    /// Sticky sessions on.
+    pub sticky: bool,
+}
+
+impl GatewayConfig {
+    /// The pools with member names resolved against `cfg`; one pool `nodes`
+    /// of every node member when none is configured.
+    pub fn resolve(&self, cfg: &ClusterConfig) -> Result<Vec<ResolvedPool>, Error> {
+        if self.pools.is_empty() {
+            return Ok(vec![ResolvedPool {
+                name: "nodes".into(),
+                backends: cfg.members_with(Role::Node).map(|m| (m.addr, 1)).collect(),
+                algorithm: self.algorithm.clone(),
+                sticky: self.sticky,
+            }]);
+        }
+        let mut out = Vec::new();
+        for (i, p) in self.pools.iter().enumerate() {
+            let mut backends = Vec::new();
+            for (j, b) in p.backends.iter().enumerate() {
+                let addr = match cfg.members.iter().find(|m| m.name == *b) {
+                    Some(m) if m.role == Role::Node => m.addr,
+                    Some(m) => {
+                        return Err(invalid(
+                            format!("gateway.pool[{i}].backends[{j}]"),
+                            format!("member `{b}` has role `{}`, not `node`", m.role.as_str()),
+                        ))
+                    }
+                    None => b.parse::<SocketAddr>().map_err(|_| {
+                        invalid(
+                            format!("gateway.pool[{i}].backends[{j}]"),
+                            format!("`{b}` is neither a member name nor IP:PORT"),
+                        )
+                    })?,
+                };
+                backends.push((addr, p.weights.get(j).copied().unwrap_or(1)));
+            }
+            out.push(ResolvedPool {
+                name: p.name.clone(),
+                backends,
+                algorithm: p
+                    .algorithm
+                    .clone()
+                    .unwrap_or_else(|| self.algorithm.clone()),
+                sticky: p.sticky.unwrap_or(self.sticky),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Checks ranges and references; every error names its key.
+    pub fn validate(&self, cfg: &ClusterConfig) -> Result<(), Error> {
+        let bad = |key: &str, reason: &str| Err(invalid(format!("gateway.{key}"), reason.into()));
+        let algo_ok = |a: &str| ALGORITHMS.contains(&a);
+        if !algo_ok(&self.algorithm) {
+            return bad(
+                "algorithm",
+                &format!("unknown; one of {}", ALGORITHMS.join(", ")),
+            );
+        }
+        if self.rate_limit < 0.0 || self.burst < 0.0 || self.rate_limit.is_nan() {
+            return bad("rate_limit", "must be 0 (off) or positive");
+        }
+        if self.queue_timeout_ms == 0 || self.connect_timeout_ms == 0 {
+            return bad("connect_timeout_ms", "timeouts must be at least 1 ms");
+        }
+        if self.first_byte_timeout_ms == 0 || self.check_timeout_ms == 0 {
+            return bad("first_byte_timeout_ms", "timeouts must be at least 1 ms");
+        }
+        if self.fall == 0 || self.rise == 0 || self.consecutive_failures == 0 {
+            return bad(
+                "fall",
+                "fall, rise and consecutive_failures must be at least 1",
+            );
+        }
+        if self.max_ejection_percent > 100 || self.panic_threshold_percent > 100 {
+            return bad("max_ejection_percent", "percentages must be 0..=100");
+        }
+        if self.outlier_factor != 0.0 && !(self.outlier_factor > 1.0) {
+            return bad("outlier_factor", "must be 0 (off) or greater than 1");
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, p) in self.pools.iter().enumerate() {
+            let key = format!("pool[{i}]");
+            if p.name.is_empty() || !names.insert(p.name.as_str()) {
+                return bad(&format!("{key}.name"), "must be non-empty and unique");
+            }
+            if p.backends.is_empty() {
+                return bad(
+                    &format!("{key}.backends"),
+                    "a pool needs at least one backend",
+                );
+            }
+            if !p.weights.is_empty() && p.weights.len() != p.backends.len() {
+                return bad(&format!("{key}.weights"), "one weight per backend");
+            }
+            if p.weights.contains(&0) {
+                return bad(&format!("{key}.weights"), "weights must be at least 1");
+            }
+            if p.algorithm.as_deref().is_some_and(|a| !algo_ok(a)) {
+                return bad(
+                    &format!("{key}.algorithm"),
+                    &format!("unknown; one of {}", ALGORITHMS.join(", ")),
+                );
+            }
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            let key = format!("route[{i}]");
+            if !r.prefix.starts_with('/') {
+                return bad(&format!("{key}.prefix"), "must start with /");
+            }
+            if !self.pools.iter().any(|p| p.name == r.pool) {
+                return bad(
+                    &format!("{key}.pool"),
+                    &format!("no pool named `{}`", r.pool),
+                );
+            }
+            if let Some(m) = &r.method {
+                if m.is_empty() || !m.chars().all(|c| c.is_ascii_uppercase()) {
+                    return bad(
+                        &format!("{key}.method"),
+                        "must be an upper-case HTTP method",
+                    );
+                }
+            }
+            if let Some(h) = &r.header {
+                let ok = h.split_once(':').is_some_and(|(n, _)| {
+                    !n.trim().is_empty()
+                        && n.trim()
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+                if !ok {
+                    return bad(&format!("{key}.header"), "must be `Name: value`");
+                }
+            }
+        }
+        let sticky = self.sticky || self.pools.iter().any(|p| p.sticky == Some(true));
+        if sticky && cfg.auth.secret.is_none() {
+            return Err(invalid(
+                "auth.secret".into(),
+                "required when gateway.sticky is on (it signs the cookie)".into(),
+            ));
+        }
+        self.resolve(cfg).map(|_| ())
+    }
+}
+
+fn invalid(key: String, reason: String) -> Error {
+    Error::Invalid { key, reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{ClusterConfig, Error};
+
+    const MEMBERS: &str = r#"
+[[member]]
+name = "idx"
+role = "index"
+addr = "127.0.0.1:7000"
+data_dir = "/tmp/idx"
+[[member]]
+name = "s1"
+role = "store"
+addr = "127.0.0.1:7001"
+data_dir = "/tmp/s1"
+[[member]]
+name = "n1"
+role = "node"
+addr = "127.0.0.1:7101"
+[[member]]
+name = "n2"
+role = "node"
+addr = "127.0.0.1:7102"
+[[member]]
+name = "gw"
+role = "gateway"
+addr = "127.0.0.1:7200"
+"#;
+
+    fn key_of(text: &str) -> String {
+        match ClusterConfig::parse(&format!("{text}\n{MEMBERS}")) {
+            Err(Error::Invalid { key, .. }) => key,
+            other => panic!("expected an invalid key, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn without_pools_every_node_is_in_one_pool() {
+        let c = ClusterConfig::parse(MEMBERS).expect("parse");
+        let pools = c.gateway.resolve(&c).expect("resolve");
+        assert_eq!(pools.len(), 1);
+        assert_eq!(pools[0].name, "nodes");
+        assert_eq!(pools[0].algorithm, "hash");
+        let addrs: Vec<String> = pools[0].backends.iter().map(|b| b.0.to_string()).collect();
+        assert_eq!(addrs, ["127.0.0.1:7101", "127.0.0.1:7102"]);
+    }
+
+    #[test]
+    fn pools_resolve_member_names_and_addresses() {
+        let text = r#"
+[auth]
+secret = "k"
+[gateway]
+sticky = true
+[[gateway.pool]]
+name = "reads"
+backends = ["n1", "127.0.0.1:9000"]
+weights = [3, 1]
+[[gateway.pool]]
+name = "writes"
+backends = ["n2"]
+algorithm = "least-conn"
+sticky = false
+[[gateway.route]]
+method = "PUT"
+prefix = "/v1/"
+pool = "writes"
+[[gateway.route]]
+header = "X-Tenant: big"
+pool = "reads"
+"#;
+        let c = ClusterConfig::parse(&format!("{text}\n{MEMBERS}")).expect("parse");
+        let p = c.gateway.resolve(&c).expect("resolve");
+        assert_eq!(p[0].backends[0], ("127.0.0.1:7101".parse().unwrap(), 3));
+        assert_eq!(p[0].backends[1], ("127.0.0.1:9000".parse().unwrap(), 1));
+        assert!(p[0].sticky && !p[1].sticky);
+        assert_eq!(p[1].algorithm, "least-conn");
+        assert_eq!(c.gateway.routes[1].prefix, "/");
+    }
+
+    #[test]
+    fn bad_gateway_settings_name_their_key() {
+        assert_eq!(
+            key_of("[gateway]\nalgorithm = \"fastest\""),
+            "gateway.algorithm"
+        );
+        assert_eq!(key_of("[gateway]\nsticky = true"), "auth.secret");
+        assert_eq!(
+            key_of("[[gateway.pool]]\nname = \"a\"\nbackends = []"),
+            "gateway.pool[0].backends"
+        );
+        assert_eq!(
+            key_of("[[gateway.pool]]\nname = \"a\"\nbackends = [\"idx\"]"),
+            "gateway.pool[0].backends[0]"
+        );
+        assert_eq!(
+            key_of("[[gateway.pool]]\nname = \"a\"\nbackends = [\"nowhere\"]"),
+            "gateway.pool[0].backends[0]"
+        );
+        assert_eq!(
+            key_of("[[gateway.pool]]\nname = \"a\"\nbackends = [\"n1\"]\nweights = [1, 2]"),
+            "gateway.pool[0].weights"
+        );
+        assert_eq!(
+            key_of("[[gateway.pool]]\nname = \"a\"\nbackends = [\"n1\"]\n[[gateway.route]]\npool = \"b\""),
+            "gateway.route[0].pool"
+        );
+        assert_eq!(
+            key_of("[[gateway.pool]]\nname = \"a\"\nbackends = [\"n1\"]\n[[gateway.route]]\npool = \"a\"\nheader = \"novalue\""),
+            "gateway.route[0].header"
+        );
+        assert_eq!(
+            key_of("[gateway]\nmax_ejection_percent = 101"),
+            "gateway.max_ejection_percent"
+        );
+        assert_eq!(key_of("[auth]\nadmin_token = \"a b\""), "auth.admin_token");
+        // An unknown key is a parse error that names it.
+        let e = ClusterConfig::parse("[gateway]\nalgoritm = \"p2c\"").unwrap_err();
+        assert!(e.to_string().contains("algoritm"), "{e}");
+    }
+}
