@@ -29,6 +29,7 @@ pub mod sticky;
 
 pub use error::Error;
 pub use health::HealthOptions;
+pub use hyper::header::HeaderName;
 pub use hyper::Method;
 pub use pool::{Algorithm, Backend, Pool};
 pub use router::{Live, PoolSpec, Route, Router};

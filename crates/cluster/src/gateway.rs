@@ -286,7 +286,11 @@ impl GatewayConfig {
         if !algo_ok(&self.algorithm) {
             return bad(
                 "algorithm",
-                &format!("unknown; one of {}", ALGORITHMS.join(", ")),
+                &format!(
+                    "unknown `{}`; one of {}",
+                    self.algorithm,
+                    ALGORITHMS.join(", ")
+                ),
             );
         }
         if self.rate_limit < 0.0 || self.burst < 0.0 || self.rate_limit.is_nan() {
@@ -307,7 +311,7 @@ impl GatewayConfig {
         if self.max_ejection_percent > 100 || self.panic_threshold_percent > 100 {
             return bad("max_ejection_percent", "percentages must be 0..=100");
         }
-        if self.outlier_factor != 0.0 && !(self.outlier_factor > 1.0) {
+        if self.outlier_factor != 0.0 && (self.outlier_factor.is_nan() || self.outlier_factor <= 1.0) {
             return bad("outlier_factor", "must be 0 (off) or greater than 1");
         }
         let mut names = std::collections::HashSet::new();
@@ -331,7 +335,11 @@ impl GatewayConfig {
             if p.algorithm.as_deref().is_some_and(|a| !algo_ok(a)) {
                 return bad(
                     &format!("{key}.algorithm"),
-                    &format!("unknown; one of {}", ALGORITHMS.join(", ")),
+                    &format!(
+                        "unknown `{}`; one of {}",
+                        p.algorithm.as_deref().unwrap_or(""),
+                        ALGORITHMS.join(", ")
+                    ),
                 );
             }
         }

@@ -5,6 +5,8 @@
 //!
 //! Errors are `anyhow` here (this is the binary's side).
 
+pub mod gateway;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,6 +27,16 @@ pub async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
             return;
         }
     }
+}
+
+/// `bytes` random bytes from the OS, in hex: secrets and session ids.
+pub fn random_hex(bytes: usize) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .context("reading /dev/urandom")?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Store tunables from the cluster file.
@@ -86,6 +98,9 @@ pub async fn run_role(
         Role::Cache => {
             let server = cache_member(&cfg, None);
             cache::server::serve(listener, server, shutdown_signal(shutdown)).await?;
+        }
+        Role::Gateway => {
+            gateway::run_gateway(cfg.clone(), None, listener, shutdown).await?;
         }
     }
     Ok(())
@@ -307,8 +322,11 @@ pub fn cluster_node_with(
 
 /// What `strata serve` is running.
 pub struct ServeHandle {
-    /// Public API address.
-    pub node_addr: SocketAddr,
+    /// Public address: the gateway in front of the nodes.
+    pub addr: SocketAddr,
+    /// The request nodes behind the gateway (each serves the public API
+    /// too).
+    pub node_addrs: Vec<SocketAddr>,
     /// Internal store API address.
     pub store_addr: SocketAddr,
     /// Internal index API address.
@@ -317,7 +335,7 @@ pub struct ServeHandle {
     pub cache_addr: Option<SocketAddr>,
     /// The in-process store.
     pub store: Arc<Store>,
-    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
     stop: watch::Sender<bool>,
 }
 
@@ -333,10 +351,14 @@ impl ServeHandle {
     }
 }
 
+/// Request nodes `strata serve` runs behind its gateway.
+pub const SERVE_NODES: usize = 2;
+
 /// Starts every role in this process: a store and an index under `data`
-/// (`store/` and `index/`), their internal APIs on ephemeral loopback ports,
-/// and the public API on `listener`. The node calls the in-process store and
-/// index directly (no HTTP hop).
+/// (`store/` and `index/`), a cache node, two request nodes, their
+/// internal APIs on ephemeral loopback ports, and the gateway on
+/// `listener` in front of the nodes. The nodes call the in-process store,
+/// index and cache directly (no HTTP hop).
 pub async fn start_serve(
     cfg: &ClusterConfig,
     data: &Path,
@@ -345,6 +367,9 @@ pub async fn start_serve(
     if !cfg.members.is_empty() {
         bail!("`serve` runs its own roles; remove the [[member]] tables from its config");
     }
+    if !cfg.gateway.pools.is_empty() {
+        bail!("`serve` puts its own nodes in the gateway's pool; remove the [[gateway.pool]] tables from its config");
+    }
     let (store, report) =
         Store::open(&data.join("store"), store_options(cfg)).context("opening the store")?;
     tracing::info!(?report, blobs = store.len(), "store open");
@@ -352,66 +377,87 @@ pub async fn start_serve(
     let (stop, rx) = watch::channel(false);
 
     let store_l = TcpListener::bind("127.0.0.1:0").await?;
-    // One cache node: its memcached server and the node share the engine,
-    // so the node's global tier is a direct call.
-    let mut tasks = Vec::new();
-    let (caching, cache_addr) = if cfg.cache.enabled {
+    // One cache node: its memcached server and the nodes share the engine,
+    // so the nodes' global tier is a direct call.
+    let mut tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = Vec::new();
+    let (cache_engine, cache_addr) = if cfg.cache.enabled {
         let cache_l = TcpListener::bind("127.0.0.1:0").await?;
         let cache_addr = cache_l.local_addr()?;
         let cache_srv = cache_server(cfg, None);
-        let caching = node::Caching::new(
-            None,
-            node::GlobalCache::Local(cache_srv.cache.clone()),
-            caching_options(cfg),
-        );
-        tasks.push(tokio::spawn(cache::server::serve(
-            cache_l,
-            cache_srv,
-            shutdown_signal(rx.clone()),
-        )));
-        (Some(caching), Some(cache_addr))
+        let engine = cache_srv.cache.clone();
+        let rx = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            Ok(cache::server::serve(cache_l, cache_srv, shutdown_signal(rx)).await?)
+        }));
+        (Some(engine), Some(cache_addr))
     } else {
         (None, None)
     };
     let index_l = TcpListener::bind("127.0.0.1:0").await?;
-    let (store_addr, index_addr, node_addr) = (
+    let (store_addr, index_addr, addr) = (
         store_l.local_addr()?,
         index_l.local_addr()?,
         listener.local_addr()?,
     );
 
-    let mut opts = node_options(cfg);
-    opts.replicas = 1;
-    let (s2, d2) = (store.clone(), db.clone());
-    let extra: Vec<node::MetricsSection> = vec![
-        Box::new(move |out: &mut String| s2.render_metrics(out)),
-        Box::new(move |out: &mut String| d2.render_metrics(out)),
-    ];
-    let node = Node::new(
-        opts,
-        IndexHandle::Local(db.clone()),
-        vec![StoreMember {
-            name: "store-1".into(),
-            handle: StoreHandle::Local(store.clone()),
-        }],
-        extra,
-        caching,
-    );
+    let mut node_addrs = Vec::new();
+    for _ in 0..SERVE_NODES {
+        let mut opts = node_options(cfg);
+        opts.replicas = 1;
+        let (s2, d2) = (store.clone(), db.clone());
+        let extra: Vec<node::MetricsSection> = vec![
+            Box::new(move |out: &mut String| s2.render_metrics(out)),
+            Box::new(move |out: &mut String| d2.render_metrics(out)),
+        ];
+        let caching = cache_engine.as_ref().map(|engine| {
+            node::Caching::new(
+                None,
+                node::GlobalCache::Local(engine.clone()),
+                caching_options(cfg),
+            )
+        });
+        let node = Node::new(
+            opts,
+            IndexHandle::Local(db.clone()),
+            vec![StoreMember {
+                name: "store-1".into(),
+                handle: StoreHandle::Local(store.clone()),
+            }],
+            extra,
+            caching,
+        );
+        let l = TcpListener::bind("127.0.0.1:0").await?;
+        node_addrs.push(l.local_addr()?);
+        let rx = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            Ok(node::api::serve(l, node, shutdown_signal(rx)).await?)
+        }));
+    }
+    let pools = vec![cluster::ResolvedPool {
+        name: "nodes".into(),
+        backends: node_addrs.iter().map(|a| (*a, 1)).collect(),
+        algorithm: cfg.gateway.algorithm.clone(),
+        sticky: cfg.gateway.sticky,
+    }];
+    let client = balancer::proxy::upstream(Duration::from_millis(cfg.gateway.connect_timeout_ms));
+    let router = gateway::build_router(cfg, pools, None, &client)?;
+    let live = balancer::Live::new(router, cfg.auth.admin_token.clone());
+    let (s3, rx3) = (store.clone(), rx.clone());
+    let (rx4, rx5) = (rx.clone(), rx);
     tasks.extend([
-        tokio::spawn(store::server::serve(
-            store_l,
-            store.clone(),
-            shutdown_signal(rx.clone()),
-        )),
-        tokio::spawn(index::server::serve(
-            index_l,
-            db,
-            shutdown_signal(rx.clone()),
-        )),
-        tokio::spawn(node::api::serve(listener, node, shutdown_signal(rx))),
+        tokio::spawn(
+            async move { Ok(store::server::serve(store_l, s3, shutdown_signal(rx3)).await?) },
+        ),
+        tokio::spawn(
+            async move { Ok(index::server::serve(index_l, db, shutdown_signal(rx4)).await?) },
+        ),
+        tokio::spawn(async move {
+            Ok(balancer::router::serve_routed(listener, live, shutdown_signal(rx5)).await?)
+        }),
     ]);
     Ok(ServeHandle {
-        node_addr,
+        addr,
+        node_addrs,
         store_addr,
         index_addr,
         cache_addr,

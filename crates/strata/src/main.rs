@@ -17,6 +17,8 @@ struct Cli {
     cmd: Cmd,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Run every role in one process on loopback: the embedded default.
@@ -60,9 +62,17 @@ enum Cmd {
         #[arg(long)]
         threads: Option<usize>,
     },
-    /// Run the gateway (load balancer and reverse proxy) standalone in front
-    /// of the given backends.
+    /// Run the gateway (load balancer and reverse proxy): standalone in
+    /// front of the given backends, or as the gateway member --name of a
+    /// cluster file (pools and routes from its [gateway] table; SIGHUP
+    /// reloads the file).
     Gateway {
+        /// The cluster file (run as the gateway member --name).
+        #[arg(long, requires = "name", conflicts_with_all = ["backends", "pools", "routes"])]
+        config: Option<PathBuf>,
+        /// This process's member name in the cluster file.
+        #[arg(long, requires = "config")]
+        name: Option<String>,
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8000")]
         listen: SocketAddr,
@@ -73,8 +83,9 @@ enum Cmd {
         /// pool (or the --backend pool) is the default.
         #[arg(long = "pool")]
         pools: Vec<String>,
-        /// A rule, `[METHOD ]PREFIX=POOL`, e.g. `PUT /v1/=writes` or
-        /// `/v1/search=search` (repeat; the first match wins).
+        /// A rule, `[METHOD ]PREFIX[ if NAME: VALUE]=POOL`, e.g.
+        /// `PUT /v1/=writes`, `/v1/search=search` or
+        /// `/ if X-Tenant: big=big` (repeat; the first match wins).
         #[arg(long = "route")]
         routes: Vec<String>,
         /// random, round-robin, least-conn, p2c, p2c-latency, load or hash.
@@ -101,6 +112,16 @@ enum Cmd {
         /// without an answer (off by default).
         #[arg(long)]
         hedge_after_ms: Option<u64>,
+        /// Sticky sessions: a signed cookie pins each client to a backend.
+        #[arg(long)]
+        sticky: bool,
+        /// Secret that signs sticky cookies (default: a random one per
+        /// process, so cookies do not outlive it).
+        #[arg(long)]
+        secret: Option<String>,
+        /// Bearer token that enables the admin API (add, remove, drain).
+        #[arg(long)]
+        admin_token: Option<String>,
         /// Runtime worker threads (default: TOKIO_WORKER_THREADS or cores).
         #[arg(long)]
         threads: Option<usize>,
@@ -170,9 +191,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {listen}"))?;
             let h = strata::start_serve(&cfg, &data, listener).await?;
             println!("strata serve: data in {}", data.display());
-            println!("  public API   http://{}/v1/blobs/", h.node_addr);
-            println!("  health       http://{}/healthz", h.node_addr);
-            println!("  metrics      http://{}/metrics", h.node_addr);
+            println!("  public API   http://{}/v1/blobs/ (gateway)", h.addr);
+            println!("  status       http://{}/_strata/status", h.addr);
+            for (i, a) in h.node_addrs.iter().enumerate() {
+                println!(
+                    "  node {}       http://{a} (health /healthz, metrics /metrics)",
+                    i + 1
+                );
+            }
             println!("  store        http://{} (internal)", h.store_addr);
             println!("  index        http://{} (internal)", h.index_addr);
             if let Some(a) = h.cache_addr {
@@ -180,6 +206,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             strata::shutdown_signal(rx).await;
             h.shutdown().await
+        }
+        Cmd::Gateway {
+            config: Some(path),
+            name: Some(name),
+            ..
+        } => {
+            let cfg = Arc::new(ClusterConfig::load(&path)?);
+            let me = cfg.member(&name)?.clone();
+            if me.role != cluster::Role::Gateway {
+                anyhow::bail!(
+                    "member `{name}` has role `{}`, not `gateway`",
+                    me.role.as_str()
+                );
+            }
+            let listener = tokio::net::TcpListener::bind(me.addr)
+                .await
+                .with_context(|| format!("cannot listen on {}", me.addr))?;
+            println!(
+                "strata gateway: {} on http://{}; status at /_strata/status; SIGHUP reloads {}",
+                me.name,
+                me.addr,
+                path.display()
+            );
+            strata::gateway::run_gateway(cfg, Some(path), listener, rx).await
         }
         Cmd::Gateway {
             listen,
@@ -193,17 +243,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             queue,
             queue_timeout_ms,
             hedge_after_ms,
+            sticky,
+            secret,
+            admin_token,
             ..
         } => {
-            let algo: balancer::Algorithm = algorithm.parse()?;
-            let opts = balancer::proxy::GatewayOptions {
-                rate_limit: rate_limit.map(|r| (r, burst.unwrap_or(r).max(1.0))),
-                max_in_flight,
-                queue,
-                queue_timeout: std::time::Duration::from_millis(queue_timeout_ms),
-                hedge_after: hedge_after_ms.map(std::time::Duration::from_millis),
-                ..balancer::proxy::GatewayOptions::default()
-            };
             let mut named: Vec<(String, Vec<SocketAddr>)> = Vec::new();
             if !backends.is_empty() {
                 named.push(("default".into(), backends));
@@ -223,63 +267,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 named.push((name.trim().to_owned(), addrs));
             }
             if named.is_empty() {
-                anyhow::bail!("give at least one --backend or --pool");
+                anyhow::bail!("give at least one --backend or --pool (or --config and --name)");
             }
-            let mut rules = Vec::new();
-            for r in &routes {
-                let (cond, pool) = r
-                    .split_once('=')
-                    .with_context(|| format!("--route `{r}`: expected [METHOD ]PREFIX=POOL"))?;
-                let pool_idx = named
-                    .iter()
-                    .position(|(n, _)| n == pool.trim())
-                    .with_context(|| format!("--route `{r}`: no pool named `{}`", pool.trim()))?;
-                let (method, prefix) = match cond.trim().split_once(' ') {
-                    Some((m, p)) => (
-                        Some(
-                            m.parse::<balancer::Method>()
-                                .with_context(|| format!("--route `{r}`: bad method"))?,
-                        ),
-                        p,
-                    ),
-                    None => (None, cond.trim()),
-                };
-                rules.push(balancer::Route {
-                    prefix: prefix.to_owned(),
-                    method,
-                    header: None,
-                    pool: pool_idx,
-                });
-            }
-            let mut gateways = Vec::new();
-            for (name, addrs) in &named {
-                let pool = balancer::Pool::new(
-                    addrs
-                        .iter()
-                        .map(|a| balancer::Backend::new(*a, 1))
-                        .collect(),
-                    algo,
-                    balancer::HealthOptions::default(),
-                )?;
-                gateways.push((
-                    name.clone(),
-                    balancer::proxy::Gateway::new(Arc::new(pool), opts.clone()),
-                ));
-            }
+            let mut g = strata::gateway::standalone_config(&named, &routes)?;
+            g.algorithm = algorithm.clone();
+            g.rate_limit = rate_limit.unwrap_or(0.0);
+            g.burst = burst.unwrap_or(0.0);
+            g.max_in_flight = max_in_flight.unwrap_or(0);
+            g.queue = queue;
+            g.queue_timeout_ms = queue_timeout_ms;
+            g.hedge_after_ms = hedge_after_ms.unwrap_or(0);
+            g.sticky = sticky;
+            let mut cfg = ClusterConfig {
+                gateway: g,
+                ..ClusterConfig::parse("")?
+            };
+            cfg.auth.admin_token = admin_token;
+            cfg.auth.secret = match (secret, sticky) {
+                (Some(s), _) => Some(s),
+                (None, true) => Some(strata::random_hex(32)?),
+                (None, false) => None,
+            };
+            cfg.validate()?;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             println!(
                 "strata gateway: http://{listen} -> {} pool(s), {} route(s) ({algorithm}); status at /_strata/status",
-                gateways.len(),
-                rules.len()
+                named.len(),
+                routes.len()
             );
-            let router = Arc::new(balancer::Router {
-                pools: gateways,
-                routes: rules,
-            });
-            balancer::router::serve_routed(listener, router, strata::shutdown_signal(rx)).await?;
-            Ok(())
+            strata::gateway::run_gateway(Arc::new(cfg), None, listener, rx).await
         }
         Cmd::Cache {
             config: Some(config),

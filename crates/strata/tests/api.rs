@@ -345,33 +345,44 @@ async fn body_over_the_limit_is_413_and_stores_nothing() {
 #[tokio::test]
 async fn interrupted_upload_leaves_nothing_visible() {
     let (_dir, s) = start().await;
-    let mut sock = tokio::net::TcpStream::connect(s.addr())
-        .await
-        .expect("connect");
-    sock.write_all(b"PUT /v1/blobs/half HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
-        .await
-        .expect("head");
-    sock.write_all(&blob(1, 50_000)).await.expect("half body");
-    drop(sock);
-    // Barrier: wait until the node has finished that request (it answers a
-    // cut-off body with a 400, counted as a client error), then check.
-    let c = &s.client;
-    let mut finished = false;
-    for _ in 0..2000 {
-        let m = String::from_utf8(c.get("/metrics").await.expect("metrics").body.to_vec())
-            .expect("utf8");
-        if m.contains("\nstrata_node_client_errors_total 1\n") {
-            finished = true;
-            break;
+    // Straight to a node, then through the gateway (which streams the body
+    // on and must pass the cut along).
+    let targets = [s.handle.node_addrs[0], s.addr()];
+    for (n, target) in targets.into_iter().enumerate() {
+        let mut sock = tokio::net::TcpStream::connect(target)
+            .await
+            .expect("connect");
+        sock.write_all(b"PUT /v1/blobs/half HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+            .await
+            .expect("head");
+        sock.write_all(&blob(1, 50_000)).await.expect("half body");
+        drop(sock);
+        // Barrier: wait until a node has finished that request (it answers
+        // a cut-off body with a 400, counted as a client error), then check.
+        let mut finished = false;
+        for _ in 0..2000 {
+            let mut errors = 0;
+            for i in 0..s.handle.node_addrs.len() {
+                errors += s
+                    .node(i)
+                    .metric("strata_node_client_errors_total")
+                    .await
+                    .expect("metrics");
+            }
+            // One 400 per cut upload, one 404 per check below.
+            if errors == 2 * n as u64 + 1 {
+                finished = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert!(finished, "the node never finished the interrupted upload");
+        assert_eq!(
+            s.client.get("/v1/blobs/half").await.expect("get").status,
+            StatusCode::NOT_FOUND
+        );
+        assert!(s.handle.store.is_empty());
     }
-    assert!(finished, "the node never finished the interrupted upload");
-    assert_eq!(
-        c.get("/v1/blobs/half").await.expect("get").status,
-        StatusCode::NOT_FOUND
-    );
-    assert!(s.handle.store.is_empty());
 }
 
 #[tokio::test]
@@ -427,7 +438,9 @@ async fn writes_need_the_token_when_one_is_set() {
 #[tokio::test]
 async fn metrics_count_store_reads_and_cache_hits() {
     let (_dir, s) = start().await;
-    let c = &s.client;
+    // Counters are per node: talk to one node, not the gateway.
+    let n0 = s.node(0);
+    let c = &n0;
     c.put("/v1/blobs/m", "hello").await.expect("put");
     for _ in 0..3 {
         c.get("/v1/blobs/m").await.expect("get");
@@ -500,7 +513,9 @@ async fn serve_runs_a_memcached_compatible_cache_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_cold_gets_read_the_store_once() {
     let (_dir, s) = start().await;
-    let c = &s.client;
+    // Counters are per node: talk to one node, not the gateway.
+    let n0 = s.node(0);
+    let c = &n0;
     assert_eq!(
         c.put("/v1/blobs/cold", blob(3, 200_000))
             .await
@@ -541,7 +556,9 @@ async fn two_hundred_concurrent_cold_gets_read_the_store_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_ranges_in_one_slice_read_the_store_once() {
     let (_dir, s) = start().await;
-    let c = &s.client;
+    // Counters are per node: talk to one node, not the gateway.
+    let n0 = s.node(0);
+    let c = &n0;
     let body = blob(4, 5 << 20);
     assert_eq!(
         c.put("/v1/blobs/big", body.clone())
@@ -607,7 +624,9 @@ async fn concurrent_ranges_in_one_slice_read_the_store_once() {
 #[tokio::test]
 async fn nodes_report_their_load() {
     let (_dir, s) = start().await;
-    let c = &s.client;
+    // Counters are per node: talk to one node, not the gateway.
+    let n0 = s.node(0);
+    let c = &n0;
     c.get("/load").await.expect("prime");
     let j = c.get("/load").await.expect("load").json();
     assert!(j["cpu_percent"].as_f64().is_some(), "{j}");

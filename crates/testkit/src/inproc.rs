@@ -21,7 +21,7 @@ impl InProc {
     pub async fn serve(cfg: &ClusterConfig, data: &Path) -> anyhow::Result<InProc> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let handle = strata::start_serve(cfg, data, listener).await?;
-        let client = Client::new(format!("http://{}", handle.node_addr));
+        let client = Client::new(format!("http://{}", handle.addr));
         Ok(InProc { handle, client })
     }
 
@@ -30,9 +30,15 @@ impl InProc {
         Self::serve(&ClusterConfig::parse("")?, data).await
     }
 
-    /// Public API address.
+    /// Public API address (the gateway).
     pub fn addr(&self) -> SocketAddr {
-        self.handle.node_addr
+        self.handle.addr
+    }
+
+    /// A client for request node `i` behind the gateway (its own counters
+    /// on `/metrics`).
+    pub fn node(&self, i: usize) -> Client {
+        Client::new(format!("http://{}", self.handle.node_addrs[i]))
     }
 
     /// Stops everything cleanly.

@@ -1,0 +1,223 @@
+//! The gateway role: its router built from the cluster file's `[gateway]`
+//! table, and reloads on SIGHUP.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use balancer::proxy::{GatewayOptions, Upstream};
+use balancer::sticky::Sticky;
+use balancer::{HealthOptions, Live, PoolSpec, Route, Router};
+use cluster::{ClusterConfig, GatewayConfig, ResolvedPool};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+/// Health settings from `[gateway]`.
+pub fn health_options(g: &GatewayConfig) -> HealthOptions {
+    HealthOptions {
+        consecutive_failures: g.consecutive_failures,
+        base_ejection: ms(g.base_ejection_ms),
+        max_ejection: ms(g.max_ejection_ms.max(g.base_ejection_ms)),
+        max_ejection_percent: g.max_ejection_percent,
+        panic_threshold_percent: g.panic_threshold_percent,
+        check_interval: ms(g.check_interval_ms),
+        check_timeout: ms(g.check_timeout_ms),
+        fall: g.fall,
+        rise: g.rise,
+        slow_start: ms(g.slow_start_ms),
+        outlier_factor: (g.outlier_factor > 1.0).then_some(g.outlier_factor),
+        ..HealthOptions::default()
+    }
+}
+
+/// Proxy settings of one pool from `[gateway]` and `[auth]`.
+pub fn gateway_options(cfg: &ClusterConfig, pool: &ResolvedPool) -> GatewayOptions {
+    let g = &cfg.gateway;
+    // One cookie per pool, so that pools pin independently.
+    let cookie: String = format!("strata_node_{}", pool.name)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    GatewayOptions {
+        connect_timeout: ms(g.connect_timeout_ms),
+        first_byte_timeout: ms(g.first_byte_timeout_ms),
+        retries: g.retries,
+        retry_budget_percent: g.retry_budget_percent,
+        rate_limit: (g.rate_limit > 0.0).then(|| {
+            let burst = if g.burst > 0.0 { g.burst } else { g.rate_limit };
+            (g.rate_limit, burst.max(1.0))
+        }),
+        max_in_flight: (g.max_in_flight > 0).then_some(g.max_in_flight),
+        queue: g.queue,
+        queue_timeout: ms(g.queue_timeout_ms),
+        hedge_after: (g.hedge_after_ms > 0).then(|| ms(g.hedge_after_ms)),
+        sticky: match (&cfg.auth.secret, pool.sticky) {
+            (Some(secret), true) => Some(Sticky::new(&cookie, secret.as_bytes())),
+            _ => None,
+        },
+        ..GatewayOptions::default()
+    }
+}
+
+/// The routes of `[gateway]`, pointing at indexes of `pools`.
+pub fn routes(g: &GatewayConfig, pools: &[ResolvedPool]) -> anyhow::Result<Vec<Route>> {
+    g.routes
+        .iter()
+        .map(|r| {
+            let pool = pools
+                .iter()
+                .position(|p| p.name == r.pool)
+                .with_context(|| format!("route names unknown pool `{}`", r.pool))?;
+            let method = match &r.method {
+                Some(m) => Some(
+                    m.parse::<balancer::Method>()
+                        .with_context(|| format!("route method `{m}`"))?,
+                ),
+                None => None,
+            };
+            let header = match &r.header {
+                Some(h) => {
+                    let (n, v) = h.split_once(':').context("route header: `Name: value`")?;
+                    Some((
+                        n.trim()
+                            .parse::<balancer::HeaderName>()
+                            .with_context(|| format!("route header name `{n}`"))?,
+                        v.trim().to_owned(),
+                    ))
+                }
+                None => None,
+            };
+            Ok(Route {
+                prefix: r.prefix.clone(),
+                method,
+                header,
+                pool,
+            })
+        })
+        .collect()
+}
+
+/// The router `pools` and `cfg`'s routes describe, keeping the state of
+/// backends that `previous` already had.
+pub fn build_router(
+    cfg: &ClusterConfig,
+    pools: Vec<ResolvedPool>,
+    previous: Option<&Router>,
+    client: &Upstream,
+) -> anyhow::Result<Router> {
+    let rules = routes(&cfg.gateway, &pools)?;
+    let specs = pools
+        .iter()
+        .map(|p| {
+            Ok(PoolSpec {
+                name: p.name.clone(),
+                backends: p.backends.clone(),
+                algorithm: p.algorithm.parse()?,
+                health: health_options(&cfg.gateway),
+                options: gateway_options(cfg, p),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if specs.iter().any(|s| s.backends.is_empty()) {
+        anyhow::bail!("a gateway pool has no backends (the cluster file has no node members?)");
+    }
+    Ok(balancer::router::build(specs, rules, previous, client)?)
+}
+
+/// Runs a gateway from `cfg` on `listener` until `shutdown`. With `path`,
+/// SIGHUP re-reads that file and swaps in its pools and routes; a file
+/// that does not parse or validate is refused with a log line and the
+/// running configuration stays.
+pub async fn run_gateway(
+    cfg: Arc<ClusterConfig>,
+    path: Option<PathBuf>,
+    listener: TcpListener,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let client = balancer::proxy::upstream(ms(cfg.gateway.connect_timeout_ms));
+    let pools = cfg.gateway.resolve(&cfg)?;
+    let router = build_router(&cfg, pools, None, &client)?;
+    let live = Live::new(router, cfg.auth.admin_token.clone());
+    if let Some(path) = path {
+        let (live, client) = (live.clone(), client.clone());
+        tokio::spawn(reload_on_hangup(path, live, client));
+    }
+    balancer::router::serve_routed(listener, live, crate::shutdown_signal(shutdown)).await?;
+    Ok(())
+}
+
+async fn reload_on_hangup(path: PathBuf, live: Arc<Live>, client: Upstream) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reloads are off");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match reload(&path, &live, &client).await {
+            Ok(n) => tracing::info!(path = %path.display(), pools = n, "gateway config reloaded"),
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %format!("{e:#}"), "reload refused; the running config stays")
+            }
+        }
+    }
+}
+
+/// Re-reads `path` and puts its pools and routes in service.
+pub async fn reload(path: &std::path::Path, live: &Live, client: &Upstream) -> anyhow::Result<usize> {
+    let cfg = ClusterConfig::load(path)?;
+    let pools = cfg.gateway.resolve(&cfg)?;
+    let n = pools.len();
+    let router = build_router(&cfg, pools, Some(&live.router()), client)?;
+    live.swap(router).await;
+    Ok(n)
+}
+
+/// `[gateway]` for a standalone gateway from command-line pools
+/// (`NAME=ADDR,...`) and routes (`[METHOD ]PREFIX[ if NAME: VALUE]=POOL`).
+pub fn standalone_config(
+    pools: &[(String, Vec<SocketAddr>)],
+    routes: &[String],
+) -> anyhow::Result<GatewayConfig> {
+    let mut g = GatewayConfig::default();
+    for (name, addrs) in pools {
+        g.pools.push(cluster::PoolConfig {
+            name: name.clone(),
+            backends: addrs.iter().map(|a| a.to_string()).collect(),
+            weights: Vec::new(),
+            algorithm: None,
+            sticky: None,
+        });
+    }
+    for r in routes {
+        let (cond, pool) = r.rsplit_once('=').with_context(|| {
+            format!("--route `{r}`: expected [METHOD ]PREFIX[ if NAME: VALUE]=POOL")
+        })?;
+        let (cond, header) = match cond.split_once(" if ") {
+            Some((c, h)) => (c, Some(h.trim().to_owned())),
+            None => (cond, None),
+        };
+        let (method, prefix) = match cond.trim().split_once(' ') {
+            Some((m, p)) => (Some(m.to_owned()), p.trim()),
+            None => (None, cond.trim()),
+        };
+        g.routes.push(cluster::RouteConfig {
+            prefix: prefix.to_owned(),
+            method,
+            header,
+            pool: pool.trim().to_owned(),
+        });
+    }
+    Ok(g)
+}
