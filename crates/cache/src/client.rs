@@ -305,6 +305,48 @@ impl CacheClient {
         }
     }
 
+    /// Stores `key` on its R replicas (`hot_replicas`) whatever its
+    /// heat: for values that must survive the loss of a member, such as
+    /// sessions. Returns how many replicas took it.
+    pub async fn set_replicated(&self, key: &[u8], value: &Bytes, ttl: u32) -> usize {
+        let mut req = Vec::with_capacity(key.len() + value.len() + 40);
+        req.extend_from_slice(b"set ");
+        req.extend_from_slice(key);
+        req.extend_from_slice(format!(" 0 {ttl} {}\r\n", value.len()).as_bytes());
+        req.extend_from_slice(value);
+        req.extend_from_slice(b"\r\n");
+        let mut stored = 0;
+        for i in self.targets(key, self.opts.hot_replicas.max(1)) {
+            let ok = self
+                .call(i, &req, async |c: &mut Conn| read_line(c).await)
+                .await;
+            if ok.is_some_and(|l| l.starts_with(b"STORED")) {
+                stored += 1;
+            }
+        }
+        stored
+    }
+
+    /// Reads a value written with [`CacheClient::set_replicated`]: its
+    /// replicas in ring order (and the next member, which holds the copy
+    /// when a replica was down at write time), first hit wins.
+    pub async fn get_replicated(&self, key: &[u8]) -> Option<Bytes> {
+        let mut req = Vec::with_capacity(key.len() + 6);
+        req.extend_from_slice(b"get ");
+        req.extend_from_slice(key);
+        req.extend_from_slice(b"\r\n");
+        for i in self.targets(key, self.opts.hot_replicas.max(1) + 1) {
+            let got = self
+                .call(i, &req, async |c: &mut Conn| read_get(c).await)
+                .await
+                .flatten();
+            if got.is_some() {
+                return got;
+            }
+        }
+        None
+    }
+
     /// Deletes `key` everywhere it may be: its R replicas and the next node
     /// that would take over for one of them.
     pub async fn delete(&self, key: &[u8]) {

@@ -180,6 +180,10 @@ pub struct CacheConfig {
     /// Default 2000.
     #[serde(default = "default_retry_after")]
     pub retry_after_ms: u64,
+    /// Seconds a session (`/v1/session`) lives after its last write; it is
+    /// kept on `hot_replicas` cache members. Default 86400.
+    #[serde(default = "default_session_ttl")]
+    pub session_ttl_secs: u32,
 }
 
 /// `[proxy]`
@@ -277,6 +281,7 @@ impl Default for CacheConfig {
             timeout_ms: default_cache_timeout(),
             down_after: default_down_after(),
             retry_after_ms: default_retry_after(),
+            session_ttl_secs: default_session_ttl(),
         }
     }
 }
@@ -307,6 +312,9 @@ fn default_cache_timeout() -> u64 {
 }
 fn default_down_after() -> u32 {
     3
+}
+fn default_session_ttl() -> u32 {
+    86_400
 }
 fn default_retry_after() -> u64 {
     2000
@@ -423,6 +431,9 @@ impl ClusterConfig {
                 "cache.bounded_load",
                 "must be 0 (off) or greater than 1".into(),
             );
+        }
+        if self.cache.session_ttl_secs == 0 {
+            return bad("cache.session_ttl_secs", "must be at least 1".into());
         }
         if self.cache.down_after == 0 {
             return bad("cache.down_after", "must be at least 1".into());

@@ -311,7 +311,9 @@ impl GatewayConfig {
         if self.max_ejection_percent > 100 || self.panic_threshold_percent > 100 {
             return bad("max_ejection_percent", "percentages must be 0..=100");
         }
-        if self.outlier_factor != 0.0 && (self.outlier_factor.is_nan() || self.outlier_factor <= 1.0) {
+        if self.outlier_factor != 0.0
+            && (self.outlier_factor.is_nan() || self.outlier_factor <= 1.0)
+        {
             return bad("outlier_factor", "must be 0 (off) or greater than 1");
         }
         let mut names = std::collections::HashSet::new();

@@ -6,6 +6,7 @@
 //! | GET, HEAD | `/v1/blobs/{key}` | 200, 206 (one `Range`), 304 (`If-None-Match`), 404, 416 |
 //! | DELETE | `/v1/blobs/{key}` | 204, 404 |
 //! | GET | `/v1/blobs?prefix=&after=&limit=` or `?tag=` | listing JSON with a `next` cursor |
+//! | GET, PUT, DELETE | `/v1/session` | the `strata_session` cookie's data, kept in the replicated cache tier |
 //! | GET | `/healthz`, `/metrics` | liveness, Prometheus text |
 //!
 //! Every error body is JSON `{error, detail}`. The key is taken from the raw
@@ -41,6 +42,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/blobs", get(list))
         .route("/v1/blobs/", get(list))
         .route("/v1/blobs/{*key}", any(blob))
+        .route("/v1/session", any(crate::session::session))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/load", get(load))
         .route("/metrics", get(metrics))

@@ -79,6 +79,10 @@ fn meta_key(key: &str) -> Vec<u8> {
     format!("m:{:032x}", xxhash_rust::xxh3::xxh3_128(key.as_bytes())).into_bytes()
 }
 
+fn session_key(id: &str) -> Vec<u8> {
+    format!("sess:{id}").into_bytes()
+}
+
 fn data_key(id: u64) -> Vec<u8> {
     format!("d:{id}").into_bytes()
 }
@@ -283,6 +287,49 @@ impl Caching {
     pub async fn put_slice(&self, id: u64, idx: u64, data: Bytes) {
         let k = format!("s:{id}:{idx}").into_bytes();
         self.fill(&k, data).await;
+    }
+
+    /// Whether sessions can be kept: they live in the global tier only
+    /// (a node-local copy would go stale when another node takes the
+    /// session over).
+    pub fn has_sessions(&self) -> bool {
+        !matches!(self.global, GlobalCache::None)
+    }
+
+    /// Session `id`'s data from the global tier.
+    pub async fn get_session(&self, id: &str) -> Option<Bytes> {
+        let k = session_key(id);
+        match &self.global {
+            GlobalCache::None => None,
+            GlobalCache::Local(c) => c.get(&k).map(|it| it.value),
+            GlobalCache::Remote(c) => c.get_replicated(&k).await,
+        }
+    }
+
+    /// Stores session `id` for `ttl` seconds on every replica of the
+    /// global tier; false when no replica took it.
+    pub async fn put_session(&self, id: &str, data: Bytes, ttl: u32) -> bool {
+        let k = session_key(id);
+        match &self.global {
+            GlobalCache::None => false,
+            GlobalCache::Local(c) => {
+                c.store(StoreMode::Set, &k, data, 0, i64::from(ttl));
+                c.get(&k).is_some()
+            }
+            GlobalCache::Remote(c) => c.set_replicated(&k, &data, ttl).await > 0,
+        }
+    }
+
+    /// Forgets session `id` everywhere.
+    pub async fn delete_session(&self, id: &str) {
+        let k = session_key(id);
+        match &self.global {
+            GlobalCache::None => {}
+            GlobalCache::Local(c) => {
+                c.delete(&k);
+            }
+            GlobalCache::Remote(c) => c.delete(&k).await,
+        }
     }
 
     /// Largest cacheable value.

@@ -18,6 +18,7 @@ pub mod http;
 mod keys;
 mod metrics;
 mod node;
+pub mod session;
 mod streaming;
 mod tiers;
 

@@ -43,6 +43,8 @@ pub struct NodeOptions {
     /// from aligned slices of this size, each read (and cached) once;
     /// `None` reads exactly the asked bytes.
     pub slice_bytes: Option<u64>,
+    /// Seconds a session (`/v1/session`) lives after its last write.
+    pub session_ttl_secs: u32,
 }
 
 impl Default for NodeOptions {
@@ -57,6 +59,7 @@ impl Default for NodeOptions {
             slice_bytes: Some(1 << 20),
             batch_window: None,
             batch_max_bytes: 64 << 10,
+            session_ttl_secs: 86_400,
         }
     }
 }

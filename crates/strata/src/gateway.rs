@@ -175,7 +175,11 @@ async fn reload_on_hangup(path: PathBuf, live: Arc<Live>, client: Upstream) {
 }
 
 /// Re-reads `path` and puts its pools and routes in service.
-pub async fn reload(path: &std::path::Path, live: &Live, client: &Upstream) -> anyhow::Result<usize> {
+pub async fn reload(
+    path: &std::path::Path,
+    live: &Live,
+    client: &Upstream,
+) -> anyhow::Result<usize> {
     let cfg = ClusterConfig::load(path)?;
     let pools = cfg.gateway.resolve(&cfg)?;
     let n = pools.len();

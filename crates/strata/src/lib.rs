@@ -63,6 +63,7 @@ pub fn node_options(cfg: &ClusterConfig) -> NodeOptions {
         batch_window: (cfg.proxy.batch_window_us > 0)
             .then(|| Duration::from_micros(cfg.proxy.batch_window_us)),
         batch_max_bytes: cfg.proxy.batch_max_bytes,
+        session_ttl_secs: cfg.cache.session_ttl_secs,
         ..NodeOptions::default()
     }
 }

@@ -633,3 +633,62 @@ async fn nodes_report_their_load() {
     assert!(j["rss_bytes"].as_u64().unwrap_or(0) > 0, "{j}");
     assert_eq!(j["in_flight"], 0);
 }
+
+/// Sessions through `serve`: create, read from either node, replace,
+/// delete; bad ids and methods are refused.
+#[tokio::test]
+async fn sessions_are_shared_by_the_nodes() {
+    let (_dir, s) = start().await;
+    let r = s
+        .node(0)
+        .send(Method::PUT, "/v1/session", &[], "cart=1")
+        .await
+        .expect("put");
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let set = r.header("set-cookie");
+    assert!(set.contains("HttpOnly"), "{set}");
+    let cookie = set.split(';').next().expect("cookie").to_owned();
+    let get = |i: usize, cookie: String| {
+        let c = s.node(i);
+        async move {
+            c.send(Method::GET, "/v1/session", &[("cookie", &cookie)], vec![])
+                .await
+                .expect("get")
+        }
+    };
+    let r = get(1, cookie.clone()).await;
+    assert_eq!((r.status, &r.body[..]), (StatusCode::OK, &b"cart=1"[..]));
+    let r = s
+        .client
+        .send(Method::PUT, "/v1/session", &[("cookie", &cookie)], "cart=2")
+        .await
+        .expect("put");
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert!(r.headers.get("set-cookie").is_none(), "same session");
+    assert_eq!(&get(0, cookie.clone()).await.body[..], b"cart=2");
+    for bad in [
+        "strata_session=short",
+        "strata_session=../../etc",
+        "other=1",
+    ] {
+        assert_eq!(get(0, bad.into()).await.status, StatusCode::NOT_FOUND);
+    }
+    let r = s
+        .client
+        .send(Method::POST, "/v1/session", &[("cookie", &cookie)], "x")
+        .await
+        .expect("post");
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    let r = s
+        .client
+        .send(
+            Method::DELETE,
+            "/v1/session",
+            &[("cookie", &cookie)],
+            vec![],
+        )
+        .await
+        .expect("delete");
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(get(1, cookie).await.status, StatusCode::NOT_FOUND);
+}

@@ -42,6 +42,32 @@ impl Procs {
         caches: usize,
         extra: &str,
     ) -> anyhow::Result<Procs> {
+        Self::launch(bin, stores, replicas, caches, 0, extra).await
+    }
+
+    /// Like [`Procs::cluster_with_caches`] but with `nodes` request nodes
+    /// (`node-1`, ...) behind a member `gateway`, which [`Procs::client`]
+    /// then talks to.
+    pub async fn cluster_with_gateway(
+        bin: &Path,
+        stores: usize,
+        replicas: usize,
+        caches: usize,
+        nodes: usize,
+        extra: &str,
+    ) -> anyhow::Result<Procs> {
+        Self::launch(bin, stores, replicas, caches, nodes, extra).await
+    }
+
+    /// `nodes` = 0: one member `node`, no gateway.
+    async fn launch(
+        bin: &Path,
+        stores: usize,
+        replicas: usize,
+        caches: usize,
+        nodes: usize,
+        extra: &str,
+    ) -> anyhow::Result<Procs> {
         let dir = tempfile::tempdir()?;
         let mut text = format!("replicas = {replicas}\n{extra}\n");
         let mut addrs = BTreeMap::new();
@@ -66,7 +92,14 @@ impl Procs {
         for i in 1..=caches {
             add(format!("cache-{i}"), "cache", false)?;
         }
-        add("node".into(), "node", false)?;
+        if nodes == 0 {
+            add("node".into(), "node", false)?;
+        } else {
+            for i in 1..=nodes {
+                add(format!("node-{i}"), "node", false)?;
+            }
+            add("gateway".into(), "gateway", false)?;
+        }
         let cfg_path = dir.path().join("cluster.toml");
         std::fs::write(&cfg_path, text)?;
         let mut p = Procs {
@@ -77,11 +110,17 @@ impl Procs {
             children: BTreeMap::new(),
             serve: false,
         };
-        let names: Vec<String> = p.members.keys().cloned().collect();
+        // The gateway last: its first health checks should find the nodes up.
+        let (gw, names): (Vec<String>, Vec<String>) =
+            p.members.keys().cloned().partition(|n| n == "gateway");
         for n in &names {
             p.start(n)?;
         }
         for n in &names {
+            p.wait_ready(n).await?;
+        }
+        for n in &gw {
+            p.start(n)?;
             p.wait_ready(n).await?;
         }
         Ok(p)
@@ -175,10 +214,43 @@ impl Procs {
         self.members[name].0
     }
 
-    /// Client for the public API (the node, or `serve`).
+    /// Client for the public API (the gateway if there is one, else the
+    /// node, or `serve`).
     pub fn client(&self) -> Client {
-        let n = if self.serve { "serve" } else { "node" };
+        let n = if self.serve {
+            "serve"
+        } else if self.members.contains_key("gateway") {
+            "gateway"
+        } else {
+            "node"
+        };
         Client::new(format!("http://{}", self.members[n].0))
+    }
+
+    /// Client for member `name` (e.g. one node behind the gateway).
+    pub fn client_of(&self, name: &str) -> Client {
+        Client::new(format!("http://{}", self.members[name].0))
+    }
+
+    /// The cluster file the members were started from.
+    pub fn cfg_path(&self) -> &Path {
+        &self.cfg_path
+    }
+
+    /// Sends SIGHUP to member `name` (a gateway reloads its file).
+    pub fn hangup(&self, name: &str) -> anyhow::Result<()> {
+        let pid = self
+            .children
+            .get(name)
+            .ok_or_else(|| anyhow::anyhow!("{name} is not running"))?
+            .id();
+        let ok = Command::new("kill")
+            .arg("-HUP")
+            .arg(pid.to_string())
+            .status()?
+            .success();
+        anyhow::ensure!(ok, "kill -HUP {pid} failed");
+        Ok(())
     }
 
     /// The temp dir holding data and the cluster file.
