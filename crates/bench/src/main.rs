@@ -16,6 +16,7 @@
 mod balancer_bench;
 mod cache_bench;
 mod collapse;
+mod failover;
 mod memload;
 mod offline;
 mod peers;
@@ -50,6 +51,8 @@ enum Scenario {
     Collapse(collapse::Args),
     /// Load balancer: strata gateway vs HAProxy vs nginx.
     Balancer(balancer_bench::Args),
+    /// A backend dies, another turns slow: strata gateway vs HAProxy.
+    Failover(failover::Args),
     /// Node-local cache hit ratio with random vs consistent-hash selection.
     Affinity {
         /// Distinct images.
@@ -71,6 +74,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Ranges(a) => ranges::run(a),
         Scenario::Collapse(a) => collapse::run(a),
         Scenario::Balancer(a) => balancer_bench::run(a),
+        Scenario::Failover(a) => failover::run(a),
         Scenario::Affinity { keys, requests } => offline::affinity(keys, requests),
     }
 }

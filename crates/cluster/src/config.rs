@@ -493,7 +493,13 @@ impl ClusterConfig {
                 );
             }
         }
-        if !self.members.is_empty() && self.members_with(Role::Index).count() != 1 {
+        // A gateway-only file (a balancer in front of other servers) needs
+        // no index; a cluster with data roles needs exactly one.
+        let data_roles = self
+            .members
+            .iter()
+            .any(|m| matches!(m.role, Role::Store | Role::Node | Role::Index));
+        if data_roles && self.members_with(Role::Index).count() != 1 {
             return bad(
                 "member",
                 "the cluster needs exactly one `index` member".into(),

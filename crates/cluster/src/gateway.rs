@@ -85,8 +85,10 @@ pub struct GatewayConfig {
     #[serde(default = "default_retries")]
     pub retries: usize,
     /// Retries in flight at most this percent of requests in flight.
-    /// Default 20.
-    #[serde(default = "default_20")]
+    /// Default 50: one dead backend of two has half the requests in flight,
+    /// and each deserves its retry; a pool that fails entirely still sees
+    /// at most 1.5 times its load.
+    #[serde(default = "default_budget")]
     pub retry_budget_percent: u64,
     /// Active check (`GET /healthz`) interval, ms; 0 = off. Default 2000.
     #[serde(default = "default_check_interval")]
@@ -189,8 +191,8 @@ fn default_first_byte() -> u64 {
 fn default_retries() -> usize {
     2
 }
-fn default_20() -> u64 {
-    20
+fn default_budget() -> u64 {
+    50
 }
 fn default_check_interval() -> u64 {
     2000
