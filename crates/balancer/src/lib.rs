@@ -24,6 +24,7 @@ mod error;
 pub mod health;
 pub mod pool;
 pub mod proxy;
+mod relay;
 pub mod router;
 pub mod sticky;
 

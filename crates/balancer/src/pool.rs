@@ -77,6 +77,8 @@ pub struct Backend {
     /// limits it; and the number of requests waiting for one.
     pub(crate) admission: OnceLock<Arc<tokio::sync::Semaphore>>,
     pub(crate) waiting: AtomicU64,
+    /// Idle keep-alive connections of the fast path (see `relay`).
+    pub(crate) idle: Mutex<Vec<tokio::net::TcpStream>>,
 }
 
 impl Backend {
@@ -95,6 +97,7 @@ impl Backend {
             health: Mutex::new(HealthState::default()),
             admission: OnceLock::new(),
             waiting: AtomicU64::new(0),
+            idle: Mutex::new(Vec::new()),
         }
     }
 

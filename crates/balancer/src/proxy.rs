@@ -184,7 +184,7 @@ impl Gateway {
     }
 
     /// Waits for an admission slot on backend `b` (if limits are set).
-    async fn admit_backend(
+    pub(crate) async fn admit_backend(
         &self,
         b: &crate::Backend,
     ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ()> {
@@ -211,7 +211,7 @@ impl Gateway {
     }
 
     /// Takes a token from `ip`'s bucket; false when it is empty.
-    fn admit(&self, ip: std::net::IpAddr, now: Instant) -> bool {
+    pub(crate) fn admit(&self, ip: std::net::IpAddr, now: Instant) -> bool {
         let Some((rate, burst)) = self.opts.rate_limit else {
             return true;
         };
@@ -660,10 +660,10 @@ async fn hedged(
 }
 
 /// Counts one unit on a gauge for as long as it lives.
-struct Count<'a>(&'a AtomicU64);
+pub(crate) struct Count<'a>(&'a AtomicU64);
 
 impl<'a> Count<'a> {
-    fn new(c: &'a AtomicU64) -> Self {
+    pub(crate) fn new(c: &'a AtomicU64) -> Self {
         c.fetch_add(1, Ordering::Relaxed);
         Count(c)
     }
@@ -676,7 +676,7 @@ impl Drop for Count<'_> {
 }
 
 /// Takes a place in the retry budget for this request (once), or refuses.
-fn may_retry<'a>(gw: &'a Gateway, slot: &mut Option<Count<'a>>) -> bool {
+pub(crate) fn may_retry<'a>(gw: &'a Gateway, slot: &mut Option<Count<'a>>) -> bool {
     if slot.is_none() {
         let m = &gw.metrics;
         let (active, retrying) = (

@@ -31,12 +31,20 @@ pub struct Route {
 }
 
 impl Route {
-    fn matches(&self, req: &Request<Incoming>) -> bool {
-        req.uri().path().starts_with(&self.prefix)
-            && self.method.as_ref().is_none_or(|m| req.method() == m)
-            && self.header.as_ref().is_none_or(|(n, v)| {
-                req.headers().get(n).and_then(|x| x.to_str().ok()) == Some(v.as_str())
-            })
+    /// Whether a request with `method`, `path` and headers (looked up by
+    /// `header`) matches.
+    pub fn matches<'a>(
+        &self,
+        method: &Method,
+        path: &str,
+        header: impl Fn(&HeaderName) -> Option<&'a str>,
+    ) -> bool {
+        path.starts_with(&self.prefix)
+            && self.method.as_ref().is_none_or(|m| method == m)
+            && self
+                .header
+                .as_ref()
+                .is_none_or(|(n, v)| header(n) == Some(v.as_str()))
     }
 }
 
@@ -52,11 +60,26 @@ pub struct Router {
 impl Router {
     /// The pool for `req`.
     pub fn choose(&self, req: &Request<Incoming>) -> &Arc<Gateway> {
-        let i = self
-            .routes
-            .iter()
-            .find(|r| r.matches(req))
-            .map_or(0, |r| r.pool);
+        self.choose_by(req.method(), req.uri().path(), |n| {
+            req.headers().get(n).and_then(|v| v.to_str().ok())
+        })
+    }
+
+    /// The pool for a request with `method`, `path` and headers.
+    pub fn choose_by<'a>(
+        &self,
+        method: &Method,
+        path: &str,
+        header: impl Fn(&HeaderName) -> Option<&'a str>,
+    ) -> &Arc<Gateway> {
+        let i = if self.routes.is_empty() {
+            0
+        } else {
+            self.routes
+                .iter()
+                .find(|r| r.matches(method, path, &header))
+                .map_or(0, |r| r.pool)
+        };
         &self.pools[i.min(self.pools.len() - 1)].1
     }
 
@@ -201,20 +224,26 @@ pub async fn serve_routed(
             acc = listener.accept() => {
                 let Ok((stream, peer)) = acc else { continue };
                 let _ = stream.set_nodelay(true);
-                let live = live.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let live = live.clone();
-                        async move { Ok::<_, Infallible>(dispatch(&live, req, peer).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .keep_alive(true)
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
+                tokio::spawn(crate::relay::serve_conn(live.clone(), stream, peer));
             }
         }
     }
+}
+
+/// Serves a client connection with hyper: the full path, for what the
+/// fast path (`relay`) hands over.
+pub(crate) async fn serve_hyper<I>(live: Arc<Live>, io: I, peer: SocketAddr)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let live = live.clone();
+        async move { Ok::<_, Infallible>(dispatch(&live, req, peer).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), svc)
+        .await;
 }
 
 /// One request: the gateway's own pages, the admin API, or a pool.

@@ -78,10 +78,17 @@ impl Sticky {
 
     /// The verified backend id in a request's cookies, if any.
     pub fn from_request(&self, headers: &HeaderMap) -> Option<u64> {
-        headers
-            .get_all(COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
+        self.from_cookies(
+            headers
+                .get_all(COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+        )
+    }
+
+    /// The verified backend id among `Cookie` header values, if any.
+    pub fn from_cookies<'a>(&self, values: impl Iterator<Item = &'a str>) -> Option<u64> {
+        values
             .flat_map(|v| v.split(';'))
             .filter_map(|kv| kv.trim().split_once('='))
             .filter(|(k, _)| *k == self.cookie)

@@ -161,10 +161,17 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Store(a) | Cmd::Index(a) | Cmd::Node(a) => a.threads,
     };
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    // One thread: a current-thread runtime, where a woken task runs on the
+    // thread that woke it with no cross-thread handoff (the gateway's
+    // proxied request wakes several tasks per request).
+    let mut rt = if threads == Some(1) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
     rt.enable_all();
-    if let Some(n) = threads {
-        rt.worker_threads(n.max(1));
+    if let Some(n) = threads.filter(|&n| n > 1) {
+        rt.worker_threads(n);
     }
     rt.build()?.block_on(run(cli))
 }
