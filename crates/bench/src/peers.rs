@@ -3,12 +3,25 @@
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-/// A server process for one benchmark run, killed when dropped (also when
-/// the benchmark fails half-way).
+/// A server process for one benchmark run, stopped when dropped (also when
+/// the benchmark fails half-way): SIGTERM first, so that a master process
+/// (nginx) takes its workers down with it, then SIGKILL after 2 s.
 pub struct Proc(pub Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
