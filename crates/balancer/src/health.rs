@@ -172,6 +172,7 @@ fn eject(p: &Pool, i: usize, now: Instant) {
 /// Counts a response's time to first byte from backend `i` in its latency
 /// EWMA (weight 1/8), then ejects it if it has become a latency outlier.
 pub fn record_latency(p: &Pool, i: usize, ttfb: Duration, now: Instant) {
+    p.backends[i].latency.record(ttfb);
     let sample = ttfb.as_micros().min(u128::from(u64::MAX)) as u64;
     let e = &p.backends[i].ewma_us;
     let old = e.load(Ordering::Relaxed);

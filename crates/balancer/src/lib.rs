@@ -22,6 +22,7 @@
 pub mod admin;
 mod error;
 pub mod health;
+pub mod monitor;
 pub mod pool;
 pub mod proxy;
 mod relay;

@@ -69,6 +69,8 @@ pub struct Backend {
     /// Last load the backend reported on `/load`: CPU percent x 100 plus
     /// its in-flight requests x 100 (0 until the first report).
     pub reported_load: AtomicU64,
+    /// Histogram of times to first byte.
+    pub latency: crate::monitor::Latency,
     /// Draining: no new requests (sticky ones included); those in flight
     /// finish. Set through the admin API before removing a backend.
     pub draining: AtomicBool,
@@ -93,6 +95,7 @@ impl Backend {
             ejections: AtomicU32::new(0),
             ewma_us: AtomicU64::new(0),
             reported_load: AtomicU64::new(0),
+            latency: crate::monitor::Latency::default(),
             draining: AtomicBool::new(false),
             health: Mutex::new(HealthState::default()),
             admission: OnceLock::new(),

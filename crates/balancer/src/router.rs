@@ -84,15 +84,12 @@ impl Router {
     }
 
     fn render(&self, status: bool) -> String {
+        if status {
+            return crate::monitor::status_page(&self.pools);
+        }
         let mut out = String::new();
         for (name, gw) in &self.pools {
-            if status {
-                out.push_str(&format!("<h2>pool {name}</h2>"));
-                out.push_str(&gw.status_page());
-            } else {
-                out.push_str(&format!("# pool {name}\n"));
-                gw.render_metrics(&mut out);
-            }
+            crate::monitor::render_metrics(gw, name, &mut out);
         }
         out
     }

@@ -273,10 +273,16 @@ async fn spreads_fails_over_and_is_never_an_open_proxy() {
     );
     assert!(page.contains(&format!("<td>{a}</td><td>up</td>")), "{page}");
     let mut m = String::new();
-    g.render_metrics(&mut m);
+    balancer::monitor::render_metrics(&g, "default", &mut m);
+    // Every answer from A was timed: the histogram's +Inf bucket counts them.
+    let answered = series_value(
+        &m,
+        &format!("strata_gateway_backend_latency_seconds_bucket{{pool=\"default\",backend=\"{a}\",le=\"+Inf\"}}"),
+    );
+    assert!(answered >= 20, "{m}");
     assert!(
         m.contains(&format!(
-            "strata_gateway_backend_ejections_total{{backend=\"{b}\"}} 1"
+            "strata_gateway_backend_ejections_total{{pool=\"default\",backend=\"{b}\"}} 1"
         )),
         "{m}"
     );
@@ -694,8 +700,11 @@ async fn a_hedged_get_is_answered_by_the_second_backend_when_the_first_stalls() 
     assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("F+xff"), "{r}");
     assert_eq!(g.metrics.hedges.load(Ordering::Relaxed), 1);
     let mut m = String::new();
-    g.render_metrics(&mut m);
-    assert!(m.contains("strata_gateway_hedges_total 1\n"), "{m}");
+    balancer::monitor::render_metrics(&g, "default", &mut m);
+    assert!(
+        m.contains("strata_gateway_hedges_total{pool=\"default\"} 1\n"),
+        "{m}"
+    );
     // The stalled backend's request was abandoned: nothing left in flight.
     assert_eq!(g.pool().backends[0].in_flight.load(Ordering::Relaxed), 0);
     // A PUT is never hedged.
@@ -705,4 +714,11 @@ async fn a_hedged_get_is_answered_by_the_second_backend_when_the_first_stalls() 
     )
     .await;
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+}
+
+/// The value of one exact series in Prometheus text (0 when absent).
+fn series_value(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
 }

@@ -125,6 +125,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let child = Command::new(&bin)
             .args([
                 "serve",
+                "--nodes",
+                "1",
                 "--listen",
                 &addr.to_string(),
                 "--threads",

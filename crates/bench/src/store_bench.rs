@@ -87,7 +87,9 @@ fn start_strata(
     config: Option<&Path>,
 ) -> anyhow::Result<Proc> {
     let mut cmd = Command::new(bin);
+    // One node, no gateway: this bench measures the node's read path.
     cmd.arg("serve")
+        .args(["--nodes", "1"])
         .arg("--data")
         .arg(data)
         .arg("--listen")

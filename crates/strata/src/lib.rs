@@ -352,19 +352,33 @@ impl ServeHandle {
     }
 }
 
-/// Request nodes `strata serve` runs behind its gateway.
+/// Request nodes `strata serve` runs behind its gateway by default.
 pub const SERVE_NODES: usize = 2;
 
 /// Starts every role in this process: a store and an index under `data`
 /// (`store/` and `index/`), a cache node, two request nodes, their
 /// internal APIs on ephemeral loopback ports, and the gateway on
 /// `listener` in front of the nodes. The nodes call the in-process store,
-/// index and cache directly (no HTTP hop).
+/// index and cache directly (no HTTP hop). With `nodes` = 1 the one node
+/// serves `listener` itself, without a gateway.
 pub async fn start_serve(
     cfg: &ClusterConfig,
     data: &Path,
     listener: TcpListener,
 ) -> anyhow::Result<ServeHandle> {
+    start_serve_with(cfg, data, listener, SERVE_NODES).await
+}
+
+/// [`start_serve`] with `nodes` request nodes.
+pub async fn start_serve_with(
+    cfg: &ClusterConfig,
+    data: &Path,
+    listener: TcpListener,
+    nodes: usize,
+) -> anyhow::Result<ServeHandle> {
+    if nodes == 0 {
+        bail!("`serve` needs at least one node");
+    }
     if !cfg.members.is_empty() {
         bail!("`serve` runs its own roles; remove the [[member]] tables from its config");
     }
@@ -402,7 +416,8 @@ pub async fn start_serve(
     );
 
     let mut node_addrs = Vec::new();
-    for _ in 0..SERVE_NODES {
+    let mut listener = Some(listener);
+    for _ in 0..nodes {
         let mut opts = node_options(cfg);
         opts.replicas = 1;
         let (s2, d2) = (store.clone(), db.clone());
@@ -427,24 +442,19 @@ pub async fn start_serve(
             extra,
             caching,
         );
-        let l = TcpListener::bind("127.0.0.1:0").await?;
+        let own = if nodes == 1 { listener.take() } else { None };
+        let l = match own {
+            Some(l) => l,
+            None => TcpListener::bind("127.0.0.1:0").await?,
+        };
         node_addrs.push(l.local_addr()?);
         let rx = rx.clone();
         tasks.push(tokio::spawn(async move {
             Ok(node::api::serve(l, node, shutdown_signal(rx)).await?)
         }));
     }
-    let pools = vec![cluster::ResolvedPool {
-        name: "nodes".into(),
-        backends: node_addrs.iter().map(|a| (*a, 1)).collect(),
-        algorithm: cfg.gateway.algorithm.clone(),
-        sticky: cfg.gateway.sticky,
-    }];
-    let client = balancer::proxy::upstream(Duration::from_millis(cfg.gateway.connect_timeout_ms));
-    let router = gateway::build_router(cfg, pools, None, &client)?;
-    let live = balancer::Live::new(router, cfg.auth.admin_token.clone());
     let (s3, rx3) = (store.clone(), rx.clone());
-    let (rx4, rx5) = (rx.clone(), rx);
+    let rx4 = rx.clone();
     tasks.extend([
         tokio::spawn(
             async move { Ok(store::server::serve(store_l, s3, shutdown_signal(rx3)).await?) },
@@ -452,10 +462,10 @@ pub async fn start_serve(
         tokio::spawn(
             async move { Ok(index::server::serve(index_l, db, shutdown_signal(rx4)).await?) },
         ),
-        tokio::spawn(async move {
-            Ok(balancer::router::serve_routed(listener, live, shutdown_signal(rx5)).await?)
-        }),
     ]);
+    if let Some(listener) = listener {
+        tasks.push(start_serve_gateway(cfg, listener, &node_addrs, rx)?);
+    }
     Ok(ServeHandle {
         addr,
         node_addrs,
@@ -466,4 +476,26 @@ pub async fn start_serve(
         tasks,
         stop,
     })
+}
+
+/// The gateway of `serve` on `listener` in front of `nodes`.
+fn start_serve_gateway(
+    cfg: &ClusterConfig,
+    listener: TcpListener,
+    nodes: &[SocketAddr],
+    rx: watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let node_addrs = nodes;
+    let pools = vec![cluster::ResolvedPool {
+        name: "nodes".into(),
+        backends: node_addrs.iter().map(|a| (*a, 1)).collect(),
+        algorithm: cfg.gateway.algorithm.clone(),
+        sticky: cfg.gateway.sticky,
+    }];
+    let client = balancer::proxy::upstream(Duration::from_millis(cfg.gateway.connect_timeout_ms));
+    let router = gateway::build_router(cfg, pools, None, &client)?;
+    let live = balancer::Live::new(router, cfg.auth.admin_token.clone());
+    Ok(tokio::spawn(async move {
+        Ok(balancer::router::serve_routed(listener, live, shutdown_signal(rx)).await?)
+    }))
 }

@@ -26,11 +26,15 @@ enum Cmd {
         /// Data directory (volumes under store/, the index under index/).
         #[arg(long, default_value = "./strata-data")]
         data: PathBuf,
-        /// Address of the public HTTP API.
+        /// Address of the public HTTP API (the gateway).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
-        /// Optional settings file: [auth], [limits] and [store] tables of the
-        /// cluster-file format (no [[member]] tables).
+        /// Request nodes behind the gateway; with 1, the node serves
+        /// --listen itself and there is no gateway.
+        #[arg(long, default_value_t = strata::SERVE_NODES)]
+        nodes: usize,
+        /// Optional settings file: the cluster-file format without
+        /// [[member]] and [[gateway.pool]] tables.
         #[arg(long)]
         config: Option<PathBuf>,
         /// Runtime worker threads (default: TOKIO_WORKER_THREADS or cores).
@@ -186,6 +190,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Serve {
             data,
             listen,
+            nodes,
             config,
             ..
         } => {
@@ -196,7 +201,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
-            let h = strata::start_serve(&cfg, &data, listener).await?;
+            let h = strata::start_serve_with(&cfg, &data, listener, nodes).await?;
             println!("strata serve: data in {}", data.display());
             println!("  public API   http://{}/v1/blobs/ (gateway)", h.addr);
             println!("  status       http://{}/_strata/status", h.addr);

@@ -50,7 +50,7 @@ async fn per_node(gw: &Client, p: &Procs, nodes: &[&str]) -> Vec<u64> {
             testkit::metric_value(
                 &text,
                 &format!(
-                    "strata_gateway_backend_requests_total{{backend=\"{}\"}}",
+                    "strata_gateway_backend_requests_total{{pool=\"nodes\",backend=\"{}\"}}",
                     p.addr(n)
                 ),
             )
