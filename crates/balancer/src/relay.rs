@@ -64,9 +64,10 @@ pub(crate) async fn serve_conn(live: Arc<Live>, mut down: TcpStream, peer: Socke
                     }
                 }
             }
-            match down.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
+            match tokio::time::timeout(live.idle_timeout, down.read_buf(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                // Closed, failed, or idle (or too slow) for too long.
+                _ => return,
             }
         };
         let router = live.router();
@@ -90,9 +91,9 @@ pub(crate) async fn serve_conn(live: Arc<Live>, mut down: TcpStream, peer: Socke
         // (pipelining) stay in `buf`.
         let total = head.len + head.content_length as usize;
         while buf.len() < total {
-            match down.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
+            match tokio::time::timeout(live.idle_timeout, down.read_buf(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
             }
         }
         let raw = buf.split_to(total);

@@ -171,6 +171,9 @@ pub struct Live {
     router: RwLock<Arc<Router>>,
     /// Bearer token of the admin API; `None` disables it.
     pub admin_token: Option<String>,
+    /// A client connection that sends no complete request head for this
+    /// long is closed (idle keep-alive connections, and slow heads).
+    pub idle_timeout: std::time::Duration,
     /// Serialises runtime changes (admin calls and reloads), which read,
     /// modify and write the backend sets.
     pub(crate) changes: tokio::sync::Mutex<()>,
@@ -179,9 +182,19 @@ pub struct Live {
 impl Live {
     /// Serves `router`; `admin_token` enables the admin API.
     pub fn new(router: Router, admin_token: Option<String>) -> Arc<Live> {
+        Live::with_idle_timeout(router, admin_token, std::time::Duration::from_secs(60))
+    }
+
+    /// [`Live::new`] with a client idle timeout.
+    pub fn with_idle_timeout(
+        router: Router,
+        admin_token: Option<String>,
+        idle_timeout: std::time::Duration,
+    ) -> Arc<Live> {
         Arc::new(Live {
             router: RwLock::new(Arc::new(router)),
             admin_token,
+            idle_timeout,
             changes: tokio::sync::Mutex::new(()),
         })
     }
@@ -233,12 +246,16 @@ pub(crate) async fn serve_hyper<I>(live: Arc<Live>, io: I, peer: SocketAddr)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let live_idle = live.idle_timeout;
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let live = live.clone();
         async move { Ok::<_, Infallible>(dispatch(&live, req, peer).await) }
     });
+    let idle = live_idle;
     let _ = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(idle)
         .serve_connection(TokioIo::new(io), svc)
         .await;
 }

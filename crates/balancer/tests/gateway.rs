@@ -722,3 +722,52 @@ fn series_value(text: &str, series: &str) -> u64 {
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_budget_refuses_a_retry_beyond_it_end_to_end() {
+    // Backend 0 refuses connections; backend 1 holds its answers. Least
+    // connections sends request 1 to 0 (refused), retries it on 1, where
+    // it waits; request 2 then goes to 0 (nothing in flight there), is
+    // refused, and its retry would be the second in flight: over a budget
+    // of one.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let held = held_backend(release.clone()).await;
+    let h = HealthOptions {
+        check_interval: Duration::ZERO,
+        consecutive_failures: 100,
+        ..HealthOptions::default()
+    };
+    let p = Pool::new(
+        vec![Backend::new(dead, 1), Backend::new(held, 1)],
+        Algorithm::LeastConn,
+        h,
+    )
+    .expect("pool");
+    let opts = GatewayOptions {
+        retry_budget_percent: 0,
+        min_retry_concurrency: 1,
+        ..GatewayOptions::default()
+    };
+    let g = Gateway::new(Arc::new(p), opts);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let gw = l.local_addr().expect("addr");
+    tokio::spawn(balancer::proxy::serve(l, g.clone(), std::future::pending()));
+    let req = "GET /r HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n";
+    let first = tokio::spawn(get(gw, req));
+    while g.metrics.retrying.load(Ordering::Relaxed) == 0 {
+        tokio::task::yield_now().await;
+    }
+    let second = get(gw, req).await;
+    assert!(second.starts_with("HTTP/1.1 502"), "{second}");
+    assert_eq!(g.metrics.retries_refused.load(Ordering::Relaxed), 1);
+    release.add_permits(1);
+    let first = first.await.expect("first");
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    assert_eq!(g.metrics.retries.load(Ordering::Relaxed), 1);
+}

@@ -414,3 +414,53 @@ async fn sticky_cookies_pin_clients_resist_forgery_and_fail_over() {
     );
     assert!(cookie_of(&r).is_some(), "{r}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn idle_and_slow_clients_are_closed_after_the_idle_timeout() {
+    let open = Arc::new(Semaphore::new(0));
+    let (a, _ha) = backend("A", open).await;
+    let p = Pool::new(
+        vec![Backend::new(a, 1)],
+        Algorithm::Random,
+        HealthOptions {
+            check_interval: Duration::ZERO,
+            ..HealthOptions::default()
+        },
+    )
+    .expect("pool");
+    let live = Live::with_idle_timeout(
+        Router {
+            pools: vec![(
+                "nodes".into(),
+                Gateway::new(Arc::new(p), GatewayOptions::default()),
+            )],
+            routes: Vec::new(),
+        },
+        None,
+        Duration::from_secs(5),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let gw = l.local_addr().expect("addr");
+    tokio::spawn(balancer::router::serve_routed(
+        l,
+        live,
+        std::future::pending(),
+    ));
+    // Served once, then idle: closed.
+    let mut s = tokio::net::TcpStream::connect(gw).await.expect("connect");
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).await.expect("answer");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let t = tokio::time::Instant::now();
+    assert_eq!(s.read(&mut buf).await.expect("eof"), 0, "closed when idle");
+    assert!(t.elapsed() >= Duration::from_secs(5));
+    // Half a head, then nothing: closed too.
+    let mut s = tokio::net::TcpStream::connect(gw).await.expect("connect");
+    s.write_all(b"GET /x HTTP/1.1\r\nHo").await.expect("write");
+    assert_eq!(s.read(&mut buf).await.expect("eof"), 0, "slow head closed");
+}

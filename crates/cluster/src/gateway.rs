@@ -78,6 +78,11 @@ pub struct GatewayConfig {
     /// Connect timeout to a backend, ms. Default 1000.
     #[serde(default = "default_1000")]
     pub connect_timeout_ms: u64,
+    /// A client connection without a complete request head for this long
+    /// is closed, ms (idle keep-alive connections and slow heads). Default
+    /// 60000.
+    #[serde(default = "default_idle")]
+    pub idle_timeout_ms: u64,
     /// Time to response headers, ms. Default 30000.
     #[serde(default = "default_first_byte")]
     pub first_byte_timeout_ms: u64,
@@ -178,6 +183,9 @@ impl Default for GatewayConfig {
 
 fn default_algorithm() -> String {
     "hash".into()
+}
+fn default_idle() -> u64 {
+    60_000
 }
 fn default_queue() -> usize {
     100
@@ -298,7 +306,7 @@ impl GatewayConfig {
         if self.rate_limit < 0.0 || self.burst < 0.0 || self.rate_limit.is_nan() {
             return bad("rate_limit", "must be 0 (off) or positive");
         }
-        if self.queue_timeout_ms == 0 || self.connect_timeout_ms == 0 {
+        if self.queue_timeout_ms == 0 || self.connect_timeout_ms == 0 || self.idle_timeout_ms == 0 {
             return bad("connect_timeout_ms", "timeouts must be at least 1 ms");
         }
         if self.first_byte_timeout_ms == 0 || self.check_timeout_ms == 0 {

@@ -149,7 +149,11 @@ pub async fn run_gateway(
     let client = balancer::proxy::upstream(ms(cfg.gateway.connect_timeout_ms));
     let pools = cfg.gateway.resolve(&cfg)?;
     let router = build_router(&cfg, pools, None, &client)?;
-    let live = Live::new(router, cfg.auth.admin_token.clone());
+    let live = Live::with_idle_timeout(
+        router,
+        cfg.auth.admin_token.clone(),
+        ms(cfg.gateway.idle_timeout_ms),
+    );
     if let Some(path) = path {
         let (live, client) = (live.clone(), client.clone());
         tokio::spawn(reload_on_hangup(path, live, client));

@@ -494,7 +494,11 @@ fn start_serve_gateway(
     }];
     let client = balancer::proxy::upstream(Duration::from_millis(cfg.gateway.connect_timeout_ms));
     let router = gateway::build_router(cfg, pools, None, &client)?;
-    let live = balancer::Live::new(router, cfg.auth.admin_token.clone());
+    let live = balancer::Live::with_idle_timeout(
+        router,
+        cfg.auth.admin_token.clone(),
+        Duration::from_millis(cfg.gateway.idle_timeout_ms),
+    );
     Ok(tokio::spawn(async move {
         Ok(balancer::router::serve_routed(listener, live, shutdown_signal(rx)).await?)
     }))
