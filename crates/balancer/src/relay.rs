@@ -191,19 +191,10 @@ fn connection_named<'a>(headers: &[Span], raw: &'a [u8]) -> Vec<&'a str> {
 }
 
 fn hop_by_hop(name: &str, named: &[&str]) -> bool {
-    [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-authorization",
-    ]
-    .iter()
-    .chain(named)
-    .any(|h| name.eq_ignore_ascii_case(h))
+    crate::proxy::HOP_BY_HOP
+        .iter()
+        .chain(named)
+        .any(|h| name.eq_ignore_ascii_case(h))
 }
 
 /// Parses a request head at the start of `buf`: `Ok(None)` when more bytes

@@ -292,12 +292,7 @@ impl CacheClient {
         } else {
             1
         };
-        let mut req = Vec::with_capacity(key.len() + value.len() + 40);
-        req.extend_from_slice(b"set ");
-        req.extend_from_slice(key);
-        req.extend_from_slice(format!(" 0 {ttl} {}\r\n", value.len()).as_bytes());
-        req.extend_from_slice(value);
-        req.extend_from_slice(b"\r\n");
+        let req = set_request(key, value, ttl);
         for i in self.targets(key, r) {
             // An oversized value is refused with SERVER_ERROR: fine, skip.
             self.call(i, &req, async |c: &mut Conn| read_line(c).await.map(|_| ()))
@@ -309,12 +304,7 @@ impl CacheClient {
     /// heat: for values that must survive the loss of a member, such as
     /// sessions. Returns how many replicas took it.
     pub async fn set_replicated(&self, key: &[u8], value: &Bytes, ttl: u32) -> usize {
-        let mut req = Vec::with_capacity(key.len() + value.len() + 40);
-        req.extend_from_slice(b"set ");
-        req.extend_from_slice(key);
-        req.extend_from_slice(format!(" 0 {ttl} {}\r\n", value.len()).as_bytes());
-        req.extend_from_slice(value);
-        req.extend_from_slice(b"\r\n");
+        let req = set_request(key, value, ttl);
         let mut stored = 0;
         for i in self.targets(key, self.opts.hot_replicas.max(1)) {
             let ok = self
@@ -359,6 +349,17 @@ impl CacheClient {
                 .await;
         }
     }
+}
+
+/// `set <key> 0 <ttl> <len>\r\n<value>\r\n`.
+fn set_request(key: &[u8], value: &Bytes, ttl: u32) -> Vec<u8> {
+    let mut req = Vec::with_capacity(key.len() + value.len() + 40);
+    req.extend_from_slice(b"set ");
+    req.extend_from_slice(key);
+    req.extend_from_slice(format!(" 0 {ttl} {}\r\n", value.len()).as_bytes());
+    req.extend_from_slice(value);
+    req.extend_from_slice(b"\r\n");
+    req
 }
 
 async fn read_line(c: &mut Conn) -> std::io::Result<Vec<u8>> {

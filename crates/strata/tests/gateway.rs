@@ -40,6 +40,18 @@ impl Jar {
     }
 }
 
+/// `GET /v1/session` with the jar's cookies.
+async fn get_session(gw: &Client, jar: &Jar, what: &str) -> Resp {
+    gw.send(
+        Method::GET,
+        "/v1/session",
+        &[("cookie", &jar.header())],
+        vec![],
+    )
+    .await
+    .expect(what)
+}
+
 /// Requests the gateway has sent to each node, from its own metrics.
 async fn per_node(gw: &Client, p: &Procs, nodes: &[&str]) -> Vec<u64> {
     let text =
@@ -95,29 +107,14 @@ async fn a_sticky_session_survives_its_node_and_a_cache_member() {
     );
     // Find the home node: the one whose count one pinned request raises.
     let probe = per_node(&gw, &p, &nodes).await;
-    gw.send(
-        Method::GET,
-        "/v1/session",
-        &[("cookie", &jar.header())],
-        vec![],
-    )
-    .await
-    .expect("probe");
+    get_session(&gw, &jar, "probe").await;
     let before = per_node(&gw, &p, &nodes).await;
     let home = if before[0] > probe[0] { 0 } else { 1 };
     assert_eq!(before[home], probe[home] + 1, "{probe:?} -> {before:?}");
 
     // Pinned: every request goes to the same node.
     for _ in 0..10 {
-        let r = gw
-            .send(
-                Method::GET,
-                "/v1/session",
-                &[("cookie", &jar.header())],
-                vec![],
-            )
-            .await
-            .expect("get");
+        let r = get_session(&gw, &jar, "get").await;
         assert_eq!(&r.body[..], br#"{"cart":["tabby.jpg"]}"#);
         assert_eq!(r.header("content-type"), "application/json");
         jar.take(&r);
@@ -128,15 +125,7 @@ async fn a_sticky_session_survives_its_node_and_a_cache_member() {
 
     // Its node dies: the session moves to the other node, with its data.
     p.kill(nodes[home]).expect("kill");
-    let r = gw
-        .send(
-            Method::GET,
-            "/v1/session",
-            &[("cookie", &jar.header())],
-            vec![],
-        )
-        .await
-        .expect("get after kill");
+    let r = get_session(&gw, &jar, "get after kill").await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(&r.body[..], br#"{"cart":["tabby.jpg"]}"#);
     assert!(
@@ -170,15 +159,7 @@ async fn a_sticky_session_survives_its_node_and_a_cache_member() {
     );
     p.kill("cache-1").expect("kill cache");
     for _ in 0..5 {
-        let r = gw
-            .send(
-                Method::GET,
-                "/v1/session",
-                &[("cookie", &jar.header())],
-                vec![],
-            )
-            .await
-            .expect("get after cache kill");
+        let r = get_session(&gw, &jar, "get after cache kill").await;
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(&r.body[..], br#"{"cart":["tabby.jpg","siamese.jpg"]}"#);
     }
@@ -195,15 +176,7 @@ async fn a_sticky_session_survives_its_node_and_a_cache_member() {
         .await
         .expect("put big");
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
-    let r = gw
-        .send(
-            Method::GET,
-            "/v1/session",
-            &[("cookie", &jar.header())],
-            vec![],
-        )
-        .await
-        .expect("get");
+    let r = get_session(&gw, &jar, "get").await;
     assert_eq!(&r.body[..], br#"{"cart":["tabby.jpg","siamese.jpg"]}"#);
     let r = gw.get("/v1/session").await.expect("no cookie");
     assert_eq!(r.status, StatusCode::NOT_FOUND);
