@@ -1,0 +1,25 @@
+//! strata's durable job queue: slow, complex writes are handed to it, the
+//! client gets a job id at once, polls the status and fetches the result.
+//!
+//! - [`Broker`] keeps the jobs (states: pending, ready, delayed, reserved,
+//!   succeeded, retrying, dead), leases them to workers for their time to
+//!   run, retries failures with exponential backoff and jitter, moves jobs
+//!   out of attempts to the dead letters, and keeps results for a while.
+//! - [`log`] makes every acknowledged change durable: CRC-checked records in
+//!   segment files, one fsync per batch (group commit), torn tails cut on
+//!   restart, compaction of finished jobs.
+//! - [`http`] serves the JSON API; [`beanstalk`] speaks the beanstalkd
+//!   protocol so that existing clients work unchanged.
+//!
+//! Errors are one enum, [`Error`].
+
+pub mod beanstalk;
+pub mod broker;
+mod error;
+pub mod http;
+pub mod job;
+pub mod log;
+
+pub use broker::{Broker, BrokerOptions, Clock, ManualClock, QueueStats, SystemClock};
+pub use error::{Error, Result};
+pub use job::{Job, NewJob, State, Status};

@@ -1,0 +1,440 @@
+//! The durable job log: segment files of CRC-checked records, appended by
+//! one writer thread that fsyncs once per batch (group commit).
+//!
+//! A segment (`seg-NNNNNNNNNN.log`) starts with the 8-byte magic
+//! `STRQLOG` + version 1, then records `[u32 len][u32 crc32c][body]`
+//! (little-endian). A body is a `Put` (the job's metadata and payload), an
+//! `Update` (metadata only: state, attempts, result, ...) or a `Remove`.
+//! Replaying the records in order rebuilds every job. A torn or damaged
+//! record at the end of the last segment (a crash mid-write) is cut off;
+//! damage anywhere else is an error, never silently skipped.
+//!
+//! Compaction writes the live jobs as `Put`s into a new segment, fsyncs it,
+//! then deletes the older segments; a crash in between leaves both, and
+//! replaying old then new gives the same jobs.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use bytes::Bytes;
+
+use crate::job::{Job, State};
+use crate::{Error, Result};
+
+const MAGIC: &[u8; 8] = b"STRQLOG\x01";
+/// A segment is closed and a new one started past this size.
+const SEGMENT_BYTES: u64 = 64 << 20;
+
+const PUT: u8 = 1;
+const UPDATE: u8 = 2;
+const REMOVE: u8 = 3;
+
+/// One replayed record.
+#[derive(Debug)]
+pub enum Record {
+    /// A job with its payload (a put, or a compaction snapshot).
+    Put(Job),
+    /// New metadata for a job (payload unchanged).
+    Update(Job),
+    /// The job is gone.
+    Remove(u64),
+}
+
+fn state_code(s: State) -> u8 {
+    match s {
+        State::Pending => 0,
+        State::Ready => 1,
+        State::Delayed => 2,
+        State::Reserved => 3,
+        State::Succeeded => 4,
+        State::Retrying => 5,
+        State::Dead => 6,
+    }
+}
+
+fn state_of(c: u8) -> Option<State> {
+    Some(match c {
+        0 => State::Pending,
+        1 => State::Ready,
+        2 => State::Delayed,
+        3 => State::Reserved,
+        4 => State::Succeeded,
+        5 => State::Retrying,
+        6 => State::Dead,
+        _ => return None,
+    })
+}
+
+/// Encodes a `Put` (with payload) or an `Update` (without).
+pub fn encode(job: &Job, with_payload: bool) -> Vec<u8> {
+    let mut b =
+        Vec::with_capacity(96 + job.queue.len() + if with_payload { job.payload.len() } else { 0 });
+    b.push(if with_payload { PUT } else { UPDATE });
+    b.extend_from_slice(&job.id.to_le_bytes());
+    b.push(state_code(job.state));
+    b.extend_from_slice(&job.priority.to_le_bytes());
+    b.extend_from_slice(&job.ttr_ms.to_le_bytes());
+    b.extend_from_slice(&job.max_attempts.to_le_bytes());
+    b.extend_from_slice(&job.created_ms.to_le_bytes());
+    b.extend_from_slice(&job.at_ms.to_le_bytes());
+    for v in [
+        job.attempts,
+        job.timeouts,
+        job.releases,
+        job.buries,
+        job.kicks,
+    ] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend_from_slice(&job.dead_seq.to_le_bytes());
+    put_bytes(&mut b, Some(job.queue.as_bytes()));
+    put_bytes(&mut b, job.idempotency_key.as_deref().map(str::as_bytes));
+    put_bytes(&mut b, job.result.as_deref());
+    put_bytes(&mut b, job.error.as_deref().map(str::as_bytes));
+    if with_payload {
+        put_bytes(&mut b, Some(&job.payload));
+    }
+    b
+}
+
+/// Encodes a `Remove`.
+pub fn encode_remove(id: u64) -> Vec<u8> {
+    let mut b = Vec::with_capacity(9);
+    b.push(REMOVE);
+    b.extend_from_slice(&id.to_le_bytes());
+    b
+}
+
+fn put_bytes(b: &mut Vec<u8>, v: Option<&[u8]>) {
+    match v {
+        Some(v) => {
+            b.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            b.extend_from_slice(v);
+        }
+        None => b.extend_from_slice(&u32::MAX.to_le_bytes()),
+    }
+}
+
+/// Reads fields off a record body.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+    }
+    fn bytes(&mut self) -> Option<Option<Vec<u8>>> {
+        let n = self.u32()?;
+        if n == u32::MAX {
+            return Some(None);
+        }
+        self.take(n as usize).map(|b| Some(b.to_vec()))
+    }
+    fn string(&mut self) -> Option<Option<String>> {
+        match self.bytes()? {
+            Some(b) => String::from_utf8(b).ok().map(Some),
+            None => Some(None),
+        }
+    }
+}
+
+/// Decodes a record body.
+pub fn decode(body: &[u8]) -> Option<Record> {
+    let mut r = Reader(body);
+    let kind = r.u8()?;
+    let id = r.u64()?;
+    if kind == REMOVE {
+        return Some(Record::Remove(id));
+    }
+    let state = state_of(r.u8()?)?;
+    let priority = r.u32()?;
+    let ttr_ms = r.u64()?;
+    let max_attempts = r.u32()?;
+    let created_ms = r.u64()?;
+    let at_ms = r.u64()?;
+    let (attempts, timeouts, releases, buries, kicks) =
+        (r.u32()?, r.u32()?, r.u32()?, r.u32()?, r.u32()?);
+    let dead_seq = r.u64()?;
+    let queue = r.string()??;
+    let idempotency_key = r.string()?;
+    let result = r.bytes()?.map(Bytes::from);
+    let error = r.string()?;
+    let payload = if kind == PUT {
+        Bytes::from(r.bytes()??)
+    } else {
+        Bytes::new()
+    };
+    let job = Job {
+        id,
+        queue,
+        payload,
+        priority,
+        ttr_ms,
+        max_attempts,
+        idempotency_key,
+        state,
+        created_ms,
+        at_ms,
+        attempts,
+        result,
+        error,
+        timeouts,
+        releases,
+        buries,
+        kicks,
+        holder: 0,
+        dead_seq,
+    };
+    match kind {
+        PUT => Some(Record::Put(job)),
+        UPDATE => Some(Record::Update(job)),
+        _ => None,
+    }
+}
+
+fn segment_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("seg-{n:010}.log"))
+}
+
+fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        let n = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("seg-"))
+            .and_then(|n| n.strip_suffix(".log"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(n) = n {
+            out.push((n, p));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Reads every record of the log in `dir`, cutting a torn tail off the last
+/// segment. Returns the records and the number of the last segment.
+pub fn replay(dir: &Path) -> Result<(Vec<Record>, u64, u64)> {
+    let segs = segments(dir)?;
+    let mut records = Vec::new();
+    let mut bytes = 0;
+    let last = segs.last().map_or(0, |s| s.0);
+    for (n, path) in &segs {
+        let mut data = Vec::new();
+        File::open(path)?.read_to_end(&mut data)?;
+        let corrupt = |reason: String| Error::Corrupt {
+            path: path.clone(),
+            reason,
+        };
+        let is_last = *n == last;
+        if data.len() < MAGIC.len() || &data[..MAGIC.len()] != MAGIC {
+            if is_last && data.len() < MAGIC.len() {
+                // Created, crashed before the header was written.
+                let f = OpenOptions::new().write(true).open(path)?;
+                f.set_len(0)?;
+                drop(f);
+                std::fs::remove_file(path)?;
+                continue;
+            }
+            return Err(corrupt(
+                "bad header (not a strata queue log, or a newer version)".into(),
+            ));
+        }
+        let mut pos = MAGIC.len();
+        while pos < data.len() {
+            let ok = (|| {
+                let len = u32::from_le_bytes(data.get(pos..pos + 4)?.try_into().ok()?) as usize;
+                let crc = u32::from_le_bytes(data.get(pos + 4..pos + 8)?.try_into().ok()?);
+                let body = data.get(pos + 8..pos + 8 + len)?;
+                if crc32c::crc32c(body) != crc {
+                    return None;
+                }
+                Some((decode(body)?, 8 + len))
+            })();
+            match ok {
+                Some((rec, used)) => {
+                    records.push(rec);
+                    pos += used;
+                }
+                None if is_last => {
+                    tracing::warn!(path = %path.display(), at = pos, cut = data.len() - pos, "torn log tail cut off");
+                    let f = OpenOptions::new().write(true).open(path)?;
+                    f.set_len(pos as u64)?;
+                    f.sync_all()?;
+                    break;
+                }
+                None => return Err(corrupt(format!("damaged record at byte {pos}"))),
+            }
+        }
+        bytes += pos as u64;
+    }
+    Ok((records, last, bytes))
+}
+
+/// What the writer thread is asked to do.
+enum Op {
+    /// Append a record; answer once durable (if a sender is given).
+    Append(
+        Vec<u8>,
+        Option<tokio::sync::oneshot::Sender<std::io::Result<()>>>,
+    ),
+    /// Start a new segment holding these records, then drop the older ones.
+    Compact(Vec<Vec<u8>>),
+}
+
+/// Handle to the writer thread.
+pub struct Log {
+    tx: mpsc::Sender<Op>,
+}
+
+impl Log {
+    /// Starts the writer appending to a new segment after `last`.
+    pub fn start(dir: &Path, last: u64) -> Result<Log> {
+        let (tx, rx) = mpsc::channel();
+        let mut w = Writer::open(dir, last + 1)?;
+        std::thread::Builder::new()
+            .name("queue-log".into())
+            .spawn(move || w.run(rx))?;
+        Ok(Log { tx })
+    }
+
+    /// Appends `body`; the receiver resolves once it is on disk.
+    pub fn append(&self, body: Vec<u8>) -> tokio::sync::oneshot::Receiver<std::io::Result<()>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _ = self.tx.send(Op::Append(body, Some(tx)));
+        rx
+    }
+
+    /// Appends `body` without waiting (it is made durable with the next
+    /// batch that is waited for).
+    pub fn append_lazy(&self, body: Vec<u8>) {
+        let _ = self.tx.send(Op::Append(body, None));
+    }
+
+    /// Replaces the log with `snapshot` (the live jobs as `Put`s).
+    pub fn compact(&self, snapshot: Vec<Vec<u8>>) {
+        let _ = self.tx.send(Op::Compact(snapshot));
+    }
+}
+
+struct Writer {
+    dir: PathBuf,
+    n: u64,
+    file: File,
+    size: u64,
+}
+
+impl Writer {
+    fn open(dir: &Path, n: u64) -> Result<Writer> {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(segment_path(dir, n))?;
+        file.write_all(MAGIC)?;
+        file.sync_all()?;
+        // The new file's name must be durable too.
+        File::open(dir)?.sync_all()?;
+        Ok(Writer {
+            dir: dir.to_owned(),
+            n,
+            file,
+            size: MAGIC.len() as u64,
+        })
+    }
+
+    fn frame(out: &mut Vec<u8>, body: &[u8]) {
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+        out.extend_from_slice(body);
+    }
+
+    fn run(&mut self, rx: mpsc::Receiver<Op>) {
+        let mut buf = Vec::new();
+        while let Ok(first) = rx.recv() {
+            // Drain everything queued: one write and one fsync for all.
+            let mut waiters = Vec::new();
+            let mut pending = Some(first);
+            loop {
+                let op = match pending.take() {
+                    Some(op) => op,
+                    None => match rx.try_recv() {
+                        Ok(op) => op,
+                        Err(_) => break,
+                    },
+                };
+                match op {
+                    Op::Append(body, w) => {
+                        Self::frame(&mut buf, &body);
+                        waiters.extend(w);
+                    }
+                    Op::Compact(snapshot) => {
+                        let r = self.flush(&mut buf).and_then(|_| self.compact(&snapshot));
+                        if let Err(e) = r {
+                            tracing::error!(error = %e, "queue log compaction failed");
+                        }
+                    }
+                }
+            }
+            let r = self.flush(&mut buf);
+            for w in waiters {
+                let _ = w.send(match &r {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+                });
+            }
+        }
+    }
+
+    fn flush(&mut self, buf: &mut Vec<u8>) -> std::io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.file.write_all(buf)?;
+        self.file.sync_data()?;
+        self.size += buf.len() as u64;
+        buf.clear();
+        if self.size > SEGMENT_BYTES {
+            *self = Writer::open(&self.dir, self.n + 1).map_err(std::io::Error::other)?;
+        }
+        Ok(())
+    }
+
+    fn compact(&mut self, snapshot: &[Vec<u8>]) -> std::io::Result<()> {
+        let old = self.n;
+        *self = Writer::open(&self.dir, self.n + 1).map_err(std::io::Error::other)?;
+        let mut buf = Vec::new();
+        for body in snapshot {
+            Self::frame(&mut buf, body);
+        }
+        self.file.write_all(&buf)?;
+        self.file.sync_data()?;
+        self.size += buf.len() as u64;
+        for (n, p) in segments(&self.dir).map_err(std::io::Error::other)? {
+            if n <= old {
+                std::fs::remove_file(p)?;
+            }
+        }
+        File::open(&self.dir)?.sync_all()?;
+        Ok(())
+    }
+}
