@@ -294,7 +294,9 @@ impl Conn {
             ("list-tubes", 1) => {
                 let mut y = String::from("---\n");
                 let mut tubes = b.queues();
-                for t in self.watching.iter().chain([&self.using]) {
+                // "default" always exists, as in beanstalkd.
+                let default = "default".to_owned();
+                for t in self.watching.iter().chain([&self.using, &default]) {
                     if !tubes.contains(t) {
                         tubes.push(t.clone());
                     }
