@@ -41,6 +41,9 @@ pub struct ClusterConfig {
     /// The gateway: pools, routes, health, limits, stickiness.
     #[serde(default)]
     pub gateway: crate::gateway::GatewayConfig,
+    /// The job queue and the nodes' upload workers.
+    #[serde(default)]
+    pub queue: QueueConfig,
     /// Every process of the cluster.
     #[serde(default, rename = "member")]
     pub members: Vec<Member>,
@@ -320,6 +323,46 @@ fn default_retry_after() -> u64 {
     2000
 }
 
+/// `[queue]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Largest job payload (an asynchronous upload's body), MiB. Default 64.
+    #[serde(default = "default_queue_payload")]
+    pub max_payload_mb: usize,
+    /// Seconds a finished job's result is kept. Default 86400.
+    #[serde(default = "default_session_ttl")]
+    pub result_ttl_secs: u32,
+    /// Upload workers per request node. Default 2.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// Attempts of an asynchronous upload before it is a dead letter.
+    /// Default 5.
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            max_payload_mb: default_queue_payload(),
+            result_ttl_secs: default_session_ttl(),
+            workers: default_workers(),
+            attempts: default_attempts(),
+        }
+    }
+}
+
+fn default_queue_payload() -> usize {
+    64
+}
+fn default_workers() -> usize {
+    2
+}
+fn default_attempts() -> u32 {
+    5
+}
+
 /// One process of the cluster.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -330,9 +373,12 @@ pub struct Member {
     pub role: Role,
     /// Address it listens on, `IP:PORT`.
     pub addr: SocketAddr,
-    /// Data directory, required for `store` and `index`.
+    /// Data directory, required for `store`, `index` and `queue`.
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
+    /// A `queue` member's beanstalkd-protocol address (optional).
+    #[serde(default)]
+    pub beanstalk_addr: Option<SocketAddr>,
 }
 
 /// The roles built so far.
@@ -349,6 +395,8 @@ pub enum Role {
     Cache,
     /// Load balancer and reverse proxy in front of the nodes.
     Gateway,
+    /// Durable job queue (HTTP API, optional beanstalkd protocol).
+    Queue,
 }
 
 impl Role {
@@ -360,6 +408,7 @@ impl Role {
             Role::Node => "node",
             Role::Cache => "cache",
             Role::Gateway => "gateway",
+            Role::Queue => "queue",
         }
     }
 }
@@ -432,6 +481,15 @@ impl ClusterConfig {
                 "must be 0 (off) or greater than 1".into(),
             );
         }
+        if self.queue.max_payload_mb == 0 || self.queue.max_payload_mb > 1024 {
+            return bad("queue.max_payload_mb", "must be between 1 and 1024".into());
+        }
+        if self.queue.attempts == 0 {
+            return bad("queue.attempts", "must be at least 1".into());
+        }
+        if self.members_with(Role::Queue).count() > 1 {
+            return bad("member", "at most one `queue` member".into());
+        }
         if self.cache.session_ttl_secs == 0 {
             return bad("cache.session_ttl_secs", "must be at least 1".into());
         }
@@ -475,7 +533,7 @@ impl ClusterConfig {
                     format!("duplicate name `{}`", m.name),
                 );
             }
-            let needs_dir = matches!(m.role, Role::Store | Role::Index)
+            let needs_dir = matches!(m.role, Role::Store | Role::Index | Role::Queue)
                 || (m.role == Role::Node && self.cache.local_disk_mb > 0);
             if needs_dir && m.data_dir.is_none() {
                 return bad(

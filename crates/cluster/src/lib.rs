@@ -15,8 +15,8 @@ mod placement;
 mod ring;
 
 pub use config::{
-    AuthConfig, CacheConfig, CacheMode, ClusterConfig, LimitsConfig, Member, ProxyConfig, Role,
-    StoreConfig,
+    AuthConfig, CacheConfig, CacheMode, ClusterConfig, LimitsConfig, Member, ProxyConfig,
+    QueueConfig, Role, StoreConfig,
 };
 pub use error::Error;
 pub use gateway::{GatewayConfig, PoolConfig, ResolvedPool, RouteConfig, ALGORITHMS};

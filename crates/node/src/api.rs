@@ -43,6 +43,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/blobs/", get(list))
         .route("/v1/blobs/{*key}", any(blob))
         .route("/v1/session", any(crate::session::session))
+        .route("/v1/jobs/{id}", get(job_status))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/load", get(load))
         .route("/metrics", get(metrics))
@@ -140,17 +141,17 @@ async fn blob_inner(node: &Arc<Node>, req: Request) -> Response {
             )
             .await
         }
-        Method::PUT => put_blob(node, key, req).await,
+        Method::PUT | Method::POST => put_blob(node, key, req).await,
         Method::DELETE => delete_blob(node, &key, req.headers()).await,
         _ => {
             let mut r = error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
-                "use GET, HEAD, PUT or DELETE",
+                "use GET, HEAD, PUT, POST or DELETE",
             );
             r.headers_mut().insert(
                 header::ALLOW,
-                HeaderValue::from_static("GET, HEAD, PUT, DELETE"),
+                HeaderValue::from_static("GET, HEAD, PUT, POST, DELETE"),
             );
             r
         }
@@ -241,6 +242,26 @@ async fn put_blob(node: &Arc<Node>, key: String, req: Request) -> Response {
         Ok(t) => t,
         Err(r) => return r,
     };
+    // RFC 7240: honoured when a queue is connected, else the write is done
+    // synchronously (a preference, not a demand).
+    let async_requested = req
+        .headers()
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("respond-async"));
+    let idempotency_key = match req.headers().get("idempotency-key").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(k)) if !k.is_empty() && k.len() <= 200 => Some(k.to_owned()),
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_idempotency_key",
+                "Idempotency-Key must be 1..=200 visible ASCII bytes",
+            )
+        }
+    };
     let content_type = match req.headers().get(header::CONTENT_TYPE).map(|v| v.to_str()) {
         None => "application/octet-stream".to_owned(),
         Some(Ok(ct)) if !ct.is_empty() && ct.len() <= 256 => ct.to_owned(),
@@ -278,6 +299,36 @@ async fn put_blob(node: &Arc<Node>, key: String, req: Request) -> Response {
     node.metrics
         .bytes_in
         .fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    if let (true, Some(q)) = (async_requested, node.queue()) {
+        // Durable in the queue first; a worker writes the blob.
+        return match q
+            .put_upload(
+                &key,
+                &content_type,
+                &tags,
+                &body,
+                idempotency_key,
+                node.opts.upload_attempts,
+            )
+            .await
+        {
+            Ok(id) => {
+                let loc = format!("/v1/jobs/{id}");
+                let body = serde_json::json!({"job": id, "state": "ready", "location": loc});
+                let mut r = (
+                    StatusCode::ACCEPTED,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    body.to_string(),
+                )
+                    .into_response();
+                if let Ok(v) = HeaderValue::from_str(&loc) {
+                    r.headers_mut().insert(header::LOCATION, v);
+                }
+                r
+            }
+            Err(e) => tier_error(e),
+        };
+    }
     match node.write_blob(&key, body, content_type, tags).await {
         Ok(meta) => {
             let body = serde_json::json!({ "key": key, "id": meta.id, "size": meta.size, "etag": meta.etag });
@@ -293,6 +344,42 @@ async fn put_blob(node: &Arc<Node>, key: String, req: Request) -> Response {
             );
             r
         }
+        Err(e) => tier_error(e),
+    }
+}
+
+/// `GET /v1/jobs/{id}`: an asynchronous upload's state and result.
+async fn job_status(
+    State(node): State<Arc<Node>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some(q) = node.queue() else {
+        return error(StatusCode::NOT_FOUND, "not_found", "this node has no queue");
+    };
+    let Ok(id) = id.parse::<u64>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_job_id",
+            "job ids are integers",
+        );
+    };
+    match q.status(id).await {
+        Ok(Some(mut v)) => {
+            // The result is the blob's metadata (JSON text in the queue).
+            if let Some(r) = v["result"]
+                .as_str()
+                .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
+            {
+                v["result"] = r;
+            }
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                v.to_string(),
+            )
+                .into_response()
+        }
+        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "no such job"),
         Err(e) => tier_error(e),
     }
 }

@@ -24,6 +24,8 @@ pub struct Reply {
     pub status: StatusCode,
     /// Body.
     pub body: Bytes,
+    /// Headers.
+    pub headers: hyper::HeaderMap,
 }
 
 impl HttpClient {
@@ -66,13 +68,18 @@ impl HttpClient {
                 .await
                 .map_err(|e| unavailable(e.to_string()))?;
             let status = resp.status();
+            let headers = resp.headers().clone();
             let body = resp
                 .into_body()
                 .collect()
                 .await
                 .map_err(|e| unavailable(e.to_string()))?
                 .to_bytes();
-            Ok(Reply { status, body })
+            Ok(Reply {
+                status,
+                body,
+                headers,
+            })
         };
         tokio::time::timeout(self.timeout, fut)
             .await

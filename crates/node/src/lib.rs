@@ -15,6 +15,7 @@ mod caching;
 mod error;
 mod health;
 pub mod http;
+pub mod jobs;
 mod keys;
 mod metrics;
 mod node;

@@ -45,6 +45,8 @@ pub struct NodeOptions {
     pub slice_bytes: Option<u64>,
     /// Seconds a session (`/v1/session`) lives after its last write.
     pub session_ttl_secs: u32,
+    /// Attempts an asynchronous upload gets before it is a dead letter.
+    pub upload_attempts: u32,
 }
 
 impl Default for NodeOptions {
@@ -60,6 +62,7 @@ impl Default for NodeOptions {
             batch_window: None,
             batch_max_bytes: 64 << 10,
             session_ttl_secs: 86_400,
+            upload_attempts: 5,
         }
     }
 }
@@ -101,6 +104,8 @@ pub struct Node {
     pub(crate) batcher: Option<crate::batch::Batcher>,
     /// Last CPU sample for `/load`: (process CPU seconds, wall time).
     cpu_last: Mutex<Option<(f64, std::time::Instant)>>,
+    /// The queue for asynchronous uploads, once set.
+    queue: std::sync::OnceLock<crate::jobs::QueueHandle>,
 }
 
 /// What a collapsed store read also puts in the cache.
@@ -115,6 +120,16 @@ enum Fill {
 pub type BlobCollapser = proxy::Collapser<(u64, Option<(u64, u64)>), Bytes, Error>;
 
 impl Node {
+    /// Connects the queue for asynchronous uploads (once).
+    pub fn set_queue(&self, q: crate::jobs::QueueHandle) {
+        let _ = self.queue.set(q);
+    }
+
+    /// The queue, if connected.
+    pub fn queue(&self) -> Option<&crate::jobs::QueueHandle> {
+        self.queue.get()
+    }
+
     /// Builds a node; starts the store health prober when any store is remote.
     pub fn new(
         opts: NodeOptions,
@@ -143,6 +158,7 @@ impl Node {
             streams: opts_collapse.map(crate::streaming::Streams::new),
             batcher: opts_batch.map(|(w, max)| crate::batch::Batcher::new(w, max)),
             cpu_last: Mutex::new(None),
+            queue: std::sync::OnceLock::new(),
         });
         if any_remote {
             health::spawn_prober(&node, probe);

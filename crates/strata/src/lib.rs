@@ -39,6 +39,21 @@ pub fn random_hex(bytes: usize) -> anyhow::Result<String> {
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Broker settings from `[queue]`.
+pub fn broker_options(cfg: &ClusterConfig) -> queue::BrokerOptions {
+    queue::BrokerOptions {
+        max_payload: cfg.queue.max_payload_mb << 20,
+        result_ttl_ms: u64::from(cfg.queue.result_ttl_secs) * 1000,
+        ..queue::BrokerOptions::default()
+    }
+}
+
+/// Opens the broker in `dir`.
+pub fn open_broker(cfg: &ClusterConfig, dir: &Path) -> anyhow::Result<Arc<queue::Broker>> {
+    queue::Broker::open(dir, broker_options(cfg), Arc::new(queue::SystemClock))
+        .with_context(|| format!("opening the queue in {}", dir.display()))
+}
+
 /// Store tunables from the cluster file.
 pub fn store_options(cfg: &ClusterConfig) -> StoreOptions {
     StoreOptions {
@@ -64,6 +79,7 @@ pub fn node_options(cfg: &ClusterConfig) -> NodeOptions {
             .then(|| Duration::from_micros(cfg.proxy.batch_window_us)),
         batch_max_bytes: cfg.proxy.batch_max_bytes,
         session_ttl_secs: cfg.cache.session_ttl_secs,
+        upload_attempts: cfg.queue.attempts,
         ..NodeOptions::default()
     }
 }
@@ -94,7 +110,25 @@ pub async fn run_role(
         }
         Role::Node => {
             let node = cluster_node(&cfg, Some(&me))?;
+            if node.queue().is_some() {
+                node::jobs::spawn_workers(&node, cfg.queue.workers, shutdown.clone());
+            }
             node::api::serve(listener, node, shutdown_signal(shutdown)).await?;
+        }
+        Role::Queue => {
+            let broker = open_broker(&cfg, &data(&me)?)?;
+            if let Some(b) = me.beanstalk_addr {
+                let l = TcpListener::bind(b)
+                    .await
+                    .with_context(|| format!("cannot listen on {b}"))?;
+                tokio::spawn(queue::beanstalk::serve(
+                    l,
+                    broker.clone(),
+                    queue::beanstalk::BeanstalkOptions::default(),
+                    shutdown_signal(shutdown.clone()),
+                ));
+            }
+            queue::http::serve(listener, broker, shutdown_signal(shutdown)).await?;
         }
         Role::Cache => {
             let server = cache_member(&cfg, None);
@@ -312,13 +346,14 @@ pub fn cluster_node_with(
         http,
     };
     let caching = cluster_caching(cfg, me, clock)?;
-    Ok(Node::new(
-        node_options(cfg),
-        index,
-        stores,
-        Vec::new(),
-        caching,
-    ))
+    let node = Node::new(node_options(cfg), index, stores, Vec::new(), caching);
+    if let Some(q) = cfg.members_with(Role::Queue).next() {
+        node.set_queue(node::jobs::QueueHandle::Remote {
+            base: format!("http://{}", q.addr),
+            http: node::http::HttpClient::new(Duration::from_secs(10)),
+        });
+    }
+    Ok(node)
 }
 
 /// What `strata serve` is running.
@@ -334,6 +369,12 @@ pub struct ServeHandle {
     pub index_addr: SocketAddr,
     /// The cache node's memcached address (`None` with `cache.enabled = false`).
     pub cache_addr: Option<SocketAddr>,
+    /// The queue's HTTP API.
+    pub queue_addr: SocketAddr,
+    /// The queue's beanstalkd-protocol address.
+    pub beanstalk_addr: SocketAddr,
+    /// The in-process broker.
+    pub broker: Arc<queue::Broker>,
     /// The in-process store.
     pub store: Arc<Store>,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -389,6 +430,7 @@ pub async fn start_serve_with(
         Store::open(&data.join("store"), store_options(cfg)).context("opening the store")?;
     tracing::info!(?report, blobs = store.len(), "store open");
     let db = IndexDb::open(&data.join("index")).context("opening the index")?;
+    let broker = open_broker(cfg, &data.join("queue"))?;
     let (stop, rx) = watch::channel(false);
 
     let store_l = TcpListener::bind("127.0.0.1:0").await?;
@@ -443,6 +485,8 @@ pub async fn start_serve_with(
             caching,
         );
         let own = if nodes == 1 { listener.take() } else { None };
+        node.set_queue(node::jobs::QueueHandle::Local(broker.clone()));
+        node::jobs::spawn_workers(&node, cfg.queue.workers, rx.clone());
         let l = match own {
             Some(l) => l,
             None => TcpListener::bind("127.0.0.1:0").await?,
@@ -463,6 +507,26 @@ pub async fn start_serve_with(
             async move { Ok(index::server::serve(index_l, db, shutdown_signal(rx4)).await?) },
         ),
     ]);
+    let (queue_l, bean_l) = (
+        TcpListener::bind("127.0.0.1:0").await?,
+        TcpListener::bind("127.0.0.1:0").await?,
+    );
+    let (queue_addr, beanstalk_addr) = (queue_l.local_addr()?, bean_l.local_addr()?);
+    let (b1, b2, rx6, rx7) = (broker.clone(), broker.clone(), rx.clone(), rx.clone());
+    tasks.extend([
+        tokio::spawn(
+            async move { Ok(queue::http::serve(queue_l, b1, shutdown_signal(rx6)).await?) },
+        ),
+        tokio::spawn(async move {
+            Ok(queue::beanstalk::serve(
+                bean_l,
+                b2,
+                queue::beanstalk::BeanstalkOptions::default(),
+                shutdown_signal(rx7),
+            )
+            .await?)
+        }),
+    ]);
     if let Some(listener) = listener {
         tasks.push(start_serve_gateway(cfg, listener, &node_addrs, rx)?);
     }
@@ -472,6 +536,9 @@ pub async fn start_serve_with(
         store_addr,
         index_addr,
         cache_addr,
+        queue_addr,
+        beanstalk_addr,
+        broker,
         store,
         tasks,
         stop,

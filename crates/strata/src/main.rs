@@ -130,6 +130,28 @@ enum Cmd {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Run the durable job queue: standalone with --listen and --data, or as
+    /// the queue member --name of a cluster file.
+    Queue {
+        /// The cluster file (run as the queue member --name).
+        #[arg(long, requires = "name", conflicts_with_all = ["data", "beanstalk_listen"])]
+        config: Option<PathBuf>,
+        /// This process's member name in the cluster file.
+        #[arg(long, requires = "config")]
+        name: Option<String>,
+        /// Address of the HTTP/JSON API.
+        #[arg(long, default_value = "127.0.0.1:7700")]
+        listen: SocketAddr,
+        /// Directory of the job log.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Also speak the beanstalkd protocol on this address.
+        #[arg(long)]
+        beanstalk_listen: Option<SocketAddr>,
+        /// Runtime worker threads (default: TOKIO_WORKER_THREADS or cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Run a blob store (volumes + needle map) from a cluster file.
     Store(RoleArgs),
     /// Run the name index from a cluster file.
@@ -160,9 +182,10 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let threads = match &cli.cmd {
-        Cmd::Serve { threads, .. } | Cmd::Cache { threads, .. } | Cmd::Gateway { threads, .. } => {
-            *threads
-        }
+        Cmd::Serve { threads, .. }
+        | Cmd::Cache { threads, .. }
+        | Cmd::Gateway { threads, .. }
+        | Cmd::Queue { threads, .. } => *threads,
         Cmd::Store(a) | Cmd::Index(a) | Cmd::Node(a) => a.threads,
     };
     // One thread: a current-thread runtime, where a woken task runs on the
@@ -216,6 +239,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(a) = h.cache_addr {
                 println!("  cache        {a} (memcached protocol)");
             }
+            println!("  queue        http://{} (jobs API)", h.queue_addr);
+            println!("  beanstalkd   {} (beanstalkd protocol)", h.beanstalk_addr);
             strata::shutdown_signal(rx).await;
             h.shutdown().await
         }
@@ -372,6 +397,56 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 listener.local_addr()?
             );
             cache::server::serve(listener, server, strata::shutdown_signal(rx)).await?;
+            Ok(())
+        }
+        Cmd::Queue {
+            config: Some(config),
+            name: Some(name),
+            ..
+        } => {
+            let cfg = Arc::new(ClusterConfig::load(&config)?);
+            let me = cfg.member(&name)?.clone();
+            if me.role != cluster::Role::Queue {
+                anyhow::bail!(
+                    "member `{name}` has role `{}`, not `queue`",
+                    me.role.as_str()
+                );
+            }
+            let listener = tokio::net::TcpListener::bind(me.addr)
+                .await
+                .with_context(|| format!("cannot listen on {}", me.addr))?;
+            println!("strata queue: {} on http://{}", me.name, me.addr);
+            strata::run_role(cfg, &name, listener, rx).await
+        }
+        Cmd::Queue {
+            listen,
+            data,
+            beanstalk_listen,
+            ..
+        } => {
+            let data = data.context("give --data DIR (or --config and --name)")?;
+            let cfg = ClusterConfig::parse("")?;
+            let broker = strata::open_broker(&cfg, &data)?;
+            if let Some(b) = beanstalk_listen {
+                let l = tokio::net::TcpListener::bind(b)
+                    .await
+                    .with_context(|| format!("cannot listen on {b}"))?;
+                println!("strata queue: beanstalkd protocol on {}", l.local_addr()?);
+                tokio::spawn(queue::beanstalk::serve(
+                    l,
+                    broker.clone(),
+                    queue::beanstalk::BeanstalkOptions::default(),
+                    strata::shutdown_signal(rx.clone()),
+                ));
+            }
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            println!(
+                "strata queue: jobs API on http://{}",
+                listener.local_addr()?
+            );
+            queue::http::serve(listener, broker, strata::shutdown_signal(rx)).await?;
             Ok(())
         }
         Cmd::Store(a) | Cmd::Index(a) | Cmd::Node(a) => {

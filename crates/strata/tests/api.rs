@@ -249,7 +249,7 @@ async fn bad_input_gets_json_errors() {
             "not_found",
         ),
         (
-            Method::POST,
+            Method::PATCH,
             "/v1/blobs/x".into(),
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -707,4 +707,65 @@ async fn sessions_are_shared_by_the_nodes() {
         .expect("delete");
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     assert_eq!(get(1, cookie).await.status, StatusCode::NOT_FOUND);
+}
+
+/// An asynchronous upload through `serve`: 202 with a job, the job reaches
+/// `succeeded` with the blob's metadata, the blob is readable; the same
+/// Idempotency-Key gives the same job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_upload_is_acknowledged_then_written_by_a_worker() {
+    let (_dir, s) = start().await;
+    let c = &s.client;
+    let body = blob(7, 300_000);
+    let put = |key: &'static str| {
+        let body = body.clone();
+        async move {
+            c.send(
+                Method::POST,
+                key,
+                &[
+                    ("prefer", "respond-async"),
+                    ("content-type", "image/jpeg"),
+                    ("idempotency-key", "upload-1"),
+                ],
+                body,
+            )
+            .await
+            .expect("post")
+        }
+    };
+    let r = put("/v1/blobs/async/cat.jpg").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    let loc = r.header("location");
+    assert!(loc.starts_with("/v1/jobs/"), "{loc}");
+    assert_eq!(r.json()["location"], loc.as_str());
+    // The same key again: the same job, not a second one.
+    let again = put("/v1/blobs/async/cat.jpg").await;
+    assert_eq!(again.header("location"), loc);
+    let mut state = String::new();
+    for _ in 0..1000 {
+        let j = c.get(&loc).await.expect("status").json();
+        state = j["state"].as_str().unwrap_or("").to_owned();
+        if state == "succeeded" {
+            assert_eq!(j["result"]["key"], "async/cat.jpg");
+            assert_eq!(j["result"]["size"], 300_000);
+            assert_eq!(j["attempts"], 1);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(state, "succeeded");
+    let g = c.get("/v1/blobs/async/cat.jpg").await.expect("get");
+    assert_eq!(g.status, StatusCode::OK);
+    assert_eq!(g.header("content-type"), "image/jpeg");
+    assert!(g.body[..] == body[..]);
+    assert_eq!(
+        c.get("/v1/jobs/999999").await.expect("get").status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        c.get("/v1/jobs/abc").await.expect("get").status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(s.handle.broker.queue_stats("uploads").expect("q").total, 1);
 }

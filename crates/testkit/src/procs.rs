@@ -59,6 +59,16 @@ impl Procs {
         Self::launch(bin, stores, replicas, caches, nodes, extra).await
     }
 
+    /// One index, `stores` stores with R = `replicas`, a `queue` member
+    /// and one node (whose workers take upload jobs from it).
+    pub async fn cluster_with_queue(
+        bin: &Path,
+        stores: usize,
+        replicas: usize,
+    ) -> anyhow::Result<Procs> {
+        Self::launch_with(bin, stores, replicas, 0, 0, "", true).await
+    }
+
     /// `nodes` = 0: one member `node`, no gateway.
     async fn launch(
         bin: &Path,
@@ -67,6 +77,18 @@ impl Procs {
         caches: usize,
         nodes: usize,
         extra: &str,
+    ) -> anyhow::Result<Procs> {
+        Self::launch_with(bin, stores, replicas, caches, nodes, extra, false).await
+    }
+
+    async fn launch_with(
+        bin: &Path,
+        stores: usize,
+        replicas: usize,
+        caches: usize,
+        nodes: usize,
+        extra: &str,
+        queue: bool,
     ) -> anyhow::Result<Procs> {
         let dir = tempfile::tempdir()?;
         let mut text = format!("replicas = {replicas}\n{extra}\n");
@@ -91,6 +113,9 @@ impl Procs {
         }
         for i in 1..=caches {
             add(format!("cache-{i}"), "cache", false)?;
+        }
+        if queue {
+            add("queue".into(), "queue", true)?;
         }
         if nodes == 0 {
             add("node".into(), "node", false)?;

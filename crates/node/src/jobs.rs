@@ -1,0 +1,252 @@
+//! Asynchronous uploads through the queue: `POST` or `PUT
+//! /v1/blobs/{key}` with `Prefer: respond-async` answers `202` with
+//! `Location: /v1/jobs/{id}` as soon as the job is durable in the broker;
+//! workers in the node processes then write the blob (R replicas and the
+//! index commit) and complete the job with the blob's metadata, which
+//! `GET /v1/jobs/{id}` reports. A failed write is retried by the queue
+//! with backoff; a job out of attempts is a dead letter.
+//!
+//! The job payload is one JSON line (`key`, `content_type`, `tags`) and
+//! the body after it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::Method;
+use serde::{Deserialize, Serialize};
+
+use crate::http::{check, HttpClient};
+use crate::{Error, Node, Result};
+
+/// The queue uploads go through.
+pub const UPLOADS: &str = "uploads";
+
+/// Where the broker is.
+pub enum QueueHandle {
+    /// In this process (`strata serve`).
+    Local(Arc<queue::Broker>),
+    /// A queue member over its HTTP API.
+    Remote {
+        /// `http://host:port`.
+        base: String,
+        /// Client.
+        http: HttpClient,
+    },
+}
+
+/// What an upload job carries besides the body.
+#[derive(Debug, Serialize, Deserialize)]
+struct UploadHead {
+    key: String,
+    content_type: String,
+    tags: Vec<String>,
+}
+
+/// A job leased to this node's worker.
+struct Leased {
+    id: u64,
+    lease: u32,
+    payload: Bytes,
+}
+
+fn unavailable(detail: impl ToString) -> Error {
+    Error::Unavailable {
+        tier: "queue".into(),
+        detail: detail.to_string(),
+    }
+}
+
+impl QueueHandle {
+    /// Puts an upload job; its id once durable.
+    pub async fn put_upload(
+        &self,
+        key: &str,
+        content_type: &str,
+        tags: &[String],
+        body: &Bytes,
+        idempotency_key: Option<String>,
+        max_attempts: u32,
+    ) -> Result<u64> {
+        let head = UploadHead {
+            key: key.to_owned(),
+            content_type: content_type.to_owned(),
+            tags: tags.to_vec(),
+        };
+        let mut payload = serde_json::to_vec(&head).map_err(unavailable)?;
+        payload.push(b'\n');
+        payload.extend_from_slice(body);
+        match self {
+            QueueHandle::Local(b) => {
+                let mut job = queue::NewJob::new(UPLOADS, payload);
+                job.idempotency_key = idempotency_key;
+                job.max_attempts = max_attempts;
+                b.put(job).await.map(|(id, _)| id).map_err(unavailable)
+            }
+            QueueHandle::Remote { base, http } => {
+                let mut headers = Vec::new();
+                if let Some(k) = idempotency_key {
+                    headers.push(("idempotency-key", k));
+                }
+                let url = format!("{base}/v1/queues/{UPLOADS}/jobs?max_attempts={max_attempts}");
+                let r = http
+                    .send("queue", Method::POST, &url, &headers, Bytes::from(payload))
+                    .await?;
+                check("queue", &r)?;
+                let v: serde_json::Value = serde_json::from_slice(&r.body).map_err(unavailable)?;
+                v["id"]
+                    .as_u64()
+                    .ok_or_else(|| unavailable("no job id in the answer"))
+            }
+        }
+    }
+
+    /// A job's status as JSON (`None`: no such job).
+    pub async fn status(&self, id: u64) -> Result<Option<serde_json::Value>> {
+        match self {
+            QueueHandle::Local(b) => Ok(b
+                .status(id)
+                .map(|s| serde_json::to_value(s).unwrap_or_default())),
+            QueueHandle::Remote { base, http } => {
+                let r = http
+                    .send(
+                        "queue",
+                        Method::GET,
+                        &format!("{base}/v1/jobs/{id}"),
+                        &[],
+                        Bytes::new(),
+                    )
+                    .await?;
+                match check("queue", &r) {
+                    Ok(()) => Ok(serde_json::from_slice(&r.body).ok()),
+                    Err(Error::NotFound) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    async fn reserve(&self, wait: Duration) -> Result<Option<Leased>> {
+        match self {
+            QueueHandle::Local(b) => Ok(b
+                .reserve(&[UPLOADS.to_owned()], Some(wait), 0)
+                .await
+                .map_err(unavailable)?
+                .map(|j| Leased {
+                    id: j.id,
+                    lease: j.attempts,
+                    payload: j.payload,
+                })),
+            QueueHandle::Remote { base, http } => {
+                let url = format!(
+                    "{base}/v1/queues/{UPLOADS}/reserve?timeout_ms={}",
+                    wait.as_millis()
+                );
+                let r = http
+                    .send("queue", Method::POST, &url, &[], Bytes::new())
+                    .await?;
+                check("queue", &r)?;
+                if r.status == hyper::StatusCode::NO_CONTENT {
+                    return Ok(None);
+                }
+                let num = |h: &str| {
+                    r.headers
+                        .get(h)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .ok_or_else(|| unavailable(format!("reserve answer without {h}")))
+                };
+                Ok(Some(Leased {
+                    id: num("x-job-id")?,
+                    lease: num("x-job-lease")? as u32,
+                    payload: r.body.clone(),
+                }))
+            }
+        }
+    }
+
+    async fn finish(
+        &self,
+        job: &Leased,
+        outcome: std::result::Result<Bytes, String>,
+    ) -> Result<()> {
+        match self {
+            QueueHandle::Local(b) => match outcome {
+                Ok(result) => b.complete(job.id, 0, Some(job.lease), result).await,
+                Err(e) => b.fail(job.id, 0, Some(job.lease), &e).await.map(|_| ()),
+            }
+            .map_err(unavailable),
+            QueueHandle::Remote { base, http } => {
+                let (op, body) = match outcome {
+                    Ok(r) => ("complete", r),
+                    Err(e) => ("fail", Bytes::from(e)),
+                };
+                let url = format!("{base}/v1/jobs/{}/{op}?lease={}", job.id, job.lease);
+                let r = http.send("queue", Method::POST, &url, &[], body).await?;
+                check("queue", &r)
+            }
+        }
+    }
+}
+
+/// Runs one upload job: the same write as a synchronous PUT.
+async fn run_upload(node: &Arc<Node>, payload: &Bytes) -> std::result::Result<Bytes, String> {
+    let nl = payload
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or("upload job without a header line")?;
+    let head: UploadHead = serde_json::from_slice(&payload[..nl])
+        .map_err(|e| format!("bad upload job header: {e}"))?;
+    let body = payload.slice(nl + 1..);
+    let meta = node
+        .write_blob(&head.key, body, head.content_type, head.tags)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(c) = &node.caching {
+        c.invalidate(&head.key).await;
+    }
+    let v = serde_json::json!({"key": head.key, "id": meta.id, "size": meta.size, "etag": meta.etag, "content_type": meta.content_type});
+    Ok(Bytes::from(v.to_string()))
+}
+
+/// Starts `n` workers taking upload jobs for `node` until `stop` says
+/// true (or its sender is dropped). A job a worker holds when it stops is
+/// redelivered when its lease expires.
+pub fn spawn_workers(node: &Arc<Node>, n: usize, stop: tokio::sync::watch::Receiver<bool>) {
+    for _ in 0..n {
+        let weak = Arc::downgrade(node);
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                if *stop.borrow() {
+                    return;
+                }
+                let Some(node) = weak.upgrade() else { return };
+                let Some(q) = node.queue() else { return };
+                let reserved = tokio::select! {
+                    r = q.reserve(Duration::from_millis(1000)) => r,
+                    // The node is shutting down: let go of it.
+                    _ = stop.changed() => return,
+                };
+                let job = match reserved {
+                    Ok(Some(j)) => j,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "queue unreachable; worker waits");
+                        drop(node);
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                };
+                let outcome = run_upload(&node, &job.payload).await;
+                if let Err(e) = &outcome {
+                    tracing::warn!(job = job.id, error = %e, "upload job failed; the queue retries it");
+                }
+                if let Err(e) = q.finish(&job, outcome).await {
+                    // The lease will expire and the job be redelivered.
+                    tracing::warn!(job = job.id, error = %e, "could not report the job's outcome");
+                }
+            }
+        });
+    }
+}

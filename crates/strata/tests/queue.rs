@@ -1,0 +1,122 @@
+//! The queue as a real process: SIGKILL during a stream of puts loses no
+//! acknowledged job; a queue member serves nodes' asynchronous uploads.
+
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use testkit::{free_addr, Client, Method, Procs, StatusCode};
+
+fn bin() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_BIN_EXE_strata"))
+}
+
+fn start_queue(data: &std::path::Path, addr: std::net::SocketAddr) -> std::process::Child {
+    Command::new(bin())
+        .args([
+            "queue",
+            "--listen",
+            &addr.to_string(),
+            "--threads",
+            "2",
+            "--data",
+        ])
+        .arg(data)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn queue")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_broker_loses_nothing_it_acknowledged() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let addr = free_addr().expect("addr");
+    let mut child = start_queue(dir.path(), addr);
+    let c = Client::new(format!("http://{addr}"));
+    c.wait_ready("/healthz", Duration::from_secs(20))
+        .await
+        .expect("ready");
+
+    // Writers put jobs as fast as they are acknowledged, and remember every
+    // acknowledged id with its payload.
+    let acked: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let (c, acked) = (c.clone(), acked.clone());
+        writers.push(tokio::spawn(async move {
+            for i in 0.. {
+                let payload = format!("writer {w} job {i}");
+                match c
+                    .send(Method::POST, "/v1/queues/crash/jobs", &[], payload.clone())
+                    .await
+                {
+                    Ok(r) if r.status == StatusCode::CREATED => {
+                        let id = r.json()["id"].as_u64().expect("id");
+                        acked.lock().expect("lock").push((id, payload));
+                    }
+                    _ => return,
+                }
+            }
+        }));
+    }
+    // Let it run until a good number are acknowledged, then SIGKILL.
+    while acked.lock().expect("lock").len() < 2000 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let acked = acked.lock().expect("lock").clone();
+
+    let mut child = start_queue(dir.path(), addr);
+    c.wait_ready("/healthz", Duration::from_secs(20))
+        .await
+        .expect("ready again");
+    for (id, payload) in &acked {
+        let r = c
+            .get(&format!("/v1/jobs/{id}/payload"))
+            .await
+            .expect("payload");
+        assert_eq!(r.status, StatusCode::OK, "acknowledged job {id} lost");
+        assert_eq!(&r.body[..], payload.as_bytes(), "job {id}");
+    }
+    let stats = c.get("/v1/queues/crash/stats").await.expect("stats").json();
+    assert!(stats["ready"].as_u64().expect("ready") >= acked.len() as u64);
+    child.kill().expect("kill");
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_member_serves_the_nodes_async_uploads() {
+    let p = Procs::cluster_with_queue(bin(), 2, 2)
+        .await
+        .expect("cluster");
+    let c = p.client();
+    let r = c
+        .send(
+            Method::PUT,
+            "/v1/blobs/q/dog.png",
+            &[("prefer", "respond-async")],
+            testkit::blob(3, 50_000),
+        )
+        .await
+        .expect("put");
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let loc = r.header("location");
+    let mut done = false;
+    for _ in 0..1000 {
+        let j = c.get(&loc).await.expect("status").json();
+        if j["state"] == "succeeded" {
+            assert_eq!(j["result"]["size"], 50_000);
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(done, "the job never succeeded");
+    let g = c.get("/v1/blobs/q/dog.png").await.expect("get");
+    assert!(g.status == StatusCode::OK && g.body[..] == testkit::blob(3, 50_000)[..]);
+}
