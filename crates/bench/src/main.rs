@@ -21,6 +21,7 @@ mod memload;
 mod offline;
 mod peers;
 mod proc_stat;
+mod queue_bench;
 mod ranges;
 mod store_bench;
 mod wrk;
@@ -53,6 +54,8 @@ enum Scenario {
     Balancer(balancer_bench::Args),
     /// A backend dies, another turns slow: strata gateway vs HAProxy.
     Failover(failover::Args),
+    /// Job queue: strata vs beanstalkd (put/reserve/delete, crash test).
+    Queue(queue_bench::Args),
     /// Node-local cache hit ratio with random vs consistent-hash selection.
     Affinity {
         /// Distinct images.
@@ -75,6 +78,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Collapse(a) => collapse::run(a),
         Scenario::Balancer(a) => balancer_bench::run(a),
         Scenario::Failover(a) => failover::run(a),
+        Scenario::Queue(a) => queue_bench::run(a),
         Scenario::Affinity { keys, requests } => offline::affinity(keys, requests),
     }
 }
