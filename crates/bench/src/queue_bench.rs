@@ -261,7 +261,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let addr = || testkit::free_addr().map_err(anyhow::Error::from);
+    let addr = testkit::free_addr;
     let (runs, crashes) = rt.block_on(async {
         let mut runs = Vec::new();
         // Fresh data directories per server and run.
