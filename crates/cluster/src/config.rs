@@ -340,6 +340,10 @@ pub struct QueueConfig {
     /// Default 5.
     #[serde(default = "default_attempts")]
     pub attempts: u32,
+    /// Thumbnail widths, pixels, made after an asynchronous upload of a
+    /// PNG or JPEG image; empty for none. Default [128, 512].
+    #[serde(default = "default_widths")]
+    pub thumbnail_widths: Vec<u32>,
 }
 
 impl Default for QueueConfig {
@@ -349,12 +353,16 @@ impl Default for QueueConfig {
             result_ttl_secs: default_session_ttl(),
             workers: default_workers(),
             attempts: default_attempts(),
+            thumbnail_widths: default_widths(),
         }
     }
 }
 
 fn default_queue_payload() -> usize {
     64
+}
+fn default_widths() -> Vec<u32> {
+    vec![128, 512]
 }
 fn default_workers() -> usize {
     2
@@ -483,6 +491,14 @@ impl ClusterConfig {
         }
         if self.queue.max_payload_mb == 0 || self.queue.max_payload_mb > 1024 {
             return bad("queue.max_payload_mb", "must be between 1 and 1024".into());
+        }
+        if self
+            .queue
+            .thumbnail_widths
+            .iter()
+            .any(|&w| w == 0 || w > 8192)
+        {
+            return bad("queue.thumbnail_widths", "widths must be 1..=8192".into());
         }
         if self.queue.attempts == 0 {
             return bad("queue.attempts", "must be at least 1".into());

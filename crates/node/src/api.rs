@@ -132,6 +132,22 @@ async fn blob_inner(node: &Arc<Node>, req: Request) -> Response {
     }
     match req.method().clone() {
         Method::GET | Method::HEAD => {
+            // `?w=128`: the thumbnail of that width, once a worker made it.
+            let width = req
+                .uri()
+                .query()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("w=")));
+            let key = match width.map(str::parse::<u32>) {
+                None => key,
+                Some(Ok(w)) if w > 0 => crate::thumbs::thumb_key(&key, w),
+                Some(_) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_width",
+                        "w must be a positive integer",
+                    )
+                }
+            };
             get_blob(
                 node,
                 &key,

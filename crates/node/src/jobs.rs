@@ -21,6 +21,8 @@ use crate::{Error, Node, Result};
 
 /// The queue uploads go through.
 pub const UPLOADS: &str = "uploads";
+/// The queue of thumbnail jobs (derived work after an upload).
+pub const THUMBS: &str = "thumbnails";
 
 /// Where the broker is.
 pub enum QueueHandle {
@@ -76,9 +78,21 @@ impl QueueHandle {
         let mut payload = serde_json::to_vec(&head).map_err(unavailable)?;
         payload.push(b'\n');
         payload.extend_from_slice(body);
+        self.put_job(UPLOADS, payload, idempotency_key, max_attempts)
+            .await
+    }
+
+    /// Puts a job on `queue`; its id once durable.
+    pub async fn put_job(
+        &self,
+        queue: &str,
+        payload: Vec<u8>,
+        idempotency_key: Option<String>,
+        max_attempts: u32,
+    ) -> Result<u64> {
         match self {
             QueueHandle::Local(b) => {
-                let mut job = queue::NewJob::new(UPLOADS, payload);
+                let mut job = queue::NewJob::new(queue, payload);
                 job.idempotency_key = idempotency_key;
                 job.max_attempts = max_attempts;
                 b.put(job).await.map(|(id, _)| id).map_err(unavailable)
@@ -88,7 +102,7 @@ impl QueueHandle {
                 if let Some(k) = idempotency_key {
                     headers.push(("idempotency-key", k));
                 }
-                let url = format!("{base}/v1/queues/{UPLOADS}/jobs?max_attempts={max_attempts}");
+                let url = format!("{base}/v1/queues/{queue}/jobs?max_attempts={max_attempts}");
                 let r = http
                     .send("queue", Method::POST, &url, &headers, Bytes::from(payload))
                     .await?;
@@ -126,10 +140,10 @@ impl QueueHandle {
         }
     }
 
-    async fn reserve(&self, wait: Duration) -> Result<Option<Leased>> {
+    async fn reserve(&self, queue: &str, wait: Duration) -> Result<Option<Leased>> {
         match self {
             QueueHandle::Local(b) => Ok(b
-                .reserve(&[UPLOADS.to_owned()], Some(wait), 0)
+                .reserve(&[queue.to_owned()], Some(wait), 0)
                 .await
                 .map_err(unavailable)?
                 .map(|j| Leased {
@@ -139,7 +153,7 @@ impl QueueHandle {
                 })),
             QueueHandle::Remote { base, http } => {
                 let url = format!(
-                    "{base}/v1/queues/{UPLOADS}/reserve?timeout_ms={}",
+                    "{base}/v1/queues/{queue}/reserve?timeout_ms={}",
                     wait.as_millis()
                 );
                 let r = http
@@ -198,6 +212,7 @@ async fn run_upload(node: &Arc<Node>, payload: &Bytes) -> std::result::Result<By
     let head: UploadHead = serde_json::from_slice(&payload[..nl])
         .map_err(|e| format!("bad upload job header: {e}"))?;
     let body = payload.slice(nl + 1..);
+    let is_image = matches!(head.content_type.as_str(), "image/png" | "image/jpeg");
     let meta = node
         .write_blob(&head.key, body, head.content_type, head.tags)
         .await
@@ -205,14 +220,81 @@ async fn run_upload(node: &Arc<Node>, payload: &Bytes) -> std::result::Result<By
     if let Some(c) = &node.caching {
         c.invalidate(&head.key).await;
     }
+    if is_image && !node.opts.thumbnail_widths.is_empty() {
+        if let Some(q) = node.queue() {
+            // Derived work, queued durably before this job completes; the
+            // key makes a re-run of this job queue it only once.
+            let payload = serde_json::json!({"key": head.key, "etag": meta.etag}).to_string();
+            q.put_job(
+                THUMBS,
+                payload.into_bytes(),
+                Some(format!("{}:{}", head.key, meta.etag)),
+                node.opts.upload_attempts,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        }
+    }
     let v = serde_json::json!({"key": head.key, "id": meta.id, "size": meta.size, "etag": meta.etag, "content_type": meta.content_type});
     Ok(Bytes::from(v.to_string()))
+}
+
+/// Runs one thumbnail job: every configured width of the blob.
+async fn run_thumbnails(node: &Arc<Node>, payload: &Bytes) -> std::result::Result<Bytes, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(payload).map_err(|e| format!("bad thumbnail job: {e}"))?;
+    let key = v["key"].as_str().ok_or("thumbnail job without a key")?;
+    let meta = match node.lookup(key).await.map_err(|e| e.to_string())? {
+        Some(m) => m,
+        // Deleted meanwhile: nothing to make.
+        None => return Ok(Bytes::from(r#"{"thumbnails":[]}"#)),
+    };
+    let data = node
+        .read_blob(&meta, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut made = Vec::new();
+    for &w in &node.opts.thumbnail_widths {
+        let data = data.clone();
+        // Decoding and scaling are CPU work: off the async threads.
+        let t = tokio::task::spawn_blocking(move || crate::thumbs::make(&data, w))
+            .await
+            .map_err(|e| e.to_string())??;
+        let Some((bytes, ctype)) = t else {
+            return Ok(Bytes::from(
+                r#"{"thumbnails":[],"skipped":"not a PNG or JPEG image"}"#,
+            ));
+        };
+        let tk = crate::thumbs::thumb_key(key, w);
+        let m = node
+            .write_blob(&tk, bytes, ctype.to_owned(), Vec::new())
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(c) = &node.caching {
+            c.invalidate(&tk).await;
+        }
+        made.push(serde_json::json!({"width": w, "key": tk, "size": m.size}));
+    }
+    Ok(Bytes::from(
+        serde_json::json!({"thumbnails": made}).to_string(),
+    ))
 }
 
 /// Starts `n` workers taking upload jobs for `node` until `stop` says
 /// true (or its sender is dropped). A job a worker holds when it stops is
 /// redelivered when its lease expires.
 pub fn spawn_workers(node: &Arc<Node>, n: usize, stop: tokio::sync::watch::Receiver<bool>) {
+    for queue in [UPLOADS, THUMBS] {
+        spawn_queue_workers(node, queue, n, stop.clone());
+    }
+}
+
+fn spawn_queue_workers(
+    node: &Arc<Node>,
+    queue: &'static str,
+    n: usize,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
     for _ in 0..n {
         let weak = Arc::downgrade(node);
         let mut stop = stop.clone();
@@ -224,7 +306,7 @@ pub fn spawn_workers(node: &Arc<Node>, n: usize, stop: tokio::sync::watch::Recei
                 let Some(node) = weak.upgrade() else { return };
                 let Some(q) = node.queue() else { return };
                 let reserved = tokio::select! {
-                    r = q.reserve(Duration::from_millis(1000)) => r,
+                    r = q.reserve(queue, Duration::from_millis(1000)) => r,
                     // The node is shutting down: let go of it.
                     _ = stop.changed() => return,
                 };
@@ -238,7 +320,11 @@ pub fn spawn_workers(node: &Arc<Node>, n: usize, stop: tokio::sync::watch::Recei
                         continue;
                     }
                 };
-                let outcome = run_upload(&node, &job.payload).await;
+                let outcome = if queue == THUMBS {
+                    run_thumbnails(&node, &job.payload).await
+                } else {
+                    run_upload(&node, &job.payload).await
+                };
                 if let Err(e) = &outcome {
                     tracing::warn!(job = job.id, error = %e, "upload job failed; the queue retries it");
                 }

@@ -21,6 +21,7 @@ mod metrics;
 mod node;
 pub mod session;
 mod streaming;
+pub mod thumbs;
 mod tiers;
 
 pub use caching::{Caching, CachingOptions, GlobalCache};

@@ -47,6 +47,9 @@ pub struct NodeOptions {
     pub session_ttl_secs: u32,
     /// Attempts an asynchronous upload gets before it is a dead letter.
     pub upload_attempts: u32,
+    /// Thumbnail widths made after an asynchronous upload of a PNG or
+    /// JPEG image (empty: none).
+    pub thumbnail_widths: Vec<u32>,
 }
 
 impl Default for NodeOptions {
@@ -63,6 +66,7 @@ impl Default for NodeOptions {
             batch_max_bytes: 64 << 10,
             session_ttl_secs: 86_400,
             upload_attempts: 5,
+            thumbnail_widths: vec![128, 512],
         }
     }
 }

@@ -80,6 +80,7 @@ pub fn node_options(cfg: &ClusterConfig) -> NodeOptions {
         batch_max_bytes: cfg.proxy.batch_max_bytes,
         session_ttl_secs: cfg.cache.session_ttl_secs,
         upload_attempts: cfg.queue.attempts,
+        thumbnail_widths: cfg.queue.thumbnail_widths.clone(),
         ..NodeOptions::default()
     }
 }

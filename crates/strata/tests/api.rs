@@ -769,3 +769,54 @@ async fn an_async_upload_is_acknowledged_then_written_by_a_worker() {
     );
     assert_eq!(s.handle.broker.queue_stats("uploads").expect("q").total, 1);
 }
+
+/// An asynchronous upload of a PNG: the upload job queues a thumbnail job,
+/// whose worker stores 128 and 512 px wide copies served with `?w=`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_image_upload_gets_its_thumbnails() {
+    let (_dir, s) = start().await;
+    let c = &s.client;
+    let img = image::RgbImage::from_fn(1024, 768, |x, y| image::Rgb([x as u8, y as u8, 99]));
+    let mut png = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut png, image::ImageFormat::Png)
+        .expect("encode");
+    let r = c
+        .send(
+            Method::PUT,
+            "/v1/blobs/pics/big.png",
+            &[("prefer", "respond-async"), ("content-type", "image/png")],
+            png.into_inner(),
+        )
+        .await
+        .expect("put");
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    for (w, h) in [(128u32, 96u32), (512, 384)] {
+        let path = format!("/v1/blobs/pics/big.png?w={w}");
+        let mut got = None;
+        for _ in 0..2000 {
+            let r = c.get(&path).await.expect("get");
+            if r.status == StatusCode::OK {
+                got = Some(r);
+                break;
+            }
+            assert_eq!(r.status, StatusCode::NOT_FOUND);
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let r = got.expect("the thumbnail appears");
+        assert_eq!(r.header("content-type"), "image/png");
+        let t = image::load_from_memory(&r.body).expect("decode");
+        assert_eq!((t.width(), t.height()), (w, h));
+    }
+    assert_eq!(
+        c.get("/v1/blobs/pics/big.png?w=0")
+            .await
+            .expect("get")
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    let orig = c.get("/v1/blobs/pics/big.png").await.expect("get");
+    assert_eq!(
+        image::load_from_memory(&orig.body).expect("decode").width(),
+        1024
+    );
+}
