@@ -284,7 +284,7 @@ async fn run_thumbnails(node: &Arc<Node>, payload: &Bytes) -> std::result::Resul
 /// true (or its sender is dropped). A job a worker holds when it stops is
 /// redelivered when its lease expires.
 pub fn spawn_workers(node: &Arc<Node>, n: usize, stop: tokio::sync::watch::Receiver<bool>) {
-    for queue in [UPLOADS, THUMBS] {
+    for queue in [UPLOADS, THUMBS, crate::repair::REPAIRS] {
         spawn_queue_workers(node, queue, n, stop.clone());
     }
 }
@@ -320,10 +320,10 @@ fn spawn_queue_workers(
                         continue;
                     }
                 };
-                let outcome = if queue == THUMBS {
-                    run_thumbnails(&node, &job.payload).await
-                } else {
-                    run_upload(&node, &job.payload).await
+                let outcome = match queue {
+                    THUMBS => run_thumbnails(&node, &job.payload).await,
+                    crate::repair::REPAIRS => crate::repair::run_repair(&node, &job.payload).await,
+                    _ => run_upload(&node, &job.payload).await,
                 };
                 if let Err(e) = &outcome {
                     tracing::warn!(job = job.id, error = %e, "upload job failed; the queue retries it");

@@ -19,6 +19,7 @@ pub mod jobs;
 mod keys;
 mod metrics;
 mod node;
+mod repair;
 pub mod session;
 mod streaming;
 pub mod thumbs;

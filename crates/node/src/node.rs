@@ -375,6 +375,7 @@ impl Node {
             tier: "store".into(),
             detail: "blob has no known replica".into(),
         };
+        let mut lost = false;
         for (attempt, &i) in order.enumerate() {
             let m = &self.stores[i];
             match m.handle.get(&m.name, meta.id, range).await {
@@ -383,9 +384,15 @@ impl Node {
                     if attempt > 0 {
                         inc(&self.metrics.failovers);
                     }
+                    if lost {
+                        // A replica answered that it lacks the blob: put the
+                        // copy back (re-replication through the queue).
+                        self.queue_repair(meta).await;
+                    }
                     return Ok(b);
                 }
                 Err(Error::NotFound) => {
+                    lost = true;
                     last = Error::Unavailable {
                         tier: m.name.clone(),
                         detail: format!("replica lacks blob {}", meta.id),

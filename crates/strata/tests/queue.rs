@@ -91,7 +91,7 @@ async fn a_killed_broker_loses_nothing_it_acknowledged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_member_serves_the_nodes_async_uploads() {
-    let p = Procs::cluster_with_queue(bin(), 2, 2)
+    let p = Procs::cluster_with_queue(bin(), 2, 2, "")
         .await
         .expect("cluster");
     let c = p.client();
@@ -119,4 +119,45 @@ async fn a_queue_member_serves_the_nodes_async_uploads() {
     assert!(done, "the job never succeeded");
     let g = c.get("/v1/blobs/q/dog.png").await.expect("get");
     assert!(g.status == StatusCode::OK && g.body[..] == testkit::blob(3, 50_000)[..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_replica_is_copied_back_by_a_repair_job() {
+    // No caches: every GET reads the stores.
+    let p = Procs::cluster_with_queue(bin(), 2, 2, "[cache]\nenabled = false\n")
+        .await
+        .expect("cluster");
+    let c = p.client();
+    let body = testkit::blob(9, 40_000);
+    let r = c.put("/v1/blobs/keep/me", body.clone()).await.expect("put");
+    assert_eq!(r.status, StatusCode::CREATED);
+    let id = r.json()["id"].as_u64().expect("id");
+    // The replica read first loses its copy (as a disk replaced empty
+    // would).
+    let first = cluster::rendezvous(&["store-1", "store-2"], id)[0].to_owned();
+    let store = Client::new(format!("http://{}", p.addr(&first)));
+    let path = format!("/blobs/{id}");
+    assert_eq!(
+        store.delete(&path).await.expect("delete").status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        store.get(&path).await.expect("get").status,
+        StatusCode::NOT_FOUND
+    );
+    // A read still succeeds (the other replica) and queues the repair ...
+    let g = c.get("/v1/blobs/keep/me").await.expect("get");
+    assert!(g.status == StatusCode::OK && g.body[..] == body[..]);
+    // ... whose worker puts the copy back.
+    let mut back = false;
+    for _ in 0..1000 {
+        let r = store.get(&path).await.expect("get");
+        if r.status == StatusCode::OK {
+            assert!(r.body[..] == body[..]);
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(back, "the lost replica was never restored");
 }

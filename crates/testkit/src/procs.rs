@@ -65,8 +65,9 @@ impl Procs {
         bin: &Path,
         stores: usize,
         replicas: usize,
+        extra: &str,
     ) -> anyhow::Result<Procs> {
-        Self::launch_with(bin, stores, replicas, 0, 0, "", true).await
+        Self::launch_with(bin, stores, replicas, 0, 0, extra, true).await
     }
 
     /// `nodes` = 0: one member `node`, no gateway.
