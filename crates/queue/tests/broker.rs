@@ -279,7 +279,6 @@ async fn a_restart_rebuilds_every_state_and_redelivers_leases() {
 
 #[tokio::test]
 async fn a_torn_tail_is_cut_and_damage_elsewhere_is_an_error() {
-    use std::io::Write;
     let dir = tempfile::tempdir().expect("tmp");
     let clock = Arc::new(ManualClock::new(1_000_000));
     let id = {
@@ -295,15 +294,24 @@ async fn a_torn_tail_is_cut_and_damage_elsewhere_is_an_error() {
         v.sort();
         v
     };
-    // A crash mid-append: half a record at the end of the newest segment.
+    // Where the records of a segment end (zeroed space follows them).
+    let end_of_records = |data: &[u8]| {
+        let mut pos = 8;
+        loop {
+            let len = u32::from_le_bytes(data[pos..pos + 4].try_into().expect("4")) as usize;
+            if len == 0 {
+                return pos;
+            }
+            pos += 8 + len;
+        }
+    };
+    // A crash mid-append: half a record after the last one of the newest
+    // segment.
     let newest = seg(dir.path()).pop().expect("segment");
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&newest)
-        .expect("open");
-    f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9])
-        .expect("write");
-    drop(f);
+    let mut data = std::fs::read(&newest).expect("read");
+    let at = end_of_records(&data);
+    data[at..at + 10].copy_from_slice(&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9]);
+    std::fs::write(&newest, data).expect("write");
     {
         let b = open(dir.path(), &clock);
         assert_eq!(&b.get(id).expect("kept").payload[..], b"kept");
@@ -312,8 +320,8 @@ async fn a_torn_tail_is_cut_and_damage_elsewhere_is_an_error() {
     // Damage inside an older segment: refused, not skipped.
     let first = seg(dir.path()).remove(0);
     let mut data = std::fs::read(&first).expect("read");
-    let n = data.len();
-    data[n - 3] ^= 0xFF;
+    // A byte inside the first record's body.
+    data[8 + 8 + 3] ^= 0xFF;
     std::fs::write(&first, data).expect("write");
     match Broker::open(dir.path(), opts(), clock.clone()) {
         Err(Error::Corrupt { .. }) => {}
