@@ -207,6 +207,15 @@ impl Inner {
         Some(j)
     }
 
+    /// Job `id` if it is reserved under this holder or lease token.
+    fn leased(&self, id: u64, holder: u64, lease: Option<u32>) -> Result<&Job> {
+        match self.jobs.get(&id) {
+            Some(j) if lease_ok(j, holder, lease) => Ok(j),
+            Some(_) => Err(Error::NotReserved(id)),
+            None => Err(Error::NotFound(id)),
+        }
+    }
+
     fn random(&mut self) -> u64 {
         let mut x = self.rng.max(1);
         x ^= x << 13;
@@ -476,11 +485,7 @@ impl Broker {
     fn touch_now(&self, id: u64, holder: u64, lease: Option<u32>) -> Result<()> {
         let now = self.clock.now_ms();
         let mut g = self.lock();
-        match g.jobs.get(&id) {
-            Some(j) if lease_ok(j, holder, lease) => {}
-            Some(_) => return Err(Error::NotReserved(id)),
-            None => return Err(Error::NotFound(id)),
-        }
+        g.leased(id, holder, lease)?;
         g.change(id, |j, _| j.at_ms = now + j.ttr_ms);
         Ok(())
     }
@@ -496,11 +501,7 @@ impl Broker {
         let now = self.clock.now_ms();
         let rx = {
             let mut g = self.lock();
-            match g.jobs.get(&id) {
-                Some(j) if lease_ok(j, holder, lease) => {}
-                Some(_) => return Err(Error::NotReserved(id)),
-                None => return Err(Error::NotFound(id)),
-            }
+            g.leased(id, holder, lease)?;
             let (_, job) = g
                 .change(id, |j, _| {
                     j.state = State::Succeeded;
@@ -527,11 +528,7 @@ impl Broker {
         let now = self.clock.now_ms();
         let (state, rx) = {
             let mut g = self.lock();
-            let attempts = match g.jobs.get(&id) {
-                Some(j) if lease_ok(j, holder, lease) => j.attempts,
-                Some(_) => return Err(Error::NotReserved(id)),
-                None => return Err(Error::NotFound(id)),
-            };
+            let attempts = g.leased(id, holder, lease)?.attempts;
             let delay = self.backoff(&mut g, attempts);
             let (state, job) = g
                 .change(id, |j, seq| {
@@ -577,11 +574,7 @@ impl Broker {
         let now = self.clock.now_ms();
         let rx = {
             let mut g = self.lock();
-            match g.jobs.get(&id) {
-                Some(j) if lease_ok(j, holder, lease) => {}
-                Some(_) => return Err(Error::NotReserved(id)),
-                None => return Err(Error::NotFound(id)),
-            }
+            g.leased(id, holder, lease)?;
             let (_, job) = g
                 .change(id, |j, _| {
                     j.priority = priority;
@@ -612,11 +605,7 @@ impl Broker {
     ) -> Result<()> {
         let rx = {
             let mut g = self.lock();
-            match g.jobs.get(&id) {
-                Some(j) if lease_ok(j, holder, lease) => {}
-                Some(_) => return Err(Error::NotReserved(id)),
-                None => return Err(Error::NotFound(id)),
-            }
+            g.leased(id, holder, lease)?;
             let (_, job) = g
                 .change(id, |j, seq| {
                     *seq += 1;
