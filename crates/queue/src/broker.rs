@@ -131,6 +131,9 @@ struct Inner {
     waiting: HashMap<String, u64>,
     /// Bytes written to the log since the last compaction (estimate).
     log_bytes: u64,
+    /// What a snapshot of the live jobs would take (estimate), kept as
+    /// jobs come and go so the ticker need not add it up.
+    live_bytes: u64,
     rng: u64,
 }
 
@@ -198,8 +201,16 @@ impl Inner {
         Some((t, copy))
     }
 
+    /// Adds a new job.
+    fn insert(&mut self, j: Job) {
+        self.live_bytes += snapshot_bytes(&j);
+        self.index(&j);
+        self.jobs.insert(j.id, j);
+    }
+
     fn remove(&mut self, id: u64) -> Option<Job> {
         let j = self.jobs.remove(&id)?;
+        self.live_bytes -= snapshot_bytes(&j);
         self.unindex(&j);
         if let Some(k) = &j.idempotency_key {
             self.idem.remove(&(j.queue.clone(), k.clone()));
@@ -291,8 +302,7 @@ impl Broker {
             if let Some(k) = &j.idempotency_key {
                 inner.idem.insert((j.queue.clone(), k.clone()), j.id);
             }
-            inner.index(&j);
-            inner.jobs.insert(j.id, j);
+            inner.insert(j);
         }
         tracing::info!(dir = %dir.display(), jobs = inner.jobs.len(), "queue log replayed");
         let broker = Arc::new(Broker {
@@ -368,14 +378,12 @@ impl Broker {
                 holder: 0,
                 dead_seq: 0,
             };
-            let rec = log::encode(&job, true);
-            g.log_bytes += rec.len() as u64 + 8;
-            let rx = self.log.append(rec);
+            let rx = self.write(&mut g, log::encode(&job, true));
             if let Some(k) = new.idempotency_key {
                 g.idem.insert((new.queue.clone(), k), id);
             }
             *g.totals.entry(new.queue).or_default() += 1;
-            g.jobs.insert(id, job);
+            g.insert(job);
             (id, rx)
         };
         if let Err(e) = Self::durable(rx).await {
@@ -461,9 +469,7 @@ impl Broker {
         })?;
         // Attempts are counted durably with the next batch, so a poison job
         // cannot loop forever across restarts; the lease itself is not.
-        let rec = log::encode(&job, false);
-        g.log_bytes += rec.len() as u64 + 8;
-        self.log.append_lazy(rec);
+        self.write_lazy(&mut g, log::encode(&job, false));
         Some(job)
     }
 
@@ -472,9 +478,24 @@ impl Broker {
         mut g: MutexGuard<'_, Inner>,
         job: &Job,
     ) -> tokio::sync::oneshot::Receiver<std::io::Result<()>> {
-        let rec = log::encode(job, false);
+        self.write(&mut g, log::encode(job, false))
+    }
+
+    /// Sends a record to the log (counted for compaction); the receiver
+    /// resolves once it is on disk.
+    fn write(
+        &self,
+        g: &mut Inner,
+        rec: Vec<u8>,
+    ) -> tokio::sync::oneshot::Receiver<std::io::Result<()>> {
         g.log_bytes += rec.len() as u64 + 8;
         self.log.append(rec)
+    }
+
+    /// Sends a record nobody waits for (synced with the next batch).
+    fn write_lazy(&self, g: &mut Inner, rec: Vec<u8>) {
+        g.log_bytes += rec.len() as u64 + 8;
+        self.log.append_lazy(rec);
     }
 
     /// Extends a reservation by the job's TTR from now.
@@ -634,9 +655,7 @@ impl Broker {
                 None => return Err(Error::NotFound(id)),
             }
             g.remove(id);
-            let rec = log::encode_remove(id);
-            g.log_bytes += rec.len() as u64 + 8;
-            self.log.append(rec)
+            self.write(&mut g, log::encode_remove(id))
         };
         Self::durable(rx).await
     }
@@ -674,9 +693,7 @@ impl Broker {
                         j.max_attempts = j.attempts + 1;
                     }
                 }) {
-                    let rec = log::encode(&job, false);
-                    g.log_bytes += rec.len() as u64 + 8;
-                    last = Some(self.log.append(rec));
+                    last = Some(self.write(&mut g, log::encode(&job, false)));
                 }
             }
             (last, ids.len())
@@ -866,9 +883,7 @@ impl Broker {
                 }
             }) {
                 tracing::debug!(id, "lease expired; job redelivered");
-                let rec = log::encode(&job, false);
-                g.log_bytes += rec.len() as u64 + 8;
-                self.log.append_lazy(rec);
+                self.write_lazy(&mut g, log::encode(&job, false));
                 woke = true;
             }
         }
@@ -881,11 +896,9 @@ impl Broker {
             .collect();
         for id in old {
             g.remove(id);
-            let rec = log::encode_remove(id);
-            g.log_bytes += rec.len() as u64 + 8;
-            self.log.append_lazy(rec);
+            self.write_lazy(&mut g, log::encode_remove(id));
         }
-        let live: u64 = g.jobs.values().map(|j| j.payload.len() as u64 + 96).sum();
+        let live = g.live_bytes;
         if g.log_bytes > self.opts.compact_min_bytes && g.log_bytes > 2 * live {
             let snapshot: Vec<Vec<u8>> = g.jobs.values().map(|j| log::encode(j, true)).collect();
             tracing::info!(
@@ -902,6 +915,11 @@ impl Broker {
             self.ready.notify_waiters();
         }
     }
+}
+
+/// What a job adds to a compaction snapshot (payload plus metadata).
+fn snapshot_bytes(j: &Job) -> u64 {
+    j.payload.len() as u64 + 96
 }
 
 fn spawn_ticker(broker: Weak<Broker>, every: Duration) {
