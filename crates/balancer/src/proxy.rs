@@ -231,6 +231,34 @@ impl Gateway {
         }
     }
 
+    /// The backend of `pool` that a verified sticky cookie (`sticky_id`)
+    /// names, if it can take a request now (not ejected, down or
+    /// draining); otherwise the request is balanced as usual.
+    pub(crate) fn pinned(&self, pool: &Pool, sticky_id: Option<u64>) -> Option<usize> {
+        sticky_id
+            .and_then(|id| pool.backends.iter().position(|b| b.sticky_id() == id))
+            .filter(|&i| pool.can_take(i, Instant::now()))
+    }
+
+    /// For an answer from `b`: the `Set-Cookie` that pins the client to it
+    /// when its cookie named another backend or none (a new client, or a
+    /// session moved off a backend that could not take it). Counts a
+    /// sticky hit or move; `None` with stickiness off or already pinned.
+    pub(crate) fn sticky_answer(
+        &self,
+        b: &crate::Backend,
+        sticky_id: Option<u64>,
+    ) -> Option<HeaderValue> {
+        let st = self.opts.sticky.as_ref()?;
+        let id = b.sticky_id();
+        if sticky_id == Some(id) {
+            self.metrics.sticky_hits.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        self.metrics.sticky_moves.fetch_add(1, Ordering::Relaxed);
+        Some(st.set_cookie(id))
+    }
+
     /// The pool as it is now.
     pub fn pool(&self) -> Arc<Pool> {
         self.pool.read().unwrap_or_else(|p| p.into_inner()).clone()
@@ -354,15 +382,12 @@ pub async fn handle(
     // One snapshot of the pool for the whole request: backends added or
     // removed meanwhile do not shift the indexes it holds.
     let pool = gw.pool();
-    // The backend a valid sticky cookie names, if it can take the request.
     let sticky_id = gw
         .opts
         .sticky
         .as_ref()
         .and_then(|s| s.from_request(&parts.headers));
-    let mut pinned = sticky_id
-        .and_then(|id| pool.backends.iter().position(|b| b.sticky_id() == id))
-        .filter(|&i| pool.can_take(i, Instant::now()));
+    let mut pinned = gw.pinned(&pool, sticky_id);
     let mut tried: Vec<usize> = Vec::new();
     loop {
         let now = Instant::now();
@@ -421,17 +446,8 @@ pub async fn handle(
                 health::record_latency(&pool, i, now.duration_since(sent), now);
                 let (mut rp, rb) = resp.into_parts();
                 strip_hop_by_hop(&mut rp.headers);
-                if let Some(st) = &gw.opts.sticky {
-                    let id = b.sticky_id();
-                    if sticky_id == Some(id) {
-                        gw.metrics.sticky_hits.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        // A new client, or its backend could not take it:
-                        // pin it to the one that answered.
-                        gw.metrics.sticky_moves.fetch_add(1, Ordering::Relaxed);
-                        rp.headers
-                            .append(hyper::header::SET_COOKIE, st.set_cookie(id));
-                    }
+                if let Some(c) = gw.sticky_answer(b, sticky_id) {
+                    rp.headers.append(hyper::header::SET_COOKIE, c);
                 }
                 let guarded = Guarded {
                     inner: rb,

@@ -492,9 +492,7 @@ async fn forward(
                 .filter_map(|h| std::str::from_utf8(h.value(raw)).ok()),
         )
     });
-    let mut pinned = sticky_id
-        .and_then(|id| pool.backends.iter().position(|b| b.sticky_id() == id))
-        .filter(|&i| pool.can_take(i, Instant::now()));
+    let mut pinned = gw.pinned(&pool, sticky_id);
     let path = head.path(raw);
     let idempotent = head.idempotent();
     let mut tried: Vec<usize> = Vec::new();
@@ -533,19 +531,6 @@ async fn forward(
         };
         b.in_flight.fetch_add(1, Ordering::Relaxed);
         b.requests.fetch_add(1, Ordering::Relaxed);
-        let sticky = gw
-            .options()
-            .sticky
-            .as_ref()
-            .filter(|_| sticky_id != Some(b.sticky_id()))
-            .map(|s| s.set_cookie(b.sticky_id()));
-        if gw.options().sticky.is_some() {
-            if sticky.is_some() {
-                m.sticky_moves.fetch_add(1, Ordering::Relaxed);
-            } else {
-                m.sticky_hits.fetch_add(1, Ordering::Relaxed);
-            }
-        }
         let sent = Instant::now();
         let r = exchange(
             gw,
@@ -554,7 +539,7 @@ async fn forward(
             head,
             upstream,
             down,
-            sticky.as_ref(),
+            sticky_id,
             fresh_retry,
             sent,
         )
@@ -620,7 +605,7 @@ async fn exchange(
     head: &Head,
     upstream: &[u8],
     down: &mut TcpStream,
-    set_cookie: Option<&hyper::header::HeaderValue>,
+    sticky_id: Option<u64>,
     force_new: bool,
     sent: Instant,
 ) -> Result<bool, Failure> {
@@ -679,7 +664,7 @@ async fn exchange(
 
     let close_after = resp.framing == Framing::Close || !head.keep_alive;
     let mut out = resp.out;
-    if let Some(c) = set_cookie {
+    if let Some(c) = gw.sticky_answer(b, sticky_id) {
         out.extend_from_slice(b"set-cookie: ");
         out.extend_from_slice(c.as_bytes());
         out.extend_from_slice(b"\r\n");
