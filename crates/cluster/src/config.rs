@@ -691,4 +691,55 @@ addr = "127.0.0.1:8080"
             assert!(err.contains(key), "expected `{key}` in: {err}");
         }
     }
+    #[test]
+    fn bad_queue_session_and_idle_values_are_named() {
+        let body = GOOD.replace("replicas = 2\n", "");
+        let queue_member =
+            "\n[[member]]\nname = \"q\"\nrole = \"queue\"\naddr = \"127.0.0.1:7700\"\n";
+        let cases = [
+            (
+                format!("[queue]\nmax_payload_mb = 0\n{body}"),
+                "queue.max_payload_mb",
+            ),
+            (
+                format!("[queue]\nmax_payload_mb = 2048\n{body}"),
+                "queue.max_payload_mb",
+            ),
+            (format!("[queue]\nattempts = 0\n{body}"), "queue.attempts"),
+            (
+                format!("[queue]\nthumbnail_widths = [128, 0]\n{body}"),
+                "queue.thumbnail_widths",
+            ),
+            (
+                format!("[queue]\nthumbnail_widths = [9000]\n{body}"),
+                "queue.thumbnail_widths",
+            ),
+            (format!("[queue]\nworkerz = 2\n{body}"), "workerz"),
+            (
+                format!("[cache]\nsession_ttl_secs = 0\n{body}"),
+                "cache.session_ttl_secs",
+            ),
+            (
+                format!("[gateway]\nidle_timeout_ms = 0\n{body}"),
+                "idle_timeout_ms",
+            ),
+            // A queue member needs a data directory, and there is one at most.
+            (format!("{body}{queue_member}"), "data_dir"),
+            (
+                format!(
+                    "{body}{queue_member}data_dir = \"/q1\"\n{}data_dir = \"/q2\"\n",
+                    queue_member.replace("\"q\"", "\"q2\"")
+                ),
+                "queue",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = ClusterConfig::parse(&text).expect_err(key).to_string();
+            assert!(err.contains(key), "expected `{key}` in: {err}");
+        }
+        // The defaults hold together.
+        let ok = ClusterConfig::parse(&format!("{body}{queue_member}data_dir = \"/q\"\n"))
+            .expect("valid");
+        assert_eq!(ok.queue.thumbnail_widths, vec![128, 512]);
+    }
 }

@@ -303,23 +303,38 @@ impl GatewayConfig {
                 ),
             );
         }
-        if self.rate_limit < 0.0 || self.burst < 0.0 || self.rate_limit.is_nan() {
-            return bad("rate_limit", "must be 0 (off) or positive");
+        for (key, v) in [("rate_limit", self.rate_limit), ("burst", self.burst)] {
+            if v.is_nan() || v < 0.0 {
+                return bad(key, "must be 0 (off) or positive");
+            }
         }
-        if self.queue_timeout_ms == 0 || self.connect_timeout_ms == 0 || self.idle_timeout_ms == 0 {
-            return bad("connect_timeout_ms", "timeouts must be at least 1 ms");
+        for (key, v) in [
+            ("queue_timeout_ms", self.queue_timeout_ms),
+            ("connect_timeout_ms", self.connect_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+            ("first_byte_timeout_ms", self.first_byte_timeout_ms),
+            ("check_timeout_ms", self.check_timeout_ms),
+        ] {
+            if v == 0 {
+                return bad(key, "a timeout must be at least 1 ms");
+            }
         }
-        if self.first_byte_timeout_ms == 0 || self.check_timeout_ms == 0 {
-            return bad("first_byte_timeout_ms", "timeouts must be at least 1 ms");
+        for (key, v) in [
+            ("fall", self.fall),
+            ("rise", self.rise),
+            ("consecutive_failures", self.consecutive_failures),
+        ] {
+            if v == 0 {
+                return bad(key, "must be at least 1");
+            }
         }
-        if self.fall == 0 || self.rise == 0 || self.consecutive_failures == 0 {
-            return bad(
-                "fall",
-                "fall, rise and consecutive_failures must be at least 1",
-            );
-        }
-        if self.max_ejection_percent > 100 || self.panic_threshold_percent > 100 {
-            return bad("max_ejection_percent", "percentages must be 0..=100");
+        for (key, v) in [
+            ("max_ejection_percent", self.max_ejection_percent),
+            ("panic_threshold_percent", self.panic_threshold_percent),
+        ] {
+            if v > 100 {
+                return bad(key, "a percentage must be 0..=100");
+            }
         }
         if self.outlier_factor != 0.0
             && (self.outlier_factor.is_nan() || self.outlier_factor <= 1.0)
@@ -515,6 +530,15 @@ pool = "reads"
         assert_eq!(
             key_of("[gateway]\nmax_ejection_percent = 101"),
             "gateway.max_ejection_percent"
+        );
+        assert_eq!(
+            key_of("[gateway]\npanic_threshold_percent = 101"),
+            "gateway.panic_threshold_percent"
+        );
+        assert_eq!(key_of("[gateway]\nrise = 0"), "gateway.rise");
+        assert_eq!(
+            key_of("[gateway]\ncheck_timeout_ms = 0"),
+            "gateway.check_timeout_ms"
         );
         assert_eq!(key_of("[auth]\nadmin_token = \"a b\""), "auth.admin_token");
         // An unknown key is a parse error that names it.

@@ -42,10 +42,11 @@ fn is_id(v: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// A new session id: 16 bytes from the OS's random source.
-fn new_id() -> std::io::Result<String> {
+/// `bytes` random bytes from the OS's random source, in hex: session ids
+/// here, and the gateway's default cookie secret in the binary.
+pub fn random_hex(bytes: usize) -> std::io::Result<String> {
     use std::io::Read;
-    let mut b = [0u8; 16];
+    let mut b = vec![0u8; bytes];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
@@ -114,7 +115,7 @@ pub async fn session(State(node): State<Arc<Node>>, req: Request) -> Response {
             };
             let (id, created) = match id {
                 Some(id) => (id, false),
-                None => match new_id() {
+                None => match random_hex(16) {
                     Ok(id) => (id, true),
                     Err(e) => {
                         return error(

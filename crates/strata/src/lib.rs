@@ -29,16 +29,6 @@ pub async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
     }
 }
 
-/// `bytes` random bytes from the OS, in hex: secrets and session ids.
-pub fn random_hex(bytes: usize) -> anyhow::Result<String> {
-    use std::io::Read;
-    let mut buf = vec![0u8; bytes];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .context("reading /dev/urandom")?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 /// Broker settings from `[queue]`.
 pub fn broker_options(cfg: &ClusterConfig) -> queue::BrokerOptions {
     queue::BrokerOptions {

@@ -322,7 +322,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cfg.auth.admin_token = admin_token;
             cfg.auth.secret = match (secret, sticky) {
                 (Some(s), _) => Some(s),
-                (None, true) => Some(strata::random_hex(32)?),
+                (None, true) => {
+                    Some(node::session::random_hex(32).context("reading /dev/urandom")?)
+                }
                 (None, false) => None,
             };
             cfg.validate()?;
