@@ -163,11 +163,6 @@ impl Gateway {
         &self.opts
     }
 
-    /// The shared upstream client.
-    pub fn client(&self) -> &Upstream {
-        &self.client
-    }
-
     /// Replaces the pool's backends (same algorithm and health settings).
     /// Backends kept from the old set keep their state; requests in flight
     /// finish on the snapshot they started with.
