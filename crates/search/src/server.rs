@@ -1,0 +1,148 @@
+//! The shard's internal HTTP API.
+//!
+//! | method | path | meaning |
+//! |---|---|---|
+//! | POST | `/pages` (JSON list of [`PageOp`]) | apply in order; `{"applied": [...]}` once durable and visible |
+//! | GET | `/search?q=&book=&limit=&pages=` | this shard's [`Results`] |
+//! | GET | `/stats` | `{"pages": n, "disk_bytes": n}` |
+//! | GET | `/healthz`, `/metrics` | liveness, Prometheus text |
+
+use std::fmt::Write;
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::{Query as Q, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tokio::net::TcpListener;
+
+use crate::model::{PageOp, Query, Results};
+use crate::{Error, Shard};
+
+/// Largest `/pages` body, bytes.
+pub const MAX_OPS_BYTES: usize = 64 << 20;
+
+/// The router.
+pub fn router(shard: Arc<Shard>) -> Router {
+    Router::new()
+        .route("/pages", post(apply))
+        .route("/search", get(search))
+        .route("/stats", get(stats))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_OPS_BYTES))
+        .with_state(shard)
+}
+
+/// Serves the shard API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    shard: Arc<Shard>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(shard))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// A JSON error reply, as every strata API gives them.
+pub fn error_response(e: &Error) -> Response {
+    let (status, code) = match e {
+        Error::BadQuery(_) => (StatusCode::BAD_REQUEST, "bad_query"),
+        Error::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
+        Error::Closed => (StatusCode::SERVICE_UNAVAILABLE, "closed"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    };
+    let body = serde_json::json!({ "error": code, "detail": e.to_string() });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn apply(State(shard): State<Arc<Shard>>, body: axum::body::Bytes) -> Response {
+    let ops: Vec<PageOp> = match serde_json::from_slice(&body) {
+        Ok(o) => o,
+        Err(e) => return error_response(&Error::Invalid(format!("bad page ops: {e}"))),
+    };
+    match shard.apply(ops).await {
+        Ok(a) => Json(serde_json::json!({ "applied": a })).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// Runs a query on the blocking pool (tantivy's search is synchronous).
+pub async fn run_query(shard: Arc<Shard>, q: Query) -> crate::Result<Results> {
+    tokio::task::spawn_blocking(move || shard.search(&q))
+        .await
+        .map_err(|e| Error::Invalid(format!("search task failed: {e}")))?
+}
+
+async fn search(
+    State(shard): State<Arc<Shard>>,
+    q: Result<Q<Query>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = match q {
+        Ok(Q(q)) => q,
+        Err(e) => return error_response(&Error::Invalid(e.body_text())),
+    };
+    match run_query(shard, q).await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn stats(State(shard): State<Arc<Shard>>) -> Response {
+    Json(serde_json::json!({ "pages": shard.num_pages(), "disk_bytes": shard.disk_bytes() }))
+        .into_response()
+}
+
+async fn metrics(State(shard): State<Arc<Shard>>) -> Response {
+    let mut out = String::new();
+    shard.render_metrics(&mut out);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+impl Shard {
+    /// Appends the shard's Prometheus series to `out`.
+    pub fn render_metrics(&self, out: &mut String) {
+        let m = &self.metrics;
+        for (name, help, v) in [
+            (
+                "strata_search_queries_total",
+                "Queries answered by this shard.",
+                m.queries.load(Ordering::Relaxed),
+            ),
+            (
+                "strata_search_applied_total",
+                "Page changes applied.",
+                m.applied.load(Ordering::Relaxed),
+            ),
+            (
+                "strata_search_stale_total",
+                "Page changes dropped as older than the applied one.",
+                m.stale.load(Ordering::Relaxed),
+            ),
+            (
+                "strata_search_commits_total",
+                "Index commits.",
+                m.commits.load(Ordering::Relaxed),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP strata_search_pages Pages in this shard.\n# TYPE strata_search_pages gauge\nstrata_search_pages {}",
+            self.num_pages()
+        );
+    }
+}
