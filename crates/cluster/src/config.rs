@@ -44,6 +44,9 @@ pub struct ClusterConfig {
     /// The job queue and the nodes' upload workers.
     #[serde(default)]
     pub queue: QueueConfig,
+    /// Full-text search over book pages.
+    #[serde(default)]
+    pub search: SearchConfig,
     /// Every process of the cluster.
     #[serde(default, rename = "member")]
     pub members: Vec<Member>,
@@ -371,6 +374,49 @@ fn default_attempts() -> u32 {
     5
 }
 
+/// `[search]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SearchConfig {
+    /// A shard slower than this is left out of an answer, which is then
+    /// marked partial. Milliseconds, default 2000.
+    #[serde(default = "default_search_timeout")]
+    pub timeout_ms: u64,
+    /// Indexing memory per shard, MiB (at least 16 per thread). Default 64.
+    #[serde(default = "default_writer_mb")]
+    pub writer_mb: usize,
+    /// Indexing threads per shard. Default 1.
+    #[serde(default = "default_writer_threads")]
+    pub writer_threads: usize,
+    /// Shards `strata serve` runs in its process. Default 2.
+    #[serde(default = "default_serve_shards")]
+    pub serve_shards: usize,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            timeout_ms: default_search_timeout(),
+            writer_mb: default_writer_mb(),
+            writer_threads: default_writer_threads(),
+            serve_shards: default_serve_shards(),
+        }
+    }
+}
+
+fn default_search_timeout() -> u64 {
+    2000
+}
+fn default_writer_mb() -> usize {
+    64
+}
+fn default_writer_threads() -> usize {
+    1
+}
+fn default_serve_shards() -> usize {
+    2
+}
+
 /// One process of the cluster.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -381,7 +427,7 @@ pub struct Member {
     pub role: Role,
     /// Address it listens on, `IP:PORT`.
     pub addr: SocketAddr,
-    /// Data directory, required for `store`, `index` and `queue`.
+    /// Data directory, required for `store`, `index`, `queue` and `search`.
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
     /// A `queue` member's beanstalkd-protocol address (optional).
@@ -405,6 +451,8 @@ pub enum Role {
     Gateway,
     /// Durable job queue (HTTP API, optional beanstalkd protocol).
     Queue,
+    /// A shard of the full-text index of book pages.
+    Search,
 }
 
 impl Role {
@@ -417,6 +465,7 @@ impl Role {
             Role::Cache => "cache",
             Role::Gateway => "gateway",
             Role::Queue => "queue",
+            Role::Search => "search",
         }
     }
 }
@@ -500,6 +549,22 @@ impl ClusterConfig {
         {
             return bad("queue.thumbnail_widths", "widths must be 1..=8192".into());
         }
+        let s = &self.search;
+        if s.timeout_ms == 0 {
+            return bad("search.timeout_ms", "must be at least 1".into());
+        }
+        if s.writer_threads == 0 || s.writer_threads > 16 {
+            return bad("search.writer_threads", "must be between 1 and 16".into());
+        }
+        if s.writer_mb < 16 * s.writer_threads || s.writer_mb > 16_384 {
+            return bad(
+                "search.writer_mb",
+                "must be at least 16 per writer thread and at most 16384".into(),
+            );
+        }
+        if s.serve_shards == 0 || s.serve_shards > 64 {
+            return bad("search.serve_shards", "must be between 1 and 64".into());
+        }
         if self.queue.attempts == 0 {
             return bad("queue.attempts", "must be at least 1".into());
         }
@@ -549,8 +614,10 @@ impl ClusterConfig {
                     format!("duplicate name `{}`", m.name),
                 );
             }
-            let needs_dir = matches!(m.role, Role::Store | Role::Index | Role::Queue)
-                || (m.role == Role::Node && self.cache.local_disk_mb > 0);
+            let needs_dir = matches!(
+                m.role,
+                Role::Store | Role::Index | Role::Queue | Role::Search
+            ) || (m.role == Role::Node && self.cache.local_disk_mb > 0);
             if needs_dir && m.data_dir.is_none() {
                 return bad(
                     &format!("member[{i}].data_dir"),

@@ -16,7 +16,7 @@ mod ring;
 
 pub use config::{
     AuthConfig, CacheConfig, CacheMode, ClusterConfig, LimitsConfig, Member, ProxyConfig,
-    QueueConfig, Role, StoreConfig,
+    QueueConfig, Role, SearchConfig, StoreConfig,
 };
 pub use error::Error;
 pub use gateway::{GatewayConfig, PoolConfig, ResolvedPool, RouteConfig, ALGORITHMS};

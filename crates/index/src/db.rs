@@ -13,13 +13,14 @@ use std::sync::Arc;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::meta::{BlobMeta, Entry, Listing, MAX_LIST_LIMIT};
+use crate::meta::{BlobMeta, Committed, Entry, Listing, MAX_LIST_LIMIT};
 use crate::{Error, Result};
 
 const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
 const TAGS: TableDefinition<(&str, &str), ()> = TableDefinition::new("tags");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 const NEXT_ID: &str = "next_id";
+const VERSION: &str = "version";
 
 /// Counters exported on `/metrics`.
 #[derive(Debug, Default)]
@@ -38,11 +39,11 @@ enum Op {
     Put {
         key: String,
         meta: BlobMeta,
-        reply: oneshot::Sender<Result<Option<BlobMeta>>>,
+        reply: oneshot::Sender<Result<Committed>>,
     },
     Delete {
         key: String,
-        reply: oneshot::Sender<Result<Option<BlobMeta>>>,
+        reply: oneshot::Sender<Result<Committed>>,
     },
     Alloc {
         count: u64,
@@ -116,6 +117,13 @@ impl IndexDb {
 
     /// Commits `meta` under `key` (durable on return); returns what it replaced.
     pub async fn put(&self, key: String, meta: BlobMeta) -> Result<Option<BlobMeta>> {
+        Ok(self.put_versioned(key, meta).await?.previous)
+    }
+
+    /// Commits `meta` under `key` with the next commit number as its
+    /// `version` (durable on return); returns the number and what it
+    /// replaced.
+    pub async fn put_versioned(&self, key: String, meta: BlobMeta) -> Result<Committed> {
         let (reply, rx) = oneshot::channel();
         self.submit(Op::Put { key, meta, reply }).await?;
         rx.await.map_err(|_| Error::Closed)?
@@ -123,6 +131,12 @@ impl IndexDb {
 
     /// Removes `key` (durable on return); returns what it held.
     pub async fn delete(&self, key: String) -> Result<Option<BlobMeta>> {
+        Ok(self.delete_versioned(key).await?.previous)
+    }
+
+    /// Removes `key` (durable on return); returns the delete's commit
+    /// number (0 when the key was absent) and what it held.
+    pub async fn delete_versioned(&self, key: String) -> Result<Committed> {
         let (reply, rx) = oneshot::channel();
         self.submit(Op::Delete { key, reply }).await?;
         rx.await.map_err(|_| Error::Closed)?
@@ -257,14 +271,17 @@ fn writer(db: Arc<Database>, metrics: Arc<IndexMetrics>, mut rx: mpsc::Receiver<
                 Op::Put { reply, .. } | Op::Delete { reply, .. } => {
                     metrics.writes.fetch_add(1, Ordering::Relaxed);
                     let _ = reply.send(res.map(|o| match o {
-                        Outcome::Previous(p) => p,
-                        Outcome::Id(_) => None,
+                        Outcome::Committed(c) => c,
+                        Outcome::Id(_) => Committed {
+                            version: 0,
+                            previous: None,
+                        },
                     }));
                 }
                 Op::Alloc { reply, .. } => {
                     let _ = reply.send(res.map(|o| match o {
                         Outcome::Id(id) => id,
-                        Outcome::Previous(_) => 0,
+                        Outcome::Committed(_) => 0,
                     }));
                 }
             }
@@ -273,7 +290,7 @@ fn writer(db: Arc<Database>, metrics: Arc<IndexMetrics>, mut rx: mpsc::Receiver<
 }
 
 enum Outcome {
-    Previous(Option<BlobMeta>),
+    Committed(Committed),
     Id(u64),
 }
 
@@ -285,7 +302,10 @@ fn apply(
 ) -> Result<Outcome> {
     match op {
         Op::Put { key, meta, .. } => {
-            let raw = serde_json::to_vec(meta).map_err(|e| Error::Invalid(e.to_string()))?;
+            let version = next_version(counters)?;
+            let mut meta = meta.clone();
+            meta.version = version;
+            let raw = serde_json::to_vec(&meta).map_err(|e| Error::Invalid(e.to_string()))?;
             let prev = blobs
                 .insert(key.as_str(), raw.as_slice())?
                 .map(|v| decode(key, v.value()));
@@ -298,7 +318,10 @@ fn apply(
             for t in &meta.tags {
                 tags.insert((t.as_str(), key.as_str()), ())?;
             }
-            Ok(Outcome::Previous(prev))
+            Ok(Outcome::Committed(Committed {
+                version,
+                previous: prev,
+            }))
         }
         Op::Delete { key, .. } => {
             let prev = blobs.remove(key.as_str())?.map(|v| decode(key, v.value()));
@@ -308,7 +331,14 @@ fn apply(
                     tags.remove((t.as_str(), key.as_str()))?;
                 }
             }
-            Ok(Outcome::Previous(prev))
+            let version = match prev {
+                Some(_) => next_version(counters)?,
+                None => 0,
+            };
+            Ok(Outcome::Committed(Committed {
+                version,
+                previous: prev,
+            }))
         }
         Op::Alloc { count, .. } => {
             // Ids start at 1: 0 is never a valid blob id.
@@ -317,4 +347,11 @@ fn apply(
             Ok(Outcome::Id(next))
         }
     }
+}
+
+/// Takes the next commit number (the first is 1).
+fn next_version(counters: &mut redb::Table<&str, u64>) -> Result<u64> {
+    let v = counters.get(VERSION)?.map_or(0, |v| v.value()) + 1;
+    counters.insert(VERSION, v)?;
+    Ok(v)
 }

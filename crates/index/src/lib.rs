@@ -18,4 +18,4 @@ pub mod server;
 
 pub use db::{IndexDb, IndexMetrics};
 pub use error::{Error, Result};
-pub use meta::{BlobMeta, Entry, Listing, MAX_LIST_LIMIT};
+pub use meta::{BlobMeta, Committed, Entry, Listing, PageRef, MAX_LIST_LIMIT};

@@ -23,6 +23,32 @@ pub struct BlobMeta {
     /// Tags given at upload (`X-Strata-Tags`).
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Commit number the index gave this record: it grows with every put
+    /// and delete, so it orders the changes of a key (search uses it to
+    /// keep the newest version of a page).
+    #[serde(default)]
+    pub version: u64,
+    /// The book page this blob is an image of, if uploaded as one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<PageRef>,
+}
+
+/// A book page: which book, which page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageRef {
+    /// Book name.
+    pub book: String,
+    /// Page number.
+    pub page: u64,
+}
+
+/// What a put or delete committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Committed {
+    /// The change's commit number (for a delete of an absent key: 0).
+    pub version: u64,
+    /// The record replaced or removed.
+    pub previous: Option<BlobMeta>,
 }
 
 /// One listed key.

@@ -4,8 +4,8 @@
 //! | method | path | meaning |
 //! |---|---|---|
 //! | GET | `/key?key=K` | the key's [`BlobMeta`], or 404 |
-//! | PUT | `/key?key=K` (JSON [`BlobMeta`]) | commit; `{"previous": ...}` |
-//! | DELETE | `/key?key=K` | remove; `{"previous": ...}`, or 404 |
+//! | PUT | `/key?key=K` (JSON [`BlobMeta`]) | commit; `{"version": n, "previous": ...}` |
+//! | DELETE | `/key?key=K` | remove; `{"version": n, "previous": ...}`, or 404 |
 //! | GET | `/list?prefix=&after=&limit=` | a [`Listing`] by prefix |
 //! | GET | `/tag?tag=&after=&limit=` | a [`Listing`] by tag |
 //! | POST | `/ids?count=N` | `{"start": first}` of N fresh blob ids |
@@ -109,17 +109,17 @@ async fn put_key(
     Query(q): Query<KeyQ>,
     Json(meta): Json<BlobMeta>,
 ) -> Response {
-    match db.put(q.key, meta).await {
-        Ok(prev) => Json(serde_json::json!({ "previous": prev })).into_response(),
+    match db.put_versioned(q.key, meta).await {
+        Ok(c) => Json(c).into_response(),
         Err(e) => index_error(e),
     }
 }
 
 async fn delete_key(State(db): State<Arc<IndexDb>>, Query(q): Query<KeyQ>) -> Response {
     let key = q.key;
-    match db.delete(key.clone()).await {
-        Ok(Some(prev)) => Json(serde_json::json!({ "previous": prev })).into_response(),
-        Ok(None) => err(
+    match db.delete_versioned(key.clone()).await {
+        Ok(c) if c.previous.is_some() => Json(c).into_response(),
+        Ok(_) => err(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("no key {key:?}"),

@@ -6,6 +6,7 @@
 //! | GET, HEAD | `/v1/blobs/{key}` | 200, 206 (one `Range`), 304 (`If-None-Match`), 404, 416 |
 //! | DELETE | `/v1/blobs/{key}` | 204, 404 |
 //! | GET | `/v1/blobs?prefix=&after=&limit=` or `?tag=` | listing JSON with a `next` cursor |
+//! | GET | `/v1/search?q=&book=&limit=&pages=` | `{books: [{book, score, pages: [{page, key, score, snippet}]}], partial, took_ms}` |
 //! | GET, PUT, DELETE | `/v1/session` | the `strata_session` cookie's data, kept in the replicated cache tier |
 //! | GET | `/healthz`, `/metrics` | liveness, Prometheus text |
 //!
@@ -23,12 +24,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
 use http_body_util::{BodyExt, Limited};
-use index::{BlobMeta, MAX_LIST_LIMIT};
+use index::{BlobMeta, PageRef, MAX_LIST_LIMIT};
 use serde::Deserialize;
 use store::range::{parse_range, RangeAsk};
 
 use crate::keys::{percent_decode, validate_key};
 use crate::metrics::inc;
+use crate::search::{PageText, PageUpload, MAX_TEXT_BYTES};
 use crate::{Error, Node};
 
 /// Longest tag, in bytes.
@@ -44,6 +46,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/blobs/{*key}", any(blob))
         .route("/v1/session", any(crate::session::session))
         .route("/v1/jobs/{id}", get(job_status))
+        .route("/v1/search", get(search))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/load", get(load))
         .route("/metrics", get(metrics))
@@ -208,6 +211,69 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Longest book name, bytes.
+const MAX_BOOK_BYTES: usize = 256;
+
+/// The book page an upload is: `X-Strata-Book` and `X-Strata-Page`, with
+/// its text in `X-Strata-Text` (percent-encoded UTF-8) or in the JSON
+/// sidecar named by `X-Strata-Text-Key`. `None` without `X-Strata-Book`.
+fn parse_page(h: &HeaderMap) -> Result<Option<PageUpload>, Response> {
+    let bad = |d: String| error(StatusCode::BAD_REQUEST, "bad_page", d);
+    let text_of = |name: &str| -> Result<Option<String>, Response> {
+        let Some(v) = h.get(name) else {
+            return Ok(None);
+        };
+        let raw = v
+            .to_str()
+            .map_err(|_| bad(format!("{name} must be percent-encoded UTF-8")))?;
+        let bytes = percent_decode(raw).map_err(|e| bad(format!("{name}: {e}")))?;
+        String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| bad(format!("{name} is not UTF-8 once decoded")))
+    };
+    let book = text_of("x-strata-book")?;
+    let page = text_of("x-strata-page")?;
+    let text = text_of("x-strata-text")?;
+    let text_key = text_of("x-strata-text-key")?;
+    let Some(book) = book else {
+        if page.is_some() || text.is_some() || text_key.is_some() {
+            return Err(bad(
+                "X-Strata-Page and X-Strata-Text need X-Strata-Book".into()
+            ));
+        }
+        return Ok(None);
+    };
+    if book.is_empty() || book.len() > MAX_BOOK_BYTES || book.chars().any(char::is_control) {
+        return Err(bad(format!(
+            "X-Strata-Book must be 1..={MAX_BOOK_BYTES} bytes without control characters"
+        )));
+    }
+    let page = page
+        .ok_or_else(|| bad("X-Strata-Book needs X-Strata-Page".into()))?
+        .parse::<u64>()
+        .map_err(|_| bad("X-Strata-Page must be a page number (0 or more)".into()))?;
+    let text = match (text, text_key) {
+        (Some(t), None) if t.len() <= MAX_TEXT_BYTES => PageText::Inline(t),
+        (Some(_), None) => {
+            return Err(bad(format!("X-Strata-Text is over {MAX_TEXT_BYTES} bytes")));
+        }
+        (None, Some(k)) => {
+            validate_key(&k).map_err(|e| bad(format!("X-Strata-Text-Key: {e}")))?;
+            PageText::Sidecar(k)
+        }
+        (None, None) => return Err(bad("a page needs X-Strata-Text or X-Strata-Text-Key".into())),
+        (Some(_), Some(_)) => {
+            return Err(bad(
+                "give X-Strata-Text or X-Strata-Text-Key, not both".into()
+            ))
+        }
+    };
+    Ok(Some(PageUpload {
+        at: PageRef { book, page },
+        text,
+    }))
+}
+
 fn parse_tags(headers: &HeaderMap) -> Result<Vec<String>, Response> {
     let Some(v) = headers.get("x-strata-tags") else {
         return Ok(Vec::new());
@@ -256,6 +322,10 @@ async fn put_blob(node: &Arc<Node>, key: String, req: Request) -> Response {
     }
     let tags = match parse_tags(req.headers()) {
         Ok(t) => t,
+        Err(r) => return r,
+    };
+    let page = match parse_page(req.headers()) {
+        Ok(p) => p,
         Err(r) => return r,
     };
     // RFC 7240: honoured when a queue is connected, else the write is done
@@ -322,6 +392,7 @@ async fn put_blob(node: &Arc<Node>, key: String, req: Request) -> Response {
                 &key,
                 &content_type,
                 &tags,
+                page,
                 &body,
                 idempotency_key,
                 node.opts.upload_attempts,
@@ -345,9 +416,13 @@ async fn put_blob(node: &Arc<Node>, key: String, req: Request) -> Response {
             Err(e) => tier_error(e),
         };
     }
-    match node.write_blob(&key, body, content_type, tags).await {
-        Ok(meta) => {
-            let body = serde_json::json!({ "key": key, "id": meta.id, "size": meta.size, "etag": meta.etag });
+    match node.write_page(&key, body, content_type, tags, page).await {
+        Ok((meta, index_job)) => {
+            let mut body = serde_json::json!({ "key": key, "id": meta.id, "size": meta.size, "etag": meta.etag });
+            if let Some(j) = index_job {
+                // Poll it to know when the page is searchable.
+                body["index_job"] = format!("/v1/jobs/{j}").into();
+            }
             let mut r = (
                 StatusCode::CREATED,
                 [(header::CONTENT_TYPE, "application/json")],
@@ -362,6 +437,30 @@ async fn put_blob(node: &Arc<Node>, key: String, req: Request) -> Response {
         }
         Err(e) => tier_error(e),
     }
+}
+
+/// `GET /v1/search`: books whose pages hold the query's words.
+async fn search(
+    State(node): State<Arc<Node>>,
+    q: Result<Query<search::Query>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_query", e.body_text()),
+    };
+    let Some(tier) = node.search() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this node has no search shards",
+        );
+    };
+    let r = match tier.search(q).await {
+        Ok(res) => axum::Json(res).into_response(),
+        Err(Error::Rejected { detail, .. }) => error(StatusCode::BAD_REQUEST, "bad_query", detail),
+        Err(e) => tier_error(e),
+    };
+    count(&node, r)
 }
 
 /// `GET /v1/jobs/{id}`: an asynchronous upload's state and result.

@@ -43,6 +43,9 @@ struct UploadHead {
     key: String,
     content_type: String,
     tags: Vec<String>,
+    /// Set when the image is a book page to index.
+    #[serde(default)]
+    page: Option<crate::search::PageUpload>,
 }
 
 /// A job leased to this node's worker.
@@ -66,6 +69,7 @@ impl QueueHandle {
         key: &str,
         content_type: &str,
         tags: &[String],
+        page: Option<crate::search::PageUpload>,
         body: &Bytes,
         idempotency_key: Option<String>,
         max_attempts: u32,
@@ -74,6 +78,7 @@ impl QueueHandle {
             key: key.to_owned(),
             content_type: content_type.to_owned(),
             tags: tags.to_vec(),
+            page,
         };
         let mut payload = serde_json::to_vec(&head).map_err(unavailable)?;
         payload.push(b'\n');
@@ -213,8 +218,8 @@ async fn run_upload(node: &Arc<Node>, payload: &Bytes) -> std::result::Result<By
         .map_err(|e| format!("bad upload job header: {e}"))?;
     let body = payload.slice(nl + 1..);
     let is_image = matches!(head.content_type.as_str(), "image/png" | "image/jpeg");
-    let meta = node
-        .write_blob(&head.key, body, head.content_type, head.tags)
+    let (meta, index_job) = node
+        .write_page(&head.key, body, head.content_type, head.tags, head.page)
         .await
         .map_err(|e| e.to_string())?;
     if let Some(c) = &node.caching {
@@ -235,7 +240,10 @@ async fn run_upload(node: &Arc<Node>, payload: &Bytes) -> std::result::Result<By
             .map_err(|e| e.to_string())?;
         }
     }
-    let v = serde_json::json!({"key": head.key, "id": meta.id, "size": meta.size, "etag": meta.etag, "content_type": meta.content_type});
+    let mut v = serde_json::json!({"key": head.key, "id": meta.id, "size": meta.size, "etag": meta.etag, "content_type": meta.content_type});
+    if let Some(j) = index_job {
+        v["index_job"] = format!("/v1/jobs/{j}").into();
+    }
     Ok(Bytes::from(v.to_string()))
 }
 
@@ -280,11 +288,17 @@ async fn run_thumbnails(node: &Arc<Node>, payload: &Bytes) -> std::result::Resul
     ))
 }
 
-/// Starts `n` workers taking upload jobs for `node` until `stop` says
+/// Starts `n` workers per queue (uploads, thumbnails, repairs, search)
+/// taking jobs for `node` until `stop` says
 /// true (or its sender is dropped). A job a worker holds when it stops is
 /// redelivered when its lease expires.
 pub fn spawn_workers(node: &Arc<Node>, n: usize, stop: tokio::sync::watch::Receiver<bool>) {
-    for queue in [UPLOADS, THUMBS, crate::repair::REPAIRS] {
+    for queue in [
+        UPLOADS,
+        THUMBS,
+        crate::repair::REPAIRS,
+        crate::search::SEARCH_JOBS,
+    ] {
         spawn_queue_workers(node, queue, n, stop.clone());
     }
 }
@@ -323,6 +337,9 @@ fn spawn_queue_workers(
                 let outcome = match queue {
                     THUMBS => run_thumbnails(&node, &job.payload).await,
                     crate::repair::REPAIRS => crate::repair::run_repair(&node, &job.payload).await,
+                    crate::search::SEARCH_JOBS => {
+                        crate::search::run_index(&node, &job.payload).await
+                    }
                     _ => run_upload(&node, &job.payload).await,
                 };
                 if let Err(e) = &outcome {

@@ -29,12 +29,9 @@ pub(crate) fn percent_decode(s: &str) -> Result<Vec<u8>, String> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let hex = b.get(i + 1..i + 3).ok_or("truncated %-escape in path")?;
-            let hex = std::str::from_utf8(hex).map_err(|_| "bad %-escape in path")?;
-            out.push(
-                u8::from_str_radix(hex, 16)
-                    .map_err(|_| format!("bad %-escape `%{hex}` in path"))?,
-            );
+            let hex = b.get(i + 1..i + 3).ok_or("truncated %-escape")?;
+            let hex = std::str::from_utf8(hex).map_err(|_| "bad %-escape")?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad %-escape `%{hex}`"))?);
             i += 3;
         } else {
             out.push(b[i]);

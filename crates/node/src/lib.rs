@@ -20,6 +20,7 @@ mod keys;
 mod metrics;
 mod node;
 mod repair;
+pub mod search;
 pub mod session;
 mod streaming;
 pub mod thumbs;

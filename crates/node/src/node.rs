@@ -110,6 +110,8 @@ pub struct Node {
     cpu_last: Mutex<Option<(f64, std::time::Instant)>>,
     /// The queue for asynchronous uploads, once set.
     queue: std::sync::OnceLock<crate::jobs::QueueHandle>,
+    /// The search shards, once set.
+    search: std::sync::OnceLock<crate::search::SearchTier>,
 }
 
 /// What a collapsed store read also puts in the cache.
@@ -124,6 +126,16 @@ enum Fill {
 pub type BlobCollapser = proxy::Collapser<(u64, Option<(u64, u64)>), Bytes, Error>;
 
 impl Node {
+    /// Connects the search shards (once).
+    pub fn set_search(&self, tier: crate::search::SearchTier) {
+        let _ = self.search.set(tier);
+    }
+
+    /// The search shards, if connected.
+    pub fn search(&self) -> Option<&crate::search::SearchTier> {
+        self.search.get()
+    }
+
     /// Connects the queue for asynchronous uploads (once).
     pub fn set_queue(&self, q: crate::jobs::QueueHandle) {
         let _ = self.queue.set(q);
@@ -163,6 +175,7 @@ impl Node {
             batcher: opts_batch.map(|(w, max)| crate::batch::Batcher::new(w, max)),
             cpu_last: Mutex::new(None),
             queue: std::sync::OnceLock::new(),
+            search: std::sync::OnceLock::new(),
         });
         if any_remote {
             health::spawn_prober(&node, probe);
@@ -230,8 +243,8 @@ impl Node {
     }
 
     /// Writes `body` to R stores, then commits `key` in the index. Returns
-    /// the new record and the one it replaced (whose blob is then deleted
-    /// from its stores in the background).
+    /// the new record; the one it replaced has its blob deleted from its
+    /// stores in the background.
     pub async fn write_blob(
         self: &Arc<Self>,
         key: &str,
@@ -239,6 +252,24 @@ impl Node {
         content_type: String,
         tags: Vec<String>,
     ) -> Result<BlobMeta> {
+        Ok(self
+            .write_page(key, body, content_type, tags, None)
+            .await?
+            .0)
+    }
+
+    /// [`Node::write_blob`] of an image that may be a book page: once the
+    /// index has committed, the search change is queued (also when the key
+    /// was a page and no longer is). Returns the record and the indexing
+    /// job, if one was queued.
+    pub async fn write_page(
+        self: &Arc<Self>,
+        key: &str,
+        body: Bytes,
+        content_type: String,
+        tags: Vec<String>,
+        page: Option<crate::search::PageUpload>,
+    ) -> Result<(BlobMeta, Option<u64>)> {
         let id = self.next_id().await?;
         let names: Vec<&str> = self.stores.iter().map(|s| s.name.as_str()).collect();
         let ranked: Vec<usize> = cluster::rendezvous(&names, id)
@@ -300,7 +331,7 @@ impl Node {
         }
         // Keep the replica list in rendezvous order: readers try it in order.
         written.sort_by_key(|i| ranked.iter().position(|r| r == i));
-        let meta = BlobMeta {
+        let mut meta = BlobMeta {
             id,
             size: body.len() as u64,
             etag: format!("\"{:032x}\"", xxhash_rust::xxh3::xxh3_128(&body)),
@@ -311,6 +342,8 @@ impl Node {
                 .map(|&i| self.stores[i].name.clone())
                 .collect(),
             tags,
+            version: 0,
+            page: page.as_ref().map(|p| p.at.clone()),
         };
         let committed = self.index.put(key, &meta).await;
         if committed.is_ok() {
@@ -318,16 +351,23 @@ impl Node {
                 c.invalidate(key).await;
             }
         }
-        match committed {
-            Ok(Some(prev)) => self.delete_copies(prev),
-            Ok(None) => {}
+        let previous = match committed {
+            Ok(c) => {
+                meta.version = c.version;
+                c.previous
+            }
             Err(e) => {
                 // Not committed: the copies are unreachable garbage; drop them.
                 self.cleanup(id, &written);
                 return Err(e);
             }
+        };
+        let job =
+            crate::search::after_change(self, key, meta.version, page, previous.as_ref()).await;
+        if let Some(prev) = previous {
+            self.delete_copies(prev);
         }
-        Ok(meta)
+        Ok((meta, job?))
     }
 
     fn cleanup(self: &Arc<Self>, id: u64, written: &[usize]) {
@@ -609,9 +649,17 @@ impl Node {
     /// Removes `key`; `None` if it did not exist. Store copies are deleted in
     /// the background once the index no longer names them.
     pub async fn delete_blob(self: &Arc<Self>, key: &str) -> Result<Option<BlobMeta>> {
-        let prev = self.index.delete(key).await?;
+        let committed = self.index.delete(key).await?;
+        let prev = committed.previous;
         if let Some(c) = &self.caching {
             c.invalidate(key).await;
+        }
+        if let Err(e) =
+            crate::search::after_change(self, key, committed.version, None, prev.as_ref()).await
+        {
+            // The blob is gone; its page stays findable until the next
+            // change of the key. Rare (queue and shard both unreachable).
+            tracing::error!(key, error = %e, "deleted page could not be removed from search");
         }
         if let Some(p) = &prev {
             self.delete_copies(p.clone());

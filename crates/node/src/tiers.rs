@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hyper::Method;
-use index::{BlobMeta, IndexDb, Listing};
+use index::{BlobMeta, Committed, IndexDb, Listing};
 use store::Store;
 
 use crate::http::{check, encode_query, HttpClient};
@@ -39,11 +39,6 @@ fn json<T: serde::de::DeserializeOwned>(tier: &str, b: &Bytes) -> Result<T> {
     })
 }
 
-#[derive(serde::Deserialize)]
-struct Previous {
-    previous: Option<BlobMeta>,
-}
-
 impl IndexHandle {
     /// Looks `key` up.
     pub async fn get(&self, key: &str) -> Result<Option<BlobMeta>> {
@@ -63,11 +58,12 @@ impl IndexHandle {
         }
     }
 
-    /// Commits `meta` for `key`; returns the replaced record.
-    pub async fn put(&self, key: &str, meta: &BlobMeta) -> Result<Option<BlobMeta>> {
+    /// Commits `meta` for `key`; returns its commit number and the
+    /// replaced record.
+    pub async fn put(&self, key: &str, meta: &BlobMeta) -> Result<Committed> {
         match self {
             IndexHandle::Local(db) => db
-                .put(key.to_owned(), meta.clone())
+                .put_versioned(key.to_owned(), meta.clone())
                 .await
                 .map_err(index_err),
             IndexHandle::Remote { base, http } => {
@@ -86,23 +82,27 @@ impl IndexHandle {
                     )
                     .await?;
                 check("index", &r)?;
-                Ok(json::<Previous>("index", &r.body)?.previous)
+                json("index", &r.body)
             }
         }
     }
 
-    /// Removes `key`; returns what it held, `None` if absent.
-    pub async fn delete(&self, key: &str) -> Result<Option<BlobMeta>> {
+    /// Removes `key`; returns the delete's commit number and what it held
+    /// (`previous: None` if absent).
+    pub async fn delete(&self, key: &str) -> Result<Committed> {
         match self {
-            IndexHandle::Local(db) => db.delete(key.to_owned()).await.map_err(index_err),
+            IndexHandle::Local(db) => db.delete_versioned(key.to_owned()).await.map_err(index_err),
             IndexHandle::Remote { base, http } => {
                 let url = format!("{base}/key?key={}", encode_query(key));
                 let r = http
                     .send("index", Method::DELETE, &url, &[], Bytes::new())
                     .await?;
                 match check("index", &r) {
-                    Ok(()) => Ok(json::<Previous>("index", &r.body)?.previous),
-                    Err(Error::NotFound) => Ok(None),
+                    Ok(()) => json("index", &r.body),
+                    Err(Error::NotFound) => Ok(Committed {
+                        version: 0,
+                        previous: None,
+                    }),
                     Err(e) => Err(e),
                 }
             }

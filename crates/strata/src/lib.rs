@@ -6,6 +6,7 @@
 //! Errors are `anyhow` here (this is the binary's side).
 
 pub mod gateway;
+pub mod import;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use cluster::{ClusterConfig, Role};
 use index::IndexDb;
+use node::search::{SearchTier, ShardHandle, ShardMember};
 use node::{IndexHandle, Node, NodeOptions, StoreHandle, StoreMember};
 use store::{Store, StoreOptions};
 use tokio::net::TcpListener;
@@ -75,6 +77,17 @@ pub fn node_options(cfg: &ClusterConfig) -> NodeOptions {
     }
 }
 
+/// Opens a search shard in `dir` with the `[search]` settings.
+pub fn open_shard(cfg: &ClusterConfig, dir: &Path) -> anyhow::Result<Arc<search::Shard>> {
+    let opts = search::ShardOptions {
+        writer_threads: cfg.search.writer_threads,
+        writer_bytes: cfg.search.writer_mb << 20,
+        ..search::ShardOptions::default()
+    };
+    search::Shard::open(dir, opts)
+        .with_context(|| format!("opening the search shard in {}", dir.display()))
+}
+
 /// Runs member `name` of `cfg` on `listener` until `shutdown` is signalled.
 pub async fn run_role(
     cfg: Arc<ClusterConfig>,
@@ -120,6 +133,10 @@ pub async fn run_role(
                 ));
             }
             queue::http::serve(listener, broker, shutdown_signal(shutdown)).await?;
+        }
+        Role::Search => {
+            let shard = open_shard(&cfg, &data(&me)?)?;
+            search::server::serve(listener, shard, shutdown_signal(shutdown)).await?;
         }
         Role::Cache => {
             let server = cache_member(&cfg, None);
@@ -344,6 +361,23 @@ pub fn cluster_node_with(
             http: node::http::HttpClient::new(Duration::from_secs(10)),
         });
     }
+    let search_http = node::http::HttpClient::new(Duration::from_secs(30));
+    let shards: Vec<ShardMember> = cfg
+        .members_with(Role::Search)
+        .map(|m| ShardMember {
+            name: m.name.clone(),
+            handle: ShardHandle::Remote {
+                base: format!("http://{}", m.addr),
+                http: search_http.clone(),
+            },
+        })
+        .collect();
+    if !shards.is_empty() {
+        node.set_search(SearchTier::new(
+            shards,
+            Duration::from_millis(cfg.search.timeout_ms),
+        ));
+    }
     Ok(node)
 }
 
@@ -366,6 +400,8 @@ pub struct ServeHandle {
     pub beanstalk_addr: SocketAddr,
     /// The in-process broker.
     pub broker: Arc<queue::Broker>,
+    /// The search shards' internal APIs.
+    pub search_addrs: Vec<SocketAddr>,
     /// The in-process store.
     pub store: Arc<Store>,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -422,7 +458,17 @@ pub async fn start_serve_with(
     tracing::info!(?report, blobs = store.len(), "store open");
     let db = IndexDb::open(&data.join("index")).context("opening the index")?;
     let broker = open_broker(cfg, &data.join("queue"))?;
+    let shards = (0..cfg.search.serve_shards)
+        .map(|i| open_shard(cfg, &data.join("search").join(i.to_string())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let (stop, rx) = watch::channel(false);
+    let mut search_addrs = Vec::new();
+    let mut search_ls = Vec::new();
+    for _ in &shards {
+        let l = TcpListener::bind("127.0.0.1:0").await?;
+        search_addrs.push(l.local_addr()?);
+        search_ls.push(l);
+    }
 
     let store_l = TcpListener::bind("127.0.0.1:0").await?;
     // One cache node: its memcached server and the nodes share the engine,
@@ -477,6 +523,17 @@ pub async fn start_serve_with(
         );
         let own = if nodes == 1 { listener.take() } else { None };
         node.set_queue(node::jobs::QueueHandle::Local(broker.clone()));
+        node.set_search(SearchTier::new(
+            shards
+                .iter()
+                .enumerate()
+                .map(|(i, s)| ShardMember {
+                    name: format!("search-{i}"),
+                    handle: ShardHandle::Local(s.clone()),
+                })
+                .collect(),
+            Duration::from_millis(cfg.search.timeout_ms),
+        ));
         node::jobs::spawn_workers(&node, cfg.queue.workers, rx.clone());
         let l = match own {
             Some(l) => l,
@@ -518,6 +575,12 @@ pub async fn start_serve_with(
             .await?)
         }),
     ]);
+    for (l, shard) in search_ls.into_iter().zip(shards) {
+        let rx = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            Ok(search::server::serve(l, shard, shutdown_signal(rx)).await?)
+        }));
+    }
     if let Some(listener) = listener {
         tasks.push(start_serve_gateway(cfg, listener, &node_addrs, rx)?);
     }
@@ -530,6 +593,7 @@ pub async fn start_serve_with(
         queue_addr,
         beanstalk_addr,
         broker,
+        search_addrs,
         store,
         tasks,
         stop,

@@ -158,6 +158,26 @@ enum Cmd {
     Index(RoleArgs),
     /// Run a request node (the public API) from a cluster file.
     Node(RoleArgs),
+    /// Run a search shard (book pages) from a cluster file.
+    Search(RoleArgs),
+    /// Bulk-load a directory of books: DIR/<book>/<page>.png (or .jpg, ...)
+    /// with DIR/<book>/<page>.txt; returns once every page is searchable.
+    Import {
+        /// The directory of books.
+        dir: PathBuf,
+        /// The public API to upload through (gateway or node).
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Bearer token for writes (auth.write_token).
+        #[arg(long)]
+        token: Option<String>,
+        /// Uploads in flight.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -186,7 +206,8 @@ fn main() -> anyhow::Result<()> {
         | Cmd::Cache { threads, .. }
         | Cmd::Gateway { threads, .. }
         | Cmd::Queue { threads, .. } => *threads,
-        Cmd::Store(a) | Cmd::Index(a) | Cmd::Node(a) => a.threads,
+        Cmd::Store(a) | Cmd::Index(a) | Cmd::Node(a) | Cmd::Search(a) => a.threads,
+        Cmd::Import { .. } => None,
     };
     // One thread: a current-thread runtime, where a woken task runs on the
     // thread that woke it with no cross-thread handoff (the gateway's
@@ -241,6 +262,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             println!("  queue        http://{} (jobs API)", h.queue_addr);
             println!("  beanstalkd   {} (beanstalkd protocol)", h.beanstalk_addr);
+            for (i, a) in h.search_addrs.iter().enumerate() {
+                println!("  search {i}     http://{a} (internal shard)");
+            }
             strata::shutdown_signal(rx).await;
             h.shutdown().await
         }
@@ -451,7 +475,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             queue::http::serve(listener, broker, strata::shutdown_signal(rx)).await?;
             Ok(())
         }
-        Cmd::Store(a) | Cmd::Index(a) | Cmd::Node(a) => {
+        Cmd::Import {
+            dir,
+            url,
+            token,
+            concurrency,
+            quiet,
+        } => {
+            let t0 = std::time::Instant::now();
+            let r = strata::import::run(&dir, &url, token.as_deref(), concurrency, quiet).await?;
+            println!(
+                "imported {} pages ({} bytes) in {:.1} s; {} indexing jobs failed",
+                r.pages,
+                r.bytes,
+                t0.elapsed().as_secs_f64(),
+                r.failed_jobs
+            );
+            if r.failed_jobs > 0 {
+                anyhow::bail!(
+                    "{} pages are not searchable (dead indexing jobs)",
+                    r.failed_jobs
+                );
+            }
+            Ok(())
+        }
+        Cmd::Store(a) | Cmd::Index(a) | Cmd::Node(a) | Cmd::Search(a) => {
             let cfg = Arc::new(ClusterConfig::load(&a.config)?);
             let me = cfg.member(&a.name)?.clone();
             let listener = tokio::net::TcpListener::bind(me.addr)

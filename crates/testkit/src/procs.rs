@@ -67,7 +67,19 @@ impl Procs {
         replicas: usize,
         extra: &str,
     ) -> anyhow::Result<Procs> {
-        Self::launch_with(bin, stores, replicas, 0, 0, extra, true).await
+        Self::launch_with(bin, stores, replicas, 0, 0, extra, true, 0).await
+    }
+
+    /// [`Procs::cluster_with_queue`] plus `shards` search members
+    /// `search-1..`.
+    pub async fn cluster_with_search(
+        bin: &Path,
+        stores: usize,
+        replicas: usize,
+        shards: usize,
+        extra: &str,
+    ) -> anyhow::Result<Procs> {
+        Self::launch_with(bin, stores, replicas, 0, 0, extra, true, shards).await
     }
 
     /// `nodes` = 0: one member `node`, no gateway.
@@ -79,9 +91,10 @@ impl Procs {
         nodes: usize,
         extra: &str,
     ) -> anyhow::Result<Procs> {
-        Self::launch_with(bin, stores, replicas, caches, nodes, extra, false).await
+        Self::launch_with(bin, stores, replicas, caches, nodes, extra, false, 0).await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn launch_with(
         bin: &Path,
         stores: usize,
@@ -90,6 +103,7 @@ impl Procs {
         nodes: usize,
         extra: &str,
         queue: bool,
+        shards: usize,
     ) -> anyhow::Result<Procs> {
         let dir = tempfile::tempdir()?;
         let mut text = format!("replicas = {replicas}\n{extra}\n");
@@ -117,6 +131,9 @@ impl Procs {
         }
         if queue {
             add("queue".into(), "queue", true)?;
+        }
+        for i in 1..=shards {
+            add(format!("search-{i}"), "search", true)?;
         }
         if nodes == 0 {
             add("node".into(), "node", false)?;

@@ -1,0 +1,516 @@
+//! Search end to end: page images uploaded with their text are indexed
+//! through the queue and found by their words, nested by book; updates and
+//! deletes converge on the last write; a shard that is down gives a partial
+//! answer; `strata import` loads a directory of books.
+
+use std::time::{Duration, Instant};
+
+use testkit::{Client, InProc, Method, Procs, StatusCode};
+
+fn bin() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_BIN_EXE_strata"))
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Uploads a page image; returns the indexing job's path.
+async fn put_page(c: &Client, key: &str, book: &str, page: u64, text: &str) -> String {
+    let (b, p, t) = (enc(book), page.to_string(), enc(text));
+    let r = c
+        .send(
+            Method::PUT,
+            &format!("/v1/blobs/{key}"),
+            &[
+                ("x-strata-book", &b),
+                ("x-strata-page", &p),
+                ("x-strata-text", &t),
+                ("content-type", "image/png"),
+            ],
+            format!("image of {key} {text}"),
+        )
+        .await
+        .expect("put page");
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    r.json()["index_job"]
+        .as_str()
+        .expect("an index job")
+        .to_owned()
+}
+
+/// Polls a job until it ends; its final status.
+async fn wait_job(c: &Client, path: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = c.get(path).await.expect("job status").json();
+        match v["state"].as_str() {
+            Some("succeeded" | "dead") => return v,
+            _ if Instant::now() > deadline => panic!("job {path} did not end: {v}"),
+            _ => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
+async fn search(c: &Client, query: &str) -> serde_json::Value {
+    let r = c
+        .get(&format!("/v1/search?q={}", enc(query)))
+        .await
+        .expect("search");
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    r.json()
+}
+
+fn books(v: &serde_json::Value) -> Vec<String> {
+    v["books"]
+        .as_array()
+        .expect("books")
+        .iter()
+        .map(|b| b["book"].as_str().expect("book").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_are_found_by_their_words_nested_by_book() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = InProc::serve_default(dir.path()).await.expect("serve");
+    let c = &s.client;
+    let mut jobs = Vec::new();
+    for (key, book, page, text) in [
+        (
+            "moby/1.png",
+            "Moby Dick",
+            1,
+            "Call me Ishmael. The whale, the whale!",
+        ),
+        (
+            "moby/2.png",
+            "Moby Dick",
+            2,
+            "A whale surfaced near the ship",
+        ),
+        ("moby/3.png", "Moby Dick", 3, "The crew slept"),
+        (
+            "ahab/9.png",
+            "Ahab's Log",
+            9,
+            "no whale today, only fog and a long grey sea",
+        ),
+        (
+            "cook/1.png",
+            "Cookbook",
+            1,
+            "whisk the eggs; call the guests",
+        ),
+    ] {
+        jobs.push(put_page(c, key, book, page, text).await);
+    }
+    for j in &jobs {
+        let v = wait_job(c, j).await;
+        assert_eq!(v["state"], "succeeded", "{v}");
+    }
+
+    let v = search(c, "whale").await;
+    assert_eq!(books(&v), ["Moby Dick", "Ahab's Log"], "{v}");
+    assert_eq!(v["partial"], false);
+    assert!(v["took_ms"].as_f64().is_some());
+    let moby = &v["books"][0];
+    let pages: Vec<u64> = moby["pages"]
+        .as_array()
+        .expect("pages")
+        .iter()
+        .map(|p| p["page"].as_u64().expect("page"))
+        .collect();
+    assert_eq!(pages, [1, 2], "best page first; page 3 has no whale");
+    assert_eq!(moby["pages"][0]["key"], "moby/1.png");
+    assert!(moby["pages"][0]["snippet"]
+        .as_str()
+        .expect("snippet")
+        .contains("<b>whale</b>"));
+    // The page key leads to the image.
+    let img = c.get("/v1/blobs/moby/1.png").await.expect("image");
+    assert_eq!(img.status, StatusCode::OK);
+
+    // Phrases keep word order; all words must match; a book filter.
+    assert_eq!(
+        books(&search(c, "\"call me ishmael\"").await),
+        ["Moby Dick"]
+    );
+    assert_eq!(books(&search(c, "call whisk").await), ["Cookbook"]);
+    let only = c
+        .get("/v1/search?q=whale&book=Ahab%27s%20Log&limit=5")
+        .await
+        .expect("search")
+        .json();
+    assert_eq!(books(&only), ["Ahab's Log"]);
+    // Bad queries are a 400 with a reason, not a 500 or an empty answer.
+    for bad in [
+        "/v1/search",
+        "/v1/search?q=",
+        "/v1/search?q=x&limit=0",
+        "/v1/search?q=x&limit=abc",
+        "/v1/search?q=nofield%3Ax",
+    ] {
+        let r = c.get(bad).await.expect("bad search");
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {:?}", r.body);
+        assert!(r.json()["detail"].as_str().is_some());
+    }
+    s.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_is_searchable_as_soon_as_its_job_completes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = InProc::serve_default(dir.path()).await.expect("serve");
+    let c = &s.client;
+    for i in 0..20u64 {
+        let word = format!("zebra{i}");
+        let job = put_page(c, &format!("vis/{i}.png"), "Visible", i, &word).await;
+        let v = wait_job(c, &job).await;
+        assert_eq!(v["state"], "succeeded", "{v}");
+        // The shard answers the job only once the page is committed and
+        // its readers reloaded, so the very next query sees it — well
+        // within the 1 s the issue allows.
+        let done = Instant::now();
+        let r = search(c, &word).await;
+        assert_eq!(books(&r), ["Visible"], "{word}: {r}");
+        assert!(done.elapsed() < Duration::from_secs(1));
+    }
+    s.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_and_deletes_end_with_the_last_write() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = InProc::serve_default(dir.path()).await.expect("serve");
+    let c = &s.client;
+
+    // Concurrent updates of one page through both nodes: whichever write
+    // the index committed last is the text search finds.
+    for round in 0..5 {
+        let key = format!("race/{round}.png");
+        let mut tasks = Vec::new();
+        for w in 0..6u64 {
+            let c = s.node((w % 2) as usize);
+            let key = key.clone();
+            tasks.push(tokio::spawn(async move {
+                put_page(&c, &key, "Race", 1, &format!("draft{w}")).await
+            }));
+        }
+        let mut jobs = Vec::new();
+        for t in tasks {
+            jobs.push(t.await.expect("task"));
+        }
+        for j in &jobs {
+            wait_job(c, j).await;
+        }
+        let body = c.get(&format!("/v1/blobs/{key}")).await.expect("get").body;
+        let body = String::from_utf8_lossy(&body).to_string();
+        let last = body.rsplit(' ').next().expect("draft word").to_owned();
+        for w in 0..6 {
+            let word = format!("draft{w}");
+            let found = !books(&search(c, &word).await).is_empty();
+            // Only this round's page holds drafts once earlier rounds are
+            // deleted below.
+            assert_eq!(found, word == last, "round {round}: {word} vs last {last}");
+        }
+        // Deleting the image removes the page from search.
+        assert_eq!(
+            c.delete(&format!("/v1/blobs/{key}"))
+                .await
+                .expect("del")
+                .status,
+            StatusCode::NO_CONTENT
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !books(&search(c, &last).await).is_empty() {
+            assert!(Instant::now() < deadline, "deleted page still found");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    // Re-uploading a page image without page headers makes it a plain
+    // blob: its words go; moving it to another book moves it.
+    let j = put_page(c, "plain.png", "Before", 1, "wanderer").await;
+    wait_job(c, &j).await;
+    let j = put_page(c, "plain.png", "After", 4, "wanderer").await;
+    wait_job(c, &j).await;
+    assert_eq!(books(&search(c, "wanderer").await), ["After"]);
+    let r = c
+        .put("/v1/blobs/plain.png", "just bytes")
+        .await
+        .expect("put");
+    let job = r.json()["index_job"]
+        .as_str()
+        .expect("removal job")
+        .to_owned();
+    wait_job(c, &job).await;
+    assert!(books(&search(c, "wanderer").await).is_empty());
+    s.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_text_comes_from_a_json_sidecar_and_bad_page_headers_are_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = InProc::serve_default(dir.path()).await.expect("serve");
+    let c = &s.client;
+    let long = format!("{} quetzal", "lorem ipsum dolor sit amet ".repeat(4000));
+    let side = serde_json::json!({ "text": long }).to_string();
+    assert_eq!(
+        c.put("/v1/blobs/long/1.txt.json", side)
+            .await
+            .expect("sidecar")
+            .status,
+        StatusCode::CREATED
+    );
+    let r = c
+        .send(
+            Method::PUT,
+            "/v1/blobs/long/1.png",
+            &[
+                ("x-strata-book", "Long"),
+                ("x-strata-page", "1"),
+                ("x-strata-text-key", "long/1.txt.json"),
+            ],
+            "png bytes",
+        )
+        .await
+        .expect("put");
+    assert_eq!(r.status, StatusCode::CREATED);
+    let job = r.json()["index_job"].as_str().expect("job").to_owned();
+    assert_eq!(wait_job(c, &job).await["state"], "succeeded");
+    assert_eq!(books(&search(c, "quetzal").await), ["Long"]);
+
+    for (headers, why) in [
+        (vec![("x-strata-page", "1")], "page without book"),
+        (vec![("x-strata-book", "B")], "book without page"),
+        (
+            vec![
+                ("x-strata-book", "B"),
+                ("x-strata-page", "one"),
+                ("x-strata-text", "t"),
+            ],
+            "page not a number",
+        ),
+        (
+            vec![("x-strata-book", "B"), ("x-strata-page", "1")],
+            "no text",
+        ),
+        (
+            vec![
+                ("x-strata-book", "B"),
+                ("x-strata-page", "1"),
+                ("x-strata-text", "%ZZ"),
+            ],
+            "bad escape",
+        ),
+        (
+            vec![
+                ("x-strata-book", "B"),
+                ("x-strata-page", "1"),
+                ("x-strata-text", "%FF%FE"),
+            ],
+            "not UTF-8",
+        ),
+        (
+            vec![
+                ("x-strata-book", "%0A"),
+                ("x-strata-page", "1"),
+                ("x-strata-text", "t"),
+            ],
+            "control char in book",
+        ),
+        (
+            vec![
+                ("x-strata-book", "B"),
+                ("x-strata-page", "1"),
+                ("x-strata-text", "t"),
+                ("x-strata-text-key", "k"),
+            ],
+            "both texts",
+        ),
+    ] {
+        let r = c
+            .send(Method::PUT, "/v1/blobs/bad.png", &headers, "x")
+            .await
+            .expect("put");
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{why}: {:?}", r.body);
+        assert_eq!(r.json()["error"], "bad_page", "{why}");
+    }
+    // Nothing was stored by the refused uploads.
+    assert_eq!(
+        c.get("/v1/blobs/bad.png").await.expect("get").status,
+        StatusCode::NOT_FOUND
+    );
+
+    // A sidecar that does not exist fails the job (retried, then dead) and
+    // indexes nothing.
+    let r = c
+        .send(
+            Method::PUT,
+            "/v1/blobs/orphan.png",
+            &[
+                ("x-strata-book", "Orphan"),
+                ("x-strata-page", "1"),
+                ("x-strata-text-key", "missing.json"),
+            ],
+            "x",
+        )
+        .await
+        .expect("put");
+    let job = r.json()["index_job"].as_str().expect("job").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let st = loop {
+        let st = c.get(&job).await.expect("status").json();
+        if st["error"].is_string() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "job never failed: {st}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(
+        matches!(st["state"].as_str(), Some("retrying" | "dead")),
+        "{st}"
+    );
+    assert!(
+        st["error"]
+            .as_str()
+            .expect("error")
+            .contains("missing.json"),
+        "{st}"
+    );
+    assert!(books(&search(c, "orphan").await).is_empty());
+    s.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_that_is_down_gives_a_partial_answer() {
+    let mut p = Procs::cluster_with_search(bin(), 1, 1, 2, "")
+        .await
+        .expect("cluster");
+    let c = p.client();
+    // Enough books that both shards hold some.
+    let mut jobs = Vec::new();
+    for b in 0..12u64 {
+        jobs.push(
+            put_page(
+                &c,
+                &format!("b{b}/1.png"),
+                &format!("book {b}"),
+                1,
+                "common lighthouse",
+            )
+            .await,
+        );
+    }
+    for j in &jobs {
+        assert_eq!(wait_job(&c, j).await["state"], "succeeded");
+    }
+    let full = search(&c, "lighthouse").await;
+    assert_eq!(books(&full).len(), 10, "default limit");
+    let mut all = c
+        .get("/v1/search?q=lighthouse&limit=50")
+        .await
+        .expect("s")
+        .json();
+    assert_eq!(books(&all).len(), 12);
+    assert_eq!(all["partial"], false);
+
+    p.kill("search-2").expect("kill");
+    all = c
+        .get("/v1/search?q=lighthouse&limit=50")
+        .await
+        .expect("s")
+        .json();
+    assert_eq!(all["partial"], true, "{all}");
+    let left = books(&all).len();
+    assert!(left > 0 && left < 12, "{left} books from the live shard");
+
+    // Indexing a page of a book on the dead shard waits in the queue and
+    // lands once the shard is back.
+    let ring = cluster::Ring::new(&["search-1", "search-2"], 160);
+    let late = (0..)
+        .map(|i| format!("late {i}"))
+        .find(|b| ring.owner(b.as_bytes()) == Some(1))
+        .expect("a book on search-2");
+    let job = put_page(&c, "late/1.png", &late, 1, "lighthouse keeper").await;
+    let st = c.get(&job).await.expect("status").json();
+    assert_ne!(st["state"], "succeeded", "{st}");
+    p.restart("search-2").await.expect("restart");
+    assert_eq!(wait_job(&c, &job).await["state"], "succeeded");
+    let v = search(&c, "keeper").await;
+    assert_eq!(books(&v), [late.clone()]);
+    all = c
+        .get("/v1/search?q=lighthouse&limit=50")
+        .await
+        .expect("s")
+        .json();
+    assert_eq!(all["partial"], false);
+    assert_eq!(books(&all).len(), 13, "the restarted shard kept its pages");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_loads_a_directory_of_books() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = InProc::serve_default(&dir.path().join("data"))
+        .await
+        .expect("serve");
+    let books_dir = dir.path().join("books");
+    for (book, pages) in [("Alpha", 3u64), ("Beta", 2)] {
+        let d = books_dir.join(book);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        for p in 1..=pages {
+            std::fs::write(d.join(format!("{p:04}.png")), format!("img {book} {p}")).expect("img");
+            let mut text = format!("{book} page {p} words marmalade{p}");
+            if book == "Beta" && p == 2 {
+                // Longer than a header should carry: goes as a sidecar.
+                text.push_str(&" filler".repeat(3000));
+            }
+            std::fs::write(d.join(format!("{p:04}.txt")), text).expect("txt");
+        }
+    }
+    let out = std::process::Command::new(bin())
+        .arg("import")
+        .arg(&books_dir)
+        .args(["--url", &format!("http://{}", s.addr()), "--quiet"])
+        .output()
+        .expect("run import");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("imported 5 pages"), "{stdout}");
+    let c = &s.client;
+    let mut both = books(&search(c, "marmalade2").await);
+    both.sort();
+    assert_eq!(both, ["Alpha", "Beta"]);
+    let v = c
+        .get("/v1/search?q=marmalade2&book=Beta")
+        .await
+        .expect("s")
+        .json();
+    assert_eq!(v["books"][0]["pages"][0]["key"], "books/Beta/0002.png");
+    assert_eq!(books(&search(c, "marmalade3").await), ["Alpha"]);
+
+    // A page without its text is refused before anything is uploaded.
+    std::fs::write(books_dir.join("Beta").join("0003.png"), "img").expect("img");
+    let out = std::process::Command::new(bin())
+        .arg("import")
+        .arg(&books_dir)
+        .args(["--url", &format!("http://{}", s.addr()), "--quiet"])
+        .output()
+        .expect("run import");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0003.txt"));
+    s.stop().await.expect("stop");
+}
