@@ -13,6 +13,8 @@ fn meta(id: u64, tags: &[&str]) -> BlobMeta {
         created_ms: 1_700_000_000_000 + id,
         replicas: vec!["s1".into()],
         tags: tags.iter().map(|t| t.to_string()).collect(),
+        version: 0,
+        page: None,
     }
 }
 
@@ -22,6 +24,9 @@ async fn agrees_with_a_btreemap_model() {
     let db = IndexDb::open(dir.path()).expect("open");
     let mut model: BTreeMap<String, BlobMeta> = BTreeMap::new();
     let mut x: u64 = 12345;
+    // Every put and every delete of a present key takes the next commit
+    // number; the model counts them the same way.
+    let mut version = 0;
     for step in 0..600u64 {
         x = x
             .wrapping_mul(6364136223846793005)
@@ -32,21 +37,28 @@ async fn agrees_with_a_btreemap_model() {
             (x >> 40) % 200
         );
         if (x >> 33) % 5 == 0 {
-            assert_eq!(
-                db.delete(key.clone()).await.expect("delete"),
-                model.remove(&key)
-            );
+            let c = db.delete_versioned(key.clone()).await.expect("delete");
+            let had = model.remove(&key);
+            if had.is_some() {
+                version += 1;
+                assert_eq!(c.version, version);
+            } else {
+                assert_eq!(c.version, 0);
+            }
+            assert_eq!(c.previous, had);
         } else {
             let tags: &[&str] = if step % 2 == 0 {
                 &["even"]
             } else {
                 &["odd", "all"]
             };
-            let m = meta(step, tags);
-            assert_eq!(
-                db.put(key.clone(), m.clone()).await.expect("put"),
-                model.insert(key, m)
-            );
+            let mut m = meta(step, tags);
+            version += 1;
+            let c = db.put_versioned(key.clone(), m.clone()).await.expect("put");
+            assert_eq!(c.version, version);
+            m.version = version;
+            assert_eq!(db.get(&key).expect("get").as_ref(), Some(&m));
+            assert_eq!(c.previous, model.insert(key, m));
         }
     }
     // Prefix listing, page by page, equals the model's range.
@@ -94,7 +106,7 @@ async fn agrees_with_a_btreemap_model() {
 }
 
 #[tokio::test]
-async fn ids_are_unique_across_restarts() {
+async fn ids_and_commit_numbers_are_unique_across_restarts() {
     let dir = tempfile::tempdir().expect("tmp");
     let db = IndexDb::open(dir.path()).expect("open");
     let a = db.alloc_ids(100).await.expect("alloc");
@@ -107,5 +119,13 @@ async fn ids_are_unique_across_restarts() {
     // Dropping the handle joins its writer, so the file reopens at once.
     let db = IndexDb::open(dir.path()).expect("reopen");
     assert_eq!(db.alloc_ids(1).await.expect("alloc"), 201);
-    assert_eq!(db.get("k").expect("get"), Some(meta(1, &["t"])));
+    let mut want = meta(1, &["t"]);
+    want.version = 1;
+    assert_eq!(db.get("k").expect("get"), Some(want));
+    // Commit numbers go on from where they were.
+    let c = db
+        .put_versioned("k".into(), meta(2, &[]))
+        .await
+        .expect("put");
+    assert_eq!(c.version, 2);
 }

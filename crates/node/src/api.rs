@@ -389,10 +389,12 @@ async fn put_blob(node: &Arc<Node>, key: String, req: Request) -> Response {
         // Durable in the queue first; a worker writes the blob.
         return match q
             .put_upload(
-                &key,
-                &content_type,
-                &tags,
-                page,
+                &crate::jobs::UploadHead {
+                    key: key.clone(),
+                    content_type,
+                    tags,
+                    page,
+                },
                 &body,
                 idempotency_key,
                 node.opts.upload_attempts,

@@ -39,13 +39,16 @@ pub enum QueueHandle {
 
 /// What an upload job carries besides the body.
 #[derive(Debug, Serialize, Deserialize)]
-struct UploadHead {
-    key: String,
-    content_type: String,
-    tags: Vec<String>,
+pub struct UploadHead {
+    /// The blob's key.
+    pub key: String,
+    /// Its Content-Type.
+    pub content_type: String,
+    /// Its tags.
+    pub tags: Vec<String>,
     /// Set when the image is a book page to index.
     #[serde(default)]
-    page: Option<crate::search::PageUpload>,
+    pub page: Option<crate::search::PageUpload>,
 }
 
 /// A job leased to this node's worker.
@@ -66,21 +69,12 @@ impl QueueHandle {
     /// Puts an upload job; its id once durable.
     pub async fn put_upload(
         &self,
-        key: &str,
-        content_type: &str,
-        tags: &[String],
-        page: Option<crate::search::PageUpload>,
+        head: &UploadHead,
         body: &Bytes,
         idempotency_key: Option<String>,
         max_attempts: u32,
     ) -> Result<u64> {
-        let head = UploadHead {
-            key: key.to_owned(),
-            content_type: content_type.to_owned(),
-            tags: tags.to_vec(),
-            page,
-        };
-        let mut payload = serde_json::to_vec(&head).map_err(unavailable)?;
+        let mut payload = serde_json::to_vec(head).map_err(unavailable)?;
         payload.push(b'\n');
         payload.extend_from_slice(body);
         self.put_job(UPLOADS, payload, idempotency_key, max_attempts)

@@ -36,6 +36,8 @@ fn meta(id: u64) -> BlobMeta {
         created_ms: 0,
         replicas: vec!["s".into()],
         tags: vec![],
+        version: 0,
+        page: None,
     }
 }
 

@@ -62,6 +62,8 @@ async fn node_for(store: String, size: u64) -> (tempfile::TempDir, std::net::Soc
         created_ms: 0,
         replicas: vec!["s1".into()],
         tags: vec![],
+        version: 0,
+        page: None,
     };
     db.put("big".into(), meta).await.expect("put meta");
     let http = node::http::HttpClient::new(Duration::from_secs(5));

@@ -131,7 +131,7 @@ impl Shard {
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
         let threads = opts.writer_threads.max(1);
-        let bytes = opts.writer_bytes.max(threads * 16 << 20);
+        let bytes = opts.writer_bytes.max((threads * 16) << 20);
         let writer: IndexWriter = index.writer_with_num_threads(threads, bytes)?;
         let versions = Database::create(dir.join("versions.redb"))?;
         {

@@ -447,7 +447,7 @@ async fn a_shard_that_is_down_gives_a_partial_answer() {
     p.restart("search-2").await.expect("restart");
     assert_eq!(wait_job(&c, &job).await["state"], "succeeded");
     let v = search(&c, "keeper").await;
-    assert_eq!(books(&v), [late.clone()]);
+    assert_eq!(books(&v), [late]);
     all = c
         .get("/v1/search?q=lighthouse&limit=50")
         .await
