@@ -23,6 +23,7 @@ mod peers;
 mod proc_stat;
 mod queue_bench;
 mod ranges;
+mod search_bench;
 mod store_bench;
 mod wrk;
 
@@ -56,6 +57,8 @@ enum Scenario {
     Failover(failover::Args),
     /// Job queue: strata vs beanstalkd (put/reserve/delete, crash test).
     Queue(queue_bench::Args),
+    /// Page search at 1M pages: one shard vs four, p50/p99 per query kind.
+    Search(search_bench::Args),
     /// Node-local cache hit ratio with random vs consistent-hash selection.
     Affinity {
         /// Distinct images.
@@ -79,6 +82,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Balancer(a) => balancer_bench::run(a),
         Scenario::Failover(a) => failover::run(a),
         Scenario::Queue(a) => queue_bench::run(a),
+        Scenario::Search(a) => search_bench::run(a),
         Scenario::Affinity { keys, requests } => offline::affinity(keys, requests),
     }
 }

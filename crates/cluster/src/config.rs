@@ -809,4 +809,38 @@ addr = "127.0.0.1:8080"
             .expect("valid");
         assert_eq!(ok.queue.thumbnail_widths, vec![128, 512]);
     }
+
+    #[test]
+    fn bad_search_values_are_named() {
+        let body = GOOD.replace("replicas = 2\n", "");
+        let member =
+            "\n[[member]]\nname = \"shard-1\"\nrole = \"search\"\naddr = \"127.0.0.1:7800\"\n";
+        let cases = [
+            ("[search]\ntimeout_ms = 0\n", "search.timeout_ms"),
+            ("[search]\nwriter_threads = 0\n", "search.writer_threads"),
+            ("[search]\nwriter_threads = 17\n", "search.writer_threads"),
+            ("[search]\nwriter_mb = 8\n", "search.writer_mb"),
+            (
+                "[search]\nwriter_threads = 4\nwriter_mb = 32\n",
+                "search.writer_mb",
+            ),
+            ("[search]\nserve_shards = 0\n", "search.serve_shards"),
+            ("[search]\nshards = 2\n", "shards"),
+        ];
+        for (head, key) in cases {
+            let err = ClusterConfig::parse(&format!("{head}{body}"))
+                .expect_err(key)
+                .to_string();
+            assert!(err.contains(key), "expected `{key}` in: {err}");
+        }
+        // A search member needs a data directory.
+        let err = ClusterConfig::parse(&format!("{body}{member}"))
+            .expect_err("no data_dir")
+            .to_string();
+        assert!(err.contains("data_dir"), "{err}");
+        let ok =
+            ClusterConfig::parse(&format!("{body}{member}data_dir = \"/s\"\n")).expect("valid");
+        assert_eq!(ok.members_with(Role::Search).count(), 1);
+        assert_eq!(ok.search, SearchConfig::default());
+    }
 }
