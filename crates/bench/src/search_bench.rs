@@ -313,9 +313,21 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
     }
     let qs = queries(&corpus, a.queries);
     let mut results = Vec::new();
+    let mut local = Vec::new();
     for (n, shards, build) in &layouts {
         let tier = tier_over_http(shards).await?;
         let m = measure(&tier, &qs).await?;
+        // The same scatter-gather with in-process shards (as in `serve`):
+        // what the shards' work costs without the HTTP round trips.
+        let members = shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ShardMember {
+                name: format!("search-{i}"),
+                handle: ShardHandle::Local(s.clone()),
+            })
+            .collect();
+        local.push(measure(&SearchTier::new(members, Duration::from_secs(30)), &qs).await?);
         let pages: u64 = shards.iter().map(|s| s.num_pages()).sum();
         let bytes: u64 = shards.iter().map(|s| s.disk_bytes()).sum();
         results.push((*n, m, pages, bytes, *build));
@@ -346,6 +358,25 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
             "kind": one.kind,
             "one": {"p50_ms": one.p50, "p99_ms": one.p99, "books": one.books},
             "four": {"p50_ms": four.p50, "p99_ms": four.p99, "books": four.books},
+        }));
+    }
+    println!("same queries, shards in-process (no HTTP):");
+    for k in 0..3 {
+        let (one, four) = (&local[0][k], &local[1][k]);
+        println!(
+            "{:<10} {:>9.2} ms {:>9.2} ms {:>9.2} ms {:>9.2} ms {:>7.2}x {:>7.2}x",
+            one.kind,
+            one.p50,
+            one.p99,
+            four.p50,
+            four.p99,
+            four.p50 / one.p50,
+            four.p99 / one.p99
+        );
+        json_rows.push(serde_json::json!({
+            "kind": format!("{} (in-process)", one.kind),
+            "one": {"p50_ms": one.p50, "p99_ms": one.p99},
+            "four": {"p50_ms": four.p50, "p99_ms": four.p99},
         }));
     }
     for (n, _, pages, bytes, build) in &results {

@@ -140,9 +140,18 @@ impl ShardHandle {
 
     async fn search(&self, q: &Query) -> Result<Results> {
         match self {
-            ShardHandle::Local(s) => search::server::run_query(s.clone(), q.clone())
-                .await
-                .map_err(search_err),
+            ShardHandle::Local(s) => {
+                // The blocking pool, not this task: the shards of one query
+                // are polled by one task and must run side by side.
+                let (s, q) = (s.clone(), q.clone());
+                tokio::task::spawn_blocking(move || s.search(&q))
+                    .await
+                    .map_err(|e| Error::Unavailable {
+                        tier: "search".into(),
+                        detail: e.to_string(),
+                    })?
+                    .map_err(search_err)
+            }
             ShardHandle::Remote { base, http } => {
                 let mut url = format!(
                     "{base}/search?q={}&limit={}&pages={}",
