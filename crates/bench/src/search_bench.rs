@@ -361,8 +361,7 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
         }));
     }
     println!("same queries, shards in-process (no HTTP):");
-    for k in 0..3 {
-        let (one, four) = (&local[0][k], &local[1][k]);
+    for (one, four) in local[0].iter().zip(&local[1]) {
         println!(
             "{:<10} {:>9.2} ms {:>9.2} ms {:>9.2} ms {:>9.2} ms {:>7.2}x {:>7.2}x",
             one.kind,

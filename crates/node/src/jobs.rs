@@ -337,7 +337,7 @@ fn spawn_queue_workers(
                     _ => run_upload(&node, &job.payload).await,
                 };
                 if let Err(e) = &outcome {
-                    tracing::warn!(job = job.id, error = %e, "upload job failed; the queue retries it");
+                    tracing::warn!(job = job.id, error = %e, "job failed; the queue retries it");
                 }
                 if let Err(e) = q.finish(&job, outcome).await {
                     // The lease will expire and the job be redelivered.
