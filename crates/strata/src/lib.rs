@@ -500,9 +500,18 @@ pub async fn start_serve_with(
         let mut opts = node_options(cfg);
         opts.replicas = 1;
         let (s2, d2) = (store.clone(), db.clone());
+        let sh = shards.clone();
         let extra: Vec<node::MetricsSection> = vec![
             Box::new(move |out: &mut String| s2.render_metrics(out)),
             Box::new(move |out: &mut String| d2.render_metrics(out)),
+            // Both shards under one name would be two series with one
+            // label set; their sum is what one node's page can say.
+            Box::new(move |out: &mut String| {
+                let pages: u64 = sh.iter().map(|s| s.num_pages()).sum();
+                out.push_str(&format!(
+                    "# HELP strata_search_pages Pages in this process's search shards.\n# TYPE strata_search_pages gauge\nstrata_search_pages {pages}\n"
+                ));
+            }),
         ];
         let caching = cache_engine.as_ref().map(|engine| {
             node::Caching::new(

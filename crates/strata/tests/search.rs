@@ -118,6 +118,13 @@ async fn pages_are_found_by_their_words_nested_by_book() {
         assert_eq!(v["state"], "succeeded", "{v}");
     }
 
+    assert_eq!(
+        s.node(0)
+            .metric("strata_search_pages")
+            .await
+            .expect("metric"),
+        5
+    );
     let v = search(c, "whale").await;
     assert_eq!(books(&v), ["Moby Dick", "Ahab's Log"], "{v}");
     assert_eq!(v["partial"], false);
