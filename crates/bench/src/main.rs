@@ -16,6 +16,7 @@
 mod balancer_bench;
 mod cache_bench;
 mod collapse;
+mod dist;
 mod failover;
 mod memload;
 mod offline;

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 use node::search::{SearchTier, ShardHandle, ShardMember};
 use search::{PageOp, Query, Shard, ShardOptions};
 
+use crate::dist::{Rng, Zipf};
+
 /// Options of `search`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -47,47 +49,6 @@ pub struct Args {
     /// Reuse indexes already built in --out with the same settings.
     #[arg(long)]
     reuse: bool,
-}
-
-/// xorshift64*: fast, deterministic.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// Zipf sampler over ranks `0..n` (cumulative table + binary search).
-struct Zipf {
-    cdf: Vec<f64>,
-}
-
-impl Zipf {
-    fn new(n: usize, s: f64) -> Zipf {
-        let mut cdf = Vec::with_capacity(n);
-        let mut sum = 0.0;
-        for r in 1..=n {
-            sum += 1.0 / (r as f64).powf(s);
-            cdf.push(sum);
-        }
-        for c in &mut cdf {
-            *c /= sum;
-        }
-        Zipf { cdf }
-    }
-
-    fn sample(&self, rng: &mut Rng) -> usize {
-        let u = rng.unit();
-        self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1)
-    }
 }
 
 /// The word of rank `r`: letters only, so the tokenizer keeps it whole.
@@ -266,6 +227,28 @@ async fn measure(
     Ok(out)
 }
 
+/// Prints one table row per query kind, one shard against four, and adds
+/// them to `json` (kinds suffixed with `tag`).
+fn print_rows(one: &[Measured], four: &[Measured], tag: &str, json: &mut Vec<serde_json::Value>) {
+    for (one, four) in one.iter().zip(four) {
+        println!(
+            "{:<10} {:>9.2} ms {:>9.2} ms {:>9.2} ms {:>9.2} ms {:>7.2}x {:>7.2}x",
+            one.kind,
+            one.p50,
+            one.p99,
+            four.p50,
+            four.p99,
+            four.p50 / one.p50,
+            four.p99 / one.p99
+        );
+        json.push(serde_json::json!({
+            "kind": format!("{}{tag}", one.kind),
+            "one": {"p50_ms": one.p50, "p99_ms": one.p99, "books": one.books},
+            "four": {"p50_ms": four.p50, "p99_ms": four.p99, "books": four.books},
+        }));
+    }
+}
+
 /// Runs the scenario.
 pub fn run(a: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -342,42 +325,9 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
         "query", "1 shard p50", "1 shard p99", "4 shards p50", "4 shards p99", "p50 4/1", "p99 4/1"
     );
     let mut json_rows = Vec::new();
-    for k in 0..3 {
-        let (one, four) = (&results[0].1[k], &results[1].1[k]);
-        println!(
-            "{:<10} {:>9.2} ms {:>9.2} ms {:>9.2} ms {:>9.2} ms {:>7.2}x {:>7.2}x",
-            one.kind,
-            one.p50,
-            one.p99,
-            four.p50,
-            four.p99,
-            four.p50 / one.p50,
-            four.p99 / one.p99
-        );
-        json_rows.push(serde_json::json!({
-            "kind": one.kind,
-            "one": {"p50_ms": one.p50, "p99_ms": one.p99, "books": one.books},
-            "four": {"p50_ms": four.p50, "p99_ms": four.p99, "books": four.books},
-        }));
-    }
+    print_rows(&results[0].1, &results[1].1, "", &mut json_rows);
     println!("same queries, shards in-process (no HTTP):");
-    for (one, four) in local[0].iter().zip(&local[1]) {
-        println!(
-            "{:<10} {:>9.2} ms {:>9.2} ms {:>9.2} ms {:>9.2} ms {:>7.2}x {:>7.2}x",
-            one.kind,
-            one.p50,
-            one.p99,
-            four.p50,
-            four.p99,
-            four.p50 / one.p50,
-            four.p99 / one.p99
-        );
-        json_rows.push(serde_json::json!({
-            "kind": format!("{} (in-process)", one.kind),
-            "one": {"p50_ms": one.p50, "p99_ms": one.p99},
-            "four": {"p50_ms": four.p50, "p99_ms": four.p99},
-        }));
-    }
+    print_rows(&local[0], &local[1], " (in-process)", &mut json_rows);
     for (n, _, pages, bytes, build) in &results {
         println!(
             "{n} shard(s): {pages} pages, {:.0} index bytes per page ({:.2} GB){}",
