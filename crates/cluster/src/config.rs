@@ -568,6 +568,14 @@ impl ClusterConfig {
         if self.queue.attempts == 0 {
             return bad("queue.attempts", "must be at least 1".into());
         }
+        if self.members_with(Role::Search).count() > 0
+            && self.members_with(Role::Queue).count() == 0
+        {
+            return bad(
+                "member",
+                "`search` members need a `queue` member: pages are indexed through it".into(),
+            );
+        }
         if self.members_with(Role::Queue).count() > 1 {
             return bad("member", "at most one `queue` member".into());
         }
@@ -833,13 +841,18 @@ addr = "127.0.0.1:8080"
                 .to_string();
             assert!(err.contains(key), "expected `{key}` in: {err}");
         }
-        // A search member needs a data directory.
-        let err = ClusterConfig::parse(&format!("{body}{member}"))
+        // A search member needs a data directory, and a queue member.
+        let queue = "\n[[member]]\nname = \"q\"\nrole = \"queue\"\naddr = \"127.0.0.1:7700\"\ndata_dir = \"/q\"\n";
+        let err = ClusterConfig::parse(&format!("{body}{queue}{member}"))
             .expect_err("no data_dir")
             .to_string();
         assert!(err.contains("data_dir"), "{err}");
-        let ok =
-            ClusterConfig::parse(&format!("{body}{member}data_dir = \"/s\"\n")).expect("valid");
+        let err = ClusterConfig::parse(&format!("{body}{member}data_dir = \"/s\"\n"))
+            .expect_err("no queue")
+            .to_string();
+        assert!(err.contains("queue"), "{err}");
+        let ok = ClusterConfig::parse(&format!("{body}{queue}{member}data_dir = \"/s\"\n"))
+            .expect("valid");
         assert_eq!(ok.members_with(Role::Search).count(), 1);
         assert_eq!(ok.search, SearchConfig::default());
     }

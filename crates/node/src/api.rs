@@ -328,6 +328,13 @@ async fn put_blob(node: &Arc<Node>, key: String, req: Request) -> Response {
         Ok(p) => p,
         Err(r) => return r,
     };
+    if page.is_some() && node.search().is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_page",
+            "this cluster has no search members to index pages",
+        );
+    }
     // RFC 7240: honoured when a queue is connected, else the write is done
     // synchronously (a preference, not a demand).
     let async_requested = req

@@ -11,9 +11,13 @@
 //! the newest version whatever order jobs run in (see `search::Shard`).
 //!
 //! A query goes to every shard at once (or, with `book=`, only to the
-//! book's shard); each answers its best books, merged here by score. A
-//! shard that fails or is later than the timeout is left out and the answer
-//! is marked `partial`.
+//! book's shard) in two phases. First each shard answers its best books
+//! with page keys and scores but no snippets (postings and fast fields
+//! only); they are merged here by score and cut to `limit`. Then only the
+//! shards holding the winning books read those pages' text for snippets.
+//! One shard asked: one phase, snippets included. A shard that fails or
+//! is later than the timeout is left out and the answer is marked
+//! `partial`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,7 +60,7 @@ pub struct ShardMember {
 
 /// The search shards and how pages are placed on them.
 pub struct SearchTier {
-    shards: Vec<ShardMember>,
+    shards: Vec<Arc<ShardMember>>,
     ring: cluster::Ring,
     timeout: Duration,
 }
@@ -92,17 +96,60 @@ struct IndexJob {
     old_book: Option<String>,
 }
 
+fn rejected(detail: impl ToString) -> Error {
+    Error::Rejected {
+        tier: "search".into(),
+        detail: detail.to_string(),
+    }
+}
+
+fn unavailable(detail: impl ToString) -> Error {
+    Error::Unavailable {
+        tier: "search".into(),
+        detail: detail.to_string(),
+    }
+}
+
 fn search_err(e: search::Error) -> Error {
     match e {
-        search::Error::BadQuery(_) | search::Error::Invalid(_) => Error::Rejected {
-            tier: "search".into(),
-            detail: e.to_string(),
-        },
-        _ => Error::Unavailable {
-            tier: "search".into(),
-            detail: e.to_string(),
-        },
+        search::Error::BadQuery(_) | search::Error::Invalid(_) => rejected(e),
+        _ => unavailable(e),
     }
+}
+
+/// Runs shard work on the blocking pool: the shards of one query are
+/// polled by one task and must run side by side.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> search::Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(unavailable)?
+        .map_err(search_err)
+}
+
+/// Sends a JSON body (or none) to a shard and decodes its JSON answer.
+async fn call<T: serde::de::DeserializeOwned>(
+    http: &HttpClient,
+    method: Method,
+    url: &str,
+    body: Option<Vec<u8>>,
+) -> Result<T> {
+    let headers = match body {
+        Some(_) => vec![("content-type", "application/json".to_owned())],
+        None => Vec::new(),
+    };
+    let r = http
+        .send(
+            "search",
+            method,
+            url,
+            &headers,
+            body.unwrap_or_default().into(),
+        )
+        .await?;
+    check("search", &r)?;
+    serde_json::from_slice(&r.body).map_err(|e| unavailable(format!("bad JSON: {e}")))
 }
 
 impl ShardHandle {
@@ -110,30 +157,13 @@ impl ShardHandle {
         match self {
             ShardHandle::Local(s) => s.apply(ops).await.map_err(search_err),
             ShardHandle::Remote { base, http } => {
-                let body = serde_json::to_vec(&ops).map_err(|e| Error::Rejected {
-                    tier: "search".into(),
-                    detail: e.to_string(),
-                })?;
-                let r = http
-                    .send(
-                        "search",
-                        Method::POST,
-                        &format!("{base}/pages"),
-                        &[("content-type", "application/json".into())],
-                        body.into(),
-                    )
-                    .await?;
-                check("search", &r)?;
                 #[derive(Deserialize)]
                 struct A {
                     applied: Vec<Applied>,
                 }
-                serde_json::from_slice::<A>(&r.body)
-                    .map(|a| a.applied)
-                    .map_err(|e| Error::Unavailable {
-                        tier: "search".into(),
-                        detail: format!("bad JSON: {e}"),
-                    })
+                let body = serde_json::to_vec(&ops).map_err(rejected)?;
+                let a: A = call(http, Method::POST, &format!("{base}/pages"), Some(body)).await?;
+                Ok(a.applied)
             }
         }
     }
@@ -141,35 +171,44 @@ impl ShardHandle {
     async fn search(&self, q: &Query) -> Result<Results> {
         match self {
             ShardHandle::Local(s) => {
-                // The blocking pool, not this task: the shards of one query
-                // are polled by one task and must run side by side.
                 let (s, q) = (s.clone(), q.clone());
-                tokio::task::spawn_blocking(move || s.search(&q))
-                    .await
-                    .map_err(|e| Error::Unavailable {
-                        tier: "search".into(),
-                        detail: e.to_string(),
-                    })?
-                    .map_err(search_err)
+                blocking(move || s.search(&q)).await
             }
             ShardHandle::Remote { base, http } => {
                 let mut url = format!(
-                    "{base}/search?q={}&limit={}&pages={}",
+                    "{base}/search?q={}&limit={}&pages={}&snippets={}",
                     encode_query(&q.q),
                     q.limit,
-                    q.pages
+                    q.pages,
+                    q.snippets
                 );
                 if let Some(b) = &q.book {
                     url.push_str(&format!("&book={}", encode_query(b)));
                 }
-                let r = http
-                    .send("search", Method::GET, &url, &[], Bytes::new())
-                    .await?;
-                check("search", &r)?;
-                serde_json::from_slice(&r.body).map_err(|e| Error::Unavailable {
-                    tier: "search".into(),
-                    detail: format!("bad JSON: {e}"),
-                })
+                call(http, Method::GET, &url, None).await
+            }
+        }
+    }
+
+    async fn snippets(&self, q: &Query, keys: Vec<String>) -> Result<Vec<String>> {
+        match self {
+            ShardHandle::Local(s) => {
+                let (s, q) = (s.clone(), q.clone());
+                blocking(move || s.snippets(&q, &keys)).await
+            }
+            ShardHandle::Remote { base, http } => {
+                #[derive(Deserialize)]
+                struct S {
+                    snippets: Vec<String>,
+                }
+                let ask = search::server::SnippetAsk {
+                    query: q.clone(),
+                    keys,
+                };
+                let body = serde_json::to_vec(&ask).map_err(rejected)?;
+                let url = format!("{base}/snippets");
+                let s: S = call(http, Method::POST, &url, Some(body)).await?;
+                Ok(s.snippets)
             }
         }
     }
@@ -182,7 +221,7 @@ impl SearchTier {
         let names: Vec<&str> = shards.iter().map(|s| s.name.as_str()).collect();
         SearchTier {
             ring: cluster::Ring::new(&names, 160),
-            shards,
+            shards: shards.into_iter().map(Arc::new).collect(),
             timeout,
         }
     }
@@ -197,11 +236,39 @@ impl SearchTier {
         let s = self
             .shards
             .get(self.owner(book))
-            .ok_or(Error::Unavailable {
-                tier: "search".into(),
-                detail: "no search shards".into(),
-            })?;
+            .ok_or_else(|| unavailable("no search shards"))?;
         s.handle.apply(ops).await
+    }
+
+    /// Runs `ask` on each shard of `targets` at once, each within the
+    /// timeout; the answers in the order of `targets`.
+    async fn each<T, F, Fut>(&self, targets: Vec<(usize, Query, F)>) -> Vec<(usize, Result<T>)>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<ShardMember>, Query) -> Fut,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        let mut set = tokio::task::JoinSet::new();
+        for (n, (i, q, ask)) in targets.into_iter().enumerate() {
+            let m = self.shards[i].clone();
+            let (name, limit) = (m.name.clone(), self.timeout);
+            let fut = ask(m, q);
+            set.spawn(async move {
+                let r = tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+                    Err(unavailable(format!("shard {name} did not answer in time")))
+                });
+                (n, i, r)
+            });
+        }
+        let mut out: Vec<(usize, usize, Result<T>)> = Vec::with_capacity(set.len());
+        while let Some(j) = set.join_next().await {
+            match j {
+                Ok(r) => out.push(r),
+                Err(e) => tracing::error!(error = %e, "search task failed"),
+            }
+        }
+        out.sort_by_key(|r| r.0);
+        out.into_iter().map(|(_, i, r)| (i, r)).collect()
     }
 
     /// Runs `q` on every shard that can hold matches and merges the
@@ -209,75 +276,88 @@ impl SearchTier {
     /// the answer partial.
     pub async fn search(&self, q: Query) -> Result<Results> {
         q.check().map_err(search_err)?;
+        if self.shards.is_empty() {
+            return Err(unavailable("no search shards"));
+        }
         let t0 = Instant::now();
         let targets: Vec<usize> = match &q.book {
             Some(b) => vec![self.owner(b)],
             None => (0..self.shards.len()).collect(),
         };
-        let asks = targets.iter().map(|&i| {
-            let q = &q;
-            async move {
-                match tokio::time::timeout(self.timeout, self.shards[i].handle.search(q)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(Error::Unavailable {
-                        tier: "search".into(),
-                        detail: format!("shard {} did not answer in time", self.shards[i].name),
-                    }),
-                }
-            }
-        });
-        let answers = futures_join_all(asks).await;
-        let mut parts = Vec::with_capacity(answers.len());
+        // One shard: its answer is the answer, snippets and all.
+        let two_phase = targets.len() > 1 && q.snippets;
+        let mut first = q.clone();
+        first.snippets = !two_phase;
+        let asks = targets
+            .iter()
+            .map(|&i| {
+                let ask = |m: Arc<ShardMember>, q: Query| async move { m.handle.search(&q).await };
+                (i, first.clone(), ask)
+            })
+            .collect();
+        let mut parts = Vec::with_capacity(targets.len());
         let mut partial = false;
-        for (i, a) in targets.iter().zip(answers) {
+        for (i, a) in self.each(asks).await {
             match a {
                 Ok(r) => parts.push(r),
                 Err(e @ Error::Rejected { .. }) => return Err(e),
                 Err(e) => {
-                    tracing::warn!(shard = %self.shards[*i].name, error = %e, "search shard left out");
+                    tracing::warn!(shard = %self.shards[i].name, error = %e, "search shard left out");
                     partial = true;
                 }
             }
         }
         let mut out = Results::merge(parts, q.limit);
         out.partial |= partial;
+        if two_phase {
+            self.fill_snippets(&q, &mut out).await;
+        }
         out.took_ms = t0.elapsed().as_secs_f64() * 1e3;
         Ok(out)
     }
-}
 
-/// Awaits every future, concurrently, in order.
-async fn futures_join_all<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let fs: Vec<_> = fs.map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = fs.iter().map(|_| None).collect();
-    let mut fs: Vec<Option<_>> = fs.into_iter().map(Some).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, o) in fs.iter_mut().zip(out.iter_mut()) {
-            if let Some(fut) = f {
-                match fut.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => {
-                        *o = Some(v);
-                        *f = None;
-                    }
-                    std::task::Poll::Pending => pending = true,
+    /// Second phase: snippets of the merged answer's pages, from the
+    /// shards that hold their books. A shard that fails leaves its pages
+    /// without snippets and the answer partial.
+    async fn fill_snippets(&self, q: &Query, out: &mut Results) {
+        let mut keys: Vec<Vec<String>> = vec![Vec::new(); self.shards.len()];
+        for b in &out.books {
+            keys[self.owner(&b.book)].extend(b.pages.iter().map(|p| p.key.clone()));
+        }
+        let asks = keys
+            .into_iter()
+            .enumerate()
+            .filter(|(_, k)| !k.is_empty())
+            .map(|(i, k)| {
+                let ask = move |m: Arc<ShardMember>, q: Query| async move {
+                    let s = m.handle.snippets(&q, k.clone()).await?;
+                    Ok((k, s))
+                };
+                (i, q.clone(), ask)
+            })
+            .collect();
+        let mut found = std::collections::HashMap::new();
+        for (i, a) in self.each(asks).await {
+            match a {
+                Ok((k, s)) => found.extend(k.into_iter().zip(s)),
+                Err(e) => {
+                    tracing::warn!(shard = %self.shards[i].name, error = %e, "snippets left out");
+                    out.partial = true;
                 }
             }
         }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
+        for p in out.books.iter_mut().flat_map(|b| b.pages.iter_mut()) {
+            if let Some(s) = found.remove(&p.key) {
+                p.snippet = s;
+            }
         }
-    })
-    .await;
-    out.into_iter().flatten().collect()
+    }
 }
 
 /// After a write or delete of `key` committed as `version`: queues the
 /// search change if the key is, or was, a page. Returns the job id (`None`
-/// when nothing was queued, or when there is no queue and the change was
-/// applied at once).
+/// when nothing was queued). Search members need a queue member (the
+/// cluster file is refused otherwise), so a node with search has a queue.
 pub(crate) async fn after_change(
     node: &Arc<Node>,
     key: &str,
@@ -301,28 +381,20 @@ pub(crate) async fn after_change(
         page,
         old_book,
     };
-    match node.queue() {
-        Some(q) => {
-            let payload = serde_json::to_vec(&job).map_err(|e| Error::Rejected {
-                tier: "search".into(),
-                detail: e.to_string(),
-            })?;
-            // The version makes a retried write queue its change once.
-            let id = q
-                .put_job(
-                    SEARCH_JOBS,
-                    payload,
-                    Some(format!("search:{key}:{version}")),
-                    node.opts.upload_attempts,
-                )
-                .await?;
-            Ok(Some(id))
-        }
-        None => {
-            run_job(node, job).await?;
-            Ok(None)
-        }
-    }
+    let q = node
+        .queue()
+        .ok_or_else(|| unavailable("search needs a queue; this node has none"))?;
+    let payload = serde_json::to_vec(&job).map_err(rejected)?;
+    // The version makes a retried write queue its change once.
+    let id = q
+        .put_job(
+            SEARCH_JOBS,
+            payload,
+            Some(format!("search:{key}:{version}")),
+            node.opts.upload_attempts,
+        )
+        .await?;
+    Ok(Some(id))
 }
 
 /// Runs one indexing job from the queue.
@@ -339,10 +411,9 @@ pub(crate) async fn run_index(
 }
 
 async fn run_job(node: &Arc<Node>, job: IndexJob) -> Result<Vec<Applied>> {
-    let tier = node.search().ok_or(Error::Unavailable {
-        tier: "search".into(),
-        detail: "this node has no search shards".into(),
-    })?;
+    let tier = node
+        .search()
+        .ok_or_else(|| unavailable("this node has no search shards"))?;
     let mut applied = Vec::new();
     if let Some(old) = &job.old_book {
         let op = PageOp::Delete {
@@ -368,31 +439,35 @@ async fn run_job(node: &Arc<Node>, job: IndexJob) -> Result<Vec<Applied>> {
     Ok(applied)
 }
 
-/// Reads a JSON sidecar `{"text": "..."}`.
+/// Reads a JSON sidecar `{"text": "..."}`. The blob may be up to twice
+/// the text limit (JSON escapes); the text itself at most the limit.
 async fn read_sidecar(node: &Arc<Node>, key: &str) -> Result<String> {
-    let bad = |detail: String| Error::Rejected {
-        tier: "search".into(),
-        detail,
-    };
     let meta = node
         .lookup(key)
         .await?
-        .ok_or_else(|| bad(format!("text sidecar {key:?} does not exist")))?;
-    if meta.size as usize > MAX_TEXT_BYTES + 1024 {
-        return Err(bad(format!(
+        .ok_or_else(|| rejected(format!("text sidecar {key:?} does not exist")))?;
+    let too_big = || {
+        rejected(format!(
             "text sidecar {key:?} is over {MAX_TEXT_BYTES} bytes"
-        )));
+        ))
+    };
+    if meta.size > 2 * MAX_TEXT_BYTES as u64 {
+        return Err(too_big());
     }
     let raw = node.read_blob(&meta, None).await?;
     #[derive(Deserialize)]
     struct Sidecar {
         text: String,
     }
-    serde_json::from_slice::<Sidecar>(&raw)
+    let text = serde_json::from_slice::<Sidecar>(&raw)
         .map(|s| s.text)
         .map_err(|e| {
-            bad(format!(
+            rejected(format!(
                 "text sidecar {key:?} is not {{\"text\": ...}}: {e}"
             ))
-        })
+        })?;
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(too_big());
+    }
+    Ok(text)
 }

@@ -269,3 +269,40 @@ async fn a_book_with_many_matching_pages_does_not_hide_the_others() {
     assert_eq!(r.books[0].book, "big");
     assert_eq!(r.books[0].pages.len(), 3);
 }
+
+#[tokio::test]
+async fn the_first_phase_reads_no_text_and_the_second_makes_snippets_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.apply(vec![
+        up("m/1", "moby", 1, "the white whale rose", 1),
+        up("m/2", "moby", 2, "a whale again", 1),
+        up("a/1", "ahab", 1, "whale hunting", 1),
+    ])
+    .await
+    .unwrap();
+    let mut first = q("whale");
+    first.snippets = false;
+    let bare = s.search(&first).unwrap();
+    let full = s.search(&q("whale")).unwrap();
+    // Same books, pages, keys and scores; only the snippets are missing.
+    assert_eq!(bare.books.len(), full.books.len());
+    for (b, f) in bare.books.iter().zip(&full.books) {
+        assert_eq!((&b.book, b.score), (&f.book, f.score));
+        for (bp, fp) in b.pages.iter().zip(&f.pages) {
+            assert_eq!((bp.page, &bp.key, bp.score), (fp.page, &fp.key, fp.score));
+            assert!(bp.snippet.is_empty());
+            assert!(fp.snippet.contains("<b>whale</b>"));
+        }
+    }
+    // Snippets by key, in the order asked; a key the shard lacks gets "".
+    let keys: Vec<String> = ["a/1", "gone", "m/2"].map(String::from).to_vec();
+    let got = s.snippets(&q("whale"), &keys).unwrap();
+    assert_eq!(got.len(), 3);
+    assert!(got[0].contains("<b>whale</b> hunting"), "{got:?}");
+    assert_eq!(got[1], "");
+    assert!(got[2].contains("<b>whale</b> again"), "{got:?}");
+    let many = vec!["k".to_owned(); search::MAX_LIMIT * search::MAX_PAGES + 1];
+    assert!(s.snippets(&q("whale"), &many).is_err());
+    assert!(s.snippets(&q(""), &keys).is_err());
+}

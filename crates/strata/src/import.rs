@@ -127,7 +127,30 @@ fn encode_path(key: &str) -> String {
         .join("/")
 }
 
-/// Uploads one page; returns its indexing job's path, if any.
+/// `PUT /v1/blobs/{key}` with `headers` (and the token); an error unless
+/// the answer is a success.
+async fn put(
+    http: &HttpClient,
+    base: &str,
+    token: Option<&str>,
+    key: &str,
+    mut headers: Vec<(&str, String)>,
+    body: Vec<u8>,
+) -> anyhow::Result<node::http::Reply> {
+    if let Some(t) = token {
+        headers.push(("authorization", format!("Bearer {t}")));
+    }
+    let url = format!("{base}/v1/blobs/{}", encode_path(key));
+    let r = http
+        .send("node", Method::PUT, &url, &headers, Bytes::from(body))
+        .await?;
+    if !r.status.is_success() {
+        bail!("{key}: {} {}", r.status, String::from_utf8_lossy(&r.body));
+    }
+    Ok(r)
+}
+
+/// Uploads one page; returns its size and its indexing job's path, if any.
 async fn upload(
     http: &HttpClient,
     base: &str,
@@ -151,45 +174,17 @@ async fn upload(
         ("x-strata-page", p.page.to_string()),
         ("content-type", content_type(&p.image).into()),
     ];
-    if let Some(t) = token {
-        headers.push(("authorization", format!("Bearer {t}")));
-    }
     if text.len() <= INLINE_TEXT_BYTES {
         headers.push(("x-strata-text", encode_query(&text)));
     } else {
         let side = format!("books/{}/{}.txt.json", p.book, p.page);
         let body = serde_json::json!({ "text": text }).to_string();
-        let mut h = vec![("content-type", "application/json".to_owned())];
-        if let Some(t) = token {
-            h.push(("authorization", format!("Bearer {t}")));
-        }
-        let r = http
-            .send(
-                "node",
-                Method::PUT,
-                &format!("{base}/v1/blobs/{}", encode_path(&side)),
-                &h,
-                Bytes::from(body),
-            )
-            .await?;
-        if !r.status.is_success() {
-            bail!("{side}: {} {}", r.status, String::from_utf8_lossy(&r.body));
-        }
+        let json = vec![("content-type", "application/json".to_owned())];
+        put(http, base, token, &side, json, body.into_bytes()).await?;
         headers.push(("x-strata-text-key", encode_query(&side)));
     }
     let n = image.len() as u64;
-    let r = http
-        .send(
-            "node",
-            Method::PUT,
-            &format!("{base}/v1/blobs/{}", encode_path(&key)),
-            &headers,
-            Bytes::from(image),
-        )
-        .await?;
-    if !r.status.is_success() {
-        bail!("{key}: {} {}", r.status, String::from_utf8_lossy(&r.body));
-    }
+    let r = put(http, base, token, &key, headers, image).await?;
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
     Ok((n, v["index_job"].as_str().map(str::to_owned)))
 }

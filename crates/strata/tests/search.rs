@@ -60,6 +60,19 @@ async fn wait_job(c: &Client, path: &str) -> serde_json::Value {
     }
 }
 
+/// Polls a job until an attempt has failed; its status.
+async fn wait_failed(c: &Client, path: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = c.get(path).await.expect("status").json();
+        if st["error"].is_string() {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "job never failed: {st}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn search(c: &Client, query: &str) -> serde_json::Value {
     let r = c
         .get(&format!("/v1/search?q={}", enc(query)))
@@ -358,6 +371,31 @@ async fn long_text_comes_from_a_json_sidecar_and_bad_page_headers_are_refused() 
         StatusCode::NOT_FOUND
     );
 
+    // A sidecar whose text is over the limit fails its job with the reason.
+    let huge = serde_json::json!({ "text": "w".repeat(node::search::MAX_TEXT_BYTES + 1) });
+    c.put("/v1/blobs/huge.txt.json", huge.to_string())
+        .await
+        .expect("sidecar");
+    let r = c
+        .send(
+            Method::PUT,
+            "/v1/blobs/huge.png",
+            &[
+                ("x-strata-book", "Huge"),
+                ("x-strata-page", "1"),
+                ("x-strata-text-key", "huge.txt.json"),
+            ],
+            "x",
+        )
+        .await
+        .expect("put");
+    let job = r.json()["index_job"].as_str().expect("job").to_owned();
+    let st = wait_failed(c, &job).await;
+    assert!(
+        st["error"].as_str().expect("error").contains("over"),
+        "{st}"
+    );
+
     // A sidecar that does not exist fails the job (retried, then dead) and
     // indexes nothing.
     let r = c
@@ -374,15 +412,7 @@ async fn long_text_comes_from_a_json_sidecar_and_bad_page_headers_are_refused() 
         .await
         .expect("put");
     let job = r.json()["index_job"].as_str().expect("job").to_owned();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let st = loop {
-        let st = c.get(&job).await.expect("status").json();
-        if st["error"].is_string() {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "job never failed: {st}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let st = wait_failed(c, &job).await;
     assert!(
         matches!(st["state"].as_str(), Some("retrying" | "dead")),
         "{st}"
@@ -423,6 +453,14 @@ async fn a_shard_that_is_down_gives_a_partial_answer() {
     }
     let full = search(&c, "lighthouse").await;
     assert_eq!(books(&full).len(), 10, "default limit");
+    // Snippets come from the second phase, from both shards.
+    for b in full["books"].as_array().expect("books") {
+        let snip = b["pages"][0]["snippet"].as_str().expect("snippet");
+        assert!(snip.contains("<b>lighthouse</b>"), "{b}");
+    }
+    // A query the shards refuse is the client's error, not a partial answer.
+    let bad = c.get("/v1/search?q=nofield%3Ax").await.expect("bad");
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{:?}", bad.body);
     let mut all = c
         .get("/v1/search?q=lighthouse&limit=50")
         .await
@@ -520,4 +558,32 @@ async fn import_loads_a_directory_of_books() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("0003.txt"));
     s.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_headers_are_refused_where_no_shard_could_index_them() {
+    let cl = testkit::InProcCluster::start(1, 1).await.expect("cluster");
+    let r = cl
+        .client
+        .send(
+            Method::PUT,
+            "/v1/blobs/p.png",
+            &[
+                ("x-strata-book", "B"),
+                ("x-strata-page", "1"),
+                ("x-strata-text", "t"),
+            ],
+            "x",
+        )
+        .await
+        .expect("put");
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    assert_eq!(r.json()["error"], "bad_page");
+    assert_eq!(
+        cl.client.get("/v1/blobs/p.png").await.expect("get").status,
+        StatusCode::NOT_FOUND
+    );
+    let r = cl.client.get("/v1/search?q=t").await.expect("search");
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    cl.stop().await.expect("stop");
 }
