@@ -11,13 +11,9 @@
 //! the newest version whatever order jobs run in (see `search::Shard`).
 //!
 //! A query goes to every shard at once (or, with `book=`, only to the
-//! book's shard) in two phases. First each shard answers its best books
-//! with page keys and scores but no snippets (postings and fast fields
-//! only); they are merged here by score and cut to `limit`. Then only the
-//! shards holding the winning books read those pages' text for snippets.
-//! One shard asked: one phase, snippets included. A shard that fails or
-//! is later than the timeout is left out and the answer is marked
-//! `partial`.
+//! book's shard); each answers its best books, merged here by score. A
+//! shard that fails or is later than the timeout is left out and the answer
+//! is marked `partial`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -176,39 +172,15 @@ impl ShardHandle {
             }
             ShardHandle::Remote { base, http } => {
                 let mut url = format!(
-                    "{base}/search?q={}&limit={}&pages={}&snippets={}",
+                    "{base}/search?q={}&limit={}&pages={}",
                     encode_query(&q.q),
                     q.limit,
-                    q.pages,
-                    q.snippets
+                    q.pages
                 );
                 if let Some(b) = &q.book {
                     url.push_str(&format!("&book={}", encode_query(b)));
                 }
                 call(http, Method::GET, &url, None).await
-            }
-        }
-    }
-
-    async fn snippets(&self, q: &Query, keys: Vec<String>) -> Result<Vec<String>> {
-        match self {
-            ShardHandle::Local(s) => {
-                let (s, q) = (s.clone(), q.clone());
-                blocking(move || s.snippets(&q, &keys)).await
-            }
-            ShardHandle::Remote { base, http } => {
-                #[derive(Deserialize)]
-                struct S {
-                    snippets: Vec<String>,
-                }
-                let ask = search::server::SnippetAsk {
-                    query: q.clone(),
-                    keys,
-                };
-                let body = serde_json::to_vec(&ask).map_err(rejected)?;
-                let url = format!("{base}/snippets");
-                let s: S = call(http, Method::POST, &url, Some(body)).await?;
-                Ok(s.snippets)
             }
         }
     }
@@ -240,40 +212,10 @@ impl SearchTier {
         s.handle.apply(ops).await
     }
 
-    /// Runs `ask` on each shard of `targets` at once, each within the
-    /// timeout; the answers in the order of `targets`.
-    async fn each<T, F, Fut>(&self, targets: Vec<(usize, Query, F)>) -> Vec<(usize, Result<T>)>
-    where
-        T: Send + 'static,
-        F: FnOnce(Arc<ShardMember>, Query) -> Fut,
-        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
-    {
-        let mut set = tokio::task::JoinSet::new();
-        for (n, (i, q, ask)) in targets.into_iter().enumerate() {
-            let m = self.shards[i].clone();
-            let (name, limit) = (m.name.clone(), self.timeout);
-            let fut = ask(m, q);
-            set.spawn(async move {
-                let r = tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
-                    Err(unavailable(format!("shard {name} did not answer in time")))
-                });
-                (n, i, r)
-            });
-        }
-        let mut out: Vec<(usize, usize, Result<T>)> = Vec::with_capacity(set.len());
-        while let Some(j) = set.join_next().await {
-            match j {
-                Ok(r) => out.push(r),
-                Err(e) => tracing::error!(error = %e, "search task failed"),
-            }
-        }
-        out.sort_by_key(|r| r.0);
-        out.into_iter().map(|(_, i, r)| (i, r)).collect()
-    }
-
-    /// Runs `q` on every shard that can hold matches and merges the
-    /// answers. A bad query is an error; a shard that is down or late makes
-    /// the answer partial.
+    /// Runs `q` on every shard that can hold matches, all at once, and
+    /// merges the answers (the merge orders them, so arrival order does not
+    /// matter). A bad query is an error; a shard that is down, late or
+    /// whose task failed makes the answer partial.
     pub async fn search(&self, q: Query) -> Result<Results> {
         q.check().map_err(search_err)?;
         if self.shards.is_empty() {
@@ -284,73 +226,36 @@ impl SearchTier {
             Some(b) => vec![self.owner(b)],
             None => (0..self.shards.len()).collect(),
         };
-        // One shard: its answer is the answer, snippets and all.
-        let two_phase = targets.len() > 1 && q.snippets;
-        let mut first = q.clone();
-        first.snippets = !two_phase;
-        let asks = targets
-            .iter()
-            .map(|&i| {
-                let ask = |m: Arc<ShardMember>, q: Query| async move { m.handle.search(&q).await };
-                (i, first.clone(), ask)
-            })
-            .collect();
-        let mut parts = Vec::with_capacity(targets.len());
+        let mut set = tokio::task::JoinSet::new();
+        for i in targets {
+            let (m, q, limit) = (self.shards[i].clone(), q.clone(), self.timeout);
+            set.spawn(async move {
+                let r = tokio::time::timeout(limit, m.handle.search(&q))
+                    .await
+                    .unwrap_or_else(|_| Err(unavailable("no answer in time")));
+                (m, r)
+            });
+        }
+        let mut parts = Vec::with_capacity(set.len());
         let mut partial = false;
-        for (i, a) in self.each(asks).await {
-            match a {
-                Ok(r) => parts.push(r),
-                Err(e @ Error::Rejected { .. }) => return Err(e),
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok((_, Ok(r))) => parts.push(r),
+                Ok((_, Err(e @ Error::Rejected { .. }))) => return Err(e),
+                Ok((m, Err(e))) => {
+                    tracing::warn!(shard = %m.name, error = %e, "search shard left out");
+                    partial = true;
+                }
                 Err(e) => {
-                    tracing::warn!(shard = %self.shards[i].name, error = %e, "search shard left out");
+                    tracing::error!(error = %e, "search shard task failed");
                     partial = true;
                 }
             }
         }
         let mut out = Results::merge(parts, q.limit);
         out.partial |= partial;
-        if two_phase {
-            self.fill_snippets(&q, &mut out).await;
-        }
         out.took_ms = t0.elapsed().as_secs_f64() * 1e3;
         Ok(out)
-    }
-
-    /// Second phase: snippets of the merged answer's pages, from the
-    /// shards that hold their books. A shard that fails leaves its pages
-    /// without snippets and the answer partial.
-    async fn fill_snippets(&self, q: &Query, out: &mut Results) {
-        let mut keys: Vec<Vec<String>> = vec![Vec::new(); self.shards.len()];
-        for b in &out.books {
-            keys[self.owner(&b.book)].extend(b.pages.iter().map(|p| p.key.clone()));
-        }
-        let asks = keys
-            .into_iter()
-            .enumerate()
-            .filter(|(_, k)| !k.is_empty())
-            .map(|(i, k)| {
-                let ask = move |m: Arc<ShardMember>, q: Query| async move {
-                    let s = m.handle.snippets(&q, k.clone()).await?;
-                    Ok((k, s))
-                };
-                (i, q.clone(), ask)
-            })
-            .collect();
-        let mut found = std::collections::HashMap::new();
-        for (i, a) in self.each(asks).await {
-            match a {
-                Ok((k, s)) => found.extend(k.into_iter().zip(s)),
-                Err(e) => {
-                    tracing::warn!(shard = %self.shards[i].name, error = %e, "snippets left out");
-                    out.partial = true;
-                }
-            }
-        }
-        for p in out.books.iter_mut().flat_map(|b| b.pages.iter_mut()) {
-            if let Some(s) = found.remove(&p.key) {
-                p.snippet = s;
-            }
-        }
     }
 }
 

@@ -71,14 +71,6 @@ pub struct Query {
     /// Best pages shown per book.
     #[serde(default = "default_pages")]
     pub pages: usize,
-    /// Make snippets (reading the pages' stored text); off for the first
-    /// phase of a query over several shards.
-    #[serde(default = "default_snippets")]
-    pub snippets: bool,
-}
-
-fn default_snippets() -> bool {
-    true
 }
 
 fn default_limit() -> usize {
@@ -104,7 +96,6 @@ impl Query {
             book: None,
             limit: default_limit(),
             pages: default_pages(),
-            snippets: true,
         }
     }
 

@@ -3,8 +3,7 @@
 //! | method | path | meaning |
 //! |---|---|---|
 //! | POST | `/pages` (JSON list of [`PageOp`]) | apply in order; `{"applied": [...]}` once durable and visible |
-//! | GET | `/search?q=&book=&limit=&pages=&snippets=` | this shard's [`crate::Results`] |
-//! | POST | `/snippets` (JSON `{query, keys}`) | `{"snippets": [...]}`, one per key |
+//! | GET | `/search?q=&book=&limit=&pages=` | this shard's [`Results`] |
 //! | GET | `/stats` | `{"pages": n, "disk_bytes": n}` |
 //! | GET | `/healthz`, `/metrics` | liveness, Prometheus text |
 
@@ -20,7 +19,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 
-use crate::model::{PageOp, Query};
+use crate::model::{PageOp, Query, Results};
 use crate::{Error, Shard};
 
 /// Largest `/pages` body, bytes.
@@ -31,7 +30,6 @@ pub fn router(shard: Arc<Shard>) -> Router {
     Router::new()
         .route("/pages", post(apply))
         .route("/search", get(search))
-        .route("/snippets", post(snippets))
         .route("/stats", get(stats))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
@@ -78,41 +76,19 @@ async fn apply(State(shard): State<Arc<Shard>>, body: axum::body::Bytes) -> Resp
     }
 }
 
-/// Runs tantivy work (synchronous) for a request. On a multi-thread
+/// Runs a query (tantivy's search is synchronous). On a multi-thread
 /// runtime it runs on this worker, whose other tasks move to another one
 /// meanwhile (`block_in_place`): most queries take well under a
 /// millisecond, and a hop to the blocking pool and back costs a good part
 /// of that. Elsewhere it goes to the blocking pool.
-async fn run_blocking<T: Send + 'static>(
-    f: impl FnOnce() -> crate::Result<T> + Send + 'static,
-) -> crate::Result<T> {
+pub async fn run_query(shard: Arc<Shard>, q: Query) -> crate::Result<Results> {
     use tokio::runtime::{Handle, RuntimeFlavor};
     if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
-        return tokio::task::block_in_place(f);
+        return tokio::task::block_in_place(|| shard.search(&q));
     }
-    tokio::task::spawn_blocking(f)
+    tokio::task::spawn_blocking(move || shard.search(&q))
         .await
         .map_err(|e| Error::Invalid(format!("search task failed: {e}")))?
-}
-
-/// What `POST /snippets` takes.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct SnippetAsk {
-    /// The query whose matches are highlighted.
-    pub query: Query,
-    /// Keys of the pages.
-    pub keys: Vec<String>,
-}
-
-async fn snippets(State(shard): State<Arc<Shard>>, body: axum::body::Bytes) -> Response {
-    let ask: SnippetAsk = match serde_json::from_slice(&body) {
-        Ok(a) => a,
-        Err(e) => return error_response(&Error::Invalid(format!("bad snippet request: {e}"))),
-    };
-    match run_blocking(move || shard.snippets(&ask.query, &ask.keys)).await {
-        Ok(s) => Json(serde_json::json!({ "snippets": s })).into_response(),
-        Err(e) => error_response(&e),
-    }
 }
 
 async fn search(
@@ -123,7 +99,7 @@ async fn search(
         Ok(Q(q)) => q,
         Err(e) => return error_response(&Error::Invalid(e.body_text())),
     };
-    match run_blocking(move || shard.search(&q)).await {
+    match run_query(shard, q).await {
         Ok(r) => Json(r).into_response(),
         Err(e) => error_response(&e),
     }

@@ -22,15 +22,15 @@ use std::time::Instant;
 
 use redb::{Database, ReadableTable, TableDefinition};
 use tantivy::collector::TopDocs;
-use tantivy::columnar::{Column, StrColumn};
+use tantivy::columnar::Column;
 use tantivy::directory::MmapDirectory;
 use tantivy::query::{BooleanQuery, BoostQuery, Occur, QueryParser, TermQuery};
-use tantivy::schema::{Field, IndexRecordOption, Schema, FAST, STORED, STRING, TEXT};
+use tantivy::schema::{Field, IndexRecordOption, Schema, Value, FAST, STORED, STRING, TEXT};
 use tantivy::snippet::SnippetGenerator;
 use tantivy::{DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::model::{Applied, BookHit, PageHit, PageOp, Query, Results, MAX_LIMIT, MAX_PAGES};
+use crate::model::{Applied, BookHit, PageHit, PageOp, Query, Results};
 use crate::{Error, Result};
 
 const VERSIONS: TableDefinition<&str, u64> = TableDefinition::new("versions");
@@ -89,8 +89,8 @@ struct Fields {
 fn schema() -> (Schema, Fields) {
     let mut b = Schema::builder();
     let f = Fields {
-        key: b.add_text_field("key", STRING | STORED | FAST),
-        book: b.add_text_field("book", STRING | STORED | FAST),
+        key: b.add_text_field("key", STRING | STORED),
+        book: b.add_text_field("book", STRING | STORED),
         book_id: b.add_u64_field("book_id", FAST),
         page: b.add_u64_field("page", STORED | FAST),
         text: b.add_text_field("text", TEXT | STORED),
@@ -201,16 +201,22 @@ impl Shard {
             .unwrap_or(0)
     }
 
-    /// Parses `q` (every word required) with its book filter.
-    fn parse(&self, q: &Query) -> Result<Box<dyn tantivy::query::Query>> {
+    /// Runs `q` (blocking: call it off the async threads). Books are ranked
+    /// by their best page's BM25 score; each carries its best pages with
+    /// snippets.
+    pub fn search(&self, q: &Query) -> Result<Results> {
+        q.check()?;
+        let t0 = Instant::now();
+        self.metrics.queries.fetch_add(1, Ordering::Relaxed);
         let f = self.fields;
+        let searcher = self.reader.searcher();
         let mut parser = QueryParser::for_index(&self.index, vec![f.text]);
         // Every word must match, as users of a search box expect.
         parser.set_conjunction_by_default();
         let words = parser
             .parse_query(&q.q)
             .map_err(|e| Error::BadQuery(e.to_string()))?;
-        Ok(match &q.book {
+        let query: Box<dyn tantivy::query::Query> = match &q.book {
             None => words,
             Some(b) => {
                 // The book filter must not change scores: boost 0.
@@ -221,43 +227,22 @@ impl Shard {
                     (Occur::Must, Box::new(BoostQuery::new(Box::new(only), 0.0))),
                 ]))
             }
-        })
-    }
-
-    /// Runs `q` (blocking: call it off the async threads). Books are ranked
-    /// by their best page's BM25 score; each carries its best pages, with
-    /// snippets if `q.snippets`. Without snippets no stored page is read:
-    /// book, key and page number come from fast fields, so the query costs
-    /// only its postings — the first phase of a query over several shards,
-    /// whose second phase ([`Shard::snippets`]) reads only the pages that
-    /// made the merged answer.
-    pub fn search(&self, q: &Query) -> Result<Results> {
-        q.check()?;
-        let t0 = Instant::now();
-        self.metrics.queries.fetch_add(1, Ordering::Relaxed);
-        let searcher = self.reader.searcher();
-        let query = self.parse(q)?;
+        };
 
         // Top pages, grouped by book in score order; fetch more if too few
         // books came out and more pages matched.
-        let mut cols = Columns::default();
         let mut want = (q.limit * q.pages * 4).max(64);
         let groups = loop {
             let top = searcher.search(&query, &TopDocs::with_limit(want).order_by_score())?;
-            let groups = group_by_book(&searcher, &mut cols, &top, q)?;
+            let groups = group_by_book(&searcher, &top, q)?;
             if groups.len() >= q.limit || top.len() < want || want >= MAX_FETCH {
                 break groups;
             }
             want = (want * 4).min(MAX_FETCH);
         };
 
-        let snippets = if q.snippets {
-            let mut g = SnippetGenerator::create(&searcher, &*query, self.fields.text)?;
-            g.set_max_num_chars(SNIPPET_CHARS);
-            Some(g)
-        } else {
-            None
-        };
+        let mut snippets = SnippetGenerator::create(&searcher, &*query, f.text)?;
+        snippets.set_max_num_chars(SNIPPET_CHARS);
         let mut books = Vec::with_capacity(groups.len());
         for g in groups.into_iter().take(q.limit) {
             let mut book = BookHit {
@@ -266,22 +251,21 @@ impl Shard {
                 pages: Vec::with_capacity(g.len()),
             };
             for (score, addr) in g {
-                let c = cols.of(&searcher, addr.segment_ord)?;
-                if book.book.is_empty() {
-                    book.book = fast_str(&c.book, addr.doc_id)?;
-                }
-                let snippet = match &snippets {
-                    Some(gen) => {
-                        let doc: TantivyDocument = searcher.doc(addr)?;
-                        gen.snippet_from_doc(&doc).to_html()
-                    }
-                    None => String::new(),
+                let doc: TantivyDocument = searcher.doc(addr)?;
+                let str_of = |fl: Field| {
+                    doc.get_first(fl)
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default()
+                        .to_owned()
                 };
+                if book.book.is_empty() {
+                    book.book = str_of(f.book);
+                }
                 book.pages.push(PageHit {
-                    page: c.page.first(addr.doc_id).unwrap_or(0),
-                    key: fast_str(&c.key, addr.doc_id)?,
+                    page: doc.get_first(f.page).and_then(|v| v.as_u64()).unwrap_or(0),
+                    key: str_of(f.key),
                     score,
-                    snippet,
+                    snippet: snippets.snippet_from_doc(&doc).to_html(),
                 });
             }
             books.push(book);
@@ -292,100 +276,30 @@ impl Shard {
             took_ms: t0.elapsed().as_secs_f64() * 1e3,
         })
     }
-
-    /// Snippets of the pages `keys` for `q`, in order; `""` for a key the
-    /// shard no longer holds (deleted since the first phase).
-    pub fn snippets(&self, q: &Query, keys: &[String]) -> Result<Vec<String>> {
-        q.check()?;
-        if keys.len() > MAX_LIMIT * MAX_PAGES {
-            return Err(Error::Invalid(format!(
-                "at most {} keys per snippet request",
-                MAX_LIMIT * MAX_PAGES
-            )));
-        }
-        let searcher = self.reader.searcher();
-        let query = self.parse(q)?;
-        let mut gen = SnippetGenerator::create(&searcher, &*query, self.fields.text)?;
-        gen.set_max_num_chars(SNIPPET_CHARS);
-        let mut out = Vec::with_capacity(keys.len());
-        for k in keys {
-            let one = TermQuery::new(
-                Term::from_field_text(self.fields.key, k),
-                IndexRecordOption::Basic,
-            );
-            let hit = searcher.search(&one, &TopDocs::with_limit(1).order_by_score())?;
-            out.push(match hit.first() {
-                Some(&(_, addr)) => {
-                    let doc: TantivyDocument = searcher.doc(addr)?;
-                    gen.snippet_from_doc(&doc).to_html()
-                }
-                None => String::new(),
-            });
-        }
-        Ok(out)
-    }
-}
-
-/// The fast-field columns of one segment that answers are built from.
-struct SegColumns {
-    book_id: Column<u64>,
-    page: Column<u64>,
-    book: StrColumn,
-    key: StrColumn,
-}
-
-/// [`SegColumns`] opened once per segment per query.
-#[derive(Default)]
-struct Columns(HashMap<u32, SegColumns>);
-
-impl Columns {
-    fn of(&mut self, searcher: &tantivy::Searcher, seg: u32) -> Result<&SegColumns> {
-        use std::collections::hash_map::Entry;
-        match self.0.entry(seg) {
-            Entry::Occupied(e) => Ok(e.into_mut()),
-            Entry::Vacant(v) => {
-                let ff = searcher.segment_reader(seg).fast_fields();
-                let str_col = |name: &str| -> Result<StrColumn> {
-                    ff.str(name)?
-                        .ok_or_else(|| Error::Invalid(format!("no fast field {name}")))
-                };
-                Ok(v.insert(SegColumns {
-                    book_id: ff.u64("book_id")?,
-                    page: ff.u64("page")?,
-                    book: str_col("book")?,
-                    key: str_col("key")?,
-                }))
-            }
-        }
-    }
-}
-
-/// The (single) value of a string fast field.
-fn fast_str(col: &StrColumn, doc: u32) -> Result<String> {
-    let mut s = String::new();
-    if let Some(ord) = col.term_ords(doc).next() {
-        col.ord_to_str(ord, &mut s)
-            .map_err(|e| Error::Invalid(format!("fast field: {e}")))?;
-    }
-    Ok(s)
 }
 
 /// Groups `top` (best first) by book: books in the order of their best
 /// page, each with at most `q.pages` pages.
 fn group_by_book(
     searcher: &tantivy::Searcher,
-    cols: &mut Columns,
     top: &[(f32, DocAddress)],
     q: &Query,
 ) -> Result<Vec<Vec<(f32, DocAddress)>>> {
+    let mut columns: HashMap<u32, Column<u64>> = HashMap::new();
     let mut slot: HashMap<u64, usize> = HashMap::new();
     let mut groups: Vec<Vec<(f32, DocAddress)>> = Vec::new();
     for &(score, addr) in top {
-        let id = cols
-            .of(searcher, addr.segment_ord)?
-            .book_id
-            .first(addr.doc_id)
-            .unwrap_or(0);
+        let col = match columns.get(&addr.segment_ord) {
+            Some(c) => c,
+            None => {
+                let c = searcher
+                    .segment_reader(addr.segment_ord)
+                    .fast_fields()
+                    .u64("book_id")?;
+                columns.entry(addr.segment_ord).or_insert(c)
+            }
+        };
+        let id = col.first(addr.doc_id).unwrap_or(0);
         let i = *slot.entry(id).or_insert_with(|| {
             groups.push(Vec::new());
             groups.len() - 1

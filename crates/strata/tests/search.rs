@@ -47,6 +47,29 @@ async fn put_page(c: &Client, key: &str, book: &str, page: u64, text: &str) -> S
         .to_owned()
 }
 
+/// Uploads a page image whose text is in the sidecar `text_key`; returns
+/// the indexing job's path.
+async fn put_sidecar_page(c: &Client, key: &str, book: &str, text_key: &str) -> String {
+    let r = c
+        .send(
+            Method::PUT,
+            &format!("/v1/blobs/{key}"),
+            &[
+                ("x-strata-book", book),
+                ("x-strata-page", "1"),
+                ("x-strata-text-key", text_key),
+            ],
+            "png bytes",
+        )
+        .await
+        .expect("put");
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    r.json()["index_job"]
+        .as_str()
+        .expect("an index job")
+        .to_owned()
+}
+
 /// Polls a job until it ends; its final status.
 async fn wait_job(c: &Client, path: &str) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -291,21 +314,7 @@ async fn long_text_comes_from_a_json_sidecar_and_bad_page_headers_are_refused() 
             .status,
         StatusCode::CREATED
     );
-    let r = c
-        .send(
-            Method::PUT,
-            "/v1/blobs/long/1.png",
-            &[
-                ("x-strata-book", "Long"),
-                ("x-strata-page", "1"),
-                ("x-strata-text-key", "long/1.txt.json"),
-            ],
-            "png bytes",
-        )
-        .await
-        .expect("put");
-    assert_eq!(r.status, StatusCode::CREATED);
-    let job = r.json()["index_job"].as_str().expect("job").to_owned();
+    let job = put_sidecar_page(c, "long/1.png", "Long", "long/1.txt.json").await;
     assert_eq!(wait_job(c, &job).await["state"], "succeeded");
     assert_eq!(books(&search(c, "quetzal").await), ["Long"]);
 
@@ -376,20 +385,7 @@ async fn long_text_comes_from_a_json_sidecar_and_bad_page_headers_are_refused() 
     c.put("/v1/blobs/huge.txt.json", huge.to_string())
         .await
         .expect("sidecar");
-    let r = c
-        .send(
-            Method::PUT,
-            "/v1/blobs/huge.png",
-            &[
-                ("x-strata-book", "Huge"),
-                ("x-strata-page", "1"),
-                ("x-strata-text-key", "huge.txt.json"),
-            ],
-            "x",
-        )
-        .await
-        .expect("put");
-    let job = r.json()["index_job"].as_str().expect("job").to_owned();
+    let job = put_sidecar_page(c, "huge.png", "Huge", "huge.txt.json").await;
     let st = wait_failed(c, &job).await;
     assert!(
         st["error"].as_str().expect("error").contains("over"),
@@ -398,20 +394,7 @@ async fn long_text_comes_from_a_json_sidecar_and_bad_page_headers_are_refused() 
 
     // A sidecar that does not exist fails the job (retried, then dead) and
     // indexes nothing.
-    let r = c
-        .send(
-            Method::PUT,
-            "/v1/blobs/orphan.png",
-            &[
-                ("x-strata-book", "Orphan"),
-                ("x-strata-page", "1"),
-                ("x-strata-text-key", "missing.json"),
-            ],
-            "x",
-        )
-        .await
-        .expect("put");
-    let job = r.json()["index_job"].as_str().expect("job").to_owned();
+    let job = put_sidecar_page(c, "orphan.png", "Orphan", "missing.json").await;
     let st = wait_failed(c, &job).await;
     assert!(
         matches!(st["state"].as_str(), Some("retrying" | "dead")),
