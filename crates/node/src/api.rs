@@ -30,7 +30,7 @@ use store::range::{parse_range, RangeAsk};
 
 use crate::keys::{percent_decode, validate_key};
 use crate::metrics::inc;
-use crate::search::{PageText, PageUpload, MAX_TEXT_BYTES};
+use crate::search::{PageText, PageUpload};
 use crate::{Error, Node};
 
 /// Longest tag, in bytes.
@@ -213,6 +213,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Longest book name, bytes.
 const MAX_BOOK_BYTES: usize = 256;
+/// Longest text in `X-Strata-Text` once decoded, bytes. Longer text goes
+/// in a sidecar: a header this long is already more than many proxies
+/// pass (the gateway takes heads up to 64 KiB, encoding included).
+pub const MAX_INLINE_TEXT_BYTES: usize = 32 << 10;
 
 /// The book page an upload is: `X-Strata-Book` and `X-Strata-Page`, with
 /// its text in `X-Strata-Text` (percent-encoded UTF-8) or in the JSON
@@ -253,9 +257,11 @@ fn parse_page(h: &HeaderMap) -> Result<Option<PageUpload>, Response> {
         .parse::<u64>()
         .map_err(|_| bad("X-Strata-Page must be a page number (0 or more)".into()))?;
     let text = match (text, text_key) {
-        (Some(t), None) if t.len() <= MAX_TEXT_BYTES => PageText::Inline(t),
+        (Some(t), None) if t.len() <= MAX_INLINE_TEXT_BYTES => PageText::Inline(t),
         (Some(_), None) => {
-            return Err(bad(format!("X-Strata-Text is over {MAX_TEXT_BYTES} bytes")));
+            return Err(bad(format!(
+                "X-Strata-Text is over {MAX_INLINE_TEXT_BYTES} bytes; use X-Strata-Text-Key"
+            )));
         }
         (None, Some(k)) => {
             validate_key(&k).map_err(|e| bad(format!("X-Strata-Text-Key: {e}")))?;

@@ -283,9 +283,9 @@ async fn run_thumbnails(node: &Arc<Node>, payload: &Bytes) -> std::result::Resul
 }
 
 /// Starts `n` workers per queue (uploads, thumbnails, repairs, search)
-/// taking jobs for `node` until `stop` says
-/// true (or its sender is dropped). A job a worker holds when it stops is
-/// redelivered when its lease expires.
+/// taking jobs for `node` until `stop` says true (or its sender is
+/// dropped). A job a worker holds when it stops is redelivered when its
+/// lease expires.
 pub fn spawn_workers(node: &Arc<Node>, n: usize, stop: tokio::sync::watch::Receiver<bool>) {
     for queue in [
         UPLOADS,

@@ -30,7 +30,7 @@ use crate::{Error, Node, Result};
 /// The queue of indexing jobs.
 pub const SEARCH_JOBS: &str = "search";
 
-/// Longest page text accepted inline or in a sidecar, bytes.
+/// Longest page text in a sidecar, bytes.
 pub const MAX_TEXT_BYTES: usize = 1 << 20;
 
 /// Where one shard is.

@@ -374,6 +374,36 @@ async fn long_text_comes_from_a_json_sidecar_and_bad_page_headers_are_refused() 
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{why}: {:?}", r.body);
         assert_eq!(r.json()["error"], "bad_page", "{why}");
     }
+    // Limits, sent to a node directly (the gateway refuses heads over
+    // 64 KiB itself).
+    let n = s.node(0);
+    let long_book = "b".repeat(257);
+    let long_text = "t".repeat(node::api::MAX_INLINE_TEXT_BYTES + 1);
+    for (headers, why) in [
+        (
+            vec![
+                ("x-strata-book", long_book.as_str()),
+                ("x-strata-page", "1"),
+                ("x-strata-text", "t"),
+            ],
+            "book over 256 bytes",
+        ),
+        (
+            vec![
+                ("x-strata-book", "B"),
+                ("x-strata-page", "1"),
+                ("x-strata-text", long_text.as_str()),
+            ],
+            "inline text over the limit",
+        ),
+    ] {
+        let r = n
+            .send(Method::PUT, "/v1/blobs/bad.png", &headers, "x")
+            .await
+            .expect("put");
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{why}: {:?}", r.body);
+        assert_eq!(r.json()["error"], "bad_page", "{why}");
+    }
     // Nothing was stored by the refused uploads.
     assert_eq!(
         c.get("/v1/blobs/bad.png").await.expect("get").status,
