@@ -26,6 +26,19 @@ pub struct Procs {
     serve: bool,
 }
 
+/// Which members a process cluster has besides the index.
+#[derive(Debug, Clone, Copy, Default)]
+struct Layout {
+    stores: usize,
+    replicas: usize,
+    caches: usize,
+    /// 0: one member `node` and no gateway; more: `node-1..` behind
+    /// a member `gateway`.
+    nodes: usize,
+    queue: bool,
+    shards: usize,
+}
+
 impl Procs {
     /// One index, `stores` stores with R = `replicas`, and one node, each a
     /// process of `bin` (pass `env!("CARGO_BIN_EXE_strata")`).
@@ -42,7 +55,13 @@ impl Procs {
         caches: usize,
         extra: &str,
     ) -> anyhow::Result<Procs> {
-        Self::launch(bin, stores, replicas, caches, 0, extra).await
+        let l = Layout {
+            stores,
+            replicas,
+            caches,
+            ..Layout::default()
+        };
+        Self::launch(bin, l, extra).await
     }
 
     /// Like [`Procs::cluster_with_caches`] but with `nodes` request nodes
@@ -56,7 +75,14 @@ impl Procs {
         nodes: usize,
         extra: &str,
     ) -> anyhow::Result<Procs> {
-        Self::launch(bin, stores, replicas, caches, nodes, extra).await
+        let l = Layout {
+            stores,
+            replicas,
+            caches,
+            nodes,
+            ..Layout::default()
+        };
+        Self::launch(bin, l, extra).await
     }
 
     /// One index, `stores` stores with R = `replicas`, a `queue` member
@@ -67,7 +93,7 @@ impl Procs {
         replicas: usize,
         extra: &str,
     ) -> anyhow::Result<Procs> {
-        Self::launch_with(bin, stores, replicas, 0, 0, extra, true, 0).await
+        Self::cluster_with_search(bin, stores, replicas, 0, extra).await
     }
 
     /// [`Procs::cluster_with_queue`] plus `shards` search members
@@ -79,32 +105,25 @@ impl Procs {
         shards: usize,
         extra: &str,
     ) -> anyhow::Result<Procs> {
-        Self::launch_with(bin, stores, replicas, 0, 0, extra, true, shards).await
+        let l = Layout {
+            stores,
+            replicas,
+            queue: true,
+            shards,
+            ..Layout::default()
+        };
+        Self::launch(bin, l, extra).await
     }
 
-    /// `nodes` = 0: one member `node`, no gateway.
-    async fn launch(
-        bin: &Path,
-        stores: usize,
-        replicas: usize,
-        caches: usize,
-        nodes: usize,
-        extra: &str,
-    ) -> anyhow::Result<Procs> {
-        Self::launch_with(bin, stores, replicas, caches, nodes, extra, false, 0).await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn launch_with(
-        bin: &Path,
-        stores: usize,
-        replicas: usize,
-        caches: usize,
-        nodes: usize,
-        extra: &str,
-        queue: bool,
-        shards: usize,
-    ) -> anyhow::Result<Procs> {
+    async fn launch(bin: &Path, l: Layout, extra: &str) -> anyhow::Result<Procs> {
+        let Layout {
+            stores,
+            replicas,
+            caches,
+            nodes,
+            queue,
+            shards,
+        } = l;
         let dir = tempfile::tempdir()?;
         let mut text = format!("replicas = {replicas}\n{extra}\n");
         let mut addrs = BTreeMap::new();
