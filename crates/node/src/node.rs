@@ -658,7 +658,7 @@ impl Node {
             crate::search::after_change(self, key, committed.version, None, prev.as_ref()).await
         {
             // The blob is gone; its page stays findable until the next
-            // change of the key. Rare (queue and shard both unreachable).
+            // change of the key (the queue was unreachable).
             tracing::error!(key, error = %e, "deleted page could not be removed from search");
         }
         if let Some(p) = &prev {
