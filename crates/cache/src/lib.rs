@@ -17,7 +17,7 @@ mod error;
 pub mod meta;
 pub mod server;
 pub mod shard;
-mod text;
+pub mod text;
 pub mod through;
 
 pub use clock::{Clock, Expiry, ManualClock, SystemClock};

@@ -18,7 +18,6 @@ use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::broker::check_queue;
 use crate::job::{Job, NewJob, State};
 use crate::{Broker, Error};
 
@@ -156,24 +155,26 @@ impl Conn {
         text: &str,
         r: &mut BufReader<R>,
     ) -> std::io::Result<Next> {
-        let args: Vec<&str> = text.split(' ').collect();
-        let num = |i: usize| args.get(i).and_then(|a| a.parse::<u64>().ok());
+        use crate::beanstalk_cmd::Command as C;
+        let cmd = match crate::beanstalk_cmd::parse(text) {
+            Ok(c) => c,
+            Err(why) => return Ok(line(why.reply())),
+        };
         let b = &self.broker;
-        Ok(match (args[0], args.len()) {
-            ("put", 5) => {
-                let (Some(pri), Some(delay), Some(ttr), Some(bytes)) = (num(1), num(2), num(3), num(4)) else {
-                    return Ok(line("BAD_FORMAT"));
-                };
-                if pri > u64::from(u32::MAX) {
-                    return Ok(line("BAD_FORMAT"));
-                }
-                let bytes = bytes as usize;
-                if bytes > self.opts.max_job_size {
+        Ok(match cmd {
+            C::Put {
+                pri,
+                delay,
+                ttr,
+                bytes,
+            } => {
+                if bytes > self.opts.max_job_size as u64 {
                     // Skip the body so the next command lines up.
-                    let mut skip = r.take(bytes as u64 + 2);
+                    let mut skip = r.take(bytes.saturating_add(2));
                     tokio::io::copy(&mut skip, &mut tokio::io::sink()).await?;
                     return Ok(line("JOB_TOO_BIG"));
                 }
+                let bytes = bytes as usize;
                 let mut body = vec![0u8; bytes + 2];
                 r.read_exact(&mut body).await?;
                 if &body[bytes..] != b"\r\n" {
@@ -183,7 +184,7 @@ impl Conn {
                 let job = NewJob {
                     queue: self.using.clone(),
                     payload: Bytes::from(body),
-                    priority: pri as u32,
+                    priority: pri,
                     delay_ms: delay.saturating_mul(1000),
                     ttr_ms: ttr.max(1).saturating_mul(1000),
                     max_attempts: 0,
@@ -194,94 +195,61 @@ impl Conn {
                     Err(e) => not_found_or(e),
                 }
             }
-            ("use", 2) => match check_queue(args[1]) {
-                Ok(()) => {
-                    self.using = args[1].to_owned();
-                    line(&format!("USING {}", args[1]))
-                }
-                Err(_) => line("BAD_FORMAT"),
+            C::Use(tube) => {
+                self.using = tube.to_owned();
+                line(&format!("USING {tube}"))
+            }
+            C::Reserve => self.reserve(None, r).await?,
+            C::ReserveWithTimeout(t) => self.reserve(Some(Duration::from_secs(t)), r).await?,
+            C::Delete(id) => match b.delete(id, self.id, None).await {
+                Ok(()) => line("DELETED"),
+                Err(e) => not_found_or(e),
             },
-            ("reserve", 1) => self.reserve(None, r).await?,
-            ("reserve-with-timeout", 2) => match num(1) {
-                Some(t) => self.reserve(Some(Duration::from_secs(t)), r).await?,
-                None => line("BAD_FORMAT"),
-            },
-            ("delete", 2) => match num(1) {
-                Some(id) => match b.delete(id, self.id, None).await {
-                    Ok(()) => line("DELETED"),
+            C::Release { id, pri, delay } => {
+                match b.release(id, self.id, None, pri, delay.saturating_mul(1000)).await {
+                    Ok(()) => line("RELEASED"),
                     Err(e) => not_found_or(e),
-                },
-                None => line("BAD_FORMAT"),
-            },
-            ("release", 4) => match (num(1), num(2), num(3)) {
-                (Some(id), Some(pri), Some(delay)) if pri <= u64::from(u32::MAX) => {
-                    match b.release(id, self.id, None, pri as u32, delay.saturating_mul(1000)).await {
-                        Ok(()) => line("RELEASED"),
-                        Err(e) => not_found_or(e),
-                    }
                 }
-                _ => line("BAD_FORMAT"),
+            }
+            C::Bury { id, pri } => match b.bury(id, self.id, None, pri).await {
+                Ok(()) => line("BURIED"),
+                Err(e) => not_found_or(e),
             },
-            ("bury", 3) => match (num(1), num(2)) {
-                (Some(id), Some(pri)) if pri <= u64::from(u32::MAX) => {
-                    match b.bury(id, self.id, None, pri as u32).await {
-                        Ok(()) => line("BURIED"),
-                        Err(e) => not_found_or(e),
-                    }
+            C::Touch(id) => match b.touch(id, self.id, None).await {
+                Ok(()) => line("TOUCHED"),
+                Err(e) => not_found_or(e),
+            },
+            C::Watch(tube) => {
+                if !self.watching.iter().any(|t| t == tube) {
+                    self.watching.push(tube.to_owned());
                 }
-                _ => line("BAD_FORMAT"),
-            },
-            ("touch", 2) => match num(1) {
-                Some(id) => match b.touch(id, self.id, None).await {
-                    Ok(()) => line("TOUCHED"),
-                    Err(e) => not_found_or(e),
-                },
-                None => line("BAD_FORMAT"),
-            },
-            ("watch", 2) => match check_queue(args[1]) {
-                Ok(()) => {
-                    if !self.watching.iter().any(|t| t == args[1]) {
-                        self.watching.push(args[1].to_owned());
-                    }
-                    line(&format!("WATCHING {}", self.watching.len()))
-                }
-                Err(_) => line("BAD_FORMAT"),
-            },
-            ("ignore", 2) => {
-                if self.watching.len() == 1 && self.watching[0] == args[1] {
+                line(&format!("WATCHING {}", self.watching.len()))
+            }
+            C::Ignore(tube) => {
+                if self.watching.len() == 1 && self.watching[0] == tube {
                     line("NOT_IGNORED")
                 } else {
-                    self.watching.retain(|t| t != args[1]);
+                    self.watching.retain(|t| t != tube);
                     line(&format!("WATCHING {}", self.watching.len()))
                 }
             }
-            ("peek", 2) => match num(1) {
-                Some(id) => found(b.get(id)),
-                None => line("BAD_FORMAT"),
+            C::Peek(id) => found(b.get(id)),
+            C::PeekReady => found(b.peek(&self.using, State::Ready)),
+            C::PeekDelayed => found(b.peek(&self.using, State::Delayed)),
+            C::PeekBuried => found(b.peek(&self.using, State::Dead)),
+            C::Kick(bound) => match b.kick(&self.using, bound as usize).await {
+                Ok(n) => line(&format!("KICKED {n}")),
+                Err(e) => not_found_or(e),
             },
-            ("peek-ready", 1) => found(b.peek(&self.using, State::Ready)),
-            ("peek-delayed", 1) => found(b.peek(&self.using, State::Delayed)),
-            ("peek-buried", 1) => found(b.peek(&self.using, State::Dead)),
-            ("kick", 2) => match num(1) {
-                Some(bound) => match b.kick(&self.using, bound as usize).await {
-                    Ok(n) => line(&format!("KICKED {n}")),
-                    Err(e) => not_found_or(e),
-                },
-                None => line("BAD_FORMAT"),
+            C::KickJob(id) => match b.kick_job(id).await {
+                Ok(()) => line("KICKED"),
+                Err(e) => not_found_or(e),
             },
-            ("kick-job", 2) => match num(1) {
-                Some(id) => match b.kick_job(id).await {
-                    Ok(()) => line("KICKED"),
-                    Err(e) => not_found_or(e),
-                },
-                None => line("BAD_FORMAT"),
+            C::StatsJob(id) => match b.get(id) {
+                Some(j) if j.state != State::Succeeded => yaml(self.job_yaml(&j)),
+                _ => line("NOT_FOUND"),
             },
-            ("stats-job", 2) => match num(1).map(|id| b.get(id)) {
-                Some(Some(j)) if j.state != State::Succeeded => yaml(self.job_yaml(&j)),
-                Some(_) => line("NOT_FOUND"),
-                None => line("BAD_FORMAT"),
-            },
-            ("stats-tube", 2) => match b.queue_stats(args[1]) {
+            C::StatsTube(tube) => match b.queue_stats(tube) {
                 Some(s) => yaml(format!(
                     "---\nname: {}\ncurrent-jobs-urgent: {}\ncurrent-jobs-ready: {}\ncurrent-jobs-reserved: {}\n\
                      current-jobs-delayed: {}\ncurrent-jobs-buried: {}\ntotal-jobs: {}\ncurrent-waiting: {}\n\
@@ -290,8 +258,8 @@ impl Conn {
                 )),
                 None => line("NOT_FOUND"),
             },
-            ("stats", 1) => yaml(self.stats_yaml()),
-            ("list-tubes", 1) => {
+            C::Stats => yaml(self.stats_yaml()),
+            C::ListTubes => {
                 let mut y = String::from("---\n");
                 let mut tubes = b.queues();
                 // "default" always exists, as in beanstalkd.
@@ -307,23 +275,15 @@ impl Conn {
                 }
                 yaml(y)
             }
-            ("list-tube-used", 1) => line(&format!("USING {}", self.using)),
-            ("list-tubes-watched", 1) => {
+            C::ListTubeUsed => line(&format!("USING {}", self.using)),
+            C::ListTubesWatched => {
                 let mut y = String::from("---\n");
                 for t in &self.watching {
                     y.push_str(&format!("- {t}\n"));
                 }
                 yaml(y)
             }
-            ("quit", 1) => Next::Close,
-            (
-                "put" | "use" | "reserve" | "reserve-with-timeout" | "delete" | "release" | "bury"
-                | "touch" | "watch" | "ignore" | "peek" | "peek-ready" | "peek-delayed"
-                | "peek-buried" | "kick" | "kick-job" | "stats-job" | "stats-tube" | "stats"
-                | "list-tubes" | "list-tube-used" | "list-tubes-watched" | "quit",
-                _,
-            ) => line("BAD_FORMAT"),
-            _ => line("UNKNOWN_COMMAND"),
+            C::Quit => Next::Close,
         })
     }
 

@@ -14,6 +14,7 @@
 //! Errors are one enum, [`Error`].
 
 pub mod beanstalk;
+pub mod beanstalk_cmd;
 pub mod broker;
 mod error;
 pub mod http;
