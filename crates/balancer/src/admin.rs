@@ -43,7 +43,7 @@ pub async fn handle(live: &Live, req: Request<Incoming>) -> Response<UpBody> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !same(given.as_bytes(), token.as_bytes()) {
+    if !cluster::auth::ct_eq(given.as_bytes(), token.as_bytes()) {
         return json(
             StatusCode::UNAUTHORIZED,
             r#"{"error":"unauthorized","detail":"Authorization: Bearer <admin token> required"}"#,
@@ -192,11 +192,6 @@ fn quote(s: &str) -> String {
     }
     q.push('"');
     q
-}
-
-/// Compares a secret without stopping at the first differing byte.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
 fn empty() -> UpBody {

@@ -52,19 +52,31 @@ const MAX_IDLE: usize = 256;
 pub(crate) async fn serve_conn(live: Arc<Live>, mut down: TcpStream, peer: SocketAddr) {
     let mut buf = BytesMut::with_capacity(8 << 10);
     loop {
+        // When the current request's first byte arrived: its head must be
+        // whole within `header_timeout` however slowly it trickles in.
+        let mut started: Option<Instant> = None;
         let head = loop {
             if !buf.is_empty() {
+                started.get_or_insert_with(Instant::now);
+                let max = MAX_HEAD.min(live.max_header_bytes);
                 match parse_request(&buf) {
-                    Ok(Some(h)) => break h,
-                    Ok(None) if buf.len() < MAX_HEAD => {}
-                    // Malformed or too long: the full path answers it.
+                    Ok(Some(h)) if h.len <= max => break h,
+                    Ok(None) if buf.len() < max => {}
+                    // Malformed or too long: the full path answers it
+                    // (431 for a head over the limit).
                     _ => {
                         return crate::router::serve_hyper(live, Prefixed::new(buf, down), peer)
                             .await
                     }
                 }
             }
-            match tokio::time::timeout(live.idle_timeout, down.read_buf(&mut buf)).await {
+            let wait = match started {
+                Some(t0) => (t0 + live.header_timeout)
+                    .saturating_duration_since(Instant::now())
+                    .min(live.idle_timeout),
+                None => live.idle_timeout,
+            };
+            match tokio::time::timeout(wait, down.read_buf(&mut buf)).await {
                 Ok(Ok(n)) if n > 0 => {}
                 // Closed, failed, or idle (or too slow) for too long.
                 _ => return,

@@ -174,6 +174,12 @@ pub struct Live {
     /// A client connection that sends no complete request head for this
     /// long is closed (idle keep-alive connections, and slow heads).
     pub idle_timeout: std::time::Duration,
+    /// A request head must arrive whole within this time (slowloris).
+    pub header_timeout: std::time::Duration,
+    /// Largest request head (431 above).
+    pub max_header_bytes: usize,
+    /// Client connections open at once; more wait in the listen backlog.
+    pub(crate) conn_slots: Arc<tokio::sync::Semaphore>,
     /// Serialises runtime changes (admin calls and reloads), which read,
     /// modify and write the backend sets.
     pub(crate) changes: tokio::sync::Mutex<()>,
@@ -191,10 +197,29 @@ impl Live {
         admin_token: Option<String>,
         idle_timeout: std::time::Duration,
     ) -> Arc<Live> {
+        Live::with_limits(
+            router,
+            admin_token,
+            ClientLimits {
+                idle_timeout,
+                ..ClientLimits::default()
+            },
+        )
+    }
+
+    /// [`Live::new`] with limits on client connections.
+    pub fn with_limits(
+        router: Router,
+        admin_token: Option<String>,
+        limits: ClientLimits,
+    ) -> Arc<Live> {
         Arc::new(Live {
             router: RwLock::new(Arc::new(router)),
             admin_token,
-            idle_timeout,
+            idle_timeout: limits.idle_timeout,
+            header_timeout: limits.header_timeout,
+            max_header_bytes: limits.max_header_bytes,
+            conn_slots: Arc::new(tokio::sync::Semaphore::new(limits.max_connections)),
             changes: tokio::sync::Mutex::new(()),
         })
     }
@@ -218,6 +243,30 @@ impl Live {
     }
 }
 
+/// Limits on the gateway's client side.
+#[derive(Debug, Clone)]
+pub struct ClientLimits {
+    /// A connection with no request for this long is closed.
+    pub idle_timeout: std::time::Duration,
+    /// A request head must arrive whole within this time.
+    pub header_timeout: std::time::Duration,
+    /// Client connections open at once.
+    pub max_connections: usize,
+    /// Largest request head, bytes.
+    pub max_header_bytes: usize,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            idle_timeout: std::time::Duration::from_secs(60),
+            header_timeout: std::time::Duration::from_secs(20),
+            max_connections: 10_000,
+            max_header_bytes: 64 << 10,
+        }
+    }
+}
+
 /// Serves the routed pools on `listener` until `shutdown` resolves.
 pub async fn serve_routed(
     listener: TcpListener,
@@ -231,10 +280,23 @@ pub async fn serve_routed(
     loop {
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
-            acc = listener.accept() => {
-                let Ok((stream, peer)) = acc else { continue };
+            // A slot first: at the limit, new clients wait in the kernel's
+            // backlog instead of being accepted and starved.
+            slot = live.conn_slots.clone().acquire_owned() => {
+                let Ok(slot) = slot else { return Ok(()) };
+                let (stream, peer) = tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    acc = listener.accept() => match acc {
+                        Ok(a) => a,
+                        Err(_) => continue,
+                    },
+                };
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(crate::relay::serve_conn(live.clone(), stream, peer));
+                let live = live.clone();
+                tokio::spawn(async move {
+                    crate::relay::serve_conn(live, stream, peer).await;
+                    drop(slot);
+                });
             }
         }
     }
@@ -246,16 +308,16 @@ pub(crate) async fn serve_hyper<I>(live: Arc<Live>, io: I, peer: SocketAddr)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let live_idle = live.idle_timeout;
+    let (head_timeout, head_max) = (live.header_timeout, live.max_header_bytes);
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let live = live.clone();
         async move { Ok::<_, Infallible>(dispatch(&live, req, peer).await) }
     });
-    let idle = live_idle;
     let _ = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(idle)
+        .header_read_timeout(head_timeout)
+        .max_header_size(head_max)
         .serve_connection(TokioIo::new(io), svc)
         .await;
 }

@@ -78,14 +78,49 @@ pub struct LimitsConfig {
     /// Largest accepted upload body, in bytes. Default 64 MiB (67108864).
     #[serde(default = "default_max_body")]
     pub max_body_bytes: u64,
+    /// Most open client connections per HTTP role (node, store, index,
+    /// queue, search, gateway); further connections wait in the listen
+    /// backlog until one closes. Default 10000.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A request head (line and headers) must arrive whole within this
+    /// time, or the connection is closed: a slowloris client cannot hold
+    /// a connection by trickling bytes. On the roles' own listeners it
+    /// also closes keep-alive connections idle this long. Milliseconds,
+    /// default 20000.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_ms: u64,
+    /// Largest request head, bytes; larger gets 431. Default 65536.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Most request headers; more gets 431. Default 100.
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: default_max_body(),
+            max_connections: default_max_connections(),
+            header_timeout_ms: default_header_timeout(),
+            max_header_bytes: default_max_header_bytes(),
+            max_headers: default_max_headers(),
         }
     }
+}
+
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_header_timeout() -> u64 {
+    20_000
+}
+fn default_max_header_bytes() -> usize {
+    64 << 10
+}
+fn default_max_headers() -> usize {
+    100
 }
 
 fn default_max_body() -> u64 {
@@ -433,6 +468,41 @@ pub struct Member {
     /// A `queue` member's beanstalkd-protocol address (optional).
     #[serde(default)]
     pub beanstalk_addr: Option<SocketAddr>,
+    /// The address to listen on, when it differs from `addr` (behind NAT,
+    /// or `0.0.0.0:PORT`). Default: `addr` for nodes and gateways; for the
+    /// internal roles (store, index, cache, queue, search) the loopback
+    /// address with `addr`'s port, so that they are never reachable from
+    /// other machines unless this is set. A non-loopback `bind` of an
+    /// internal role needs `auth.secret`.
+    #[serde(default)]
+    pub bind: Option<SocketAddr>,
+}
+
+impl Member {
+    /// True for the roles only other roles talk to.
+    pub fn is_internal(&self) -> bool {
+        matches!(
+            self.role,
+            Role::Store | Role::Index | Role::Cache | Role::Queue | Role::Search
+        )
+    }
+
+    /// Where the process listens: `bind`, else `addr` for public roles
+    /// and loopback with `addr`'s port for internal ones.
+    pub fn listen_addr(&self) -> SocketAddr {
+        match self.bind {
+            Some(b) => b,
+            None if self.is_internal() && !self.addr.ip().is_loopback() => {
+                let lo: std::net::IpAddr = if self.addr.is_ipv4() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                };
+                SocketAddr::new(lo, self.addr.port())
+            }
+            None => self.addr,
+        }
+    }
 }
 
 /// The roles built so far.
@@ -509,6 +579,22 @@ impl ClusterConfig {
                 "limits.max_body_bytes",
                 format!("must be between 1 and {MAX_BODY_CEILING}"),
             );
+        }
+        let l = &self.limits;
+        if l.max_connections == 0 {
+            return bad("limits.max_connections", "must be at least 1".into());
+        }
+        if l.header_timeout_ms == 0 {
+            return bad("limits.header_timeout_ms", "must be at least 1".into());
+        }
+        if !(8192..=1 << 20).contains(&l.max_header_bytes) {
+            return bad(
+                "limits.max_header_bytes",
+                "must be between 8192 and 1048576".into(),
+            );
+        }
+        if !(1..=1000).contains(&l.max_headers) {
+            return bad("limits.max_headers", "must be between 1 and 1000".into());
         }
         if self.store.volume_bytes < 1 << 20 {
             return bad(
@@ -620,6 +706,17 @@ impl ClusterConfig {
                 return bad(
                     &format!("member[{i}].name"),
                     format!("duplicate name `{}`", m.name),
+                );
+            }
+            if m.is_internal() && !m.listen_addr().ip().is_loopback() && self.auth.secret.is_none()
+            {
+                return bad(
+                    &format!("member[{i}].bind"),
+                    format!(
+                        "`{}` would expose the internal `{}` API to other machines: set auth.secret",
+                        m.listen_addr(),
+                        m.role.as_str()
+                    ),
                 );
             }
             let needs_dir = matches!(

@@ -8,6 +8,7 @@
 //!
 //! Errors are one enum, [`Error`].
 
+pub mod auth;
 mod config;
 mod error;
 mod gateway;

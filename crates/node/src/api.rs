@@ -194,7 +194,7 @@ fn check_auth(node: &Node, headers: &HeaderMap) -> Option<Response> {
         .as_bytes()
         .strip_prefix(b"Bearer ")
         .unwrap_or_default();
-    if !constant_time_eq(token, want.as_bytes()) {
+    if !cluster::auth::ct_eq(token, want.as_bytes()) {
         return Some(error(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -202,13 +202,6 @@ fn check_auth(node: &Node, headers: &HeaderMap) -> Option<Response> {
         ));
     }
     None
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Longest book name, bytes.

@@ -16,6 +16,8 @@ use crate::{Error, Result};
 pub struct HttpClient {
     inner: Client<HttpConnector, Full<Bytes>>,
     timeout: Duration,
+    /// Sent as [`cluster::auth::SECRET_HEADER`] on every request.
+    secret: Option<hyper::header::HeaderValue>,
 }
 
 /// A response read whole.
@@ -35,9 +37,31 @@ impl HttpClient {
         conn.set_connect_timeout(Some(timeout));
         conn.set_nodelay(true);
         let inner = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
+            // Below the roles' idle cut-off (`limits.header_timeout_ms`),
+            // so a pooled connection is never reused just as the server
+            // closes it.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build(conn);
-        HttpClient { inner, timeout }
+        HttpClient {
+            inner,
+            timeout,
+            secret: None,
+        }
+    }
+
+    /// The same client, sending the cluster secret with every request
+    /// (internal APIs refuse calls without it when one is configured).
+    pub fn with_secret(mut self, secret: Option<&str>) -> Self {
+        self.secret = secret.and_then(|s| hyper::header::HeaderValue::from_str(s).ok());
+        self
+    }
+
+    fn builder(&self, method: Method, url: &str) -> hyper::http::request::Builder {
+        let b = Request::builder().method(method).uri(url);
+        match &self.secret {
+            Some(v) => b.header(cluster::auth::SECRET_HEADER, v.clone()),
+            None => b,
+        }
     }
 
     /// Sends one request and reads the whole answer. Transport failures and
@@ -54,7 +78,7 @@ impl HttpClient {
             tier: tier.to_owned(),
             detail,
         };
-        let mut b = Request::builder().method(method).uri(url);
+        let mut b = self.builder(method, url);
         for (k, v) in headers {
             b = b.header(*k, v);
         }
@@ -95,9 +119,8 @@ impl HttpClient {
             tier: tier.to_owned(),
             detail,
         };
-        let req = Request::builder()
-            .method(Method::GET)
-            .uri(url)
+        let req = self
+            .builder(Method::GET, url)
             .body(Full::new(Bytes::new()))
             .map_err(|e| unavailable(e.to_string()))?;
         let resp = tokio::time::timeout(self.timeout, self.inner.request(req))

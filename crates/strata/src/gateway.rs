@@ -149,17 +149,24 @@ pub async fn run_gateway(
     let client = balancer::proxy::upstream(ms(cfg.gateway.connect_timeout_ms));
     let pools = cfg.gateway.resolve(&cfg)?;
     let router = build_router(&cfg, pools, None, &client)?;
-    let live = Live::with_idle_timeout(
-        router,
-        cfg.auth.admin_token.clone(),
-        ms(cfg.gateway.idle_timeout_ms),
-    );
+    let live = Live::with_limits(router, cfg.auth.admin_token.clone(), client_limits(&cfg));
     if let Some(path) = path {
         let (live, client) = (live.clone(), client.clone());
         tokio::spawn(reload_on_hangup(path, live, client));
     }
     balancer::router::serve_routed(listener, live, crate::shutdown_signal(shutdown)).await?;
     Ok(())
+}
+
+/// The gateway's client-side limits: `[gateway] idle_timeout_ms` and
+/// the cluster's `[limits]`.
+pub fn client_limits(cfg: &ClusterConfig) -> balancer::router::ClientLimits {
+    balancer::router::ClientLimits {
+        idle_timeout: ms(cfg.gateway.idle_timeout_ms),
+        header_timeout: ms(cfg.limits.header_timeout_ms),
+        max_connections: cfg.limits.max_connections,
+        max_header_bytes: cfg.limits.max_header_bytes,
+    }
 }
 
 async fn reload_on_hangup(path: PathBuf, live: Arc<Live>, client: Upstream) {

@@ -6,6 +6,7 @@
 //! Errors are `anyhow` here (this is the binary's side).
 
 pub mod gateway;
+pub mod http_serve;
 pub mod import;
 
 use std::net::SocketAddr;
@@ -101,23 +102,27 @@ pub async fn run_role(
             .clone()
             .with_context(|| format!("member {} has no data_dir", m.name))
     };
+    let limits = http_serve::HttpLimits::from_config(&cfg);
+    let internal = |r| http_serve::require_secret(r, cfg.auth.secret.as_deref());
     match me.role {
         Role::Store => {
             let (store, report) = Store::open(&data(&me)?, store_options(&cfg))?;
             tracing::info!(name, ?report, blobs = store.len(), "store open");
-            store::server::serve(listener, store.clone(), shutdown_signal(shutdown)).await?;
+            let api = internal(store::server::router(store.clone()));
+            http_serve::serve(listener, api, limits, shutdown).await?;
             store.checkpoint().await?;
         }
         Role::Index => {
             let db = IndexDb::open(&data(&me)?)?;
-            index::server::serve(listener, db, shutdown_signal(shutdown)).await?;
+            let api = internal(index::server::router(db));
+            http_serve::serve(listener, api, limits, shutdown).await?;
         }
         Role::Node => {
             let node = cluster_node(&cfg, Some(&me))?;
             if node.queue().is_some() {
                 node::jobs::spawn_workers(&node, cfg.queue.workers, shutdown.clone());
             }
-            node::api::serve(listener, node, shutdown_signal(shutdown)).await?;
+            http_serve::serve(listener, node::api::router(node), limits, shutdown).await?;
         }
         Role::Queue => {
             let broker = open_broker(&cfg, &data(&me)?)?;
@@ -132,11 +137,13 @@ pub async fn run_role(
                     shutdown_signal(shutdown.clone()),
                 ));
             }
-            queue::http::serve(listener, broker, shutdown_signal(shutdown)).await?;
+            let api = internal(queue::http::router(broker));
+            http_serve::serve(listener, api, limits, shutdown).await?;
         }
         Role::Search => {
             let shard = open_shard(&cfg, &data(&me)?)?;
-            search::server::serve(listener, shard, shutdown_signal(shutdown)).await?;
+            let api = internal(search::server::router(shard));
+            http_serve::serve(listener, api, limits, shutdown).await?;
         }
         Role::Cache => {
             let server = cache_member(&cfg, None);
@@ -217,7 +224,7 @@ pub struct StoreOrigin {
 impl StoreOrigin {
     /// Every store of the cluster file, over HTTP.
     pub fn from_cluster(cfg: &ClusterConfig) -> StoreOrigin {
-        let http = node::http::HttpClient::new(Duration::from_secs(5));
+        let http = internal_client(cfg, Duration::from_secs(5));
         StoreOrigin {
             stores: cfg
                 .members_with(Role::Store)
@@ -317,6 +324,11 @@ pub fn cluster_caching(
     }))
 }
 
+/// A client for calls to other roles, carrying the cluster secret.
+fn internal_client(cfg: &ClusterConfig, timeout: Duration) -> node::http::HttpClient {
+    node::http::HttpClient::new(timeout).with_secret(cfg.auth.secret.as_deref())
+}
+
 /// Node `me` of the cluster: it reaches every store and the index over HTTP.
 pub fn cluster_node(
     cfg: &ClusterConfig,
@@ -331,7 +343,7 @@ pub fn cluster_node_with(
     me: Option<&cluster::Member>,
     clock: Arc<dyn cache::Clock>,
 ) -> anyhow::Result<Arc<Node>> {
-    let http = node::http::HttpClient::new(Duration::from_secs(5));
+    let http = internal_client(cfg, Duration::from_secs(5));
     let index = cfg
         .members_with(Role::Index)
         .next()
@@ -358,10 +370,10 @@ pub fn cluster_node_with(
     if let Some(q) = cfg.members_with(Role::Queue).next() {
         node.set_queue(node::jobs::QueueHandle::Remote {
             base: format!("http://{}", q.addr),
-            http: node::http::HttpClient::new(Duration::from_secs(10)),
+            http: internal_client(cfg, Duration::from_secs(10)),
         });
     }
-    let search_http = node::http::HttpClient::new(Duration::from_secs(30));
+    let search_http = internal_client(cfg, Duration::from_secs(30));
     let shards: Vec<ShardMember> = cfg
         .members_with(Role::Search)
         .map(|m| ShardMember {
@@ -550,8 +562,10 @@ pub async fn start_serve_with(
         };
         node_addrs.push(l.local_addr()?);
         let rx = rx.clone();
+        // The public API: the cluster's limits apply here too.
+        let limits = http_serve::HttpLimits::from_config(cfg);
         tasks.push(tokio::spawn(async move {
-            Ok(node::api::serve(l, node, shutdown_signal(rx)).await?)
+            Ok(http_serve::serve(l, node::api::router(node), limits, rx).await?)
         }));
     }
     let (s3, rx3) = (store.clone(), rx.clone());
@@ -625,10 +639,10 @@ fn start_serve_gateway(
     }];
     let client = balancer::proxy::upstream(Duration::from_millis(cfg.gateway.connect_timeout_ms));
     let router = gateway::build_router(cfg, pools, None, &client)?;
-    let live = balancer::Live::with_idle_timeout(
+    let live = balancer::Live::with_limits(
         router,
         cfg.auth.admin_token.clone(),
-        Duration::from_millis(cfg.gateway.idle_timeout_ms),
+        gateway::client_limits(cfg),
     );
     Ok(tokio::spawn(async move {
         Ok(balancer::router::serve_routed(listener, live, shutdown_signal(rx)).await?)

@@ -281,13 +281,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     me.role.as_str()
                 );
             }
-            let listener = tokio::net::TcpListener::bind(me.addr)
+            let listener = tokio::net::TcpListener::bind(me.listen_addr())
                 .await
-                .with_context(|| format!("cannot listen on {}", me.addr))?;
+                .with_context(|| format!("cannot listen on {}", me.listen_addr()))?;
             println!(
                 "strata gateway: {} on http://{}; status at /_strata/status; SIGHUP reloads {}",
                 me.name,
-                me.addr,
+                me.listen_addr(),
                 path.display()
             );
             strata::gateway::run_gateway(cfg, Some(path), listener, rx).await
@@ -376,12 +376,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     me.role.as_str()
                 );
             }
-            let listener = tokio::net::TcpListener::bind(me.addr)
+            let listener = tokio::net::TcpListener::bind(me.listen_addr())
                 .await
-                .with_context(|| format!("cannot listen on {}", me.addr))?;
+                .with_context(|| format!("cannot listen on {}", me.listen_addr()))?;
             println!(
                 "strata cache: {} (memcached protocol) on {}",
-                me.name, me.addr
+                me.name,
+                me.listen_addr()
             );
             let server = strata::cache_member(&cfg, threads);
             cache::server::serve(listener, server, strata::shutdown_signal(rx)).await?;
@@ -438,10 +439,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     me.role.as_str()
                 );
             }
-            let listener = tokio::net::TcpListener::bind(me.addr)
+            let listener = tokio::net::TcpListener::bind(me.listen_addr())
                 .await
-                .with_context(|| format!("cannot listen on {}", me.addr))?;
-            println!("strata queue: {} on http://{}", me.name, me.addr);
+                .with_context(|| format!("cannot listen on {}", me.listen_addr()))?;
+            println!("strata queue: {} on http://{}", me.name, me.listen_addr());
             strata::run_role(cfg, &name, listener, rx).await
         }
         Cmd::Queue {
@@ -502,14 +503,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Store(a) | Cmd::Index(a) | Cmd::Node(a) | Cmd::Search(a) => {
             let cfg = Arc::new(ClusterConfig::load(&a.config)?);
             let me = cfg.member(&a.name)?.clone();
-            let listener = tokio::net::TcpListener::bind(me.addr)
+            let listener = tokio::net::TcpListener::bind(me.listen_addr())
                 .await
-                .with_context(|| format!("cannot listen on {}", me.addr))?;
+                .with_context(|| format!("cannot listen on {}", me.listen_addr()))?;
             println!(
                 "strata {}: {} listening on http://{}",
                 me.role.as_str(),
                 me.name,
-                me.addr
+                me.listen_addr()
             );
             strata::run_role(cfg, &a.name, listener, rx).await
         }
