@@ -476,6 +476,11 @@ pub struct Member {
     /// internal role needs `auth.secret`.
     #[serde(default)]
     pub bind: Option<SocketAddr>,
+    /// A `store` member's capacity: past this many bytes of volumes it
+    /// refuses new blobs (507) and writers place them elsewhere; reads and
+    /// deletes go on. Default: no limit.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
 }
 
 impl Member {
@@ -717,6 +722,12 @@ impl ClusterConfig {
                         m.listen_addr(),
                         m.role.as_str()
                     ),
+                );
+            }
+            if m.max_bytes.is_some() && m.role != Role::Store {
+                return bad(
+                    &format!("member[{i}].max_bytes"),
+                    "only `store` members have a capacity".into(),
                 );
             }
             let needs_dir = matches!(

@@ -22,6 +22,7 @@ pub fn volume(data: &[u8]) {
         volume_bytes: 2048,
         // Never: a compaction running in the background would race the copy.
         compact_garbage_ratio: 2.0,
+        max_bytes: 0,
         checkpoint_every: 1 + u64::from(input.byte() % 4),
     };
     let rt = tokio::runtime::Builder::new_current_thread()

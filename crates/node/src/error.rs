@@ -22,6 +22,15 @@ pub enum Error {
         /// Its answer.
         detail: String,
     },
+    /// The store is full (507): it takes no new blobs but still serves
+    /// reads, so the writer tries another store without marking it down.
+    #[error("{tier} is full: {detail}")]
+    Full {
+        /// Which store.
+        tier: String,
+        /// Its answer.
+        detail: String,
+    },
     /// Not enough healthy stores to place R replicas.
     #[error("need {need} healthy stores, have {have}")]
     NotEnoughStores {

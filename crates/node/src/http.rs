@@ -161,6 +161,10 @@ pub fn check(tier: &str, r: &Reply) -> Result<()> {
     let detail = format!("{}: {}", r.status, String::from_utf8_lossy(&r.body));
     Err(match r.status {
         StatusCode::NOT_FOUND => Error::NotFound,
+        StatusCode::INSUFFICIENT_STORAGE => Error::Full {
+            tier: tier.to_owned(),
+            detail,
+        },
         s if s.is_server_error() => Error::Unavailable {
             tier: tier.to_owned(),
             detail,

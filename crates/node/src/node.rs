@@ -315,7 +315,11 @@ impl Node {
                     return Err(e);
                 }
                 Err(e) => {
-                    self.mark_down(i, &e);
+                    // A full store still serves reads: skip it for this
+                    // write without marking it down.
+                    if !matches!(e, Error::Full { .. }) {
+                        self.mark_down(i, &e);
+                    }
                     if let Some(next) = candidates.next() {
                         spawn_put(&mut set, next);
                     }

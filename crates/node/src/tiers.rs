@@ -177,6 +177,10 @@ pub enum StoreHandle {
 fn store_err(name: &str, e: store::Error) -> Error {
     match e {
         store::Error::NotFound(_) => Error::NotFound,
+        store::Error::Full { .. } => Error::Full {
+            tier: name.into(),
+            detail: e.to_string(),
+        },
         store::Error::TooLarge(_) | store::Error::BadRange { .. } => Error::Rejected {
             tier: name.into(),
             detail: e.to_string(),

@@ -25,6 +25,14 @@ pub enum Error {
         /// Which check failed.
         reason: &'static str,
     },
+    /// The store holds its configured maximum (`max_bytes`).
+    #[error("store full: {used} bytes used of {limit}")]
+    Full {
+        /// Bytes in volumes.
+        used: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// The body does not fit a needle (see `MAX_DATA`).
     #[error("blob of {0} bytes is larger than a needle can hold")]
     TooLarge(u64),

@@ -81,6 +81,9 @@ fn store_error(e: Error) -> Response {
             }
             r
         }
+        Error::Full { .. } => {
+            error_response(StatusCode::INSUFFICIENT_STORAGE, "full", e.to_string())
+        }
         Error::Closed => error_response(StatusCode::SERVICE_UNAVAILABLE, "closed", e.to_string()),
         _ => error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     }

@@ -33,6 +33,10 @@ pub struct StoreOptions {
     pub compact_garbage_ratio: f64,
     /// Needles between two index-file checkpoints.
     pub checkpoint_every: u64,
+    /// Refuse new blobs once the volumes would hold more than this many
+    /// bytes (0 = no limit): a store that fills its disk says so instead
+    /// of failing writes half way. Deletes are always taken.
+    pub max_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -41,6 +45,7 @@ impl Default for StoreOptions {
             volume_bytes: 4 << 30,
             compact_garbage_ratio: 0.3,
             checkpoint_every: 4096,
+            max_bytes: 0,
         }
     }
 }
@@ -571,6 +576,13 @@ impl Writer {
         let mut any_delete = false;
 
         let mut checkpoints = Vec::new();
+        // Bytes the volumes hold before this batch, for `max_bytes`.
+        let used_before: u64 = if self.opts.max_bytes > 0 {
+            let st = store.state.read().unwrap_or_else(|p| p.into_inner());
+            st.stats.values().map(|v| v.total).sum()
+        } else {
+            0
+        };
         for op in batch {
             let (id, cookie, data, flags, reply) = match op {
                 Op::Checkpoint { reply } => {
@@ -582,7 +594,18 @@ impl Writer {
                     cookie,
                     data,
                     reply,
-                } => (id, cookie, data, 0u8, reply),
+                } => {
+                    let used = used_before + buf.len() as u64;
+                    let len = needle::needle_len(data.len() as u64);
+                    if self.opts.max_bytes > 0 && used + len > self.opts.max_bytes {
+                        let _ = reply.send(Err(Error::Full {
+                            used,
+                            limit: self.opts.max_bytes,
+                        }));
+                        continue;
+                    }
+                    (id, cookie, data, 0u8, reply)
+                }
                 Op::Delete { id, reply } => {
                     let live = match seen.get(&id) {
                         Some(l) => *l,

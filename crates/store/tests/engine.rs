@@ -24,7 +24,41 @@ fn small_volumes() -> StoreOptions {
         volume_bytes: 1 << 20,
         compact_garbage_ratio: 0.3,
         checkpoint_every: 16,
+        max_bytes: 0,
     }
+}
+
+#[tokio::test]
+async fn a_full_store_refuses_new_blobs_and_keeps_serving() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let opts = StoreOptions {
+        max_bytes: 4096,
+        ..StoreOptions::default()
+    };
+    let (s, _) = Store::open(dir.path(), opts.clone()).expect("open");
+    let mut stored = Vec::new();
+    let mut refused = None;
+    for i in 1..100 {
+        match s.put(i, blob(i, 500)).await {
+            Ok(()) => stored.push(i),
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let e = refused.expect("the store filled up");
+    assert!(matches!(e, store::Error::Full { limit: 4096, .. }), "{e}");
+    assert!(!stored.is_empty());
+    // Everything taken before is served; deletes still work (and a
+    // tombstone is accepted even when full).
+    for &i in &stored {
+        assert_eq!(s.get(i).expect("get"), blob(i, 500));
+    }
+    s.delete(stored[0]).await.expect("delete when full");
+    drop(s);
+    let (s, _) = Store::open(dir.path(), opts).expect("reopen");
+    assert_eq!(s.len(), stored.len() - 1);
 }
 
 #[tokio::test]

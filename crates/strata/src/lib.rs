@@ -47,12 +47,14 @@ pub fn open_broker(cfg: &ClusterConfig, dir: &Path) -> anyhow::Result<Arc<queue:
         .with_context(|| format!("opening the queue in {}", dir.display()))
 }
 
-/// Store tunables from the cluster file.
-pub fn store_options(cfg: &ClusterConfig) -> StoreOptions {
+/// Store tunables from the cluster file, for store member `me` (its own
+/// `max_bytes`), or for `serve`'s store (none).
+pub fn store_options(cfg: &ClusterConfig, me: Option<&cluster::Member>) -> StoreOptions {
     StoreOptions {
         volume_bytes: cfg.store.volume_bytes,
         compact_garbage_ratio: cfg.store.compact_garbage_ratio,
         checkpoint_every: cfg.store.checkpoint_every,
+        max_bytes: me.and_then(|m| m.max_bytes).unwrap_or(0),
     }
 }
 
@@ -106,7 +108,7 @@ pub async fn run_role(
     let internal = |r| http_serve::require_secret(r, cfg.auth.secret.as_deref());
     match me.role {
         Role::Store => {
-            let (store, report) = Store::open(&data(&me)?, store_options(&cfg))?;
+            let (store, report) = Store::open(&data(&me)?, store_options(&cfg, Some(&me)))?;
             tracing::info!(name, ?report, blobs = store.len(), "store open");
             let api = internal(store::server::router(store.clone()));
             http_serve::serve(listener, api, limits, shutdown).await?;
@@ -466,7 +468,7 @@ pub async fn start_serve_with(
         bail!("`serve` puts its own nodes in the gateway's pool; remove the [[gateway.pool]] tables from its config");
     }
     let (store, report) =
-        Store::open(&data.join("store"), store_options(cfg)).context("opening the store")?;
+        Store::open(&data.join("store"), store_options(cfg, None)).context("opening the store")?;
     tracing::info!(?report, blobs = store.len(), "store open");
     let db = IndexDb::open(&data.join("index")).context("opening the index")?;
     let broker = open_broker(cfg, &data.join("queue"))?;
