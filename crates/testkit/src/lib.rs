@@ -1,5 +1,6 @@
 //! strata's test kit: clusters for tests, in-process or as real processes,
-//! with fault injection (SIGKILL, restart).
+//! with fault injection (SIGKILL, SIGSTOP/SIGCONT, restart, and a TCP
+//! proxy that delays, drops, resets or partitions a link).
 //!
 //! - [`InProc`] runs roles inside the test process on port-0 listeners
 //!   (fast; good for API and model tests).
@@ -9,13 +10,15 @@
 //!   deterministic test bodies.
 
 mod client;
+pub mod faults;
 mod inproc;
 pub mod procs;
 
 pub use client::{metric_value, Client, Resp};
+pub use faults::{Fault, FaultProxy};
 pub use hyper::{Method, StatusCode};
 pub use inproc::{InProc, InProcCluster};
-pub use procs::{free_addr, Procs};
+pub use procs::{free_addr, strata_bin, Layout, Procs};
 
 /// Deterministic pseudo-random bytes for blob `i`.
 pub fn blob(i: u64, len: usize) -> Vec<u8> {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::Client;
+use crate::{Client, FaultProxy};
 
 /// An address the OS just handed out on loopback. The listener is closed
 /// before the child binds it; nothing else on a test machine races for
@@ -24,19 +24,30 @@ pub struct Procs {
     members: BTreeMap<String, (SocketAddr, &'static str)>,
     children: BTreeMap<String, Child>,
     serve: bool,
+    proxies: BTreeMap<String, FaultProxy>,
 }
 
 /// Which members a process cluster has besides the index.
-#[derive(Debug, Clone, Copy, Default)]
-struct Layout {
-    stores: usize,
-    replicas: usize,
-    caches: usize,
+#[derive(Debug, Clone, Default)]
+pub struct Layout {
+    /// Stores `store-1..`.
+    pub stores: usize,
+    /// R.
+    pub replicas: usize,
+    /// Cache members `cache-1..`.
+    pub caches: usize,
     /// 0: one member `node` and no gateway; more: `node-1..` behind
     /// a member `gateway`.
-    nodes: usize,
-    queue: bool,
-    shards: usize,
+    pub nodes: usize,
+    /// A member `queue`.
+    pub queue: bool,
+    /// Search members `search-1..`.
+    pub shards: usize,
+    /// Members reached through a [`FaultProxy`]: their `addr` in the
+    /// cluster file is the proxy's, and they `bind` their own.
+    pub proxied: Vec<String>,
+    /// Extra lines for one member's table, e.g. `("store-3", "max_bytes = 1000")`.
+    pub member_lines: Vec<(String, String)>,
 }
 
 impl Procs {
@@ -115,7 +126,9 @@ impl Procs {
         Self::launch(bin, l, extra).await
     }
 
-    async fn launch(bin: &Path, l: Layout, extra: &str) -> anyhow::Result<Procs> {
+    /// A cluster of any [`Layout`], each member a process of `bin`, with
+    /// `extra` cluster-file text.
+    pub async fn launch(bin: &Path, l: Layout, extra: &str) -> anyhow::Result<Procs> {
         let Layout {
             stores,
             replicas,
@@ -123,22 +136,16 @@ impl Procs {
             nodes,
             queue,
             shards,
+            ref proxied,
+            ref member_lines,
         } = l;
         let dir = tempfile::tempdir()?;
         let mut text = format!("replicas = {replicas}\n{extra}\n");
         let mut addrs = BTreeMap::new();
+        let mut proxies = BTreeMap::new();
+        let mut planned = Vec::new();
         let mut add = |name: String, role: &'static str, data: bool| -> anyhow::Result<()> {
-            let addr = free_addr()?;
-            text.push_str(&format!(
-                "\n[[member]]\nname = \"{name}\"\nrole = \"{role}\"\naddr = \"{addr}\"\n"
-            ));
-            if data {
-                text.push_str(&format!(
-                    "data_dir = \"{}\"\n",
-                    dir.path().join(&name).display()
-                ));
-            }
-            addrs.insert(name, (addr, role));
+            planned.push((name, role, data));
             Ok(())
         };
         add("index".into(), "index", true)?;
@@ -162,6 +169,32 @@ impl Procs {
             }
             add("gateway".into(), "gateway", false)?;
         }
+        for (name, role, data) in planned {
+            let addr = free_addr()?;
+            text.push_str(&format!(
+                "\n[[member]]\nname = \"{name}\"\nrole = \"{role}\"\n"
+            ));
+            if proxied.contains(&name) {
+                // Others dial the proxy; the process listens behind it.
+                let p = FaultProxy::start("127.0.0.1:0".parse()?, addr).await?;
+                text.push_str(&format!("addr = \"{}\"\nbind = \"{addr}\"\n", p.addr()));
+                proxies.insert(name.clone(), p);
+            } else {
+                text.push_str(&format!("addr = \"{addr}\"\n"));
+            }
+            if data {
+                text.push_str(&format!(
+                    "data_dir = \"{}\"\n",
+                    dir.path().join(&name).display()
+                ));
+            }
+            for (m, line) in member_lines {
+                if *m == name {
+                    text.push_str(&format!("{line}\n"));
+                }
+            }
+            addrs.insert(name, (addr, role));
+        }
         let cfg_path = dir.path().join("cluster.toml");
         std::fs::write(&cfg_path, text)?;
         let mut p = Procs {
@@ -171,6 +204,7 @@ impl Procs {
             members: addrs,
             children: BTreeMap::new(),
             serve: false,
+            proxies,
         };
         // The gateway last: its first health checks should find the nodes up.
         let (gw, names): (Vec<String>, Vec<String>) =
@@ -201,6 +235,7 @@ impl Procs {
             members: addrs,
             children: BTreeMap::new(),
             serve: true,
+            proxies: BTreeMap::new(),
         };
         p.start("serve")?;
         p.wait_ready("serve").await?;
@@ -255,6 +290,29 @@ impl Procs {
             .map_err(|e| anyhow::anyhow!("member {name}: {e}"))
     }
 
+    /// The fault proxy in front of member `name` (see [`Layout::proxied`]).
+    pub fn proxy(&self, name: &str) -> &FaultProxy {
+        &self.proxies[name]
+    }
+
+    /// SIGSTOP: the process hangs (sockets stay open, nothing answers).
+    pub fn pause(&self, name: &str) -> anyhow::Result<()> {
+        crate::faults::signal(self.pid(name)?, "STOP")
+    }
+
+    /// SIGCONT after [`Procs::pause`].
+    pub fn resume(&self, name: &str) -> anyhow::Result<()> {
+        crate::faults::signal(self.pid(name)?, "CONT")
+    }
+
+    fn pid(&self, name: &str) -> anyhow::Result<u32> {
+        Ok(self
+            .children
+            .get(name)
+            .ok_or_else(|| anyhow::anyhow!("{name} is not running"))?
+            .id())
+    }
+
     /// SIGKILL: no shutdown code runs, exactly like a crash.
     pub fn kill(&mut self, name: &str) -> anyhow::Result<()> {
         if let Some(mut c) = self.children.remove(name) {
@@ -301,18 +359,7 @@ impl Procs {
 
     /// Sends SIGHUP to member `name` (a gateway reloads its file).
     pub fn hangup(&self, name: &str) -> anyhow::Result<()> {
-        let pid = self
-            .children
-            .get(name)
-            .ok_or_else(|| anyhow::anyhow!("{name} is not running"))?
-            .id();
-        let ok = Command::new("kill")
-            .arg("-HUP")
-            .arg(pid.to_string())
-            .status()?
-            .success();
-        anyhow::ensure!(ok, "kill -HUP {pid} failed");
-        Ok(())
+        crate::faults::signal(self.pid(name)?, "HUP")
     }
 
     /// The temp dir holding data and the cluster file.
@@ -328,4 +375,28 @@ impl Drop for Procs {
             let _ = c.wait();
         }
     }
+}
+
+/// The `strata` binary for tests outside the strata package (which get it
+/// as `CARGO_BIN_EXE_strata`): built here with the same cargo and profile
+/// as the running test, so it is never stale.
+pub fn strata_bin() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> -> target/<profile>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow::anyhow!("unexpected test path {}", exe.display()))?;
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "-q", "-p", "strata", "--bin", "strata"]);
+    if release {
+        cmd.arg("--release");
+    }
+    let ok = cmd.status()?.success();
+    anyhow::ensure!(ok, "building the strata binary failed");
+    let bin = profile_dir.join("strata");
+    anyhow::ensure!(bin.exists(), "{} was not built", bin.display());
+    Ok(bin)
 }
