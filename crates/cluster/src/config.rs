@@ -143,6 +143,18 @@ pub struct StoreConfig {
     /// volume's index file. Default 4096.
     #[serde(default = "default_checkpoint")]
     pub checkpoint_every: u64,
+    /// A store unreachable (to the nodes' health checks) this long is
+    /// declared dead: each blob it held gets a new copy on another store,
+    /// through repair jobs on the queue. Milliseconds; 0 = never. Default
+    /// 600000 (10 minutes).
+    #[serde(default = "default_dead_after")]
+    pub dead_after_ms: u64,
+    /// Each store reads back and verifies all its blobs this often and
+    /// queues the repair of any bad needle from a good replica. Seconds;
+    /// 0 = never (`POST /admin/scrub` still runs one). Default 604800
+    /// (weekly).
+    #[serde(default = "default_scrub_interval")]
+    pub scrub_interval_secs: u64,
 }
 
 impl Default for StoreConfig {
@@ -151,8 +163,17 @@ impl Default for StoreConfig {
             volume_bytes: default_volume_bytes(),
             compact_garbage_ratio: default_garbage(),
             checkpoint_every: default_checkpoint(),
+            dead_after_ms: default_dead_after(),
+            scrub_interval_secs: default_scrub_interval(),
         }
     }
+}
+
+fn default_dead_after() -> u64 {
+    600_000
+}
+fn default_scrub_interval() -> u64 {
+    604_800
 }
 
 fn default_volume_bytes() -> u64 {

@@ -49,6 +49,12 @@ enum Op {
         count: u64,
         reply: oneshot::Sender<Result<u64>>,
     },
+    SetReplicas {
+        key: String,
+        id: u64,
+        replicas: Vec<String>,
+        reply: oneshot::Sender<Result<bool>>,
+    },
 }
 
 /// The name index over one redb file.
@@ -153,6 +159,22 @@ impl IndexDb {
         }
         let (reply, rx) = oneshot::channel();
         self.submit(Op::Alloc { count, reply }).await?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Replaces the replica list of `key` if it still names blob `id`
+    /// (durable on return); false when the key was overwritten or deleted
+    /// meanwhile, which leaves it untouched. Not a change of the key's
+    /// content: its version stays.
+    pub async fn set_replicas(&self, key: String, id: u64, replicas: Vec<String>) -> Result<bool> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Op::SetReplicas {
+            key,
+            id,
+            replicas,
+            reply,
+        })
+        .await?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
@@ -272,7 +294,7 @@ fn writer(db: Arc<Database>, metrics: Arc<IndexMetrics>, mut rx: mpsc::Receiver<
                     metrics.writes.fetch_add(1, Ordering::Relaxed);
                     let _ = reply.send(res.map(|o| match o {
                         Outcome::Committed(c) => c,
-                        Outcome::Id(_) => Committed {
+                        Outcome::Id(_) | Outcome::Updated(_) => Committed {
                             version: 0,
                             previous: None,
                         },
@@ -281,8 +303,12 @@ fn writer(db: Arc<Database>, metrics: Arc<IndexMetrics>, mut rx: mpsc::Receiver<
                 Op::Alloc { reply, .. } => {
                     let _ = reply.send(res.map(|o| match o {
                         Outcome::Id(id) => id,
-                        Outcome::Committed(_) => 0,
+                        _ => 0,
                     }));
+                }
+                Op::SetReplicas { reply, .. } => {
+                    metrics.writes.fetch_add(1, Ordering::Relaxed);
+                    let _ = reply.send(res.map(|o| matches!(o, Outcome::Updated(true))));
                 }
             }
         }
@@ -292,6 +318,7 @@ fn writer(db: Arc<Database>, metrics: Arc<IndexMetrics>, mut rx: mpsc::Receiver<
 enum Outcome {
     Committed(Committed),
     Id(u64),
+    Updated(bool),
 }
 
 fn apply(
@@ -339,6 +366,24 @@ fn apply(
                 version,
                 previous: prev,
             }))
+        }
+        Op::SetReplicas {
+            key, id, replicas, ..
+        } => {
+            let current = match blobs.get(key.as_str())? {
+                Some(v) => decode(key, v.value())?,
+                None => return Ok(Outcome::Updated(false)),
+            };
+            if current.id != *id {
+                return Ok(Outcome::Updated(false));
+            }
+            let meta = BlobMeta {
+                replicas: replicas.clone(),
+                ..current
+            };
+            let raw = serde_json::to_vec(&meta).map_err(|e| Error::Invalid(e.to_string()))?;
+            blobs.insert(key.as_str(), raw.as_slice())?;
+            Ok(Outcome::Updated(true))
         }
         Op::Alloc { count, .. } => {
             // Ids start at 1: 0 is never a valid blob id.

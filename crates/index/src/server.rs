@@ -33,6 +33,7 @@ pub fn router(db: Arc<IndexDb>) -> Router {
         .route("/list", get(list))
         .route("/tag", get(list_tag))
         .route("/ids", post(alloc))
+        .route("/replicas", post(set_replicas))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .with_state(db)
@@ -111,6 +112,27 @@ async fn put_key(
 ) -> Response {
     match db.put_versioned(q.key, meta).await {
         Ok(c) => Json(c).into_response(),
+        Err(e) => index_error(e),
+    }
+}
+
+/// Body of `POST /replicas?key=K`.
+#[derive(Deserialize)]
+struct SetReplicas {
+    id: u64,
+    replicas: Vec<String>,
+}
+
+/// `POST /replicas?key=K` `{id, replicas}`: a compare-and-set of the
+/// replica list (re-replication); `{"updated": false}` when the key no
+/// longer names blob `id`.
+async fn set_replicas(
+    State(db): State<Arc<IndexDb>>,
+    Query(q): Query<KeyQ>,
+    Json(body): Json<SetReplicas>,
+) -> Response {
+    match db.set_replicas(q.key, body.id, body.replicas).await {
+        Ok(updated) => Json(serde_json::json!({ "updated": updated })).into_response(),
         Err(e) => index_error(e),
     }
 }

@@ -129,3 +129,35 @@ async fn ids_and_commit_numbers_are_unique_across_restarts() {
         .expect("put");
     assert_eq!(c.version, 2);
 }
+
+#[tokio::test]
+async fn replica_lists_change_only_while_the_key_names_the_same_blob() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = IndexDb::open(dir.path()).expect("open");
+    let v = db
+        .put_versioned("k".into(), meta(7, &["t"]))
+        .await
+        .expect("put")
+        .version;
+    let moved = vec!["s2".to_owned(), "s3".to_owned()];
+    assert!(db
+        .set_replicas("k".into(), 7, moved.clone())
+        .await
+        .expect("cas"));
+    let m = db.get("k").expect("get").expect("present");
+    assert_eq!(m.replicas, moved);
+    // Not a content change: version and tags stay.
+    assert_eq!(m.version, v);
+    assert_eq!(db.list_tag("t", None, 10).expect("tag").items.len(), 1);
+    // Overwritten with another blob: the stale change is refused.
+    db.put("k".into(), meta(8, &[])).await.expect("overwrite");
+    assert!(!db
+        .set_replicas("k".into(), 7, vec!["s9".into()])
+        .await
+        .expect("cas"));
+    assert_eq!(db.get("k").expect("get").expect("present").id, 8);
+    assert!(!db
+        .set_replicas("gone".into(), 1, vec![])
+        .await
+        .expect("cas"));
+}

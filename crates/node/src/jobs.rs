@@ -295,6 +295,7 @@ pub fn spawn_workers(node: &Arc<Node>, n: usize, stop: tokio::sync::watch::Recei
     ] {
         spawn_queue_workers(node, queue, n, stop.clone());
     }
+    crate::upkeep::spawn(node, node.opts.probe_every, stop);
 }
 
 fn spawn_queue_workers(

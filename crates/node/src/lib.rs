@@ -19,12 +19,13 @@ pub mod jobs;
 mod keys;
 mod metrics;
 mod node;
-mod repair;
+pub mod repair;
 pub mod search;
 pub mod session;
 mod streaming;
 pub mod thumbs;
 mod tiers;
+mod upkeep;
 
 pub use caching::{Caching, CachingOptions, GlobalCache};
 pub use error::{Error, Result};

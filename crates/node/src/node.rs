@@ -50,6 +50,9 @@ pub struct NodeOptions {
     /// Thumbnail widths made after an asynchronous upload of a PNG or
     /// JPEG image (empty: none).
     pub thumbnail_widths: Vec<u32>,
+    /// A store unreachable this long is declared dead and its blobs are
+    /// re-replicated elsewhere (through the queue); `None` = never.
+    pub dead_after: Option<Duration>,
 }
 
 impl Default for NodeOptions {
@@ -67,6 +70,7 @@ impl Default for NodeOptions {
             session_ttl_secs: 86_400,
             upload_attempts: 5,
             thumbnail_widths: vec![128, 512],
+            dead_after: None,
         }
     }
 }

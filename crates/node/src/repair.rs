@@ -1,6 +1,14 @@
-//! Re-replication: a read that finds a replica without its blob queues a
-//! repair job; a worker copies the blob from a replica that has it to each
-//! one that lost it, so the blob is back at R copies.
+//! Re-replication and repair, all through jobs on the `repairs` queue so
+//! that they survive restarts and are retried:
+//!
+//! - **lost**: a read found a replica without its copy; copy it back from
+//!   a replica that has it.
+//! - **dead**: a store has been unreachable longer than `dead_after`;
+//!   each blob it held gets a new copy on another store and the index's
+//!   replica list swaps the dead store for the new one (a compare-and-set
+//!   on the blob id, so a concurrent overwrite of the key wins).
+//! - **corrupt**: a scrub found a needle failing its CRC; a good copy is
+//!   read from another store and written over it.
 
 use std::sync::Arc;
 
@@ -8,60 +16,158 @@ use bytes::Bytes;
 use index::BlobMeta;
 use serde::{Deserialize, Serialize};
 
+use crate::node::StoreMember;
 use crate::{Error, Node};
 
 /// The queue of repair jobs.
 pub const REPAIRS: &str = "repairs";
 
-/// What a repair job names: the blob and where its copies should be.
+/// One repair.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct RepairJob {
-    id: u64,
-    size: u64,
-    replicas: Vec<String>,
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum RepairJob {
+    /// Copies missing from some of `replicas`.
+    Lost {
+        id: u64,
+        size: u64,
+        replicas: Vec<String>,
+    },
+    /// `dead` is gone for good: a new copy elsewhere, then the index.
+    Dead {
+        key: String,
+        id: u64,
+        size: u64,
+        replicas: Vec<String>,
+        dead: String,
+    },
+    /// `store` holds a bad needle of blob `id`.
+    Corrupt { id: u64, store: String },
+}
+
+/// Payload and idempotency key of a job repairing blob `id`'s corrupt
+/// needle on `store`, found by the scrub pass that started at `pass_ms`.
+pub fn corrupt_job(id: u64, store: &str, pass_ms: u64) -> (Vec<u8>, String) {
+    let job = RepairJob::Corrupt {
+        id,
+        store: store.to_owned(),
+    };
+    (
+        serde_json::to_vec(&job).unwrap_or_default(),
+        format!("scrub:{store}:{id}:{pass_ms}"),
+    )
 }
 
 impl Node {
-    /// Queues a repair of `meta`'s blob (once per blob id while the job's
-    /// result is kept).
-    pub(crate) async fn queue_repair(&self, meta: &BlobMeta) {
-        let Some(q) = self.queue() else { return };
-        let job = RepairJob {
-            id: meta.id,
-            size: meta.size,
-            replicas: meta.replicas.clone(),
+    async fn put_repair(&self, job: &RepairJob, idempotency: String) -> crate::Result<()> {
+        let Some(q) = self.queue() else {
+            return Ok(());
         };
-        let Ok(payload) = serde_json::to_vec(&job) else {
-            return;
-        };
+        let payload = serde_json::to_vec(job).map_err(|e| Error::Rejected {
+            tier: "queue".into(),
+            detail: e.to_string(),
+        })?;
         match q
             .put_job(
                 REPAIRS,
                 payload,
-                Some(format!("repair:{}", meta.id)),
+                Some(idempotency),
                 self.opts.upload_attempts,
             )
             .await
         {
-            Ok(j) => tracing::info!(blob = meta.id, job = j, "replica lost: repair queued"),
-            Err(e) => tracing::warn!(blob = meta.id, error = %e, "could not queue a repair"),
+            Ok(j) => {
+                tracing::info!(job = j, ?job, "repair queued");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(?job, error = %e, "could not queue a repair");
+                Err(e)
+            }
         }
+    }
+
+    /// Queues a repair of `meta`'s blob (once per blob id while the job's
+    /// result is kept).
+    pub(crate) async fn queue_repair(&self, meta: &BlobMeta) {
+        let job = RepairJob::Lost {
+            id: meta.id,
+            size: meta.size,
+            replicas: meta.replicas.clone(),
+        };
+        // Best effort: the next read that meets the loss queues it again.
+        let _ = self.put_repair(&job, format!("repair:{}", meta.id)).await;
+    }
+
+    /// Queues the re-replication of `key` away from the dead store `dead`.
+    pub(crate) async fn queue_rereplicate(
+        &self,
+        key: &str,
+        meta: &BlobMeta,
+        dead: &str,
+    ) -> crate::Result<()> {
+        let job = RepairJob::Dead {
+            key: key.to_owned(),
+            id: meta.id,
+            size: meta.size,
+            replicas: meta.replicas.clone(),
+            dead: dead.to_owned(),
+        };
+        self.put_repair(&job, format!("dead:{dead}:{}", meta.id))
+            .await
+    }
+
+    fn store(&self, name: &str) -> Option<&StoreMember> {
+        self.stores.iter().find(|s| s.name == name)
+    }
+
+    /// The whole blob from the first of `names` that serves it (reads are
+    /// CRC-checked by the store).
+    async fn read_any<'a>(
+        &self,
+        id: u64,
+        names: impl Iterator<Item = &'a String>,
+    ) -> Option<Bytes> {
+        for name in names {
+            let Some(m) = self.store(name) else { continue };
+            if let Ok(b) = m.handle.get(&m.name, id, None).await {
+                return Some(b);
+            }
+        }
+        None
     }
 }
 
-/// Runs one repair job: the names of the stores that got their copy back.
+/// Runs one repair job; its result names what changed.
 pub(crate) async fn run_repair(node: &Arc<Node>, payload: &Bytes) -> Result<Bytes, String> {
     let job: RepairJob =
         serde_json::from_slice(payload).map_err(|e| format!("bad repair job: {e}"))?;
+    let result = match job {
+        RepairJob::Lost { id, size, replicas } => repair_lost(node, id, size, &replicas).await?,
+        RepairJob::Dead {
+            key,
+            id,
+            size,
+            replicas,
+            dead,
+        } => rereplicate(node, &key, id, size, &replicas, &dead).await?,
+        RepairJob::Corrupt { id, store } => repair_corrupt(node, id, &store).await?,
+    };
+    Ok(Bytes::from(result.to_string()))
+}
+
+async fn repair_lost(
+    node: &Arc<Node>,
+    id: u64,
+    size: u64,
+    replicas: &[String],
+) -> Result<serde_json::Value, String> {
     let mut missing = Vec::new();
     let mut source = None;
-    for name in &job.replicas {
-        let Some(m) = node.stores.iter().find(|s| &s.name == name) else {
-            continue;
-        };
+    for name in replicas {
+        let Some(m) = node.store(name) else { continue };
         // A one-byte range is enough to know whether the copy is there.
-        let probe = (job.size > 0).then_some((0, 1));
-        match m.handle.get(&m.name, job.id, probe).await {
+        let probe = (size > 0).then_some((0, 1));
+        match m.handle.get(&m.name, id, probe).await {
             Ok(_) => source = source.or(Some(m)),
             Err(Error::NotFound) => missing.push(m),
             // Unreachable now: fail, and the queue retries later.
@@ -69,24 +175,117 @@ pub(crate) async fn run_repair(node: &Arc<Node>, payload: &Bytes) -> Result<Byte
         }
     }
     if missing.is_empty() {
-        return Ok(Bytes::from(r#"{"repaired":[]}"#));
+        return Ok(serde_json::json!({"repaired": []}));
     }
     let src = source.ok_or("no replica has the blob any more")?;
     let body = src
         .handle
-        .get(&src.name, job.id, None)
+        .get(&src.name, id, None)
         .await
         .map_err(|e| format!("{}: {e}", src.name))?;
     let mut repaired = Vec::new();
     for m in missing {
         m.handle
-            .put(&m.name, job.id, body.clone())
+            .put(&m.name, id, body.clone())
             .await
             .map_err(|e| format!("{}: {e}", m.name))?;
         repaired.push(m.name.clone());
     }
-    tracing::info!(blob = job.id, ?repaired, "replicas restored");
-    Ok(Bytes::from(
-        serde_json::json!({"repaired": repaired}).to_string(),
-    ))
+    tracing::info!(blob = id, ?repaired, "replicas restored");
+    Ok(serde_json::json!({ "repaired": repaired }))
+}
+
+async fn rereplicate(
+    node: &Arc<Node>,
+    key: &str,
+    id: u64,
+    size: u64,
+    replicas: &[String],
+    dead: &str,
+) -> Result<serde_json::Value, String> {
+    // Back after all (the job waited in the queue): nothing to move.
+    if let Some(m) = node.store(dead) {
+        let probe = (size > 0).then_some((0, 1));
+        if m.handle.get(&m.name, id, probe).await.is_ok() {
+            return Ok(serde_json::json!({"skipped": "the store is back"}));
+        }
+    }
+    let live: Vec<String> = replicas.iter().filter(|r| *r != dead).cloned().collect();
+    let body = node
+        .read_any(id, live.iter())
+        .await
+        .ok_or("no live replica serves the blob")?;
+    // The new home: the blob's rendezvous order over stores that hold no
+    // copy, healthy ones first; a full or failing one is skipped.
+    let names: Vec<&str> = node.stores.iter().map(|s| s.name.as_str()).collect();
+    let mut ranked: Vec<&StoreMember> = cluster::rendezvous(&names, id)
+        .into_iter()
+        .filter(|n| !replicas.iter().any(|r| r == n))
+        .filter_map(|n| node.store(n))
+        .collect();
+    ranked.sort_by_key(|m| {
+        let i = node
+            .stores
+            .iter()
+            .position(|s| s.name == m.name)
+            .unwrap_or(0);
+        !node.health.is_up(i)
+    });
+    let mut placed = None;
+    for m in ranked {
+        if m.handle.put(&m.name, id, body.clone()).await.is_ok() {
+            placed = Some(m);
+            break;
+        }
+    }
+    let Some(new) = placed else {
+        return Err("no store took the new copy".into());
+    };
+    let mut list = live;
+    list.push(new.name.clone());
+    match node.index.set_replicas(key, id, &list).await {
+        Ok(true) => {
+            tracing::info!(blob = id, key, dead, to = %new.name, "re-replicated");
+            Ok(serde_json::json!({ "moved_to": new.name, "replicas": list }))
+        }
+        Ok(false) => {
+            // The key names another blob now: this copy belongs to nobody.
+            let _ = new.handle.delete(&new.name, id).await;
+            Ok(serde_json::json!({"skipped": "the key changed"}))
+        }
+        Err(e) => {
+            let _ = new.handle.delete(&new.name, id).await;
+            Err(format!("index: {e}"))
+        }
+    }
+}
+
+async fn repair_corrupt(
+    node: &Arc<Node>,
+    id: u64,
+    store: &str,
+) -> Result<serde_json::Value, String> {
+    let bad = node
+        .store(store)
+        .ok_or_else(|| format!("no store {store}"))?;
+    let others: Vec<String> = node
+        .stores
+        .iter()
+        .filter(|s| s.name != store)
+        .map(|s| s.name.clone())
+        .collect();
+    let body = node
+        .read_any(id, others.iter())
+        .await
+        .ok_or("no other store has a good copy")?;
+    bad.handle
+        .put(&bad.name, id, body)
+        .await
+        .map_err(|e| format!("{store}: {e}"))?;
+    tracing::info!(
+        blob = id,
+        store,
+        "corrupt needle rewritten from a good copy"
+    );
+    Ok(serde_json::json!({ "rewritten": store }))
 }

@@ -140,6 +140,36 @@ impl IndexHandle {
         }
     }
 
+    /// Replaces `key`'s replica list if it still names blob `id`; false
+    /// when the key changed meanwhile (see `IndexDb::set_replicas`).
+    pub async fn set_replicas(&self, key: &str, id: u64, replicas: &[String]) -> Result<bool> {
+        match self {
+            IndexHandle::Local(db) => db
+                .set_replicas(key.to_owned(), id, replicas.to_vec())
+                .await
+                .map_err(index_err),
+            IndexHandle::Remote { base, http } => {
+                let url = format!("{base}/replicas?key={}", encode_query(key));
+                let body = serde_json::json!({ "id": id, "replicas": replicas }).to_string();
+                let r = http
+                    .send(
+                        "index",
+                        Method::POST,
+                        &url,
+                        &[("content-type", "application/json".into())],
+                        body.into(),
+                    )
+                    .await?;
+                check("index", &r)?;
+                #[derive(serde::Deserialize)]
+                struct Updated {
+                    updated: bool,
+                }
+                Ok(json::<Updated>("index", &r.body)?.updated)
+            }
+        }
+    }
+
     /// Reserves `count` blob ids; returns the first.
     pub async fn alloc_ids(&self, count: u64) -> Result<u64> {
         match self {

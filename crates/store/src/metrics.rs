@@ -48,6 +48,10 @@ pub struct StoreMetrics {
     pub torn_bytes: Counter,
     /// Multi-get requests (batched small reads from nodes).
     pub mgets: Counter,
+    /// Blobs read back by scrubs.
+    pub scrubbed: Counter,
+    /// Bad needles scrubs found.
+    pub scrub_corrupt: Counter,
 }
 
 impl StoreMetrics {
@@ -108,6 +112,16 @@ impl StoreMetrics {
                 "strata_store_mgets_total",
                 "Multi-get requests (batched reads).",
                 self.mgets.get(),
+            ),
+            (
+                "strata_store_scrubbed_total",
+                "Blobs read back and verified by scrubs.",
+                self.scrubbed.get(),
+            ),
+            (
+                "strata_store_scrub_corrupt_total",
+                "Bad needles found by scrubs.",
+                self.scrub_corrupt.get(),
             ),
         ];
         for (name, help, v) in c {

@@ -76,17 +76,60 @@ pub fn require_secret(router: Router, secret: Option<&str>) -> Router {
     ))
 }
 
-fn unauthorized() -> Response {
-    let body = serde_json::json!({
-        "error": "unauthorized",
-        "detail": format!("internal API: send the cluster secret in {}", cluster::auth::SECRET_HEADER),
-    });
+/// Guards `/admin/` paths with `Authorization: Bearer <token>`, compared
+/// in constant time; with no token configured the admin API is off (403).
+pub fn require_admin(router: Router, token: Option<&str>) -> Router {
+    let token: Option<Arc<[u8]>> = token.map(|t| t.as_bytes().into());
+    router.layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| {
+            let token = token.clone();
+            async move {
+                if !req.uri().path().starts_with("/admin/") {
+                    return next.run(req).await;
+                }
+                let Some(token) = token else {
+                    return refuse(
+                        StatusCode::FORBIDDEN,
+                        "forbidden",
+                        "the admin API is off: set auth.admin_token",
+                    );
+                };
+                let given = req
+                    .headers()
+                    .get(hyper::header::AUTHORIZATION)
+                    .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+                if given.is_some_and(|g| cluster::auth::ct_eq(g, &token)) {
+                    return next.run(req).await;
+                }
+                refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "admin API: send Authorization: Bearer <admin token>",
+                )
+            }
+        },
+    ))
+}
+
+fn refuse(status: StatusCode, error: &str, detail: &str) -> Response {
+    let body = serde_json::json!({ "error": error, "detail": detail });
     (
-        StatusCode::UNAUTHORIZED,
+        status,
         [(hyper::header::CONTENT_TYPE, "application/json")],
         body.to_string(),
     )
         .into_response()
+}
+
+fn unauthorized() -> Response {
+    refuse(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        &format!(
+            "internal API: send the cluster secret in {}",
+            cluster::auth::SECRET_HEADER
+        ),
+    )
 }
 
 /// Serves `router` on `listener` until `shutdown` flips, then lets open

@@ -8,6 +8,7 @@
 pub mod gateway;
 pub mod http_serve;
 pub mod import;
+mod scrub;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -76,6 +77,8 @@ pub fn node_options(cfg: &ClusterConfig) -> NodeOptions {
         session_ttl_secs: cfg.cache.session_ttl_secs,
         upload_attempts: cfg.queue.attempts,
         thumbnail_widths: cfg.queue.thumbnail_widths.clone(),
+        dead_after: (cfg.store.dead_after_ms > 0)
+            .then(|| Duration::from_millis(cfg.store.dead_after_ms)),
         ..NodeOptions::default()
     }
 }
@@ -105,13 +108,20 @@ pub async fn run_role(
             .with_context(|| format!("member {} has no data_dir", m.name))
     };
     let limits = http_serve::HttpLimits::from_config(&cfg);
-    let internal = |r| http_serve::require_secret(r, cfg.auth.secret.as_deref());
+    // Internal roles: the cluster secret on every call, the admin token
+    // on their /admin/ paths.
+    let internal = |r| {
+        let r = http_serve::require_admin(r, cfg.auth.admin_token.as_deref());
+        http_serve::require_secret(r, cfg.auth.secret.as_deref())
+    };
     match me.role {
         Role::Store => {
             let (store, report) = Store::open(&data(&me)?, store_options(&cfg, Some(&me)))?;
             tracing::info!(name, ?report, blobs = store.len(), "store open");
-            let api = internal(store::server::router(store.clone()));
-            http_serve::serve(listener, api, limits, shutdown).await?;
+            let scrubber = Arc::new(scrub::Scrubber::new(&cfg, &me, store.clone()));
+            scrubber.clone().spawn(shutdown.clone());
+            let api = store::server::router(store.clone()).merge(scrubber.router());
+            http_serve::serve(listener, internal(api), limits, shutdown).await?;
             store.checkpoint().await?;
         }
         Role::Index => {
@@ -327,7 +337,7 @@ pub fn cluster_caching(
 }
 
 /// A client for calls to other roles, carrying the cluster secret.
-fn internal_client(cfg: &ClusterConfig, timeout: Duration) -> node::http::HttpClient {
+pub(crate) fn internal_client(cfg: &ClusterConfig, timeout: Duration) -> node::http::HttpClient {
     node::http::HttpClient::new(timeout).with_secret(cfg.auth.secret.as_deref())
 }
 

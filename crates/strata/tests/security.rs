@@ -71,6 +71,16 @@ async fn internal_apis_need_the_cluster_secret() {
             assert_eq!(api.get(open).await.expect("open").status, StatusCode::OK);
         }
     }
+    // Admin paths need the admin token besides the secret; with none
+    // configured the admin API is off.
+    let store = Client::new(c.url("store-1"));
+    for path in ["/admin/compact", "/admin/scrub"] {
+        let r = store
+            .send(Method::POST, path, &[("x-strata-secret", SECRET)], vec![])
+            .await
+            .expect("admin");
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}: {}", r.text());
+    }
     // A write straight to a store without the secret is refused and
     // changes nothing.
     let store = Client::new(c.url("store-1"));

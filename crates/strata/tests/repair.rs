@@ -1,0 +1,186 @@
+//! Repair through the queue, with real processes: a store gone past
+//! `dead_after_ms` has its blobs re-replicated (then a second store can
+//! die and nothing is lost), and a scrub finds a flipped byte on disk and
+//! rewrites the needle from a good replica.
+
+use std::time::{Duration, Instant};
+
+use testkit::{blob, Client, Method, Procs, StatusCode};
+
+const SECRET: &str = "repair-secret";
+const ADMIN: &str = "repair-admin";
+
+fn bin() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_BIN_EXE_strata"))
+}
+
+fn extra(dead_after_ms: u64) -> String {
+    format!(
+        "[auth]\nsecret = \"{SECRET}\"\nadmin_token = \"{ADMIN}\"\n\
+         [store]\ndead_after_ms = {dead_after_ms}\n\
+         [queue]\nthumbnail_widths = []\n"
+    )
+}
+
+/// A key's metadata from the index's internal API.
+async fn meta(p: &Procs, key: &str) -> serde_json::Value {
+    let r = p
+        .client_of("index")
+        .send(
+            Method::GET,
+            &format!("/key?key={key}"),
+            &[("x-strata-secret", SECRET)],
+            vec![],
+        )
+        .await
+        .expect("index");
+    assert_eq!(r.status, StatusCode::OK, "{key}: {}", r.text());
+    r.json()
+}
+
+fn replicas(m: &serde_json::Value) -> Vec<String> {
+    m["replicas"]
+        .as_array()
+        .expect("replicas")
+        .iter()
+        .map(|r| r.as_str().expect("name").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_stores_blobs_get_new_copies_and_survive_a_second_loss() {
+    let mut p = Procs::cluster_with_queue(bin(), 3, 2, &extra(500))
+        .await
+        .expect("cluster");
+    let c = p.client();
+    let keys: Vec<String> = (0..40).map(|i| format!("dead/{i}.jpg")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        let r = c
+            .put(&format!("/v1/blobs/{k}"), blob(i as u64, 3000))
+            .await
+            .expect("put");
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+    let mut on_first = 0;
+    for k in &keys {
+        on_first += usize::from(replicas(&meta(&p, k).await).contains(&"store-1".to_owned()));
+    }
+    assert!(on_first > 0, "store-1 holds some of the blobs");
+
+    p.kill("store-1").expect("kill");
+    // Past dead_after the node sweeps the index and queues a job per blob;
+    // each ends with two live copies recorded.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    'wait: loop {
+        let mut pending = 0;
+        for k in &keys {
+            let r = replicas(&meta(&p, k).await);
+            if r.iter().any(|n| n == "store-1") || r.len() != 2 {
+                pending += 1;
+            }
+        }
+        if pending == 0 {
+            break 'wait;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{pending} blobs still name store-1"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every blob now has copies on store-2 and store-3: lose store-2 too.
+    p.kill("store-2").expect("kill second");
+    for (i, k) in keys.iter().enumerate() {
+        let r = c.get(&format!("/v1/blobs/{k}")).await.expect("get");
+        assert_eq!(r.status, StatusCode::OK, "{k}");
+        assert_eq!(&r.body[..], &blob(i as u64, 3000)[..], "{k}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrub_finds_a_flipped_byte_and_the_needle_is_rewritten_from_a_replica() {
+    let p = Procs::cluster_with_queue(bin(), 2, 2, &extra(0))
+        .await
+        .expect("cluster");
+    let c = p.client();
+    let body = blob(77, 20_000);
+    let r = c
+        .put("/v1/blobs/scrub/me.png", body.clone())
+        .await
+        .expect("put");
+    assert_eq!(r.status, StatusCode::CREATED);
+    let m = meta(&p, "scrub/me.png").await;
+    let id = m["id"].as_u64().expect("id");
+    let victim = replicas(&m)[0].clone();
+
+    // Flip one byte of the blob in the victim's volume file, in place.
+    let path = p.dir().join(&victim).join("vol-000001.dat");
+    let bytes = std::fs::read(&path).expect("volume");
+    let at = bytes
+        .windows(64)
+        .position(|w| w == &body[5000..5064])
+        .expect("the blob is on disk");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open");
+    std::os::unix::fs::FileExt::write_at(&f, &[bytes[at] ^ 0x01], at as u64).expect("flip");
+
+    // Reads are never served the bad copy: the node fails over.
+    let r = c.get("/v1/blobs/scrub/me.png").await.expect("get");
+    assert_eq!(&r.body[..], &body[..]);
+
+    let store = p.client_of(&victim);
+    let secret = ("x-strata-secret", SECRET);
+    let bearer = format!("Bearer {ADMIN}");
+    // The admin API wants the admin token as well as the secret.
+    let r = store
+        .send(Method::POST, "/admin/scrub", &[secret], vec![])
+        .await
+        .expect("scrub");
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = store
+        .send(
+            Method::POST,
+            "/admin/scrub",
+            &[secret, ("authorization", bearer.as_str())],
+            vec![],
+        )
+        .await
+        .expect("scrub");
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let report = r.json();
+    assert_eq!(report["corrupt"], serde_json::json!([id]), "{report}");
+    assert_eq!(report["repairs_queued"], 1, "{report}");
+
+    // A repair worker copies the good replica over it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = store
+            .send(Method::GET, &format!("/blobs/{id}"), &[secret], vec![])
+            .await
+            .expect("direct read");
+        if r.status == StatusCode::OK {
+            assert_eq!(&r.body[..], &body[..]);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not repaired: {} {}",
+            r.status,
+            r.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = store
+        .send(
+            Method::POST,
+            "/admin/scrub",
+            &[secret, ("authorization", bearer.as_str())],
+            vec![],
+        )
+        .await
+        .expect("scrub again");
+    assert_eq!(r.json()["corrupt"], serde_json::json!([]));
+    let _ = Client::new("unused");
+}
