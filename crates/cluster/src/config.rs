@@ -896,6 +896,57 @@ addr = "127.0.0.1:8080"
         }
     }
     #[test]
+    fn bad_limits_and_member_settings_are_named() {
+        let body = GOOD.replace("replicas = 2\n", "");
+        let cases = [
+            (
+                format!("[limits]\nmax_connections = 0\n{body}"),
+                "limits.max_connections",
+            ),
+            (
+                format!("[limits]\nheader_timeout_ms = 0\n{body}"),
+                "limits.header_timeout_ms",
+            ),
+            (
+                format!("[limits]\nmax_header_bytes = 100\n{body}"),
+                "limits.max_header_bytes",
+            ),
+            (
+                format!("[limits]\nmax_headers = 0\n{body}"),
+                "limits.max_headers",
+            ),
+            (
+                format!("[limits]\nmax_conections = 5\n{body}"),
+                "max_conections",
+            ),
+            (format!("[store]\nscrub_every = 5\n{body}"), "scrub_every"),
+            (
+                body.replace("role = \"node\"", "role = \"node\"\nmax_bytes = 10"),
+                "max_bytes",
+            ),
+            (
+                body.replace(
+                    "data_dir = \"/tmp/s1\"",
+                    "data_dir = \"/tmp/s1\"\nbind = \"0.0.0.0:7001\"",
+                ),
+                "auth.secret",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = ClusterConfig::parse(&text).expect_err(key).to_string();
+            assert!(err.contains(key), "expected `{key}` in: {err}");
+        }
+        // With the secret, the public bind is accepted.
+        let ok = body
+            .replace(
+                "data_dir = \"/tmp/s1\"",
+                "data_dir = \"/tmp/s1\"\nbind = \"0.0.0.0:7001\"",
+            )
+            .replace("[auth]\n", "[auth]\nsecret = \"k\"\n");
+        assert!(ClusterConfig::parse(&ok).is_ok());
+    }
+
+    #[test]
     fn bad_queue_session_and_idle_values_are_named() {
         let body = GOOD.replace("replicas = 2\n", "");
         let queue_member =

@@ -3,7 +3,8 @@
 //! search shard — under a mixed workload (Zipf GETs, PUTs, asynchronous
 //! uploads, searches) while one fault at a time is injected: a store dies,
 //! a cache member dies, a node hangs (SIGSTOP), the gateway's link to a
-//! node is partitioned, the queue broker restarts, a store fills up.
+//! node is partitioned, the queue broker restarts, a store fills up, the
+//! link resets every connection, the link gets slow.
 //!
 //! For each phase: no idempotent GET fails, no acknowledged write or job
 //! is lost (everything acknowledged is read back, bit for bit, once the
@@ -437,7 +438,7 @@ async fn the_cluster_survives_one_fault_at_a_time() {
     preload(&gw).await;
 
     let mut rows = Vec::new();
-    let phases: [&'static str; 7] = [
+    let phases: [&'static str; 9] = [
         "none",
         "store-1 killed",
         "cache-1 killed",
@@ -445,6 +446,8 @@ async fn the_cluster_survives_one_fault_at_a_time() {
         "gateway-node-1 partitioned",
         "queue restarted",
         "store-3 full",
+        "gateway-node-1 resets",
+        "gateway-node-1 +200 ms",
     ];
     for (n, &fault) in phases.iter().enumerate() {
         let tag = format!("p{n}");
@@ -455,6 +458,8 @@ async fn the_cluster_survives_one_fault_at_a_time() {
             3 => p.pause("node-1").expect("stop node"),
             4 => p.proxy("node-1").set(Fault::Blackhole),
             5 => p.kill("queue").expect("kill queue"),
+            7 => p.proxy("node-1").set(Fault::Reset),
+            8 => p.proxy("node-1").set(Fault::Latency(Duration::from_millis(200))),
             6 => {
                 let filled = fill(&p.client_of("store-3")).await;
                 assert!(filled > 0);
@@ -485,7 +490,7 @@ async fn the_cluster_survives_one_fault_at_a_time() {
             1 => p.restart("store-1").await.expect("restart store"),
             2 => p.restart("cache-1").await.expect("restart cache"),
             3 => p.resume("node-1").expect("continue node"),
-            4 => p.proxy("node-1").set(Fault::Pass),
+            4 | 7 | 8 => p.proxy("node-1").set(Fault::Pass),
             _ => {}
         }
         if n == 6 {
