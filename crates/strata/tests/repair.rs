@@ -132,24 +132,13 @@ async fn a_scrub_finds_a_flipped_byte_and_the_needle_is_rewritten_from_a_replica
 
     let store = p.client_of(&victim);
     let secret = ("x-strata-secret", SECRET);
-    let bearer = format!("Bearer {ADMIN}");
     // The admin API wants the admin token as well as the secret.
     let r = store
         .send(Method::POST, "/admin/scrub", &[secret], vec![])
         .await
         .expect("scrub");
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    let r = store
-        .send(
-            Method::POST,
-            "/admin/scrub",
-            &[secret, ("authorization", bearer.as_str())],
-            vec![],
-        )
-        .await
-        .expect("scrub");
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    let report = r.json();
+    let report = scrub(&store).await;
     assert_eq!(report["corrupt"], serde_json::json!([id]), "{report}");
     assert_eq!(report["repairs_queued"], 1, "{report}");
 
@@ -172,15 +161,24 @@ async fn a_scrub_finds_a_flipped_byte_and_the_needle_is_rewritten_from_a_replica
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_eq!(scrub(&store).await["corrupt"], serde_json::json!([]));
+}
+
+/// `POST /admin/scrub` with the secret and the admin token: the report.
+async fn scrub(store: &Client) -> serde_json::Value {
+    let bearer = format!("Bearer {ADMIN}");
     let r = store
         .send(
             Method::POST,
             "/admin/scrub",
-            &[secret, ("authorization", bearer.as_str())],
+            &[
+                ("x-strata-secret", SECRET),
+                ("authorization", bearer.as_str()),
+            ],
             vec![],
         )
         .await
-        .expect("scrub again");
-    assert_eq!(r.json()["corrupt"], serde_json::json!([]));
-    let _ = Client::new("unused");
+        .expect("scrub");
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    r.json()
 }

@@ -20,6 +20,18 @@ async fn raw(addr: &str, req: &[u8], limit: Duration) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// An in-process cluster with `extra` settings, its node answering.
+async fn cluster(stores: usize, extra: &str) -> InProcCluster {
+    let c = InProcCluster::start_with_caches(stores, stores, 0, extra)
+        .await
+        .expect("cluster");
+    c.client
+        .wait_ready("/healthz", Duration::from_secs(10))
+        .await
+        .expect("ready");
+    c
+}
+
 fn host(url: &str) -> &str {
     url.trim_start_matches("http://")
 }
@@ -27,13 +39,7 @@ fn host(url: &str) -> &str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_apis_need_the_cluster_secret() {
     let extra = format!("[auth]\nsecret = \"{SECRET}\"\n");
-    let c = InProcCluster::start_with_caches(2, 2, 0, &extra)
-        .await
-        .expect("cluster");
-    c.client
-        .wait_ready("/healthz", Duration::from_secs(10))
-        .await
-        .expect("ready");
+    let c = cluster(2, &extra).await;
     // The node reaches stores and index with the secret: writes and reads
     // work end to end.
     let r = c.client.put("/v1/blobs/a/b", "hello").await.expect("put");
@@ -102,13 +108,7 @@ async fn internal_apis_need_the_cluster_secret() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_heads_are_limited_on_nodes() {
     let extra = "[limits]\nmax_header_bytes = 8192\nmax_headers = 20\nheader_timeout_ms = 300\n";
-    let c = InProcCluster::start_with_caches(1, 1, 0, extra)
-        .await
-        .expect("cluster");
-    c.client
-        .wait_ready("/healthz", Duration::from_secs(10))
-        .await
-        .expect("ready");
+    let c = cluster(1, extra).await;
     let addr = c.url("node");
     let addr = host(&addr);
     let limit = Duration::from_secs(10);
@@ -270,11 +270,7 @@ fn internal_roles_listen_on_loopback_unless_told_otherwise() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_limits_heads_and_cuts_slow_clients() {
-    let c = InProcCluster::start(1, 1).await.expect("cluster");
-    c.client
-        .wait_ready("/healthz", Duration::from_secs(10))
-        .await
-        .expect("ready");
+    let c = cluster(1, "").await;
     // A gateway in front of the cluster's node, with tight limits.
     let mut cfg = (*c.cfg).clone();
     cfg.limits.header_timeout_ms = 300;

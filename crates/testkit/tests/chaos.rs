@@ -459,7 +459,9 @@ async fn the_cluster_survives_one_fault_at_a_time() {
             4 => p.proxy("node-1").set(Fault::Blackhole),
             5 => p.kill("queue").expect("kill queue"),
             7 => p.proxy("node-1").set(Fault::Reset),
-            8 => p.proxy("node-1").set(Fault::Latency(Duration::from_millis(200))),
+            8 => p
+                .proxy("node-1")
+                .set(Fault::Latency(Duration::from_millis(200))),
             6 => {
                 let filled = fill(&p.client_of("store-3")).await;
                 assert!(filled > 0);
