@@ -69,7 +69,10 @@ fn tier_error(e: Error) -> Response {
     match e {
         Error::NotFound => error(StatusCode::NOT_FOUND, "not_found", "no such blob"),
         Error::Rejected { .. } => error(StatusCode::BAD_REQUEST, "rejected", e.to_string()),
-        Error::NotEnoughStores { .. } | Error::Unavailable { .. } | Error::Full { .. } => error(
+        Error::NotEnoughStores { .. }
+        | Error::Unavailable { .. }
+        | Error::Full { .. }
+        | Error::Corrupt { .. } => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             e.to_string(),

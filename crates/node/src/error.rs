@@ -31,6 +31,15 @@ pub enum Error {
         /// Its answer.
         detail: String,
     },
+    /// The store holds the blob but its needle failed verification: try
+    /// another replica (the store itself is fine) and repair this copy.
+    #[error("{tier} has a corrupt copy: {detail}")]
+    Corrupt {
+        /// Which store.
+        tier: String,
+        /// Its answer.
+        detail: String,
+    },
     /// Not enough healthy stores to place R replicas.
     #[error("need {need} healthy stores, have {have}")]
     NotEnoughStores {

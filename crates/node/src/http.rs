@@ -153,7 +153,17 @@ pub fn encode_query(s: &str) -> String {
     out
 }
 
-/// Maps a non-2xx reply to an error: 404 -> NotFound, 5xx -> Unavailable.
+/// The `error` field of a JSON error body.
+fn error_code(body: &[u8]) -> Option<&str> {
+    // Bodies are small `{"error": ..., "detail": ...}` objects: find the
+    // field without building a JSON tree for every error.
+    let text = std::str::from_utf8(body).ok()?;
+    let rest = text.split_once("\"error\":\"")?.1;
+    rest.split_once('"').map(|(code, _)| code)
+}
+
+/// Maps a non-2xx reply to an error: 404 -> NotFound, 507 -> Full, a
+/// corrupt needle -> Corrupt, other 5xx -> Unavailable.
 pub fn check(tier: &str, r: &Reply) -> Result<()> {
     if r.status.is_success() {
         return Ok(());
@@ -165,6 +175,12 @@ pub fn check(tier: &str, r: &Reply) -> Result<()> {
             tier: tier.to_owned(),
             detail,
         },
+        StatusCode::INTERNAL_SERVER_ERROR if error_code(&r.body) == Some("corrupt") => {
+            Error::Corrupt {
+                tier: tier.to_owned(),
+                detail,
+            }
+        }
         s if s.is_server_error() => Error::Unavailable {
             tier: tier.to_owned(),
             detail,

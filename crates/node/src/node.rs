@@ -424,6 +424,7 @@ impl Node {
             detail: "blob has no known replica".into(),
         };
         let mut lost = false;
+        let mut corrupt = Vec::new();
         for (attempt, &i) in order.enumerate() {
             let m = &self.stores[i];
             match m.handle.get(&m.name, meta.id, range).await {
@@ -437,7 +438,16 @@ impl Node {
                         // copy back (re-replication through the queue).
                         self.queue_repair(meta).await;
                     }
+                    for name in corrupt {
+                        self.queue_corrupt_repair(meta.id, name).await;
+                    }
                     return Ok(b);
+                }
+                Err(e @ Error::Corrupt { .. }) => {
+                    // The store is fine, this copy is not: no mark-down.
+                    tracing::warn!(store = %m.name, blob = meta.id, error = %e, "corrupt replica; reading another");
+                    corrupt.push(m.name.as_str());
+                    last = e;
                 }
                 Err(Error::NotFound) => {
                     lost = true;

@@ -98,6 +98,16 @@ impl Node {
         let _ = self.put_repair(&job, format!("repair:{}", meta.id)).await;
     }
 
+    /// Queues the rewrite of blob `id`'s corrupt copy on `store`, found by
+    /// a read (once per blob and store while the job's result is kept).
+    pub(crate) async fn queue_corrupt_repair(&self, id: u64, store: &str) {
+        let job = RepairJob::Corrupt {
+            id,
+            store: store.to_owned(),
+        };
+        let _ = self.put_repair(&job, format!("corrupt:{store}:{id}")).await;
+    }
+
     /// Queues the re-replication of `key` away from the dead store `dead`.
     pub(crate) async fn queue_rereplicate(
         &self,

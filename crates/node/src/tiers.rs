@@ -207,6 +207,10 @@ pub enum StoreHandle {
 fn store_err(name: &str, e: store::Error) -> Error {
     match e {
         store::Error::NotFound(_) => Error::NotFound,
+        store::Error::Corrupt { .. } => Error::Corrupt {
+            tier: name.into(),
+            detail: e.to_string(),
+        },
         store::Error::Full { .. } => Error::Full {
             tier: name.into(),
             detail: e.to_string(),

@@ -81,6 +81,9 @@ fn store_error(e: Error) -> Response {
             }
             r
         }
+        Error::Corrupt { .. } => {
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, "corrupt", e.to_string())
+        }
         Error::Full { .. } => {
             error_response(StatusCode::INSUFFICIENT_STORAGE, "full", e.to_string())
         }

@@ -97,23 +97,19 @@ async fn a_dead_stores_blobs_get_new_copies_and_survive_a_second_loss() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_scrub_finds_a_flipped_byte_and_the_needle_is_rewritten_from_a_replica() {
-    let p = Procs::cluster_with_queue(bin(), 2, 2, &extra(0))
-        .await
-        .expect("cluster");
-    let c = p.client();
-    let body = blob(77, 20_000);
-    let r = c
-        .put("/v1/blobs/scrub/me.png", body.clone())
+/// Stores blob `n` under `key`; its id, the replica whose copy gets one
+/// byte flipped in place in its volume file, and the body.
+async fn put_and_flip(p: &Procs, key: &str, n: u64) -> (u64, String, Vec<u8>) {
+    let body = blob(n, 20_000);
+    let r = p
+        .client()
+        .put(&format!("/v1/blobs/{key}"), body.clone())
         .await
         .expect("put");
     assert_eq!(r.status, StatusCode::CREATED);
-    let m = meta(&p, "scrub/me.png").await;
+    let m = meta(p, key).await;
     let id = m["id"].as_u64().expect("id");
     let victim = replicas(&m)[0].clone();
-
-    // Flip one byte of the blob in the victim's volume file, in place.
     let path = p.dir().join(&victim).join("vol-000001.dat");
     let bytes = std::fs::read(&path).expect("volume");
     let at = bytes
@@ -125,33 +121,25 @@ async fn a_scrub_finds_a_flipped_byte_and_the_needle_is_rewritten_from_a_replica
         .open(&path)
         .expect("open");
     std::os::unix::fs::FileExt::write_at(&f, &[bytes[at] ^ 0x01], at as u64).expect("flip");
+    (id, victim, body)
+}
 
-    // Reads are never served the bad copy: the node fails over.
-    let r = c.get("/v1/blobs/scrub/me.png").await.expect("get");
-    assert_eq!(&r.body[..], &body[..]);
-
-    let store = p.client_of(&victim);
-    let secret = ("x-strata-secret", SECRET);
-    // The admin API wants the admin token as well as the secret.
-    let r = store
-        .send(Method::POST, "/admin/scrub", &[secret], vec![])
-        .await
-        .expect("scrub");
-    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    let report = scrub(&store).await;
-    assert_eq!(report["corrupt"], serde_json::json!([id]), "{report}");
-    assert_eq!(report["repairs_queued"], 1, "{report}");
-
-    // A repair worker copies the good replica over it.
+/// Waits until `store` serves blob `id` intact again.
+async fn wait_repaired(store: &Client, id: u64, body: &[u8]) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let r = store
-            .send(Method::GET, &format!("/blobs/{id}"), &[secret], vec![])
+            .send(
+                Method::GET,
+                &format!("/blobs/{id}"),
+                &[("x-strata-secret", SECRET)],
+                vec![],
+            )
             .await
             .expect("direct read");
         if r.status == StatusCode::OK {
-            assert_eq!(&r.body[..], &body[..]);
-            break;
+            assert_eq!(&r.body[..], body);
+            return;
         }
         assert!(
             Instant::now() < deadline,
@@ -161,7 +149,50 @@ async fn a_scrub_finds_a_flipped_byte_and_the_needle_is_rewritten_from_a_replica
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrub_finds_a_flipped_byte_and_the_needle_is_rewritten_from_a_replica() {
+    let p = Procs::cluster_with_queue(bin(), 2, 2, &extra(0))
+        .await
+        .expect("cluster");
+    let (id, victim, body) = put_and_flip(&p, "scrub/me.png", 77).await;
+    let store = p.client_of(&victim);
+    // The admin API wants the admin token as well as the secret.
+    let r = store
+        .send(
+            Method::POST,
+            "/admin/scrub",
+            &[("x-strata-secret", SECRET)],
+            vec![],
+        )
+        .await
+        .expect("scrub");
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let report = scrub(&store).await;
+    assert_eq!(report["corrupt"], serde_json::json!([id]), "{report}");
+    assert_eq!(report["repairs_queued"], 1, "{report}");
+    // A repair worker copies the good replica over it; the next scrub is
+    // clean.
+    wait_repaired(&store, id, &body).await;
     assert_eq!(scrub(&store).await["corrupt"], serde_json::json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_meets_a_corrupt_copy_is_served_another_and_queues_its_repair() {
+    let p = Procs::cluster_with_queue(bin(), 2, 2, &extra(0))
+        .await
+        .expect("cluster");
+    let (id, victim, body) = put_and_flip(&p, "read/me.png", 78).await;
+    // Reads are never served the bad copy: the node reads the other one
+    // (the victim is first in the replica order, so it is tried first)
+    // without marking the victim's store down.
+    for _ in 0..3 {
+        let r = p.client().get("/v1/blobs/read/me.png").await.expect("get");
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(&r.body[..], &body[..]);
+    }
+    wait_repaired(&p.client_of(&victim), id, &body).await;
 }
 
 /// `POST /admin/scrub` with the secret and the admin token: the report.
