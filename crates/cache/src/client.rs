@@ -36,6 +36,9 @@ pub struct ClientOptions {
     /// average number of requests in flight is skipped for non-hot keys
     /// (consistent hashing with bounded loads). `None` = plain ring.
     pub bounded_load: Option<f64>,
+    /// memcached ASCII authentication sent on every new connection: the
+    /// data of a `set`, `<user> <password>`. `None` = none.
+    pub auth: Option<Vec<u8>>,
 }
 
 impl Default for ClientOptions {
@@ -47,6 +50,7 @@ impl Default for ClientOptions {
             hot_replicas: 2,
             pool: 16,
             bounded_load: None,
+            auth: None,
         }
     }
 }
@@ -168,7 +172,15 @@ impl CacheClient {
         }
         let s = TcpStream::connect(self.nodes[i].addr).await?;
         s.set_nodelay(true)?;
-        Ok(BufReader::new(s))
+        let mut c = BufReader::new(s);
+        if let Some(cred) = &self.opts.auth {
+            let mut login = format!("set auth 0 0 {}\r\n", cred.len()).into_bytes();
+            login.extend_from_slice(cred);
+            login.extend_from_slice(b"\r\n");
+            c.get_mut().write_all(&login).await?;
+            expect_line(&mut c, b"STORED\r\n").await?;
+        }
+        Ok(c)
     }
 
     fn give_back(&self, i: usize, c: Conn) {

@@ -29,6 +29,11 @@ pub struct ServerOptions {
     pub max_connections: usize,
     /// Worker threads (reported by `stats`).
     pub threads: usize,
+    /// memcached's ASCII authentication: when set, a connection must first
+    /// send `set <any key> 0 0 <n>` with the data `<user> <password>`
+    /// equal to this (compared in constant time); anything else is
+    /// refused and the connection closed.
+    pub auth: Option<Vec<u8>>,
 }
 
 impl Default for ServerOptions {
@@ -36,9 +41,18 @@ impl Default for ServerOptions {
         ServerOptions {
             max_connections: 10_000,
             threads: 1,
+            auth: None,
         }
     }
 }
+
+/// The user name strata's cache clients authenticate as (the password is
+/// the cluster secret).
+pub const AUTH_USER: &str = "strata";
+
+/// memcached's replies to unauthenticated commands and failed logins.
+const UNAUTHENTICATED: &[u8] = b"CLIENT_ERROR unauthenticated\r\n";
+const AUTH_FAILED: &[u8] = b"CLIENT_ERROR authentication failure\r\n";
 
 /// Per-server counters, memcached names.
 #[derive(Debug, Default)]
@@ -245,9 +259,26 @@ async fn connection(mut stream: TcpStream, s: &CacheServer) -> std::io::Result<(
     let mut out = BytesMut::with_capacity(16 << 10);
     let mut swallow = 0usize;
     let mut local = LocalStats::default();
+    let mut authed = s.opts.auth.is_none();
     loop {
         let mut quit = false;
         loop {
+            if !authed && swallow == 0 {
+                match login(&inb, item_max, s.opts.auth.as_deref().unwrap_or_default()) {
+                    Login::Wait => break,
+                    Login::Ok(used) => {
+                        inb.advance(used);
+                        out.extend_from_slice(b"STORED\r\n");
+                        authed = true;
+                        continue;
+                    }
+                    Login::Refused(msg) => {
+                        out.extend_from_slice(msg);
+                        quit = true;
+                        break;
+                    }
+                }
+            }
             if swallow > 0 {
                 let n = swallow.min(inb.len());
                 inb.advance(n);
@@ -304,6 +335,38 @@ async fn connection(mut stream: TcpStream, s: &CacheServer) -> std::io::Result<(
             return Ok(());
         }
         s.stats.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+enum Login {
+    /// Not a whole command yet.
+    Wait,
+    /// Authenticated by a command of this many bytes.
+    Ok(usize),
+    /// Refused: send this and close.
+    Refused(&'static [u8]),
+}
+
+/// The first command of a connection when authentication is on: only a
+/// `set` whose data is the credential gets in.
+fn login(buf: &[u8], item_max: usize, credential: &[u8]) -> Login {
+    match parse(buf, item_max) {
+        Parsed::Incomplete => Login::Wait,
+        Parsed::Cmd(
+            Cmd::Store {
+                op: StoreOp::Set,
+                data,
+                ..
+            },
+            used,
+        ) => {
+            if cluster::auth::ct_eq(data, credential) {
+                Login::Ok(used)
+            } else {
+                Login::Refused(AUTH_FAILED)
+            }
+        }
+        _ => Login::Refused(UNAUTHENTICATED),
     }
 }
 

@@ -31,6 +31,7 @@ async fn start(item_max: usize, max_connections: usize) -> Srv {
         ServerOptions {
             max_connections,
             threads: 1,
+            ..ServerOptions::default()
         },
     );
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -185,6 +185,7 @@ pub fn cache_member(
         cache::server::ServerOptions {
             max_connections: 10_000,
             threads,
+            auth: cache_credential(cfg),
         },
         cache::through::ReadThrough::with_collapsing(
             Arc::new(StoreOrigin::from_cluster(cfg)),
@@ -213,6 +214,7 @@ pub fn cache_server(
         cache::server::ServerOptions {
             max_connections: 10_000,
             threads,
+            auth: cache_credential(cfg),
         },
     )
 }
@@ -312,6 +314,7 @@ pub fn cluster_caching(
                 hot_replicas: cfg.cache.hot_replicas,
                 pool: 16,
                 bounded_load: (cfg.cache.bounded_load > 1.0).then_some(cfg.cache.bounded_load),
+                auth: cache_credential(cfg),
             },
         ))
     };
@@ -334,6 +337,15 @@ pub fn cluster_caching(
         Some(d) => caching.with_disk(d),
         None => caching,
     }))
+}
+
+/// What cache clients send, and cache members expect, as memcached ASCII
+/// authentication: `strata <cluster secret>`, when a secret is set.
+fn cache_credential(cfg: &ClusterConfig) -> Option<Vec<u8>> {
+    cfg.auth
+        .secret
+        .as_ref()
+        .map(|s| format!("{} {s}", cache::server::AUTH_USER).into_bytes())
 }
 
 /// A client for calls to other roles, carrying the cluster secret.

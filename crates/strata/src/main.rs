@@ -414,6 +414,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 cache::server::ServerOptions {
                     max_connections,
                     threads,
+                    // Standalone, like memcached without -Y: no login.
+                    auth: None,
                 },
             );
             let listener = tokio::net::TcpListener::bind(listen)

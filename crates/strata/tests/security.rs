@@ -21,8 +21,8 @@ async fn raw(addr: &str, req: &[u8], limit: Duration) -> String {
 }
 
 /// An in-process cluster with `extra` settings, its node answering.
-async fn cluster(stores: usize, extra: &str) -> InProcCluster {
-    let c = InProcCluster::start_with_caches(stores, stores, 0, extra)
+async fn cluster(stores: usize, caches: usize, extra: &str) -> InProcCluster {
+    let c = InProcCluster::start_with_caches(stores, stores, caches, extra)
         .await
         .expect("cluster");
     c.client
@@ -39,7 +39,7 @@ fn host(url: &str) -> &str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_apis_need_the_cluster_secret() {
     let extra = format!("[auth]\nsecret = \"{SECRET}\"\n");
-    let c = cluster(2, &extra).await;
+    let c = cluster(2, 1, &extra).await;
     // The node reaches stores and index with the secret: writes and reads
     // work end to end.
     let r = c.client.put("/v1/blobs/a/b", "hello").await.expect("put");
@@ -87,6 +87,25 @@ async fn internal_apis_need_the_cluster_secret() {
             .expect("admin");
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}: {}", r.text());
     }
+    // The cache member speaks memcached: it wants memcached's ASCII login
+    // with the secret before anything else, and the node logged in (the
+    // blob read above went into it).
+    let cache = c.url("cache-1");
+    let cache = host(&cache);
+    let r = raw(cache, b"get anything\r\n", Duration::from_secs(5)).await;
+    assert_eq!(r, "CLIENT_ERROR unauthenticated\r\n");
+    let login = format!(
+        "set auth 0 0 {}\r\nstrata {SECRET}\r\nstats\r\nquit\r\n",
+        SECRET.len() + 7
+    );
+    let r = raw(cache, login.as_bytes(), Duration::from_secs(5)).await;
+    assert!(r.starts_with("STORED\r\n"), "{r}");
+    let items: u64 = r
+        .lines()
+        .find_map(|l| l.strip_prefix("STAT curr_items "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("curr_items");
+    assert!(items > 0, "the node filled the cache: {r}");
     // A write straight to a store without the secret is refused and
     // changes nothing.
     let store = Client::new(c.url("store-1"));
@@ -108,7 +127,7 @@ async fn internal_apis_need_the_cluster_secret() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_heads_are_limited_on_nodes() {
     let extra = "[limits]\nmax_header_bytes = 8192\nmax_headers = 20\nheader_timeout_ms = 300\n";
-    let c = cluster(1, extra).await;
+    let c = cluster(1, 0, extra).await;
     let addr = c.url("node");
     let addr = host(&addr);
     let limit = Duration::from_secs(10);
@@ -270,7 +289,7 @@ fn internal_roles_listen_on_loopback_unless_told_otherwise() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_limits_heads_and_cuts_slow_clients() {
-    let c = cluster(1, "").await;
+    let c = cluster(1, 0, "").await;
     // A gateway in front of the cluster's node, with tight limits.
     let mut cfg = (*c.cfg).clone();
     cfg.limits.header_timeout_ms = 300;
