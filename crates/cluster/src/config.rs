@@ -155,6 +155,12 @@ pub struct StoreConfig {
     /// (weekly).
     #[serde(default = "default_scrub_interval")]
     pub scrub_interval_secs: u64,
+    /// A node's read or write to a store with no answer after this long
+    /// (plus the blob's transfer time at 50 MB/s) is also sent to the next
+    /// replica or store, and the first answers win: a hung store costs
+    /// this delay instead of a timeout. Milliseconds; 0 = off. Default 250.
+    #[serde(default = "default_hedge")]
+    pub hedge_after_ms: u64,
 }
 
 impl Default for StoreConfig {
@@ -165,12 +171,16 @@ impl Default for StoreConfig {
             checkpoint_every: default_checkpoint(),
             dead_after_ms: default_dead_after(),
             scrub_interval_secs: default_scrub_interval(),
+            hedge_after_ms: default_hedge(),
         }
     }
 }
 
 fn default_dead_after() -> u64 {
     600_000
+}
+fn default_hedge() -> u64 {
+    250
 }
 fn default_scrub_interval() -> u64 {
     604_800

@@ -61,11 +61,23 @@ pub(crate) fn spawn_prober(node: &Arc<Node>, every: Duration) {
         loop {
             tick.tick().await;
             let Some(node) = weak.upgrade() else { return };
+            // All stores at once, each bounded by the probe interval: a
+            // hung store must not delay the verdict on the others, nor its
+            // own beyond one round.
+            let limit = every.max(Duration::from_millis(250));
+            let mut set = tokio::task::JoinSet::new();
             for (i, m) in node.stores.iter().enumerate() {
-                let up = m.handle.healthy(&m.name).await;
+                let m = m.clone();
+                set.spawn(async move {
+                    let up = tokio::time::timeout(limit, m.handle.healthy(&m.name)).await;
+                    (i, up.unwrap_or(false))
+                });
+            }
+            while let Some(Ok((i, up))) = set.join_next().await {
                 let was = node.health.set(i, up);
                 if was != up {
-                    tracing::info!(store = %m.name, up, "store health changed");
+                    let name = &node.stores[i].name;
+                    tracing::info!(store = %name, up, "store health changed");
                 }
             }
         }

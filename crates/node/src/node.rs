@@ -16,6 +16,14 @@ use crate::{Error, Result};
 /// Appends one more section of Prometheus text to `/metrics`.
 pub type MetricsSection = Box<dyn Fn(&mut String) + Send + Sync>;
 
+/// Sleeps until `at`, or forever when there is no deadline.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Ids leased from the index per round trip.
 const ID_LEASE: u64 = 256;
 
@@ -53,6 +61,10 @@ pub struct NodeOptions {
     /// A store unreachable this long is declared dead and its blobs are
     /// re-replicated elsewhere (through the queue); `None` = never.
     pub dead_after: Option<Duration>,
+    /// A store read or write with no answer after this long (plus the
+    /// blob's transfer time) is also sent to the next replica or
+    /// candidate store; `None` = never.
+    pub store_hedge: Option<Duration>,
 }
 
 impl Default for NodeOptions {
@@ -71,6 +83,7 @@ impl Default for NodeOptions {
             upload_attempts: 5,
             thumbnail_widths: vec![128, 512],
             dead_after: None,
+            store_hedge: Some(Duration::from_millis(250)),
         }
     }
 }
@@ -292,13 +305,18 @@ impl Node {
             .collect::<Vec<_>>()
             .into_iter();
         let mut written: Vec<usize> = Vec::with_capacity(need);
+        let mut launched: Vec<usize> = Vec::with_capacity(need + 1);
 
         // Write to R candidates at once; replace each failure with the next
-        // healthy store in rendezvous order until R copies exist.
+        // healthy store in rendezvous order until R copies exist. A store
+        // that neither answers nor fails (hung, partitioned) is hedged: past
+        // the hedge delay one more candidate starts, so a write waits for
+        // the R fastest stores, not for a timeout.
         let mut set = tokio::task::JoinSet::new();
-        let spawn_put = |set: &mut tokio::task::JoinSet<(usize, Result<()>)>, i: usize| {
+        let mut spawn_put = |set: &mut tokio::task::JoinSet<(usize, Result<()>)>, i: usize| {
             let m = self.stores[i].clone();
             let body = body.clone();
+            launched.push(i);
             set.spawn(async move { (i, m.handle.put(&m.name, id, body).await) });
         };
         for _ in 0..need {
@@ -307,7 +325,22 @@ impl Node {
                 None => break,
             }
         }
-        while let Some(joined) = set.join_next().await {
+        let hedge = self.hedge_after(body.len() as u64);
+        let mut hedge_at = hedge.map(|h| tokio::time::Instant::now() + h);
+        while written.len() < need {
+            let joined = tokio::select! {
+                j = set.join_next() => match j {
+                    Some(j) => j,
+                    None => break,
+                },
+                _ = sleep_until(hedge_at) => {
+                    if let Some(next) = candidates.next() {
+                        spawn_put(&mut set, next);
+                    }
+                    hedge_at = hedge.map(|h| tokio::time::Instant::now() + h);
+                    continue;
+                }
+            };
             let Ok((i, res)) = joined else { continue };
             match res {
                 Ok(()) => {
@@ -315,7 +348,7 @@ impl Node {
                     written.push(i);
                 }
                 Err(e @ Error::Rejected { .. }) => {
-                    self.cleanup(id, &written);
+                    self.cleanup(id, &launched);
                     return Err(e);
                 }
                 Err(e) => {
@@ -330,12 +363,23 @@ impl Node {
                 }
             }
         }
+        // Puts still in flight are dropped; a store that took the body
+        // anyway holds a copy nobody names: delete it in the background.
+        drop(set);
+        let stray: Vec<usize> = launched
+            .iter()
+            .copied()
+            .filter(|i| !written.contains(i))
+            .collect();
         if written.len() < need {
-            self.cleanup(id, &written);
+            self.cleanup(id, &launched);
             return Err(Error::NotEnoughStores {
                 need,
                 have: written.len(),
             });
+        }
+        if !stray.is_empty() {
+            self.cleanup(id, &stray);
         }
         // Keep the replica list in rendezvous order: readers try it in order.
         written.sort_by_key(|i| ranked.iter().position(|r| r == i));
@@ -425,12 +469,43 @@ impl Node {
         };
         let mut lost = false;
         let mut corrupt = Vec::new();
-        for (attempt, &i) in order.enumerate() {
+        let order: Vec<usize> = order.copied().collect();
+        let first = order.first().copied();
+        let mut next = order.into_iter();
+        // One replica at a time; one that neither answers nor fails within
+        // the hedge delay gets company from the next, and the first answer
+        // wins (a hung store costs the delay, not a timeout).
+        let mut set = tokio::task::JoinSet::new();
+        let spawn_get = |set: &mut tokio::task::JoinSet<(usize, Result<Bytes>)>, i: usize| {
+            let m = self.stores[i].clone();
+            let id = meta.id;
+            set.spawn(async move { (i, m.handle.get(&m.name, id, range).await) });
+        };
+        if let Some(i) = next.next() {
+            spawn_get(&mut set, i);
+        }
+        let hedge = self.hedge_after(range.map_or(meta.size, |(a, b)| b.saturating_sub(a)));
+        let mut hedge_at = hedge.map(|h| tokio::time::Instant::now() + h);
+        loop {
+            let joined = tokio::select! {
+                j = set.join_next() => match j {
+                    Some(j) => j,
+                    None => break,
+                },
+                _ = sleep_until(hedge_at) => {
+                    if let Some(i) = next.next() {
+                        spawn_get(&mut set, i);
+                    }
+                    hedge_at = hedge.map(|h| tokio::time::Instant::now() + h);
+                    continue;
+                }
+            };
+            let Ok((i, res)) = joined else { continue };
             let m = &self.stores[i];
-            match m.handle.get(&m.name, meta.id, range).await {
+            match res {
                 Ok(b) => {
                     self.health.set(i, true);
-                    if attempt > 0 {
+                    if Some(i) != first {
                         inc(&self.metrics.failovers);
                     }
                     if lost {
@@ -461,8 +536,23 @@ impl Node {
                     last = e;
                 }
             }
+            // That replica failed: the next one at once.
+            if let Some(i) = next.next() {
+                spawn_get(&mut set, i);
+                hedge_at = hedge.map(|h| tokio::time::Instant::now() + h);
+            }
         }
         Err(last)
+    }
+
+    /// How long a store request may go without an answer before the next
+    /// store is asked too: the configured delay plus the time a healthy
+    /// store takes to move `bytes` (at 50 MB/s), so big blobs are not
+    /// hedged for being big. `None` = no hedging.
+    fn hedge_after(&self, bytes: u64) -> Option<Duration> {
+        self.opts
+            .store_hedge
+            .map(|base| base + Duration::from_nanos(bytes.saturating_mul(20)))
     }
 
     /// The metadata of `key`: cache tiers first, then the index (and the

@@ -79,6 +79,8 @@ pub fn node_options(cfg: &ClusterConfig) -> NodeOptions {
         thumbnail_widths: cfg.queue.thumbnail_widths.clone(),
         dead_after: (cfg.store.dead_after_ms > 0)
             .then(|| Duration::from_millis(cfg.store.dead_after_ms)),
+        store_hedge: (cfg.store.hedge_after_ms > 0)
+            .then(|| Duration::from_millis(cfg.store.hedge_after_ms)),
         ..NodeOptions::default()
     }
 }

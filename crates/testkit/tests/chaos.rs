@@ -3,8 +3,9 @@
 //! search shard — under a mixed workload (Zipf GETs, PUTs, asynchronous
 //! uploads, searches) while one fault at a time is injected: a store dies,
 //! a cache member dies, a node hangs (SIGSTOP), the gateway's link to a
-//! node is partitioned, the queue broker restarts, a store fills up, the
-//! link resets every connection, the link gets slow.
+//! node is partitioned, the queue broker restarts, a store hangs
+//! (SIGSTOP), the link resets every connection, the link gets slow, a store
+//! fills up.
 //!
 //! For each phase: no idempotent GET fails, no acknowledged write or job
 //! is lost (everything acknowledged is read back, bit for bit, once the
@@ -438,16 +439,18 @@ async fn the_cluster_survives_one_fault_at_a_time() {
     preload(&gw).await;
 
     let mut rows = Vec::new();
-    let phases: [&'static str; 9] = [
+    let phases: [&'static str; 10] = [
         "none",
         "store-1 killed",
         "cache-1 killed",
         "node-1 hung (SIGSTOP)",
         "gateway-node-1 partitioned",
         "queue restarted",
-        "store-3 full",
+        "store-2 hung (SIGSTOP)",
         "gateway-node-1 resets",
         "gateway-node-1 +200 ms",
+        // Last: the store stays full.
+        "store-3 full",
     ];
     for (n, &fault) in phases.iter().enumerate() {
         let tag = format!("p{n}");
@@ -459,10 +462,11 @@ async fn the_cluster_survives_one_fault_at_a_time() {
             4 => p.proxy("node-1").set(Fault::Blackhole),
             5 => p.kill("queue").expect("kill queue"),
             7 => p.proxy("node-1").set(Fault::Reset),
+            6 => p.pause("store-2").expect("stop store"),
             8 => p
                 .proxy("node-1")
                 .set(Fault::Latency(Duration::from_millis(200))),
-            6 => {
+            9 => {
                 let filled = fill(&p.client_of("store-3")).await;
                 assert!(filled > 0);
             }
@@ -492,10 +496,11 @@ async fn the_cluster_survives_one_fault_at_a_time() {
             1 => p.restart("store-1").await.expect("restart store"),
             2 => p.restart("cache-1").await.expect("restart cache"),
             3 => p.resume("node-1").expect("continue node"),
+            6 => p.resume("store-2").expect("continue store"),
             4 | 7 | 8 => p.proxy("node-1").set(Fault::Pass),
             _ => {}
         }
-        if n == 6 {
+        if n == 9 {
             // Every write of the phase went elsewhere.
             assert_eq!(blobs_on(&p.client_of("store-3")).await, store3_before);
         }
