@@ -94,17 +94,44 @@ enum Op {
     },
 }
 
+/// Where the writer sends one operation's outcome.
+type Reply = oneshot::Sender<Result<()>>;
+
 /// A blob store over one data directory.
 pub struct Store {
     pub(crate) dir: PathBuf,
     pub(crate) opts: StoreOptions,
     pub(crate) state: RwLock<State>,
-    tx: mpsc::Sender<Op>,
+    /// `None` only while dropping.
+    tx: Option<mpsc::Sender<Op>>,
     /// Counters exported on `/metrics`.
     pub metrics: StoreMetrics,
     /// Serialises compactions (the background one and `compact_now`).
     pub(crate) compact_lock: std::sync::Mutex<()>,
-    compact_tx: std::sync::mpsc::SyncSender<()>,
+    /// `None` only while dropping.
+    compact_tx: Option<std::sync::mpsc::SyncSender<()>>,
+    /// The writer and compactor threads, joined on drop.
+    threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Store {
+    /// Closes both channels and waits for the threads: the writer's last
+    /// index checkpoint is on disk, and no thread touches the directory,
+    /// when the store is gone (it can be opened again at once). The last
+    /// reference may be dropped by one of those threads itself (each holds
+    /// the store while it works); that one is not waited for — it is about
+    /// to see its channel closed and end.
+    fn drop(&mut self) {
+        self.tx.take();
+        self.compact_tx.take();
+        let me = std::thread::current().id();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            if t.thread().id() != me {
+                let _ = t.join();
+            }
+        }
+    }
 }
 
 /// What recovery found on open.
@@ -213,10 +240,11 @@ impl Store {
                 stats,
                 active,
             }),
-            tx,
+            tx: Some(tx),
             metrics: StoreMetrics::default(),
             compact_lock: std::sync::Mutex::new(()),
-            compact_tx,
+            compact_tx: Some(compact_tx),
+            threads: std::sync::Mutex::new(Vec::new()),
         });
         store.metrics.torn_bytes.add(report.truncated_bytes);
         let writer = Writer {
@@ -229,12 +257,12 @@ impl Store {
             idx: idxw,
             pending: Vec::new(),
         };
-        std::thread::Builder::new()
+        let w = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| Error::io("spawn writer thread", e))?;
         let weak = Arc::downgrade(&store);
-        std::thread::Builder::new()
+        let c = std::thread::Builder::new()
             .name("store-compactor".into())
             .spawn(move || {
                 while compact_rx.recv().is_ok() {
@@ -245,6 +273,11 @@ impl Store {
                 }
             })
             .map_err(|e| Error::io("spawn compactor thread", e))?;
+        store
+            .threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend([w, c]);
         Ok((store, report))
     }
 
@@ -256,6 +289,8 @@ impl Store {
         let cookie = (crate::metrics::nanos() as u32) ^ (id as u32).rotate_left(16);
         let (reply, rx) = oneshot::channel();
         self.tx
+            .as_ref()
+            .ok_or(Error::Closed)?
             .send(Op::Put {
                 id,
                 cookie,
@@ -271,6 +306,8 @@ impl Store {
     pub async fn delete(&self, id: u64) -> Result<()> {
         let (reply, rx) = oneshot::channel();
         self.tx
+            .as_ref()
+            .ok_or(Error::Closed)?
             .send(Op::Delete { id, reply })
             .await
             .map_err(|_| Error::Closed)?;
@@ -283,6 +320,8 @@ impl Store {
     pub async fn checkpoint(&self) -> Result<()> {
         let (reply, rx) = oneshot::channel();
         self.tx
+            .as_ref()
+            .ok_or(Error::Closed)?
             .send(Op::Checkpoint { reply })
             .await
             .map_err(|_| Error::Closed)?;
@@ -381,7 +420,9 @@ impl Store {
     pub(crate) fn poke_compactor(&self) {
         // A full channel means a check is already queued; that one will see
         // our garbage too.
-        let _ = self.compact_tx.try_send(());
+        if let Some(tx) = &self.compact_tx {
+            let _ = tx.try_send(());
+        }
     }
 }
 
@@ -557,16 +598,26 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let Some(store) = self.store.upgrade() else {
-                return;
+            let outbox = {
+                let Some(store) = self.store.upgrade() else {
+                    return;
+                };
+                self.commit(&store, batch)
             };
-            self.commit(&store, batch);
+            // Answer only once this thread holds no reference: a caller
+            // that drops the store after its answer then drops the last
+            // one, and its drop waits for this thread (see `Drop`).
+            for (reply, res) in outbox {
+                let _ = reply.send(res);
+            }
         }
         // Channel closed: the store is dropping. Leave the index complete.
         let _ = self.flush_idx(true);
     }
 
-    fn commit(&mut self, store: &Store, batch: Vec<Op>) {
+    /// Appends a batch; returns the answers to send.
+    fn commit(&mut self, store: &Store, batch: Vec<Op>) -> Vec<(Reply, Result<()>)> {
+        let mut outbox: Vec<(Reply, Result<()>)> = Vec::with_capacity(batch.len());
         let mut buf = BytesMut::new();
         let mut appended: Vec<Appended> = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
@@ -598,10 +649,13 @@ impl Writer {
                     let used = used_before + buf.len() as u64;
                     let len = needle::needle_len(data.len() as u64);
                     if self.opts.max_bytes > 0 && used + len > self.opts.max_bytes {
-                        let _ = reply.send(Err(Error::Full {
-                            used,
-                            limit: self.opts.max_bytes,
-                        }));
+                        outbox.push((
+                            reply,
+                            Err(Error::Full {
+                                used,
+                                limit: self.opts.max_bytes,
+                            }),
+                        ));
                         continue;
                     }
                     (id, cookie, data, 0u8, reply)
@@ -618,7 +672,7 @@ impl Writer {
                             .is_some(),
                     };
                     if !live {
-                        let _ = reply.send(Err(Error::NotFound(id)));
+                        outbox.push((reply, Err(Error::NotFound(id))));
                         continue;
                     }
                     any_delete = true;
@@ -729,7 +783,7 @@ impl Writer {
                     std::io::Error::other(failure.clone().unwrap_or_else(|| "write failed".into())),
                 ))
             };
-            let _ = reply.send(res);
+            outbox.push((reply, res));
         }
         if self.pending.len() as u64 >= self.opts.checkpoint_every {
             if let Err(e) = self.flush_idx(false) {
@@ -742,15 +796,17 @@ impl Writer {
         if !checkpoints.is_empty() {
             let res = self.flush_idx(true);
             for reply in checkpoints {
-                let _ = reply.send(match &res {
+                let r = match &res {
                     Ok(()) => Ok(()),
                     Err(e) => Err(Error::io(
                         "checkpoint",
                         std::io::Error::other(e.to_string()),
                     )),
-                });
+                };
+                outbox.push((reply, r));
             }
         }
+        outbox
     }
 
     /// After a failed flush: needles of the active volume at or past its end
