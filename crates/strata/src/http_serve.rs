@@ -166,9 +166,9 @@ pub async fn serve(
             let mut b = hyper::server::conn::http1::Builder::new();
             b.timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
-                .max_header_size(limits.max_header_bytes)
-                // At least hyper's minimum; bodies stream past it anyway.
-                .max_buf_size(limits.max_header_bytes.max(8192) + 8192);
+                // The head limit alone: hyper's read and write buffers keep
+                // their default size (a smaller one costs throughput).
+                .max_header_size(limits.max_header_bytes);
             if limits.max_headers != 100 {
                 // Off the default, hyper allocates header slots per request.
                 b.max_headers(limits.max_headers);
