@@ -60,7 +60,7 @@ pub(crate) async fn serve_conn(live: Arc<Live>, mut down: TcpStream, peer: Socke
                 started.get_or_insert_with(Instant::now);
                 let max = MAX_HEAD.min(live.max_header_bytes);
                 match parse_request(&buf) {
-                    Ok(Some(h)) if h.len <= max => break h,
+                    Ok(Some(h)) if h.len <= max && h.headers.len() <= live.max_headers => break h,
                     Ok(None) if buf.len() < max => {}
                     // Malformed or too long: the full path answers it
                     // (431 for a head over the limit).

@@ -178,6 +178,8 @@ pub struct Live {
     pub header_timeout: std::time::Duration,
     /// Largest request head (431 above).
     pub max_header_bytes: usize,
+    /// Most request headers (431 above).
+    pub max_headers: usize,
     /// Client connections open at once; more wait in the listen backlog.
     pub(crate) conn_slots: Arc<tokio::sync::Semaphore>,
     /// Serialises runtime changes (admin calls and reloads), which read,
@@ -219,6 +221,7 @@ impl Live {
             idle_timeout: limits.idle_timeout,
             header_timeout: limits.header_timeout,
             max_header_bytes: limits.max_header_bytes,
+            max_headers: limits.max_headers,
             conn_slots: Arc::new(tokio::sync::Semaphore::new(limits.max_connections)),
             changes: tokio::sync::Mutex::new(()),
         })
@@ -254,6 +257,8 @@ pub struct ClientLimits {
     pub max_connections: usize,
     /// Largest request head, bytes.
     pub max_header_bytes: usize,
+    /// Most request headers.
+    pub max_headers: usize,
 }
 
 impl Default for ClientLimits {
@@ -263,6 +268,7 @@ impl Default for ClientLimits {
             header_timeout: std::time::Duration::from_secs(20),
             max_connections: 10_000,
             max_header_bytes: 64 << 10,
+            max_headers: 100,
         }
     }
 }
@@ -308,12 +314,18 @@ pub(crate) async fn serve_hyper<I>(live: Arc<Live>, io: I, peer: SocketAddr)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (head_timeout, head_max) = (live.header_timeout, live.max_header_bytes);
+    let (head_timeout, head_max, headers_max) =
+        (live.header_timeout, live.max_header_bytes, live.max_headers);
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let live = live.clone();
         async move { Ok::<_, Infallible>(dispatch(&live, req, peer).await) }
     });
-    let _ = hyper::server::conn::http1::Builder::new()
+    let mut b = hyper::server::conn::http1::Builder::new();
+    if headers_max != 100 {
+        // Off hyper's default it allocates header slots per request.
+        b.max_headers(headers_max);
+    }
+    let _ = b
         .keep_alive(true)
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(head_timeout)

@@ -166,6 +166,7 @@ pub fn client_limits(cfg: &ClusterConfig) -> balancer::router::ClientLimits {
         header_timeout: ms(cfg.limits.header_timeout_ms),
         max_connections: cfg.limits.max_connections,
         max_header_bytes: cfg.limits.max_header_bytes,
+        max_headers: cfg.limits.max_headers,
     }
 }
 

@@ -294,6 +294,7 @@ async fn the_gateway_limits_heads_and_cuts_slow_clients() {
     let mut cfg = (*c.cfg).clone();
     cfg.limits.header_timeout_ms = 300;
     cfg.limits.max_header_bytes = 8192;
+    cfg.limits.max_headers = 20;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -320,6 +321,13 @@ async fn the_gateway_limits_heads_and_cuts_slow_clients() {
     );
     let r = raw(&addr, big.as_bytes(), limit).await;
     assert!(r.starts_with("HTTP/1.1 431"), "{r}");
+    let mut many = String::from("GET /healthz HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..30 {
+        many.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    let r = raw(&addr, many.as_bytes(), limit).await;
+    assert!(r.starts_with("HTTP/1.1 431"), "30 headers: {r}");
     slowloris(&addr).await;
 
     let _ = stop.send(true);
