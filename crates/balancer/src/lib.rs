@@ -17,11 +17,16 @@
 //!   after a connect error. It forwards only to its configured backends,
 //!   whatever the Host header or an absolute-form URI names.
 //!
+//! - [`edge`]: access logs, header rules, compression, TLS termination
+//!   with SNI, and HTTP/2 (ALPN `h2` and h2c) to clients.
+//!
 //! Errors are one enum, [`Error`].
 
 pub mod admin;
+pub mod edge;
 mod error;
 pub mod health;
+mod listen;
 pub mod monitor;
 pub mod pool;
 pub mod proxy;
@@ -29,6 +34,7 @@ mod relay;
 pub mod router;
 pub mod sticky;
 
+pub use edge::EdgeRules;
 pub use error::Error;
 pub use health::HealthOptions;
 pub use hyper::header::HeaderName;

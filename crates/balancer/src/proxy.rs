@@ -331,11 +331,32 @@ pub(crate) fn plain(status: StatusCode, msg: &str) -> Response<UpBody> {
     r
 }
 
-/// Forwards one request.
+/// Which backend answered a request and how long its response head took;
+/// in the extensions of responses that came from a backend.
+#[derive(Debug, Clone, Copy)]
+pub struct Upstreamed {
+    /// The backend.
+    pub addr: SocketAddr,
+    /// Request sent to response head received.
+    pub took: Duration,
+}
+
+/// Forwards one request that came over plain HTTP.
 pub async fn handle(
     gw: Arc<Gateway>,
     req: Request<Incoming>,
     client: SocketAddr,
+) -> Response<UpBody> {
+    handle_as(gw, req, client, "http").await
+}
+
+/// Forwards one request that came over `proto` (`http` or `https`, sent
+/// upstream as `X-Forwarded-Proto`).
+pub async fn handle_as(
+    gw: Arc<Gateway>,
+    req: Request<Incoming>,
+    client: SocketAddr,
+    proto: &'static str,
 ) -> Response<UpBody> {
     gw.metrics.requests.fetch_add(1, Ordering::Relaxed);
     if !gw.admit(client.ip(), Instant::now()) {
@@ -363,7 +384,7 @@ pub async fn handle(
     }
     parts
         .headers
-        .insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        .insert("x-forwarded-proto", HeaderValue::from_static(proto));
     // Only the path goes upstream: an absolute-form URI or a Host header
     // naming another server never makes this an open proxy.
     let path = parts
@@ -441,6 +462,10 @@ pub async fn handle(
                 health::record_latency(&pool, i, now.duration_since(sent), now);
                 let (mut rp, rb) = resp.into_parts();
                 strip_hop_by_hop(&mut rp.headers);
+                rp.extensions.insert(Upstreamed {
+                    addr: b.addr,
+                    took: now.duration_since(sent),
+                });
                 if let Some(c) = gw.sticky_answer(b, sticky_id) {
                     rp.headers.append(hyper::header::SET_COOKIE, c);
                 }
@@ -656,6 +681,7 @@ pub async fn serve(
     let router = crate::Router {
         pools: vec![("default".into(), gw)],
         routes: Vec::new(),
+        rules: Default::default(),
     };
     crate::router::serve_routed(listener, crate::router::Live::new(router, None), shutdown).await
 }

@@ -31,6 +31,7 @@ use hyper::Method;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::edge::access_log::Entry;
 use crate::health;
 use crate::pool::{Backend, Pool};
 use crate::proxy::Gateway;
@@ -64,10 +65,7 @@ pub(crate) async fn serve_conn(live: Arc<Live>, mut down: TcpStream, peer: Socke
                     Ok(None) if buf.len() < max => {}
                     // Malformed or too long: the full path answers it
                     // (431 for a head over the limit).
-                    _ => {
-                        return crate::router::serve_hyper(live, Prefixed::new(buf, down), peer)
-                            .await
-                    }
+                    _ => return full_path(live, buf, down, peer).await,
                 }
             }
             let wait = match started {
@@ -83,21 +81,52 @@ pub(crate) async fn serve_conn(live: Arc<Live>, mut down: TcpStream, peer: Socke
             }
         };
         let router = live.router();
-        let gw = {
+        let (gw, plain_route, pool) = {
             let headers = &head.headers;
             let raw = &buf[..head.len];
-            router
-                .choose_by(&head.method, head.path(raw), |n: &HeaderName| {
-                    headers
-                        .iter()
-                        .find(|h| h.name(raw).eq_ignore_ascii_case(n.as_str()))
-                        .and_then(|h| std::str::from_utf8(h.value(raw)).ok())
-                })
-                .clone()
+            let c = router.choose_by(&head.method, head.path(raw), |n: &HeaderName| {
+                headers
+                    .iter()
+                    .find(|h| h.name(raw).eq_ignore_ascii_case(n.as_str()))
+                    .and_then(|h| std::str::from_utf8(h.value(raw)).ok())
+            });
+            (c.gw.clone(), c.rules.is_passthrough(), c.pool)
         };
-        if !head.simple || gw.options().hedge_after.is_some() {
-            return crate::router::serve_hyper(live, Prefixed::new(buf, down), peer).await;
+        if !head.simple
+            || gw.options().hedge_after.is_some()
+            || !plain_route
+            || live.edge.redirect_https.is_some()
+        {
+            drop(router);
+            return full_path(live, buf, down, peer).await;
         }
+        // The access log record, when there is a log: taken from the head
+        // before the buffer moves on.
+        let entry = live.edge.access_log.as_ref().map(|_| {
+            let raw = &buf[..head.len];
+            let h = |name: &str| {
+                head.headers
+                    .iter()
+                    .find(|s| s.name(raw).eq_ignore_ascii_case(name))
+                    .map(|s| String::from_utf8_lossy(s.value(raw)).into_owned())
+            };
+            Entry {
+                time: std::time::SystemTime::now(),
+                remote: peer.ip(),
+                method: head.method.as_str().to_owned(),
+                target: head.path(raw).to_owned(),
+                protocol: "HTTP/1.1",
+                status: 0,
+                bytes: 0,
+                referer: h("referer"),
+                user_agent: h("user-agent"),
+                pool: pool.to_owned(),
+                upstream: None,
+                request_time: Default::default(),
+                upstream_time: None,
+                request_id: None,
+            }
+        });
         drop(router);
         // The whole request: head and body, then the next request's bytes
         // (pipelining) stay in `buf`.
@@ -110,12 +139,40 @@ pub(crate) async fn serve_conn(live: Arc<Live>, mut down: TcpStream, peer: Socke
         }
         let raw = buf.split_to(total);
         let upstream = head.upstream_request(&raw, peer);
-        let keep = forward(&gw, &head, &raw, &upstream, peer, &mut down).await;
+        let start = Instant::now();
+        let mut outcome = Outcome::default();
+        let keep = forward(&gw, &head, &raw, &upstream, peer, &mut down, &mut outcome).await;
+        if let (Some(log), Some(mut e)) = (&live.edge.access_log, entry) {
+            e.status = outcome.status;
+            e.bytes = outcome.bytes;
+            e.upstream = outcome.upstream;
+            e.upstream_time = outcome.upstream_time;
+            e.request_time = start.elapsed();
+            log.log(e);
+        }
         if !keep {
             let _ = down.shutdown().await;
             return;
         }
     }
+}
+
+/// Hands the connection, with the bytes already read, to the full path.
+async fn full_path(live: Arc<Live>, buf: BytesMut, down: TcpStream, peer: SocketAddr) {
+    // A client that knows the server speaks HTTP/2 opens with its preface
+    // (h2c prior knowledge); no HTTP/1 method starts with "PRI ".
+    let h2c = buf.starts_with(b"PRI * HTTP/2");
+    let conn = crate::listen::Conn::Plain { h2c };
+    crate::listen::serve_hyper(live, Prefixed::new(buf, down), peer, conn).await
+}
+
+/// What became of one request, for the access log.
+#[derive(Debug, Default)]
+struct Outcome {
+    status: u16,
+    bytes: u64,
+    upstream: Option<SocketAddr>,
+    upstream_time: Option<std::time::Duration>,
 }
 
 /// A header's name and value as byte ranges of the head.
@@ -478,6 +535,7 @@ async fn forward(
     upstream: &[u8],
     peer: SocketAddr,
     down: &mut TcpStream,
+    outcome: &mut Outcome,
 ) -> bool {
     let m = &gw.metrics;
     m.requests.fetch_add(1, Ordering::Relaxed);
@@ -485,6 +543,7 @@ async fn forward(
         m.rate_limited.fetch_add(1, Ordering::Relaxed);
         return reply(
             down,
+            outcome,
             429,
             "Too Many Requests",
             "rate limit exceeded\n",
@@ -517,6 +576,7 @@ async fn forward(
             m.gateway_errors.fetch_add(1, Ordering::Relaxed);
             return reply(
                 down,
+                outcome,
                 503,
                 "Service Unavailable",
                 "no backend available\n",
@@ -533,6 +593,7 @@ async fn forward(
             m.queue_refused.fetch_add(1, Ordering::Relaxed);
             return reply(
                 down,
+                outcome,
                 503,
                 "Service Unavailable",
                 "backend busy\n",
@@ -554,6 +615,7 @@ async fn forward(
             sticky_id,
             fresh_retry,
             sent,
+            outcome,
         )
         .await;
         b.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -582,6 +644,7 @@ async fn forward(
                     Failure::Timeout => {
                         reply(
                             down,
+                            outcome,
                             504,
                             "Gateway Timeout",
                             "backend timed out\n",
@@ -593,6 +656,7 @@ async fn forward(
                     _ => {
                         reply(
                             down,
+                            outcome,
                             502,
                             "Bad Gateway",
                             "backend failed\n",
@@ -620,6 +684,7 @@ async fn exchange(
     sticky_id: Option<u64>,
     force_new: bool,
     sent: Instant,
+    outcome: &mut Outcome,
 ) -> Result<bool, Failure> {
     let b = &pool.backends[i];
     let (mut up, reused) = if force_new {
@@ -673,6 +738,9 @@ async fn exchange(
     health::record(pool, i, resp.status < 500, now);
     health::record_latency(pool, i, now.duration_since(sent), now);
     rbuf.advance(resp.len);
+    outcome.status = resp.status;
+    outcome.upstream = Some(b.addr);
+    outcome.upstream_time = Some(now.duration_since(sent));
 
     let close_after = resp.framing == Framing::Close || !head.keep_alive;
     let mut out = resp.out;
@@ -685,9 +753,11 @@ async fn exchange(
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
+    let head_len = out.len();
     // The body bytes that came with the head go out in the same write.
     let mut body = BodyRelay::new(resp.framing, !resp.upstream_close);
     body.take(&mut rbuf, &mut out)?;
+    outcome.bytes = (out.len() - head_len) as u64;
     if down.write_all(&out).await.is_err() {
         return Err(Failure::Broken);
     }
@@ -701,6 +771,7 @@ async fn exchange(
             Ok(0) | Err(_) => return Err(Failure::Broken),
             Ok(_) => {
                 body.take(&mut rbuf, &mut out)?;
+                outcome.bytes += out.len() as u64;
                 if down.write_all(&out).await.is_err() {
                     return Err(Failure::Broken);
                 }
@@ -775,6 +846,7 @@ impl BodyRelay {
 /// A response made by the gateway itself.
 async fn reply(
     down: &mut TcpStream,
+    outcome: &mut Outcome,
     status: u16,
     reason: &str,
     body: &str,
@@ -793,6 +865,8 @@ async fn reply(
     }
     r.push_str("\r\n");
     r.push_str(body);
+    outcome.status = status;
+    outcome.bytes = body.len() as u64;
     down.write_all(r.as_bytes()).await.is_ok() && keep_alive
 }
 

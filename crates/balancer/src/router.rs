@@ -3,18 +3,14 @@
 //! another), with a default pool. Each pool is a [`Gateway`] of its own
 //! (backends, health, limits, upstream connections).
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
-use hyper::body::Incoming;
-use hyper::header::{HeaderName, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use hyper::header::HeaderName;
+use hyper::{Method, Request};
 
-use crate::proxy::{handle, spawn_checks, Gateway, GatewayOptions, UpBody, Upstream};
+use crate::edge::{Edge, EdgeRules};
+use crate::proxy::{spawn_checks, Gateway, GatewayOptions, Upstream};
 use crate::{Algorithm, Backend, Error, HealthOptions, Pool};
 
 /// One rule; all its given conditions must hold.
@@ -28,6 +24,8 @@ pub struct Route {
     pub header: Option<(HeaderName, String)>,
     /// Index of the pool it sends to.
     pub pool: usize,
+    /// Header rules and compression of requests it takes.
+    pub rules: Arc<EdgeRules>,
 }
 
 impl Route {
@@ -55,11 +53,23 @@ pub struct Router {
     pub pools: Vec<(String, Arc<Gateway>)>,
     /// Rules, in order.
     pub routes: Vec<Route>,
+    /// Header rules and compression of requests no route takes.
+    pub rules: Arc<EdgeRules>,
+}
+
+/// Where a request goes: its pool and the edge rules of its route.
+pub struct Choice<'a> {
+    /// The pool's gateway.
+    pub gw: &'a Arc<Gateway>,
+    /// The pool's name.
+    pub pool: &'a str,
+    /// The route's header rules and compression.
+    pub rules: &'a Arc<EdgeRules>,
 }
 
 impl Router {
     /// The pool for `req`.
-    pub fn choose(&self, req: &Request<Incoming>) -> &Arc<Gateway> {
+    pub fn choose<B>(&self, req: &Request<B>) -> Choice<'_> {
         self.choose_by(req.method(), req.uri().path(), |n| {
             req.headers().get(n).and_then(|v| v.to_str().ok())
         })
@@ -71,19 +81,21 @@ impl Router {
         method: &Method,
         path: &str,
         header: impl Fn(&HeaderName) -> Option<&'a str>,
-    ) -> &Arc<Gateway> {
-        let i = if self.routes.is_empty() {
-            0
-        } else {
-            self.routes
-                .iter()
-                .find(|r| r.matches(method, path, &header))
-                .map_or(0, |r| r.pool)
-        };
-        &self.pools[i.min(self.pools.len() - 1)].1
+    ) -> Choice<'_> {
+        let route = self
+            .routes
+            .iter()
+            .find(|r| r.matches(method, path, &header));
+        let i = route.map_or(0, |r| r.pool).min(self.pools.len() - 1);
+        let (name, gw) = &self.pools[i];
+        Choice {
+            gw,
+            pool: name,
+            rules: route.map_or(&self.rules, |r| &r.rules),
+        }
     }
 
-    fn render(&self, status: bool) -> String {
+    pub(crate) fn render(&self, status: bool) -> String {
         if status {
             return crate::monitor::status_page(&self.pools);
         }
@@ -111,13 +123,15 @@ pub struct PoolSpec {
     pub options: GatewayOptions,
 }
 
-/// Builds a router over `pools` (the first is the default) and `routes`.
+/// Builds a router over `pools` (the first is the default) and `routes`;
+/// `default_rules` are the edge rules of requests no route takes.
 /// Backends that `previous` already had in a pool of the same name are
 /// carried over with their state (health, ejections, requests in flight,
 /// draining), so a reload does not forget that a node is sick.
 pub fn build(
     pools: Vec<PoolSpec>,
     routes: Vec<Route>,
+    default_rules: EdgeRules,
     previous: Option<&Router>,
     client: &Upstream,
 ) -> Result<Router, Error> {
@@ -160,6 +174,7 @@ pub fn build(
     Ok(Router {
         pools: built,
         routes,
+        rules: Arc::new(default_rules),
     })
 }
 
@@ -185,6 +200,9 @@ pub struct Live {
     /// Serialises runtime changes (admin calls and reloads), which read,
     /// modify and write the backend sets.
     pub(crate) changes: tokio::sync::Mutex<()>,
+    /// Access log, HTTPS redirect, edge counters.
+    pub edge: Edge,
+    checks_started: std::sync::atomic::AtomicBool,
 }
 
 impl Live {
@@ -215,7 +233,19 @@ impl Live {
         admin_token: Option<String>,
         limits: ClientLimits,
     ) -> Arc<Live> {
+        Live::with_edge(router, admin_token, limits, Edge::default())
+    }
+
+    /// [`Live::with_limits`] with the listener's edge settings.
+    pub fn with_edge(
+        router: Router,
+        admin_token: Option<String>,
+        limits: ClientLimits,
+        edge: Edge,
+    ) -> Arc<Live> {
         Arc::new(Live {
+            edge,
+            checks_started: std::sync::atomic::AtomicBool::new(false),
             router: RwLock::new(Arc::new(router)),
             admin_token,
             idle_timeout: limits.idle_timeout,
@@ -225,6 +255,19 @@ impl Live {
             conn_slots: Arc::new(tokio::sync::Semaphore::new(limits.max_connections)),
             changes: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Starts the health checks of the pools in service, once however
+    /// many listeners serve them.
+    pub(crate) fn start_checks(&self) {
+        if !self
+            .checks_started
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            for (_, gw) in &self.router().pools {
+                spawn_checks(gw);
+            }
+        }
     }
 
     /// The router in service.
@@ -273,87 +316,4 @@ impl Default for ClientLimits {
     }
 }
 
-/// Serves the routed pools on `listener` until `shutdown` resolves.
-pub async fn serve_routed(
-    listener: TcpListener,
-    live: Arc<Live>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    for (_, gw) in &live.router().pools {
-        spawn_checks(gw);
-    }
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            // A slot first: at the limit, new clients wait in the kernel's
-            // backlog instead of being accepted and starved.
-            slot = live.conn_slots.clone().acquire_owned() => {
-                let Ok(slot) = slot else { return Ok(()) };
-                let (stream, peer) = tokio::select! {
-                    _ = &mut shutdown => return Ok(()),
-                    acc = listener.accept() => match acc {
-                        Ok(a) => a,
-                        Err(_) => continue,
-                    },
-                };
-                let _ = stream.set_nodelay(true);
-                let live = live.clone();
-                tokio::spawn(async move {
-                    crate::relay::serve_conn(live, stream, peer).await;
-                    drop(slot);
-                });
-            }
-        }
-    }
-}
-
-/// Serves a client connection with hyper: the full path, for what the
-/// fast path (`relay`) hands over.
-pub(crate) async fn serve_hyper<I>(live: Arc<Live>, io: I, peer: SocketAddr)
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (head_timeout, head_max, headers_max) =
-        (live.header_timeout, live.max_header_bytes, live.max_headers);
-    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let live = live.clone();
-        async move { Ok::<_, Infallible>(dispatch(&live, req, peer).await) }
-    });
-    let mut b = hyper::server::conn::http1::Builder::new();
-    if headers_max != 100 {
-        // Off hyper's default it allocates header slots per request.
-        b.max_headers(headers_max);
-    }
-    let _ = b
-        .keep_alive(true)
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(head_timeout)
-        .max_header_size(head_max)
-        .serve_connection(TokioIo::new(io), svc)
-        .await;
-}
-
-/// One request: the gateway's own pages, the admin API, or a pool.
-async fn dispatch(live: &Live, req: Request<Incoming>, peer: SocketAddr) -> Response<UpBody> {
-    let path = req.uri().path();
-    if let Some(rest) = path.strip_prefix("/_strata/") {
-        match rest {
-            "status" | "metrics" => {
-                let html = rest == "status";
-                let mut r = crate::proxy::plain(StatusCode::OK, &live.router().render(html));
-                if html {
-                    r.headers_mut().insert(
-                        hyper::header::CONTENT_TYPE,
-                        HeaderValue::from_static("text/html; charset=utf-8"),
-                    );
-                }
-                return r;
-            }
-            _ if rest.starts_with("admin/") => return crate::admin::handle(live, req).await,
-            _ => {}
-        }
-    }
-    let gw = live.router().choose(&req).clone();
-    handle(gw, req, peer).await
-}
+pub use crate::listen::{serve_routed, serve_tls};

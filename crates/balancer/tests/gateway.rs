@@ -602,26 +602,31 @@ async fn l7_routes_pick_pools_by_prefix_method_and_header() {
                 method: None,
                 header: Some(("x-canary".parse().expect("name"), "1".into())),
                 pool: 3,
+                rules: Default::default(),
             },
             Route {
                 prefix: "/v1/search".into(),
                 method: None,
                 header: None,
                 pool: 2,
+                rules: Default::default(),
             },
             Route {
                 prefix: "/v1/".into(),
                 method: Some(hyper::Method::PUT),
                 header: None,
                 pool: 1,
+                rules: Default::default(),
             },
             Route {
                 prefix: "/v1/".into(),
                 method: Some(hyper::Method::DELETE),
                 header: None,
                 pool: 1,
+                rules: Default::default(),
             },
         ],
+        rules: Default::default(),
     });
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

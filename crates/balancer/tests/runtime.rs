@@ -84,6 +84,7 @@ async fn gateway(
         Router {
             pools: vec![("nodes".into(), gw.clone())],
             routes: Vec::new(),
+            rules: Default::default(),
         },
         Some(TOKEN.into()),
     );
@@ -435,6 +436,7 @@ async fn idle_and_slow_clients_are_closed_after_the_idle_timeout() {
                 Gateway::new(Arc::new(p), GatewayOptions::default()),
             )],
             routes: Vec::new(),
+            rules: Default::default(),
         },
         None,
         Duration::from_secs(5),

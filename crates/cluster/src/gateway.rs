@@ -29,6 +29,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ClusterConfig, Role};
+use crate::edge::{AccessLogConfig, CompressionConfig, HeaderRules, TlsConfig};
 use crate::Error;
 
 /// Algorithm names the gateway knows.
@@ -130,6 +131,25 @@ pub struct GatewayConfig {
     /// ejects; 0 = off. Default 5.
     #[serde(default = "default_outlier")]
     pub outlier_factor: f64,
+    /// Give every request an `X-Request-Id` (kept when the client sent
+    /// one), passed upstream, returned and logged. Default false.
+    #[serde(default)]
+    pub request_id: bool,
+    /// Header rules of every request, before its route's own.
+    #[serde(default, skip_serializing_if = "HeaderRules::is_empty")]
+    pub request_headers: HeaderRules,
+    /// Header rules of every response, before its route's own.
+    #[serde(default, skip_serializing_if = "HeaderRules::is_empty")]
+    pub response_headers: HeaderRules,
+    /// Response compression.
+    #[serde(default)]
+    pub compression: CompressionConfig,
+    /// The access log; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLogConfig>,
+    /// TLS termination (and HTTP/2 by ALPN) on a second listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
     /// Pools; the first is the default.
     #[serde(default, rename = "pool")]
     pub pools: Vec<PoolConfig>,
@@ -172,6 +192,18 @@ pub struct RouteConfig {
     pub header: Option<String>,
     /// The pool it sends to.
     pub pool: String,
+    /// Header rules of requests it takes (after the gateway-wide ones).
+    #[serde(default, skip_serializing_if = "HeaderRules::is_empty")]
+    pub request_headers: HeaderRules,
+    /// Header rules of their responses (after the gateway-wide ones).
+    #[serde(default, skip_serializing_if = "HeaderRules::is_empty")]
+    pub response_headers: HeaderRules,
+    /// Compress its responses; default `gateway.compression.enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compress: Option<bool>,
+    /// Give its requests an id; default `gateway.request_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<bool>,
 }
 
 impl Default for GatewayConfig {
@@ -401,6 +433,7 @@ impl GatewayConfig {
                 }
             }
         }
+        crate::edge::validate(self)?;
         let sticky = self.sticky || self.pools.iter().any(|p| p.sticky == Some(true));
         if sticky && cfg.auth.secret.is_none() {
             return Err(invalid(

@@ -10,6 +10,7 @@
 
 pub mod auth;
 mod config;
+mod edge;
 mod error;
 mod gateway;
 mod placement;
@@ -19,6 +20,7 @@ pub use config::{
     AuthConfig, CacheConfig, CacheMode, ClusterConfig, LimitsConfig, Member, ProxyConfig,
     QueueConfig, Role, SearchConfig, StoreConfig,
 };
+pub use edge::{AccessLogConfig, CertConfig, CompressionConfig, HeaderRules, TlsConfig};
 pub use error::Error;
 pub use gateway::{GatewayConfig, PoolConfig, ResolvedPool, RouteConfig, ALGORITHMS};
 pub use placement::{rendezvous, rendezvous_score};

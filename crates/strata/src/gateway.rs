@@ -7,6 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use balancer::edge::compress::Coding;
+use balancer::edge::tls::{CertPair, Tls};
+use balancer::edge::{AccessLog, CompressOptions, Edge, EdgeRules, HeaderOps};
 use balancer::proxy::{GatewayOptions, Upstream};
 use balancer::sticky::Sticky;
 use balancer::{HealthOptions, Live, PoolSpec, Route, Router};
@@ -104,9 +107,59 @@ pub fn routes(g: &GatewayConfig, pools: &[ResolvedPool]) -> anyhow::Result<Vec<R
                 method,
                 header,
                 pool,
+                rules: Arc::new(route_rules(g, Some(r))?),
             })
         })
         .collect()
+}
+
+/// The edge rules of `route` (or of requests no route takes): the
+/// gateway-wide header rules, then the route's own; compression and the
+/// request id as the route says, else as the gateway does.
+pub fn route_rules(
+    g: &GatewayConfig,
+    route: Option<&cluster::RouteConfig>,
+) -> anyhow::Result<EdgeRules> {
+    let ops =
+        |what: &str, r: &cluster::HeaderRules| HeaderOps::parse(what, &r.set, &r.add, &r.remove);
+    let mut request = ops("gateway.request_headers", &g.request_headers)?;
+    let mut response = ops("gateway.response_headers", &g.response_headers)?;
+    if let Some(r) = route {
+        let what = format!("route {}", r.prefix);
+        request = request.then(&ops(&what, &r.request_headers)?);
+        response = response.then(&ops(&what, &r.response_headers)?);
+    }
+    let compress = route
+        .and_then(|r| r.compress)
+        .unwrap_or(g.compression.enabled);
+    Ok(EdgeRules {
+        request,
+        response,
+        request_id: route.and_then(|r| r.request_id).unwrap_or(g.request_id),
+        compress: compress.then(|| Arc::new(compress_options(&g.compression))),
+    })
+}
+
+/// Compression settings from `[gateway.compression]`.
+pub fn compress_options(c: &cluster::CompressionConfig) -> CompressOptions {
+    let d = CompressOptions::default();
+    CompressOptions {
+        min_size: c.min_size,
+        types: c.types.clone().unwrap_or(d.types),
+        codings: c
+            .codings
+            .iter()
+            .map(|t| {
+                if t == "br" {
+                    Coding::Brotli
+                } else {
+                    Coding::Gzip
+                }
+            })
+            .collect(),
+        gzip_level: c.gzip_level,
+        brotli_quality: c.brotli_quality,
+    }
 }
 
 /// The router `pools` and `cfg`'s routes describe, keeping the state of
@@ -133,7 +186,14 @@ pub fn build_router(
     if specs.iter().any(|s| s.backends.is_empty()) {
         anyhow::bail!("a gateway pool has no backends (the cluster file has no node members?)");
     }
-    Ok(balancer::router::build(specs, rules, previous, client)?)
+    let default_rules = route_rules(&cfg.gateway, None)?;
+    Ok(balancer::router::build(
+        specs,
+        rules,
+        default_rules,
+        previous,
+        client,
+    )?)
 }
 
 /// Runs a gateway from `cfg` on `listener` until `shutdown`. With `path`,
@@ -149,13 +209,71 @@ pub async fn run_gateway(
     let client = balancer::proxy::upstream(ms(cfg.gateway.connect_timeout_ms));
     let pools = cfg.gateway.resolve(&cfg)?;
     let router = build_router(&cfg, pools, None, &client)?;
-    let live = Live::with_limits(router, cfg.auth.admin_token.clone(), client_limits(&cfg));
+    let g = &cfg.gateway;
+    let access_log = match &g.access_log {
+        Some(a) => Some(Arc::new(AccessLog::open(
+            balancer::edge::access_log::Sink::parse(&a.path),
+            a.format.parse()?,
+            a.buffer,
+        )?)),
+        None => None,
+    };
+    let tls = match &g.tls {
+        Some(t) => {
+            let tls = Tls::new(cert_pairs(t)).context("gateway.tls")?;
+            let l = TcpListener::bind(t.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} (gateway.tls.listen)", t.listen))?;
+            Some((tls, l))
+        }
+        None => None,
+    };
+    let edge = Edge {
+        access_log,
+        redirect_https: g
+            .tls
+            .as_ref()
+            .filter(|t| t.redirect_http)
+            .map(|t| t.listen.port()),
+        ..Edge::default()
+    };
+    let live = Live::with_edge(
+        router,
+        cfg.auth.admin_token.clone(),
+        client_limits(&cfg),
+        edge,
+    );
+    let tls_state = tls.as_ref().map(|(t, _)| t.clone());
+    if let Some((tls, l)) = tls {
+        let (live, rx) = (live.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) =
+                balancer::router::serve_tls(l, live, tls, crate::shutdown_signal(rx)).await
+            {
+                tracing::error!(error = %e, "TLS listener failed");
+            }
+        });
+    }
     if let Some(path) = path {
         let (live, client) = (live.clone(), client.clone());
-        tokio::spawn(reload_on_hangup(path, live, client));
+        tokio::spawn(reload_on_hangup(path, live, client, tls_state));
     }
-    balancer::router::serve_routed(listener, live, crate::shutdown_signal(shutdown)).await?;
+    balancer::router::serve_routed(listener, live.clone(), crate::shutdown_signal(shutdown))
+        .await?;
+    if let Some(log) = &live.edge.access_log {
+        log.flush();
+    }
     Ok(())
+}
+
+fn cert_pairs(t: &cluster::TlsConfig) -> Vec<CertPair> {
+    t.certs
+        .iter()
+        .map(|c| CertPair {
+            cert: c.cert.clone(),
+            key: c.key.clone(),
+        })
+        .collect()
 }
 
 /// The gateway's client-side limits: `[gateway] idle_timeout_ms` and
@@ -170,14 +288,18 @@ pub fn client_limits(cfg: &ClusterConfig) -> balancer::router::ClientLimits {
     }
 }
 
-async fn reload_on_hangup(path: PathBuf, live: Arc<Live>, client: Upstream) {
+async fn reload_on_hangup(path: PathBuf, live: Arc<Live>, client: Upstream, tls: Option<Arc<Tls>>) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP; reloads are off");
         return;
     };
     while hup.recv().await.is_some() {
-        match reload(&path, &live, &client).await {
+        // Log rotation: the old file was renamed; write to a new one.
+        if let Some(log) = &live.edge.access_log {
+            log.reopen();
+        }
+        match reload(&path, &live, &client, tls.as_deref()).await {
             Ok(n) => tracing::info!(path = %path.display(), pools = n, "gateway config reloaded"),
             Err(e) => {
                 tracing::error!(path = %path.display(), error = %format!("{e:#}"), "reload refused; the running config stays")
@@ -187,15 +309,27 @@ async fn reload_on_hangup(path: PathBuf, live: Arc<Live>, client: Upstream) {
 }
 
 /// Re-reads `path` and puts its pools and routes in service.
+/// Certificates are re-read too (the TLS listener's address and the access
+/// log's path stay as they were at start): new handshakes use the new ones,
+/// open connections keep theirs. Nothing changes unless the whole file and
+/// every certificate load.
 pub async fn reload(
     path: &std::path::Path,
     live: &Live,
     client: &Upstream,
+    tls: Option<&Tls>,
 ) -> anyhow::Result<usize> {
     let cfg = ClusterConfig::load(path)?;
     let pools = cfg.gateway.resolve(&cfg)?;
     let n = pools.len();
     let router = build_router(&cfg, pools, Some(&live.router()), client)?;
+    let certs = match (tls, &cfg.gateway.tls) {
+        (Some(_), Some(t)) => Some(cert_pairs(t)),
+        _ => None,
+    };
+    if let (Some(tls), Some(pairs)) = (tls, certs) {
+        tls.reload(Some(pairs)).context("gateway.tls")?;
+    }
     live.swap(router).await;
     Ok(n)
 }
@@ -233,6 +367,10 @@ pub fn standalone_config(
             method,
             header,
             pool: pool.trim().to_owned(),
+            request_headers: Default::default(),
+            response_headers: Default::default(),
+            compress: None,
+            request_id: None,
         });
     }
     Ok(g)

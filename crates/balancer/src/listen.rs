@@ -1,0 +1,321 @@
+//! Listeners: accepting client connections (plain and TLS), the protocol
+//! spoken on each, and what the edge does around each request on the full
+//! path.
+//!
+//! A plain connection starts on the relay's HTTP/1.1 fast path
+//! ([`crate::relay`]), which hands it here when a request needs more: an
+//! HTTP/2 prior-knowledge preface (h2c), a route with header rules or
+//! compression, the HTTPS redirect, or anything unusual. A TLS connection
+//! comes here after its handshake: HTTP/2 when ALPN chose `h2`, HTTP/1.1
+//! otherwise. Backends are always spoken to in HTTP/1.1.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::edge::access_log::{Entry, Logged};
+use crate::edge::headers::{self, REQUEST_ID};
+use crate::edge::tls::Tls;
+use crate::proxy::{plain, UpBody, Upstreamed};
+use crate::router::Live;
+
+/// How a client connection reached the full path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Conn {
+    /// Plain TCP; `h2c`: it opened with the HTTP/2 preface.
+    Plain { h2c: bool },
+    /// TLS; `h2`: ALPN chose HTTP/2.
+    Tls { h2: bool },
+}
+
+/// Serves the routed pools on `listener` until `shutdown` resolves.
+pub async fn serve_routed(
+    listener: TcpListener,
+    live: Arc<Live>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    accept_loop(listener, live, shutdown, |live, stream, peer| async move {
+        crate::relay::serve_conn(live, stream, peer).await;
+    })
+    .await
+}
+
+/// Serves the routed pools over TLS on `listener` until `shutdown`
+/// resolves. Each handshake uses `tls`'s certificates at that moment (a
+/// reload never touches open connections) and must finish within the
+/// header timeout.
+pub async fn serve_tls(
+    listener: TcpListener,
+    live: Arc<Live>,
+    tls: Arc<Tls>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    accept_loop(listener, live, shutdown, move |live, stream, peer| {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+        async move {
+            let m = &live.edge.metrics;
+            match tokio::time::timeout(live.header_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => {
+                    m.tls_connections.fetch_add(1, Ordering::Relaxed);
+                    let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
+                    serve_hyper(live, s, peer, Conn::Tls { h2 }).await;
+                }
+                _ => {
+                    m.tls_handshake_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    })
+    .await
+}
+
+async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    live: Arc<Live>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    conn: F,
+) -> std::io::Result<()>
+where
+    F: Fn(Arc<Live>, TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    live.start_checks();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            // A slot first: at the limit, new clients wait in the kernel's
+            // backlog instead of being accepted and starved.
+            slot = live.conn_slots.clone().acquire_owned() => {
+                let Ok(slot) = slot else { return Ok(()) };
+                let (stream, peer) = tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    acc = listener.accept() => match acc {
+                        Ok(a) => a,
+                        Err(_) => continue,
+                    },
+                };
+                let _ = stream.set_nodelay(true);
+                let fut = conn(live.clone(), stream, peer);
+                tokio::spawn(async move {
+                    fut.await;
+                    drop(slot);
+                });
+            }
+        }
+    }
+}
+
+/// Serves a client connection with hyper: the full path.
+pub(crate) async fn serve_hyper<I>(live: Arc<Live>, io: I, peer: SocketAddr, conn: Conn)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (head_timeout, head_max, headers_max) =
+        (live.header_timeout, live.max_header_bytes, live.max_headers);
+    let tls = matches!(conn, Conn::Tls { .. });
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let live = live.clone();
+        async move { Ok::<_, Infallible>(dispatch(&live, req, peer, tls).await) }
+    });
+    if matches!(conn, Conn::Plain { h2c: true } | Conn::Tls { h2: true }) {
+        let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        // nginx's default stream limit; enough for a page of thumbnails.
+        b.timer(TokioTimer::new())
+            .max_concurrent_streams(128)
+            .max_header_list_size(head_max.min(u32::MAX as usize) as u32);
+        let _ = b.serve_connection(TokioIo::new(io), svc).await;
+        return;
+    }
+    let mut b = hyper::server::conn::http1::Builder::new();
+    if headers_max != 100 {
+        // Off hyper's default it allocates header slots per request.
+        b.max_headers(headers_max);
+    }
+    let _ = b
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(head_timeout)
+        .max_header_size(head_max)
+        .serve_connection(TokioIo::new(io), svc)
+        .await;
+}
+
+fn protocol(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_10 => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// The access log record of `req`, as far as is known before it is
+/// answered.
+fn entry_of<B>(req: &Request<B>, peer: SocketAddr, time: SystemTime) -> Entry {
+    let h = |n: header::HeaderName| {
+        req.headers()
+            .get(n)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    Entry {
+        time,
+        remote: peer.ip(),
+        method: req.method().as_str().to_owned(),
+        target: req
+            .uri()
+            .path_and_query()
+            .map_or("/".to_owned(), |p| p.as_str().to_owned()),
+        protocol: protocol(req.version()),
+        status: 0,
+        bytes: 0,
+        referer: h(header::REFERER),
+        user_agent: h(header::USER_AGENT),
+        pool: String::new(),
+        upstream: None,
+        request_time: Default::default(),
+        upstream_time: None,
+        request_id: None,
+    }
+}
+
+/// One request: the gateway's own pages, the HTTPS redirect, or a pool
+/// with its route's edge rules; logged when the response body ends.
+async fn dispatch(
+    live: &Live,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    tls: bool,
+) -> Response<UpBody> {
+    let start = Instant::now();
+    let mut entry = live
+        .edge
+        .access_log
+        .as_ref()
+        .map(|_| entry_of(&req, peer, SystemTime::now()));
+    if req.version() == Version::HTTP_2 {
+        live.edge
+            .metrics
+            .h2_requests
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    let path = req.uri().path();
+    if let Some(rest) = path.strip_prefix("/_strata/") {
+        if rest == "status" || rest == "metrics" {
+            let html = rest == "status";
+            let mut text = live.router().render(html);
+            if !html {
+                live.edge.render_metrics(&mut text);
+            }
+            let mut r = plain(StatusCode::OK, &text);
+            if html {
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+            }
+            return logged(live, entry, start, r);
+        }
+        if rest.starts_with("admin/") {
+            let r = crate::admin::handle(live, req).await;
+            return logged(live, entry, start, r);
+        }
+    } else if let (Some(port), false) = (live.edge.redirect_https, tls) {
+        live.edge.metrics.redirects.fetch_add(1, Ordering::Relaxed);
+        return logged(live, entry, start, redirect(&req, port));
+    }
+    let (gw, rules) = {
+        let router = live.router();
+        let c = router.choose(&req);
+        if let Some(e) = entry.as_mut() {
+            e.pool = c.pool.to_owned();
+        }
+        (c.gw.clone(), c.rules.clone())
+    };
+    let rid = rules.request_id.then(|| {
+        let id = headers::request_id(req.headers());
+        req.headers_mut().insert(REQUEST_ID, id.clone());
+        id
+    });
+    rules.request.apply(req.headers_mut());
+    let coding = rules
+        .compress
+        .as_ref()
+        .and_then(|c| c.negotiate(req.headers().get(header::ACCEPT_ENCODING)));
+    let head = req.method() == hyper::Method::HEAD;
+    let mut resp = crate::proxy::handle_as(gw, req, peer, if tls { "https" } else { "http" }).await;
+    if let Some(c) = &rules.compress {
+        c.apply(&mut resp, coding, head, &live.edge.metrics);
+    }
+    rules.response.apply(resp.headers_mut());
+    if let Some(id) = rid {
+        if let Some(e) = entry.as_mut() {
+            e.request_id = id.to_str().ok().map(str::to_owned);
+        }
+        resp.headers_mut().insert(REQUEST_ID, id);
+    }
+    logged(live, entry, start, resp)
+}
+
+/// `resp` with its body wrapped to log `entry` when it ends.
+fn logged(
+    live: &Live,
+    entry: Option<Entry>,
+    start: Instant,
+    resp: Response<UpBody>,
+) -> Response<UpBody> {
+    let (Some(log), Some(mut e)) = (&live.edge.access_log, entry) else {
+        return resp;
+    };
+    e.status = resp.status().as_u16();
+    if let Some(u) = resp.extensions().get::<Upstreamed>() {
+        e.upstream = Some(u.addr);
+        e.upstream_time = Some(u.took);
+    }
+    let log = log.clone();
+    resp.map(|b| Logged::wrap(b, e, start, log))
+}
+
+/// 308 to the same host and target over HTTPS on `port`.
+fn redirect<B>(req: &Request<B>, port: u16) -> Response<UpBody> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    // The host without its port; a bracketed IPv6 literal keeps its
+    // brackets.
+    let name = host.and_then(|h| match h.rfind(':') {
+        Some(i) if !h[i..].contains(']') => Some(&h[..i]),
+        _ => Some(h),
+    });
+    let Some(name) = name.filter(|n| {
+        !n.is_empty()
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b))
+    }) else {
+        return plain(StatusCode::BAD_REQUEST, "a Host header is required\n");
+    };
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = if port == 443 {
+        format!("https://{name}{target}")
+    } else {
+        format!("https://{name}:{port}{target}")
+    };
+    let mut r = plain(StatusCode::PERMANENT_REDIRECT, "");
+    match HeaderValue::from_str(&location) {
+        Ok(v) => {
+            r.headers_mut().insert(header::LOCATION, v);
+            r
+        }
+        Err(_) => plain(StatusCode::BAD_REQUEST, "bad request target\n"),
+    }
+}

@@ -1,0 +1,254 @@
+//! The gateway's edge settings in `[gateway]`: header rules, request ids,
+//! compression, the access log and TLS.
+//!
+//! ```toml
+//! [gateway]
+//! request_id = true                    # X-Request-Id, made when absent
+//! response_headers = { remove = ["Server"] }
+//!
+//! [gateway.compression]
+//! enabled = true                       # gzip and brotli for text types
+//!
+//! [gateway.access_log]
+//! path = "/var/log/strata/access.log"  # "-" = stdout
+//! format = "json"                      # or "combined"
+//!
+//! [gateway.tls]
+//! listen = "0.0.0.0:8443"
+//! redirect_http = true                 # the plain listener answers 308
+//! [[gateway.tls.cert]]
+//! cert = "certs/img.example.com.pem"
+//! key = "certs/img.example.com.key"
+//!
+//! [[gateway.route]]
+//! prefix = "/v1/blobs/"
+//! pool = "reads"
+//! response_headers = { set = ["Cache-Control: public, max-age=31536000, immutable"] }
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// Header changes: `remove` first, then `set` (replace), then `add`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderRules {
+    /// `Name: value` entries that replace any value the header had.
+    #[serde(default)]
+    pub set: Vec<String>,
+    /// `Name: value` entries added next to existing values.
+    #[serde(default)]
+    pub add: Vec<String>,
+    /// Header names removed.
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+impl HeaderRules {
+    /// No changes.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+
+    fn validate(&self, key: &str) -> Result<(), Error> {
+        let name_ok = |n: &str| {
+            !n.is_empty()
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_!#$%&'*+.^`|~".contains(&b))
+        };
+        for (list, entries) in [("set", &self.set), ("add", &self.add)] {
+            for (i, e) in entries.iter().enumerate() {
+                let ok = e.split_once(':').is_some_and(|(n, v)| {
+                    name_ok(n.trim()) && !v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
+                });
+                if !ok {
+                    return Err(invalid(
+                        format!("{key}.{list}[{i}]"),
+                        "must be `Name: value`".into(),
+                    ));
+                }
+            }
+        }
+        for (i, n) in self.remove.iter().enumerate() {
+            if !name_ok(n.trim()) {
+                return Err(invalid(
+                    format!("{key}.remove[{i}]"),
+                    "must be a header name".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[gateway.compression]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CompressionConfig {
+    /// Compress responses of routes that do not say otherwise. Default
+    /// false.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Smallest body compressed, bytes. Default 1024.
+    #[serde(default = "default_min_size")]
+    pub min_size: u64,
+    /// Content types compressed (exact, or a prefix ending in `/`);
+    /// default text, JSON, JavaScript, XML and SVG. Raster images are
+    /// never on it: they are compressed already.
+    #[serde(default)]
+    pub types: Option<Vec<String>>,
+    /// Codings offered, preferred first: `br`, `gzip`. Default both.
+    #[serde(default = "default_codings")]
+    pub codings: Vec<String>,
+    /// gzip level 1..=9. Default 5.
+    #[serde(default = "default_gzip_level")]
+    pub gzip_level: u32,
+    /// brotli quality 0..=11. Default 4.
+    #[serde(default = "default_brotli")]
+    pub brotli_quality: u32,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        toml::from_str("").unwrap_or_else(|_| unreachable!())
+    }
+}
+
+/// `[gateway.access_log]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// File appended to, or `-` for stdout.
+    pub path: String,
+    /// `combined` (default) or `json`.
+    #[serde(default = "default_format")]
+    pub format: String,
+    /// Lines that may wait for the writer; beyond that, lines are
+    /// dropped (and counted) rather than slow requests down. Default 16384.
+    #[serde(default = "default_buffer")]
+    pub buffer: usize,
+}
+
+/// `[gateway.tls]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Address of the TLS listener.
+    pub listen: SocketAddr,
+    /// The plain listener answers every request (but `/_strata/` pages)
+    /// with 308 to the same URL over HTTPS. Default false.
+    #[serde(default)]
+    pub redirect_http: bool,
+    /// Certificates; the first is the default for clients whose SNI name
+    /// no certificate is valid for.
+    #[serde(rename = "cert")]
+    pub certs: Vec<CertConfig>,
+}
+
+/// `[[gateway.tls.cert]]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CertConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+fn default_min_size() -> u64 {
+    1024
+}
+fn default_codings() -> Vec<String> {
+    vec!["br".into(), "gzip".into()]
+}
+fn default_gzip_level() -> u32 {
+    5
+}
+fn default_brotli() -> u32 {
+    4
+}
+fn default_format() -> String {
+    "combined".into()
+}
+fn default_buffer() -> usize {
+    16_384
+}
+
+fn invalid(key: String, reason: String) -> Error {
+    Error::Invalid { key, reason }
+}
+
+/// Checks the edge settings of `[gateway]` and its routes.
+pub fn validate(g: &crate::GatewayConfig) -> Result<(), Error> {
+    g.request_headers.validate("gateway.request_headers")?;
+    g.response_headers.validate("gateway.response_headers")?;
+    for (i, r) in g.routes.iter().enumerate() {
+        r.request_headers
+            .validate(&format!("gateway.route[{i}].request_headers"))?;
+        r.response_headers
+            .validate(&format!("gateway.route[{i}].response_headers"))?;
+    }
+    let c = &g.compression;
+    let key = |k: &str| format!("gateway.compression.{k}");
+    if c.codings.is_empty() {
+        return Err(invalid(
+            key("codings"),
+            "name at least one of br, gzip".into(),
+        ));
+    }
+    for (i, cd) in c.codings.iter().enumerate() {
+        if cd != "br" && cd != "gzip" {
+            return Err(invalid(
+                format!("gateway.compression.codings[{i}]"),
+                format!("unknown `{cd}`; br or gzip"),
+            ));
+        }
+    }
+    if !(1..=9).contains(&c.gzip_level) {
+        return Err(invalid(key("gzip_level"), "must be 1..=9".into()));
+    }
+    if c.brotli_quality > 11 {
+        return Err(invalid(key("brotli_quality"), "must be 0..=11".into()));
+    }
+    if let Some(types) = &c.types {
+        if let Some(i) = types.iter().position(|t| t.is_empty() || t.contains(' ')) {
+            return Err(invalid(
+                format!("gateway.compression.types[{i}]"),
+                "must be a content type like `text/` or `application/json`".into(),
+            ));
+        }
+    }
+    if let Some(a) = &g.access_log {
+        if a.path.is_empty() {
+            return Err(invalid(
+                "gateway.access_log.path".into(),
+                "a file path or `-` for stdout".into(),
+            ));
+        }
+        if a.format != "combined" && a.format != "json" {
+            return Err(invalid(
+                "gateway.access_log.format".into(),
+                format!("unknown `{}`; combined or json", a.format),
+            ));
+        }
+        if a.buffer == 0 {
+            return Err(invalid(
+                "gateway.access_log.buffer".into(),
+                "must be at least 1".into(),
+            ));
+        }
+    }
+    if let Some(t) = &g.tls {
+        if t.certs.is_empty() {
+            return Err(invalid(
+                "gateway.tls.cert".into(),
+                "at least one [[gateway.tls.cert]] with cert and key files".into(),
+            ));
+        }
+    }
+    Ok(())
+}
