@@ -229,8 +229,11 @@ async fn dispatch(
             return logged(live, entry, start, r);
         }
     } else if let (Some(port), false) = (live.edge.redirect_https, tls) {
-        live.edge.metrics.redirects.fetch_add(1, Ordering::Relaxed);
-        return logged(live, entry, start, redirect(&req, port));
+        let r = redirect(&req, port);
+        if r.status() == StatusCode::PERMANENT_REDIRECT {
+            live.edge.metrics.redirects.fetch_add(1, Ordering::Relaxed);
+        }
+        return logged(live, entry, start, r);
     }
     let (gw, rules) = {
         let router = live.router();
@@ -293,9 +296,9 @@ fn redirect<B>(req: &Request<B>, port: u16) -> Response<UpBody> {
         .or_else(|| req.uri().authority().map(|a| a.as_str()));
     // The host without its port; a bracketed IPv6 literal keeps its
     // brackets.
-    let name = host.and_then(|h| match h.rfind(':') {
-        Some(i) if !h[i..].contains(']') => Some(&h[..i]),
-        _ => Some(h),
+    let name = host.map(|h| match h.rfind(':') {
+        Some(i) if !h[i..].contains(']') => &h[..i],
+        _ => h,
     });
     let Some(name) = name.filter(|n| {
         !n.is_empty()

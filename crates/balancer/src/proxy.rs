@@ -371,6 +371,9 @@ pub async fn handle_as(
     let mut retrying: Option<Count<'_>> = None;
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    // Backends are spoken to in HTTP/1.1 whatever the client spoke (an
+    // HTTP/2 request's version would ask the pool for an h2 connection).
+    parts.version = hyper::Version::HTTP_11;
     let xff = match parts
         .headers
         .get("x-forwarded-for")

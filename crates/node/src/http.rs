@@ -14,7 +14,9 @@ use crate::{Error, Result};
 /// Pooled keep-alive client with per-request timeouts.
 #[derive(Clone)]
 pub struct HttpClient {
-    inner: Client<HttpConnector, Full<Bytes>>,
+    /// Boxed: the client carries its HTTP/2 settings inline (hundreds of
+    /// bytes), and handles holding an `HttpClient` sit in small enums.
+    inner: Box<Client<HttpConnector, Full<Bytes>>>,
     timeout: Duration,
     /// Sent as [`cluster::auth::SECRET_HEADER`] on every request.
     secret: Option<hyper::header::HeaderValue>,
@@ -43,7 +45,7 @@ impl HttpClient {
             .pool_idle_timeout(Duration::from_secs(5))
             .build(conn);
         HttpClient {
-            inner,
+            inner: Box::new(inner),
             timeout,
             secret: None,
         }
