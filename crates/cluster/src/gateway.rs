@@ -407,7 +407,10 @@ impl GatewayConfig {
             if !r.prefix.starts_with('/') {
                 return bad(&format!("{key}.prefix"), "must start with /");
             }
-            if !self.pools.iter().any(|p| p.name == r.pool) {
+            // Without pools there is one, `nodes` (routes may still name it,
+            // for their header rules).
+            let implicit = self.pools.is_empty() && r.pool == "nodes";
+            if !implicit && !self.pools.iter().any(|p| p.name == r.pool) {
                 return bad(
                     &format!("{key}.pool"),
                     &format!("no pool named `{}`", r.pool),
@@ -577,5 +580,85 @@ pool = "reads"
         // An unknown key is a parse error that names it.
         let e = ClusterConfig::parse("[gateway]\nalgoritm = \"p2c\"").unwrap_err();
         assert!(e.to_string().contains("algoritm"), "{e}");
+    }
+
+    #[test]
+    fn edge_settings_parse_and_bad_ones_name_their_key() {
+        let text = r#"
+[gateway]
+request_id = true
+response_headers = { remove = ["Server"], add = ["Via: strata"] }
+[gateway.compression]
+enabled = true
+min_size = 512
+codings = ["gzip"]
+[gateway.access_log]
+path = "-"
+format = "json"
+[gateway.tls]
+listen = "0.0.0.0:8443"
+redirect_http = true
+[[gateway.tls.cert]]
+cert = "a.pem"
+key = "a.key"
+[[gateway.route]]
+prefix = "/v1/blobs/"
+pool = "nodes"
+compress = false
+response_headers = { set = ["Cache-Control: public, max-age=60"] }
+"#;
+        let c = ClusterConfig::parse(&format!("{text}\n{MEMBERS}")).expect("parse");
+        let g = &c.gateway;
+        assert!(g.request_id && g.compression.enabled);
+        assert_eq!(g.compression.min_size, 512);
+        assert_eq!(g.access_log.as_ref().expect("log").buffer, 16_384);
+        let tls = g.tls.as_ref().expect("tls");
+        assert!(tls.redirect_http);
+        assert_eq!(tls.certs[0].key.to_str(), Some("a.key"));
+        assert_eq!(g.routes[0].compress, Some(false));
+        assert_eq!(g.routes[0].response_headers.set.len(), 1);
+        for (bad, key) in [
+            (
+                "[gateway.access_log]\npath = \"x\"\nformat = \"xml\"",
+                "gateway.access_log.format",
+            ),
+            (
+                "[gateway.access_log]\npath = \"x\"\nbuffer = 0",
+                "gateway.access_log.buffer",
+            ),
+            (
+                "[gateway.compression]\ngzip_level = 0",
+                "gateway.compression.gzip_level",
+            ),
+            (
+                "[gateway.compression]\nbrotli_quality = 12",
+                "gateway.compression.brotli_quality",
+            ),
+            (
+                "[gateway.compression]\ncodings = [\"zstd\"]",
+                "gateway.compression.codings[0]",
+            ),
+            (
+                "[gateway]\nresponse_headers = { set = [\"NoColon\"] }",
+                "gateway.response_headers.set[0]",
+            ),
+            (
+                "[gateway]\nrequest_headers = { remove = [\"bad name\"] }",
+                "gateway.request_headers.remove[0]",
+            ),
+            (
+                "[gateway.tls]\nlisten = \"127.0.0.1:1\"\ncert = []",
+                "gateway.tls.cert",
+            ),
+            (
+                "[[gateway.route]]\npool = \"nodes\"\nrequest_headers = { add = [\"X: a\\u000d\\u000aEvil: 1\"] }",
+                "gateway.route[0].request_headers.add[0]",
+            ),
+        ] {
+            assert_eq!(key_of(bad), key, "{bad}");
+        }
+        let e = ClusterConfig::parse("[gateway.tls]\nlisten = \"127.0.0.1:1\"\ncert = []\nsni = 1")
+            .unwrap_err();
+        assert!(e.to_string().contains("sni"), "{e}");
     }
 }

@@ -126,6 +126,32 @@ enum Cmd {
         /// Bearer token that enables the admin API (add, remove, drain).
         #[arg(long)]
         admin_token: Option<String>,
+        /// Also serve TLS (HTTP/2 by ALPN) on this address; needs --cert
+        /// and --key.
+        #[arg(long, requires_all = ["certs", "keys"])]
+        tls_listen: Option<SocketAddr>,
+        /// A PEM certificate chain (repeat with --key for more names; the
+        /// first is the default).
+        #[arg(long = "cert")]
+        certs: Vec<PathBuf>,
+        /// The PEM private key of the --cert at the same position.
+        #[arg(long = "key")]
+        keys: Vec<PathBuf>,
+        /// Answer plain HTTP with a redirect to HTTPS.
+        #[arg(long, requires = "tls_listen")]
+        redirect_http: bool,
+        /// Access log: a file, or `-` for stdout.
+        #[arg(long)]
+        access_log: Option<String>,
+        /// Access log format: combined or json.
+        #[arg(long, default_value = "combined")]
+        access_log_format: String,
+        /// Compress text responses (gzip, brotli) for clients that accept it.
+        #[arg(long)]
+        compress: bool,
+        /// Give each request an X-Request-Id (kept when the client sent one).
+        #[arg(long)]
+        request_id: bool,
         /// Runtime worker threads (default: TOKIO_WORKER_THREADS or cores).
         #[arg(long)]
         threads: Option<usize>,
@@ -307,6 +333,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             sticky,
             secret,
             admin_token,
+            tls_listen,
+            certs,
+            keys,
+            redirect_http,
+            access_log,
+            access_log_format,
+            compress,
+            request_id,
             ..
         } => {
             let mut named: Vec<(String, Vec<SocketAddr>)> = Vec::new();
@@ -339,6 +373,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             g.queue_timeout_ms = queue_timeout_ms;
             g.hedge_after_ms = hedge_after_ms.unwrap_or(0);
             g.sticky = sticky;
+            g.compression.enabled = compress;
+            g.request_id = request_id;
+            g.access_log = access_log.map(|path| cluster::AccessLogConfig {
+                path,
+                format: access_log_format,
+                ..toml::from_str("path = \"-\"").unwrap_or_else(|_| unreachable!())
+            });
+            if certs.len() != keys.len() {
+                anyhow::bail!("give one --key per --cert");
+            }
+            g.tls = tls_listen.map(|listen| cluster::TlsConfig {
+                listen,
+                redirect_http,
+                certs: certs
+                    .into_iter()
+                    .zip(keys)
+                    .map(|(cert, key)| cluster::CertConfig { cert, key })
+                    .collect(),
+            });
             let mut cfg = ClusterConfig {
                 gateway: g,
                 ..ClusterConfig::parse("")?
