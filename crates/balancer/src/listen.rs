@@ -22,7 +22,7 @@ use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::edge::access_log::{Entry, Logged};
+use crate::edge::access_log::{AccessLog, Entry};
 use crate::edge::headers::{self, REQUEST_ID};
 use crate::edge::tls::Tls;
 use crate::proxy::{plain, UpBody, Upstreamed};
@@ -158,32 +158,101 @@ fn protocol(v: Version) -> &'static str {
     }
 }
 
-/// The access log record of `req`, as far as is known before it is
-/// answered.
-fn entry_of<B>(req: &Request<B>, peer: SocketAddr, time: SystemTime) -> Entry {
-    let h = |n: header::HeaderName| {
-        req.headers()
-            .get(n)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-    };
-    Entry {
-        time,
-        remote: peer.ip(),
-        method: req.method().as_str().to_owned(),
-        target: req
-            .uri()
-            .path_and_query()
-            .map_or("/".to_owned(), |p| p.as_str().to_owned()),
-        protocol: protocol(req.version()),
-        status: 0,
-        bytes: 0,
-        referer: h(header::REFERER),
-        user_agent: h(header::USER_AGENT),
-        pool: String::new(),
-        upstream: None,
-        request_time: Default::default(),
-        upstream_time: None,
-        request_id: None,
+/// What the access log needs of a request, kept (as cheap clones of its
+/// parts) until its response body ends.
+struct Pending {
+    time: SystemTime,
+    remote: std::net::IpAddr,
+    method: hyper::Method,
+    target: Option<hyper::http::uri::PathAndQuery>,
+    protocol: &'static str,
+    referer: Option<HeaderValue>,
+    user_agent: Option<HeaderValue>,
+    pool: String,
+    request_id: Option<HeaderValue>,
+    status: u16,
+    upstream: Option<Upstreamed>,
+}
+
+impl Pending {
+    fn of<B>(req: &Request<B>, peer: SocketAddr) -> Pending {
+        Pending {
+            time: SystemTime::now(),
+            remote: peer.ip(),
+            method: req.method().clone(),
+            target: req.uri().path_and_query().cloned(),
+            protocol: protocol(req.version()),
+            referer: req.headers().get(header::REFERER).cloned(),
+            user_agent: req.headers().get(header::USER_AGENT).cloned(),
+            pool: String::new(),
+            request_id: None,
+            status: 0,
+            upstream: None,
+        }
+    }
+}
+
+/// A response body that logs its request when it ends (or is dropped
+/// unfinished), with the bytes it carried.
+struct Logged {
+    inner: UpBody,
+    pending: Pending,
+    bytes: u64,
+    start: Instant,
+    log: Arc<AccessLog>,
+}
+
+impl hyper::body::Body for Logged {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, hyper::Error>>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(f))) = &r {
+            if let Some(d) = f.data_ref() {
+                let n = d.len() as u64;
+                self.bytes += n;
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let p = &self.pending;
+        fn text(v: &Option<HeaderValue>) -> Option<std::borrow::Cow<'_, str>> {
+            v.as_ref().map(|v| String::from_utf8_lossy(v.as_bytes()))
+        }
+        let (referer, user_agent, rid) =
+            (text(&p.referer), text(&p.user_agent), text(&p.request_id));
+        self.log.log(&Entry {
+            time: p.time,
+            remote: p.remote,
+            method: p.method.as_str(),
+            target: p.target.as_ref().map_or("/", |t| t.as_str()),
+            protocol: p.protocol,
+            status: p.status,
+            bytes: self.bytes,
+            referer: referer.as_deref(),
+            user_agent: user_agent.as_deref(),
+            pool: &p.pool,
+            upstream: p.upstream.map(|u| u.addr),
+            request_time: self.start.elapsed(),
+            upstream_time: p.upstream.map(|u| u.took),
+            request_id: rid.as_deref(),
+        });
     }
 }
 
@@ -200,7 +269,7 @@ async fn dispatch(
         .edge
         .access_log
         .as_ref()
-        .map(|_| entry_of(&req, peer, SystemTime::now()));
+        .map(|_| Pending::of(&req, peer));
     if req.version() == Version::HTTP_2 {
         live.edge
             .metrics
@@ -261,7 +330,7 @@ async fn dispatch(
     rules.response.apply(resp.headers_mut());
     if let Some(id) = rid {
         if let Some(e) = entry.as_mut() {
-            e.request_id = id.to_str().ok().map(str::to_owned);
+            e.request_id = Some(id.clone());
         }
         resp.headers_mut().insert(REQUEST_ID, id);
     }
@@ -271,20 +340,27 @@ async fn dispatch(
 /// `resp` with its body wrapped to log `entry` when it ends.
 fn logged(
     live: &Live,
-    entry: Option<Entry>,
+    entry: Option<Pending>,
     start: Instant,
     resp: Response<UpBody>,
 ) -> Response<UpBody> {
-    let (Some(log), Some(mut e)) = (&live.edge.access_log, entry) else {
+    let (Some(log), Some(mut pending)) = (&live.edge.access_log, entry) else {
         return resp;
     };
-    e.status = resp.status().as_u16();
-    if let Some(u) = resp.extensions().get::<Upstreamed>() {
-        e.upstream = Some(u.addr);
-        e.upstream_time = Some(u.took);
-    }
+    pending.status = resp.status().as_u16();
+    pending.upstream = resp.extensions().get::<Upstreamed>().copied();
     let log = log.clone();
-    resp.map(|b| Logged::wrap(b, e, start, log))
+    resp.map(|inner| {
+        use http_body_util::BodyExt;
+        Logged {
+            inner,
+            pending,
+            bytes: 0,
+            start,
+            log,
+        }
+        .boxed()
+    })
 }
 
 /// 308 to the same host and target over HTTPS on `port`.

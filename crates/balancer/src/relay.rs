@@ -100,33 +100,7 @@ pub(crate) async fn serve_conn(live: Arc<Live>, mut down: TcpStream, peer: Socke
             drop(router);
             return full_path(live, buf, down, peer).await;
         }
-        // The access log record, when there is a log: taken from the head
-        // before the buffer moves on.
-        let entry = live.edge.access_log.as_ref().map(|_| {
-            let raw = &buf[..head.len];
-            let h = |name: &str| {
-                head.headers
-                    .iter()
-                    .find(|s| s.name(raw).eq_ignore_ascii_case(name))
-                    .map(|s| String::from_utf8_lossy(s.value(raw)).into_owned())
-            };
-            Entry {
-                time: std::time::SystemTime::now(),
-                remote: peer.ip(),
-                method: head.method.as_str().to_owned(),
-                target: head.path(raw).to_owned(),
-                protocol: "HTTP/1.1",
-                status: 0,
-                bytes: 0,
-                referer: h("referer"),
-                user_agent: h("user-agent"),
-                pool: pool.to_owned(),
-                upstream: None,
-                request_time: Default::default(),
-                upstream_time: None,
-                request_id: None,
-            }
-        });
+        let pool = live.edge.access_log.as_ref().map(|_| pool.to_owned());
         drop(router);
         // The whole request: head and body, then the next request's bytes
         // (pipelining) stay in `buf`.
@@ -139,16 +113,32 @@ pub(crate) async fn serve_conn(live: Arc<Live>, mut down: TcpStream, peer: Socke
         }
         let raw = buf.split_to(total);
         let upstream = head.upstream_request(&raw, peer);
-        let start = Instant::now();
+        let (start, time) = (Instant::now(), std::time::SystemTime::now());
         let mut outcome = Outcome::default();
         let keep = forward(&gw, &head, &raw, &upstream, peer, &mut down, &mut outcome).await;
-        if let (Some(log), Some(mut e)) = (&live.edge.access_log, entry) {
-            e.status = outcome.status;
-            e.bytes = outcome.bytes;
-            e.upstream = outcome.upstream;
-            e.upstream_time = outcome.upstream_time;
-            e.request_time = start.elapsed();
-            log.log(e);
+        if let (Some(log), Some(pool)) = (&live.edge.access_log, pool) {
+            let h = |name: &str| {
+                head.headers
+                    .iter()
+                    .find(|s| s.name(&raw).eq_ignore_ascii_case(name))
+                    .and_then(|s| std::str::from_utf8(s.value(&raw)).ok())
+            };
+            log.log(&Entry {
+                time,
+                remote: peer.ip(),
+                method: head.method.as_str(),
+                target: head.path(&raw),
+                protocol: "HTTP/1.1",
+                status: outcome.status,
+                bytes: outcome.bytes,
+                referer: h("referer"),
+                user_agent: h("user-agent"),
+                pool: &pool,
+                upstream: outcome.upstream,
+                request_time: start.elapsed(),
+                upstream_time: outcome.upstream_time,
+                request_id: None,
+            });
         }
         if !keep {
             let _ = down.shutdown().await;

@@ -570,7 +570,8 @@ async fn access_log_lines_parse_back_for_both_paths_and_both_formats() {
         let dir = scratch(&format!("log-{format:?}"));
         let (a, a_der) = cert(&dir, "a", &["a.test"]);
         let path = dir.join("access.log");
-        let log = Arc::new(AccessLog::open(Sink::File(path.clone()), format, 1024).expect("log"));
+        let log =
+            Arc::new(AccessLog::open(Sink::File(path.clone()), format, 1 << 20).expect("log"));
         let edge = Edge {
             access_log: Some(log.clone()),
             ..Edge::default()

@@ -30,12 +30,12 @@ pub struct Args {
     out: PathBuf,
 }
 
-fn write(path: &Path, text: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn write(path: &Path, text: &str) -> anyhow::Result<PathBuf> {
     std::fs::write(path, text)?;
     Ok(path.to_owned())
 }
 
-fn wait_port(port: u16) -> anyhow::Result<()> {
+pub(crate) fn wait_port(port: u16) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > deadline {
@@ -77,7 +77,7 @@ fn measure(pid: u32, port: u16, script: &Path, a: &Args) -> anyhow::Result<Run> 
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }

@@ -11,12 +11,16 @@
 //! `hitratio` and `ring` need no peer: cache policy hit ratios and the
 //! consistent-hash ring's balance and movement.
 //!
+//! `cargo run --release -p bench -- edge` — TLS + HTTP/2 through the
+//! gateway vs nginx with h2load; access log on vs off.
+//!
 //! Peers come from Debian packages and are installed when missing.
 
 mod balancer_bench;
 mod cache_bench;
 mod collapse;
 mod dist;
+mod edge_bench;
 mod failover;
 mod memload;
 mod offline;
@@ -54,6 +58,9 @@ enum Scenario {
     Collapse(collapse::Args),
     /// Load balancer: strata gateway vs HAProxy vs nginx.
     Balancer(balancer_bench::Args),
+    /// TLS + HTTP/2 at the edge: strata gateway vs nginx (h2load), and the
+    /// cost of the access log.
+    Edge(edge_bench::Args),
     /// A backend dies, another turns slow: strata gateway vs HAProxy.
     Failover(failover::Args),
     /// Job queue: strata vs beanstalkd (put/reserve/delete, crash test).
@@ -81,6 +88,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Ranges(a) => ranges::run(a),
         Scenario::Collapse(a) => collapse::run(a),
         Scenario::Balancer(a) => balancer_bench::run(a),
+        Scenario::Edge(a) => edge_bench::run(a),
         Scenario::Failover(a) => failover::run(a),
         Scenario::Queue(a) => queue_bench::run(a),
         Scenario::Search(a) => search_bench::run(a),

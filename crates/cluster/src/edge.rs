@@ -127,10 +127,11 @@ pub struct AccessLogConfig {
     /// `combined` (default) or `json`.
     #[serde(default = "default_format")]
     pub format: String,
-    /// Lines that may wait for the writer; beyond that, lines are
-    /// dropped (and counted) rather than slow requests down. Default 16384.
+    /// Bytes of lines that may wait for the writer; beyond that, lines
+    /// are dropped (and counted) rather than slow requests down. Default
+    /// 1 MiB (about a second of lines at 4,000 requests/s).
     #[serde(default = "default_buffer")]
-    pub buffer: usize,
+    pub buffer_bytes: usize,
 }
 
 /// `[gateway.tls]`
@@ -175,7 +176,7 @@ fn default_format() -> String {
     "combined".into()
 }
 fn default_buffer() -> usize {
-    16_384
+    1 << 20
 }
 
 fn invalid(key: String, reason: String) -> Error {
@@ -235,10 +236,10 @@ pub fn validate(g: &crate::GatewayConfig) -> Result<(), Error> {
                 format!("unknown `{}`; combined or json", a.format),
             ));
         }
-        if a.buffer == 0 {
+        if a.buffer_bytes < 4096 {
             return Err(invalid(
-                "gateway.access_log.buffer".into(),
-                "must be at least 1".into(),
+                "gateway.access_log.buffer_bytes".into(),
+                "must be at least 4096 (a few lines)".into(),
             ));
         }
     }

@@ -611,7 +611,7 @@ response_headers = { set = ["Cache-Control: public, max-age=60"] }
         let g = &c.gateway;
         assert!(g.request_id && g.compression.enabled);
         assert_eq!(g.compression.min_size, 512);
-        assert_eq!(g.access_log.as_ref().expect("log").buffer, 16_384);
+        assert_eq!(g.access_log.as_ref().expect("log").buffer_bytes, 1 << 20);
         let tls = g.tls.as_ref().expect("tls");
         assert!(tls.redirect_http);
         assert_eq!(tls.certs[0].key.to_str(), Some("a.key"));
@@ -623,8 +623,8 @@ response_headers = { set = ["Cache-Control: public, max-age=60"] }
                 "gateway.access_log.format",
             ),
             (
-                "[gateway.access_log]\npath = \"x\"\nbuffer = 0",
-                "gateway.access_log.buffer",
+                "[gateway.access_log]\npath = \"x\"\nbuffer_bytes = 100",
+                "gateway.access_log.buffer_bytes",
             ),
             (
                 "[gateway.compression]\ngzip_level = 0",

@@ -214,7 +214,7 @@ pub async fn run_gateway(
         Some(a) => Some(Arc::new(AccessLog::open(
             balancer::edge::access_log::Sink::parse(&a.path),
             a.format.parse()?,
-            a.buffer,
+            a.buffer_bytes,
         )?)),
         None => None,
     };
