@@ -33,6 +33,7 @@ pub mod proxy;
 mod relay;
 pub mod router;
 pub mod sticky;
+mod upstream;
 
 pub use edge::EdgeRules;
 pub use error::Error;

@@ -204,12 +204,13 @@ struct Logged {
 
 impl hyper::body::Body for Logged {
     type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Error = crate::proxy::BoxError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, hyper::Error>>> {
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, crate::proxy::BoxError>>>
+    {
         let r = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
         if let std::task::Poll::Ready(Some(Ok(f))) = &r {
             if let Some(d) = f.data_ref() {

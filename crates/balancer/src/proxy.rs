@@ -22,8 +22,12 @@ use tokio::net::TcpListener;
 use crate::health;
 use crate::pool::Pool;
 
+/// Error of a body the gateway relays (hyper's, or an upstream that broke
+/// off mid-body).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Body of requests sent upstream and responses sent downstream.
-pub type UpBody = BoxBody<Bytes, hyper::Error>;
+pub type UpBody = BoxBody<Bytes, BoxError>;
 
 /// Gateway settings.
 #[derive(Debug, Clone)]
@@ -291,7 +295,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 
 /// Decrements a backend's in-flight count when the response body ends.
 struct Guarded {
-    inner: Incoming,
+    inner: UpBody,
     backend: Arc<crate::Backend>,
     /// The backend's admission slot, released when the body ends.
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -305,11 +309,11 @@ impl Drop for Guarded {
 
 impl Body for Guarded {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         Pin::new(&mut self.inner).poll_frame(cx)
     }
     fn is_end_stream(&self) -> bool {
@@ -419,12 +423,8 @@ pub async fn handle_as(
         };
         tried.push(i);
         let b = &pool.backends[i];
-        let uri = match format!("http://{}{}", b.addr, path).parse::<hyper::Uri>() {
-            Ok(u) => u,
-            Err(_) => return plain(StatusCode::BAD_REQUEST, "bad request target\n"),
-        };
         let up_body: UpBody = match body.take() {
-            Some(b) if !retryable => b.boxed(),
+            Some(b) if !retryable => b.map_err(BoxError::from).boxed(),
             _ => Empty::new().map_err(|e| match e {}).boxed(),
         };
         // Admission: at most max_in_flight per backend; a bounded queue
@@ -439,15 +439,47 @@ pub async fn handle_as(
                 return r;
             }
         };
-        let mut up = Request::from_parts(parts.clone(), up_body);
-        *up.uri_mut() = uri;
-        b.in_flight.fetch_add(1, Ordering::Relaxed);
-        b.requests.fetch_add(1, Ordering::Relaxed);
-        let sent = Instant::now();
         let hedge = gw
             .opts
             .hedge_after
             .filter(|_| retryable && gw.opts.max_in_flight.is_none());
+        b.in_flight.fetch_add(1, Ordering::Relaxed);
+        b.requests.fetch_add(1, Ordering::Relaxed);
+        let sent = Instant::now();
+        if retryable && hedge.is_none() {
+            // No body, no hedging: the request's own task does the exchange
+            // (crate::upstream).
+            let head = crate::upstream::request_head(&parts, &path, b.addr);
+            let is_head = parts.method == Method::HEAD;
+            match crate::upstream::send(&gw, b, &head, is_head).await {
+                Ok(resp) => return answered(&gw, &pool, i, resp, sent, sticky_id, permit),
+                Err(f) => {
+                    b.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    health::record(&pool, i, false, Instant::now());
+                    if tried.len() <= gw.opts.retries && may_retry(&gw, &mut retrying) {
+                        continue;
+                    }
+                    gw.metrics.gateway_errors.fetch_add(1, Ordering::Relaxed);
+                    return match f {
+                        crate::upstream::Failed::Timeout => {
+                            plain(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n")
+                        }
+                        crate::upstream::Failed::NoResponse => {
+                            plain(StatusCode::BAD_GATEWAY, "backend failed\n")
+                        }
+                    };
+                }
+            }
+        }
+        let uri = match format!("http://{}{}", b.addr, path).parse::<hyper::Uri>() {
+            Ok(u) => u,
+            Err(_) => {
+                b.in_flight.fetch_sub(1, Ordering::Relaxed);
+                return plain(StatusCode::BAD_REQUEST, "bad request target\n");
+            }
+        };
+        let mut up = Request::from_parts(parts.clone(), up_body);
+        *up.uri_mut() = uri;
         let (res, i) = match hedge {
             Some(after) => hedged(&gw, &pool, up, i, after, &path, &parts, &mut tried).await,
             None => (
@@ -460,24 +492,8 @@ pub async fn handle_as(
         let b = &pool.backends[i];
         match res {
             Ok(Ok(resp)) => {
-                let now = Instant::now();
-                health::record(&pool, i, resp.status().as_u16() < 500, now);
-                health::record_latency(&pool, i, now.duration_since(sent), now);
-                let (mut rp, rb) = resp.into_parts();
-                strip_hop_by_hop(&mut rp.headers);
-                rp.extensions.insert(Upstreamed {
-                    addr: b.addr,
-                    took: now.duration_since(sent),
-                });
-                if let Some(c) = gw.sticky_answer(b, sticky_id) {
-                    rp.headers.append(hyper::header::SET_COOKIE, c);
-                }
-                let guarded = Guarded {
-                    inner: rb,
-                    backend: b.clone(),
-                    _permit: permit,
-                };
-                return Response::from_parts(rp, guarded.boxed());
+                let resp = resp.map(|rb| rb.map_err(BoxError::from).boxed());
+                return answered(&gw, &pool, i, resp, sent, sticky_id, permit);
             }
             Ok(Err(e)) => {
                 b.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -503,6 +519,39 @@ pub async fn handle_as(
             }
         }
     }
+}
+
+/// A backend's response on its way to the client: health and latency
+/// recorded, hop-by-hop headers removed, the sticky cookie added, and the
+/// backend's in-flight count and admission slot held until the body ends.
+fn answered(
+    gw: &Gateway,
+    pool: &Pool,
+    i: usize,
+    resp: Response<UpBody>,
+    sent: Instant,
+    sticky_id: Option<u64>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> Response<UpBody> {
+    let b = &pool.backends[i];
+    let now = Instant::now();
+    health::record(pool, i, resp.status().as_u16() < 500, now);
+    health::record_latency(pool, i, now.duration_since(sent), now);
+    let (mut rp, rb) = resp.into_parts();
+    strip_hop_by_hop(&mut rp.headers);
+    rp.extensions.insert(Upstreamed {
+        addr: b.addr,
+        took: now.duration_since(sent),
+    });
+    if let Some(c) = gw.sticky_answer(b, sticky_id) {
+        rp.headers.append(hyper::header::SET_COOKIE, c);
+    }
+    let guarded = Guarded {
+        inner: rb,
+        backend: b.clone(),
+        _permit: permit,
+    };
+    Response::from_parts(rp, guarded.boxed())
 }
 
 type Sent = Result<Result<Response<Incoming>, hyper_util::client::legacy::Error>, ()>;

@@ -249,7 +249,7 @@ fn connection_named<'a>(headers: &[Span], raw: &'a [u8]) -> Vec<&'a str> {
         .collect()
 }
 
-fn hop_by_hop(name: &str, named: &[&str]) -> bool {
+pub(crate) fn hop_by_hop(name: &str, named: &[&str]) -> bool {
     crate::proxy::HOP_BY_HOP
         .iter()
         .chain(named)
@@ -318,12 +318,32 @@ fn parse_request(buf: &[u8]) -> Result<Option<Head>, ()> {
 
 /// How the response body ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
+pub(crate) enum Framing {
     None,
     Length(u64),
     Chunked,
     /// Until the backend closes (then the client connection closes too).
     Close,
+}
+
+impl Framing {
+    /// How a response's body is delimited (RFC 9112 6.3).
+    pub(crate) fn of(
+        head_request: bool,
+        status: u16,
+        chunked: bool,
+        length: Option<u64>,
+    ) -> Framing {
+        if head_request || status < 200 || status == 204 || status == 304 {
+            Framing::None
+        } else if chunked {
+            Framing::Chunked
+        } else if let Some(l) = length {
+            Framing::Length(l)
+        } else {
+            Framing::Close
+        }
+    }
 }
 
 /// A parsed response head.
@@ -377,15 +397,7 @@ fn parse_response(buf: &[u8], head_request: bool) -> Result<Option<RespHead>, ()
             }
         }
     }
-    let framing = if head_request || status < 200 || status == 204 || status == 304 {
-        Framing::None
-    } else if chunked {
-        Framing::Chunked
-    } else if let Some(l) = length {
-        Framing::Length(l)
-    } else {
-        Framing::Close
-    };
+    let framing = Framing::of(head_request, status, chunked, length);
     let named: Vec<&str> = named.iter().map(String::as_str).collect();
     let mut out = Vec::with_capacity(len + 64);
     out.extend_from_slice(format!("HTTP/1.1 {status} ").as_bytes());
@@ -479,7 +491,7 @@ impl Chunks {
 }
 
 /// A pooled or new connection to a backend.
-async fn connect(
+pub(crate) async fn connect(
     gw: &Gateway,
     b: &Backend,
     check_alive: bool,

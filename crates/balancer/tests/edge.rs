@@ -36,6 +36,17 @@ async fn backend() -> SocketAddr {
                 let svc =
                     hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
                         let path = req.uri().path().to_owned();
+                        if path.starts_with("/chunked/") || path.starts_with("/big/") {
+                            // 300 KB in 3 pieces, of unknown total length
+                            // (chunked framing) or with a Content-Length
+                            // too long for one read.
+                            let parts = (0..3u8)
+                                .map(|i| Bytes::from(vec![b'a' + i; 100_000]))
+                                .collect();
+                            let sized = path.starts_with("/big/");
+                            let r = Response::new(Pieces { parts, sized }.boxed());
+                            return Ok::<_, Infallible>(r);
+                        }
                         let (ct, body): (&str, Vec<u8>) = if path.starts_with("/img/") {
                             ("image/jpeg", vec![0xAB; 4096])
                         } else if path.starts_with("/text/") {
@@ -48,7 +59,9 @@ async fn backend() -> SocketAddr {
                         } else {
                             ("text/plain", b"hello".to_vec())
                         };
-                        let mut r = Response::new(Full::new(Bytes::from(body)));
+                        let mut r = Response::new(
+                            Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed(),
+                        );
                         let h = r.headers_mut();
                         h.insert("content-type", ct.parse().expect("ct"));
                         h.insert("server", "backend".parse().expect("v"));
@@ -66,7 +79,7 @@ async fn backend() -> SocketAddr {
                                 h.insert(seen, v.clone());
                             }
                         }
-                        Ok::<_, Infallible>(r)
+                        Ok(r)
                     });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(s), svc)
@@ -75,6 +88,34 @@ async fn backend() -> SocketAddr {
         }
     });
     addr
+}
+
+/// A body sent in pieces, with or without its total size known.
+struct Pieces {
+    parts: std::collections::VecDeque<Bytes>,
+    sized: bool,
+}
+
+impl hyper::body::Body for Pieces {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(
+            self.parts
+                .pop_front()
+                .map(|b| Ok(hyper::body::Frame::data(b))),
+        )
+    }
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        if self.sized {
+            hyper::body::SizeHint::with_exact(self.parts.iter().map(|p| p.len() as u64).sum())
+        } else {
+            hyper::body::SizeHint::default()
+        }
+    }
 }
 
 /// Edge rules for the tests' `/text/` and `/img/` routes.
@@ -301,9 +342,21 @@ async fn tls_with_sni_serves_http2_and_many_images_on_one_connection() {
         n += 1;
     }
     assert_eq!(n, 50);
+    // Large bodies stream from the backend: chunked and sized.
+    let mut more = send.clone();
+    for path in ["/chunked/a", "/big/a"] {
+        let (parts, body) = fetch(&mut more, &format!("https://a.test{path}"), &[]).await;
+        assert_eq!(parts.status, 200, "{path}");
+        assert_eq!(body.len(), 300_000, "{path}");
+        assert!(body[..100_000].iter().all(|&c| c == b'a'), "{path}");
+        assert!(body[200_000..].iter().all(|&c| c == b'c'), "{path}");
+        if path == "/big/a" {
+            assert_eq!(parts.headers["content-length"], "300000");
+        }
+    }
     let m = &gw.live.edge.metrics;
     assert!(m.tls_connections.load(std::sync::atomic::Ordering::Relaxed) >= 2);
-    assert_eq!(m.h2_requests.load(std::sync::atomic::Ordering::Relaxed), 50);
+    assert_eq!(m.h2_requests.load(std::sync::atomic::Ordering::Relaxed), 52);
 
     // HTTP/1.1 over TLS when the client offers only that.
     let (s, _) = tls_connect(gw.tls, "a.test", &a_der, &[b"http/1.1"]).await;

@@ -334,7 +334,6 @@ pub fn format_entry(e: &Entry<'_>, format: LogFormat, out: &mut String) {
 
 fn format_cached(e: &Entry<'_>, format: LogFormat, times: &mut TimeCache, out: &mut String) {
     let (clf, iso, ms) = times.at(e.time);
-    let secs = |d: Duration| format!("{:.3}", d.as_secs_f64());
     match format {
         LogFormat::Combined => {
             let q = |s: &str, out: &mut String| {
@@ -342,28 +341,30 @@ fn format_cached(e: &Entry<'_>, format: LogFormat, times: &mut TimeCache, out: &
                 escape_combined(s, out);
                 out.push('"');
             };
-            let _ = write!(out, "{} - - [{clf}] ", e.remote);
-            out.push('"');
+            let _ = write!(out, "{} - - [{clf}] \"", e.remote);
             escape_combined(e.method, out);
             out.push(' ');
             escape_combined(e.target, out);
-            out.push(' ');
-            out.push_str(e.protocol);
-            out.push('"');
-            let _ = write!(out, " {} {} ", e.status, e.bytes);
+            let _ = write!(out, " {}\" {} {} ", e.protocol, e.status, e.bytes);
             q(e.referer.unwrap_or("-"), out);
             out.push(' ');
             q(e.user_agent.unwrap_or("-"), out);
             out.push_str(" pool=");
             q(if e.pool.is_empty() { "-" } else { e.pool }, out);
-            out.push_str(" upstream=");
-            q(&e.upstream.map_or("-".into(), |a| a.to_string()), out);
-            let _ = write!(
-                out,
-                " rt={} urt={} rid=",
-                secs(e.request_time),
-                e.upstream_time.map_or("-".into(), secs)
-            );
+            match e.upstream {
+                Some(a) => {
+                    let _ = write!(out, " upstream=\"{a}\"");
+                }
+                None => out.push_str(" upstream=\"-\""),
+            }
+            let _ = write!(out, " rt={:.3} urt=", e.request_time.as_secs_f64());
+            match e.upstream_time {
+                Some(d) => {
+                    let _ = write!(out, "{:.3}", d.as_secs_f64());
+                }
+                None => out.push('-'),
+            }
+            out.push_str(" rid=");
             q(e.request_id.unwrap_or("-"), out);
         }
         LogFormat::Json => {
@@ -394,15 +395,24 @@ fn format_cached(e: &Entry<'_>, format: LogFormat, times: &mut TimeCache, out: &
             opt(e.user_agent, out);
             out.push_str(",\"pool\":");
             s(e.pool, out);
-            out.push_str(",\"upstream\":");
-            opt(e.upstream.map(|a| a.to_string()).as_deref(), out);
+            match e.upstream {
+                Some(a) => {
+                    let _ = write!(out, ",\"upstream\":\"{a}\"");
+                }
+                None => out.push_str(",\"upstream\":null"),
+            }
             let _ = write!(
                 out,
-                ",\"request_time\":{:.6},\"upstream_time\":{},\"request_id\":",
-                e.request_time.as_secs_f64(),
-                e.upstream_time
-                    .map_or("null".into(), |d| format!("{:.6}", d.as_secs_f64()))
+                ",\"request_time\":{:.6},\"upstream_time\":",
+                e.request_time.as_secs_f64()
             );
+            match e.upstream_time {
+                Some(d) => {
+                    let _ = write!(out, "{:.6}", d.as_secs_f64());
+                }
+                None => out.push_str("null"),
+            }
+            out.push_str(",\"request_id\":");
             opt(e.request_id, out);
             out.push('}');
         }
@@ -412,6 +422,12 @@ fn format_cached(e: &Entry<'_>, format: LogFormat, times: &mut TimeCache, out: &
 /// nginx's escaping for quoted log fields: `"`, `\` and bytes outside
 /// printable ASCII as `\xHH`, so a client cannot forge a line or a field.
 fn escape_combined(s: &str, out: &mut String) {
+    if s.bytes()
+        .all(|b| b != b'"' && b != b'\\' && (0x20..0x7f).contains(&b))
+    {
+        out.push_str(s);
+        return;
+    }
     for b in s.bytes() {
         if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
             let _ = write!(out, "\\x{b:02X}");
@@ -422,6 +438,10 @@ fn escape_combined(s: &str, out: &mut String) {
 }
 
 fn escape_json(s: &str, out: &mut String) {
+    if s.bytes().all(|b| b != b'"' && b != b'\\' && b >= 0x20) {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),

@@ -277,12 +277,12 @@ impl Compressed {
 
 impl Body for Compressed {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = crate::proxy::BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, crate::proxy::BoxError>>> {
         let this = &mut *self;
         loop {
             let Some(enc) = this.encoder.as_mut() else {
