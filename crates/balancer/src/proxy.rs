@@ -277,6 +277,16 @@ pub(crate) const HOP_BY_HOP: [&str; 8] = [
 ];
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // One pass over the (few) headers present instead of a hash lookup per
+    // hop-by-hop name: most requests and responses carry none of them.
+    let found: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| HOP_BY_HOP.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    if found.is_empty() {
+        return;
+    }
     // Headers named in Connection are hop-by-hop too.
     let named: Vec<HeaderName> = h
         .get_all(hyper::header::CONNECTION)
@@ -285,10 +295,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
-    for n in named {
-        h.remove(n);
-    }
-    for n in HOP_BY_HOP {
+    for n in named.into_iter().chain(found) {
         h.remove(n);
     }
 }

@@ -130,15 +130,25 @@ const WAKE_AT: usize = 64 << 10;
 /// The writer's timer: the longest a line waits when traffic is light.
 const INTERVAL: Duration = Duration::from_millis(100);
 
-/// The formatted second, reused by every line in it.
+/// The formatted second, reused by every line in it, and backend
+/// addresses as text.
 #[derive(Default)]
 struct TimeCache {
     sec: u64,
     clf: String,
     iso: String,
+    addrs: std::collections::HashMap<SocketAddr, String>,
 }
 
 impl TimeCache {
+    fn addr(&mut self, a: SocketAddr) -> &str {
+        if self.addrs.len() > 4096 {
+            // Backends come and go over a long life; start over.
+            self.addrs.clear();
+        }
+        self.addrs.entry(a).or_insert_with(|| a.to_string())
+    }
+
     fn at(&mut self, t: SystemTime) -> (&str, &str, u32) {
         let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
         if d.as_secs() != self.sec || self.clf.is_empty() {
@@ -332,8 +342,15 @@ pub fn format_entry(e: &Entry<'_>, format: LogFormat, out: &mut String) {
     format_cached(e, format, &mut TimeCache::default(), out)
 }
 
+/// `d` in seconds with `places` (3 or 6) decimals, by integer arithmetic
+/// (float formatting showed in profiles).
+fn seconds(d: Duration, places: u32, out: &mut String) {
+    let unit = 10u128.pow(places);
+    let n = d.as_nanos() / (1_000_000_000 / unit);
+    let _ = write!(out, "{}.{:0w$}", n / unit, n % unit, w = places as usize);
+}
+
 fn format_cached(e: &Entry<'_>, format: LogFormat, times: &mut TimeCache, out: &mut String) {
-    let (clf, iso, ms) = times.at(e.time);
     match format {
         LogFormat::Combined => {
             let q = |s: &str, out: &mut String| {
@@ -341,6 +358,7 @@ fn format_cached(e: &Entry<'_>, format: LogFormat, times: &mut TimeCache, out: &
                 escape_combined(s, out);
                 out.push('"');
             };
+            let (clf, _, _) = times.at(e.time);
             let _ = write!(out, "{} - - [{clf}] \"", e.remote);
             escape_combined(e.method, out);
             out.push(' ');
@@ -351,17 +369,16 @@ fn format_cached(e: &Entry<'_>, format: LogFormat, times: &mut TimeCache, out: &
             q(e.user_agent.unwrap_or("-"), out);
             out.push_str(" pool=");
             q(if e.pool.is_empty() { "-" } else { e.pool }, out);
+            out.push_str(" upstream=\"");
             match e.upstream {
-                Some(a) => {
-                    let _ = write!(out, " upstream=\"{a}\"");
-                }
-                None => out.push_str(" upstream=\"-\""),
+                Some(a) => out.push_str(times.addr(a)),
+                None => out.push('-'),
             }
-            let _ = write!(out, " rt={:.3} urt=", e.request_time.as_secs_f64());
+            out.push_str("\" rt=");
+            seconds(e.request_time, 3, out);
+            out.push_str(" urt=");
             match e.upstream_time {
-                Some(d) => {
-                    let _ = write!(out, "{:.3}", d.as_secs_f64());
-                }
+                Some(d) => seconds(d, 3, out),
                 None => out.push('-'),
             }
             out.push_str(" rid=");
@@ -377,6 +394,7 @@ fn format_cached(e: &Entry<'_>, format: LogFormat, times: &mut TimeCache, out: &
                 Some(v) => s(v, out),
                 None => out.push_str("null"),
             };
+            let (_, iso, ms) = times.at(e.time);
             let _ = write!(
                 out,
                 "{{\"time\":\"{iso}.{ms:03}Z\",\"remote\":\"{}\",\"method\":",
@@ -397,19 +415,17 @@ fn format_cached(e: &Entry<'_>, format: LogFormat, times: &mut TimeCache, out: &
             s(e.pool, out);
             match e.upstream {
                 Some(a) => {
-                    let _ = write!(out, ",\"upstream\":\"{a}\"");
+                    out.push_str(",\"upstream\":\"");
+                    out.push_str(times.addr(a));
+                    out.push('"');
                 }
                 None => out.push_str(",\"upstream\":null"),
             }
-            let _ = write!(
-                out,
-                ",\"request_time\":{:.6},\"upstream_time\":",
-                e.request_time.as_secs_f64()
-            );
+            out.push_str(",\"request_time\":");
+            seconds(e.request_time, 6, out);
+            out.push_str(",\"upstream_time\":");
             match e.upstream_time {
-                Some(d) => {
-                    let _ = write!(out, "{:.6}", d.as_secs_f64());
-                }
+                Some(d) => seconds(d, 6, out),
                 None => out.push_str("null"),
             }
             out.push_str(",\"request_id\":");
@@ -542,7 +558,7 @@ mod tests {
         format_entry(&entry(), LogFormat::Combined, &mut s);
         assert_eq!(
             s,
-            "10.0.0.7 - - [10/Oct/2000:13:48:56 +0000] \"GET /v1/blobs/a\\x22b HTTP/1.1\" 200 1024 \"-\" \"curl/8 \\x22x\\x22\" pool=\"reads\" upstream=\"127.0.0.1:9001\" rt=0.002 urt=0.001 rid=\"abc\""
+            "10.0.0.7 - - [10/Oct/2000:13:48:56 +0000] \"GET /v1/blobs/a\\x22b HTTP/1.1\" 200 1024 \"-\" \"curl/8 \\x22x\\x22\" pool=\"reads\" upstream=\"127.0.0.1:9001\" rt=0.001 urt=0.000 rid=\"abc\""
         );
         s.clear();
         format_entry(&entry(), LogFormat::Json, &mut s);
