@@ -123,9 +123,17 @@ where
     let (head_timeout, head_max, headers_max) =
         (live.header_timeout, live.max_header_bytes, live.max_headers);
     let tls = matches!(conn, Conn::Tls { .. });
+    // The client's address as the access log writes it, once per
+    // connection.
+    let remote: Option<Arc<str>> = live
+        .edge
+        .access_log
+        .as_ref()
+        .map(|_| peer.ip().to_string().into());
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let live = live.clone();
-        async move { Ok::<_, Infallible>(dispatch(&live, req, peer, tls).await) }
+        let remote = remote.clone();
+        async move { Ok::<_, Infallible>(dispatch(&live, req, peer, remote.as_ref(), tls).await) }
     });
     if matches!(conn, Conn::Plain { h2c: true } | Conn::Tls { h2: true }) {
         let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -162,7 +170,7 @@ fn protocol(v: Version) -> &'static str {
 /// parts) until its response body ends.
 struct Pending {
     time: SystemTime,
-    remote: std::net::IpAddr,
+    remote: Arc<str>,
     method: hyper::Method,
     target: Option<hyper::http::uri::PathAndQuery>,
     protocol: &'static str,
@@ -175,10 +183,10 @@ struct Pending {
 }
 
 impl Pending {
-    fn of<B>(req: &Request<B>, peer: SocketAddr) -> Pending {
+    fn of<B>(req: &Request<B>, remote: &Arc<str>) -> Pending {
         Pending {
             time: SystemTime::now(),
-            remote: peer.ip(),
+            remote: remote.clone(),
             method: req.method().clone(),
             target: req.uri().path_and_query().cloned(),
             protocol: protocol(req.version()),
@@ -240,7 +248,7 @@ impl Drop for Logged {
             (text(&p.referer), text(&p.user_agent), text(&p.request_id));
         self.log.log(&Entry {
             time: p.time,
-            remote: p.remote,
+            remote: &p.remote,
             method: p.method.as_str(),
             target: p.target.as_ref().map_or("/", |t| t.as_str()),
             protocol: p.protocol,
@@ -263,6 +271,7 @@ async fn dispatch(
     live: &Live,
     mut req: Request<Incoming>,
     peer: SocketAddr,
+    remote: Option<&Arc<str>>,
     tls: bool,
 ) -> Response<UpBody> {
     let start = Instant::now();
@@ -270,7 +279,8 @@ async fn dispatch(
         .edge
         .access_log
         .as_ref()
-        .map(|_| Pending::of(&req, peer));
+        .zip(remote)
+        .map(|(_, remote)| Pending::of(&req, remote));
     if req.version() == Version::HTTP_2 {
         live.edge
             .metrics

@@ -52,6 +52,9 @@ const MAX_IDLE: usize = 256;
 /// (if ever needed) the full path for the rest of the connection.
 pub(crate) async fn serve_conn(live: Arc<Live>, mut down: TcpStream, peer: SocketAddr) {
     let mut buf = BytesMut::with_capacity(8 << 10);
+    // The client's address as the access log writes it, once per
+    // connection.
+    let remote = live.edge.access_log.as_ref().map(|_| peer.ip().to_string());
     loop {
         // When the current request's first byte arrived: its head must be
         // whole within `header_timeout` however slowly it trickles in.
@@ -125,7 +128,7 @@ pub(crate) async fn serve_conn(live: Arc<Live>, mut down: TcpStream, peer: Socke
             };
             log.log(&Entry {
                 time,
-                remote: peer.ip(),
+                remote: remote.as_deref().unwrap_or("-"),
                 method: head.method.as_str(),
                 target: head.path(&raw),
                 protocol: "HTTP/1.1",
