@@ -19,7 +19,7 @@ use crate::proc_stat::{cpu_ticks, TICKS_PER_SEC};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Alternating rounds.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Requests per run (h2load -n).
     #[arg(long, default_value_t = 200_000)]
@@ -210,7 +210,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); servers.len()];
     for r in 0..a.rounds {
-        for (k, (name, pid, p)) in servers.iter().enumerate() {
+        // The order rotates each round, so that no server always runs
+        // first or last (page cache, clock speed).
+        for j in 0..servers.len() {
+            let k = (j + r) % servers.len();
+            let (name, pid, p) = &servers[k];
             let m = h2load(*pid, *p, &a, &out, a.requests)?;
             eprintln!(
                 "round {}: {name} {:.0} req/s p50 {:.3} ms p99 {:.3} ms cpu {:.0}%",
@@ -226,13 +230,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let med = |rs: &[Run], f: fn(&Run) -> f64| median(rs.iter().map(f).collect());
     println!();
     println!(
-        "edge: h2load -n {} -c {} -m {} over TLS (ECDSA P-256) + HTTP/2, 1 KiB responses from one nginx backend, 1 thread/worker each, 2 cores, median of {} rounds",
+        "edge: h2load -n {} -c {} -m {} over TLS (ECDSA P-256) + HTTP/2, 1 KiB responses from one nginx backend, 1 thread/worker each, 2 cores, median of {} rounds (order rotating)",
         a.requests, a.conns, a.streams, a.rounds
     );
     println!("| server | req/s | p50 ms | p99 ms | CPU % | ratio vs nginx |");
     println!("|---|---|---|---|---|---|");
     let nginx_rps = med(&runs[1], |r| r.rps);
-    let strata_rps = med(&runs[0], |r| r.rps);
     let mut json = Vec::new();
     for (k, (name, _, _)) in servers.iter().enumerate() {
         let rps = med(&runs[k], |r| r.rps);
@@ -246,10 +249,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         json.push(serde_json::json!({"server": name, "runs": runs[k]}));
     }
     for (k, name) in [(2, "JSON"), (3, "combined")] {
-        let cost = 1.0 - med(&runs[k], |r| r.rps) / strata_rps;
+        // Paired by round (runs a minute apart), then the median.
+        let ratios: Vec<f64> = runs[k]
+            .iter()
+            .zip(&runs[0])
+            .map(|(l, s)| l.rps / s.rps)
+            .collect();
+        let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
         println!(
-            "access log ({name}) cost: {:.1}% of throughput",
-            cost * 100.0
+            "access log ({name}) cost: {:.1}% of throughput (logged/unlogged per round: {})",
+            (1.0 - median(ratios)) * 100.0,
+            shown.join(" ")
         );
     }
     let lines = |p: &Path| std::fs::read_to_string(p).map_or(0, |t| t.lines().count());
