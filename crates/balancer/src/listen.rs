@@ -22,7 +22,7 @@ use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::edge::access_log::{AccessLog, Entry};
+use crate::edge::access_log::{AccessLog, Record};
 use crate::edge::headers::{self, REQUEST_ID};
 use crate::edge::tls::Tls;
 use crate::proxy::{plain, UpBody, Upstreamed};
@@ -166,37 +166,22 @@ fn protocol(v: Version) -> &'static str {
     }
 }
 
-/// What the access log needs of a request, kept (as cheap clones of its
-/// parts) until its response body ends.
-struct Pending {
-    time: SystemTime,
-    remote: Arc<str>,
-    method: hyper::Method,
-    target: Option<hyper::http::uri::PathAndQuery>,
-    protocol: &'static str,
-    referer: Option<HeaderValue>,
-    user_agent: Option<HeaderValue>,
-    pool: String,
-    request_id: Option<HeaderValue>,
-    status: u16,
-    upstream: Option<Upstreamed>,
-}
-
-impl Pending {
-    fn of<B>(req: &Request<B>, remote: &Arc<str>) -> Pending {
-        Pending {
-            time: SystemTime::now(),
-            remote: remote.clone(),
-            method: req.method().clone(),
-            target: req.uri().path_and_query().cloned(),
-            protocol: protocol(req.version()),
-            referer: req.headers().get(header::REFERER).cloned(),
-            user_agent: req.headers().get(header::USER_AGENT).cloned(),
-            pool: String::new(),
-            request_id: None,
-            status: 0,
-            upstream: None,
-        }
+fn record_of<B>(req: &Request<B>, remote: &Arc<str>) -> Record {
+    Record {
+        time: SystemTime::now(),
+        remote: remote.clone(),
+        method: req.method().clone(),
+        target: req.uri().path_and_query().cloned(),
+        protocol: protocol(req.version()),
+        status: 0,
+        bytes: 0,
+        referer: req.headers().get(header::REFERER).cloned(),
+        user_agent: req.headers().get(header::USER_AGENT).cloned(),
+        pool: Arc::from(""),
+        upstream: None,
+        request_time: Default::default(),
+        upstream_time: None,
+        request_id: None,
     }
 }
 
@@ -204,8 +189,7 @@ impl Pending {
 /// unfinished), with the bytes it carried.
 struct Logged {
     inner: UpBody,
-    pending: Pending,
-    bytes: u64,
+    record: Option<Record>,
     start: Instant,
     log: Arc<AccessLog>,
 }
@@ -219,11 +203,11 @@ impl hyper::body::Body for Logged {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, crate::proxy::BoxError>>>
     {
-        let r = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        if let std::task::Poll::Ready(Some(Ok(f))) = &r {
+        let this = &mut *self;
+        let r = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        if let (std::task::Poll::Ready(Some(Ok(f))), Some(rec)) = (&r, this.record.as_mut()) {
             if let Some(d) = f.data_ref() {
-                let n = d.len() as u64;
-                self.bytes += n;
+                rec.bytes += d.len() as u64;
             }
         }
         r
@@ -240,28 +224,10 @@ impl hyper::body::Body for Logged {
 
 impl Drop for Logged {
     fn drop(&mut self) {
-        let p = &self.pending;
-        fn text(v: &Option<HeaderValue>) -> Option<std::borrow::Cow<'_, str>> {
-            v.as_ref().map(|v| String::from_utf8_lossy(v.as_bytes()))
+        if let Some(mut r) = self.record.take() {
+            r.request_time = self.start.elapsed();
+            self.log.log_record(r);
         }
-        let (referer, user_agent, rid) =
-            (text(&p.referer), text(&p.user_agent), text(&p.request_id));
-        self.log.log(&Entry {
-            time: p.time,
-            remote: &p.remote,
-            method: p.method.as_str(),
-            target: p.target.as_ref().map_or("/", |t| t.as_str()),
-            protocol: p.protocol,
-            status: p.status,
-            bytes: self.bytes,
-            referer: referer.as_deref(),
-            user_agent: user_agent.as_deref(),
-            pool: &p.pool,
-            upstream: p.upstream.map(|u| u.addr),
-            request_time: self.start.elapsed(),
-            upstream_time: p.upstream.map(|u| u.took),
-            request_id: rid.as_deref(),
-        });
     }
 }
 
@@ -280,7 +246,7 @@ async fn dispatch(
         .access_log
         .as_ref()
         .zip(remote)
-        .map(|(_, remote)| Pending::of(&req, remote));
+        .map(|(_, remote)| record_of(&req, remote));
     if req.version() == Version::HTTP_2 {
         live.edge
             .metrics
@@ -319,7 +285,7 @@ async fn dispatch(
         let router = live.router();
         let c = router.choose(&req);
         if let Some(e) = entry.as_mut() {
-            e.pool = c.pool.to_owned();
+            e.pool = c.pool.into();
         }
         (c.gw.clone(), c.rules.clone())
     };
@@ -351,22 +317,24 @@ async fn dispatch(
 /// `resp` with its body wrapped to log `entry` when it ends.
 fn logged(
     live: &Live,
-    entry: Option<Pending>,
+    entry: Option<Record>,
     start: Instant,
     resp: Response<UpBody>,
 ) -> Response<UpBody> {
-    let (Some(log), Some(mut pending)) = (&live.edge.access_log, entry) else {
+    let (Some(log), Some(mut record)) = (&live.edge.access_log, entry) else {
         return resp;
     };
-    pending.status = resp.status().as_u16();
-    pending.upstream = resp.extensions().get::<Upstreamed>().copied();
+    record.status = resp.status().as_u16();
+    if let Some(u) = resp.extensions().get::<Upstreamed>() {
+        record.upstream = Some(u.addr);
+        record.upstream_time = Some(u.took);
+    }
     let log = log.clone();
     resp.map(|inner| {
         use http_body_util::BodyExt;
         Logged {
             inner,
-            pending,
-            bytes: 0,
+            record: Some(record),
             start,
             log,
         }

@@ -1,10 +1,13 @@
 //! The access log: one line per request, in the combined log format or as
 //! JSON lines, to a file or stdout.
 //!
-//! The request path never waits on the disk. It formats its line into a
-//! shared in-memory buffer (a short critical section, no system call) and
-//! goes on; a writer thread swaps the buffer out and writes it in one
-//! call, every 100 ms or as soon as 64 KiB are waiting. The buffer is
+//! The request path never waits on the disk. The full path moves its
+//! record (cheap clones of the request's parts) into a shared buffer and
+//! goes on; the relay formats its line into a shared text buffer (its
+//! parts live in a read buffer that is reused at once). Either way it is
+//! a short critical section and no system call. A writer thread swaps the
+//! buffers out, formats the records and writes everything in one call,
+//! every 100 ms or as soon as 64 KiB or 256 records are waiting. The buffer is
 //! bounded: when the disk cannot keep up and the buffer is full, the line
 //! is dropped and counted in `strata_gateway_access_log_dropped_total`
 //! (serving images matters more than logging them). SIGHUP reopens the
@@ -127,6 +130,11 @@ pub struct LogMetrics {
 
 /// Waiting bytes that wake the writer before its timer does.
 const WAKE_AT: usize = 64 << 10;
+/// Waiting records that wake the writer before its timer does.
+const WAKE_RECORDS: usize = 256;
+/// Bytes a record counts for against the buffer's capacity (a typical
+/// line).
+const RECORD_BYTES: usize = 256;
 /// The writer's timer: the longest a line waits when traffic is light.
 const INTERVAL: Duration = Duration::from_millis(100);
 
@@ -164,6 +172,8 @@ impl TimeCache {
 
 struct Pending {
     buf: String,
+    /// Records the writer formats (the full path's).
+    records: Vec<Record>,
     times: TimeCache,
     /// The writer was woken for this buffer already.
     woken: bool,
@@ -174,6 +184,74 @@ struct Output {
     out: Box<dyn Write + Send>,
     /// The buffer last written, kept for its capacity.
     spare: String,
+    /// The records last formatted, kept for their capacity.
+    spare_records: Vec<Record>,
+    times: TimeCache,
+}
+
+/// A request's log record with everything owned (cheap clones of the
+/// request's parts), for lines formatted by the writer thread.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// When the request arrived.
+    pub time: SystemTime,
+    /// The client's address as text.
+    pub remote: Arc<str>,
+    /// Method.
+    pub method: hyper::Method,
+    /// Request target.
+    pub target: Option<hyper::http::uri::PathAndQuery>,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub protocol: &'static str,
+    /// Response status.
+    pub status: u16,
+    /// Response body bytes sent.
+    pub bytes: u64,
+    /// `Referer`.
+    pub referer: Option<hyper::header::HeaderValue>,
+    /// `User-Agent`.
+    pub user_agent: Option<hyper::header::HeaderValue>,
+    /// Pool the route chose.
+    pub pool: Arc<str>,
+    /// The backend that answered.
+    pub upstream: Option<SocketAddr>,
+    /// Arrival to the last body byte.
+    pub request_time: Duration,
+    /// Request sent upstream to the response head back.
+    pub upstream_time: Option<Duration>,
+    /// `X-Request-Id`.
+    pub request_id: Option<hyper::header::HeaderValue>,
+}
+
+impl Record {
+    fn format(&self, format: LogFormat, times: &mut TimeCache, out: &mut String) {
+        fn text(v: &Option<hyper::header::HeaderValue>) -> Option<std::borrow::Cow<'_, str>> {
+            v.as_ref().map(|v| String::from_utf8_lossy(v.as_bytes()))
+        }
+        let (referer, user_agent, rid) = (
+            text(&self.referer),
+            text(&self.user_agent),
+            text(&self.request_id),
+        );
+        let e = Entry {
+            time: self.time,
+            remote: &self.remote,
+            method: self.method.as_str(),
+            target: self.target.as_ref().map_or("/", |t| t.as_str()),
+            protocol: self.protocol,
+            status: self.status,
+            bytes: self.bytes,
+            referer: referer.as_deref(),
+            user_agent: user_agent.as_deref(),
+            pool: &self.pool,
+            upstream: self.upstream,
+            request_time: self.request_time,
+            upstream_time: self.upstream_time,
+            request_id: rid.as_deref(),
+        };
+        format_cached(&e, format, times, out);
+        out.push('\n');
+    }
 }
 
 struct Shared {
@@ -198,9 +276,14 @@ impl Shared {
         {
             let mut p = lock(&self.pending);
             p.woken = false;
+            let o = &mut *o;
             std::mem::swap(&mut p.buf, &mut o.spare);
+            std::mem::swap(&mut p.records, &mut o.spare_records);
         }
         let o = &mut *o;
+        for r in o.spare_records.drain(..) {
+            r.format(self.format, &mut o.times, &mut o.spare);
+        }
         if o.spare.is_empty() {
             return;
         }
@@ -232,6 +315,7 @@ impl AccessLog {
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending {
                 buf: String::with_capacity(capacity.min(WAKE_AT * 2)),
+                records: Vec::with_capacity(WAKE_RECORDS * 2),
                 times: TimeCache::default(),
                 woken: false,
             }),
@@ -240,6 +324,8 @@ impl AccessLog {
                 sink,
                 out,
                 spare: String::new(),
+                spare_records: Vec::new(),
+                times: TimeCache::default(),
             }),
             capacity: capacity.max(1),
             format,
@@ -284,13 +370,31 @@ impl AccessLog {
         let start = p.buf.len();
         format_cached(e, sh.format, &mut p.times, &mut p.buf);
         p.buf.push('\n');
-        if p.buf.len() > sh.capacity {
+        if p.buf.len() + p.records.len() * RECORD_BYTES > sh.capacity {
             p.buf.truncate(start);
             sh.metrics.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
         sh.metrics.lines.fetch_add(1, Ordering::Relaxed);
         if p.buf.len() >= WAKE_AT && !p.woken {
+            p.woken = true;
+            sh.wake.notify_one();
+        }
+    }
+
+    /// Queues `r` for the writer thread to format (the request's thread
+    /// only moves it); drops (and counts) it when the buffer is full.
+    pub fn log_record(&self, r: Record) {
+        let sh = &*self.shared;
+        let mut p = lock(&sh.pending);
+        if (p.records.len() + 1) * RECORD_BYTES + p.buf.len() > sh.capacity {
+            drop(p);
+            sh.metrics.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        p.records.push(r);
+        sh.metrics.lines.fetch_add(1, Ordering::Relaxed);
+        if p.records.len() >= WAKE_RECORDS && !p.woken {
             p.woken = true;
             sh.wake.notify_one();
         }
