@@ -116,7 +116,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let (crt, key) = (out.join("edge.pem"), out.join("edge.key"));
     std::fs::write(&crt, cert.cert.pem())?;
     std::fs::write(&key, cert.signing_key.serialize_pem())?;
-    let port = || testkit::free_addr().map(|x| x.port());
+    // Every port at once, the probe sockets held together: ports probed
+    // one by one can come back twice.
+    let probes = (0..8)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let mut ports = probes
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    drop(probes);
+    let mut port = move || ports.pop().context("out of probed ports");
     let (b1, np) = (port()?, port()?);
     let common = |dir: &Path| {
         format!(
@@ -170,7 +180,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let nginx = nginx_cmd(&nginx_conf, &pdir)?;
     // strata: the same certificate; one runtime thread like nginx's one
     // worker; plain listener unused.
-    let strata = |log: Option<(&str, &str)>| -> anyhow::Result<(Proc, u16)> {
+    let mut strata = |log: Option<(&str, &str)>| -> anyhow::Result<(Proc, u16)> {
         let tp = port()?;
         let mut cmd = Command::new(&bin);
         cmd.args(["gateway", "--listen", &format!("127.0.0.1:{}", port()?)])
@@ -261,6 +271,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             (1.0 - median(ratios)) * 100.0,
             shown.join(" ")
         );
+    }
+    // The writer flushes within 100 ms.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for (name, p) in [("JSON", &json_log), ("combined", &clf_log)] {
+        let n = std::fs::read_to_string(p).map_or(0, |t| t.lines().count()) as u64;
+        let want = a.requests / 10 + a.requests * a.rounds as u64;
+        if n != want {
+            bail!("{name} access log has {n} lines, expected {want} (a line dropped, or a server mixed up)");
+        }
     }
     let lines = |p: &Path| std::fs::read_to_string(p).map_or(0, |t| t.lines().count());
     println!(
