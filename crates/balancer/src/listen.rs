@@ -14,7 +14,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -166,9 +166,9 @@ fn protocol(v: Version) -> &'static str {
     }
 }
 
-fn record_of<B>(req: &Request<B>, remote: &Arc<str>) -> Record {
+fn record_of<B>(req: &Request<B>, remote: &Arc<str>, log: &AccessLog, start: Instant) -> Record {
     Record {
-        time: SystemTime::now(),
+        time: log.wall_time(start),
         remote: remote.clone(),
         method: req.method().clone(),
         target: req.uri().path_and_query().cloned(),
@@ -246,7 +246,7 @@ async fn dispatch(
         .access_log
         .as_ref()
         .zip(remote)
-        .map(|(_, remote)| record_of(&req, remote));
+        .map(|(log, remote)| record_of(&req, remote, log, start));
     if req.version() == Version::HTTP_2 {
         live.edge
             .metrics
@@ -285,7 +285,7 @@ async fn dispatch(
         let router = live.router();
         let c = router.choose(&req);
         if let Some(e) = entry.as_mut() {
-            e.pool = c.pool.into();
+            e.pool = c.gw.log_name(c.pool);
         }
         (c.gw.clone(), c.rules.clone())
     };

@@ -303,6 +303,9 @@ impl Shared {
 /// The access log; its writer thread ends (after a last write) when this
 /// is dropped.
 pub struct AccessLog {
+    /// The wall clock and the monotonic clock read together at start:
+    /// a request's wall time comes from the `Instant` it already took.
+    epoch: (SystemTime, std::time::Instant),
     shared: Arc<Shared>,
     writer: Option<std::thread::JoinHandle<()>>,
 }
@@ -353,9 +356,16 @@ impl AccessLog {
                 }
             })?;
         Ok(AccessLog {
+            epoch: (SystemTime::now(), std::time::Instant::now()),
             shared,
             writer: Some(writer),
         })
+    }
+
+    /// The wall-clock time of `t` (for a long-lived process this follows
+    /// the monotonic clock, not later adjustments of the wall clock).
+    pub fn wall_time(&self, t: std::time::Instant) -> SystemTime {
+        self.epoch.0 + t.saturating_duration_since(self.epoch.1)
     }
 
     /// The counters.
