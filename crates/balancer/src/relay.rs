@@ -329,6 +329,57 @@ pub(crate) enum Framing {
     Close,
 }
 
+/// What a response head says about its framing and connection.
+pub(crate) struct Meta<'a> {
+    pub(crate) chunked: bool,
+    pub(crate) length: Option<u64>,
+    /// The backend will close the connection.
+    pub(crate) close: bool,
+    /// Headers the Connection header names (hop-by-hop for this exchange).
+    pub(crate) named: Vec<&'a str>,
+}
+
+impl<'a> Meta<'a> {
+    /// Reads Transfer-Encoding, Content-Length (conflicting values are an
+    /// error: a smuggling attempt or a broken backend) and Connection.
+    pub(crate) fn of(headers: &[httparse::Header<'a>], http10: bool) -> Result<Meta<'a>, ()> {
+        let mut m = Meta {
+            chunked: false,
+            length: None,
+            close: http10,
+            named: Vec::new(),
+        };
+        for h in headers {
+            if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                m.chunked = std::str::from_utf8(h.value)
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+                    .ends_with("chunked");
+            } else if h.name.eq_ignore_ascii_case("content-length") {
+                let v = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .ok_or(())?;
+                if m.length.is_some_and(|l| l != v) {
+                    return Err(());
+                }
+                m.length = Some(v);
+            } else if h.name.eq_ignore_ascii_case("connection") {
+                for t in std::str::from_utf8(h.value).unwrap_or("").split(',') {
+                    let t = t.trim();
+                    if t.eq_ignore_ascii_case("close") {
+                        m.close = true;
+                    } else if !t.is_empty() {
+                        m.named.push(t);
+                    }
+                }
+            }
+        }
+        Ok(m)
+    }
+}
+
 impl Framing {
     /// How a response's body is delimited (RFC 9112 6.3).
     pub(crate) fn of(
@@ -369,39 +420,10 @@ fn parse_response(buf: &[u8], head_request: bool) -> Result<Option<RespHead>, ()
         Err(_) => return Err(()),
     };
     let status = resp.code.ok_or(())?;
-    let mut chunked = false;
-    let mut length: Option<u64> = None;
-    let mut upstream_close = resp.version == Some(0);
-    let mut named: Vec<String> = Vec::new();
-    for h in resp.headers.iter() {
-        if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = std::str::from_utf8(h.value)
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-                .ends_with("chunked");
-        } else if h.name.eq_ignore_ascii_case("content-length") {
-            let v = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or(())?;
-            if length.is_some_and(|l| l != v) {
-                return Err(());
-            }
-            length = Some(v);
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            for t in std::str::from_utf8(h.value).unwrap_or("").split(',') {
-                let t = t.trim();
-                if t.eq_ignore_ascii_case("close") {
-                    upstream_close = true;
-                } else if !t.is_empty() {
-                    named.push(t.to_owned());
-                }
-            }
-        }
-    }
+    let m = Meta::of(resp.headers, resp.version == Some(0))?;
+    let (chunked, length, upstream_close) = (m.chunked, m.length, m.close);
+    let named = m.named;
     let framing = Framing::of(head_request, status, chunked, length);
-    let named: Vec<&str> = named.iter().map(String::as_str).collect();
     let mut out = Vec::with_capacity(len + 64);
     out.extend_from_slice(format!("HTTP/1.1 {status} ").as_bytes());
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());

@@ -158,36 +158,8 @@ fn parse(buf: &[u8], head_request: bool) -> Result<Option<Parsed>, ()> {
         httparse::Status::Partial => return Ok(None),
     };
     let status = r.code.ok_or(())?;
-    let mut close = r.version == Some(0);
-    let (mut chunked, mut length) = (false, None::<u64>);
-    let mut named: Vec<&str> = Vec::new();
-    for h in r.headers.iter() {
-        if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = std::str::from_utf8(h.value)
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-                .ends_with("chunked");
-        } else if h.name.eq_ignore_ascii_case("content-length") {
-            let v = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or(())?;
-            if length.is_some_and(|l| l != v) {
-                return Err(());
-            }
-            length = Some(v);
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            for t in std::str::from_utf8(h.value).unwrap_or("").split(',') {
-                let t = t.trim();
-                if t.eq_ignore_ascii_case("close") {
-                    close = true;
-                } else if !t.is_empty() {
-                    named.push(t);
-                }
-            }
-        }
-    }
+    let m = crate::relay::Meta::of(r.headers, r.version == Some(0))?;
+    let (chunked, length, close, named) = (m.chunked, m.length, m.close, m.named);
     let framing = Framing::of(head_request, status, chunked, length);
     let mut resp = Response::new(());
     *resp.status_mut() = StatusCode::from_u16(status).map_err(|_| ())?;

@@ -97,34 +97,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let port = || testkit::free_addr().map(|x| x.port());
     let (b1, b2, hp, np, sp) = (port()?, port()?, port()?, port()?, port()?);
     let kib = "x".repeat(1024);
-    let common = |dir: &Path| {
-        format!(
-            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 4096; }}\n",
-            d = dir.display()
-        )
-    };
-    let temp = |dir: &Path| {
-        format!(
-            "client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};",
-            d = dir.display()
-        )
-    };
     let bdir = out.join("nginx-b");
     let backends = write(
         &bdir.join("nginx.conf"),
-        &format!(
-            "{}http {{ access_log off; keepalive_requests 1000000; {}\n  server {{ listen 127.0.0.1:{b1}; location / {{ return 200 '{kib}'; }} }}\n  server {{ listen 127.0.0.1:{b2}; location / {{ return 200 '{kib}'; }} }}\n}}\n",
-            common(&bdir),
-            temp(&bdir)
+        &peers::nginx_conf(
+            &bdir,
+            &format!("server {{ listen 127.0.0.1:{b1}; location / {{ return 200 '{kib}'; }} }}\n  server {{ listen 127.0.0.1:{b2}; location / {{ return 200 '{kib}'; }} }}"),
         ),
     )?;
     let pdir = out.join("nginx-p");
     let nginx_proxy = write(
         &pdir.join("nginx.conf"),
-        &format!(
-            "{}http {{ access_log off; keepalive_requests 1000000; {}\n  upstream b {{ server 127.0.0.1:{b1}; server 127.0.0.1:{b2}; keepalive 64; keepalive_requests 1000000; }}\n  server {{ listen 127.0.0.1:{np}; location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}\n}}\n",
-            common(&pdir),
-            temp(&pdir)
+        &peers::nginx_conf(
+            &pdir,
+            &format!("upstream b {{ server 127.0.0.1:{b1}; server 127.0.0.1:{b2}; keepalive 64; keepalive_requests 1000000; }}\n  server {{ listen 127.0.0.1:{np}; location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}"),
         ),
     )?;
     let haproxy = write(
@@ -133,26 +119,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "global\n  nbthread 1\n  maxconn 4096\ndefaults\n  mode http\n  option http-keep-alive\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\nfrontend f\n  bind 127.0.0.1:{hp}\n  default_backend b\nbackend b\n  balance roundrobin\n  http-reuse always\n  server s1 127.0.0.1:{b1}\n  server s2 127.0.0.1:{b2}\n"
         ),
     )?;
-    let _backends = Proc(
-        Command::new("/usr/sbin/nginx")
-            .arg("-c")
-            .arg(&backends)
-            .arg("-p")
-            .arg(&bdir)
-            .stdout(Stdio::null())
-            .spawn()
-            .context("backends")?,
-    );
-    let nginx = Proc(
-        Command::new("/usr/sbin/nginx")
-            .arg("-c")
-            .arg(&nginx_proxy)
-            .arg("-p")
-            .arg(&pdir)
-            .stdout(Stdio::null())
-            .spawn()
-            .context("nginx proxy")?,
-    );
+    let _backends = peers::spawn_nginx(&backends, &bdir)?;
+    let nginx = peers::spawn_nginx(&nginx_proxy, &pdir)?;
     let hap = Proc(
         Command::new("/usr/sbin/haproxy")
             .arg("-f")

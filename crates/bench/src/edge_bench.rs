@@ -128,26 +128,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     drop(probes);
     let mut port = move || ports.pop().context("out of probed ports");
     let (b1, np) = (port()?, port()?);
-    let common = |dir: &Path| {
-        format!(
-            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 4096; }}\n",
-            d = dir.display()
-        )
-    };
-    let temp = |dir: &Path| {
-        format!(
-            "client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};",
-            d = dir.display()
-        )
-    };
     let kib = "x".repeat(1024);
     let bdir = out.join("nginx-b");
     let backend = write(
         &bdir.join("nginx.conf"),
-        &format!(
-            "{}http {{ access_log off; keepalive_requests 1000000; {}\n  server {{ listen 127.0.0.1:{b1}; location / {{ return 200 '{kib}'; }} }}\n}}\n",
-            common(&bdir),
-            temp(&bdir)
+        &peers::nginx_conf(
+            &bdir,
+            &format!("server {{ listen 127.0.0.1:{b1}; location / {{ return 200 '{kib}'; }} }}"),
         ),
     )?;
     let pdir = out.join("nginx-p");
@@ -156,28 +143,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     // connection once).
     let nginx_conf = write(
         &pdir.join("nginx.conf"),
-        &format!(
-            "{}http {{ access_log off; keepalive_requests 1000000; http2_max_concurrent_streams 128; {}\n  upstream b {{ server 127.0.0.1:{b1}; keepalive 64; keepalive_requests 1000000; }}\n  server {{ listen 127.0.0.1:{np} ssl http2; ssl_certificate {crt}; ssl_certificate_key {key}; location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}\n}}\n",
-            common(&pdir),
-            temp(&pdir),
-            crt = crt.display(),
-            key = key.display(),
+        &peers::nginx_conf(
+            &pdir,
+            &format!(
+                "http2_max_concurrent_streams 128;\n  upstream b {{ server 127.0.0.1:{b1}; keepalive 64; keepalive_requests 1000000; }}\n  server {{ listen 127.0.0.1:{np} ssl http2; ssl_certificate {crt}; ssl_certificate_key {key}; location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}",
+                crt = crt.display(),
+                key = key.display(),
+            ),
         ),
     )?;
-    let nginx_cmd = |conf: &Path, dir: &Path| -> anyhow::Result<Proc> {
-        Ok(Proc(
-            Command::new("/usr/sbin/nginx")
-                .arg("-c")
-                .arg(conf)
-                .arg("-p")
-                .arg(dir)
-                .stdout(Stdio::null())
-                .spawn()
-                .context("nginx")?,
-        ))
-    };
-    let _backend = nginx_cmd(&backend, &bdir)?;
-    let nginx = nginx_cmd(&nginx_conf, &pdir)?;
+    let _backend = peers::spawn_nginx(&backend, &bdir)?;
+    let nginx = peers::spawn_nginx(&nginx_conf, &pdir)?;
     // strata: the same certificate; one runtime thread like nginx's one
     // worker; plain listener unused.
     let mut strata = |log: Option<(&str, &str)>| -> anyhow::Result<(Proc, u16)> {

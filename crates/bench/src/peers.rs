@@ -117,3 +117,27 @@ http {{
         .context("starting nginx")?;
     Ok(child)
 }
+
+/// An nginx.conf for one worker under `dir` (pid, error log and temp
+/// files there, no access log, long keep-alive) whose `http` block holds
+/// `http`.
+pub fn nginx_conf(dir: &Path, http: &str) -> String {
+    format!(
+        "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 4096; }}\nhttp {{ access_log off; keepalive_requests 1000000; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n{http}\n}}\n",
+        d = dir.display()
+    )
+}
+
+/// Starts nginx with `conf`, prefix `dir`.
+pub fn spawn_nginx(conf: &Path, dir: &Path) -> anyhow::Result<Proc> {
+    Ok(Proc(
+        Command::new("/usr/sbin/nginx")
+            .arg("-c")
+            .arg(conf)
+            .arg("-p")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .context("nginx")?,
+    ))
+}
