@@ -417,3 +417,89 @@ impl Body for Streamed {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decodes `wire` fed in pieces of `step` bytes; the payload, or None
+    /// on a framing error.
+    fn decode_all(wire: &[u8], step: usize) -> Option<Vec<u8>> {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
+        let addr = std_listener.local_addr().ok()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(async move {
+            let conn = TcpStream::connect(addr).await.ok()?;
+            let mut s = Streamed {
+                conn: Some(conn),
+                buf: BytesMut::new(),
+                framing: Framing::Chunked,
+                left: 0,
+                chunk: ChunkState::Size,
+                reusable: false,
+                backend: Arc::new(Backend::new(addr, 1)),
+            };
+            let mut out = Vec::new();
+            for piece in wire.chunks(step) {
+                s.buf.extend_from_slice(piece);
+                loop {
+                    match s.decode() {
+                        Err(()) => return None,
+                        Ok(Some(d)) => out.extend_from_slice(&d),
+                        Ok(None) => break,
+                    }
+                }
+            }
+            s.done().then_some(out)
+        })
+    }
+
+    #[test]
+    fn chunked_bodies_decode_across_any_split() {
+        let wire =
+            b"5;ext=1\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-Trailer: 1\r\n\r\n";
+        for step in 1..wire.len() {
+            assert_eq!(
+                decode_all(wire, step).as_deref(),
+                Some(&b"helloabcdefghijklmnopqrstuvwxyz"[..]),
+                "step {step}"
+            );
+        }
+        // A missing CRLF after the data, and a size that is not hex.
+        assert_eq!(decode_all(b"5\r\nhelloXX0\r\n\r\n", 64), None);
+        assert_eq!(decode_all(b"zz\r\nhello\r\n", 64), None);
+        // Not finished: no last chunk yet.
+        assert_eq!(decode_all(b"5\r\nhello\r\n", 64), None);
+    }
+
+    #[test]
+    fn response_heads_keep_end_to_end_headers_only() {
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nETag: \"a\"\r\n\r\nabc";
+        let (len, resp, framing, close) = parse(head, false).expect("ok").expect("whole");
+        assert_eq!(&head[len..], b"abc");
+        assert_eq!(framing, Framing::Length(3));
+        assert!(!close);
+        assert_eq!(resp.headers()["etag"], "\"a\"");
+        assert_eq!(resp.headers()["content-length"], "3");
+        for gone in ["connection", "x-hop", "keep-alive"] {
+            assert!(resp.headers().get(gone).is_none(), "{gone}");
+        }
+        // Conflicting lengths are refused (request smuggling).
+        assert!(parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            false
+        )
+        .is_err());
+        // A HEAD answer has no body whatever its length says.
+        let (_, _, framing, _) = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", true)
+            .expect("ok")
+            .expect("whole");
+        assert_eq!(framing, Framing::None);
+        assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Le", false)
+            .expect("ok")
+            .is_none());
+    }
+}

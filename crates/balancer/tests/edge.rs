@@ -732,3 +732,73 @@ async fn access_log_lines_parse_back_for_both_paths_and_both_formats() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+#[tokio::test]
+async fn a_backend_that_closed_its_kept_alive_connection_costs_no_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Answers one request per connection, then closes it without saying
+    // so (as an idle timeout would): the gateway's pooled connection is
+    // dead when the next request takes it.
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let b = l.local_addr().expect("addr");
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut chunk).await {
+                    Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                    _ => break,
+                }
+            }
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await;
+        }
+    });
+    let router = balancer::router::build(
+        vec![PoolSpec {
+            name: "one".into(),
+            backends: vec![(b, 1)],
+            algorithm: Algorithm::RoundRobin,
+            health: HealthOptions {
+                check_interval: Duration::ZERO,
+                ..HealthOptions::default()
+            },
+            options: GatewayOptions::default(),
+        }],
+        Vec::new(),
+        EdgeRules::default(),
+        None,
+        &balancer::proxy::upstream(Duration::from_secs(1)),
+    )
+    .expect("router");
+    let live = Live::new(router, None);
+    let pl = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let plain = pl.local_addr().expect("addr");
+    tokio::spawn(balancer::router::serve_routed(
+        pl,
+        live.clone(),
+        std::future::pending(),
+    ));
+    // HTTP/2 (the full path and its upstream client), one request at a
+    // time so each finds the previous one's dead connection in the pool.
+    let mut send = h2_over(TcpStream::connect(plain).await.expect("connect")).await;
+    for i in 0..5 {
+        let (parts, body) = fetch(&mut send, &format!("http://x/{i}"), &[]).await;
+        assert_eq!(parts.status, 200, "request {i}");
+        assert_eq!(body, b"ok");
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 5);
+    let pool = live.router().pools[0].1.pool();
+    assert_eq!(
+        pool.backends[0]
+            .failures
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "a stale pooled connection is not a backend failure"
+    );
+}
