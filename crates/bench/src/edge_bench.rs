@@ -108,7 +108,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     ])?;
     let bin = crate::store_bench::strata_bin()?;
     let _ = std::fs::remove_dir_all(&a.out);
-    for d in ["nginx-b", "nginx-p", "logs"] {
+    for d in ["nginx-b", "nginx-p", "nginx-l", "logs"] {
         std::fs::create_dir_all(a.out.join(d))?;
     }
     let out = std::fs::canonicalize(&a.out)?;
@@ -118,7 +118,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     std::fs::write(&key, cert.signing_key.serialize_pem())?;
     // Every port at once, the probe sockets held together: ports probed
     // one by one can come back twice.
-    let probes = (0..8)
+    let probes = (0..9)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
         .collect::<std::io::Result<Vec<_>>>()?;
     let mut ports = probes
@@ -127,7 +127,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .collect::<std::io::Result<Vec<_>>>()?;
     drop(probes);
     let mut port = move || ports.pop().context("out of probed ports");
-    let (b1, np) = (port()?, port()?);
+    let (b1, np, nl) = (port()?, port()?, port()?);
     let kib = "x".repeat(1024);
     let bdir = out.join("nginx-b");
     let backend = write(
@@ -141,19 +141,32 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     // nginx 1.22: `http2` on the listen line; the same certificate, TLS
     // defaults, session cache off on both sides (h2load opens each
     // connection once).
-    let nginx_conf = write(
-        &pdir.join("nginx.conf"),
-        &peers::nginx_conf(
-            &pdir,
-            &format!(
-                "http2_max_concurrent_streams 128;\n  upstream b {{ server 127.0.0.1:{b1}; keepalive 64; keepalive_requests 1000000; }}\n  server {{ listen 127.0.0.1:{np} ssl http2; ssl_certificate {crt}; ssl_certificate_key {key}; location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}",
-                crt = crt.display(),
-                key = key.display(),
+    // The same nginx with its access log on (combined, written per
+    // request, nginx's default), for the logging cost side by side.
+    let proxy_conf = |dir: &Path, port: u16, log: &str| -> anyhow::Result<PathBuf> {
+        write(
+            &dir.join("nginx.conf"),
+            &peers::nginx_conf(
+                dir,
+                &format!(
+                    "http2_max_concurrent_streams 128;\n  upstream b {{ server 127.0.0.1:{b1}; keepalive 64; keepalive_requests 1000000; }}\n  server {{ listen 127.0.0.1:{port} ssl http2; ssl_certificate {crt}; ssl_certificate_key {key}; {log} location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}",
+                    crt = crt.display(),
+                    key = key.display(),
+                ),
             ),
-        ),
+        )
+    };
+    let ldir = out.join("nginx-l");
+    let nginx_log = out.join("logs/nginx-access.log");
+    let nginx_conf = proxy_conf(&pdir, np, "")?;
+    let nginx_logged_conf = proxy_conf(
+        &ldir,
+        nl,
+        &format!("access_log {} combined;", nginx_log.display()),
     )?;
     let _backend = peers::spawn_nginx(&backend, &bdir)?;
     let nginx = peers::spawn_nginx(&nginx_conf, &pdir)?;
+    let nginx_logged = peers::spawn_nginx(&nginx_logged_conf, &ldir)?;
     // strata: the same certificate; one runtime thread like nginx's one
     // worker; plain listener unused.
     let mut strata = |log: Option<(&str, &str)>| -> anyhow::Result<(Proc, u16)> {
@@ -182,14 +195,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let clf_log = out.join("logs/access.log");
     let (logged_json, lj) = strata(Some((&json_log.to_string_lossy(), "json")))?;
     let (logged_clf, lc) = strata(Some((&clf_log.to_string_lossy(), "combined")))?;
-    for p in [b1, np, sp, lj, lc] {
+    for p in [b1, np, nl, sp, lj, lc] {
         wait_port(p)?;
     }
-    let servers: [(&str, u32, u16); 4] = [
+    let servers: [(&str, u32, u16); 5] = [
         ("strata", plain.0.id(), sp),
         ("nginx", nginx.0.id(), np),
         ("strata + access log (JSON)", logged_json.0.id(), lj),
         ("strata + access log (combined)", logged_clf.0.id(), lc),
+        ("nginx + access log (combined)", nginx_logged.0.id(), nl),
     ];
     for (_, pid, p) in servers {
         h2load(pid, p, &a, &out, a.requests / 10)?;
@@ -234,11 +248,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         );
         json.push(serde_json::json!({"server": name, "runs": runs[k]}));
     }
-    for (k, name) in [(2, "JSON"), (3, "combined")] {
+    for (k, base, name) in [
+        (2, 0, "strata, JSON"),
+        (3, 0, "strata, combined"),
+        (4, 1, "nginx, combined"),
+    ] {
         // Paired by round (runs a minute apart), then the median.
         let ratios: Vec<f64> = runs[k]
             .iter()
-            .zip(&runs[0])
+            .zip(&runs[base])
             .map(|(l, s)| l.rps / s.rps)
             .collect();
         let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
