@@ -114,6 +114,16 @@ impl Backend {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
+
+    /// Keeps `s`, a connection to this backend that can carry another
+    /// request, for the next exchange (the relay's and the upstream
+    /// client's); beyond 256 idle ones it is closed.
+    pub(crate) fn park(&self, s: tokio::net::TcpStream) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < 256 {
+            idle.push(s);
+        }
+    }
 }
 
 /// The backends of one pool and how to choose among them.

@@ -39,14 +39,12 @@ use crate::router::Live;
 
 /// Longest request or response head relayed here (the full path answers
 /// longer request heads with 431).
-const MAX_HEAD: usize = 64 << 10;
+pub(crate) const MAX_HEAD: usize = 64 << 10;
 /// Most headers in a head relayed here.
-const MAX_HEADERS: usize = 64;
+pub(crate) const MAX_HEADERS: usize = 64;
 /// Request bodies up to this size are read whole and sent with the head;
 /// larger ones are streamed by the full path.
 const MAX_BUFFERED_BODY: u64 = 1 << 20;
-/// Idle upstream connections kept per backend.
-const MAX_IDLE: usize = 256;
 
 /// Serves one client connection: fast path while requests are plain, then
 /// (if ever needed) the full path for the rest of the connection.
@@ -420,9 +418,12 @@ fn parse_response(buf: &[u8], head_request: bool) -> Result<Option<RespHead>, ()
         Err(_) => return Err(()),
     };
     let status = resp.code.ok_or(())?;
-    let m = Meta::of(resp.headers, resp.version == Some(0))?;
-    let (chunked, length, upstream_close) = (m.chunked, m.length, m.close);
-    let named = m.named;
+    let Meta {
+        chunked,
+        length,
+        close: upstream_close,
+        named,
+    } = Meta::of(resp.headers, resp.version == Some(0))?;
     let framing = Framing::of(head_request, status, chunked, length);
     let mut out = Vec::with_capacity(len + 64);
     out.extend_from_slice(format!("HTTP/1.1 {status} ").as_bytes());
@@ -535,11 +536,16 @@ pub(crate) async fn connect(
             _ => continue,
         }
     }
+    Ok((dial(gw, b).await?, false))
+}
+
+/// A new connection to backend `b`, within the connect timeout.
+pub(crate) async fn dial(gw: &Gateway, b: &Backend) -> std::io::Result<TcpStream> {
     let s = tokio::time::timeout(gw.options().connect_timeout, TcpStream::connect(b.addr))
         .await
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
     s.set_nodelay(true)?;
-    Ok((s, false))
+    Ok(s)
 }
 
 /// Why an exchange with a backend failed.
@@ -714,18 +720,12 @@ async fn exchange(
     outcome: &mut Outcome,
 ) -> Result<bool, Failure> {
     let b = &pool.backends[i];
-    let (mut up, reused) = if force_new {
-        let s = tokio::time::timeout(gw.options().connect_timeout, TcpStream::connect(b.addr))
-            .await
-            .map_err(|_| Failure::NoResponse { stale: false })?
-            .map_err(|_| Failure::NoResponse { stale: false })?;
-        let _ = s.set_nodelay(true);
-        (s, false)
+    let conn = if force_new {
+        dial(gw, b).await.map(|s| (s, false))
     } else {
-        connect(gw, b, !head.idempotent())
-            .await
-            .map_err(|_| Failure::NoResponse { stale: false })?
+        connect(gw, b, !head.idempotent()).await
     };
+    let (mut up, reused) = conn.map_err(|_| Failure::NoResponse { stale: false })?;
     if up.write_all(upstream).await.is_err() {
         return Err(Failure::NoResponse { stale: reused });
     }
@@ -805,12 +805,8 @@ async fn exchange(
             }
         }
     }
-    let reusable = body.reusable;
-    if reusable {
-        let mut idle = b.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < MAX_IDLE {
-            idle.push(up);
-        }
+    if body.reusable {
+        b.park(up);
     }
     Ok(!close_after)
 }

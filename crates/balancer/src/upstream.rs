@@ -25,12 +25,7 @@ use crate::pool::Backend;
 use crate::proxy::{Gateway, UpBody};
 use crate::relay::Framing;
 
-/// Most response headers read.
-const MAX_HEADERS: usize = 96;
-/// Longest response head.
-const MAX_HEAD: usize = 64 << 10;
-/// Idle connections kept per backend.
-const MAX_IDLE: usize = 256;
+use crate::relay::{MAX_HEAD, MAX_HEADERS};
 
 /// Why no response came.
 #[derive(Debug)]
@@ -91,18 +86,11 @@ pub(crate) async fn send(
     let mut fresh = false;
     loop {
         let conn = if fresh {
-            let s = tokio::time::timeout(gw.options().connect_timeout, TcpStream::connect(b.addr))
-                .await
-                .map_err(|_| Failed::NoResponse)?
-                .map_err(|_| Failed::NoResponse)?;
-            let _ = s.set_nodelay(true);
-            (s, false)
+            crate::relay::dial(gw, b).await.map(|s| (s, false))
         } else {
-            crate::relay::connect(gw, b, false)
-                .await
-                .map_err(|_| Failed::NoResponse)?
+            crate::relay::connect(gw, b, false).await
         };
-        let (stream, reused) = conn;
+        let (stream, reused) = conn.map_err(|_| Failed::NoResponse)?;
         match tokio::time::timeout_at(deadline, exchange(stream, b, head, head_request)).await {
             Err(_) => return Err(Failed::Timeout),
             Ok(Ok(r)) => return Ok(r),
@@ -158,8 +146,12 @@ fn parse(buf: &[u8], head_request: bool) -> Result<Option<Parsed>, ()> {
         httparse::Status::Partial => return Ok(None),
     };
     let status = r.code.ok_or(())?;
-    let m = crate::relay::Meta::of(r.headers, r.version == Some(0))?;
-    let (chunked, length, close, named) = (m.chunked, m.length, m.close, m.named);
+    let crate::relay::Meta {
+        chunked,
+        length,
+        close,
+        named,
+    } = crate::relay::Meta::of(r.headers, r.version == Some(0))?;
     let framing = Framing::of(head_request, status, chunked, length);
     let mut resp = Response::new(());
     *resp.status_mut() = StatusCode::from_u16(status).map_err(|_| ())?;
@@ -199,7 +191,7 @@ fn with_body(
     };
     if let Some(body) = whole {
         if !close && buf.is_empty() {
-            give_back(&b, s);
+            b.park(s);
         }
         return resp.map(|()| Full::new(body).map_err(|e| match e {}).boxed());
     }
@@ -219,13 +211,6 @@ fn with_body(
         }
         .boxed()
     })
-}
-
-fn give_back(b: &Backend, s: TcpStream) {
-    let mut idle = b.idle.lock().unwrap_or_else(|p| p.into_inner());
-    if idle.len() < MAX_IDLE {
-        idle.push(s);
-    }
 }
 
 /// Where a chunked body stands.
@@ -342,7 +327,7 @@ impl Streamed {
     fn finish(&mut self) {
         if let Some(s) = self.conn.take() {
             if self.reusable && self.buf.is_empty() {
-                give_back(&self.backend, s);
+                self.backend.park(s);
             }
         }
     }
