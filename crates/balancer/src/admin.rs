@@ -57,7 +57,7 @@ pub async fn handle(live: &Live, req: Request<Incoming>) -> Response<UpBody> {
     match (&method, parts.as_slice()) {
         (&Method::GET, ["pools"]) => json(StatusCode::OK, &describe(&router.pools)),
         (_, ["pools", pool, "backends", addr, rest @ ..]) => {
-            let Some((_, gw)) = router.pools.iter().find(|(n, _)| n == pool) else {
+            let Some((_, gw)) = router.pools.iter().find(|(n, _)| &**n == *pool) else {
                 return error(StatusCode::NOT_FOUND, "no such pool");
             };
             let Ok(addr) = addr.parse::<SocketAddr>() else {
@@ -139,7 +139,7 @@ fn change(
 }
 
 /// Pools and backends as JSON.
-fn describe(pools: &[(String, Arc<Gateway>)]) -> String {
+fn describe(pools: &[(Arc<str>, Arc<Gateway>)]) -> String {
     let now = Instant::now();
     let mut out = String::from(r#"{"pools":["#);
     for (pi, (name, gw)) in pools.iter().enumerate() {

@@ -285,7 +285,7 @@ async fn dispatch(
         let router = live.router();
         let c = router.choose(&req);
         if let Some(e) = entry.as_mut() {
-            e.pool = c.gw.log_name(c.pool);
+            e.pool = c.pool.clone();
         }
         (c.gw.clone(), c.rules.clone())
     };

@@ -71,7 +71,7 @@ fn state(pool: &Pool, i: usize, now: Instant) -> &'static str {
 }
 
 /// The status page over every pool.
-pub fn status_page(pools: &[(String, std::sync::Arc<Gateway>)]) -> String {
+pub fn status_page(pools: &[(std::sync::Arc<str>, std::sync::Arc<Gateway>)]) -> String {
     let now = Instant::now();
     let mut body = String::new();
     for (name, gw) in pools {

@@ -141,16 +141,9 @@ pub struct Gateway {
     opts: GatewayOptions,
     /// Counters.
     pub metrics: GatewayMetrics,
-    /// The pool's name as the access log writes it, made once.
-    log_name: std::sync::OnceLock<Arc<str>>,
 }
 
 impl Gateway {
-    /// `name` (the pool's) as a shared string, allocated on first use only.
-    pub(crate) fn log_name(&self, name: &str) -> Arc<str> {
-        self.log_name.get_or_init(|| name.into()).clone()
-    }
-
     /// A gateway over `pool`.
     pub fn new(pool: Arc<Pool>, opts: GatewayOptions) -> Arc<Gateway> {
         let client = upstream(opts.connect_timeout);
@@ -166,7 +159,6 @@ impl Gateway {
             client,
             opts,
             metrics: GatewayMetrics::default(),
-            log_name: std::sync::OnceLock::new(),
         })
     }
 

@@ -50,7 +50,7 @@ impl Route {
 /// wins, else the default pool (the first).
 pub struct Router {
     /// (name, gateway) per pool.
-    pub pools: Vec<(String, Arc<Gateway>)>,
+    pub pools: Vec<(Arc<str>, Arc<Gateway>)>,
     /// Rules, in order.
     pub routes: Vec<Route>,
     /// Header rules and compression of requests no route takes.
@@ -62,7 +62,7 @@ pub struct Choice<'a> {
     /// The pool's gateway.
     pub gw: &'a Arc<Gateway>,
     /// The pool's name.
-    pub pool: &'a str,
+    pub pool: &'a Arc<str>,
     /// The route's header rules and compression.
     pub rules: &'a Arc<EdgeRules>,
 }
@@ -141,7 +141,7 @@ pub fn build(
     let mut built = Vec::with_capacity(pools.len());
     for spec in pools {
         let old = previous
-            .and_then(|r| r.pools.iter().find(|(n, _)| *n == spec.name))
+            .and_then(|r| r.pools.iter().find(|(n, _)| **n == *spec.name))
             .map(|(_, g)| g.pool());
         let backends = spec
             .backends
@@ -159,7 +159,7 @@ pub fn build(
             .collect();
         let pool = Pool::shared(backends, spec.algorithm, spec.health)?;
         built.push((
-            spec.name,
+            spec.name.into(),
             Gateway::with_client(Arc::new(pool), spec.options, client.clone()),
         ));
     }
