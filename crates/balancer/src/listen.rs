@@ -63,7 +63,11 @@ pub async fn serve_tls(
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
         async move {
             let m = &live.edge.metrics;
-            match tokio::time::timeout(live.header_timeout, acceptor.accept(stream)).await {
+            // Pinned here, so a handshake that fails or times out closes
+            // the socket only after it is counted.
+            let accept = acceptor.accept(stream);
+            tokio::pin!(accept);
+            match tokio::time::timeout(live.header_timeout, &mut accept).await {
                 Ok(Ok(s)) => {
                     m.tls_connections.fetch_add(1, Ordering::Relaxed);
                     let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");

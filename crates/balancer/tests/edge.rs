@@ -802,3 +802,62 @@ async fn a_backend_that_closed_its_kept_alive_connection_costs_no_request() {
         "a stale pooled connection is not a backend failure"
     );
 }
+
+#[tokio::test]
+async fn a_tls_handshake_must_finish_within_the_header_timeout() {
+    use tokio::io::AsyncReadExt;
+    let dir = scratch("handshake");
+    let (a, _) = cert(&dir, "a", &["a.test"]);
+    let b = backend().await;
+    let router = balancer::router::build(
+        vec![PoolSpec {
+            name: "one".into(),
+            backends: vec![(b, 1)],
+            algorithm: Algorithm::RoundRobin,
+            health: HealthOptions {
+                check_interval: Duration::ZERO,
+                ..HealthOptions::default()
+            },
+            options: GatewayOptions::default(),
+        }],
+        Vec::new(),
+        EdgeRules::default(),
+        None,
+        &balancer::proxy::upstream(Duration::from_secs(1)),
+    )
+    .expect("router");
+    let limits = ClientLimits {
+        header_timeout: Duration::from_millis(200),
+        ..ClientLimits::default()
+    };
+    let live = Live::with_edge(router, None, limits, Edge::default());
+    let tl = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = tl.local_addr().expect("addr");
+    let certs = Tls::new(vec![a]).expect("certs");
+    tokio::spawn(balancer::router::serve_tls(
+        tl,
+        live.clone(),
+        certs,
+        std::future::pending(),
+    ));
+    // A client that connects and never says hello is cut off (a slowloris
+    // on the handshake), well before the test's own bound.
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("closed by the gateway within the header timeout")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "nothing is sent to a client that never said hello");
+    let m = &live.edge.metrics;
+    assert_eq!(
+        m.tls_handshake_errors
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        m.tls_connections.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
