@@ -134,6 +134,17 @@ pub struct AccessLogConfig {
     pub buffer_bytes: usize,
 }
 
+impl AccessLogConfig {
+    /// A log to `path` (`-` = stdout) in `format`, default buffer.
+    pub fn new(path: String, format: String) -> AccessLogConfig {
+        AccessLogConfig {
+            path,
+            format,
+            buffer_bytes: default_buffer(),
+        }
+    }
+}
+
 /// `[gateway.tls]`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

@@ -375,11 +375,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             g.sticky = sticky;
             g.compression.enabled = compress;
             g.request_id = request_id;
-            g.access_log = access_log.map(|path| cluster::AccessLogConfig {
-                path,
-                format: access_log_format,
-                ..toml::from_str("path = \"-\"").unwrap_or_else(|_| unreachable!())
-            });
+            g.access_log =
+                access_log.map(|path| cluster::AccessLogConfig::new(path, access_log_format));
             if certs.len() != keys.len() {
                 anyhow::bail!("give one --key per --cert");
             }
