@@ -75,7 +75,13 @@ pub fn gateway_options(cfg: &ClusterConfig, pool: &ResolvedPool) -> GatewayOptio
 }
 
 /// The routes of `[gateway]`, pointing at indexes of `pools`.
-pub fn routes(g: &GatewayConfig, pools: &[ResolvedPool]) -> anyhow::Result<Vec<Route>> {
+/// `base` is the gateway-wide edge rules ([`gateway_rules`]) each route
+/// builds on.
+pub fn routes(
+    g: &GatewayConfig,
+    pools: &[ResolvedPool],
+    base: &EdgeRules,
+) -> anyhow::Result<Vec<Route>> {
     g.routes
         .iter()
         .map(|r| {
@@ -107,36 +113,51 @@ pub fn routes(g: &GatewayConfig, pools: &[ResolvedPool]) -> anyhow::Result<Vec<R
                 method,
                 header,
                 pool,
-                rules: Arc::new(route_rules(g, Some(r))?),
+                rules: Arc::new(route_rules(base, g, r)?),
             })
         })
         .collect()
 }
 
-/// The edge rules of `route` (or of requests no route takes): the
-/// gateway-wide header rules, then the route's own; compression and the
-/// request id as the route says, else as the gateway does.
-pub fn route_rules(
-    g: &GatewayConfig,
-    route: Option<&cluster::RouteConfig>,
-) -> anyhow::Result<EdgeRules> {
+/// The gateway-wide edge rules: those of requests no route takes, and the
+/// base of every route's.
+pub fn gateway_rules(g: &GatewayConfig) -> anyhow::Result<EdgeRules> {
     let ops =
         |what: &str, r: &cluster::HeaderRules| HeaderOps::parse(what, &r.set, &r.add, &r.remove);
-    let mut request = ops("gateway.request_headers", &g.request_headers)?;
-    let mut response = ops("gateway.response_headers", &g.response_headers)?;
-    if let Some(r) = route {
-        let what = format!("route {}", r.prefix);
-        request = request.then(&ops(&what, &r.request_headers)?);
-        response = response.then(&ops(&what, &r.response_headers)?);
-    }
-    let compress = route
-        .and_then(|r| r.compress)
-        .unwrap_or(g.compression.enabled);
     Ok(EdgeRules {
-        request,
-        response,
-        request_id: route.and_then(|r| r.request_id).unwrap_or(g.request_id),
-        compress: compress.then(|| Arc::new(compress_options(&g.compression))),
+        request: ops("gateway.request_headers", &g.request_headers)?,
+        response: ops("gateway.response_headers", &g.response_headers)?,
+        request_id: g.request_id,
+        compress: g
+            .compression
+            .enabled
+            .then(|| Arc::new(compress_options(&g.compression))),
+    })
+}
+
+/// A route's edge rules: `base`'s header rules, then the route's own;
+/// compression and the request id as the route says, else as `base` has
+/// them (a route that turns compression on gets `[gateway.compression]`'s
+/// settings even when it is off gateway-wide).
+pub fn route_rules(
+    base: &EdgeRules,
+    g: &GatewayConfig,
+    r: &cluster::RouteConfig,
+) -> anyhow::Result<EdgeRules> {
+    let what = format!("route {}", r.prefix);
+    let ops = |h: &cluster::HeaderRules| HeaderOps::parse(&what, &h.set, &h.add, &h.remove);
+    Ok(EdgeRules {
+        request: base.request.then(&ops(&r.request_headers)?),
+        response: base.response.then(&ops(&r.response_headers)?),
+        request_id: r.request_id.unwrap_or(base.request_id),
+        compress: match r.compress {
+            None => base.compress.clone(),
+            Some(false) => None,
+            Some(true) => base
+                .compress
+                .clone()
+                .or_else(|| Some(Arc::new(compress_options(&g.compression)))),
+        },
     })
 }
 
@@ -170,7 +191,8 @@ pub fn build_router(
     previous: Option<&Router>,
     client: &Upstream,
 ) -> anyhow::Result<Router> {
-    let rules = routes(&cfg.gateway, &pools)?;
+    let base = gateway_rules(&cfg.gateway)?;
+    let rules = routes(&cfg.gateway, &pools, &base)?;
     let specs = pools
         .iter()
         .map(|p| {
@@ -186,13 +208,8 @@ pub fn build_router(
     if specs.iter().any(|s| s.backends.is_empty()) {
         anyhow::bail!("a gateway pool has no backends (the cluster file has no node members?)");
     }
-    let default_rules = route_rules(&cfg.gateway, None)?;
     Ok(balancer::router::build(
-        specs,
-        rules,
-        default_rules,
-        previous,
-        client,
+        specs, rules, base, previous, client,
     )?)
 }
 
@@ -374,4 +391,62 @@ pub fn standalone_config(
         });
     }
     Ok(g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gateway(text: &str) -> GatewayConfig {
+        ClusterConfig::parse(text).expect("parse").gateway
+    }
+
+    #[test]
+    fn routes_build_on_the_gateway_wide_edge_rules() {
+        let g = gateway(
+            r#"
+[gateway]
+request_id = true
+response_headers = { remove = ["Server"] }
+[gateway.compression]
+min_size = 333
+[[gateway.route]]
+prefix = "/text/"
+pool = "nodes"
+compress = true
+request_id = false
+response_headers = { set = ["Cache-Control: no-cache"] }
+[[gateway.route]]
+prefix = "/img/"
+pool = "nodes"
+"#,
+        );
+        let base = gateway_rules(&g).expect("base");
+        assert!(base.request_id && base.compress.is_none());
+        let text = route_rules(&base, &g, &g.routes[0]).expect("text");
+        // Compression on for the route with the configured settings, the
+        // request id off, the gateway's header rule first.
+        assert_eq!(text.compress.as_ref().map(|c| c.min_size), Some(333));
+        assert!(!text.request_id);
+        assert_eq!(text.response.0.len(), 2);
+        let mut h = hyper::HeaderMap::new();
+        h.insert("server", "x".parse().expect("v"));
+        text.response.apply(&mut h);
+        assert!(h.get("server").is_none());
+        assert_eq!(h["cache-control"], "no-cache");
+        // A route that says nothing inherits everything.
+        let img = route_rules(&base, &g, &g.routes[1]).expect("img");
+        assert!(img.request_id && img.compress.is_none());
+        assert_eq!(img.response, base.response);
+        // Compression on gateway-wide: a route can turn it off.
+        let on = gateway(
+            "[gateway.compression]\nenabled = true\n[[gateway.route]]\nprefix = \"/x/\"\npool = \"nodes\"\ncompress = false\n",
+        );
+        let base = gateway_rules(&on).expect("base");
+        assert!(base.compress.is_some());
+        assert!(route_rules(&base, &on, &on.routes[0])
+            .expect("x")
+            .compress
+            .is_none());
+    }
 }
