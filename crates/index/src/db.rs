@@ -152,11 +152,7 @@ impl IndexDb {
     /// is committed before returning, so an id is never handed out twice,
     /// even across crashes.
     pub async fn alloc_ids(&self, count: u64) -> Result<u64> {
-        if count == 0 || count > 1 << 20 {
-            return Err(Error::Invalid(format!(
-                "count must be 1..=1048576, got {count}"
-            )));
-        }
+        crate::backend::check_count(count)?;
         let (reply, rx) = oneshot::channel();
         self.submit(Op::Alloc { count, reply }).await?;
         rx.await.map_err(|_| Error::Closed)?

@@ -19,6 +19,13 @@ pub enum Error {
     /// The writer thread is gone.
     #[error("index is shutting down")]
     Closed,
+    /// The backend (an index member, the PostgreSQL servers) could not be
+    /// reached or did not answer in time; the caller may try again.
+    #[error("index unavailable: {0}")]
+    Unavailable(String),
+    /// The PostgreSQL backend failed (unreachable, refused, schema).
+    #[error(transparent)]
+    Pg(#[from] pg::Error),
 }
 
 macro_rules! from_redb {

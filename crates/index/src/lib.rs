@@ -9,13 +9,25 @@
 //! one redb transaction (one fsync) per batch of concurrent requests.
 //! [`server::serve`] exposes it over internal HTTP.
 //!
+//! Seams: [`Index`] is everything a request node asks of the name index,
+//! with three backends — [`IndexDb`] (redb, `strata serve` and an index
+//! member), [`client::IndexClient`] (an index member over HTTP) and
+//! [`pg::PgIndex`] (PostgreSQL: a cluster's nodes talk to the database
+//! directly, and its replication keeps the names safe when a machine is
+//! lost). [`pg::PgOptions`] and [`pg::connect_pool`] are shared with the
+//! queue's PostgreSQL backend.
+//!
 //! Errors are one enum, [`Error`].
 
+mod backend;
+pub mod client;
 mod db;
 mod error;
 mod meta;
+pub mod pg;
 pub mod server;
 
+pub use backend::Index;
 pub use db::{IndexDb, IndexMetrics};
 pub use error::{Error, Result};
 pub use meta::{BlobMeta, Committed, Entry, Listing, PageRef, MAX_LIST_LIMIT};

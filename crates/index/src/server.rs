@@ -24,10 +24,13 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
-use crate::{BlobMeta, Error, IndexDb, Listing};
+use crate::{BlobMeta, Error, Index, IndexMetrics};
+
+/// The backend behind the API (redb in an index member).
+type Db = Arc<dyn Index>;
 
 /// The router.
-pub fn router(db: Arc<IndexDb>) -> Router {
+pub fn router(db: Db) -> Router {
     Router::new()
         .route("/key", get(get_key).put(put_key).delete(delete_key))
         .route("/list", get(list))
@@ -42,7 +45,7 @@ pub fn router(db: Arc<IndexDb>) -> Router {
 /// Serves the index API on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
-    db: Arc<IndexDb>,
+    db: Db,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(listener, router(db))
@@ -63,7 +66,11 @@ fn err(status: StatusCode, error: &str, detail: String) -> Response {
 fn index_error(e: Error) -> Response {
     match e {
         Error::Invalid(d) => err(StatusCode::BAD_REQUEST, "invalid", d),
-        Error::Closed => err(StatusCode::SERVICE_UNAVAILABLE, "closed", e.to_string()),
+        Error::Closed | Error::Unavailable(_) | Error::Pg(pg::Error::Unavailable(_)) => err(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        ),
         _ => err(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     }
 }
@@ -93,8 +100,8 @@ struct IdsQ {
     count: u64,
 }
 
-async fn get_key(State(db): State<Arc<IndexDb>>, Query(q): Query<KeyQ>) -> Response {
-    match db.get(&q.key) {
+async fn get_key(State(db): State<Db>, Query(q): Query<KeyQ>) -> Response {
+    match db.get(&q.key).await {
         Ok(Some(m)) => Json(m).into_response(),
         Ok(None) => err(
             StatusCode::NOT_FOUND,
@@ -106,11 +113,11 @@ async fn get_key(State(db): State<Arc<IndexDb>>, Query(q): Query<KeyQ>) -> Respo
 }
 
 async fn put_key(
-    State(db): State<Arc<IndexDb>>,
+    State(db): State<Db>,
     Query(q): Query<KeyQ>,
     Json(meta): Json<BlobMeta>,
 ) -> Response {
-    match db.put_versioned(q.key, meta).await {
+    match db.put(&q.key, &meta).await {
         Ok(c) => Json(c).into_response(),
         Err(e) => index_error(e),
     }
@@ -127,19 +134,19 @@ struct SetReplicas {
 /// replica list (re-replication); `{"updated": false}` when the key no
 /// longer names blob `id`.
 async fn set_replicas(
-    State(db): State<Arc<IndexDb>>,
+    State(db): State<Db>,
     Query(q): Query<KeyQ>,
     Json(body): Json<SetReplicas>,
 ) -> Response {
-    match db.set_replicas(q.key, body.id, body.replicas).await {
+    match db.set_replicas(&q.key, body.id, &body.replicas).await {
         Ok(updated) => Json(serde_json::json!({ "updated": updated })).into_response(),
         Err(e) => index_error(e),
     }
 }
 
-async fn delete_key(State(db): State<Arc<IndexDb>>, Query(q): Query<KeyQ>) -> Response {
+async fn delete_key(State(db): State<Db>, Query(q): Query<KeyQ>) -> Response {
     let key = q.key;
-    match db.delete_versioned(key.clone()).await {
+    match db.delete(&key).await {
         Ok(c) if c.previous.is_some() => Json(c).into_response(),
         Ok(_) => err(
             StatusCode::NOT_FOUND,
@@ -150,62 +157,70 @@ async fn delete_key(State(db): State<Arc<IndexDb>>, Query(q): Query<KeyQ>) -> Re
     }
 }
 
-async fn list(State(db): State<Arc<IndexDb>>, Query(q): Query<ListQ>) -> Response {
-    let res: crate::Result<Listing> =
-        db.list(&q.prefix, q.after.as_deref(), q.limit.unwrap_or(100));
-    match res {
+async fn list(State(db): State<Db>, Query(q): Query<ListQ>) -> Response {
+    match db
+        .list(&q.prefix, q.after.as_deref(), q.limit.unwrap_or(100))
+        .await
+    {
         Ok(l) => Json(l).into_response(),
         Err(e) => index_error(e),
     }
 }
 
-async fn list_tag(State(db): State<Arc<IndexDb>>, Query(q): Query<TagQ>) -> Response {
-    match db.list_tag(&q.tag, q.after.as_deref(), q.limit.unwrap_or(100)) {
+async fn list_tag(State(db): State<Db>, Query(q): Query<TagQ>) -> Response {
+    match db
+        .list_tag(&q.tag, q.after.as_deref(), q.limit.unwrap_or(100))
+        .await
+    {
         Ok(l) => Json(l).into_response(),
         Err(e) => index_error(e),
     }
 }
 
-async fn alloc(State(db): State<Arc<IndexDb>>, Query(q): Query<IdsQ>) -> Response {
+async fn alloc(State(db): State<Db>, Query(q): Query<IdsQ>) -> Response {
     match db.alloc_ids(q.count).await {
         Ok(start) => Json(serde_json::json!({ "start": start, "count": q.count })).into_response(),
         Err(e) => index_error(e),
     }
 }
 
-async fn metrics(State(db): State<Arc<IndexDb>>) -> Response {
+async fn metrics(State(db): State<Db>) -> Response {
     let mut out = String::new();
     db.render_metrics(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
-impl IndexDb {
+/// Appends the index counters' Prometheus text to `out`.
+pub(crate) fn render_counters(m: &IndexMetrics, out: &mut String) {
+    for (name, help, v) in [
+        ("strata_index_lookups_total", "Key lookups.", &m.lookups),
+        (
+            "strata_index_writes_total",
+            "Keys put or deleted.",
+            &m.writes,
+        ),
+        (
+            "strata_index_commits_total",
+            "Write transactions (one fsync each).",
+            &m.commits,
+        ),
+        (
+            "strata_index_listings_total",
+            "Listing pages served.",
+            &m.listings,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            v.load(Ordering::Relaxed)
+        );
+    }
+}
+
+impl crate::IndexDb {
     /// Appends this index's Prometheus text to `out`.
     pub fn render_metrics(&self, out: &mut String) {
-        let m = &self.metrics;
-        for (name, help, v) in [
-            ("strata_index_lookups_total", "Key lookups.", &m.lookups),
-            (
-                "strata_index_writes_total",
-                "Keys put or deleted.",
-                &m.writes,
-            ),
-            (
-                "strata_index_commits_total",
-                "Write transactions (one fsync each).",
-                &m.commits,
-            ),
-            (
-                "strata_index_listings_total",
-                "Listing pages served.",
-                &m.listings,
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                v.load(Ordering::Relaxed)
-            );
-        }
+        render_counters(&self.metrics, out);
     }
 }

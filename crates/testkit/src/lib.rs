@@ -6,18 +6,22 @@
 //!   (fast; good for API and model tests).
 //! - [`Procs`] runs each member as a real `strata` process from a cluster
 //!   file (for kill -9, restart and failover tests).
+//! - [`PgCluster`] is a throwaway PostgreSQL (a primary and a synchronous
+//!   standby) for the index and queue backends.
 //! - [`Client`] is a minimal HTTP client for both, and [`blob`] makes
 //!   deterministic test bodies.
 
 mod client;
 pub mod faults;
 mod inproc;
+pub mod postgres;
 pub mod procs;
 
 pub use client::{metric_value, Client, Resp};
 pub use faults::{Fault, FaultProxy};
 pub use hyper::{Method, StatusCode};
 pub use inproc::{InProc, InProcCluster};
+pub use postgres::{PgCluster, PgSpec};
 pub use procs::{free_addr, strata_bin, Layout, Procs};
 
 /// Deterministic pseudo-random bytes for blob `i`.
