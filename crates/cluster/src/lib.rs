@@ -17,8 +17,8 @@ mod placement;
 mod ring;
 
 pub use config::{
-    AuthConfig, CacheConfig, CacheMode, ClusterConfig, LimitsConfig, Member, ProxyConfig,
-    QueueConfig, Role, SearchConfig, StoreConfig,
+    AuthConfig, CacheConfig, CacheMode, ClusterConfig, IndexBackend, IndexConfig, LimitsConfig,
+    Member, PgSettings, ProxyConfig, QueueConfig, Role, SearchConfig, StoreConfig,
 };
 pub use edge::{AccessLogConfig, CertConfig, CompressionConfig, HeaderRules, TlsConfig};
 pub use error::Error;

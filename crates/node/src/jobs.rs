@@ -24,10 +24,11 @@ pub const UPLOADS: &str = "uploads";
 /// The queue of thumbnail jobs (derived work after an upload).
 pub const THUMBS: &str = "thumbnails";
 
-/// Where the broker is.
+/// Where the queue is.
 pub enum QueueHandle {
-    /// In this process (`strata serve`).
-    Local(Arc<queue::Broker>),
+    /// Reached by direct calls: the in-process broker (`strata serve`) or
+    /// the jobs in PostgreSQL (a cluster with `queue.backend = "postgres"`).
+    Local(Arc<dyn queue::Queue>),
     /// A queue member over its HTTP API.
     Remote {
         /// `http://host:port`.
@@ -119,6 +120,8 @@ impl QueueHandle {
         match self {
             QueueHandle::Local(b) => Ok(b
                 .status(id)
+                .await
+                .map_err(unavailable)?
                 .map(|s| serde_json::to_value(s).unwrap_or_default())),
             QueueHandle::Remote { base, http } => {
                 let r = http

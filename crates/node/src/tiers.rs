@@ -1,112 +1,62 @@
-//! Handles on the index and the stores: in-process (`strata serve`) or over
-//! HTTP (a cluster). Same calls either way, so the node logic has one path.
+//! Handles on the index and the stores: in-process (`strata serve`), over
+//! HTTP, or (the index) in PostgreSQL. Same calls either way, so the node
+//! logic has one path.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use hyper::Method;
-use index::{BlobMeta, Committed, IndexDb, Listing};
+use index::{BlobMeta, Committed, Index, Listing};
 use store::Store;
 
-use crate::http::{check, encode_query, HttpClient};
+use crate::http::{check, HttpClient};
 use crate::{Error, Result};
 
-/// Where the name index is.
+/// The name index: any [`index::Index`] backend — in-process redb
+/// (`strata serve`), an index member over HTTP, or PostgreSQL (a cluster).
+/// The node maps its errors to its own.
 #[derive(Clone)]
-pub enum IndexHandle {
-    /// Same process.
-    Local(Arc<IndexDb>),
-    /// Another process at `http://addr`.
-    Remote {
-        /// Base URL, e.g. `http://127.0.0.1:7000`.
-        base: String,
-        /// Client.
-        http: HttpClient,
-    },
-}
+pub struct IndexHandle(Arc<dyn Index>);
 
 fn index_err(e: index::Error) -> Error {
-    Error::Unavailable {
-        tier: "index".into(),
-        detail: e.to_string(),
+    match e {
+        index::Error::Invalid(detail) => Error::Rejected {
+            tier: "index".into(),
+            detail,
+        },
+        e => Error::Unavailable {
+            tier: "index".into(),
+            detail: e.to_string(),
+        },
     }
 }
 
-fn json<T: serde::de::DeserializeOwned>(tier: &str, b: &Bytes) -> Result<T> {
-    serde_json::from_slice(b).map_err(|e| Error::Unavailable {
-        tier: tier.into(),
-        detail: format!("bad JSON: {e}"),
-    })
-}
-
 impl IndexHandle {
+    /// Wraps a backend.
+    pub fn new(backend: Arc<dyn Index>) -> IndexHandle {
+        IndexHandle(backend)
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn Index> {
+        &self.0
+    }
+
     /// Looks `key` up.
     pub async fn get(&self, key: &str) -> Result<Option<BlobMeta>> {
-        match self {
-            IndexHandle::Local(db) => db.get(key).map_err(index_err),
-            IndexHandle::Remote { base, http } => {
-                let url = format!("{base}/key?key={}", encode_query(key));
-                let r = http
-                    .send("index", Method::GET, &url, &[], Bytes::new())
-                    .await?;
-                match check("index", &r) {
-                    Ok(()) => Ok(Some(json("index", &r.body)?)),
-                    Err(Error::NotFound) => Ok(None),
-                    Err(e) => Err(e),
-                }
-            }
-        }
+        self.0.get(key).await.map_err(index_err)
     }
 
     /// Commits `meta` for `key`; returns its commit number and the
     /// replaced record.
     pub async fn put(&self, key: &str, meta: &BlobMeta) -> Result<Committed> {
-        match self {
-            IndexHandle::Local(db) => db
-                .put_versioned(key.to_owned(), meta.clone())
-                .await
-                .map_err(index_err),
-            IndexHandle::Remote { base, http } => {
-                let url = format!("{base}/key?key={}", encode_query(key));
-                let body = serde_json::to_vec(meta).map_err(|e| Error::Rejected {
-                    tier: "index".into(),
-                    detail: e.to_string(),
-                })?;
-                let r = http
-                    .send(
-                        "index",
-                        Method::PUT,
-                        &url,
-                        &[("content-type", "application/json".into())],
-                        body.into(),
-                    )
-                    .await?;
-                check("index", &r)?;
-                json("index", &r.body)
-            }
-        }
+        self.0.put(key, meta).await.map_err(index_err)
     }
 
     /// Removes `key`; returns the delete's commit number and what it held
     /// (`previous: None` if absent).
     pub async fn delete(&self, key: &str) -> Result<Committed> {
-        match self {
-            IndexHandle::Local(db) => db.delete_versioned(key.to_owned()).await.map_err(index_err),
-            IndexHandle::Remote { base, http } => {
-                let url = format!("{base}/key?key={}", encode_query(key));
-                let r = http
-                    .send("index", Method::DELETE, &url, &[], Bytes::new())
-                    .await?;
-                match check("index", &r) {
-                    Ok(()) => json("index", &r.body),
-                    Err(Error::NotFound) => Ok(Committed {
-                        version: 0,
-                        previous: None,
-                    }),
-                    Err(e) => Err(e),
-                }
-            }
-        }
+        self.0.delete(key).await.map_err(index_err)
     }
 
     /// A listing page by prefix, or by tag when `tag` is set.
@@ -117,76 +67,25 @@ impl IndexHandle {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Listing> {
-        match self {
-            IndexHandle::Local(db) => match tag {
-                Some(t) => db.list_tag(t, after, limit),
-                None => db.list(prefix, after, limit),
-            }
-            .map_err(index_err),
-            IndexHandle::Remote { base, http } => {
-                let mut url = match tag {
-                    Some(t) => format!("{base}/tag?tag={}&limit={limit}", encode_query(t)),
-                    None => format!("{base}/list?prefix={}&limit={limit}", encode_query(prefix)),
-                };
-                if let Some(a) = after {
-                    url.push_str(&format!("&after={}", encode_query(a)));
-                }
-                let r = http
-                    .send("index", Method::GET, &url, &[], Bytes::new())
-                    .await?;
-                check("index", &r)?;
-                json("index", &r.body)
-            }
+        match tag {
+            Some(t) => self.0.list_tag(t, after, limit).await,
+            None => self.0.list(prefix, after, limit).await,
         }
+        .map_err(index_err)
     }
 
     /// Replaces `key`'s replica list if it still names blob `id`; false
-    /// when the key changed meanwhile (see `IndexDb::set_replicas`).
+    /// when the key changed meanwhile (see [`Index::set_replicas`]).
     pub async fn set_replicas(&self, key: &str, id: u64, replicas: &[String]) -> Result<bool> {
-        match self {
-            IndexHandle::Local(db) => db
-                .set_replicas(key.to_owned(), id, replicas.to_vec())
-                .await
-                .map_err(index_err),
-            IndexHandle::Remote { base, http } => {
-                let url = format!("{base}/replicas?key={}", encode_query(key));
-                let body = serde_json::json!({ "id": id, "replicas": replicas }).to_string();
-                let r = http
-                    .send(
-                        "index",
-                        Method::POST,
-                        &url,
-                        &[("content-type", "application/json".into())],
-                        body.into(),
-                    )
-                    .await?;
-                check("index", &r)?;
-                #[derive(serde::Deserialize)]
-                struct Updated {
-                    updated: bool,
-                }
-                Ok(json::<Updated>("index", &r.body)?.updated)
-            }
-        }
+        self.0
+            .set_replicas(key, id, replicas)
+            .await
+            .map_err(index_err)
     }
 
     /// Reserves `count` blob ids; returns the first.
     pub async fn alloc_ids(&self, count: u64) -> Result<u64> {
-        match self {
-            IndexHandle::Local(db) => db.alloc_ids(count).await.map_err(index_err),
-            IndexHandle::Remote { base, http } => {
-                let url = format!("{base}/ids?count={count}");
-                let r = http
-                    .send("index", Method::POST, &url, &[], Bytes::new())
-                    .await?;
-                check("index", &r)?;
-                #[derive(serde::Deserialize)]
-                struct Start {
-                    start: u64,
-                }
-                Ok(json::<Start>("index", &r.body)?.start)
-            }
-        }
+        self.0.alloc_ids(count).await.map_err(index_err)
     }
 }
 

@@ -69,7 +69,7 @@ async fn node_for(store: String, size: u64) -> (tempfile::TempDir, std::net::Soc
     let http = node::http::HttpClient::new(Duration::from_secs(5));
     let n = Node::new(
         NodeOptions::default(),
-        IndexHandle::Local(db),
+        IndexHandle::new(db),
         vec![StoreMember {
             name: "s1".into(),
             handle: StoreHandle::Remote { base: store, http },

@@ -104,6 +104,8 @@ impl PgOptions {
 pub struct Db {
     pool: Pool,
     opts: PgOptions,
+    /// For connections outside the pool (LISTEN).
+    config: tokio_postgres::Config,
 }
 
 impl std::fmt::Debug for Db {
@@ -193,7 +195,7 @@ impl Db {
             opts.statement_timeout.as_millis()
         ));
         let mgr = Manager::from_config(
-            cfg,
+            cfg.clone(),
             NoTls,
             ManagerConfig {
                 // A closed connection is noticed without a round trip; one
@@ -209,7 +211,11 @@ impl Db {
             .recycle_timeout(Some(opts.call_timeout))
             .build()
             .map_err(|e| bad(e.to_string()))?;
-        Ok(Db { pool, opts })
+        Ok(Db {
+            pool,
+            opts,
+            config: cfg,
+        })
     }
 
     /// The options in force.
@@ -285,6 +291,59 @@ impl Db {
                 Err(e) => r.failed(c, e).await?,
             }
         }
+    }
+}
+
+impl Db {
+    /// Keeps a connection outside the pool listening on `channel` (to the
+    /// host that accepts writes, reconnecting across a failover) and calls
+    /// `wake(Some(payload))` per notification, and `wake(None)` whenever
+    /// (re)connected, since notifications sent meanwhile were missed. Ends
+    /// with the returned task (abort it).
+    pub fn listen(
+        &self,
+        channel: &'static str,
+        wake: impl Fn(Option<&str>) + Send + Sync + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let cfg = self.config.clone();
+        tokio::spawn(async move {
+            loop {
+                match cfg.connect(NoTls).await {
+                    Ok((client, mut conn)) => {
+                        let messages = async {
+                            while let Some(m) =
+                                std::future::poll_fn(|cx| conn.poll_message(cx)).await
+                            {
+                                match m {
+                                    Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                                        wake(Some(n.payload()))
+                                    }
+                                    Ok(_) => {}
+                                    Err(_) => break,
+                                }
+                            }
+                        };
+                        let subscribe = async {
+                            if client
+                                .batch_execute(&format!("LISTEN {channel}"))
+                                .await
+                                .is_ok()
+                            {
+                                wake(None);
+                            }
+                            std::future::pending::<()>().await
+                        };
+                        tokio::select! {
+                            _ = messages => {}
+                            _ = subscribe => {}
+                        }
+                        tracing::debug!(channel, "LISTEN connection lost; reconnecting");
+                    }
+                    Err(e) => tracing::debug!(channel, error = %e, "LISTEN connection failed"),
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
     }
 }
 

@@ -19,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::job::{Job, NewJob, State};
-use crate::{Broker, Error};
+use crate::{Error, Queue};
 
 /// Longest command line, as in beanstalkd (224 bytes with the CRLF).
 const MAX_LINE: usize = 224;
@@ -42,10 +42,35 @@ impl Default for BeanstalkOptions {
 /// Connection ids (0 is reserved for HTTP workers).
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
+/// This process's connection-id base: with the PostgreSQL backend several
+/// fronts share the jobs, so a reservation's holder must name a connection
+/// of one process only. The high 31 bits come from the start time and the
+/// pid; the low 32 count connections.
+fn conn_base() -> u64 {
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *BASE.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let mixed = xorshift(nanos ^ (u64::from(std::process::id()) << 20));
+        (mixed & 0x7FFF_FFFF) << 32
+    })
+}
+
+fn xorshift(mut x: u64) -> u64 {
+    x = x.max(1);
+    for _ in 0..4 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    x
+}
+
 /// Serves the protocol on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
-    broker: Arc<Broker>,
+    broker: Arc<dyn Queue>,
     opts: BeanstalkOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -60,7 +85,7 @@ pub async fn serve(
                 let _ = s.set_nodelay(true);
                 let (broker, opts, conns) = (broker.clone(), opts.clone(), conns.clone());
                 tokio::spawn(async move {
-                    let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+                    let id = conn_base() + NEXT_CONN.fetch_add(1, Ordering::Relaxed);
                     conns.fetch_add(1, Ordering::Relaxed);
                     let mut c = Conn {
                         id,
@@ -73,7 +98,7 @@ pub async fn serve(
                     };
                     let _ = c.run(s).await;
                     // Whatever it still held goes back to ready.
-                    broker.release_holder(id);
+                    let _ = broker.release_holder(id).await;
                     conns.fetch_sub(1, Ordering::Relaxed);
                 });
             }
@@ -83,7 +108,7 @@ pub async fn serve(
 
 struct Conn {
     id: u64,
-    broker: Arc<Broker>,
+    broker: Arc<dyn Queue>,
     opts: BeanstalkOptions,
     using: String,
     watching: Vec<String>,
@@ -233,10 +258,10 @@ impl Conn {
                     line(&format!("WATCHING {}", self.watching.len()))
                 }
             }
-            C::Peek(id) => found(b.get(id)),
-            C::PeekReady => found(b.peek(&self.using, State::Ready)),
-            C::PeekDelayed => found(b.peek(&self.using, State::Delayed)),
-            C::PeekBuried => found(b.peek(&self.using, State::Dead)),
+            C::Peek(id) => found(b.get(id).await),
+            C::PeekReady => found(b.peek(&self.using, State::Ready).await),
+            C::PeekDelayed => found(b.peek(&self.using, State::Delayed).await),
+            C::PeekBuried => found(b.peek(&self.using, State::Dead).await),
             C::Kick(bound) => match b.kick(&self.using, bound as usize).await {
                 Ok(n) => line(&format!("KICKED {n}")),
                 Err(e) => not_found_or(e),
@@ -245,23 +270,31 @@ impl Conn {
                 Ok(()) => line("KICKED"),
                 Err(e) => not_found_or(e),
             },
-            C::StatsJob(id) => match b.get(id) {
-                Some(j) if j.state != State::Succeeded => yaml(self.job_yaml(&j)),
-                _ => line("NOT_FOUND"),
+            C::StatsJob(id) => match b.get(id).await {
+                Ok(Some(j)) if j.state != State::Succeeded => yaml(self.job_yaml(&j)),
+                Ok(_) => line("NOT_FOUND"),
+                Err(e) => not_found_or(e),
             },
-            C::StatsTube(tube) => match b.queue_stats(tube) {
-                Some(s) => yaml(format!(
+            C::StatsTube(tube) => match b.queue_stats(tube).await {
+                Ok(Some(s)) => yaml(format!(
                     "---\nname: {}\ncurrent-jobs-urgent: {}\ncurrent-jobs-ready: {}\ncurrent-jobs-reserved: {}\n\
                      current-jobs-delayed: {}\ncurrent-jobs-buried: {}\ntotal-jobs: {}\ncurrent-waiting: {}\n\
                      pause: 0\npause-time-left: 0\n",
                     s.name, s.urgent, s.ready, s.reserved, s.delayed, s.dead, s.total, s.waiting
                 )),
-                None => line("NOT_FOUND"),
+                Ok(None) => line("NOT_FOUND"),
+                Err(e) => not_found_or(e),
             },
-            C::Stats => yaml(self.stats_yaml()),
+            C::Stats => match self.stats_yaml().await {
+                Ok(y) => yaml(y),
+                Err(e) => not_found_or(e),
+            },
             C::ListTubes => {
                 let mut y = String::from("---\n");
-                let mut tubes = b.queues();
+                let mut tubes = match b.queues().await {
+                    Ok(t) => t,
+                    Err(e) => return Ok(not_found_or(e)),
+                };
                 // "default" always exists, as in beanstalkd.
                 let default = "default".to_owned();
                 for t in self.watching.iter().chain([&self.using, &default]) {
@@ -344,12 +377,12 @@ impl Conn {
         )
     }
 
-    fn stats_yaml(&self) -> String {
+    async fn stats_yaml(&self) -> crate::Result<String> {
         let b = &self.broker;
         let mut t = crate::QueueStats::default();
-        let queues = b.queues();
+        let queues = b.queues().await?;
         for q in &queues {
-            if let Some(s) = b.queue_stats(q) {
+            if let Some(s) = b.queue_stats(q).await? {
                 t.urgent += s.urgent;
                 t.ready += s.ready;
                 t.reserved += s.reserved;
@@ -359,7 +392,7 @@ impl Conn {
                 t.waiting += s.waiting;
             }
         }
-        format!(
+        Ok(format!(
             "---\ncurrent-jobs-urgent: {}\ncurrent-jobs-ready: {}\ncurrent-jobs-reserved: {}\n\
              current-jobs-delayed: {}\ncurrent-jobs-buried: {}\ntotal-jobs: {}\ncurrent-tubes: {}\n\
              current-connections: {}\ncurrent-waiting: {}\nmax-job-size: {}\npid: {}\nversion: \"strata {}\"\n\
@@ -377,15 +410,16 @@ impl Conn {
             std::process::id(),
             env!("CARGO_PKG_VERSION"),
             b.now_ms().saturating_sub(self.started) / 1000
-        )
+        ))
     }
 }
 
-fn found(j: Option<Job>) -> Next {
+fn found(j: crate::Result<Option<Job>>) -> Next {
     match j {
-        Some(j) if j.state != State::Succeeded => {
+        Err(e) => not_found_or(e),
+        Ok(Some(j)) if j.state != State::Succeeded => {
             with_body(format!("FOUND {} {}", j.id, j.payload.len()), &j.payload)
         }
-        _ => line("NOT_FOUND"),
+        Ok(_) => line("NOT_FOUND"),
     }
 }

@@ -30,6 +30,9 @@ pub enum Error {
     /// Disk I/O.
     #[error("queue log: {0}")]
     Io(#[from] std::io::Error),
+    /// The PostgreSQL backend failed (unreachable, refused, schema).
+    #[error(transparent)]
+    Pg(#[from] pg::Error),
 }
 
 /// Result with the queue's error.

@@ -32,12 +32,15 @@ use axum::Router;
 use http_body_util::{BodyExt, Limited};
 
 use crate::job::{NewJob, State};
-use crate::{Broker, Error};
+use crate::{Error, Queue};
 
 type Q = Query<HashMap<String, String>>;
 
+/// The backend behind the API (the built-in broker or PostgreSQL).
+type Db = Arc<dyn Queue>;
+
 /// The API's router.
-pub fn router(broker: Arc<Broker>) -> Router {
+pub fn router(broker: Db) -> Router {
     Router::new()
         .route("/v1/queues", get(queues))
         .route("/v1/queues/{q}/jobs", post(put))
@@ -58,7 +61,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
 /// Serves the API on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    broker: Arc<Broker>,
+    broker: Db,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(listener, router(broker))
@@ -132,7 +135,7 @@ fn lease(q: &HashMap<String, String>) -> Result<Option<u32>, Response> {
     }
 }
 
-async fn body(broker: &Broker, req: Request) -> Result<Bytes, Response> {
+async fn body(broker: &dyn Queue, req: Request) -> Result<Bytes, Response> {
     let limit = broker.options().max_payload;
     match Limited::new(req.into_body(), limit).collect().await {
         Ok(b) => Ok(b.to_bytes()),
@@ -150,7 +153,7 @@ async fn body(broker: &Broker, req: Request) -> Result<Bytes, Response> {
 }
 
 async fn put(
-    AxState(b): AxState<Arc<Broker>>,
+    AxState(b): AxState<Db>,
     Path(queue): Path<String>,
     Query(q): Q,
     req: Request,
@@ -174,7 +177,7 @@ async fn put(
         job.ttr_ms = num(&q, "ttr_ms", job.ttr_ms)?;
         job.max_attempts = num(&q, "max_attempts", job.max_attempts)?;
         job.idempotency_key = key;
-        job.payload = body(&b, req).await?;
+        job.payload = body(b.as_ref(), req).await?;
         let (id, created) = b.put(job).await.map_err(err)?;
         let status = if created {
             StatusCode::CREATED
@@ -190,11 +193,7 @@ async fn put(
     run.await.unwrap_or_else(|r| r)
 }
 
-async fn reserve(
-    AxState(b): AxState<Arc<Broker>>,
-    Path(queue): Path<String>,
-    Query(q): Q,
-) -> Response {
+async fn reserve(AxState(b): AxState<Db>, Path(queue): Path<String>, Query(q): Q) -> Response {
     let timeout = match num(&q, "timeout_ms", 0u64) {
         Ok(t) => Duration::from_millis(t.min(60_000)),
         Err(r) => return r,
@@ -220,21 +219,23 @@ async fn reserve(
     }
 }
 
-async fn status(AxState(b): AxState<Arc<Broker>>, Path(id): Path<u64>) -> Response {
-    match b.status(id) {
-        Some(s) => json(StatusCode::OK, serde_json::to_value(s).unwrap_or_default()),
-        None => err(Error::NotFound(id)),
+async fn status(AxState(b): AxState<Db>, Path(id): Path<u64>) -> Response {
+    match b.status(id).await {
+        Ok(Some(s)) => json(StatusCode::OK, serde_json::to_value(s).unwrap_or_default()),
+        Ok(None) => err(Error::NotFound(id)),
+        Err(e) => err(e),
     }
 }
 
-async fn payload(AxState(b): AxState<Arc<Broker>>, Path(id): Path<u64>) -> Response {
-    match b.get(id) {
-        Some(j) => j.payload.into_response(),
-        None => err(Error::NotFound(id)),
+async fn payload(AxState(b): AxState<Db>, Path(id): Path<u64>) -> Response {
+    match b.get(id).await {
+        Ok(Some(j)) => j.payload.into_response(),
+        Ok(None) => err(Error::NotFound(id)),
+        Err(e) => err(e),
     }
 }
 
-async fn delete(AxState(b): AxState<Arc<Broker>>, Path(id): Path<u64>, Query(q): Q) -> Response {
+async fn delete(AxState(b): AxState<Db>, Path(id): Path<u64>, Query(q): Q) -> Response {
     let l = match lease(&q) {
         Ok(l) => l,
         Err(r) => return r,
@@ -246,7 +247,7 @@ async fn delete(AxState(b): AxState<Arc<Broker>>, Path(id): Path<u64>, Query(q):
 }
 
 async fn op(
-    AxState(b): AxState<Arc<Broker>>,
+    AxState(b): AxState<Db>,
     Path((id, op)): Path<(u64, String)>,
     Query(q): Q,
     req: Request,
@@ -268,14 +269,14 @@ async fn op(
         match op.as_str() {
             "touch" => b.touch(id, 0, l).await.map(|_| done).map_err(err),
             "complete" => {
-                let result = body(&b, req).await?;
+                let result = body(b.as_ref(), req).await?;
                 b.complete(id, 0, l, result)
                     .await
                     .map(|_| done)
                     .map_err(err)
             }
             "fail" => {
-                let e = body(&b, req).await?;
+                let e = body(b.as_ref(), req).await?;
                 let msg = String::from_utf8_lossy(&e).into_owned();
                 b.fail(id, 0, l, &msg)
                     .await
@@ -283,7 +284,7 @@ async fn op(
                     .map_err(err)
             }
             "release" => {
-                let pri = num(&q, "priority", b.get(id).map_or(1024, |j| j.priority))?;
+                let pri = num(&q, "priority", current_priority(b.as_ref(), id).await)?;
                 let delay = num(&q, "delay_ms", 0)?;
                 b.release(id, 0, l, pri, delay)
                     .await
@@ -291,7 +292,7 @@ async fn op(
                     .map_err(err)
             }
             "bury" => {
-                let pri = num(&q, "priority", b.get(id).map_or(1024, |j| j.priority))?;
+                let pri = num(&q, "priority", current_priority(b.as_ref(), id).await)?;
                 b.bury(id, 0, l, pri).await.map(|_| done).map_err(err)
             }
             "kick" => b.kick_job(id).await.map(|_| done).map_err(err),
@@ -305,11 +306,7 @@ async fn op(
     run.await.unwrap_or_else(|r| r)
 }
 
-async fn kick(
-    AxState(b): AxState<Arc<Broker>>,
-    Path(queue): Path<String>,
-    Query(q): Q,
-) -> Response {
+async fn kick(AxState(b): AxState<Db>, Path(queue): Path<String>, Query(q): Q) -> Response {
     let bound = match num(&q, "bound", 1usize) {
         Ok(n) => n,
         Err(r) => return r,
@@ -320,11 +317,7 @@ async fn kick(
     }
 }
 
-async fn peek(
-    AxState(b): AxState<Arc<Broker>>,
-    Path(queue): Path<String>,
-    Query(q): Q,
-) -> Response {
+async fn peek(AxState(b): AxState<Db>, Path(queue): Path<String>, Query(q): Q) -> Response {
     let state = match q.get("state").map(String::as_str).unwrap_or("ready") {
         "ready" => State::Ready,
         "delayed" => State::Delayed,
@@ -337,47 +330,52 @@ async fn peek(
             )
         }
     };
-    match b.peek(&queue, state) {
-        Some(j) => json(
+    match b.peek(&queue, state).await {
+        Ok(Some(j)) => json(
             StatusCode::OK,
             serde_json::to_value(j.status()).unwrap_or_default(),
         ),
-        None => json_error(StatusCode::NOT_FOUND, "not_found", "no such job"),
+        Ok(None) => json_error(StatusCode::NOT_FOUND, "not_found", "no such job"),
+        Err(e) => err(e),
     }
 }
 
-async fn dead(
-    AxState(b): AxState<Arc<Broker>>,
-    Path(queue): Path<String>,
-    Query(q): Q,
-) -> Response {
+async fn dead(AxState(b): AxState<Db>, Path(queue): Path<String>, Query(q): Q) -> Response {
     let limit = match num(&q, "limit", 100usize) {
         Ok(n) => n.min(10_000),
         Err(r) => return r,
     };
-    json(
-        StatusCode::OK,
-        serde_json::json!({"jobs": b.dead(&queue, limit)}),
-    )
-}
-
-async fn stats(AxState(b): AxState<Arc<Broker>>, Path(queue): Path<String>) -> Response {
-    match b.queue_stats(&queue) {
-        Some(s) => json(StatusCode::OK, serde_json::to_value(s).unwrap_or_default()),
-        None => json_error(StatusCode::NOT_FOUND, "not_found", "no such queue"),
+    match b.dead(&queue, limit).await {
+        Ok(jobs) => json(StatusCode::OK, serde_json::json!({ "jobs": jobs })),
+        Err(e) => err(e),
     }
 }
 
-async fn queues(AxState(b): AxState<Arc<Broker>>) -> Response {
-    let all: Vec<_> = b.queues().iter().filter_map(|q| b.queue_stats(q)).collect();
-    json(StatusCode::OK, serde_json::json!({"queues": all}))
+async fn stats(AxState(b): AxState<Db>, Path(queue): Path<String>) -> Response {
+    match b.queue_stats(&queue).await {
+        Ok(Some(s)) => json(StatusCode::OK, serde_json::to_value(s).unwrap_or_default()),
+        Ok(None) => json_error(StatusCode::NOT_FOUND, "not_found", "no such queue"),
+        Err(e) => err(e),
+    }
 }
 
-async fn metrics(AxState(b): AxState<Arc<Broker>>, _h: HeaderMap) -> Response {
+async fn queues(AxState(b): AxState<Db>) -> Response {
+    match all_stats(b.as_ref()).await {
+        Ok(all) => json(StatusCode::OK, serde_json::json!({ "queues": all })),
+        Err(e) => err(e),
+    }
+}
+
+async fn metrics(AxState(b): AxState<Db>, _h: HeaderMap) -> Response {
     use std::fmt::Write;
     let mut out = String::new();
-    for q in b.queues() {
-        if let Some(s) = b.queue_stats(&q) {
+    let all = match all_stats(b.as_ref()).await {
+        Ok(all) => all,
+        Err(e) => return err(e),
+    };
+    for s in all {
+        let q = &s.name;
+        {
             for (state, n) in [
                 ("ready", s.ready),
                 ("reserved", s.reserved),
@@ -394,4 +392,20 @@ async fn metrics(AxState(b): AxState<Arc<Broker>>, _h: HeaderMap) -> Response {
         }
     }
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// Every queue's counts.
+async fn all_stats(b: &dyn Queue) -> crate::Result<Vec<crate::QueueStats>> {
+    let mut all = Vec::new();
+    for q in b.queues().await? {
+        if let Some(s) = b.queue_stats(&q).await? {
+            all.push(s);
+        }
+    }
+    Ok(all)
+}
+
+/// A job's priority now (the default for release and bury).
+async fn current_priority(b: &dyn Queue, id: u64) -> u32 {
+    b.get(id).await.ok().flatten().map_or(1024, |j| j.priority)
 }

@@ -11,8 +11,16 @@
 //! - [`http`] serves the JSON API; [`beanstalk`] speaks the beanstalkd
 //!   protocol so that existing clients work unchanged.
 //!
+//! - Seam: [`Queue`] is every operation on jobs, with two backends —
+//!   [`Broker`] (the built-in log; `strata serve`, a `queue` member with a
+//!   data directory) and [`pg::PgQueue`] (PostgreSQL: `SKIP LOCKED`
+//!   claims, LISTEN/NOTIFY wake-ups; `queue` members become stateless
+//!   fronts). The HTTP API, the beanstalkd protocol and the node's workers
+//!   take a `dyn Queue`.
+//!
 //! Errors are one enum, [`Error`].
 
+mod backend;
 pub mod beanstalk;
 pub mod beanstalk_cmd;
 pub mod broker;
@@ -20,7 +28,9 @@ mod error;
 pub mod http;
 pub mod job;
 pub mod log;
+pub mod pg;
 
+pub use backend::Queue;
 pub use broker::{Broker, BrokerOptions, Clock, ManualClock, QueueStats, SystemClock};
 pub use error::{Error, Result};
 pub use job::{Job, NewJob, State, Status};

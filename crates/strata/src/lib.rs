@@ -132,7 +132,7 @@ pub async fn run_role(
             http_serve::serve(listener, api, limits, shutdown).await?;
         }
         Role::Node => {
-            let node = cluster_node(&cfg, Some(&me))?;
+            let node = cluster_node(&cfg, Some(&me)).await?;
             if node.queue().is_some() {
                 node::jobs::spawn_workers(&node, cfg.queue.workers, shutdown.clone());
             }
@@ -355,25 +355,66 @@ pub(crate) fn internal_client(cfg: &ClusterConfig, timeout: Duration) -> node::h
     node::http::HttpClient::new(timeout).with_secret(cfg.auth.secret.as_deref())
 }
 
-/// Node `me` of the cluster: it reaches every store and the index over HTTP.
-pub fn cluster_node(
+/// Node `me` of the cluster: it reaches every store over HTTP and the
+/// index over HTTP or in PostgreSQL.
+pub async fn cluster_node(
     cfg: &ClusterConfig,
     me: Option<&cluster::Member>,
 ) -> anyhow::Result<Arc<Node>> {
-    cluster_node_with(cfg, me, Arc::new(cache::SystemClock))
+    cluster_node_with(cfg, me, Arc::new(cache::SystemClock)).await
+}
+
+/// The PostgreSQL options of `[index]` or `[queue]`, with the password
+/// read from its environment variable or file.
+pub fn pg_options(p: cluster::PgSettings<'_>) -> anyhow::Result<pg::PgOptions> {
+    let url = p
+        .url
+        .with_context(|| format!("{}.url: required with backend = \"postgres\"", p.table))?;
+    let mut o = pg::PgOptions::new(p.table, url);
+    o.password = pg::read_password(p.table, p.password_env, p.password_file)?;
+    o.pool_size = p.pool_size;
+    o.statement_timeout = Duration::from_millis(p.statement_timeout_ms);
+    o.call_timeout = Duration::from_millis(p.call_timeout_ms);
+    o.retry_for = Duration::from_millis(p.failover_wait_ms);
+    Ok(o)
+}
+
+/// The cluster's name index as `[index]` says: the index member over HTTP
+/// (redb), or PostgreSQL directly (the schema is created or migrated here).
+pub async fn cluster_index(cfg: &ClusterConfig) -> anyhow::Result<IndexHandle> {
+    let ix = &cfg.index;
+    match ix.backend {
+        cluster::IndexBackend::Redb => {
+            let member = cfg
+                .members_with(Role::Index)
+                .next()
+                .context("the cluster file has no index member")?;
+            let mut client = index::client::IndexClient::new(
+                format!("http://{}", member.addr),
+                Duration::from_secs(5),
+            );
+            if let Some(secret) = cfg.auth.secret.as_deref() {
+                client = client.with_header(cluster::auth::SECRET_HEADER, secret)?;
+            }
+            Ok(IndexHandle::new(Arc::new(client)))
+        }
+        cluster::IndexBackend::Postgres => {
+            let db = index::pg::PgIndex::connect(pg_options(ix.pg())?)
+                .await
+                .context("opening the name index in PostgreSQL")?;
+            Ok(IndexHandle::new(db))
+        }
+    }
 }
 
 /// [`cluster_node`] with the clock its local cache uses (tests inject one).
-pub fn cluster_node_with(
+pub async fn cluster_node_with(
     cfg: &ClusterConfig,
     me: Option<&cluster::Member>,
     clock: Arc<dyn cache::Clock>,
 ) -> anyhow::Result<Arc<Node>> {
     let http = internal_client(cfg, Duration::from_secs(5));
-    let index = cfg
-        .members_with(Role::Index)
-        .next()
-        .context("the cluster file has no index member")?;
+    let index = cluster_index(cfg).await?;
     let stores: Vec<StoreMember> = cfg
         .members_with(Role::Store)
         .map(|m| StoreMember {
@@ -387,10 +428,6 @@ pub fn cluster_node_with(
     if stores.is_empty() {
         bail!("the cluster file has no store member");
     }
-    let index = IndexHandle::Remote {
-        base: format!("http://{}", index.addr),
-        http,
-    };
     let caching = cluster_caching(cfg, me, clock)?;
     let node = Node::new(node_options(cfg), index, stores, Vec::new(), caching);
     if let Some(q) = cfg.members_with(Role::Queue).next() {
@@ -560,7 +597,7 @@ pub async fn start_serve_with(
         });
         let node = Node::new(
             opts,
-            IndexHandle::Local(db.clone()),
+            IndexHandle::new(db.clone()),
             vec![StoreMember {
                 name: "store-1".into(),
                 handle: StoreHandle::Local(store.clone()),

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use testkit::{blob, Client, InProcCluster, Method, Procs, StatusCode};
 
 async fn second_node(cl: &InProcCluster, clock: Arc<cache::ManualClock>) -> Client {
-    let node = strata::cluster_node_with(&cl.cfg, None, clock).expect("node");
+    let node = strata::cluster_node_with(&cl.cfg, None, clock)
+        .await
+        .expect("node");
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

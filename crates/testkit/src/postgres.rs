@@ -452,6 +452,15 @@ impl PgCluster {
         )
     }
 
+    /// Makes another database on the primary (a clean slate for one test
+    /// scenario) and returns its URL.
+    pub fn create_database(&self, name: &str) -> anyhow::Result<String> {
+        self.sql_primary(&format!("CREATE DATABASE \"{name}\""))?;
+        Ok(self
+            .url()
+            .replace(&format!("/{DATABASE}?"), &format!("/{name}?")))
+    }
+
     /// A URL naming every server, for `target_session_attrs=read-write`
     /// to pick the one that accepts writes (without the password).
     pub fn url(&self) -> String {
