@@ -416,6 +416,62 @@ pub struct QueueConfig {
     /// PNG or JPEG image; empty for none. Default [128, 512].
     #[serde(default = "default_widths")]
     pub thumbnail_widths: Vec<u32>,
+    /// `builtin` (one `queue` member keeps the jobs in its own log) or
+    /// `postgres` (the jobs live in PostgreSQL; node workers claim them
+    /// there and any number of `queue` members are stateless fronts).
+    /// Default `builtin`.
+    #[serde(default)]
+    pub backend: QueueBackend,
+    /// With `postgres`: the database URL (the index's may be reused), as
+    /// `index.url`. Never a password.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Name of the environment variable holding the database password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding the database password (one line).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Connections per process. Default 16.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// Server-side limit per statement, milliseconds. Default 5000.
+    #[serde(default = "default_statement_timeout")]
+    pub statement_timeout_ms: u64,
+    /// Client-side limit per call, milliseconds. Default 5000.
+    #[serde(default = "default_statement_timeout")]
+    pub call_timeout_ms: u64,
+    /// How long a call keeps retrying while no server accepts writes,
+    /// milliseconds. Default 30000.
+    #[serde(default = "default_failover_wait")]
+    pub failover_wait_ms: u64,
+}
+
+/// `queue.backend`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueBackend {
+    /// The built-in broker's log on a `queue` member.
+    #[default]
+    Builtin,
+    /// PostgreSQL, reached by every node and queue front.
+    Postgres,
+}
+
+impl QueueConfig {
+    /// The PostgreSQL settings of this table.
+    pub fn pg(&self) -> PgSettings<'_> {
+        PgSettings {
+            table: "queue",
+            url: self.url.as_deref(),
+            password_env: self.password_env.as_deref(),
+            password_file: self.password_file.as_deref(),
+            pool_size: self.pool_size,
+            statement_timeout_ms: self.statement_timeout_ms,
+            call_timeout_ms: self.call_timeout_ms,
+            failover_wait_ms: self.failover_wait_ms,
+        }
+    }
 }
 
 impl Default for QueueConfig {
@@ -426,6 +482,14 @@ impl Default for QueueConfig {
             workers: default_workers(),
             attempts: default_attempts(),
             thumbnail_widths: default_widths(),
+            backend: QueueBackend::Builtin,
+            url: None,
+            password_env: None,
+            password_file: None,
+            pool_size: default_pool_size(),
+            statement_timeout_ms: default_statement_timeout(),
+            call_timeout_ms: default_statement_timeout(),
+            failover_wait_ms: default_failover_wait(),
         }
     }
 }
@@ -859,16 +923,28 @@ impl ClusterConfig {
         if self.queue.attempts == 0 {
             return bad("queue.attempts", "must be at least 1".into());
         }
+        let pg_queue = self.queue.backend == QueueBackend::Postgres;
         if self.members_with(Role::Search).count() > 0
             && self.members_with(Role::Queue).count() == 0
+            && !pg_queue
         {
             return bad(
                 "member",
-                "`search` members need a `queue` member: pages are indexed through it".into(),
+                "`search` members need a queue (a `queue` member or queue.backend = \"postgres\"): pages are indexed through it".into(),
             );
         }
-        if self.members_with(Role::Queue).count() > 1 {
-            return bad("member", "at most one `queue` member".into());
+        if pg_queue {
+            validate_pg(self.queue.pg())?;
+        } else {
+            if self.members_with(Role::Queue).count() > 1 {
+                return bad(
+                    "member",
+                    "at most one `queue` member with the built-in broker (queue.backend = \"postgres\" allows several fronts)".into(),
+                );
+            }
+            if self.queue.url.is_some() {
+                return bad("queue.url", "only used with backend = \"postgres\"".into());
+            }
         }
         if self.cache.session_ttl_secs == 0 {
             return bad("cache.session_ttl_secs", "must be at least 1".into());
@@ -930,10 +1006,9 @@ impl ClusterConfig {
                     "only `store` members have a capacity".into(),
                 );
             }
-            let needs_dir = matches!(
-                m.role,
-                Role::Store | Role::Index | Role::Queue | Role::Search
-            ) || (m.role == Role::Node && self.cache.local_disk_mb > 0);
+            let needs_dir = matches!(m.role, Role::Store | Role::Index | Role::Search)
+                || (m.role == Role::Queue && !pg_queue)
+                || (m.role == Role::Node && self.cache.local_disk_mb > 0);
             if needs_dir && m.data_dir.is_none() {
                 return bad(
                     &format!("member[{i}].data_dir"),

@@ -18,7 +18,7 @@ mod ring;
 
 pub use config::{
     AuthConfig, CacheConfig, CacheMode, ClusterConfig, IndexBackend, IndexConfig, LimitsConfig,
-    Member, PgSettings, ProxyConfig, QueueConfig, Role, SearchConfig, StoreConfig,
+    Member, PgSettings, ProxyConfig, QueueBackend, QueueConfig, Role, SearchConfig, StoreConfig,
 };
 pub use edge::{AccessLogConfig, CertConfig, CompressionConfig, HeaderRules, TlsConfig};
 pub use error::Error;

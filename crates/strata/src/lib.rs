@@ -139,7 +139,12 @@ pub async fn run_role(
             http_serve::serve(listener, node::api::router(node), limits, shutdown).await?;
         }
         Role::Queue => {
-            let broker = open_broker(&cfg, &data(&me)?)?;
+            // With PostgreSQL this member is a stateless front: any number
+            // of them serve the same jobs.
+            let broker: Arc<dyn queue::Queue> = match cfg.queue.backend {
+                cluster::QueueBackend::Builtin => open_broker(&cfg, &data(&me)?)?,
+                cluster::QueueBackend::Postgres => pg_queue(&cfg).await?,
+            };
             if let Some(b) = me.beanstalk_addr {
                 let l = TcpListener::bind(b)
                     .await
@@ -407,6 +412,19 @@ pub async fn cluster_index(cfg: &ClusterConfig) -> anyhow::Result<IndexHandle> {
     }
 }
 
+/// The cluster's jobs in PostgreSQL (`queue.backend = "postgres"`); the
+/// schema is created or migrated here.
+pub async fn pg_queue(cfg: &ClusterConfig) -> anyhow::Result<Arc<dyn queue::Queue>> {
+    let q = queue::pg::PgQueue::connect(
+        pg_options(cfg.queue.pg())?,
+        broker_options(cfg),
+        Arc::new(queue::SystemClock),
+    )
+    .await
+    .context("opening the job queue in PostgreSQL")?;
+    Ok(q)
+}
+
 /// [`cluster_node`] with the clock its local cache uses (tests inject one).
 pub async fn cluster_node_with(
     cfg: &ClusterConfig,
@@ -430,7 +448,10 @@ pub async fn cluster_node_with(
     }
     let caching = cluster_caching(cfg, me, clock)?;
     let node = Node::new(node_options(cfg), index, stores, Vec::new(), caching);
-    if let Some(q) = cfg.members_with(Role::Queue).next() {
+    if cfg.queue.backend == cluster::QueueBackend::Postgres {
+        // Workers claim jobs from the database directly.
+        node.set_queue(node::jobs::QueueHandle::Local(pg_queue(cfg).await?));
+    } else if let Some(q) = cfg.members_with(Role::Queue).next() {
         node.set_queue(node::jobs::QueueHandle::Remote {
             base: format!("http://{}", q.addr),
             http: internal_client(cfg, Duration::from_secs(10)),

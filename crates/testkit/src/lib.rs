@@ -16,6 +16,7 @@ pub mod faults;
 mod inproc;
 pub mod postgres;
 pub mod procs;
+pub mod workload;
 
 pub use client::{metric_value, Client, Resp};
 pub use faults::{Fault, FaultProxy};
