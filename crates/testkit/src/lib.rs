@@ -14,6 +14,7 @@
 mod client;
 pub mod faults;
 mod inproc;
+pub mod netns;
 pub mod postgres;
 pub mod procs;
 pub mod workload;

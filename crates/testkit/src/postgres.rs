@@ -319,26 +319,36 @@ impl Tools {
         Ok(())
     }
 
+    /// `program` as the servers' user, after the command prefix `wrap` (a
+    /// network namespace: entered as root, then privileges dropped with
+    /// setpriv, since `ip netns exec` needs root).
+    fn command(&self, wrap: &[String], program: &std::ffi::OsStr) -> Command {
+        let Some((first, rest)) = wrap.split_first() else {
+            let mut c = Command::new(program);
+            if let Some((u, g)) = self.owner {
+                c.uid(u).gid(g);
+            }
+            return c;
+        };
+        let mut c = Command::new(first);
+        c.args(rest);
+        if let Some((u, g)) = self.owner {
+            c.arg("setpriv")
+                .arg(format!("--reuid={u}"))
+                .arg(format!("--regid={g}"))
+                .args(["--clear-groups", "--"]);
+        }
+        c.arg(program);
+        c
+    }
+
     /// Runs a PostgreSQL tool as the servers' user, with the password.
     fn run(&self, wrap: &[String], cmd: &mut Command) -> anyhow::Result<String> {
-        let mut full = match wrap.split_first() {
-            Some((first, rest)) => {
-                let mut c = Command::new(first);
-                c.args(rest).arg(cmd.get_program()).args(cmd.get_args());
-                c
-            }
-            None => {
-                let mut c = Command::new(cmd.get_program());
-                c.args(cmd.get_args());
-                c
-            }
-        };
-        full.env("PGPASSWORD", &self.password)
+        let mut full = self.command(wrap, cmd.get_program());
+        full.args(cmd.get_args())
+            .env("PGPASSWORD", &self.password)
             .env("LC_ALL", "C.UTF-8")
             .current_dir(&self.dir);
-        if let Some((u, g)) = self.owner {
-            full.uid(u).gid(g);
-        }
         let out = full
             .output()
             .with_context(|| format!("running {}", cmd.get_program().to_string_lossy()))?;
@@ -363,15 +373,7 @@ impl Tools {
             if let Some((u, g)) = self.owner {
                 std::os::unix::fs::chown(&s.log, Some(u), Some(g))?;
             }
-            let postgres = self.bin.join("postgres");
-            let mut cmd = match s.wrap.split_first() {
-                Some((first, rest)) => {
-                    let mut c = Command::new(first);
-                    c.args(rest).arg(&postgres);
-                    c
-                }
-                None => Command::new(&postgres),
-            };
+            let mut cmd = self.command(&s.wrap, self.bin.join("postgres").as_os_str());
             cmd.arg("-D").arg(&s.data);
             for set in [
                 format!("listen_addresses={}", s.host),
@@ -394,9 +396,6 @@ impl Tools {
                 .stdout(log.try_clone()?)
                 .stderr(log)
                 .env("LC_ALL", "C.UTF-8");
-            if let Some((u, g)) = self.owner {
-                cmd.uid(u).gid(g);
-            }
             s.child = Some(cmd.spawn().context("starting postgres")?);
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {

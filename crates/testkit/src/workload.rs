@@ -41,6 +41,8 @@ pub struct Outcome {
     pub errors: BTreeMap<&'static str, usize>,
     /// Idempotent GETs that failed or returned wrong bytes: must be 0.
     pub failed_gets: Vec<String>,
+    /// When each of those failed.
+    pub failed_get_at: Vec<Instant>,
     /// Acknowledged writes: key -> body.
     pub acked: Vec<(String, Vec<u8>)>,
     /// Acknowledged asynchronous uploads: key, body, job path.
@@ -55,10 +57,10 @@ impl Outcome {
             *self.errors.entry(k).or_default() += v;
         }
         self.failed_gets.extend(b.failed_gets);
+        self.failed_get_at.extend(b.failed_get_at);
         self.acked.extend(b.acked);
         self.jobs.extend(b.jobs);
     }
-
 
     /// The 99th percentile latency.
     pub fn p99(&self) -> Duration {
@@ -155,6 +157,7 @@ pub async fn workload(gw: &Client, phase: &str, ops: usize, seed: u64) -> Outcom
                         let name = match kind {
                             Kind::Get => {
                                 o.failed_gets.push(why);
+                                o.failed_get_at.push(Instant::now());
                                 "get"
                             }
                             Kind::Put => "put",
@@ -345,4 +348,3 @@ pub async fn preload(gw: &Client) {
         }
     }
 }
-
