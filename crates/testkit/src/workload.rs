@@ -102,7 +102,7 @@ pub struct Rng(pub u64);
 
 impl Rng {
     /// The next number.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -110,7 +110,7 @@ impl Rng {
     }
     /// A uniform number in [0, 1).
     pub fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
@@ -137,7 +137,7 @@ pub async fn workload(gw: &Client, phase: &str, ops: usize, seed: u64) -> Outcom
                 if n >= ops {
                     return;
                 }
-                let roll = rng.next() % 100;
+                let roll = rng.next_u64() % 100;
                 let kind = match roll {
                     0..=69 => Kind::Get,
                     70..=84 => Kind::Put,
@@ -249,7 +249,7 @@ async fn one(
             }
         }
         Kind::Search => {
-            let w = WORDS[rng.next() as usize % WORDS.len()];
+            let w = WORDS[rng.next_u64() as usize % WORDS.len()];
             let r = gw
                 .get(&format!("/v1/search?q={w}"))
                 .await
