@@ -14,6 +14,10 @@
 //! `cargo run --release -p bench -- edge` — TLS + HTTP/2 through the
 //! gateway vs nginx with h2load; access log on vs off.
 //!
+//! `cargo run --release -p bench -- pg` — the cluster's index and queue on
+//! PostgreSQL (primary + synchronous standby) vs redb, the built-in broker
+//! and beanstalkd `-f 0`; cluster PUTs with either index.
+//!
 //! Peers come from Debian packages and are installed when missing.
 
 mod balancer_bench;
@@ -25,6 +29,7 @@ mod failover;
 mod memload;
 mod offline;
 mod peers;
+mod pg_bench;
 mod proc_stat;
 mod queue_bench;
 mod ranges;
@@ -63,6 +68,9 @@ enum Scenario {
     Edge(edge_bench::Args),
     /// A backend dies, another turns slow: strata gateway vs HAProxy.
     Failover(failover::Args),
+    /// A cluster's state on PostgreSQL vs the embedded engines: index
+    /// put/lookup/list, queue cycles (and beanstalkd -f 0), cluster PUTs.
+    Pg(pg_bench::Args),
     /// Job queue: strata vs beanstalkd (put/reserve/delete, crash test).
     Queue(queue_bench::Args),
     /// Page search at 1M pages: one shard vs four, p50/p99 per query kind.
@@ -90,6 +98,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Balancer(a) => balancer_bench::run(a),
         Scenario::Edge(a) => edge_bench::run(a),
         Scenario::Failover(a) => failover::run(a),
+        Scenario::Pg(a) => pg_bench::run(a),
         Scenario::Queue(a) => queue_bench::run(a),
         Scenario::Search(a) => search_bench::run(a),
         Scenario::Affinity { keys, requests } => offline::affinity(keys, requests),

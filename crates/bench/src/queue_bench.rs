@@ -38,6 +38,19 @@ pub struct Args {
     out: PathBuf,
 }
 
+impl Args {
+    /// Cycles of `size`-byte jobs from `conns` connections for `secs`.
+    pub(crate) fn with(secs: u64, conns: usize, size: usize) -> Args {
+        Args {
+            secs,
+            conns,
+            size,
+            crash_puts: 0,
+            out: PathBuf::new(),
+        }
+    }
+}
+
 /// One beanstalkd-protocol connection.
 struct Conn(BufReader<TcpStream>);
 
@@ -107,15 +120,15 @@ impl Conn {
 }
 
 #[derive(Debug, serde::Serialize)]
-struct Run {
+pub(crate) struct Run {
     server: String,
-    cycles_per_sec: f64,
-    p50_ms: f64,
-    p99_ms: f64,
+    pub(crate) cycles_per_sec: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
 }
 
 /// `conns` clients doing put, reserve, delete in a loop for `secs`.
-async fn cycles(name: &str, a: SocketAddr, args: &Args) -> anyhow::Result<Run> {
+pub(crate) async fn cycles(name: &str, a: SocketAddr, args: &Args) -> anyhow::Result<Run> {
     let body = vec![b'j'; args.size];
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -211,7 +224,7 @@ async fn crash(
     })
 }
 
-async fn wait_port(a: SocketAddr) -> anyhow::Result<()> {
+pub(crate) async fn wait_port(a: SocketAddr) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(a).await.is_err() {
         if Instant::now() > deadline {
@@ -222,7 +235,12 @@ async fn wait_port(a: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn strata(bin: &Path, data: &Path, http: SocketAddr, bean: SocketAddr) -> anyhow::Result<Proc> {
+pub(crate) fn strata(
+    bin: &Path,
+    data: &Path,
+    http: SocketAddr,
+    bean: SocketAddr,
+) -> anyhow::Result<Proc> {
     Ok(Proc(
         Command::new(bin)
             .args(["queue", "--threads", "1", "--listen", &http.to_string()])
@@ -235,7 +253,11 @@ fn strata(bin: &Path, data: &Path, http: SocketAddr, bean: SocketAddr) -> anyhow
     ))
 }
 
-fn beanstalkd(data: &Path, a: SocketAddr, fsync_ms: Option<u64>) -> anyhow::Result<Proc> {
+pub(crate) fn beanstalkd(
+    data: &Path,
+    a: SocketAddr,
+    fsync_ms: Option<u64>,
+) -> anyhow::Result<Proc> {
     let mut cmd = Command::new("/usr/bin/beanstalkd");
     cmd.args(["-l", "127.0.0.1", "-p", &a.port().to_string(), "-b"])
         .arg(data);

@@ -24,6 +24,8 @@ pub struct Procs {
     members: BTreeMap<String, (SocketAddr, &'static str)>,
     children: BTreeMap<String, Child>,
     serve: bool,
+    /// Environment for every member (e.g. a database password).
+    env: Vec<(String, String)>,
     proxies: BTreeMap<String, FaultProxy>,
 }
 
@@ -48,6 +50,9 @@ pub struct Layout {
     pub proxied: Vec<String>,
     /// Extra lines for one member's table, e.g. `("store-3", "max_bytes = 1000")`.
     pub member_lines: Vec<(String, String)>,
+    /// The index lives outside the cluster (`index.backend = "postgres"`
+    /// in the extra text): no `index` member.
+    pub external_index: bool,
 }
 
 impl Procs {
@@ -129,6 +134,16 @@ impl Procs {
     /// A cluster of any [`Layout`], each member a process of `bin`, with
     /// `extra` cluster-file text.
     pub async fn launch(bin: &Path, l: Layout, extra: &str) -> anyhow::Result<Procs> {
+        Self::launch_with_env(bin, l, extra, &[]).await
+    }
+
+    /// [`Procs::launch`] with environment variables for every member.
+    pub async fn launch_with_env(
+        bin: &Path,
+        l: Layout,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Procs> {
         let Layout {
             stores,
             replicas,
@@ -138,6 +153,7 @@ impl Procs {
             shards,
             ref proxied,
             ref member_lines,
+            external_index,
         } = l;
         let dir = tempfile::tempdir()?;
         let mut text = format!("replicas = {replicas}\n{extra}\n");
@@ -148,7 +164,9 @@ impl Procs {
             planned.push((name, role, data));
             Ok(())
         };
-        add("index".into(), "index", true)?;
+        if !external_index {
+            add("index".into(), "index", true)?;
+        }
         for i in 1..=stores {
             add(format!("store-{i}"), "store", true)?;
         }
@@ -205,6 +223,10 @@ impl Procs {
             children: BTreeMap::new(),
             serve: false,
             proxies,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         // The gateway last: its first health checks should find the nodes up.
         let (gw, names): (Vec<String>, Vec<String>) =
@@ -236,6 +258,7 @@ impl Procs {
             children: BTreeMap::new(),
             serve: true,
             proxies: BTreeMap::new(),
+            env: Vec::new(),
         };
         p.start("serve")?;
         p.wait_ready("serve").await?;
@@ -258,6 +281,7 @@ impl Procs {
                 .arg("--name")
                 .arg(name);
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.arg("--threads")
             .arg("2")
             .env("RUST_LOG", "warn")
