@@ -1307,4 +1307,98 @@ addr = "127.0.0.1:8080"
         assert_eq!(ok.members_with(Role::Search).count(), 1);
         assert_eq!(ok.search, SearchConfig::default());
     }
+
+    /// `GOOD` with the index in PostgreSQL: its index member removed.
+    fn pg_index(extra: &str) -> String {
+        let without_member = GOOD.replace(
+            "[[member]]\nname = \"idx\"\nrole = \"index\"\naddr = \"127.0.0.1:7000\"\ndata_dir = \"/tmp/idx\"\n",
+            "",
+        );
+        format!("{without_member}\n{extra}")
+    }
+
+    #[test]
+    fn postgres_backends_are_checked_and_errors_name_the_key() {
+        let url = "postgres://strata@db1:5432,db2:5432/strata?target_session_attrs=read-write";
+        let ok = ClusterConfig::parse(&pg_index(&format!(
+            "[index]\nbackend = \"postgres\"\nurl = \"{url}\"\npassword_env = \"PGPW\"\n"
+        )))
+        .expect("valid");
+        assert_eq!(ok.index.backend, IndexBackend::Postgres);
+        assert_eq!(ok.index.pg().url, Some(url));
+        assert_eq!(ok.index.pool_size, 16);
+        let cases = [
+            ("[index]\nbackend = \"postgres\"\n".to_owned(), "index.url"),
+            (
+                "[index]\nbackend = \"postgres\"\nurl = \"postgres://strata:pw@db1/strata\"\n".to_owned(),
+                "index.url",
+            ),
+            (
+                "[index]\nbackend = \"postgres\"\nurl = \"postgres://strata@db1/strata?password=pw\"\n".to_owned(),
+                "index.url",
+            ),
+            (
+                "[index]\nbackend = \"postgres\"\nurl = \"mysql://db1/x\"\n".to_owned(),
+                "index.url",
+            ),
+            (
+                format!("[index]\nbackend = \"postgres\"\nurl = \"{url}\"\npassword_env = \"A\"\npassword_file = \"/f\"\n"),
+                "index.password_env",
+            ),
+            (
+                format!("[index]\nbackend = \"postgres\"\nurl = \"{url}\"\npool_size = 0\n"),
+                "index.pool_size",
+            ),
+            (
+                format!("[index]\nbackend = \"postgres\"\nurl = \"{url}\"\nfailover_wait_ms = 0\n"),
+                "index.failover_wait_ms",
+            ),
+            ("[index]\nbackend = \"sqlite\"\n".to_owned(), "backend"),
+            (
+                format!("[queue]\nbackend = \"postgres\"\nurl = \"{url}\"\ncall_timeout_ms = 0\n"),
+                "queue.call_timeout_ms",
+            ),
+            ("[queue]\nbackend = \"postgres\"\n".to_owned(), "queue.url"),
+        ];
+        for (head, key) in cases {
+            let err = ClusterConfig::parse(&pg_index(&format!(
+                "{head}{}",
+                if head.starts_with("[queue]") {
+                    format!("[index]\nbackend = \"postgres\"\nurl = \"{url}\"\n")
+                } else {
+                    String::new()
+                }
+            )))
+            .expect_err(key)
+            .to_string();
+            assert!(err.contains(key), "expected `{key}` in: {err}");
+        }
+        // With PostgreSQL there is no index member; with redb, no URL.
+        let err = ClusterConfig::parse(&format!(
+            "{GOOD}\n[index]\nbackend = \"postgres\"\nurl = \"{url}\"\n"
+        ))
+        .expect_err("index member")
+        .to_string();
+        assert!(err.contains("remove the `index` member"), "{err}");
+        let err = ClusterConfig::parse(&format!("{GOOD}\n[index]\nurl = \"{url}\"\n"))
+            .expect_err("url with redb")
+            .to_string();
+        assert!(err.contains("index.url"), "{err}");
+        let err = ClusterConfig::parse(&pg_index(""))
+            .expect_err("no index")
+            .to_string();
+        assert!(err.contains("index.backend"), "{err}");
+        // Queue fronts over PostgreSQL: several, no data directory.
+        let fronts = "\n[[member]]\nname = \"q1\"\nrole = \"queue\"\naddr = \"127.0.0.1:7700\"\n\
+                      [[member]]\nname = \"q2\"\nrole = \"queue\"\naddr = \"127.0.0.1:7701\"\n";
+        let ok = ClusterConfig::parse(&format!(
+            "{GOOD}{fronts}\n[queue]\nbackend = \"postgres\"\nurl = \"{url}\"\n"
+        ))
+        .expect("fronts");
+        assert_eq!(ok.members_with(Role::Queue).count(), 2);
+        let err = ClusterConfig::parse(&format!("{GOOD}{fronts}"))
+            .expect_err("two brokers")
+            .to_string();
+        assert!(err.contains("at most one `queue` member"), "{err}");
+    }
 }

@@ -189,7 +189,13 @@ impl PgCluster {
 
     /// Makes and starts the servers of `spec`.
     pub fn start(spec: PgSpec) -> anyhow::Result<PgCluster> {
+        sweep_orphans();
         let dir = tempfile::Builder::new().prefix("strata-pg").tempdir()?;
+        // Whose servers these are, for the sweep of a later run.
+        std::fs::write(
+            dir.path().join("creator.pid"),
+            std::process::id().to_string(),
+        )?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
@@ -494,4 +500,37 @@ fn free_port(host: IpAddr) -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind((host, 0))
         .or_else(|_| std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))?;
     Ok(l.local_addr()?.port())
+}
+
+/// Stops the servers and removes the directories of earlier runs whose
+/// test process died without dropping its [`PgCluster`] (killed by a
+/// timeout or SIGKILL), so that they do not pile up on a machine.
+fn sweep_orphans() {
+    let tmp = std::env::temp_dir();
+    let Ok(entries) = std::fs::read_dir(&tmp) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let dir = e.path();
+        let named = e.file_name().to_string_lossy().starts_with("strata-pg");
+        let Ok(pid) = std::fs::read_to_string(dir.join("creator.pid")) else {
+            continue;
+        };
+        if !named || Path::new("/proc").join(pid.trim()).exists() {
+            continue;
+        }
+        for server in ["primary", "standby"] {
+            let pid_file = dir.join(server).join("postmaster.pid");
+            if let Some(pid) = std::fs::read_to_string(pid_file)
+                .ok()
+                .and_then(|s| s.lines().next().map(str::to_owned))
+            {
+                let _ = Command::new("kill")
+                    .args(["-9", &pid])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
