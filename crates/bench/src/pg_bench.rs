@@ -38,6 +38,9 @@ pub struct Args {
     /// Keys loaded before lookups and listings.
     #[arg(long, default_value_t = 20_000)]
     keys: usize,
+    /// Parts to run: any of index, queue, cluster.
+    #[arg(long, value_delimiter = ',', default_value = "index,queue,cluster")]
+    parts: Vec<String>,
     /// Working directory.
     #[arg(long, default_value = "target/bench/pg")]
     out: PathBuf,
@@ -345,9 +348,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let pg = PgCluster::replicated()?;
     let mut rows = Vec::new();
     rt.block_on(async {
-        index_rounds(&args, &pg, &mut rows).await?;
-        queue_rounds(&args, &pg, &bin, &mut rows).await?;
-        cluster_rounds(&args, &pg, &bin, &mut rows).await?;
+        let part = |p: &str| args.parts.iter().any(|x| x == p);
+        if part("index") {
+            index_rounds(&args, &pg, &mut rows).await?;
+        }
+        if part("queue") {
+            queue_rounds(&args, &pg, &bin, &mut rows).await?;
+        }
+        if part("cluster") {
+            cluster_rounds(&args, &pg, &bin, &mut rows).await?;
+        }
         anyhow::Ok(())
     })?;
     println!();
@@ -361,8 +371,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!("| workload | backend | ops/s per round | median ops/s | p50 ms | p99 ms | postgres / this |");
     println!("|---|---|---|---|---|---|---|");
     let mut json = Vec::new();
-    let mut whats: Vec<String> = rows.iter().map(|r| r.what.clone()).collect();
-    whats.dedup();
+    let mut whats: Vec<String> = Vec::new();
+    for r in &rows {
+        if !whats.contains(&r.what) {
+            whats.push(r.what.clone());
+        }
+    }
     for what in whats {
         let mut backends: Vec<&'static str> = rows
             .iter()
