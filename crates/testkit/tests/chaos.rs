@@ -123,6 +123,7 @@ async fn the_cluster_survives_one_fault_at_a_time() {
         // 16 MiB: room for its share of the workload, filled on purpose
         // in the last phase.
         member_lines: vec![("store-3".into(), "max_bytes = 16777216".into())],
+        ..Layout::default()
     };
     let mut p = Procs::launch(&bin, layout, &extra).await.expect("cluster");
     let gw = p.client();
