@@ -155,20 +155,7 @@ impl PgIndex {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<pg::Row>> {
-        let mut r = self.db.retry();
-        loop {
-            let c = r.client().await?;
-            let res = r
-                .timed(async {
-                    let st = c.prepare_cached(sql).await?;
-                    c.query(&st, params).await
-                })
-                .await;
-            match res {
-                Ok(rows) => return Ok(rows),
-                Err(e) => r.failed(c, e).await?,
-            }
-        }
+        Ok(self.db.query(sql, params).await?)
     }
 
     fn committed(&self, key: &str, rows: &[pg::Row]) -> Result<Committed> {

@@ -295,6 +295,30 @@ impl Db {
 }
 
 impl Db {
+    /// Runs one statement (prepared once per connection) with retries
+    /// across connection failures: see [`Db::retry`]. The statement must
+    /// be safe to run again when its answer was lost.
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Row>> {
+        let mut r = self.retry();
+        loop {
+            let c = r.client().await?;
+            let res = r
+                .timed(async {
+                    let st = c.prepare_cached(sql).await?;
+                    c.query(&st, params).await
+                })
+                .await;
+            match res {
+                Ok(rows) => return Ok(rows),
+                Err(e) => r.failed(c, e).await?,
+            }
+        }
+    }
+
     /// Keeps a connection outside the pool listening on `channel` (to the
     /// host that accepts writes, reconnecting across a failover) and calls
     /// `wake(Some(payload))` per notification, and `wake(None)` whenever

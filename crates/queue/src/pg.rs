@@ -291,21 +291,12 @@ impl PgQueue {
     }
 
     /// One statement with retries across connection failures.
-    async fn query(&self, sql: &str, params: &Params<'_>) -> Result<Vec<pg::Row>> {
-        let mut r = self.db.retry();
-        loop {
-            let c = r.client().await?;
-            let res = r
-                .timed(async {
-                    let st = c.prepare_cached(sql).await?;
-                    c.query(&st, params).await
-                })
-                .await;
-            match res {
-                Ok(rows) => return Ok(rows),
-                Err(e) => r.failed(c, e).await?,
-            }
-        }
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<pg::Row>> {
+        Ok(self.db.query(sql, params).await?)
     }
 
     /// Why a lease-guarded change matched no row.

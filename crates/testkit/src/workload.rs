@@ -348,3 +348,25 @@ pub async fn preload(gw: &Client) {
         }
     }
 }
+
+/// Waits until the gateway has every backend back in rotation (none
+/// ejected), so that the next phase starts from a whole cluster.
+pub async fn settle(gw: &Client) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = gw
+            .get("/_strata/metrics")
+            .await
+            .expect("gateway metrics")
+            .text();
+        let ejected = text
+            .lines()
+            .filter(|l| l.starts_with("strata_gateway_backend_ejected{"))
+            .any(|l| l.ends_with(" 1"));
+        if !ejected {
+            return;
+        }
+        assert!(Instant::now() < deadline, "a node stayed ejected:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -17,7 +17,7 @@
 
 use std::time::{Duration, Instant};
 
-use testkit::workload::{lost, preload, workload};
+use testkit::workload::{lost, preload, settle, workload};
 use testkit::{blob, Client, Fault, Layout, Method, Procs, StatusCode};
 
 const SECRET: &str = "chaos-cluster-secret";
@@ -67,28 +67,6 @@ async fn blobs_on(store: &Client) -> u64 {
         .await
         .expect("store stats");
     r.json()["blobs"].as_u64().expect("blobs")
-}
-
-/// Waits until the gateway has every node back in rotation, so that the
-/// next phase starts from a whole cluster.
-async fn settle(gw: &Client) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = gw
-            .get("/_strata/metrics")
-            .await
-            .expect("gateway metrics")
-            .text();
-        let ejected = text
-            .lines()
-            .filter(|l| l.starts_with("strata_gateway_backend_ejected{"))
-            .any(|l| l.ends_with(" 1"));
-        if !ejected {
-            return;
-        }
-        assert!(Instant::now() < deadline, "a node stayed ejected:\n{text}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 struct Row {

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use testkit::netns::Net;
-use testkit::workload::{lost, preload, workload, Outcome};
+use testkit::workload::{lost, preload, settle, workload, Outcome};
 use testkit::{blob, Client, Method, PgCluster, PgSpec, StatusCode};
 
 const SECRET: &str = "machines-cluster-secret";
@@ -147,27 +147,6 @@ impl Drop for Cluster {
             let _ = c.kill();
             let _ = c.wait();
         }
-    }
-}
-
-/// Waits until the gateway has every node back in rotation.
-async fn settle(gw: &Client) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = gw
-            .get("/_strata/metrics")
-            .await
-            .expect("gateway metrics")
-            .text();
-        let ejected = text
-            .lines()
-            .filter(|l| l.starts_with("strata_gateway_backend_ejected{"))
-            .any(|l| l.ends_with(" 1"));
-        if !ejected {
-            return;
-        }
-        assert!(Instant::now() < deadline, "a node stayed ejected:\n{text}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
