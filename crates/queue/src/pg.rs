@@ -29,7 +29,6 @@
 //! may make a second job (give a key to make puts exactly-once).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -227,8 +226,6 @@ pub struct PgQueue {
     waiting: Mutex<HashMap<String, u64>>,
     listener: tokio::task::JoinHandle<()>,
     ticker: Option<tokio::task::JoinHandle<()>>,
-    /// Counts for `/metrics`.
-    pub claims: AtomicU64,
 }
 
 impl Drop for PgQueue {
@@ -284,7 +281,6 @@ impl PgQueue {
                 waiting: Mutex::new(HashMap::new()),
                 listener,
                 ticker,
-                claims: AtomicU64::new(0),
             }
         });
         Ok(q)
@@ -340,9 +336,6 @@ impl PgQueue {
         let h = holder as i64;
         let sql = format!("SELECT {COLS} FROM strata_job_claim($1::text[], $2, $3)");
         let rows = self.query(&sql, &[&queues, &now, &h]).await?;
-        if !rows.is_empty() {
-            self.claims.fetch_add(1, Ordering::Relaxed);
-        }
         Ok(rows.first().map(job))
     }
 

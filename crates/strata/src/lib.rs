@@ -447,7 +447,16 @@ pub async fn cluster_node_with(
         bail!("the cluster file has no store member");
     }
     let caching = cluster_caching(cfg, me, clock)?;
-    let node = Node::new(node_options(cfg), index, stores, Vec::new(), caching);
+    // The index counters live here when the nodes hold the index
+    // (PostgreSQL); an index member exports its own.
+    let mut extra: Vec<node::MetricsSection> = Vec::new();
+    if cfg.index.backend == cluster::IndexBackend::Postgres {
+        let backend = index.backend().clone();
+        extra.push(Box::new(move |out: &mut String| {
+            backend.render_metrics(out)
+        }));
+    }
+    let node = Node::new(node_options(cfg), index, stores, extra, caching);
     if cfg.queue.backend == cluster::QueueBackend::Postgres {
         // Workers claim jobs from the database directly.
         node.set_queue(node::jobs::QueueHandle::Local(pg_queue(cfg).await?));

@@ -340,6 +340,16 @@ async fn a_cluster_of_machines_loses_one_machine_at_a_time_and_nothing_acknowled
             p99: o.p99(),
         });
     }
+    // The nodes hold the index: its counters are on their /metrics.
+    let m = Client::new(format!("http://{}", c.addr("node-2")))
+        .get("/metrics")
+        .await
+        .expect("node metrics")
+        .text();
+    assert!(
+        testkit::metric_value(&m, "strata_index_writes_total").is_some_and(|v| v > 0),
+        "{m}"
+    );
     // The queue front serves the same jobs the nodes ran.
     let front = Client::new(format!("http://{}", c.addr("queue-1")));
     let r = front
