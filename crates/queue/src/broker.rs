@@ -340,13 +340,7 @@ impl Broker {
     /// Puts a job; returns its id once it is durable, and whether it is new
     /// (false: an earlier put with the same idempotency key made it).
     pub async fn put(&self, new: NewJob) -> Result<(u64, bool)> {
-        check_queue(&new.queue)?;
-        if new.payload.len() > self.opts.max_payload {
-            return Err(Error::TooBig {
-                size: new.payload.len(),
-                limit: self.opts.max_payload,
-            });
-        }
+        check_new(&new, &self.opts)?;
         let now = self.clock.now_ms();
         let (id, rx) = {
             let mut g = self.lock();
@@ -932,6 +926,18 @@ fn spawn_ticker(broker: Weak<Broker>, every: Duration) {
             b.tick();
         }
     });
+}
+
+/// What every backend checks of a put: its queue name and payload size.
+pub(crate) fn check_new(new: &NewJob, opts: &BrokerOptions) -> Result<()> {
+    check_queue(&new.queue)?;
+    if new.payload.len() > opts.max_payload {
+        return Err(Error::TooBig {
+            size: new.payload.len(),
+            limit: opts.max_payload,
+        });
+    }
+    Ok(())
 }
 
 /// Queue (tube) names: beanstalkd's rule — 1 to 200 bytes of letters,

@@ -37,7 +37,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::backend::Queue;
-use crate::broker::{check_queue, BrokerOptions, Clock, QueueStats};
+use crate::broker::{check_new, BrokerOptions, Clock, QueueStats};
 use crate::job::{Job, NewJob, State, Status};
 use crate::{Error, Result};
 
@@ -364,13 +364,7 @@ impl Queue for PgQueue {
     }
 
     async fn put(&self, new: NewJob) -> Result<(u64, bool)> {
-        check_queue(&new.queue)?;
-        if new.payload.len() > self.opts.max_payload {
-            return Err(Error::TooBig {
-                size: new.payload.len(),
-                limit: self.opts.max_payload,
-            });
-        }
+        check_new(&new, &self.opts)?;
         let now = self.clock.now_ms();
         let at = now + new.delay_ms;
         let state = if at > now {

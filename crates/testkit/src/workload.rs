@@ -370,3 +370,51 @@ pub async fn settle(gw: &Client) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// One phase of a fault suite, as its table row.
+pub struct Row {
+    /// What was done to the cluster.
+    pub fault: &'static str,
+    /// Requests sent.
+    pub requests: usize,
+    /// Failed non-idempotent requests (never acknowledged).
+    pub errors: usize,
+    /// Failed GETs.
+    pub failed_gets: usize,
+    /// Acknowledged writes or jobs not found afterwards.
+    pub lost: usize,
+    /// 99th percentile latency.
+    pub p99: Duration,
+}
+
+impl Row {
+    /// The row of a phase named `fault` that saw `o` and lost `lost`.
+    pub fn of(fault: &'static str, o: &Outcome, lost: usize) -> Row {
+        Row {
+            fault,
+            requests: o.latencies.len(),
+            errors: o.errors.values().sum(),
+            failed_gets: o.failed_gets.len(),
+            lost,
+            p99: o.p99(),
+        }
+    }
+}
+
+/// Prints the phases as a Markdown table; `first` and `gets` head the
+/// fault and failed-GET columns.
+pub fn print_table(first: &str, gets: &str, rows: &[Row]) {
+    println!("\n| {first} | requests | errors (non-idempotent) | {gets} | lost | p99 |");
+    println!("|---|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {:.0} ms |",
+            r.fault,
+            r.requests,
+            r.errors,
+            r.failed_gets,
+            r.lost,
+            r.p99.as_secs_f64() * 1000.0
+        );
+    }
+}

@@ -17,7 +17,7 @@
 
 use std::time::{Duration, Instant};
 
-use testkit::workload::{lost, preload, settle, workload};
+use testkit::workload::{lost, preload, print_table, settle, workload, Row};
 use testkit::{blob, Client, Fault, Layout, Method, Procs, StatusCode};
 
 const SECRET: &str = "chaos-cluster-secret";
@@ -67,15 +67,6 @@ async fn blobs_on(store: &Client) -> u64 {
         .await
         .expect("store stats");
     r.json()["blobs"].as_u64().expect("blobs")
-}
-
-struct Row {
-    fault: &'static str,
-    requests: usize,
-    errors: usize,
-    failed_gets: usize,
-    lost: usize,
-    p99: Duration,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,7 +134,7 @@ async fn the_cluster_survives_one_fault_at_a_time() {
         }
         let store3_before = blobs_on(&p.client_of("store-3")).await;
         let t0 = Instant::now();
-        let mut o = if n == 5 {
+        let o = if n == 5 {
             // The broker is down for the first third, then restarts.
             let mut a = workload(&gw, &tag, OPS / 3, n as u64).await;
             p.restart("queue").await.expect("restart queue");
@@ -168,7 +159,6 @@ async fn the_cluster_survives_one_fault_at_a_time() {
         }
         settle(&gw).await;
         let missing = lost(&gw, &o).await;
-        let errors: usize = o.errors.values().sum();
         eprintln!(
             "phase {fault}: {} requests in {took:?}, errors {:?}, {} writes + {} jobs acknowledged",
             o.latencies.len(),
@@ -187,26 +177,7 @@ async fn the_cluster_survives_one_fault_at_a_time() {
             !o.acked.is_empty(),
             "{fault}: no write was acknowledged at all"
         );
-        rows.push(Row {
-            fault,
-            requests: o.latencies.len(),
-            errors,
-            failed_gets: std::mem::take(&mut o.failed_gets).len(),
-            lost: missing.len(),
-            p99: o.p99(),
-        });
+        rows.push(Row::of(fault, &o, missing.len()));
     }
-    println!("\n| fault | requests | errors (non-idempotent) | failed GETs | lost | p99 |");
-    println!("|---|---|---|---|---|---|");
-    for r in &rows {
-        println!(
-            "| {} | {} | {} | {} | {} | {:.0} ms |",
-            r.fault,
-            r.requests,
-            r.errors,
-            r.failed_gets,
-            r.lost,
-            r.p99.as_secs_f64() * 1000.0
-        );
-    }
+    print_table("fault", "failed GETs", &rows);
 }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use testkit::netns::Net;
-use testkit::workload::{lost, preload, settle, workload, Outcome};
+use testkit::workload::{lost, preload, print_table, settle, workload, Outcome, Row};
 use testkit::{blob, Client, Method, PgCluster, PgSpec, StatusCode};
 
 const SECRET: &str = "machines-cluster-secret";
@@ -148,15 +148,6 @@ impl Drop for Cluster {
             let _ = c.wait();
         }
     }
-}
-
-struct Row {
-    fault: &'static str,
-    requests: usize,
-    errors: usize,
-    failed_gets: usize,
-    lost: usize,
-    p99: Duration,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,7 +304,6 @@ async fn a_cluster_of_machines_loses_one_machine_at_a_time_and_nothing_acknowled
             .filter(|(_, at)| !window.is_some_and(|(a, b)| **at >= a && **at <= b))
             .map(|(w, _)| w)
             .collect();
-        let errors: usize = o.errors.values().sum();
         eprintln!(
             "phase {fault}: {} requests, errors {:?}, {} writes + {} jobs acknowledged",
             o.latencies.len(),
@@ -331,14 +321,7 @@ async fn a_cluster_of_machines_loses_one_machine_at_a_time_and_nothing_acknowled
         if n != 4 {
             assert!(o.p99() < P99_BOUND, "{fault}: p99 {:?}", o.p99());
         }
-        rows.push(Row {
-            fault,
-            requests: o.latencies.len(),
-            errors,
-            failed_gets: o.failed_gets.len(),
-            lost: missing.len(),
-            p99: o.p99(),
-        });
+        rows.push(Row::of(fault, &o, missing.len()));
     }
     // The nodes hold the index: its counters are on their /metrics.
     let m = Client::new(format!("http://{}", c.addr("node-2")))
@@ -364,19 +347,11 @@ async fn a_cluster_of_machines_loses_one_machine_at_a_time_and_nothing_acknowled
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert!(r.text().contains("uploads"), "{}", r.text());
 
-    println!("\n| machine lost | requests | errors (non-idempotent) | failed GETs (in the failover window) | lost | p99 |");
-    println!("|---|---|---|---|---|---|");
-    for r in &rows {
-        println!(
-            "| {} | {} | {} | {} | {} | {:.0} ms |",
-            r.fault,
-            r.requests,
-            r.errors,
-            r.failed_gets,
-            r.lost,
-            r.p99.as_secs_f64() * 1000.0
-        );
-    }
+    print_table(
+        "machine lost",
+        "failed GETs (in the failover window)",
+        &rows,
+    );
     println!(
         "\nwrites resumed {:.1} s after the PostgreSQL primary's machine was lost (standby promoted, no strata process restarted)",
         resumed_after.expect("failover phase ran").as_secs_f64()
