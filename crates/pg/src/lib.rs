@@ -473,3 +473,48 @@ pub fn read_password(
         (None, None) => Ok(None),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_come_from_a_file_or_the_environment_and_errors_name_the_key() {
+        let dir = std::env::temp_dir().join(format!("strata-pg-pw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("pw");
+        std::fs::write(&file, "s3cret\n").expect("write");
+        assert_eq!(
+            read_password("index", None, Some(&file))
+                .expect("file")
+                .as_deref(),
+            Some("s3cret")
+        );
+        assert_eq!(read_password("index", None, None).expect("none"), None);
+        std::env::set_var("STRATA_PG_TEST_PW", "from-env");
+        assert_eq!(
+            read_password("queue", Some("STRATA_PG_TEST_PW"), None)
+                .expect("env")
+                .as_deref(),
+            Some("from-env")
+        );
+        let both = read_password("index", Some("X"), Some(&file)).expect_err("both");
+        assert!(both.to_string().contains("index.password_env"), "{both}");
+        let unset = read_password("queue", Some("STRATA_PG_TEST_UNSET"), None).expect_err("unset");
+        assert!(unset.to_string().contains("queue.password_env"), "{unset}");
+        let missing = read_password("index", None, Some(&dir.join("nope"))).expect_err("missing");
+        assert!(
+            missing.to_string().contains("index.password_file"),
+            "{missing}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_bad_url_is_refused_naming_the_key() {
+        for url in ["not a url", "postgres:///db"] {
+            let e = Db::new(PgOptions::new("queue", url)).expect_err(url);
+            assert!(e.to_string().starts_with("queue.url"), "{e}");
+        }
+    }
+}

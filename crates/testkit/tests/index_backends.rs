@@ -320,3 +320,36 @@ async fn writes_resume_on_the_promoted_standby_and_none_acknowledged_is_lost() {
         acked.len()
     );
 }
+
+/// The limits a caller can count on: a statement over `statement_timeout`
+/// is cut by the server (and not retried: it would fail again); a call
+/// with no answer within `call_timeout` is given up on, retried on fresh
+/// connections, and reported unavailable once `retry_for` has passed.
+#[tokio::test]
+async fn statement_and_call_timeouts_are_kept() {
+    let pg = PgCluster::single().expect("PostgreSQL for the test");
+    let mut o = options(&pg);
+    o.statement_timeout = Duration::from_millis(200);
+    let db = pg::Db::new(o).expect("db");
+    let t = Instant::now();
+    let e = db.query("SELECT pg_sleep(3)", &[]).await.expect_err("cut");
+    assert!(matches!(e, pg::Error::Database(_)), "{e}");
+    assert!(e.to_string().contains("statement timeout"), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(2));
+
+    let mut o = options(&pg);
+    o.call_timeout = Duration::from_millis(300);
+    o.retry_for = Duration::from_millis(1000);
+    let db = pg::Db::new(o).expect("db");
+    let t = Instant::now();
+    let e = db
+        .query("SELECT pg_sleep(3)", &[])
+        .await
+        .expect_err("gave up");
+    assert!(matches!(e, pg::Error::Unavailable(_)), "{e}");
+    assert!(
+        t.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        t.elapsed()
+    );
+}
