@@ -203,11 +203,18 @@ impl Db {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        // A new connection tries the hosts in order, each for up to
+        // `call_timeout` (a vanished machine sends no refusal), so making
+        // one may take that long per host before the one that accepts
+        // writes answers: a shorter limit would never get past a dead
+        // first host.
+        let hosts = cfg.get_hosts().len().max(1) as u32;
+        let create = opts.call_timeout * hosts + Duration::from_secs(1);
         let pool = Pool::builder(mgr)
             .max_size(opts.pool_size.max(1))
             .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(opts.call_timeout))
-            .create_timeout(Some(opts.call_timeout))
+            .wait_timeout(Some(create))
+            .create_timeout(Some(create))
             .recycle_timeout(Some(opts.call_timeout))
             .build()
             .map_err(|e| bad(e.to_string()))?;

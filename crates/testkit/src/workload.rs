@@ -262,15 +262,31 @@ async fn one(
     }
 }
 
+/// Reads `key` and compares it with `body`. A cluster still recovering
+/// (5xx: no backend yet, the index not reachable yet) is asked again for
+/// up to 60 s: unavailable is not lost; a 404 or wrong bytes are.
+async fn read_back(gw: &Client, key: &str, body: &[u8]) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match gw.get(&format!("/v1/blobs/{key}")).await {
+            Ok(r) if r.status == StatusCode::OK && r.body[..] == body[..] => return Ok(()),
+            Ok(r) if !r.status.is_server_error() => return Err(format!("{key}: {}", r.status)),
+            Ok(r) if Instant::now() > deadline => {
+                return Err(format!("{key}: {} after 60 s", r.status))
+            }
+            Err(e) if Instant::now() > deadline => return Err(format!("{key}: {e}")),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 /// Reads back everything a phase acknowledged once its fault healed;
 /// returns what is missing or wrong.
 pub async fn lost(gw: &Client, o: &Outcome) -> Vec<String> {
     let mut lost = Vec::new();
     for (key, body) in &o.acked {
-        match gw.get(&format!("/v1/blobs/{key}")).await {
-            Ok(r) if r.status == StatusCode::OK && r.body[..] == body[..] => {}
-            Ok(r) => lost.push(format!("{key}: {}", r.status)),
-            Err(e) => lost.push(format!("{key}: {e}")),
+        if let Err(why) = read_back(gw, key, body).await {
+            lost.push(why);
         }
     }
     for (key, body, job) in &o.jobs {
@@ -292,10 +308,8 @@ pub async fn lost(gw: &Client, o: &Outcome) -> Vec<String> {
             lost.push(format!("job {job} for {key}: {state}"));
             continue;
         }
-        match gw.get(&format!("/v1/blobs/{key}")).await {
-            Ok(r) if r.status == StatusCode::OK && r.body[..] == body[..] => {}
-            Ok(r) => lost.push(format!("{key} (async): {}", r.status)),
-            Err(e) => lost.push(format!("{key} (async): {e}")),
+        if let Err(why) = read_back(gw, key, body).await {
+            lost.push(format!("{why} (async)"));
         }
     }
     lost
