@@ -143,6 +143,7 @@ impl PgIndex {
     pub async fn connect(opts: PgOptions) -> Result<Arc<PgIndex>> {
         let db = pg::Db::new(opts)?;
         db.migrate("index", MIGRATIONS).await?;
+        db.warm_up().await;
         Ok(Arc::new(PgIndex {
             db,
             metrics: Arc::new(IndexMetrics::default()),

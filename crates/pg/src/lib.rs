@@ -23,8 +23,12 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
+
+mod hosts;
+use hosts::{Hosts, PoolConnect};
 
 pub use deadpool_postgres::Object as Client;
 pub use tokio_postgres::{Row, Statement};
@@ -104,8 +108,8 @@ impl PgOptions {
 pub struct Db {
     pool: Pool,
     opts: PgOptions,
-    /// For connections outside the pool (LISTEN).
-    config: tokio_postgres::Config,
+    /// The URL's hosts, shared with the pool (LISTEN connects outside it).
+    hosts: Arc<Hosts>,
 }
 
 impl std::fmt::Debug for Db {
@@ -142,6 +146,14 @@ impl std::fmt::Display for CallError {
 }
 
 impl CallError {
+    /// True for a transaction that lost a conflict (serialization failure,
+    /// deadlock): the connection and its server are fine.
+    fn is_conflict(&self) -> bool {
+        matches!(self, CallError::Pg(e) if e
+            .as_db_error()
+            .is_some_and(|d| matches!(d.code().code(), "40001" | "40P01")))
+    }
+
     /// True for failures a lost or failing-over server causes, after which
     /// a fresh connection may succeed.
     pub fn is_transient(&self) -> bool {
@@ -187,29 +199,34 @@ impl Db {
             return Err(bad("names no user (postgres://USER@host/db)".into()));
         }
         cfg.connect_timeout(opts.call_timeout);
+        // An idle connection (LISTEN's, or a pooled one between calls) to a
+        // machine that vanished is noticed within about 8 s.
         cfg.keepalives(true);
-        cfg.keepalives_idle(Duration::from_secs(10));
+        cfg.keepalives_idle(Duration::from_secs(5));
+        cfg.keepalives_interval(Duration::from_secs(1));
+        cfg.keepalives_retries(3);
         cfg.application_name("strata");
         cfg.options(format!(
             "-c statement_timeout={}",
             opts.statement_timeout.as_millis()
         ));
-        let mgr = Manager::from_config(
+        let hosts = Arc::new(Hosts::new(&cfg));
+        let mgr = Manager::from_connect(
             cfg.clone(),
-            NoTls,
+            PoolConnect(hosts.clone()),
             ManagerConfig {
                 // A closed connection is noticed without a round trip; one
                 // that hangs is caught by the call timeout and discarded.
                 recycling_method: RecyclingMethod::Fast,
             },
         );
-        // A new connection tries the hosts in order, each for up to
-        // `call_timeout` (a vanished machine sends no refusal), so making
-        // one may take that long per host before the one that accepts
-        // writes answers: a shorter limit would never get past a dead
-        // first host.
-        let hosts = cfg.get_hosts().len().max(1) as u32;
-        let create = opts.call_timeout * hosts + Duration::from_secs(1);
+        // A new connection tries the hosts (the last primary first), each
+        // for up to `call_timeout` (a vanished machine sends no refusal),
+        // so making one may take that long per host before the one that
+        // accepts writes answers: a shorter limit would never get past a
+        // dead host.
+        let n = cfg.get_hosts().len().max(1) as u32;
+        let create = opts.call_timeout * n + Duration::from_secs(1);
         let pool = Pool::builder(mgr)
             .max_size(opts.pool_size.max(1))
             .runtime(Runtime::Tokio1)
@@ -218,16 +235,33 @@ impl Db {
             .recycle_timeout(Some(opts.call_timeout))
             .build()
             .map_err(|e| bad(e.to_string()))?;
-        Ok(Db {
-            pool,
-            opts,
-            config: cfg,
-        })
+        Ok(Db { pool, opts, hosts })
     }
 
     /// The options in force.
     pub fn options(&self) -> &PgOptions {
         &self.opts
+    }
+
+    /// Opens up to 4 of the pool's connections at once, so that the first
+    /// requests after a start do not each wait for a connection to be
+    /// made (authentication is slow on purpose). Failures are left to the
+    /// calls that follow.
+    pub async fn warm_up(&self) {
+        let n = self.opts.pool_size.clamp(1, 4);
+        let mut opening = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let pool = self.pool.clone();
+            opening.spawn(async move { pool.get().await.ok() });
+        }
+        // Held until all are open, then back to the pool together.
+        let _open = opening.join_all().await;
+    }
+
+    /// `host:port` of the host that accepted the pool's last connection:
+    /// the one that accepts writes, as far as strata knows.
+    pub fn writable_host(&self) -> String {
+        self.hosts.preferred()
     }
 
     /// Starts one logical operation's attempts.
@@ -336,10 +370,10 @@ impl Db {
         channel: &'static str,
         wake: impl Fn(Option<&str>) + Send + Sync + 'static,
     ) -> tokio::task::JoinHandle<()> {
-        let cfg = self.config.clone();
+        let hosts = self.hosts.clone();
         tokio::spawn(async move {
             loop {
-                match cfg.connect(NoTls).await {
+                match hosts.connect().await {
                     Ok((client, mut conn)) => {
                         let messages = async {
                             while let Some(m) =
@@ -434,6 +468,12 @@ impl Retry<'_> {
         // Never hand this connection out again: it may be half-closed or
         // talking to a server that is gone or no longer the primary.
         drop(Object::take(client));
+        if !e.is_conflict() {
+            // Nor the idle ones made before: they went to the same server,
+            // and each would cost a caller a call timeout to find out.
+            let now = Instant::now();
+            self.db.pool.retain(|_, m| m.created > now);
+        }
         tracing::debug!(key = %self.db.opts.key, error = %e, "retrying on a fresh connection");
         self.last = Some(e.to_string());
         self.backoff().await

@@ -253,6 +253,7 @@ impl PgQueue {
     ) -> Result<Arc<PgQueue>> {
         let db = pg::Db::new(pg_opts)?;
         db.migrate("queue", MIGRATIONS).await?;
+        db.warm_up().await;
         let ready = Arc::new(Wakeups::default());
         let wake = ready.clone();
         let listener = db.listen(CHANNEL, move |queue| wake.wake(queue));

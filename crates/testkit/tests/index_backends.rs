@@ -353,3 +353,56 @@ async fn statement_and_call_timeouts_are_kept() {
         t.elapsed()
     );
 }
+
+/// A URL whose first host has vanished (its machine cut off: no refusal,
+/// no answer) does not cost each connection its connect timeout: the next
+/// host is tried after a short wait, and later connections go straight to
+/// the host that accepted. A call its caller gave up on (a request whose
+/// client left) still finishes the connection attempt it started, so a
+/// failover is found even when every caller is impatient.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_first_host_is_passed_over() {
+    let net = testkit::netns::Net::new(&["gone"]).expect("a machine to lose");
+    net.cut("gone").expect("link down");
+    let pg = PgCluster::single().expect("PostgreSQL for the test");
+    let gone = format!("{}:5432", net.machine("gone").ip);
+    let url = pg.url().replacen('@', &format!("@{gone},"), 1);
+    let call_timeout = Duration::from_secs(5);
+    let db_with = |url: &str| {
+        let mut o = options(&pg);
+        o.url = url.to_owned();
+        o.call_timeout = call_timeout;
+        pg::Db::new(o).expect("db")
+    };
+    let quick = call_timeout / 2;
+
+    let db = db_with(&url);
+    assert_eq!(db.writable_host(), gone);
+    let t = Instant::now();
+    db.query("SELECT 1", &[])
+        .await
+        .expect("past the vanished host");
+    assert!(t.elapsed() < quick, "{:?}", t.elapsed());
+    assert_ne!(db.writable_host(), gone);
+    // Every pooled connection is closed by the server: new ones are made,
+    // straight to the live host.
+    pg.sql_primary(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = 'strata'",
+    )
+    .expect("terminate");
+    for _ in 0..3 {
+        db.query("SELECT 1", &[]).await.expect("reconnected");
+        assert_ne!(db.writable_host(), gone);
+    }
+
+    // A caller that gives up before any host has answered.
+    let db = db_with(&url);
+    let impatient = tokio::time::timeout(Duration::from_millis(50), db.query("SELECT 1", &[]));
+    assert!(impatient.await.is_err(), "answered before the timeout");
+    let deadline = Instant::now() + call_timeout;
+    while db.writable_host() == gone {
+        assert!(Instant::now() < deadline, "the attempt was abandoned");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
