@@ -37,12 +37,15 @@ pub fn volume(data: &[u8]) {
         for _ in 0..ops {
             let id = 1 + u64::from(input.byte() % 12);
             if input.byte() % 5 == 0 {
-                let gone = rt.block_on(st.delete(id)).is_ok();
+                let why = Bytes::copy_from_slice(input.bytes(40));
+                let gone = rt.block_on(st.delete(id, why)).is_ok();
                 assert_eq!(gone, matches!(last.get(&id), Some(Some(_))));
                 last.insert(id, None);
             } else {
+                // Metadata of any length, so data starts anywhere.
+                let meta = Bytes::copy_from_slice(input.bytes(40));
                 let v = Bytes::copy_from_slice(input.bytes(600));
-                rt.block_on(st.put(id, v.clone())).expect("put");
+                rt.block_on(st.put(id, meta, v.clone())).expect("put");
                 history.entry(id).or_default().push(v.clone());
                 last.insert(id, Some(v));
             }

@@ -16,9 +16,14 @@ use crate::{IndexDb, Result};
 pub trait Index: Send + Sync + 'static {
     /// Looks `key` up.
     async fn get(&self, key: &str) -> Result<Option<BlobMeta>>;
-    /// Commits `meta` under `key` with the next commit number as its
-    /// `version`; returns the number and the record replaced.
+    /// Commits `meta` under `key` with `meta.version` as its commit number
+    /// (taken from [`Index::next_version`] before the blob was written, so
+    /// the needles carry it too), or the next number when that is 0;
+    /// returns the number and the record replaced.
     async fn put(&self, key: &str, meta: &BlobMeta) -> Result<Committed>;
+    /// A commit number for a put about to be written: above every change
+    /// committed before the call.
+    async fn next_version(&self) -> Result<u64>;
     /// Removes `key`; returns the delete's commit number (0 when the key
     /// was absent) and what it held.
     async fn delete(&self, key: &str) -> Result<Committed>;
@@ -69,6 +74,9 @@ impl Index for IndexDb {
     }
     async fn alloc_ids(&self, count: u64) -> Result<u64> {
         IndexDb::alloc_ids(self, count).await
+    }
+    async fn next_version(&self) -> Result<u64> {
+        Ok(IndexDb::next_version(self))
     }
     async fn set_replicas(&self, key: &str, id: u64, replicas: &[String]) -> Result<bool> {
         IndexDb::set_replicas(self, key.to_owned(), id, replicas.to_vec()).await

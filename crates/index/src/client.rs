@@ -193,6 +193,15 @@ impl Index for IndexClient {
         Ok(must(s, "an id lease")?.start)
     }
 
+    async fn next_version(&self) -> Result<u64> {
+        #[derive(Deserialize)]
+        struct Next {
+            version: u64,
+        }
+        let n: Option<Next> = self.json(Method::POST, "/version".into(), None).await?;
+        Ok(must(n, "a commit number")?.version)
+    }
+
     async fn set_replicas(&self, key: &str, id: u64, replicas: &[String]) -> Result<bool> {
         #[derive(Deserialize)]
         struct Updated {

@@ -63,6 +63,9 @@ pub struct IndexDb {
     /// `None` only while dropping.
     tx: Option<mpsc::Sender<Op>>,
     writer: Option<std::thread::JoinHandle<()>>,
+    /// The last commit number handed out (by [`IndexDb::next_version`] or
+    /// a commit); the stored counter follows it as changes commit.
+    versions: Arc<AtomicU64>,
     /// Counters for `/metrics`.
     pub metrics: Arc<IndexMetrics>,
 }
@@ -86,17 +89,24 @@ impl IndexDb {
             w.open_table(COUNTERS)?;
             w.commit()?;
         }
+        let last = {
+            let r = db.begin_read()?;
+            let c = r.open_table(COUNTERS)?;
+            c.get(VERSION)?.map_or(0, |v| v.value())
+        };
+        let versions = Arc::new(AtomicU64::new(last));
         let (tx, rx) = mpsc::channel(4096);
         let metrics = Arc::new(IndexMetrics::default());
-        let (wdb, wm) = (db.clone(), metrics.clone());
+        let (wdb, wm, wv) = (db.clone(), metrics.clone(), versions.clone());
         let handle = std::thread::Builder::new()
             .name("index-writer".into())
-            .spawn(move || writer(wdb, wm, rx))
+            .spawn(move || writer(wdb, wm, wv, rx))
             .map_err(|e| Error::Db(redb::Error::Io(e)))?;
         Ok(Arc::new(IndexDb {
             db,
             tx: Some(tx),
             writer: Some(handle),
+            versions,
             metrics,
         }))
     }
@@ -126,9 +136,16 @@ impl IndexDb {
         Ok(self.put_versioned(key, meta).await?.previous)
     }
 
-    /// Commits `meta` under `key` with the next commit number as its
-    /// `version` (durable on return); returns the number and what it
-    /// replaced.
+    /// A commit number for a put about to be written: above every change
+    /// committed so far. Not stored until a put commits with it (one that
+    /// never does leaves a gap).
+    pub fn next_version(&self) -> u64 {
+        self.versions.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Commits `meta` under `key` (durable on return) with `meta.version`
+    /// as its commit number, or the next one when that is 0; returns the
+    /// number and what it replaced.
     pub async fn put_versioned(&self, key: String, meta: BlobMeta) -> Result<Committed> {
         let (reply, rx) = oneshot::channel();
         self.submit(Op::Put { key, meta, reply }).await?;
@@ -253,7 +270,12 @@ impl Drop for IndexDb {
 }
 
 /// The writer thread: drains queued ops into one transaction per batch.
-fn writer(db: Arc<Database>, metrics: Arc<IndexMetrics>, mut rx: mpsc::Receiver<Op>) {
+fn writer(
+    db: Arc<Database>,
+    metrics: Arc<IndexMetrics>,
+    versions: Arc<AtomicU64>,
+    mut rx: mpsc::Receiver<Op>,
+) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < 1024 {
@@ -272,7 +294,7 @@ fn writer(db: Arc<Database>, metrics: Arc<IndexMetrics>, mut rx: mpsc::Receiver<
                 let mut tags = w.open_table(TAGS)?;
                 let mut counters = w.open_table(COUNTERS)?;
                 for op in batch {
-                    let res = apply(&op, &mut blobs, &mut tags, &mut counters);
+                    let res = apply(&op, &mut blobs, &mut tags, &mut counters, &versions);
                     results.push((op, res));
                 }
             }
@@ -322,10 +344,18 @@ fn apply(
     blobs: &mut redb::Table<&str, &[u8]>,
     tags: &mut redb::Table<(&str, &str), ()>,
     counters: &mut redb::Table<&str, u64>,
+    versions: &AtomicU64,
 ) -> Result<Outcome> {
     match op {
         Op::Put { key, meta, .. } => {
-            let version = next_version(counters)?;
+            let version = match meta.version {
+                0 => versions.fetch_add(1, Ordering::Relaxed) + 1,
+                v => {
+                    versions.fetch_max(v, Ordering::Relaxed);
+                    v
+                }
+            };
+            record_version(counters, version)?;
             let mut meta = meta.clone();
             meta.version = version;
             let raw = serde_json::to_vec(&meta).map_err(|e| Error::Invalid(e.to_string()))?;
@@ -355,7 +385,11 @@ fn apply(
                 }
             }
             let version = match prev {
-                Some(_) => next_version(counters)?,
+                Some(_) => {
+                    let v = versions.fetch_add(1, Ordering::Relaxed) + 1;
+                    record_version(counters, v)?;
+                    v
+                }
                 None => 0,
             };
             Ok(Outcome::Committed(Committed {
@@ -390,9 +424,11 @@ fn apply(
     }
 }
 
-/// Takes the next commit number (the first is 1).
-fn next_version(counters: &mut redb::Table<&str, u64>) -> Result<u64> {
-    let v = counters.get(VERSION)?.map_or(0, |v| v.value()) + 1;
-    counters.insert(VERSION, v)?;
-    Ok(v)
+/// Stores commit number `v` as the last one if it is higher.
+fn record_version(counters: &mut redb::Table<&str, u64>, v: u64) -> Result<()> {
+    let last = counters.get(VERSION)?.map_or(0, |v| v.value());
+    if v > last {
+        counters.insert(VERSION, v)?;
+    }
+    Ok(())
 }

@@ -24,6 +24,7 @@ pub mod client;
 mod db;
 mod error;
 mod meta;
+pub mod needle_meta;
 pub mod pg;
 pub mod server;
 
@@ -31,3 +32,4 @@ pub use backend::Index;
 pub use db::{IndexDb, IndexMetrics};
 pub use error::{Error, Result};
 pub use meta::{BlobMeta, Committed, Entry, Listing, PageRef, MAX_LIST_LIMIT};
+pub use needle_meta::NeedleMeta;

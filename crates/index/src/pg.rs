@@ -93,10 +93,39 @@ BEGIN
     DELETE FROM strata_blob_tags t WHERE t.key = k;
     RETURN QUERY SELECT nextval('strata_commit_seq'), p_meta, p_version;
 END $$;
+"#, r#"
+-- Step 2: a put brings its commit number, taken before its needles were
+-- written (they carry it), or 0 for the next one.
+DROP FUNCTION strata_put(text, bigint, jsonb, text[]);
+CREATE FUNCTION strata_put(k text, new_id bigint, m jsonb, new_tags text[], given bigint)
+RETURNS TABLE (o_version bigint, o_previous jsonb, o_prev_version bigint)
+LANGUAGE plpgsql AS $$
+DECLARE p_id bigint; p_meta jsonb; p_version bigint; v bigint;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended(k, 0));
+    SELECT b.id, b.meta, b.version INTO p_id, p_meta, p_version
+        FROM strata_blobs b WHERE b.key = k;
+    IF p_id = new_id THEN
+        -- The retry of a put whose answer was lost: it committed.
+        RETURN QUERY SELECT p_version, NULL::jsonb, NULL::bigint;
+        RETURN;
+    END IF;
+    v := CASE WHEN given > 0 THEN given ELSE nextval('strata_commit_seq') END;
+    INSERT INTO strata_blobs AS b (key, id, version, meta) VALUES (k, new_id, v, m)
+        ON CONFLICT (key) DO UPDATE
+        SET id = EXCLUDED.id, version = EXCLUDED.version, meta = EXCLUDED.meta;
+    IF p_id IS NOT NULL THEN
+        DELETE FROM strata_blob_tags t WHERE t.key = k;
+    END IF;
+    INSERT INTO strata_blob_tags (tag, key)
+        SELECT DISTINCT x, k FROM unnest(new_tags) AS x;
+    RETURN QUERY SELECT v, p_meta, p_version;
+END $$;
 "#];
 
 const GET: &str = "SELECT version, meta::text FROM strata_blobs WHERE key = $1";
-const PUT: &str = "SELECT o_version, o_previous::text, o_prev_version FROM strata_put($1, $2, $3::text::jsonb, $4)";
+const PUT: &str = "SELECT o_version, o_previous::text, o_prev_version FROM strata_put($1, $2, $3::text::jsonb, $4, $5)";
+const NEXT_VERSION: &str = "SELECT nextval('strata_commit_seq')";
 const DELETE: &str = "SELECT o_version, o_previous::text, o_prev_version FROM strata_delete($1)";
 const ALLOC: &str =
     "UPDATE strata_counters SET value = value + $1 WHERE name = 'next_id' RETURNING value - $1";
@@ -206,7 +235,11 @@ impl Index for PgIndex {
     async fn put(&self, key: &str, meta: &BlobMeta) -> Result<Committed> {
         let raw = serde_json::to_string(meta).map_err(|e| Error::Invalid(e.to_string()))?;
         let id = i64::try_from(meta.id).map_err(|_| Error::Invalid("blob id above 2^63".into()))?;
-        let rows = self.query(PUT, &[&key, &id, &raw, &meta.tags]).await?;
+        let given = i64::try_from(meta.version)
+            .map_err(|_| Error::Invalid("commit number above 2^63".into()))?;
+        let rows = self
+            .query(PUT, &[&key, &id, &raw, &meta.tags, &given])
+            .await?;
         self.metrics.writes.fetch_add(1, Ordering::Relaxed);
         self.metrics.commits.fetch_add(1, Ordering::Relaxed);
         self.committed(key, &rows)
@@ -261,6 +294,18 @@ impl Index for PgIndex {
             .ok_or_else(|| Error::Invalid("strata_counters has no next_id row".into()))?
             .get(0);
         Ok(first as u64)
+    }
+
+    async fn next_version(&self) -> Result<u64> {
+        // A sequence: no transaction to commit. A number handed out and
+        // never used leaves a gap; after a failover the promoted standby's
+        // sequence is past every number a committed put used.
+        let rows = self.query(NEXT_VERSION, &[]).await?;
+        let v: i64 = rows
+            .first()
+            .ok_or_else(|| Error::Invalid("nextval returned no row".into()))?
+            .get(0);
+        Ok(v as u64)
     }
 
     async fn set_replicas(&self, key: &str, id: u64, replicas: &[String]) -> Result<bool> {

@@ -4,11 +4,12 @@
 //! | method | path | meaning |
 //! |---|---|---|
 //! | GET | `/key?key=K` | the key's [`BlobMeta`], or 404 |
-//! | PUT | `/key?key=K` (JSON [`BlobMeta`]) | commit; `{"version": n, "previous": ...}` |
+//! | PUT | `/key?key=K` (JSON [`BlobMeta`]; its `version` is the commit number, 0 for the next) | commit; `{"version": n, "previous": ...}` |
 //! | DELETE | `/key?key=K` | remove; `{"version": n, "previous": ...}`, or 404 |
 //! | GET | `/list?prefix=&after=&limit=` | a [`Listing`] by prefix |
 //! | GET | `/tag?tag=&after=&limit=` | a [`Listing`] by tag |
 //! | POST | `/ids?count=N` | `{"start": first}` of N fresh blob ids |
+//! | POST | `/version` | `{"version": n}`: a commit number for a put about to be written |
 //! | GET | `/healthz`, `/metrics` | liveness, Prometheus text |
 
 use std::fmt::Write;
@@ -36,6 +37,7 @@ pub fn router(db: Db) -> Router {
         .route("/list", get(list))
         .route("/tag", get(list_tag))
         .route("/ids", post(alloc))
+        .route("/version", post(next_version))
         .route("/replicas", post(set_replicas))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
@@ -180,6 +182,13 @@ async fn list_tag(State(db): State<Db>, Query(q): Query<TagQ>) -> Response {
 async fn alloc(State(db): State<Db>, Query(q): Query<IdsQ>) -> Response {
     match db.alloc_ids(q.count).await {
         Ok(start) => Json(serde_json::json!({ "start": start, "count": q.count })).into_response(),
+        Err(e) => index_error(e),
+    }
+}
+
+async fn next_version(State(db): State<Db>) -> Response {
+    match db.next_version().await {
+        Ok(version) => Json(serde_json::json!({ "version": version })).into_response(),
         Err(e) => index_error(e),
     }
 }

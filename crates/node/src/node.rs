@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use index::needle_meta::{Kind, NeedleMeta};
 use index::BlobMeta;
 
 use crate::caching::Caching;
@@ -287,7 +288,25 @@ impl Node {
         tags: Vec<String>,
         page: Option<crate::search::PageUpload>,
     ) -> Result<(BlobMeta, Option<u64>)> {
-        let id = self.next_id().await?;
+        // The commit number is taken first: the needles carry it, so the
+        // index can be rebuilt from the stores (`recover-index`).
+        let (id, version) = tokio::try_join!(self.next_id(), self.index.next_version())?;
+        let mut meta = BlobMeta {
+            id,
+            size: body.len() as u64,
+            etag: format!("\"{:032x}\"", xxhash_rust::xxh3::xxh3_128(&body)),
+            content_type,
+            created_ms: now_ms(),
+            replicas: Vec::new(),
+            tags,
+            version,
+            page: page.as_ref().map(|p| p.at.clone()),
+        };
+        let head = NeedleMeta::blob(key, &meta).encode();
+        let dropped = Dropped {
+            key: key.to_owned(),
+            version,
+        };
         let names: Vec<&str> = self.stores.iter().map(|s| s.name.as_str()).collect();
         let ranked: Vec<usize> = cluster::rendezvous(&names, id)
             .into_iter()
@@ -315,9 +334,9 @@ impl Node {
         let mut set = tokio::task::JoinSet::new();
         let mut spawn_put = |set: &mut tokio::task::JoinSet<(usize, Result<()>)>, i: usize| {
             let m = self.stores[i].clone();
-            let body = body.clone();
+            let (body, head) = (body.clone(), head.clone());
             launched.push(i);
-            set.spawn(async move { (i, m.handle.put(&m.name, id, body).await) });
+            set.spawn(async move { (i, m.handle.put(&m.name, id, head, body).await) });
         };
         for _ in 0..need {
             match candidates.next() {
@@ -348,7 +367,7 @@ impl Node {
                     written.push(i);
                 }
                 Err(e @ Error::Rejected { .. }) => {
-                    self.cleanup(id, &launched);
+                    self.cleanup(&dropped, id, &launched);
                     return Err(e);
                 }
                 Err(e) => {
@@ -372,31 +391,21 @@ impl Node {
             .filter(|i| !written.contains(i))
             .collect();
         if written.len() < need {
-            self.cleanup(id, &launched);
+            self.cleanup(&dropped, id, &launched);
             return Err(Error::NotEnoughStores {
                 need,
                 have: written.len(),
             });
         }
         if !stray.is_empty() {
-            self.cleanup(id, &stray);
+            self.cleanup(&dropped, id, &stray);
         }
         // Keep the replica list in rendezvous order: readers try it in order.
         written.sort_by_key(|i| ranked.iter().position(|r| r == i));
-        let mut meta = BlobMeta {
-            id,
-            size: body.len() as u64,
-            etag: format!("\"{:032x}\"", xxhash_rust::xxh3::xxh3_128(&body)),
-            content_type,
-            created_ms: now_ms(),
-            replicas: written
-                .iter()
-                .map(|&i| self.stores[i].name.clone())
-                .collect(),
-            tags,
-            version: 0,
-            page: page.as_ref().map(|p| p.at.clone()),
-        };
+        meta.replicas = written
+            .iter()
+            .map(|&i| self.stores[i].name.clone())
+            .collect();
         let committed = self.index.put(key, &meta).await;
         if committed.is_ok() {
             if let Some(c) = &self.caching {
@@ -410,38 +419,38 @@ impl Node {
             }
             Err(e) => {
                 // Not committed: the copies are unreachable garbage; drop them.
-                self.cleanup(id, &written);
+                self.cleanup(&dropped, id, &written);
                 return Err(e);
             }
         };
         let job =
             crate::search::after_change(self, key, meta.version, page, previous.as_ref()).await;
         if let Some(prev) = previous {
-            self.delete_copies(prev);
+            self.delete_copies(&dropped, prev);
         }
         Ok((meta, job?))
     }
 
-    fn cleanup(self: &Arc<Self>, id: u64, written: &[usize]) {
+    fn cleanup(self: &Arc<Self>, why: &Dropped, id: u64, written: &[usize]) {
         let names = written
             .iter()
             .map(|&i| self.stores[i].name.clone())
             .collect();
-        self.delete_copies_of(id, names);
+        self.delete_copies_of(why.tombstone(Kind::Dropped), id, names);
     }
 
-    /// Deletes a replaced or removed blob from its stores, in the background.
-    /// A store that is down keeps its copy as unreachable garbage.
-    fn delete_copies(self: &Arc<Self>, meta: BlobMeta) {
-        self.delete_copies_of(meta.id, meta.replicas);
+    /// Deletes a replaced blob from its stores, in the background. A store
+    /// that is down keeps its copy as unreachable garbage.
+    fn delete_copies(self: &Arc<Self>, why: &Dropped, meta: BlobMeta) {
+        self.delete_copies_of(why.tombstone(Kind::Dropped), meta.id, meta.replicas);
     }
 
-    fn delete_copies_of(self: &Arc<Self>, id: u64, replicas: Vec<String>) {
+    fn delete_copies_of(self: &Arc<Self>, tombstone: Bytes, id: u64, replicas: Vec<String>) {
         let node = self.clone();
         tokio::spawn(async move {
             for name in replicas {
                 if let Some(m) = node.stores.iter().find(|s| s.name == name) {
-                    if let Err(e) = m.handle.delete(&m.name, id).await {
+                    if let Err(e) = m.handle.delete(&m.name, id, tombstone.clone()).await {
                         if !matches!(e, Error::NotFound) {
                             tracing::warn!(store = %name, id, error = %e, "could not delete old copy");
                         }
@@ -770,9 +779,32 @@ impl Node {
             tracing::error!(key, error = %e, "deleted page could not be removed from search");
         }
         if let Some(p) = &prev {
-            self.delete_copies(p.clone());
+            let why = Dropped {
+                key: key.to_owned(),
+                version: committed.version,
+            };
+            self.delete_copies_of(why.tombstone(Kind::Deleted), p.id, p.replicas.clone());
         }
         Ok(prev)
+    }
+}
+
+/// The key and commit number a tombstone names.
+struct Dropped {
+    key: String,
+    version: u64,
+}
+
+impl Dropped {
+    /// A tombstone's metadata: the key was deleted, or just this copy.
+    fn tombstone(&self, kind: Kind) -> Bytes {
+        NeedleMeta {
+            key: self.key.clone(),
+            version: self.version,
+            created_ms: now_ms(),
+            kind,
+        }
+        .encode()
     }
 }
 

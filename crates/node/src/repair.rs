@@ -130,17 +130,22 @@ impl Node {
         self.stores.iter().find(|s| s.name == name)
     }
 
-    /// The whole blob from the first of `names` that serves it (reads are
-    /// CRC-checked by the store).
+    /// The needle metadata and whole blob from the first of `names` that
+    /// serves it (reads are CRC-checked by the store), so that a new copy
+    /// names its key as the old one did.
     async fn read_any<'a>(
         &self,
         id: u64,
         names: impl Iterator<Item = &'a String>,
-    ) -> Option<Bytes> {
+    ) -> Option<(Bytes, Bytes)> {
         for name in names {
             let Some(m) = self.store(name) else { continue };
-            if let Ok(b) = m.handle.get(&m.name, id, None).await {
-                return Some(b);
+            let both = tokio::try_join!(
+                m.handle.meta(&m.name, id),
+                m.handle.get(&m.name, id, None)
+            );
+            if let Ok(found) = both {
+                return Some(found);
             }
         }
         None
@@ -188,15 +193,15 @@ async fn repair_lost(
         return Ok(serde_json::json!({"repaired": []}));
     }
     let src = source.ok_or("no replica has the blob any more")?;
-    let body = src
-        .handle
-        .get(&src.name, id, None)
-        .await
-        .map_err(|e| format!("{}: {e}", src.name))?;
+    let (head, body) = tokio::try_join!(
+        src.handle.meta(&src.name, id),
+        src.handle.get(&src.name, id, None)
+    )
+    .map_err(|e| format!("{}: {e}", src.name))?;
     let mut repaired = Vec::new();
     for m in missing {
         m.handle
-            .put(&m.name, id, body.clone())
+            .put(&m.name, id, head.clone(), body.clone())
             .await
             .map_err(|e| format!("{}: {e}", m.name))?;
         repaired.push(m.name.clone());
@@ -221,7 +226,7 @@ async fn rereplicate(
         }
     }
     let live: Vec<String> = replicas.iter().filter(|r| *r != dead).cloned().collect();
-    let body = node
+    let (head, body) = node
         .read_any(id, live.iter())
         .await
         .ok_or("no live replica serves the blob")?;
@@ -243,7 +248,12 @@ async fn rereplicate(
     });
     let mut placed = None;
     for m in ranked {
-        if m.handle.put(&m.name, id, body.clone()).await.is_ok() {
+        if m
+            .handle
+            .put(&m.name, id, head.clone(), body.clone())
+            .await
+            .is_ok()
+        {
             placed = Some(m);
             break;
         }
@@ -260,11 +270,11 @@ async fn rereplicate(
         }
         Ok(false) => {
             // The key names another blob now: this copy belongs to nobody.
-            let _ = new.handle.delete(&new.name, id).await;
+            let _ = new.handle.delete(&new.name, id, dropped(&head)).await;
             Ok(serde_json::json!({"skipped": "the key changed"}))
         }
         Err(e) => {
-            let _ = new.handle.delete(&new.name, id).await;
+            let _ = new.handle.delete(&new.name, id, dropped(&head)).await;
             Err(format!("index: {e}"))
         }
     }
@@ -284,12 +294,12 @@ async fn repair_corrupt(
         .filter(|s| s.name != store)
         .map(|s| s.name.clone())
         .collect();
-    let body = node
+    let (head, body) = node
         .read_any(id, others.iter())
         .await
         .ok_or("no other store has a good copy")?;
     bad.handle
-        .put(&bad.name, id, body)
+        .put(&bad.name, id, head, body)
         .await
         .map_err(|e| format!("{store}: {e}"))?;
     tracing::info!(
@@ -298,4 +308,17 @@ async fn repair_corrupt(
         "corrupt needle rewritten from a good copy"
     );
     Ok(serde_json::json!({ "rewritten": store }))
+}
+
+/// The tombstone of a copy made by a repair that was not needed after all:
+/// the copy's own metadata, as dropped.
+fn dropped(head: &Bytes) -> Bytes {
+    match index::NeedleMeta::decode(head, 0, 0) {
+        Some(m) => index::NeedleMeta {
+            kind: index::needle_meta::Kind::Dropped,
+            ..m
+        }
+        .encode(),
+        None => Bytes::new(),
+    }
 }

@@ -87,6 +87,11 @@ impl IndexHandle {
     pub async fn alloc_ids(&self, count: u64) -> Result<u64> {
         self.0.alloc_ids(count).await.map_err(index_err)
     }
+
+    /// A commit number for a put about to be written.
+    pub async fn next_version(&self) -> Result<u64> {
+        self.0.next_version().await.map_err(index_err)
+    }
 }
 
 /// Where one store is.
@@ -114,7 +119,9 @@ fn store_err(name: &str, e: store::Error) -> Error {
             tier: name.into(),
             detail: e.to_string(),
         },
-        store::Error::TooLarge(_) | store::Error::BadRange { .. } => Error::Rejected {
+        store::Error::TooLarge(_)
+        | store::Error::MetaTooLarge(_)
+        | store::Error::BadRange { .. } => Error::Rejected {
             tier: name.into(),
             detail: e.to_string(),
         },
@@ -126,13 +133,24 @@ fn store_err(name: &str, e: store::Error) -> Error {
 }
 
 impl StoreHandle {
-    /// Writes a blob (durable on success).
-    pub async fn put(&self, name: &str, id: u64, body: Bytes) -> Result<()> {
+    /// Writes a blob with its needle metadata (durable on success).
+    pub async fn put(&self, name: &str, id: u64, meta: Bytes, body: Bytes) -> Result<()> {
         match self {
-            StoreHandle::Local(s) => s.put(id, body).await.map_err(|e| store_err(name, e)),
+            StoreHandle::Local(s) => s.put(id, meta, body).await.map_err(|e| store_err(name, e)),
             StoreHandle::Remote { base, http } => {
+                // One body: the metadata, then the blob.
+                let mut both = bytes::BytesMut::with_capacity(meta.len() + body.len());
+                both.extend_from_slice(&meta);
+                both.extend_from_slice(&body);
+                let headers = [(store::server::META_LEN, meta.len().to_string())];
                 let r = http
-                    .send(name, Method::PUT, &format!("{base}/blobs/{id}"), &[], body)
+                    .send(
+                        name,
+                        Method::PUT,
+                        &format!("{base}/blobs/{id}"),
+                        &headers,
+                        both.freeze(),
+                    )
                     .await?;
                 check(name, &r)
             }
@@ -168,6 +186,20 @@ impl StoreHandle {
         }
     }
 
+    /// The needle metadata of a blob's copy here.
+    pub async fn meta(&self, name: &str, id: u64) -> Result<Bytes> {
+        match self {
+            StoreHandle::Local(s) => s.meta(id).map_err(|e| store_err(name, e)),
+            StoreHandle::Remote { base, http } => {
+                let r = http
+                    .send(name, Method::GET, &format!("{base}/meta/{id}"), &[], Bytes::new())
+                    .await?;
+                check(name, &r)?;
+                Ok(r.body)
+            }
+        }
+    }
+
     /// Opens a remote blob as a byte stream (headers received, body not
     /// yet read), with the client's per-request timeout. `None` for an
     /// in-process store, whose reads need no streaming.
@@ -186,10 +218,10 @@ impl StoreHandle {
         }
     }
 
-    /// Deletes a blob.
-    pub async fn delete(&self, name: &str, id: u64) -> Result<()> {
+    /// Deletes a blob; its tombstone carries `meta` (why).
+    pub async fn delete(&self, name: &str, id: u64, meta: Bytes) -> Result<()> {
         match self {
-            StoreHandle::Local(s) => s.delete(id).await.map_err(|e| store_err(name, e)),
+            StoreHandle::Local(s) => s.delete(id, meta).await.map_err(|e| store_err(name, e)),
             StoreHandle::Remote { base, http } => {
                 let r = http
                     .send(
@@ -197,7 +229,7 @@ impl StoreHandle {
                         Method::DELETE,
                         &format!("{base}/blobs/{id}"),
                         &[],
-                        Bytes::new(),
+                        meta,
                     )
                     .await?;
                 check(name, &r)

@@ -106,7 +106,7 @@ impl Store {
         let mut tomb_bytes = 0;
         for n in &needles {
             let h = n.header;
-            let len = needle::needle_len(u64::from(h.size));
+            let len = h.len();
             let keep = if h.flags & FLAG_TOMBSTONE != 0 {
                 !put_here.contains(&h.id)
             } else {
@@ -114,6 +114,7 @@ impl Store {
                 let here = Loc {
                     volume: v,
                     offset: n.offset,
+                    meta: needle::meta_room(h.meta),
                     size: h.size,
                 };
                 let st = self.state.read().unwrap_or_else(|p| p.into_inner());
@@ -131,6 +132,7 @@ impl Store {
                 offset: end,
                 size: h.size,
                 flags: h.flags,
+                meta: h.meta,
             });
             if h.flags & FLAG_TOMBSTONE != 0 {
                 tomb_bytes += len;
@@ -140,11 +142,13 @@ impl Store {
                     Loc {
                         volume: v,
                         offset: n.offset,
+                        meta: needle::meta_room(h.meta),
                         size: h.size,
                     },
                     Loc {
                         volume: v,
                         offset: end,
+                        meta: needle::meta_room(h.meta),
                         size: h.size,
                     },
                 ));
@@ -176,7 +180,7 @@ impl Store {
                 // deleted meanwhile stays deleted.
                 if st.map.get(*id) == Some(*was) {
                     st.map.insert(*id, *now);
-                    live += needle::needle_len(u64::from(now.size));
+                    live += now.needle_len();
                 }
             }
             st.volumes.insert(v, new);

@@ -33,6 +33,18 @@ pub enum Error {
         /// The limit.
         limit: u64,
     },
+    /// No volume with this number.
+    #[error("no volume {0}")]
+    NoVolume(u16),
+    /// The volume was compacted since a listing of its heads began.
+    #[error("volume {volume} was compacted since its listing began")]
+    Moved {
+        /// The volume.
+        volume: u16,
+    },
+    /// The metadata does not fit a needle (see `MAX_META`).
+    #[error("blob metadata of {0} bytes is larger than a needle can hold (65535)")]
+    MetaTooLarge(usize),
     /// The body does not fit a needle (see `MAX_DATA`).
     #[error("blob of {0} bytes is larger than a needle can hold")]
     TooLarge(u64),

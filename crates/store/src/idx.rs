@@ -4,7 +4,8 @@
 //! header (32 bytes): "STRATAIX", u8 version (1), 3 reserved,
 //!                    u32 volume, u64 volume generation, 8 reserved
 //! record (32 bytes): u64 blob id, u64 needle offset, u32 data size,
-//!                    u8 flags (1 = tombstone), 3 reserved,
+//!                    u8 flags (1 = tombstone), 1 reserved,
+//!                    u16 metadata size (0 before volume format 2),
 //!                    u32 crc32c of bytes 0..24, 4 reserved
 //! ```
 //! Records are appended in volume order, only after the needles they name
@@ -37,6 +38,8 @@ pub struct Record {
     pub size: u32,
     /// Needle flags.
     pub flags: u8,
+    /// Metadata size.
+    pub meta: u16,
 }
 
 impl Record {
@@ -45,7 +48,8 @@ impl Record {
         out.extend_from_slice(&self.id.to_le_bytes());
         out.extend_from_slice(&self.offset.to_le_bytes());
         out.extend_from_slice(&self.size.to_le_bytes());
-        out.extend_from_slice(&[self.flags, 0, 0, 0]);
+        out.extend_from_slice(&[self.flags, 0]);
+        out.extend_from_slice(&self.meta.to_le_bytes());
         let crc = crc32c::crc32c(&out[start..]);
         out.extend_from_slice(&crc.to_le_bytes());
         out.extend_from_slice(&[0; 4]);
@@ -61,6 +65,7 @@ impl Record {
             offset: u64::from_le_bytes(b[8..16].try_into().ok()?),
             size: u32::from_le_bytes(b[16..20].try_into().ok()?),
             flags: b[20],
+            meta: u16::from_le_bytes([b[22], b[23]]),
         })
     }
 }
@@ -182,6 +187,7 @@ mod tests {
                 offset: 64 + i * 40,
                 size: i as u32,
                 flags: (i % 2) as u8,
+                meta: i as u16 * 3,
             })
             .collect();
         IdxWriter::create(&p, sb, &recs).expect("create");

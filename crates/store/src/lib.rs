@@ -2,15 +2,18 @@
 //!
 //! A store keeps blobs as needles in append-only volume files, Haystack
 //! style: [`needle`] is the on-disk record, [`NeedleMap`] the compact in-RAM
-//! map from blob id to where its needle sits (14 bytes a blob), and
+//! map from blob id to where its needle sits (16 bytes a blob), and
 //! [`Store`] ties volumes, group-committed writes, index-file checkpoints,
-//! crash recovery and online compaction together. [`server::serve`] exposes
-//! a store over internal HTTP.
+//! crash recovery and online compaction together. Needles carry the node's
+//! metadata (the key and its record), opaque here, which [`heads`] reads
+//! back without the data so that the name index can be rebuilt from the
+//! stores. [`server::serve`] exposes a store over internal HTTP.
 //!
 //! Errors are one enum, [`Error`].
 
 mod compact;
 mod error;
+pub mod heads;
 mod idx;
 mod map;
 mod metrics;
@@ -24,6 +27,7 @@ mod volume;
 
 pub use compact::CompactReport;
 pub use error::{Error, Result};
+pub use heads::{Head, HeadPage};
 pub use metrics::{Counter, StoreMetrics};
 pub use needle_map::{Loc, NeedleMap};
 pub use scrub::ScrubReport;

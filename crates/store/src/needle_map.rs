@@ -1,15 +1,19 @@
-//! The in-RAM needle map: blob id -> (volume, offset, size), 14 bytes a blob.
+//! The in-RAM needle map: blob id -> (volume, offset, metadata and data
+//! sizes), 14 bytes a blob.
 //!
 //! Blob ids come from the index's allocator, so they are dense and mostly
-//! increasing. The map keeps them in sorted chunks of at most
-//! [`CHUNK`] entries; each chunk stores its ids as `u32` deltas from a base
-//! id, with the volume (`u16`) and a packed location (`u64`) in parallel
-//! arrays: 4 + 2 + 8 = 14 bytes per blob plus a few bytes per chunk. A hash
-//! map of the same data would cost 40+ bytes per blob.
+//! increasing. The map keeps them in sorted chunks of at most [`CHUNK`]
+//! entries; each chunk stores its ids as deltas from a base id, with the
+//! volume (`u16`) and a packed location (`u64`) in parallel arrays:
+//! 4 + 2 + 8 = 14 bytes per blob plus a few bytes per chunk. A hash map of
+//! the same data would cost 40+ bytes per blob. The key and the rest of
+//! the metadata stay on disk, in the needle.
 //!
-//! Location packing: `offset / 8` in the high 37 bits (needles are 8-byte
-//! aligned, so volumes can reach 1 TiB) and the data size in the low 27 bits
-//! (the needle's length follows from its size).
+//! Packing: the `u32` holds the id's delta (19 bits: a chunk spans at most
+//! 2^19 ids) and the metadata's length in 8-byte words (13 bits: needles
+//! pad it to a multiple of 8, so the data offset follows); the `u64` holds
+//! `offset / 8` in the high 37 bits (needles are 8-byte aligned, so
+//! volumes can reach 1 TiB) and the data size in the low 27 bits.
 
 /// Entries per chunk. Big enough that per-chunk overhead is noise, small
 /// enough that an insert in the middle shifts at most ~56 KiB.
@@ -17,6 +21,10 @@ pub const CHUNK: usize = 4096;
 
 const SIZE_BITS: u32 = 27;
 const SIZE_MASK: u64 = (1 << SIZE_BITS) - 1;
+/// Bits of a metadata length in 8-byte words.
+const META_BITS: u32 = 13;
+/// Largest id delta within a chunk.
+const MAX_DELTA: u64 = (1 << (32 - META_BITS)) - 1;
 /// Largest addressable volume offset (exclusive).
 pub const MAX_OFFSET: u64 = 1 << (64 - SIZE_BITS + 3);
 
@@ -27,6 +35,8 @@ pub struct Loc {
     pub volume: u16,
     /// Byte offset of the needle in its volume (multiple of 8).
     pub offset: u64,
+    /// Metadata bytes, rounded up to a multiple of 8 (0 in format 1).
+    pub meta: u16,
     /// Data bytes (not the needle length).
     pub size: u32,
 }
@@ -42,12 +52,38 @@ impl Loc {
             volume,
             offset: (packed >> SIZE_BITS) << 3,
             size: (packed & SIZE_MASK) as u32,
+            meta: 0,
         }
     }
+
+    /// The needle's length on disk.
+    pub fn needle_len(&self) -> u64 {
+        crate::needle::needle_len(self.meta, u64::from(self.size))
+    }
+
+    /// Where the data starts in the volume.
+    pub fn data_offset(&self) -> u64 {
+        self.offset + crate::needle::HEADER_LEN + u64::from(self.meta)
+    }
+}
+
+/// A delta and a metadata length in one `u32`.
+fn key(delta: u32, meta: u16) -> u32 {
+    debug_assert!(u64::from(delta) <= MAX_DELTA && meta % 8 == 0);
+    delta << META_BITS | u32::from(meta / 8)
+}
+
+fn delta_of(k: u32) -> u32 {
+    k >> META_BITS
+}
+
+fn meta_of(k: u32) -> u16 {
+    ((k & ((1 << META_BITS) - 1)) * 8) as u16
 }
 
 struct Chunk {
     base: u64,
+    /// Delta and metadata words, see [`key`].
     deltas: Vec<u32>,
     vols: Vec<u16>,
     locs: Vec<u64>,
@@ -67,10 +103,10 @@ impl Chunk {
     }
     fn search(&self, id: u64) -> Result<usize, usize> {
         let d = (id - self.base) as u32;
-        self.deltas.binary_search(&d)
+        self.deltas.binary_search_by_key(&d, |k| delta_of(*k))
     }
     fn insert_at(&mut self, at: usize, id: u64, loc: Loc) {
-        self.deltas.insert(at, (id - self.base) as u32);
+        self.deltas.insert(at, key((id - self.base) as u32, loc.meta));
         self.vols.insert(at, loc.volume);
         self.locs.insert(at, loc.pack());
     }
@@ -80,7 +116,13 @@ impl Chunk {
         self.locs.remove(at);
     }
     fn id_at(&self, at: usize) -> u64 {
-        self.base + u64::from(self.deltas[at])
+        self.base + u64::from(delta_of(self.deltas[at]))
+    }
+    fn loc_at(&self, at: usize) -> Loc {
+        Loc {
+            meta: meta_of(self.deltas[at]),
+            ..Loc::unpack(self.vols[at], self.locs[at])
+        }
     }
     /// Moves the upper half into a new chunk based at its first id.
     fn split_off(&mut self) -> Chunk {
@@ -91,7 +133,7 @@ impl Chunk {
             .deltas
             .split_off(mid)
             .into_iter()
-            .map(|d| d - shift)
+            .map(|k| key(delta_of(k) - shift, meta_of(k)))
             .collect();
         let vols = self.vols.split_off(mid);
         let locs = self.locs.split_off(mid);
@@ -111,7 +153,7 @@ impl Chunk {
 #[derive(Default)]
 pub struct NeedleMap {
     /// Sorted by base; chunk i holds ids in `[base_i, base_{i+1})`, all within
-    /// `u32::MAX` of `base_i`.
+    /// [`MAX_DELTA`] of `base_i`.
     chunks: Vec<Chunk>,
     len: usize,
 }
@@ -141,17 +183,17 @@ impl NeedleMap {
     /// The location of `id`.
     pub fn get(&self, id: u64) -> Option<Loc> {
         let c = &self.chunks[self.chunk_for(id)?];
-        if id - c.base > u64::from(u32::MAX) {
+        if id - c.base > MAX_DELTA {
             return None;
         }
         let at = c.search(id).ok()?;
-        Some(Loc::unpack(c.vols[at], c.locs[at]))
+        Some(c.loc_at(at))
     }
 
     /// Inserts or replaces; returns the previous location.
     pub fn insert(&mut self, id: u64, loc: Loc) -> Option<Loc> {
         let ci = match self.chunk_for(id) {
-            Some(ci) if id - self.chunks[ci].base <= u64::from(u32::MAX) => ci,
+            Some(ci) if id - self.chunks[ci].base <= MAX_DELTA => ci,
             // Below every chunk, or beyond the delta reach of its chunk:
             // start a chunk based at this id (it still sorts correctly,
             // because the next chunk's base is above `id`).
@@ -164,7 +206,8 @@ impl NeedleMap {
         let c = &mut self.chunks[ci];
         let at = match c.search(id) {
             Ok(at) => {
-                let old = Loc::unpack(c.vols[at], c.locs[at]);
+                let old = c.loc_at(at);
+                c.deltas[at] = key(delta_of(c.deltas[at]), loc.meta);
                 c.vols[at] = loc.volume;
                 c.locs[at] = loc.pack();
                 return Some(old);
@@ -202,11 +245,11 @@ impl NeedleMap {
     pub fn remove(&mut self, id: u64) -> Option<Loc> {
         let ci = self.chunk_for(id)?;
         let c = &mut self.chunks[ci];
-        if id - c.base > u64::from(u32::MAX) {
+        if id - c.base > MAX_DELTA {
             return None;
         }
         let at = c.search(id).ok()?;
-        let old = Loc::unpack(c.vols[at], c.locs[at]);
+        let old = c.loc_at(at);
         c.remove_at(at);
         if c.len() == 0 {
             self.chunks.remove(ci);
@@ -218,7 +261,7 @@ impl NeedleMap {
     /// Every entry in id order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, Loc)> + '_ {
         self.chunks.iter().flat_map(|c| {
-            (0..c.len()).map(move |i| (c.id_at(i), Loc::unpack(c.vols[i], c.locs[i])))
+            (0..c.len()).map(move |i| (c.id_at(i), c.loc_at(i)))
         })
     }
 
@@ -247,6 +290,7 @@ mod tests {
     fn loc(i: u64) -> Loc {
         Loc {
             volume: (i % 7) as u16,
+            meta: ((i % 300) * 8) as u16,
             offset: (i % (MAX_OFFSET / 8)) * 8,
             size: (i % 1000) as u32,
         }
@@ -271,7 +315,7 @@ mod tests {
                 0..=4 => step,                    // increasing
                 5..=6 => r % 20_000,              // dense random
                 7 => r >> 8,                      // far apart
-                _ => (r % 3) << 33 | (r % 5_000), // beyond u32 deltas
+                _ => (r % 3) << 33 | (r % 5_000), // beyond a chunk's deltas
             };
             if r % 13 == 0 {
                 assert_eq!(m.remove(id), model.remove(&id), "remove {id}");
@@ -295,6 +339,7 @@ mod tests {
         let mut m = NeedleMap::new();
         let l = Loc {
             volume: 65535,
+            meta: 65528,
             offset: 40 << 30,
             size: (1 << 27) - 1,
         };

@@ -2,9 +2,12 @@
 //!
 //! | method | path | meaning |
 //! |---|---|---|
-//! | PUT | `/blobs/{id}` | append a blob (201 once fsynced) |
+//! | PUT | `/blobs/{id}` | append a blob (201 once fsynced); with `X-Strata-Meta-Len: N` the body's first N bytes are its metadata |
 //! | GET, HEAD | `/blobs/{id}` | read it; one `Range` -> 206, outside -> 416 |
-//! | DELETE | `/blobs/{id}` | append a tombstone (204, or 404) |
+//! | DELETE | `/blobs/{id}` | append a tombstone carrying the body as its metadata (204, or 404) |
+//! | GET | `/meta/{id}` | the blob's needle metadata (raw bytes) |
+//! | GET | `/volumes` | JSON: `[{volume, generation}]` |
+//! | GET | `/heads?volume=V&from=OFFSET&generation=G&limit=N` | the needle heads of a volume ([`crate::heads`]); 409 when the volume was compacted since `generation` |
 //! | POST | `/admin/compact` | compact sealed volumes over the threshold now |
 //! | GET | `/stats` | JSON: blobs, needle-map bytes, volumes |
 //! | GET | `/healthz`, `/metrics` | liveness, Prometheus text |
@@ -34,6 +37,9 @@ pub fn router(store: Arc<Store>) -> Router {
                 .delete(delete_blob),
         )
         .route("/mget", post(mget))
+        .route("/meta/{id}", get(get_meta))
+        .route("/volumes", get(volumes))
+        .route("/heads", get(heads))
         .route("/admin/compact", post(compact))
         .route("/stats", get(stats))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -67,7 +73,7 @@ pub fn error_response(status: StatusCode, error: &str, detail: impl Into<String>
 fn store_error(e: Error) -> Response {
     match e {
         Error::NotFound(_) => error_response(StatusCode::NOT_FOUND, "not_found", e.to_string()),
-        Error::TooLarge(_) => {
+        Error::TooLarge(_) | Error::MetaTooLarge(_) => {
             error_response(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
         }
         Error::BadRange { size, .. } => {
@@ -167,14 +173,27 @@ fn internal(detail: String) -> Response {
 async fn put_blob(
     State(store): State<Arc<Store>>,
     Path(id): Path<String>,
-    body: Bytes,
+    headers: HeaderMap,
+    mut body: Bytes,
 ) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(r) => return r,
     };
+    let meta_len = match headers.get(META_LEN).map(|v| v.to_str().ok()?.parse::<usize>().ok()) {
+        None => 0,
+        Some(Some(n)) if n <= body.len() => n,
+        Some(_) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "bad_meta_len",
+                format!("{META_LEN} must be a byte count no larger than the body"),
+            )
+        }
+    };
+    let meta = body.split_to(meta_len);
     let size = body.len();
-    match store.put(id, body).await {
+    match store.put(id, meta, body).await {
         Ok(()) => (
             StatusCode::CREATED,
             [(header::CONTENT_TYPE, "application/json")],
@@ -185,12 +204,16 @@ async fn put_blob(
     }
 }
 
-async fn delete_blob(State(store): State<Arc<Store>>, Path(id): Path<String>) -> Response {
+async fn delete_blob(
+    State(store): State<Arc<Store>>,
+    Path(id): Path<String>,
+    meta: Bytes,
+) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(r) => return r,
     };
-    match store.delete(id).await {
+    match store.delete(id, meta).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => store_error(e),
     }
@@ -225,6 +248,73 @@ async fn mget(State(store): State<Arc<Store>>, body: Bytes) -> Response {
     }
     ([(header::CONTENT_TYPE, "application/octet-stream")], out).into_response()
 }
+
+async fn get_meta(State(store): State<Arc<Store>>, Path(id): Path<String>) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    match store.meta(id) {
+        Ok(m) => ([(header::CONTENT_TYPE, "application/octet-stream")], m).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn volumes(State(store): State<Arc<Store>>) -> Response {
+    let list: Vec<_> = store
+        .volumes()
+        .into_iter()
+        .map(|(volume, generation)| serde_json::json!({ "volume": volume, "generation": generation }))
+        .collect();
+    axum::Json(list).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct HeadsQuery {
+    volume: u16,
+    #[serde(default)]
+    from: u64,
+    generation: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn heads(
+    State(store): State<Arc<Store>>,
+    axum::extract::Query(q): axum::extract::Query<HeadsQuery>,
+) -> Response {
+    let limit = q.limit.unwrap_or(4096).clamp(1, 65_536);
+    let page = tokio::task::spawn_blocking(move || store.heads(q.volume, q.from, q.generation, limit)).await;
+    match page {
+        Ok(Ok(p)) => {
+            let mut r = (
+                [(header::CONTENT_TYPE, "application/octet-stream")],
+                crate::heads::encode(&p.heads),
+            )
+                .into_response();
+            let h = r.headers_mut();
+            h.insert(GENERATION, p.generation.into());
+            if let Some(n) = p.next {
+                h.insert(NEXT, n.into());
+            }
+            r
+        }
+        Ok(Err(Error::Moved { .. })) => error_response(
+            StatusCode::CONFLICT,
+            "compacted",
+            "the volume was compacted: list it again from the start",
+        ),
+        Ok(Err(e)) => store_error(e),
+        Err(e) => internal(e.to_string()),
+    }
+}
+
+/// Header of a PUT: how many leading body bytes are the blob's metadata.
+pub const META_LEN: &str = "x-strata-meta-len";
+/// Header of a `/heads` answer: the volume's generation.
+pub const GENERATION: &str = "x-strata-generation";
+/// Header of a `/heads` answer: the `from` of the next page (absent at the
+/// volume's end).
+pub const NEXT: &str = "x-strata-next";
 
 async fn compact(State(store): State<Arc<Store>>) -> Response {
     match tokio::task::spawn_blocking(move || store.compact_due()).await {

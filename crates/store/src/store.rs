@@ -82,11 +82,13 @@ enum Op {
     Put {
         id: u64,
         cookie: u32,
+        meta: Bytes,
         data: Bytes,
         reply: oneshot::Sender<Result<()>>,
     },
     Delete {
         id: u64,
+        meta: Bytes,
         reply: oneshot::Sender<Result<()>>,
     },
     Checkpoint {
@@ -225,7 +227,7 @@ impl Store {
         }
         for (_, loc) in map.iter() {
             if let Some(s) = stats.get_mut(&loc.volume) {
-                s.live += needle::needle_len(u64::from(loc.size));
+                s.live += loc.needle_len();
             }
         }
 
@@ -281,11 +283,14 @@ impl Store {
         Ok((store, report))
     }
 
-    /// Appends a blob; returns once it is fsynced and readable.
-    pub async fn put(&self, id: u64, data: Bytes) -> Result<()> {
+    /// Appends a blob with its metadata (opaque here: the node's record of
+    /// its key, read back by [`Store::heads`]); returns once it is fsynced
+    /// and readable.
+    pub async fn put(&self, id: u64, meta: Bytes, data: Bytes) -> Result<()> {
         if data.len() as u64 > needle::MAX_DATA {
             return Err(Error::TooLarge(data.len() as u64));
         }
+        check_meta(&meta)?;
         let cookie = (crate::metrics::nanos() as u32) ^ (id as u32).rotate_left(16);
         let (reply, rx) = oneshot::channel();
         self.tx
@@ -294,6 +299,7 @@ impl Store {
             .send(Op::Put {
                 id,
                 cookie,
+                meta,
                 data,
                 reply,
             })
@@ -302,13 +308,15 @@ impl Store {
         rx.await.map_err(|_| Error::Closed)?
     }
 
-    /// Appends a tombstone for `id`; `NotFound` if it is not live.
-    pub async fn delete(&self, id: u64) -> Result<()> {
+    /// Appends a tombstone for `id` carrying `meta` (why it was deleted);
+    /// `NotFound` if it is not live.
+    pub async fn delete(&self, id: u64, meta: Bytes) -> Result<()> {
+        check_meta(&meta)?;
         let (reply, rx) = oneshot::channel();
         self.tx
             .as_ref()
             .ok_or(Error::Closed)?
-            .send(Op::Delete { id, reply })
+            .send(Op::Delete { id, meta, reply })
             .await
             .map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
@@ -347,7 +355,7 @@ impl Store {
     /// Reads a whole blob with one positioned read and verifies its CRC.
     pub fn get(&self, id: u64) -> Result<Bytes> {
         let (loc, vol) = self.locate(id)?;
-        let len = needle::needle_len(u64::from(loc.size)) as usize;
+        let len = loc.needle_len() as usize;
         let buf = vol
             .read_at(loc.offset, len)
             .map_err(|e| Error::io(format!("read volume {}", loc.volume), e))?;
@@ -358,12 +366,12 @@ impl Store {
             offset: loc.offset,
             reason,
         };
-        let (h, data) = needle::decode(&buf).map_err(|why| corrupt(why.as_str()))?;
-        if h.id != id || h.is_tombstone() {
+        let n = needle::decode(&buf).map_err(|why| corrupt(why.as_str()))?;
+        if n.header.id != id || n.header.is_tombstone() {
             return Err(corrupt("needle names another blob"));
         }
-        self.metrics.bytes_read.add(data.len() as u64);
-        Ok(data)
+        self.metrics.bytes_read.add(n.data.len() as u64);
+        Ok(n.data)
     }
 
     /// Reads bytes `start..end` of a blob: one positioned read of just that
@@ -375,10 +383,7 @@ impl Store {
             return Err(Error::BadRange { start, end, size });
         }
         let data = vol
-            .read_at(
-                loc.offset + needle::HEADER_LEN + start,
-                (end - start) as usize,
-            )
+            .read_at(loc.data_offset() + start, (end - start) as usize)
             .map_err(|e| Error::io(format!("read volume {}", loc.volume), e))?;
         self.metrics.reads.inc();
         self.metrics.bytes_read.add(data.len() as u64);
@@ -430,7 +435,7 @@ impl Store {
 /// size plus one maximal needle (a needle larger than the remaining room in
 /// an empty volume still goes in).
 fn active_reserve(opts: &StoreOptions) -> u64 {
-    SUPERBLOCK_LEN + opts.volume_bytes + needle::needle_len(needle::MAX_DATA)
+    SUPERBLOCK_LEN + opts.volume_bytes + needle::needle_len(u16::MAX, needle::MAX_DATA)
 }
 
 fn new_volume(dir: &Path, v: u16) -> Result<(File, IdxWriter)> {
@@ -443,28 +448,29 @@ fn new_volume(dir: &Path, v: u16) -> Result<(File, IdxWriter)> {
     Ok((file, idxw))
 }
 
-fn apply(
-    map: &mut NeedleMap,
-    tomb: &mut HashMap<u16, u64>,
-    v: u16,
-    id: u64,
-    offset: u64,
-    size: u32,
-    flags: u8,
-) {
-    if flags & FLAG_TOMBSTONE != 0 {
-        map.remove(id);
-        *tomb.entry(v).or_default() += needle::needle_len(0);
+fn apply(map: &mut NeedleMap, tomb: &mut HashMap<u16, u64>, v: u16, r: &Record) {
+    if r.flags & FLAG_TOMBSTONE != 0 {
+        map.remove(r.id);
+        *tomb.entry(v).or_default() += needle::needle_len(r.meta, u64::from(r.size));
     } else {
         map.insert(
-            id,
+            r.id,
             Loc {
                 volume: v,
-                offset,
-                size,
+                offset: r.offset,
+                meta: needle::meta_room(r.meta),
+                size: r.size,
             },
         );
     }
+}
+
+/// Metadata must fit the needle's 16-bit length.
+fn check_meta(meta: &[u8]) -> Result<()> {
+    if meta.len() > needle::MAX_META {
+        return Err(Error::MetaTooLarge(meta.len()));
+    }
+    Ok(())
 }
 
 /// Loads one volume's checkpoint, scans its tail and cuts a torn needle.
@@ -505,13 +511,13 @@ fn recover_volume(
     // Index records trusted (applied); the file is cut after them.
     let mut trusted = 0;
     for r in loaded.iter().flatten() {
-        let end = r.offset + needle::needle_len(u64::from(r.size));
+        let end = r.offset + needle::needle_len(r.meta, u64::from(r.size));
         if end > len {
             // The index names bytes the volume does not have: distrust the
             // rest of it and rescan from the last good point.
             break;
         }
-        apply(map, tomb, v, r.id, r.offset, r.size, r.flags);
+        apply(map, tomb, v, r);
         covered = covered.max(end);
         report.from_index += 1;
         trusted += 1;
@@ -528,21 +534,15 @@ fn recover_volume(
     }
     let mut recs = Vec::with_capacity(found.len());
     for s in &found {
-        apply(
-            map,
-            tomb,
-            v,
-            s.header.id,
-            s.offset,
-            s.header.size,
-            s.header.flags,
-        );
-        recs.push(Record {
+        let r = Record {
             id: s.header.id,
             offset: s.offset,
             size: s.header.size,
             flags: s.header.flags,
-        });
+            meta: s.header.meta,
+        };
+        apply(map, tomb, v, &r);
+        recs.push(r);
     }
     report.scanned += found.len() as u64;
     // Mapped only now: the torn tail (if any) is already cut off.
@@ -575,6 +575,7 @@ struct Appended {
     volume: u16,
     offset: u64,
     id: u64,
+    meta: u16,
     size: u32,
     flags: u8,
     /// Cleared when the flush that carried it failed.
@@ -635,7 +636,7 @@ impl Writer {
             0
         };
         for op in batch {
-            let (id, cookie, data, flags, reply) = match op {
+            let (id, cookie, meta, data, flags, reply) = match op {
                 Op::Checkpoint { reply } => {
                     checkpoints.push(reply);
                     continue;
@@ -643,11 +644,12 @@ impl Writer {
                 Op::Put {
                     id,
                     cookie,
+                    meta,
                     data,
                     reply,
                 } => {
                     let used = used_before + buf.len() as u64;
-                    let len = needle::needle_len(data.len() as u64);
+                    let len = needle::needle_len(meta.len() as u16, data.len() as u64);
                     if self.opts.max_bytes > 0 && used + len > self.opts.max_bytes {
                         outbox.push((
                             reply,
@@ -658,9 +660,9 @@ impl Writer {
                         ));
                         continue;
                     }
-                    (id, cookie, data, 0u8, reply)
+                    (id, cookie, meta, data, 0u8, reply)
                 }
-                Op::Delete { id, reply } => {
+                Op::Delete { id, meta, reply } => {
                     let live = match seen.get(&id) {
                         Some(l) => *l,
                         None => store
@@ -676,10 +678,10 @@ impl Writer {
                         continue;
                     }
                     any_delete = true;
-                    (id, 0, Bytes::new(), FLAG_TOMBSTONE, reply)
+                    (id, 0, meta, Bytes::new(), FLAG_TOMBSTONE, reply)
                 }
             };
-            let len = needle::needle_len(data.len() as u64);
+            let len = needle::needle_len(meta.len() as u16, data.len() as u64);
             let at = self.end + buf.len() as u64;
             if failure.is_none()
                 && at + len > self.opts.volume_bytes.min(MAX_OFFSET)
@@ -701,8 +703,10 @@ impl Writer {
                     cookie,
                     id,
                     flags,
+                    meta: meta.len() as u16,
                     size: data.len() as u32,
                 },
+                &meta,
                 &data,
             );
             seen.insert(id, flags == 0);
@@ -710,6 +714,7 @@ impl Writer {
                 volume: self.volume,
                 offset,
                 id,
+                meta: meta.len() as u16,
                 size: data.len() as u32,
                 flags,
                 durable: true,
@@ -730,16 +735,14 @@ impl Writer {
         {
             let mut st = store.state.write().unwrap_or_else(|p| p.into_inner());
             for a in appended.iter().filter(|a| a.durable) {
-                let nlen = needle::needle_len(u64::from(a.size));
+                let nlen = needle::needle_len(a.meta, u64::from(a.size));
                 let stats = st.stats.entry(a.volume).or_default();
                 stats.total += nlen;
                 if a.flags & FLAG_TOMBSTONE != 0 {
                     stats.tombstones += nlen;
                     if let Some(old) = st.map.remove(a.id) {
                         let s = st.stats.entry(old.volume).or_default();
-                        s.live = s
-                            .live
-                            .saturating_sub(needle::needle_len(u64::from(old.size)));
+                        s.live = s.live.saturating_sub(old.needle_len());
                     }
                 } else {
                     stats.live += nlen;
@@ -748,13 +751,12 @@ impl Writer {
                         Loc {
                             volume: a.volume,
                             offset: a.offset,
+                            meta: needle::meta_room(a.meta),
                             size: a.size,
                         },
                     ) {
                         let s = st.stats.entry(old.volume).or_default();
-                        s.live = s
-                            .live
-                            .saturating_sub(needle::needle_len(u64::from(old.size)));
+                        s.live = s.live.saturating_sub(old.needle_len());
                     }
                 }
             }
@@ -771,6 +773,7 @@ impl Writer {
                 offset: a.offset,
                 size: a.size,
                 flags: a.flags,
+                meta: a.meta,
             });
         }
         for (reply, idx) in replies {

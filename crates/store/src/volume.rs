@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! 0   [u8; 8] magic "STRATAVL"
-//! 8   u8      format version (1)
+//! 8   u8      format version (2: needles carry metadata; 1 is read too)
 //! 9   3       reserved
 //! 12  u32     volume number
 //! 16  u64     generation (bumped by each compaction rewrite)
@@ -23,8 +23,10 @@ use crate::{Error, Result};
 
 /// Volume file magic.
 pub const MAGIC: &[u8; 8] = b"STRATAVL";
-/// Current volume format version.
-pub const VERSION: u8 = 1;
+/// Volume format version written now.
+pub const VERSION: u8 = 2;
+/// Oldest version still read (its needles have no metadata).
+pub const OLDEST_VERSION: u8 = 1;
 /// Bytes before the first needle.
 pub const SUPERBLOCK_LEN: u64 = 64;
 
@@ -71,7 +73,7 @@ impl Superblock {
         if b.len() < SUPERBLOCK_LEN as usize || &b[..8] != MAGIC {
             return Err(fmt("not a strata volume (bad magic)".into()));
         }
-        if b[8] != VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&b[8]) {
             return Err(fmt(format!("unsupported volume version {}", b[8])));
         }
         let mut v = [0u8; 4];
@@ -193,7 +195,7 @@ pub fn scan(
         let Some(h) = needle::parse_header(&head) else {
             return Ok((out, off, Some(Invalid::Magic)));
         };
-        let len = needle::needle_len(u64::from(h.size));
+        let len = h.len();
         if off + len > file_len {
             return Ok((out, off, Some(Invalid::Truncated)));
         }

@@ -278,7 +278,7 @@ async fn store_multi_get_answers_in_order_and_refuses_bad_bodies() {
         .expect("bind");
     let c = Client::new(format!("http://{}", l.local_addr().expect("addr")));
     tokio::spawn(store::server::serve(l, s.clone(), std::future::pending()));
-    s.put(1, bytes::Bytes::from_static(b"one"))
+    s.put(1, bytes::Bytes::from_static(b"key one"), bytes::Bytes::from_static(b"one"))
         .await
         .expect("put");
     let ids: Vec<u8> = [1u64, 2].iter().flat_map(|i| i.to_le_bytes()).collect();
@@ -305,4 +305,26 @@ async fn store_multi_get_answers_in_order_and_refuses_bad_bodies() {
         .await
         .expect("mget");
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    // A PUT's leading body bytes are the needle's metadata when it says
+    // how many; the blob reads back without them, the metadata apart.
+    let meta_len = [("x-strata-meta-len", "7")];
+    let r = c
+        .send(Method::PUT, "/blobs/2", &meta_len, b"key twotwo".to_vec())
+        .await
+        .expect("put");
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(&c.get("/blobs/2").await.expect("get").body[..], b"two");
+    assert_eq!(&c.get("/meta/2").await.expect("meta").body[..], b"key two");
+    assert_eq!(&c.get("/meta/1").await.expect("meta").body[..], b"key one");
+    assert_eq!(c.get("/meta/9").await.expect("meta").status, StatusCode::NOT_FOUND);
+    // A length past the body, or not a number: 400, nothing written.
+    for bad in ["11", "x"] {
+        let r = c
+            .send(Method::PUT, "/blobs/3", &[("x-strata-meta-len", bad)], b"0123456789".to_vec())
+            .await
+            .expect("put");
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    assert_eq!(c.get("/blobs/3").await.expect("get").status, StatusCode::NOT_FOUND);
 }
