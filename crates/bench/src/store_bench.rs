@@ -356,7 +356,8 @@ async fn needle_map(out: &Path, n: u64) -> anyhow::Result<MapFigures> {
                 if id > n {
                     return anyhow::Ok(());
                 }
-                s.put(id, Bytes::from(format!("bench/key/{id:012}")), body.clone()).await?;
+                s.put(id, Bytes::from(format!("bench/key/{id:012}")), body.clone())
+                    .await?;
             }
         }));
     }

@@ -26,6 +26,7 @@ mod error;
 mod meta;
 pub mod needle_meta;
 pub mod pg;
+pub mod recover;
 pub mod server;
 
 pub use backend::Index;

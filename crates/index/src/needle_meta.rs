@@ -127,7 +127,9 @@ impl NeedleMeta {
                     return None;
                 }
                 let n = b.get_u16_le();
-                let tags = (0..n).map(|_| get_str(&mut b)).collect::<Option<Vec<_>>>()?;
+                let tags = (0..n)
+                    .map(|_| get_str(&mut b))
+                    .collect::<Option<Vec<_>>>()?;
                 if b.remaining() < 1 {
                     return None;
                 }
@@ -204,7 +206,11 @@ mod tests {
         // Format 1 needles carry nothing; cut or foreign bytes are refused.
         assert_eq!(NeedleMeta::decode(&Bytes::new(), 1, 0), None);
         for cut in 0..raw.len() {
-            assert_eq!(NeedleMeta::decode(&raw.slice(..cut), 42, 1234), None, "cut {cut}");
+            assert_eq!(
+                NeedleMeta::decode(&raw.slice(..cut), 42, 1234),
+                None,
+                "cut {cut}"
+            );
         }
     }
 }

@@ -37,7 +37,8 @@ use crate::{Error, IndexMetrics, Result};
 pub use pg::PgOptions;
 
 /// Schema steps, in order; the index of a step is its version minus one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE strata_blobs (
     key text COLLATE "C" PRIMARY KEY,
     id bigint NOT NULL,
@@ -93,7 +94,8 @@ BEGIN
     DELETE FROM strata_blob_tags t WHERE t.key = k;
     RETURN QUERY SELECT nextval('strata_commit_seq'), p_meta, p_version;
 END $$;
-"#, r#"
+"#,
+    r#"
 -- Step 2: a put brings its commit number, taken before its needles were
 -- written (they carry it), or 0 for the next one.
 DROP FUNCTION strata_put(text, bigint, jsonb, text[]);
@@ -111,6 +113,12 @@ BEGIN
         RETURN;
     END IF;
     v := CASE WHEN given > 0 THEN given ELSE nextval('strata_commit_seq') END;
+    IF given > 0 THEN
+        -- An entry rebuilt by recover-index brings a number a new
+        -- database's sequence has not reached: later puts go above it.
+        PERFORM setval('strata_commit_seq', given)
+            FROM strata_commit_seq s WHERE s.last_value < given;
+    END IF;
     INSERT INTO strata_blobs AS b (key, id, version, meta) VALUES (k, new_id, v, m)
         ON CONFLICT (key) DO UPDATE
         SET id = EXCLUDED.id, version = EXCLUDED.version, meta = EXCLUDED.meta;
@@ -121,7 +129,8 @@ BEGIN
         SELECT DISTINCT x, k FROM unnest(new_tags) AS x;
     RETURN QUERY SELECT v, p_meta, p_version;
 END $$;
-"#];
+"#,
+];
 
 const GET: &str = "SELECT version, meta::text FROM strata_blobs WHERE key = $1";
 const PUT: &str = "SELECT o_version, o_previous::text, o_prev_version FROM strata_put($1, $2, $3::text::jsonb, $4, $5)";

@@ -140,10 +140,8 @@ impl Node {
     ) -> Option<(Bytes, Bytes)> {
         for name in names {
             let Some(m) = self.store(name) else { continue };
-            let both = tokio::try_join!(
-                m.handle.meta(&m.name, id),
-                m.handle.get(&m.name, id, None)
-            );
+            let both =
+                tokio::try_join!(m.handle.meta(&m.name, id), m.handle.get(&m.name, id, None));
             if let Ok(found) = both {
                 return Some(found);
             }
@@ -248,8 +246,7 @@ async fn rereplicate(
     });
     let mut placed = None;
     for m in ranked {
-        if m
-            .handle
+        if m.handle
             .put(&m.name, id, head.clone(), body.clone())
             .await
             .is_ok()

@@ -192,10 +192,96 @@ impl StoreHandle {
             StoreHandle::Local(s) => s.meta(id).map_err(|e| store_err(name, e)),
             StoreHandle::Remote { base, http } => {
                 let r = http
-                    .send(name, Method::GET, &format!("{base}/meta/{id}"), &[], Bytes::new())
+                    .send(
+                        name,
+                        Method::GET,
+                        &format!("{base}/meta/{id}"),
+                        &[],
+                        Bytes::new(),
+                    )
                     .await?;
                 check(name, &r)?;
                 Ok(r.body)
+            }
+        }
+    }
+
+    /// The store's volumes and their generations.
+    pub async fn volumes(&self, name: &str) -> Result<Vec<(u16, u64)>> {
+        match self {
+            StoreHandle::Local(s) => Ok(s.volumes()),
+            StoreHandle::Remote { base, http } => {
+                #[derive(serde::Deserialize)]
+                struct V {
+                    volume: u16,
+                    generation: u64,
+                }
+                let r = http
+                    .send(
+                        name,
+                        Method::GET,
+                        &format!("{base}/volumes"),
+                        &[],
+                        Bytes::new(),
+                    )
+                    .await?;
+                check(name, &r)?;
+                let list: Vec<V> =
+                    serde_json::from_slice(&r.body).map_err(|e| Error::Unavailable {
+                        tier: name.into(),
+                        detail: format!("bad volume list: {e}"),
+                    })?;
+                Ok(list.into_iter().map(|v| (v.volume, v.generation)).collect())
+            }
+        }
+    }
+
+    /// One page of a volume's needle heads (see `store::heads`);
+    /// `Ok(None)` when the volume was compacted since `generation` (list it
+    /// again from the start).
+    pub async fn heads(
+        &self,
+        name: &str,
+        volume: u16,
+        from: u64,
+        generation: Option<u64>,
+    ) -> Result<Option<store::HeadPage>> {
+        match self {
+            StoreHandle::Local(s) => match s.heads(volume, from, generation, 4096) {
+                Ok(p) => Ok(Some(p)),
+                Err(store::Error::Moved { .. }) => Ok(None),
+                Err(e) => Err(store_err(name, e)),
+            },
+            StoreHandle::Remote { base, http } => {
+                let mut url = format!("{base}/heads?volume={volume}&from={from}&limit=4096");
+                if let Some(g) = generation {
+                    url.push_str(&format!("&generation={g}"));
+                }
+                let r = http
+                    .send(name, Method::GET, &url, &[], Bytes::new())
+                    .await?;
+                if r.status == hyper::StatusCode::CONFLICT {
+                    return Ok(None);
+                }
+                check(name, &r)?;
+                let bad = |what: &str| Error::Unavailable {
+                    tier: name.into(),
+                    detail: format!("bad heads page: {what}"),
+                };
+                let header = |h: &str| {
+                    r.headers
+                        .get(h)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                };
+                let generation =
+                    header(store::server::GENERATION).ok_or_else(|| bad("no generation"))?;
+                let heads = store::heads::decode(r.body.clone()).ok_or_else(|| bad("cut short"))?;
+                Ok(Some(store::HeadPage {
+                    heads,
+                    next: header(store::server::NEXT),
+                    generation,
+                }))
             }
         }
     }

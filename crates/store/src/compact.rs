@@ -106,7 +106,7 @@ impl Store {
         let mut tomb_bytes = 0;
         for n in &needles {
             let h = n.header;
-            let len = h.len();
+            let len = h.disk_len();
             let keep = if h.flags & FLAG_TOMBSTONE != 0 {
                 !put_here.contains(&h.id)
             } else {

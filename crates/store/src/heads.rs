@@ -55,7 +55,7 @@ pub fn encode(heads: &[Head]) -> Bytes {
     let mut out = BytesMut::with_capacity(heads.iter().map(|h| 15 + h.meta.len()).sum());
     for h in heads {
         out.put_u64_le(h.id);
-        out.put_u8(u8::from(h.tombstone) * FLAG_TOMB | u8::from(h.live) * FLAG_LIVE);
+        out.put_u8((u8::from(h.tombstone) * FLAG_TOMB) | (u8::from(h.live) * FLAG_LIVE));
         out.put_u32_le(h.size);
         out.put_u16_le(h.meta.len() as u16);
         out.put_slice(&h.meta);
@@ -96,7 +96,11 @@ impl Store {
         let (loc, vol) = {
             let st = self.state.read().unwrap_or_else(|p| p.into_inner());
             let loc = st.map.get(id).ok_or(Error::NotFound(id))?;
-            let vol = st.volumes.get(&loc.volume).cloned().ok_or(Error::NotFound(id))?;
+            let vol = st
+                .volumes
+                .get(&loc.volume)
+                .cloned()
+                .ok_or(Error::NotFound(id))?;
             (loc, vol)
         };
         let io = |e| Error::io(format!("read volume {}", loc.volume), e);
@@ -116,7 +120,10 @@ impl Store {
     /// Every volume and its generation, in order.
     pub fn volumes(&self) -> Vec<(u16, u64)> {
         let st = self.state.read().unwrap_or_else(|p| p.into_inner());
-        st.volumes.iter().map(|(v, vol)| (*v, vol.generation)).collect()
+        st.volumes
+            .iter()
+            .map(|(v, vol)| (*v, vol.generation))
+            .collect()
     }
 
     /// Up to `limit` needle heads of volume `v` from byte `from` (0: the
@@ -153,7 +160,7 @@ impl Store {
                 .read_at(at + HEADER_LEN, usize::from(h.meta))
                 .map_err(io)?;
             found.push((at, h, meta));
-            at += h.len();
+            at += h.disk_len();
         }
         // Liveness in one pass under the lock, after the reads.
         let st = self.state.read().unwrap_or_else(|p| p.into_inner());

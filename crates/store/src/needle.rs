@@ -73,7 +73,7 @@ impl Header {
     }
 
     /// The whole needle's length on disk.
-    pub fn len(&self) -> u64 {
+    pub fn disk_len(&self) -> u64 {
         needle_len(self.meta, u64::from(self.size))
     }
 
@@ -88,7 +88,7 @@ pub fn encode_into(out: &mut BytesMut, h: &Header, meta: &[u8], data: &[u8]) {
     debug_assert_eq!(h.size as usize, data.len());
     debug_assert_eq!(h.meta as usize, meta.len());
     let start = out.len();
-    out.reserve(h.len() as usize);
+    out.reserve(h.disk_len() as usize);
     out.put_u32_le(MAGIC);
     out.put_u32_le(h.cookie);
     out.put_u64_le(h.id);
@@ -102,7 +102,7 @@ pub fn encode_into(out: &mut BytesMut, h: &Header, meta: &[u8], data: &[u8]) {
     let crc = crc32c::crc32c(&out[start + 4..]);
     out.put_u32_le(crc);
     out.put_u32_le(FOOTER);
-    let pad = h.len() as usize - (out.len() - start);
+    let pad = h.disk_len() as usize - (out.len() - start);
     out.put_bytes(0, pad);
 }
 
@@ -199,7 +199,15 @@ mod tests {
 
     #[test]
     fn roundtrip_and_padding() {
-        for (meta, size) in [(0usize, 0usize), (0, 1), (3, 7), (0, 8), (9, 9), (40, 100), (1, 4096)] {
+        for (meta, size) in [
+            (0usize, 0usize),
+            (0, 1),
+            (3, 7),
+            (0, 8),
+            (9, 9),
+            (40, 100),
+            (1, 4096),
+        ] {
             let data: Vec<u8> = (0..size).map(|i| i as u8).collect();
             let m: Vec<u8> = (0..meta).map(|i| 200 - i as u8).collect();
             let h = Header {

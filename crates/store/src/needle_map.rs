@@ -106,7 +106,8 @@ impl Chunk {
         self.deltas.binary_search_by_key(&d, |k| delta_of(*k))
     }
     fn insert_at(&mut self, at: usize, id: u64, loc: Loc) {
-        self.deltas.insert(at, key((id - self.base) as u32, loc.meta));
+        self.deltas
+            .insert(at, key((id - self.base) as u32, loc.meta));
         self.vols.insert(at, loc.volume);
         self.locs.insert(at, loc.pack());
     }
@@ -260,9 +261,9 @@ impl NeedleMap {
 
     /// Every entry in id order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, Loc)> + '_ {
-        self.chunks.iter().flat_map(|c| {
-            (0..c.len()).map(move |i| (c.id_at(i), c.loc_at(i)))
-        })
+        self.chunks
+            .iter()
+            .flat_map(|c| (0..c.len()).map(move |i| (c.id_at(i), c.loc_at(i))))
     }
 
     /// Heap bytes held by the map, capacity included (what RAM it costs).

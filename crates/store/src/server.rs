@@ -180,7 +180,10 @@ async fn put_blob(
         Ok(id) => id,
         Err(r) => return r,
     };
-    let meta_len = match headers.get(META_LEN).map(|v| v.to_str().ok()?.parse::<usize>().ok()) {
+    let meta_len = match headers
+        .get(META_LEN)
+        .map(|v| v.to_str().ok()?.parse::<usize>().ok())
+    {
         None => 0,
         Some(Some(n)) if n <= body.len() => n,
         Some(_) => {
@@ -283,7 +286,9 @@ async fn heads(
     axum::extract::Query(q): axum::extract::Query<HeadsQuery>,
 ) -> Response {
     let limit = q.limit.unwrap_or(4096).clamp(1, 65_536);
-    let page = tokio::task::spawn_blocking(move || store.heads(q.volume, q.from, q.generation, limit)).await;
+    let page =
+        tokio::task::spawn_blocking(move || store.heads(q.volume, q.from, q.generation, limit))
+            .await;
     match page {
         Ok(Ok(p)) => {
             let mut r = (

@@ -195,7 +195,7 @@ pub fn scan(
         let Some(h) = needle::parse_header(&head) else {
             return Ok((out, off, Some(Invalid::Magic)));
         };
-        let len = h.len();
+        let len = h.disk_len();
         if off + len > file_len {
             return Ok((out, off, Some(Invalid::Truncated)));
         }

@@ -60,7 +60,9 @@ async fn a_full_store_refuses_new_blobs_and_keeps_serving() {
     for &i in &stored {
         assert_eq!(s.get(i).expect("get"), blob(i, 500));
     }
-    s.delete(stored[0], meta(0)).await.expect("delete when full");
+    s.delete(stored[0], meta(0))
+        .await
+        .expect("delete when full");
     drop(s);
     let (s, _) = Store::open(dir.path(), opts).expect("reopen");
     assert_eq!(s.len(), stored.len() - 1);
@@ -71,7 +73,9 @@ async fn put_get_delete_and_restart() {
     let dir = tempfile::tempdir().expect("tmp");
     let (s, _) = Store::open(dir.path(), StoreOptions::default()).expect("open");
     for i in 0..50 {
-        s.put(i, meta(i), blob(i, 100 + i as usize * 37)).await.expect("put");
+        s.put(i, meta(i), blob(i, 100 + i as usize * 37))
+            .await
+            .expect("put");
     }
     assert_eq!(s.get(7).expect("get"), blob(7, 100 + 7 * 37));
     assert_eq!(
@@ -84,7 +88,10 @@ async fn put_get_delete_and_restart() {
     ));
     s.delete(3, meta(0)).await.expect("delete");
     assert!(matches!(s.get(3), Err(store::Error::NotFound(3))));
-    assert!(matches!(s.delete(3, meta(0)).await, Err(store::Error::NotFound(3))));
+    assert!(matches!(
+        s.delete(3, meta(0)).await,
+        Err(store::Error::NotFound(3))
+    ));
     assert!(matches!(
         s.delete(999, meta(0)).await,
         Err(store::Error::NotFound(999))
@@ -174,7 +181,9 @@ async fn torn_tail_is_cut_and_acknowledged_blobs_survive() {
         assert_eq!(s.get(i).expect("get"), blob(i, 1000));
     }
     // And the store keeps working after the cut.
-    s.put(78, meta(78), blob(78, 10)).await.expect("put after cut");
+    s.put(78, meta(78), blob(78, 10))
+        .await
+        .expect("put after cut");
     assert_eq!(s.get(78).expect("get"), blob(78, 10));
 }
 
@@ -287,7 +296,9 @@ async fn rollover_and_online_compaction() {
         reports.len()
     );
     // Writes go on after compaction too.
-    s.put(10_000, meta(10_000), blob(10_000, 5)).await.expect("put");
+    s.put(10_000, meta(10_000), blob(10_000, 5))
+        .await
+        .expect("put");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(reader.await.expect("reader") > 0);
 
@@ -403,7 +414,9 @@ async fn a_dropped_store_has_finished_its_last_checkpoint() {
     };
     for round in 0..20u64 {
         let (s, _) = Store::open(dir.path(), opts.clone()).expect("open");
-        s.put(round + 1, meta(round + 1), blob(round, 100)).await.expect("put");
+        s.put(round + 1, meta(round + 1), blob(round, 100))
+            .await
+            .expect("put");
         drop(s);
         // Everything is in the index file: nothing left to scan.
         let (s, report) = Store::open(dir.path(), opts.clone()).expect("reopen");
@@ -434,7 +447,10 @@ async fn format_1_volumes_are_read_and_compacted_into_format_2() {
     }
     assert!(matches!(s.get(3), Err(store::Error::NotFound(3))));
     let heads = s.heads(1, 0, None, 100).expect("heads").heads;
-    assert!(heads.iter().all(|h| h.meta.is_empty()), "format 1 carries no metadata");
+    assert!(
+        heads.iter().all(|h| h.meta.is_empty()),
+        "format 1 carries no metadata"
+    );
     // New writes go to a new volume of format 2; the old one is sealed,
     // holds garbage (blob 3), and is rewritten.
     s.put(10, meta(10), blob(10, 50)).await.expect("put");
@@ -469,10 +485,16 @@ async fn heads_report_metadata_liveness_and_tombstones() {
     let dir = tempfile::tempdir().expect("tmp");
     let (s, _) = Store::open(dir.path(), StoreOptions::default()).expect("open");
     for i in 1..=20 {
-        s.put(i, meta(i), blob(i, 10 + i as usize)).await.expect("put");
+        s.put(i, meta(i), blob(i, 10 + i as usize))
+            .await
+            .expect("put");
     }
-    s.delete(4, Bytes::from_static(b"deleted key/4")).await.expect("delete");
-    s.put(7, meta(70), blob(70, 5)).await.expect("overwrite of an id");
+    s.delete(4, Bytes::from_static(b"deleted key/4"))
+        .await
+        .expect("delete");
+    s.put(7, meta(70), blob(70, 5))
+        .await
+        .expect("overwrite of an id");
     let mut all = Vec::new();
     let mut from = 0;
     let generation = s.volumes()[0].1;

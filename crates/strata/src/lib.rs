@@ -8,6 +8,7 @@
 pub mod gateway;
 pub mod http_serve;
 pub mod import;
+pub mod recover;
 mod scrub;
 
 use std::net::SocketAddr;
@@ -387,6 +388,11 @@ pub fn pg_options(p: cluster::PgSettings<'_>) -> anyhow::Result<pg::PgOptions> {
 /// The cluster's name index as `[index]` says: the index member over HTTP
 /// (redb), or PostgreSQL directly (the schema is created or migrated here).
 pub async fn cluster_index(cfg: &ClusterConfig) -> anyhow::Result<IndexHandle> {
+    Ok(IndexHandle::new(cluster_index_backend(cfg).await?))
+}
+
+/// The backend behind [`cluster_index`].
+pub async fn cluster_index_backend(cfg: &ClusterConfig) -> anyhow::Result<Arc<dyn index::Index>> {
     let ix = &cfg.index;
     match ix.backend {
         cluster::IndexBackend::Redb => {
@@ -401,13 +407,13 @@ pub async fn cluster_index(cfg: &ClusterConfig) -> anyhow::Result<IndexHandle> {
             if let Some(secret) = cfg.auth.secret.as_deref() {
                 client = client.with_header(cluster::auth::SECRET_HEADER, secret)?;
             }
-            Ok(IndexHandle::new(Arc::new(client)))
+            Ok(Arc::new(client))
         }
         cluster::IndexBackend::Postgres => {
             let db = index::pg::PgIndex::connect(pg_options(ix.pg())?)
                 .await
                 .context("opening the name index in PostgreSQL")?;
-            Ok(IndexHandle::new(db))
+            Ok(db)
         }
     }
 }
@@ -425,16 +431,13 @@ pub async fn pg_queue(cfg: &ClusterConfig) -> anyhow::Result<Arc<dyn queue::Queu
     Ok(q)
 }
 
-/// [`cluster_node`] with the clock its local cache uses (tests inject one).
-pub async fn cluster_node_with(
-    cfg: &ClusterConfig,
-    me: Option<&cluster::Member>,
-    clock: Arc<dyn cache::Clock>,
-) -> anyhow::Result<Arc<Node>> {
+/// The name `strata serve` gives its one store (replica lists name it).
+pub const SERVE_STORE: &str = "store-1";
+
+/// Every store member of the cluster file, over internal HTTP.
+pub fn cluster_stores(cfg: &ClusterConfig) -> Vec<StoreMember> {
     let http = internal_client(cfg, Duration::from_secs(5));
-    let index = cluster_index(cfg).await?;
-    let stores: Vec<StoreMember> = cfg
-        .members_with(Role::Store)
+    cfg.members_with(Role::Store)
         .map(|m| StoreMember {
             name: m.name.clone(),
             handle: StoreHandle::Remote {
@@ -442,7 +445,17 @@ pub async fn cluster_node_with(
                 http: http.clone(),
             },
         })
-        .collect();
+        .collect()
+}
+
+/// [`cluster_node`] with the clock its local cache uses (tests inject one).
+pub async fn cluster_node_with(
+    cfg: &ClusterConfig,
+    me: Option<&cluster::Member>,
+    clock: Arc<dyn cache::Clock>,
+) -> anyhow::Result<Arc<Node>> {
+    let index = cluster_index(cfg).await?;
+    let stores = cluster_stores(cfg);
     if stores.is_empty() {
         bail!("the cluster file has no store member");
     }
@@ -629,7 +642,7 @@ pub async fn start_serve_with(
             opts,
             IndexHandle::new(db.clone()),
             vec![StoreMember {
-                name: "store-1".into(),
+                name: SERVE_STORE.into(),
                 handle: StoreHandle::Local(store.clone()),
             }],
             extra,

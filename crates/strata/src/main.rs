@@ -204,6 +204,24 @@ enum Cmd {
         #[arg(long)]
         quiet: bool,
     },
+    /// Rebuild the name index from the stores' needles (after the index
+    /// was lost): every key with its record, deleted keys staying deleted.
+    RecoverIndex {
+        /// A cluster file: its stores are read (while they serve) and its
+        /// `[index]` backend is written.
+        #[arg(long, conflicts_with = "data", required_unless_present = "data")]
+        config: Option<PathBuf>,
+        /// The data directory of `strata serve` (stop it first).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Write over an index that already holds keys (and remove keys no
+        /// store names).
+        #[arg(long)]
+        replace: bool,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -233,7 +251,7 @@ fn main() -> anyhow::Result<()> {
         | Cmd::Gateway { threads, .. }
         | Cmd::Queue { threads, .. } => *threads,
         Cmd::Store(a) | Cmd::Index(a) | Cmd::Node(a) | Cmd::Search(a) => a.threads,
-        Cmd::Import { .. } => None,
+        Cmd::Import { .. } | Cmd::RecoverIndex { .. } => None,
     };
     // One thread: a current-thread runtime, where a woken task runs on the
     // thread that woke it with no cross-thread handoff (the gateway's
@@ -526,6 +544,49 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 listener.local_addr()?
             );
             queue::http::serve(listener, broker, strata::shutdown_signal(rx)).await?;
+            Ok(())
+        }
+        Cmd::RecoverIndex {
+            config,
+            data,
+            replace,
+            quiet,
+        } => {
+            let (stores, index): (Vec<node::StoreMember>, Arc<dyn index::Index>) =
+                match (config, data) {
+                    (Some(path), _) => {
+                        let cfg = ClusterConfig::load(&path)?;
+                        let stores = strata::cluster_stores(&cfg);
+                        if stores.is_empty() {
+                            anyhow::bail!("{} names no store", path.display());
+                        }
+                        (stores, strata::cluster_index_backend(&cfg).await?)
+                    }
+                    (None, Some(dir)) => {
+                        let (store, _) =
+                            store::Store::open(&dir.join("store"), store::StoreOptions::default())
+                                .with_context(|| {
+                                    format!("opening the store in {}", dir.display())
+                                })?;
+                        let db = index::IndexDb::open(&dir.join("index")).with_context(|| {
+                            format!(
+                                "opening the index in {} (is strata serve still running?)",
+                                dir.display()
+                            )
+                        })?;
+                        let local = node::StoreMember {
+                            name: strata::SERVE_STORE.into(),
+                            handle: node::StoreHandle::Local(store),
+                        };
+                        (vec![local], db)
+                    }
+                    (None, None) => anyhow::bail!("pass --config or --data"),
+                };
+            let s = strata::recover::run(&stores, index, replace, quiet).await?;
+            println!(
+                "recovered {} keys ({} replicas) from {} needles in {:.1} s: {} conflicts resolved, {} deleted keys kept deleted, {} keys no store names removed, {} needles without a key (volume format 1)",
+                s.keys, s.replicas, s.needles, s.secs, s.conflicts, s.deleted, s.removed, s.unnamed
+            );
             Ok(())
         }
         Cmd::Import {

@@ -278,9 +278,13 @@ async fn store_multi_get_answers_in_order_and_refuses_bad_bodies() {
         .expect("bind");
     let c = Client::new(format!("http://{}", l.local_addr().expect("addr")));
     tokio::spawn(store::server::serve(l, s.clone(), std::future::pending()));
-    s.put(1, bytes::Bytes::from_static(b"key one"), bytes::Bytes::from_static(b"one"))
-        .await
-        .expect("put");
+    s.put(
+        1,
+        bytes::Bytes::from_static(b"key one"),
+        bytes::Bytes::from_static(b"one"),
+    )
+    .await
+    .expect("put");
     let ids: Vec<u8> = [1u64, 2].iter().flat_map(|i| i.to_le_bytes()).collect();
     let r = c.send(Method::POST, "/mget", &[], ids).await.expect("mget");
     assert_eq!(r.status, StatusCode::OK);
@@ -317,14 +321,25 @@ async fn store_multi_get_answers_in_order_and_refuses_bad_bodies() {
     assert_eq!(&c.get("/blobs/2").await.expect("get").body[..], b"two");
     assert_eq!(&c.get("/meta/2").await.expect("meta").body[..], b"key two");
     assert_eq!(&c.get("/meta/1").await.expect("meta").body[..], b"key one");
-    assert_eq!(c.get("/meta/9").await.expect("meta").status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        c.get("/meta/9").await.expect("meta").status,
+        StatusCode::NOT_FOUND
+    );
     // A length past the body, or not a number: 400, nothing written.
     for bad in ["11", "x"] {
         let r = c
-            .send(Method::PUT, "/blobs/3", &[("x-strata-meta-len", bad)], b"0123456789".to_vec())
+            .send(
+                Method::PUT,
+                "/blobs/3",
+                &[("x-strata-meta-len", bad)],
+                b"0123456789".to_vec(),
+            )
             .await
             .expect("put");
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
     }
-    assert_eq!(c.get("/blobs/3").await.expect("get").status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        c.get("/blobs/3").await.expect("get").status,
+        StatusCode::NOT_FOUND
+    );
 }
