@@ -192,3 +192,96 @@ async fn a_deleted_index_is_rebuilt_from_the_stores() {
     }
     s.stop().await.expect("stop");
 }
+
+/// A cluster whose name index lives in PostgreSQL loses it (every table
+/// dropped); `recover-index --config` reads the three stores while they
+/// serve and writes the index back into the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_postgres_index_is_rebuilt_from_the_stores() {
+    let pg = testkit::PgCluster::single().expect("PostgreSQL for the test");
+    let extra = format!(
+        "[index]\nbackend = \"postgres\"\nurl = \"{}\"\npassword_env = \"STRATA_PG_PASSWORD\"\n",
+        pg.url()
+    );
+    let layout = testkit::Layout {
+        stores: 3,
+        replicas: 2,
+        external_index: true,
+        ..Default::default()
+    };
+    let env = [("STRATA_PG_PASSWORD", pg.password.as_str())];
+    let bin = testkit::strata_bin().expect("strata binary");
+    let mut procs = testkit::Procs::launch_with_env(&bin, layout, &extra, &env)
+        .await
+        .expect("cluster");
+    let c = procs.client();
+    for i in 0..300u64 {
+        put(
+            &c,
+            &format!("photos/{i}.img"),
+            blob(i, 200 + i as usize),
+            &tags_of(i),
+            "image/png",
+        )
+        .await;
+    }
+    for i in (0..300u64).step_by(7) {
+        put(
+            &c,
+            &format!("photos/{i}.img"),
+            blob(60_000 + i, 99),
+            "overwritten",
+            "image/webp",
+        )
+        .await;
+    }
+    let mut deleted = Vec::new();
+    for i in (3..300u64).step_by(11) {
+        let key = format!("photos/{i}.img");
+        let r = c.delete(&format!("/v1/blobs/{key}")).await.expect("delete");
+        assert_eq!(r.status, StatusCode::NO_CONTENT);
+        deleted.push(key);
+    }
+    let before = snapshot(&c).await;
+
+    procs.kill("node").expect("stop the node");
+    pg.sql_primary("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        .expect("the index is lost");
+    let out = Command::new(&bin)
+        .args(["recover-index", "--quiet", "--config"])
+        .arg(procs.cfg_path())
+        .env("STRATA_PG_PASSWORD", &pg.password)
+        .output()
+        .expect("run recover-index");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("recovered {} keys", before.0.len())),
+        "{text}"
+    );
+    procs.start("node").expect("node");
+    procs.wait_ready("node").await.expect("node ready");
+    let c = procs.client();
+    let after = snapshot(&c).await;
+    assert_eq!(after.1, before.1, "listings and tag listings");
+    assert_eq!(after.0, before.0, "every key with its bytes, etag and type");
+    for k in &deleted {
+        let r = c.get(&format!("/v1/blobs/{k}")).await.expect("get");
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{k} stays deleted");
+    }
+    put(&c, "new/after-recovery", blob(1, 10), "", "image/png").await;
+    let commit: u64 = pg
+        .sql_primary("SELECT last_value FROM strata_commit_seq")
+        .expect("psql")
+        .trim()
+        .parse()
+        .expect("number");
+    assert!(
+        commit > 300,
+        "commit numbers continue above the recovered ones: {commit}"
+    );
+}
