@@ -93,16 +93,7 @@ pub fn decode(mut b: Bytes) -> Option<Vec<Head>> {
 impl Store {
     /// The metadata of live blob `id` (empty for a format 1 needle).
     pub fn meta(&self, id: u64) -> Result<Bytes> {
-        let (loc, vol) = {
-            let st = self.state.read().unwrap_or_else(|p| p.into_inner());
-            let loc = st.map.get(id).ok_or(Error::NotFound(id))?;
-            let vol = st
-                .volumes
-                .get(&loc.volume)
-                .cloned()
-                .ok_or(Error::NotFound(id))?;
-            (loc, vol)
-        };
+        let (loc, vol) = self.locate(id)?;
         let io = |e| Error::io(format!("read volume {}", loc.volume), e);
         let raw = vol.read_at(loc.offset, HEADER_LEN as usize).map_err(io)?;
         let h = needle::parse_header(&raw)

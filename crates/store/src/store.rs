@@ -336,7 +336,7 @@ impl Store {
         rx.await.map_err(|_| Error::Closed)?
     }
 
-    fn locate(&self, id: u64) -> Result<(Loc, Arc<Volume>)> {
+    pub(crate) fn locate(&self, id: u64) -> Result<(Loc, Arc<Volume>)> {
         let st = self.state.read().unwrap_or_else(|p| p.into_inner());
         let loc = st.map.get(id).ok_or(Error::NotFound(id))?;
         let vol = st

@@ -77,6 +77,30 @@ async fn snapshot(
     (all, listings)
 }
 
+/// Overwrites every `over`-th of keys `0..n` (other body, tags and type)
+/// and deletes every `del`-th from 3 on; returns the deleted keys.
+async fn overwrite_and_delete(c: &Client, n: u64, over: usize, del: usize) -> Vec<String> {
+    for i in (0..n).step_by(over) {
+        let key = format!("photos/{i}.img");
+        put(
+            c,
+            &key,
+            blob(60_000 + i, 99),
+            "dogs,overwritten",
+            "image/webp",
+        )
+        .await;
+    }
+    let mut deleted = Vec::new();
+    for i in (3..n).step_by(del) {
+        let key = format!("photos/{i}.img");
+        let r = c.delete(&format!("/v1/blobs/{key}")).await.expect("delete");
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{key}");
+        deleted.push(key);
+    }
+    deleted
+}
+
 fn recover(data: &std::path::Path, extra: &[&str]) -> std::process::Output {
     Command::new(testkit::strata_bin().expect("strata binary"))
         .args(["recover-index", "--quiet", "--data"])
@@ -119,23 +143,7 @@ async fn a_deleted_index_is_rebuilt_from_the_stores() {
     }
     // Overwrites (new body, other tags), deletes, and a key deleted and
     // written again.
-    for i in (0..KEYS).step_by(9) {
-        put(
-            &c,
-            &format!("photos/{i}.img"),
-            blob(50_000 + i, 333),
-            "dogs,overwritten",
-            "image/webp",
-        )
-        .await;
-    }
-    let mut deleted = Vec::new();
-    for i in (5..KEYS).step_by(17) {
-        let key = format!("photos/{i}.img");
-        let r = c.delete(&format!("/v1/blobs/{key}")).await.expect("delete");
-        assert_eq!(r.status, StatusCode::NO_CONTENT, "{key}");
-        deleted.push(key);
-    }
+    let mut deleted = overwrite_and_delete(&c, KEYS, 9, 17).await;
     let back = deleted.pop().expect("one");
     put(&c, &back, blob(77_777, 10), "cats", "image/png").await;
     let before = snapshot(&c).await;
@@ -225,23 +233,7 @@ async fn a_dropped_postgres_index_is_rebuilt_from_the_stores() {
         )
         .await;
     }
-    for i in (0..300u64).step_by(7) {
-        put(
-            &c,
-            &format!("photos/{i}.img"),
-            blob(60_000 + i, 99),
-            "overwritten",
-            "image/webp",
-        )
-        .await;
-    }
-    let mut deleted = Vec::new();
-    for i in (3..300u64).step_by(11) {
-        let key = format!("photos/{i}.img");
-        let r = c.delete(&format!("/v1/blobs/{key}")).await.expect("delete");
-        assert_eq!(r.status, StatusCode::NO_CONTENT);
-        deleted.push(key);
-    }
+    let deleted = overwrite_and_delete(&c, 300, 7, 11).await;
     let before = snapshot(&c).await;
 
     procs.kill("node").expect("stop the node");
