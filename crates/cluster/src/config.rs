@@ -158,6 +158,18 @@ pub struct StoreConfig {
     /// (weekly).
     #[serde(default = "default_scrub_interval")]
     pub scrub_interval_secs: u64,
+    /// Garbage collection: each store deletes the live copies no index
+    /// entry names (left by a store that was dead while its blobs moved,
+    /// by hedged writes, by failed overwrites) once they have been
+    /// unnamed for this long and were written at least this long ago, so
+    /// that a write still on its way to the index is never touched.
+    /// Seconds. Default 3600.
+    #[serde(default = "default_gc_grace")]
+    pub gc_grace_secs: u64,
+    /// How often each store runs a collection pass. Seconds; 0 = never
+    /// (`POST /admin/gc` still runs one). Default 21600 (6 hours).
+    #[serde(default = "default_gc_interval")]
+    pub gc_interval_secs: u64,
     /// A node's read or write to a store with no answer after this long
     /// (plus the blob's transfer time at 50 MB/s) is also sent to the next
     /// replica or store, and the first answers win: a hung store costs
@@ -174,6 +186,8 @@ impl Default for StoreConfig {
             checkpoint_every: default_checkpoint(),
             dead_after_ms: default_dead_after(),
             scrub_interval_secs: default_scrub_interval(),
+            gc_grace_secs: default_gc_grace(),
+            gc_interval_secs: default_gc_interval(),
             hedge_after_ms: default_hedge(),
         }
     }
@@ -185,6 +199,14 @@ fn default_dead_after() -> u64 {
 fn default_hedge() -> u64 {
     250
 }
+fn default_gc_grace() -> u64 {
+    3600
+}
+
+fn default_gc_interval() -> u64 {
+    21_600
+}
+
 fn default_scrub_interval() -> u64 {
     604_800
 }

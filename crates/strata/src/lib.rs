@@ -6,6 +6,7 @@
 //! Errors are `anyhow` here (this is the binary's side).
 
 pub mod gateway;
+mod gc;
 pub mod http_serve;
 pub mod import;
 pub mod recover;
@@ -123,7 +124,11 @@ pub async fn run_role(
             tracing::info!(name, ?report, blobs = store.len(), "store open");
             let scrubber = Arc::new(scrub::Scrubber::new(&cfg, &me, store.clone()));
             scrubber.clone().spawn(shutdown.clone());
-            let api = store::server::router(store.clone()).merge(scrubber.router());
+            let collector = Arc::new(gc::Collector::new(cfg.clone(), name, store.clone()));
+            collector.clone().spawn(shutdown.clone());
+            let api = store::server::router(store.clone())
+                .merge(scrubber.router())
+                .merge(collector.router());
             http_serve::serve(listener, internal(api), limits, shutdown).await?;
             store.checkpoint().await?;
         }

@@ -213,3 +213,130 @@ async fn scrub(store: &Client) -> serde_json::Value {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     r.json()
 }
+
+/// Store-1 dies, its blobs get new homes, and it comes back holding
+/// copies no index entry names. Garbage collection (`POST /admin/gc`)
+/// deletes exactly those: blobs written to store-1 after it came back
+/// stay, every key reads back, and afterwards every live copy on every
+/// store is named by the index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_brought_back_has_its_orphaned_copies_collected() {
+    let extra = format!(
+        "[auth]\nsecret = \"{SECRET}\"\nadmin_token = \"{ADMIN}\"\n\
+         [store]\ndead_after_ms = 500\ngc_grace_secs = 1\ngc_interval_secs = 0\n\
+         [queue]\nthumbnail_widths = []\n"
+    );
+    let mut p = Procs::cluster_with_queue(bin(), 3, 2, &extra)
+        .await
+        .expect("cluster");
+    let c = p.client();
+    let keys: Vec<String> = (0..30).map(|i| format!("gc/{i}.jpg")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        let r = c
+            .put(&format!("/v1/blobs/{k}"), blob(i as u64, 2000))
+            .await
+            .expect("put");
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+    let mut on_first = 0u64;
+    for k in &keys {
+        on_first += u64::from(replicas(&meta(&p, k).await).contains(&"store-1".to_owned()));
+    }
+    assert!(on_first > 0, "store-1 holds some of the blobs");
+    p.kill("store-1").expect("kill");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut pending = 0;
+        for k in &keys {
+            if replicas(&meta(&p, k).await).iter().any(|n| n == "store-1") {
+                pending += 1;
+            }
+        }
+        if pending == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{pending} blobs still name store-1"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    p.start("store-1").expect("restart");
+    p.wait_ready("store-1").await.expect("ready");
+    // New blobs, some of them on store-1 again: named, never collected.
+    let fresh: Vec<String> = (0..20).map(|i| format!("gc/new/{i}.jpg")).collect();
+    for (i, k) in fresh.iter().enumerate() {
+        let r = c
+            .put(&format!("/v1/blobs/{k}"), blob(100 + i as u64, 500))
+            .await
+            .expect("put");
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    }
+    let mut fresh_on_first = 0u64;
+    for k in &fresh {
+        fresh_on_first += u64::from(replicas(&meta(&p, k).await).contains(&"store-1".to_owned()));
+    }
+
+    let store1 = p.client_of("store-1");
+    let admin = format!("Bearer {ADMIN}");
+    let gc = |s: Client| {
+        let admin = admin.clone();
+        async move {
+            let r = s
+                .send(
+                    Method::POST,
+                    "/admin/gc",
+                    &[("x-strata-secret", SECRET), ("authorization", &admin)],
+                    vec![],
+                )
+                .await
+                .expect("gc");
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+            r.json()
+        }
+    };
+    // The first pass only notes the unnamed copies; a pass a grace period
+    // later collects them.
+    let mut reclaimed = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reclaimed < on_first {
+        let r = gc(store1.clone()).await;
+        reclaimed += r["reclaimed"].as_u64().expect("reclaimed");
+        assert!(
+            Instant::now() < deadline,
+            "collected {reclaimed} of {on_first}: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(reclaimed, on_first, "exactly the orphaned copies");
+    let blobs = store1
+        .send(
+            Method::GET,
+            "/stats",
+            &[("x-strata-secret", SECRET)],
+            vec![],
+        )
+        .await
+        .expect("stats")
+        .json()["blobs"]
+        .as_u64()
+        .expect("blobs");
+    assert_eq!(
+        blobs, fresh_on_first,
+        "store-1 keeps only what the index names"
+    );
+    // Nothing live was touched, on any store.
+    for name in ["store-2", "store-3"] {
+        let r = gc(p.client_of(name)).await;
+        assert_eq!(r["reclaimed"], 0, "{name}: {r}");
+        assert_eq!(r["unnamed"], 0, "{name}: {r}");
+    }
+    for (i, k) in keys.iter().enumerate() {
+        let r = c.get(&format!("/v1/blobs/{k}")).await.expect("get");
+        assert_eq!(&r.body[..], &blob(i as u64, 2000)[..], "{k}");
+    }
+    for (i, k) in fresh.iter().enumerate() {
+        let r = c.get(&format!("/v1/blobs/{k}")).await.expect("get");
+        assert_eq!(&r.body[..], &blob(100 + i as u64, 500)[..], "{k}");
+    }
+}
