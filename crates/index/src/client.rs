@@ -159,10 +159,7 @@ impl Index for IndexClient {
             .json(Method::DELETE, format!("/key?key={}", q(key)), None)
             .await?;
         // The member answers 404 for an absent key.
-        Ok(c.unwrap_or(Committed {
-            version: 0,
-            previous: None,
-        }))
+        Ok(c.unwrap_or_default())
     }
 
     async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Listing> {

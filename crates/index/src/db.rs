@@ -19,6 +19,9 @@ use crate::{Error, Result};
 const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
 const TAGS: TableDefinition<(&str, &str), ()> = TableDefinition::new("tags");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+/// Key -> commit number of its delete, until a later put: a put that took
+/// its number before the delete committed must not bring the key back.
+const DELETED: TableDefinition<&str, u64> = TableDefinition::new("deleted");
 const NEXT_ID: &str = "next_id";
 const VERSION: &str = "version";
 
@@ -87,6 +90,7 @@ impl IndexDb {
             w.open_table(BLOBS)?;
             w.open_table(TAGS)?;
             w.open_table(COUNTERS)?;
+            w.open_table(DELETED)?;
             w.commit()?;
         }
         let last = {
@@ -293,8 +297,15 @@ fn writer(
                 let mut blobs = w.open_table(BLOBS)?;
                 let mut tags = w.open_table(TAGS)?;
                 let mut counters = w.open_table(COUNTERS)?;
+                let mut deleted = w.open_table(DELETED)?;
+                let mut t = Tables {
+                    blobs: &mut blobs,
+                    tags: &mut tags,
+                    counters: &mut counters,
+                    deleted: &mut deleted,
+                };
                 for op in batch {
-                    let res = apply(&op, &mut blobs, &mut tags, &mut counters, &versions);
+                    let res = apply(&op, &mut t, &versions);
                     results.push((op, res));
                 }
             }
@@ -312,10 +323,7 @@ fn writer(
                     metrics.writes.fetch_add(1, Ordering::Relaxed);
                     let _ = reply.send(res.map(|o| match o {
                         Outcome::Committed(c) => c,
-                        Outcome::Id(_) | Outcome::Updated(_) => Committed {
-                            version: 0,
-                            previous: None,
-                        },
+                        Outcome::Id(_) | Outcome::Updated(_) => Committed::default(),
                     }));
                 }
                 Op::Alloc { reply, .. } => {
@@ -339,13 +347,21 @@ enum Outcome {
     Updated(bool),
 }
 
-fn apply(
-    op: &Op,
-    blobs: &mut redb::Table<&str, &[u8]>,
-    tags: &mut redb::Table<(&str, &str), ()>,
-    counters: &mut redb::Table<&str, u64>,
-    versions: &AtomicU64,
-) -> Result<Outcome> {
+/// The tables one write transaction changes.
+struct Tables<'a, 't> {
+    blobs: &'a mut redb::Table<'t, &'static str, &'static [u8]>,
+    tags: &'a mut redb::Table<'t, (&'static str, &'static str), ()>,
+    counters: &'a mut redb::Table<'t, &'static str, u64>,
+    deleted: &'a mut redb::Table<'t, &'static str, u64>,
+}
+
+fn apply(op: &Op, t: &mut Tables, versions: &AtomicU64) -> Result<Outcome> {
+    let Tables {
+        blobs,
+        tags,
+        counters,
+        deleted,
+    } = t;
     match op {
         Op::Put { key, meta, .. } => {
             let version = match meta.version {
@@ -355,15 +371,31 @@ fn apply(
                     v
                 }
             };
+            // The highest (commit number, blob id) holds the key, whatever
+            // order the changes commit in: as recover-index and search see it.
+            let current = blobs.get(key.as_str())?.map(|v| decode(key, v.value()));
+            let current = current.transpose()?;
+            let floor = match &current {
+                Some(c) => (c.version, c.id),
+                None => (
+                    deleted.get(key.as_str())?.map_or(0, |v| v.value()),
+                    u64::MAX,
+                ),
+            };
+            if meta.version != 0 && floor > (version, meta.id) {
+                return Ok(Outcome::Committed(Committed {
+                    version,
+                    previous: None,
+                    superseded: true,
+                }));
+            }
             record_version(counters, version)?;
             let mut meta = meta.clone();
             meta.version = version;
             let raw = serde_json::to_vec(&meta).map_err(|e| Error::Invalid(e.to_string()))?;
-            let prev = blobs
-                .insert(key.as_str(), raw.as_slice())?
-                .map(|v| decode(key, v.value()));
-            let prev = prev.transpose()?;
-            if let Some(p) = &prev {
+            blobs.insert(key.as_str(), raw.as_slice())?;
+            deleted.remove(key.as_str())?;
+            if let Some(p) = &current {
                 for t in &p.tags {
                     tags.remove((t.as_str(), key.as_str()))?;
                 }
@@ -373,7 +405,8 @@ fn apply(
             }
             Ok(Outcome::Committed(Committed {
                 version,
-                previous: prev,
+                previous: current,
+                superseded: false,
             }))
         }
         Op::Delete { key, .. } => {
@@ -388,6 +421,7 @@ fn apply(
                 Some(_) => {
                     let v = versions.fetch_add(1, Ordering::Relaxed) + 1;
                     record_version(counters, v)?;
+                    deleted.insert(key.as_str(), v)?;
                     v
                 }
                 None => 0,
@@ -395,6 +429,7 @@ fn apply(
             Ok(Outcome::Committed(Committed {
                 version,
                 previous: prev,
+                superseded: false,
             }))
         }
         Op::SetReplicas {

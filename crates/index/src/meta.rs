@@ -43,12 +43,18 @@ pub struct PageRef {
 }
 
 /// What a put or delete committed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Committed {
     /// The change's commit number (for a delete of an absent key: 0).
     pub version: u64,
     /// The record replaced or removed.
     pub previous: Option<BlobMeta>,
+    /// A put that changed nothing: the key already holds a change with a
+    /// higher commit number (a concurrent put that took its number later,
+    /// or a delete). The put is ordered before that change, as if
+    /// overwritten at once; its copies are garbage.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub superseded: bool,
 }
 
 /// One listed key.

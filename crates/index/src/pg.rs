@@ -97,45 +97,81 @@ END $$;
 "#,
     r#"
 -- Step 2: a put brings its commit number, taken before its needles were
--- written (they carry it), or 0 for the next one.
+-- written (they carry it), or 0 for the next one; the key keeps the change
+-- with the highest (number, blob id) whatever order they commit in, and a
+-- delete's number is kept until a later put, so a put numbered before it
+-- does not bring the key back.
+CREATE TABLE strata_deleted (key text COLLATE "C" PRIMARY KEY, version bigint NOT NULL);
 DROP FUNCTION strata_put(text, bigint, jsonb, text[]);
+DROP FUNCTION strata_delete(text);
 CREATE FUNCTION strata_put(k text, new_id bigint, m jsonb, new_tags text[], given bigint)
-RETURNS TABLE (o_version bigint, o_previous jsonb, o_prev_version bigint)
+RETURNS TABLE (o_version bigint, o_previous jsonb, o_prev_version bigint, o_superseded boolean)
 LANGUAGE plpgsql AS $$
-DECLARE p_id bigint; p_meta jsonb; p_version bigint; v bigint;
+DECLARE p_id bigint; p_meta jsonb; p_version bigint; d bigint; v bigint;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtextextended(k, 0));
     SELECT b.id, b.meta, b.version INTO p_id, p_meta, p_version
         FROM strata_blobs b WHERE b.key = k;
     IF p_id = new_id THEN
         -- The retry of a put whose answer was lost: it committed.
-        RETURN QUERY SELECT p_version, NULL::jsonb, NULL::bigint;
+        RETURN QUERY SELECT p_version, NULL::jsonb, NULL::bigint, false;
         RETURN;
     END IF;
-    v := CASE WHEN given > 0 THEN given ELSE nextval('strata_commit_seq') END;
     IF given > 0 THEN
+        IF p_id IS NOT NULL AND (p_version, p_id) > (given, new_id) THEN
+            RETURN QUERY SELECT given, NULL::jsonb, NULL::bigint, true;
+            RETURN;
+        END IF;
+        SELECT x.version INTO d FROM strata_deleted x WHERE x.key = k;
+        IF p_id IS NULL AND d > given THEN
+            RETURN QUERY SELECT given, NULL::jsonb, NULL::bigint, true;
+            RETURN;
+        END IF;
         -- An entry rebuilt by recover-index brings a number a new
         -- database's sequence has not reached: later puts go above it.
         PERFORM setval('strata_commit_seq', given)
             FROM strata_commit_seq s WHERE s.last_value < given;
+        v := given;
+    ELSE
+        v := nextval('strata_commit_seq');
     END IF;
     INSERT INTO strata_blobs AS b (key, id, version, meta) VALUES (k, new_id, v, m)
         ON CONFLICT (key) DO UPDATE
         SET id = EXCLUDED.id, version = EXCLUDED.version, meta = EXCLUDED.meta;
+    DELETE FROM strata_deleted x WHERE x.key = k;
     IF p_id IS NOT NULL THEN
         DELETE FROM strata_blob_tags t WHERE t.key = k;
     END IF;
     INSERT INTO strata_blob_tags (tag, key)
         SELECT DISTINCT x, k FROM unnest(new_tags) AS x;
-    RETURN QUERY SELECT v, p_meta, p_version;
+    RETURN QUERY SELECT v, p_meta, p_version, false;
+END $$;
+CREATE FUNCTION strata_delete(k text)
+RETURNS TABLE (o_version bigint, o_previous jsonb, o_prev_version bigint, o_superseded boolean)
+LANGUAGE plpgsql AS $$
+DECLARE p_meta jsonb; p_version bigint; v bigint;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended(k, 0));
+    DELETE FROM strata_blobs b WHERE b.key = k RETURNING b.meta, b.version
+        INTO p_meta, p_version;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 0::bigint, NULL::jsonb, NULL::bigint, false;
+        RETURN;
+    END IF;
+    DELETE FROM strata_blob_tags t WHERE t.key = k;
+    v := nextval('strata_commit_seq');
+    INSERT INTO strata_deleted AS x (key, version) VALUES (k, v)
+        ON CONFLICT (key) DO UPDATE SET version = EXCLUDED.version;
+    RETURN QUERY SELECT v, p_meta, p_version, false;
 END $$;
 "#,
 ];
 
 const GET: &str = "SELECT version, meta::text FROM strata_blobs WHERE key = $1";
-const PUT: &str = "SELECT o_version, o_previous::text, o_prev_version FROM strata_put($1, $2, $3::text::jsonb, $4, $5)";
+const PUT: &str = "SELECT o_version, o_previous::text, o_prev_version, o_superseded FROM strata_put($1, $2, $3::text::jsonb, $4, $5)";
 const NEXT_VERSION: &str = "SELECT nextval('strata_commit_seq')";
-const DELETE: &str = "SELECT o_version, o_previous::text, o_prev_version FROM strata_delete($1)";
+const DELETE: &str =
+    "SELECT o_version, o_previous::text, o_prev_version, o_superseded FROM strata_delete($1)";
 const ALLOC: &str =
     "UPDATE strata_counters SET value = value + $1 WHERE name = 'next_id' RETURNING value - $1";
 const SET_REPLICAS: &str = "UPDATE strata_blobs SET meta = jsonb_set(meta, '{replicas}', $3::text::jsonb) WHERE key = $1 AND id = $2 RETURNING 1";
@@ -211,6 +247,7 @@ impl PgIndex {
         Ok(Committed {
             version: version as u64,
             previous,
+            superseded: row.get(3),
         })
     }
 

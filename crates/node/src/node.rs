@@ -413,6 +413,16 @@ impl Node {
             }
         }
         let previous = match committed {
+            // A change numbered after this put holds the key already: this
+            // put is ordered just before it, and its copies are garbage.
+            // Its page is still handed to search, which keeps the newest
+            // version (this one is older), so every page upload has a job
+            // to wait on.
+            Ok(c) if c.superseded => {
+                self.cleanup(&dropped, id, &written);
+                let job = crate::search::after_change(self, key, meta.version, page, None).await;
+                return Ok((meta, job?));
+            }
             Ok(c) => {
                 meta.version = c.version;
                 c.previous

@@ -137,6 +137,38 @@ async fn model(db: &dyn Index) {
     let got: Vec<String> = page.items.into_iter().map(|e| e.key).collect();
     assert_eq!(got, want);
 
+    // Numbers taken ahead and committed out of order: the key keeps the
+    // higher, whichever commits last, and a delete numbered after a put's
+    // number keeps the key deleted.
+    let early = db.next_version().await.expect("number");
+    let late = db.next_version().await.expect("number");
+    let mut newer = meta(8_001, &["race"]);
+    newer.version = late;
+    let c = db.put("race", &newer).await.expect("put");
+    assert!(!c.superseded);
+    let mut older = meta(8_000, &["race"]);
+    older.version = early;
+    let c = db.put("race", &older).await.expect("put");
+    assert!(c.superseded, "an older number does not replace a newer one");
+    assert_eq!(
+        db.get("race").await.expect("get").map(|m| m.id),
+        Some(8_001)
+    );
+    let before_delete = db.next_version().await.expect("number");
+    db.delete("race").await.expect("delete");
+    let mut stale = meta(8_002, &[]);
+    stale.version = before_delete;
+    assert!(db.put("race", &stale).await.expect("put").superseded);
+    assert_eq!(db.get("race").await.expect("get"), None, "stays deleted");
+    let mut fresh = meta(8_003, &[]);
+    fresh.version = db.next_version().await.expect("number");
+    assert!(!db.put("race", &fresh).await.expect("put").superseded);
+    assert_eq!(
+        db.get("race").await.expect("get").map(|m| m.id),
+        Some(8_003)
+    );
+    db.delete("race").await.expect("delete");
+
     // Ids: leases never overlap, also when taken concurrently.
     let a = db.alloc_ids(100).await.expect("alloc");
     let b = db.alloc_ids(100).await.expect("alloc");
