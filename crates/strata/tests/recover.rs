@@ -31,13 +31,14 @@ async fn put(c: &Client, key: &str, body: Vec<u8>, tags: &str, ctype: &str) {
     assert_eq!(r.status, StatusCode::CREATED, "{key}: {}", r.text());
 }
 
-/// Every key with what a reader sees of it, and the listings.
-async fn snapshot(
-    c: &Client,
-) -> (
+/// Every key with its bytes, etag and type; and the listings.
+type Snapshot = (
     BTreeMap<String, (Vec<u8>, String, String)>,
     Vec<Vec<String>>,
-) {
+);
+
+/// What a reader sees of every key, and the listings.
+async fn snapshot(c: &Client) -> Snapshot {
     let mut listings = Vec::new();
     for q in [
         "prefix=",
@@ -101,6 +102,29 @@ async fn overwrite_and_delete(c: &Client, n: u64, over: usize, del: usize) -> Ve
     deleted
 }
 
+/// What readers see is what they saw before the index was lost, and
+/// deleted keys stay deleted.
+async fn assert_as_before(c: &Client, before: &Snapshot, deleted: &[String]) {
+    let after = snapshot(c).await;
+    assert_eq!(after.1, before.1, "listings and tag listings");
+    assert_eq!(after.0, before.0, "every key with its bytes, etag and type");
+    for k in deleted {
+        let r = c.get(&format!("/v1/blobs/{k}")).await.expect("get");
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{k} stays deleted");
+    }
+}
+
+/// The run succeeded and says it recovered `keys` keys.
+fn assert_recovered(out: &std::process::Output, keys: usize) {
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(&format!("recovered {keys} keys")), "{text}");
+}
+
 fn recover(data: &std::path::Path, extra: &[&str]) -> std::process::Output {
     Command::new(testkit::strata_bin().expect("strata binary"))
         .args(["recover-index", "--quiet", "--data"])
@@ -152,16 +176,7 @@ async fn a_deleted_index_is_rebuilt_from_the_stores() {
 
     std::fs::remove_dir_all(data.join("index")).expect("the index is lost");
     let out = recover(&data, &[]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        text.contains(&format!("recovered {} keys", before.0.len())),
-        "{text}"
-    );
+    assert_recovered(&out, before.0.len());
     // A second run finds an index that holds keys: refused unless told.
     let again = recover(&data, &[]);
     assert!(!again.status.success());
@@ -175,13 +190,7 @@ async fn a_deleted_index_is_rebuilt_from_the_stores() {
 
     let s = InProc::serve_default(&data).await.expect("serve again");
     let c = s.client.clone();
-    let after = snapshot(&c).await;
-    assert_eq!(after.1, before.1, "listings and tag listings");
-    assert_eq!(after.0, before.0, "every key with its bytes, etag and type");
-    for k in &deleted {
-        let r = c.get(&format!("/v1/blobs/{k}")).await.expect("get");
-        assert_eq!(r.status, StatusCode::NOT_FOUND, "{k} stays deleted");
-    }
+    assert_as_before(&c, &before, &deleted).await;
     // New writes take ids above every needle's: nothing old is shadowed.
     for i in 0..50 {
         put(
@@ -245,26 +254,11 @@ async fn a_dropped_postgres_index_is_rebuilt_from_the_stores() {
         .env("STRATA_PG_PASSWORD", &pg.password)
         .output()
         .expect("run recover-index");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        text.contains(&format!("recovered {} keys", before.0.len())),
-        "{text}"
-    );
+    assert_recovered(&out, before.0.len());
     procs.start("node").expect("node");
     procs.wait_ready("node").await.expect("node ready");
     let c = procs.client();
-    let after = snapshot(&c).await;
-    assert_eq!(after.1, before.1, "listings and tag listings");
-    assert_eq!(after.0, before.0, "every key with its bytes, etag and type");
-    for k in &deleted {
-        let r = c.get(&format!("/v1/blobs/{k}")).await.expect("get");
-        assert_eq!(r.status, StatusCode::NOT_FOUND, "{k} stays deleted");
-    }
+    assert_as_before(&c, &before, &deleted).await;
     put(&c, "new/after-recovery", blob(1, 10), "", "image/png").await;
     let commit: u64 = pg
         .sql_primary("SELECT last_value FROM strata_commit_seq")
