@@ -161,8 +161,11 @@ async fn reads_survive_a_killed_cache_member() {
     );
     let m =
         String::from_utf8(c.get("/metrics").await.expect("metrics").body.to_vec()).expect("utf8");
+    // Marked down at least once: a slow run outlasts `retry_after`, so
+    // the dead member is tried again and marked down again.
     assert!(
-        m.contains("strata_cache_down_marks_total{node=\"cache-1\"} 1"),
+        testkit::metric_value(&m, "strata_cache_down_marks_total{node=\"cache-1\"}")
+            .is_some_and(|v| v >= 1),
         "{m}"
     );
     assert!(
