@@ -12,7 +12,8 @@
 //! commit is still on its way (a PostgreSQL failover can hold it for a
 //! minute), or a repair copy about to be recorded, is never touched.
 //! Needles of volume format 1 carry no key and are left alone. An index
-//! that cannot be asked ends the pass with nothing deleted.
+//! that cannot be asked ends the pass: no copy is deleted unless the index
+//! just answered that it names it nowhere here.
 
 use std::collections::HashMap;
 use std::sync::Arc;
