@@ -60,8 +60,20 @@ async fn a_killed_broker_loses_nothing_it_acknowledged() {
             }
         }));
     }
-    // Let it run until a good number are acknowledged, then SIGKILL.
+    // Let it run until a good number are acknowledged, then SIGKILL. A
+    // writer stops at its first refusal; if all stopped before that, the
+    // broker failed, and waiting on would wait forever.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while acked.lock().expect("lock").len() < 2000 {
+        assert!(
+            writers.iter().any(|w| !w.is_finished()),
+            "every writer was refused after {} jobs",
+            acked.lock().expect("lock").len()
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "2000 jobs took over 2 minutes"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     child.kill().expect("kill");

@@ -15,6 +15,7 @@ mod client;
 pub mod faults;
 mod inproc;
 pub mod netns;
+pub mod ports;
 pub mod postgres;
 pub mod procs;
 pub mod workload;

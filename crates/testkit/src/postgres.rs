@@ -374,7 +374,7 @@ impl Tools {
     /// accepts connections.
     fn launch(&self, s: &mut PgServer) -> anyhow::Result<()> {
         for _ in 0..5 {
-            s.port = free_port(s.host)?;
+            s.port = crate::ports::free_port(s.host)?;
             let log = std::fs::File::create(&s.log)?;
             if let Some((u, g)) = self.owner {
                 std::os::unix::fs::chown(&s.log, Some(u), Some(g))?;
@@ -491,15 +491,6 @@ impl PgCluster {
         )?;
         Ok(())
     }
-}
-
-fn free_port(host: IpAddr) -> anyhow::Result<u16> {
-    // Outside a network namespace the probe binds the address itself;
-    // inside one the address is not ours to bind, and any free loopback
-    // port number does as well (each namespace has its own port space).
-    let l = std::net::TcpListener::bind((host, 0))
-        .or_else(|_| std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))?;
-    Ok(l.local_addr()?.port())
 }
 
 /// Stops the servers and removes the directories of earlier runs whose

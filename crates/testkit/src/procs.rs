@@ -1,18 +1,20 @@
 //! Members as real `strata` processes, for kill -9 and failover tests.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::{Client, FaultProxy};
 
-/// An address the OS just handed out on loopback. The listener is closed
-/// before the child binds it; nothing else on a test machine races for
-/// ephemeral ports at the rate this would need to collide.
+/// A loopback address for a member: a port nobody holds now, outside the
+/// range the kernel hands out by itself (see [`crate::ports`]), so that it
+/// is still free when the member binds it, and again when a killed member
+/// is restarted on it.
 pub fn free_addr() -> anyhow::Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    Ok(SocketAddr::new(ip, crate::ports::free_port(ip)?))
 }
 
 /// A cluster of processes started from one cluster file.

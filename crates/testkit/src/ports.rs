@@ -1,0 +1,96 @@
+//! Ports for members that tests start as processes.
+//!
+//! A member's port is chosen here and bound by the child a moment later,
+//! and a killed member is restarted on the same port (its cluster file
+//! names it). A port from the OS's ephemeral range (what `bind(…:0)` and
+//! every outgoing connection take) can be taken in the meantime by any
+//! other test's connection or port-0 probe; CI once lost a run that way (a
+//! restarted broker found its port taken and the test waited forever).
+//! So member ports come from just below the ephemeral range, which the
+//! kernel never hands out by itself, and each is given out once per test
+//! process.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+/// How many ports below the ephemeral range are ours to walk through.
+const WINDOW: u16 = 12_000;
+
+/// The window of ports to hand out: `[start, start + len)`.
+fn window() -> (u16, u16) {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok();
+    let lo = range
+        .as_deref()
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    // A machine whose ephemeral range starts low leaves no room below it;
+    // the top of the port space is used then (ports the kernel also hands
+    // out, but rarely: it starts from a random point).
+    if lo >= 1_024 + WINDOW {
+        (lo - WINDOW, WINDOW)
+    } else {
+        (u16::MAX - WINDOW, WINDOW)
+    }
+}
+
+/// The next offset into the window. It starts at a point of the process id
+/// so that two test processes at once (a bench beside a test) rarely walk
+/// the same ports.
+fn next_offset() -> u32 {
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    NEXT.get_or_init(|| AtomicU32::new(std::process::id().wrapping_mul(7_919)))
+        .fetch_add(1, Ordering::Relaxed)
+}
+
+/// A port on `ip` nobody holds now, and that no other caller in this
+/// process is given again until the window wraps (12 000 ports later).
+/// `ip` may be an address of a network namespace, not ours to bind; a
+/// probe on loopback stands in for it then (each namespace has its own
+/// ports, and loopback's are what collide with ours).
+pub fn free_port(ip: IpAddr) -> io::Result<u16> {
+    let (start, len) = window();
+    for _ in 0..len {
+        let port = start + (next_offset() % u32::from(len)) as u16;
+        let probe = TcpListener::bind((ip, port))
+            .or_else(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, port)));
+        if probe.is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!(
+            "no free port in {start}..{}",
+            u32::from(start) + u32::from(len)
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_outside_the_ephemeral_range_and_never_repeat() {
+        let mut seen = std::collections::HashSet::new();
+        let ephemeral = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let (start, len) = window();
+        for _ in 0..500 {
+            let p = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST)).unwrap();
+            assert!(seen.insert(p), "port {p} handed out twice");
+            assert!((start..start + len).contains(&p));
+        }
+        // The kernel's own choice lies above the window, unless this
+        // machine's ephemeral range left no room below it.
+        if start != u16::MAX - WINDOW {
+            assert!(ephemeral >= start + len, "{ephemeral} below {start}+{len}");
+        }
+    }
+}
