@@ -188,7 +188,7 @@ async fn tier_over_http(shards: &[Arc<Shard>]) -> anyhow::Result<SearchTier> {
             },
         });
     }
-    Ok(SearchTier::new(members, Duration::from_secs(30)))
+    Ok(SearchTier::new(members, Duration::from_secs(30), 1))
 }
 
 struct Measured {
@@ -310,7 +310,7 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
                 handle: ShardHandle::Local(s.clone()),
             })
             .collect();
-        local.push(measure(&SearchTier::new(members, Duration::from_secs(30)), &qs).await?);
+        local.push(measure(&SearchTier::new(members, Duration::from_secs(30), 1), &qs).await?);
         let pages: u64 = shards.iter().map(|s| s.num_pages()).sum();
         let bytes: u64 = shards.iter().map(|s| s.disk_bytes()).sum();
         results.push((*n, m, pages, bytes, *build));

@@ -546,6 +546,19 @@ pub struct SearchConfig {
     /// Shards `strata serve` runs in its process. Default 2.
     #[serde(default = "default_serve_shards")]
     pub serve_shards: usize,
+    /// Search members each book is indexed on, so that answers stay
+    /// whole while a member is down. Default 2 with two or more search
+    /// members, else 1; at most the number of search members. `strata
+    /// serve`'s shards share one machine and keep one copy.
+    #[serde(default)]
+    pub replicas: Option<usize>,
+}
+
+impl SearchConfig {
+    /// Replicas per book among `members` search members.
+    pub fn replicas_among(&self, members: usize) -> usize {
+        self.replicas.unwrap_or(members.min(2)).max(1)
+    }
 }
 
 impl Default for SearchConfig {
@@ -555,6 +568,7 @@ impl Default for SearchConfig {
             writer_mb: default_writer_mb(),
             writer_threads: default_writer_threads(),
             serve_shards: default_serve_shards(),
+            replicas: None,
         }
     }
 }
@@ -942,6 +956,15 @@ impl ClusterConfig {
         if s.serve_shards == 0 || s.serve_shards > 64 {
             return bad("search.serve_shards", "must be between 1 and 64".into());
         }
+        if let Some(r) = s.replicas {
+            let members = self.members_with(Role::Search).count();
+            if r == 0 || (members > 0 && r > members) {
+                return bad(
+                    "search.replicas",
+                    format!("must be between 1 and the {members} search members"),
+                );
+            }
+        }
         if self.queue.attempts == 0 {
             return bad("queue.attempts", "must be at least 1".into());
         }
@@ -1306,6 +1329,7 @@ addr = "127.0.0.1:8080"
                 "search.writer_mb",
             ),
             ("[search]\nserve_shards = 0\n", "search.serve_shards"),
+            ("[search]\nreplicas = 0\n", "search.replicas"),
             ("[search]\nshards = 2\n", "shards"),
         ];
         for (head, key) in cases {
@@ -1328,6 +1352,15 @@ addr = "127.0.0.1:8080"
             .expect("valid");
         assert_eq!(ok.members_with(Role::Search).count(), 1);
         assert_eq!(ok.search, SearchConfig::default());
+        assert_eq!(ok.search.replicas_among(1), 1);
+        assert_eq!(ok.search.replicas_among(3), 2);
+        // More replicas than search members cannot be placed.
+        let err = ClusterConfig::parse(&format!(
+            "[search]\nreplicas = 2\n{body}{queue}{member}data_dir = \"/s\"\n"
+        ))
+        .expect_err("too many replicas")
+        .to_string();
+        assert!(err.contains("search.replicas"), "{err}");
     }
 
     /// `GOOD` with the index in PostgreSQL: its index member removed.

@@ -73,11 +73,15 @@ impl Ring {
 
     /// Up to `r` distinct nodes for `key`, owner first, walking clockwise.
     pub fn owners(&self, key: &[u8], r: usize) -> Vec<usize> {
+        self.owners_from(key_point(key), r)
+    }
+
+    fn owners_from(&self, h: u64, r: usize) -> Vec<usize> {
         let mut out: Vec<usize> = Vec::with_capacity(r);
         if self.points.is_empty() {
             return out;
         }
-        let s = self.start(key_point(key));
+        let s = self.start(h);
         for k in 0..self.points.len() {
             let n = self.points[(s + k) % self.points.len()].1 as usize;
             if !out.contains(&n) {
@@ -88,6 +92,23 @@ impl Ring {
             }
         }
         out
+    }
+
+    /// Every distinct set of `r` owners a key can have (as sorted node
+    /// indexes): a key is lost to a set of failed nodes only if one of
+    /// these sets lies wholly inside it.
+    pub fn replica_sets(&self, r: usize) -> Vec<Vec<usize>> {
+        let mut sets: Vec<Vec<usize>> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for &(h, _) in &self.points {
+            // A key hashing exactly onto a point starts its walk there.
+            let mut set = self.owners_from(h, r);
+            set.sort_unstable();
+            if seen.insert(set.clone()) {
+                sets.push(set);
+            }
+        }
+        sets
     }
 
     /// Bounded-load owner: the first node clockwise whose `loads` entry is
@@ -171,6 +192,21 @@ mod tests {
         }
         assert_eq!(r.owners(b"k", 10).len(), 4);
         assert!(Ring::new::<String>(&[], 10).owner(b"k").is_none());
+    }
+
+    #[test]
+    fn every_keys_owners_are_one_of_the_replica_sets() {
+        let r = Ring::new(&names(5), DEFAULT_POINTS);
+        let sets = r.replica_sets(2);
+        // Five nodes, two replicas: at most the ten pairs.
+        assert!(sets.len() <= 10 && sets.len() >= 5, "{}", sets.len());
+        for k in keys(5000) {
+            let mut o = r.owners(&k, 2);
+            o.sort_unstable();
+            assert!(sets.contains(&o), "{o:?}");
+        }
+        // With one replica each set is one node, and every node has keys.
+        assert_eq!(r.replica_sets(1).len(), 5);
     }
 
     #[test]

@@ -40,6 +40,11 @@ pub struct PageRef {
     pub book: String,
     /// Page number.
     pub page: u64,
+    /// The key of the stored JSON blob `{"text": ...}` holding the page's
+    /// words, from which a search shard can be rebuilt (`strata reindex`).
+    /// `None` for pages uploaded before page text was always stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_key: Option<String>,
 }
 
 /// What a put or delete committed.

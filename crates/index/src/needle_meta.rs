@@ -15,7 +15,8 @@
 //! str key
 //! blob only:
 //!   str content type | str etag | u16 tag count, str per tag |
-//!   u8 page (0 none, 1 then str book, u64 page number)
+//!   u8 page: 0 none; 1 then str book, u64 page number; 2 the same and
+//!     str text key (the blob holding the page's words)
 //! ```
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -99,9 +100,12 @@ impl NeedleMeta {
             match &m.page {
                 None => out.put_u8(0),
                 Some(p) => {
-                    out.put_u8(1);
+                    out.put_u8(if p.text_key.is_some() { 2 } else { 1 });
                     put_str(&mut out, &p.book);
                     out.put_u64_le(p.page);
+                    if let Some(k) = &p.text_key {
+                        put_str(&mut out, k);
+                    }
                 }
             }
         }
@@ -135,16 +139,23 @@ impl NeedleMeta {
                 }
                 let page = match b.get_u8() {
                     0 => None,
-                    _ => {
+                    with @ (1 | 2) => {
                         let book = get_str(&mut b)?;
                         if b.remaining() < 8 {
                             return None;
                         }
+                        let page = b.get_u64_le();
+                        let text_key = match with {
+                            2 => Some(get_str(&mut b)?),
+                            _ => None,
+                        };
                         Some(PageRef {
                             book,
-                            page: b.get_u64_le(),
+                            page,
+                            text_key,
                         })
                     }
+                    _ => return None,
                 };
                 Kind::Blob(BlobMeta {
                     id,
@@ -189,11 +200,17 @@ mod tests {
             page: Some(PageRef {
                 book: "moby".into(),
                 page: 3,
+                text_key: Some(".strata/text/photos/ç/1.png".into()),
             }),
         };
         let n = NeedleMeta::blob("photos/ç/1.png", &m);
         let raw = n.encode();
         assert_eq!(NeedleMeta::decode(&raw, 42, 1234), Some(n));
+        // A page written before its text was stored has no text key.
+        let mut old = m.clone();
+        old.page.as_mut().unwrap().text_key = None;
+        let n = NeedleMeta::blob("p.png", &old);
+        assert_eq!(NeedleMeta::decode(&n.encode(), 42, 1234), Some(n));
         for kind in [Kind::Deleted, Kind::Dropped] {
             let t = NeedleMeta {
                 key: "k".into(),

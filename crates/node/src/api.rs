@@ -271,7 +271,11 @@ fn parse_page(h: &HeaderMap) -> Result<Option<PageUpload>, Response> {
         }
     };
     Ok(Some(PageUpload {
-        at: PageRef { book, page },
+        at: PageRef {
+            book,
+            page,
+            text_key: None,
+        },
         text,
     }))
 }

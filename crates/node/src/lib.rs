@@ -19,6 +19,7 @@ pub mod jobs;
 mod keys;
 mod metrics;
 mod node;
+pub mod reindex;
 pub mod repair;
 pub mod search;
 pub mod session;

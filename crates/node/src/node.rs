@@ -11,6 +11,7 @@ use index::BlobMeta;
 use crate::caching::Caching;
 use crate::health::{self, Health};
 use crate::metrics::{inc, NodeMetrics};
+use crate::search::PageText;
 use crate::tiers::{IndexHandle, StoreHandle};
 use crate::{Error, Result};
 
@@ -270,17 +271,48 @@ impl Node {
         content_type: String,
         tags: Vec<String>,
     ) -> Result<BlobMeta> {
-        Ok(self
-            .write_page(key, body, content_type, tags, None)
-            .await?
-            .0)
+        Ok(self.write_one(key, body, content_type, tags, None).await?.0)
     }
 
     /// [`Node::write_blob`] of an image that may be a book page: once the
     /// index has committed, the search change is queued (also when the key
     /// was a page and no longer is). Returns the record and the indexing
     /// job, if one was queued.
+    ///
+    /// A page's words are always kept in a blob, so that a search shard can
+    /// be rebuilt from the stores: text given inline is written first as
+    /// the JSON blob `_text/{key}` (committed before the page names it);
+    /// text in a sidecar the client stored is named as it is.
     pub async fn write_page(
+        self: &Arc<Self>,
+        key: &str,
+        body: Bytes,
+        content_type: String,
+        tags: Vec<String>,
+        mut page: Option<crate::search::PageUpload>,
+    ) -> Result<(BlobMeta, Option<u64>)> {
+        if let Some(p) = &mut page {
+            p.at.text_key = Some(match &p.text {
+                PageText::Inline(t) => {
+                    let tk = text_key(key);
+                    let json = serde_json::json!({ "text": t }).to_string();
+                    self.write_one(
+                        &tk,
+                        json.into(),
+                        "application/json".into(),
+                        Vec::new(),
+                        None,
+                    )
+                    .await?;
+                    tk
+                }
+                PageText::Sidecar(k) => k.clone(),
+            });
+        }
+        self.write_one(key, body, content_type, tags, page).await
+    }
+
+    async fn write_one(
         self: &Arc<Self>,
         key: &str,
         body: Bytes,
@@ -433,12 +465,35 @@ impl Node {
                 return Err(e);
             }
         };
+        let inline_text = page
+            .as_ref()
+            .is_some_and(|p| matches!(p.text, PageText::Inline(_)));
         let job =
             crate::search::after_change(self, key, meta.version, page, previous.as_ref()).await;
         if let Some(prev) = previous {
+            if !inline_text {
+                self.drop_own_text(key, &prev);
+            }
             self.delete_copies(&dropped, prev);
         }
         Ok((meta, job?))
+    }
+
+    /// Deletes `_text/{key}` when `prev` (the record of `key` just replaced
+    /// or deleted) named it: the page's words went with the page. In the
+    /// background; a failure leaves a text blob that nothing names, which
+    /// costs space and nothing else.
+    fn drop_own_text(self: &Arc<Self>, key: &str, prev: &BlobMeta) {
+        let own = text_key(key);
+        if prev.page.as_ref().and_then(|p| p.text_key.as_ref()) != Some(&own) {
+            return;
+        }
+        let node = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = node.delete_blob(&own).await {
+                tracing::warn!(key = %own, error = %e, "could not delete a page's text");
+            }
+        });
     }
 
     fn cleanup(self: &Arc<Self>, why: &Dropped, id: u64, written: &[usize]) {
@@ -794,9 +849,15 @@ impl Node {
                 version: committed.version,
             };
             self.delete_copies_of(why.tombstone(Kind::Deleted), p.id, p.replicas.clone());
+            self.drop_own_text(key, p);
         }
         Ok(prev)
     }
+}
+
+/// Where the words of page `key` given inline are kept.
+pub fn text_key(key: &str) -> String {
+    format!("_text/{key}")
 }
 
 /// The key and commit number a tombstone names.

@@ -59,7 +59,25 @@ pub struct SearchTier {
     shards: Vec<Arc<ShardMember>>,
     ring: cluster::Ring,
     timeout: Duration,
+    /// Members each book is indexed on.
+    replicas: usize,
+    /// Every set of members that together hold some books (sorted): an
+    /// answer is partial only when every member of one set failed.
+    replica_sets: Vec<Vec<usize>>,
 }
+
+/// What applying one book's changes on its replicas did.
+pub struct Replicated {
+    /// The outcome, from the first replica that applied it.
+    pub applied: Vec<Applied>,
+    /// Members that could not be reached: they must be sent the changes
+    /// again later.
+    pub missed: Vec<String>,
+}
+
+/// Attempts of a catch-up job for a member that was away (about two hours
+/// of backoff; a member away longer is rebuilt with `strata reindex`).
+const CATCH_UP_ATTEMPTS: u32 = 30;
 
 /// Where a page's text comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,7 +99,7 @@ pub struct PageUpload {
 }
 
 /// What an indexing job carries.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct IndexJob {
     key: String,
     version: u64,
@@ -90,6 +108,10 @@ struct IndexJob {
     /// The book the key was a page of before, if another one: its shard
     /// must drop the page.
     old_book: Option<String>,
+    /// Only this member: a catch-up job for a replica that could not be
+    /// reached when the change was first applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    only: Option<String>,
 }
 
 fn rejected(detail: impl ToString) -> Error {
@@ -187,74 +209,164 @@ impl ShardHandle {
 }
 
 impl SearchTier {
-    /// Shards in cluster-file order; a shard slower than `timeout` is left
-    /// out of an answer (which is then partial).
-    pub fn new(shards: Vec<ShardMember>, timeout: Duration) -> SearchTier {
+    /// Shards in cluster-file order, each book on `replicas` of them (at
+    /// least 1, at most all); a shard slower than `timeout` is left out of
+    /// an answer.
+    pub fn new(shards: Vec<ShardMember>, timeout: Duration, replicas: usize) -> SearchTier {
         let names: Vec<&str> = shards.iter().map(|s| s.name.as_str()).collect();
+        let ring = cluster::Ring::new(&names, cluster::DEFAULT_POINTS);
+        let replicas = replicas.clamp(1, shards.len().max(1));
         SearchTier {
-            ring: cluster::Ring::new(&names, 160),
+            replica_sets: ring.replica_sets(replicas),
+            ring,
             shards: shards.into_iter().map(Arc::new).collect(),
             timeout,
+            replicas,
         }
     }
 
-    /// The shard that holds `book`'s pages.
-    pub fn owner(&self, book: &str) -> usize {
-        self.ring.owner(book.as_bytes()).unwrap_or(0)
+    /// The shards that hold `book`'s pages, the owner first.
+    pub fn owners(&self, book: &str) -> Vec<usize> {
+        self.ring.owners(book.as_bytes(), self.replicas)
     }
 
-    /// Applies `ops` on the shard of `book`.
-    pub async fn apply(&self, book: &str, ops: Vec<PageOp>) -> Result<Vec<Applied>> {
+    /// Whether member `name` is one of `book`'s replicas.
+    pub fn holds(&self, name: &str, book: &str) -> bool {
+        self.owners(book)
+            .iter()
+            .any(|&i| self.shards[i].name == name)
+    }
+
+    /// The shards' member names, in cluster-file order.
+    pub fn names(&self) -> Vec<String> {
+        self.shards.iter().map(|s| s.name.clone()).collect()
+    }
+
+    /// Applies `ops` on member `name` only (a catch-up, or a rebuild).
+    pub async fn apply_on(&self, name: &str, ops: Vec<PageOp>) -> Result<Vec<Applied>> {
         let s = self
             .shards
-            .get(self.owner(book))
-            .ok_or_else(|| unavailable("no search shards"))?;
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| rejected(format!("no search member {name:?}")))?;
         s.handle.apply(ops).await
     }
 
-    /// Runs `q` on every shard that can hold matches, all at once, and
+    /// Applies `ops` on every replica of `book` at once. It is applied if
+    /// one replica applied it; replicas that could not be reached are
+    /// named in `missed`. A refusal (bad change) is an error.
+    pub async fn apply(&self, book: &str, ops: Vec<PageOp>) -> Result<Replicated> {
+        let owners = self.owners(book);
+        if owners.is_empty() {
+            return Err(unavailable("no search shards"));
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for i in owners {
+            let (m, ops) = (self.shards[i].clone(), ops.clone());
+            set.spawn(async move {
+                let r = m.handle.apply(ops).await;
+                (m, r)
+            });
+        }
+        let mut out = Replicated {
+            applied: Vec::new(),
+            missed: Vec::new(),
+        };
+        let mut any = false;
+        let mut last = None;
+        while let Some(joined) = set.join_next().await {
+            let (m, r) = joined.map_err(unavailable)?;
+            match r {
+                Ok(a) => {
+                    if !any {
+                        out.applied = a;
+                        any = true;
+                    }
+                }
+                Err(e @ Error::Rejected { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(shard = %m.name, error = %e, "search replica missed a change");
+                    out.missed.push(m.name.clone());
+                    last = Some(e);
+                }
+            }
+        }
+        match (any, last) {
+            (false, Some(e)) => Err(e),
+            _ => Ok(out),
+        }
+    }
+
+    /// Runs `q` on the shards that can hold matches, all at once, and
     /// merges the answers (the merge orders them, so arrival order does not
-    /// matter). A bad query is an error; a shard that is down, late or
-    /// whose task failed makes the answer partial.
+    /// matter; a book two replicas answered is kept once). A bad query is
+    /// an error. The answer is partial only when every replica of some
+    /// books was down, late or failed.
     pub async fn search(&self, q: Query) -> Result<Results> {
         q.check().map_err(search_err)?;
         if self.shards.is_empty() {
             return Err(unavailable("no search shards"));
         }
         let t0 = Instant::now();
-        let targets: Vec<usize> = match &q.book {
-            Some(b) => vec![self.owner(b)],
-            None => (0..self.shards.len()).collect(),
+        let mut out = match &q.book {
+            Some(b) => self.search_book(&q, self.owners(b)).await?,
+            None => self.search_all(&q).await?,
         };
+        out.took_ms = t0.elapsed().as_secs_f64() * 1e3;
+        Ok(out)
+    }
+
+    /// Asks one shard, within the timeout.
+    async fn ask(m: Arc<ShardMember>, q: Query, limit: Duration) -> Result<Results> {
+        let r = tokio::time::timeout(limit, m.handle.search(&q))
+            .await
+            .unwrap_or_else(|_| Err(unavailable("no answer in time")));
+        if let Err(e) = &r {
+            if !matches!(e, Error::Rejected { .. }) {
+                tracing::warn!(shard = %m.name, error = %e, "search shard left out");
+            }
+        }
+        r
+    }
+
+    /// One book lives on its replicas: the first that answers does.
+    async fn search_book(&self, q: &Query, owners: Vec<usize>) -> Result<Results> {
+        for i in owners {
+            match Self::ask(self.shards[i].clone(), q.clone(), self.timeout).await {
+                Ok(r) => return Ok(Results::merge(vec![r], q.limit)),
+                Err(e @ Error::Rejected { .. }) => return Err(e),
+                Err(_) => continue,
+            }
+        }
+        Ok(Results {
+            partial: true,
+            ..Results::default()
+        })
+    }
+
+    /// Every shard at once: each answers for the books it holds, and the
+    /// replicas of a failed shard's books answer for them.
+    async fn search_all(&self, q: &Query) -> Result<Results> {
         let mut set = tokio::task::JoinSet::new();
-        for i in targets {
-            let (m, q, limit) = (self.shards[i].clone(), q.clone(), self.timeout);
-            set.spawn(async move {
-                let r = tokio::time::timeout(limit, m.handle.search(&q))
-                    .await
-                    .unwrap_or_else(|_| Err(unavailable("no answer in time")));
-                (m, r)
-            });
+        for i in 0..self.shards.len() {
+            let ask = Self::ask(self.shards[i].clone(), q.clone(), self.timeout);
+            set.spawn(async move { (i, ask.await) });
         }
         let mut parts = Vec::with_capacity(set.len());
-        let mut partial = false;
+        let mut failed = Vec::new();
         while let Some(joined) = set.join_next().await {
-            match joined {
-                Ok((_, Ok(r))) => parts.push(r),
-                Ok((_, Err(e @ Error::Rejected { .. }))) => return Err(e),
-                Ok((m, Err(e))) => {
-                    tracing::warn!(shard = %m.name, error = %e, "search shard left out");
-                    partial = true;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "search shard task failed");
-                    partial = true;
-                }
+            let (i, r) = joined.map_err(unavailable)?;
+            match r {
+                Ok(r) => parts.push(r),
+                Err(e @ Error::Rejected { .. }) => return Err(e),
+                Err(_) => failed.push(i),
             }
         }
         let mut out = Results::merge(parts, q.limit);
-        out.partial |= partial;
-        out.took_ms = t0.elapsed().as_secs_f64() * 1e3;
+        out.partial |= self
+            .replica_sets
+            .iter()
+            .any(|set| set.iter().all(|i| failed.contains(i)));
         Ok(out)
     }
 }
@@ -285,6 +397,7 @@ pub(crate) async fn after_change(
         version,
         page,
         old_book,
+        only: None,
     };
     let q = node
         .queue()
@@ -320,17 +433,19 @@ async fn run_job(node: &Arc<Node>, job: IndexJob) -> Result<Vec<Applied>> {
         .search()
         .ok_or_else(|| unavailable("this node has no search shards"))?;
     let mut applied = Vec::new();
+    let mut missed: Vec<String> = Vec::new();
+    let mut ops = Vec::new();
     if let Some(old) = &job.old_book {
         let op = PageOp::Delete {
             key: job.key.clone(),
             version: job.version,
         };
-        applied.extend(tier.apply(old, vec![op]).await?);
+        ops.push((old.clone(), op));
     }
-    if let Some(p) = job.page {
-        let text = match p.text {
-            PageText::Inline(t) => t,
-            PageText::Sidecar(k) => read_sidecar(node, &k).await?,
+    if let Some(p) = &job.page {
+        let text = match &p.text {
+            PageText::Inline(t) => t.clone(),
+            PageText::Sidecar(k) => read_sidecar(node, k).await?,
         };
         let op = PageOp::Upsert {
             key: job.key.clone(),
@@ -339,14 +454,56 @@ async fn run_job(node: &Arc<Node>, job: IndexJob) -> Result<Vec<Applied>> {
             text,
             version: job.version,
         };
-        applied.extend(tier.apply(&p.at.book, vec![op]).await?);
+        ops.push((p.at.book.clone(), op));
+    }
+    for (book, op) in ops {
+        match &job.only {
+            // A catch-up job: the change only where the member holds the
+            // book (the ring is the same for every node).
+            Some(m) => {
+                if tier.holds(m, &book) {
+                    applied.extend(tier.apply_on(m, vec![op]).await?);
+                }
+            }
+            None => {
+                let r = tier.apply(&book, vec![op]).await?;
+                applied.extend(r.applied);
+                for m in r.missed {
+                    if !missed.contains(&m) {
+                        missed.push(m);
+                    }
+                }
+            }
+        }
+    }
+    // The change is searchable; a replica that was away gets it from a
+    // job of its own, retried until it is back. Queued before this job
+    // completes, and once (the key) however often this job runs.
+    if !missed.is_empty() {
+        let q = node
+            .queue()
+            .ok_or_else(|| unavailable("search needs a queue; this node has none"))?;
+        for m in missed {
+            let catch_up = IndexJob {
+                only: Some(m.clone()),
+                ..job.clone()
+            };
+            let payload = serde_json::to_vec(&catch_up).map_err(rejected)?;
+            q.put_job(
+                SEARCH_JOBS,
+                payload,
+                Some(format!("search:{}:{}:{m}", job.key, job.version)),
+                CATCH_UP_ATTEMPTS,
+            )
+            .await?;
+        }
     }
     Ok(applied)
 }
 
 /// Reads a JSON sidecar `{"text": "..."}`. The blob may be up to twice
 /// the text limit (JSON escapes); the text itself at most the limit.
-async fn read_sidecar(node: &Arc<Node>, key: &str) -> Result<String> {
+pub(crate) async fn read_sidecar(node: &Arc<Node>, key: &str) -> Result<String> {
     let meta = node
         .lookup(key)
         .await?

@@ -156,7 +156,9 @@ pub struct Results {
 
 impl Results {
     /// Merges shard answers: books by score (ties by name, so the order is
-    /// stable), cut to `limit`.
+    /// stable), cut to `limit`. A book answered by two replicas is kept
+    /// once, with its better score (each shard scores by its own word
+    /// statistics, so replicas may differ a little).
     pub fn merge(parts: Vec<Results>, limit: usize) -> Results {
         let mut out = Results::default();
         for p in parts {
@@ -168,6 +170,8 @@ impl Results {
                 .total_cmp(&a.score)
                 .then_with(|| a.book.cmp(&b.book))
         });
+        let mut seen = std::collections::HashSet::new();
+        out.books.retain(|b| seen.insert(b.book.clone()));
         out.books.truncate(limit);
         out
     }

@@ -10,6 +10,7 @@ mod gc;
 pub mod http_serve;
 pub mod import;
 pub mod recover;
+pub mod reindex;
 mod scrub;
 
 use std::net::SocketAddr;
@@ -496,9 +497,11 @@ pub async fn cluster_node_with(
         })
         .collect();
     if !shards.is_empty() {
+        let replicas = cfg.search.replicas_among(shards.len());
         node.set_search(SearchTier::new(
             shards,
             Duration::from_millis(cfg.search.timeout_ms),
+            replicas,
         ));
     }
     Ok(node)
@@ -665,6 +668,8 @@ pub async fn start_serve_with(
                 })
                 .collect(),
             Duration::from_millis(cfg.search.timeout_ms),
+            // One machine: a second copy would not outlive the first.
+            1,
         ));
         node::jobs::spawn_workers(&node, cfg.queue.workers, rx.clone());
         let l = match own {

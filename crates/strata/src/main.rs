@@ -222,6 +222,23 @@ enum Cmd {
         #[arg(long)]
         quiet: bool,
     },
+    /// Rebuild search shards from the index and the stored page texts
+    /// (after a search member lost its data, or missed changes for longer
+    /// than its catch-up jobs waited).
+    Reindex {
+        /// A cluster file: pages go to its search members while they serve.
+        #[arg(long, conflicts_with = "data", required_unless_present = "data")]
+        config: Option<PathBuf>,
+        /// The data directory of `strata serve` (stop it first).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Only this search member (default: every one).
+        #[arg(long)]
+        member: Option<String>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -251,7 +268,7 @@ fn main() -> anyhow::Result<()> {
         | Cmd::Gateway { threads, .. }
         | Cmd::Queue { threads, .. } => *threads,
         Cmd::Store(a) | Cmd::Index(a) | Cmd::Node(a) | Cmd::Search(a) => a.threads,
-        Cmd::Import { .. } | Cmd::RecoverIndex { .. } => None,
+        Cmd::Import { .. } | Cmd::RecoverIndex { .. } | Cmd::Reindex { .. } => None,
     };
     // One thread: a current-thread runtime, where a woken task runs on the
     // thread that woke it with no cross-thread handoff (the gateway's
@@ -586,6 +603,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "recovered {} keys ({} replicas) from {} needles in {:.1} s: {} conflicts resolved, {} deleted keys kept deleted, {} keys no store names removed, {} needles without a key (volume format 1)",
                 s.keys, s.replicas, s.needles, s.secs, s.conflicts, s.deleted, s.removed, s.unnamed
+            );
+            Ok(())
+        }
+        Cmd::Reindex {
+            config,
+            data,
+            member,
+            quiet,
+        } => {
+            let r = match (config, data) {
+                (Some(path), _) => {
+                    let cfg = ClusterConfig::load(&path)?;
+                    strata::reindex::run_cluster(&cfg, member.as_deref(), quiet).await?
+                }
+                (None, Some(dir)) => {
+                    strata::reindex::run_serve(&dir, member.as_deref(), quiet).await?
+                }
+                (None, None) => anyhow::bail!("pass --config or --data"),
+            };
+            println!(
+                "reindexed {} pages of {} keys in {:.1} s: {} page copies applied, {} already current, {} without stored text (uploaded before text was kept), {} with unreadable text (their blobs are gone or no store answered: see the log; a second run retries them)",
+                r.pages, r.keys, r.secs, r.applied, r.stale, r.without_text, r.unreadable
             );
             Ok(())
         }

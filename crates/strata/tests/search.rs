@@ -1,7 +1,9 @@
 //! Search end to end: page images uploaded with their text are indexed
 //! through the queue and found by their words, nested by book; updates and
-//! deletes converge on the last write; a shard that is down gives a partial
-//! answer; `strata import` loads a directory of books.
+//! deletes converge on the last write; page text is kept as a blob; with
+//! one copy a shard that is down gives a partial answer, with two the
+//! answer stays whole and `strata reindex` rebuilds a lost member;
+//! `strata import` loads a directory of books.
 
 use std::time::{Duration, Instant};
 
@@ -442,8 +444,8 @@ async fn long_text_comes_from_a_json_sidecar_and_bad_page_headers_are_refused() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_shard_that_is_down_gives_a_partial_answer() {
-    let mut p = Procs::cluster_with_search(bin(), 1, 1, 2, "")
+async fn with_one_copy_a_shard_that_is_down_gives_a_partial_answer() {
+    let mut p = Procs::cluster_with_search(bin(), 1, 1, 2, "[search]\nreplicas = 1\n")
         .await
         .expect("cluster");
     let c = p.client();
@@ -599,4 +601,270 @@ async fn page_headers_are_refused_where_no_shard_could_index_them() {
     let r = cl.client.get("/v1/search?q=t").await.expect("search");
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     cl.stop().await.expect("stop");
+}
+
+/// The text of a page given inline is kept as the blob `_text/{key}`
+/// (so shards can be rebuilt), replaced with the page and deleted with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_text_is_kept_as_a_blob_that_goes_with_its_page() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = InProc::serve_default(dir.path()).await.expect("serve");
+    let c = &s.client;
+    let job = put_page(c, "scan/7.png", "Atlas", 7, "mountains and rivers").await;
+    assert_eq!(wait_job(c, &job).await["state"], "succeeded");
+    let t = c.get("/v1/blobs/_text/scan/7.png").await.expect("text");
+    assert_eq!(t.status, StatusCode::OK);
+    assert_eq!(t.json()["text"], "mountains and rivers");
+
+    // Replaced: the new words.
+    let job = put_page(c, "scan/7.png", "Atlas", 7, "deserts").await;
+    assert_eq!(wait_job(c, &job).await["state"], "succeeded");
+    let t = c.get("/v1/blobs/_text/scan/7.png").await.expect("text");
+    assert_eq!(t.json()["text"], "deserts");
+
+    // Replaced by a plain image: the page's text goes (in the background).
+    let r = c
+        .send(Method::PUT, "/v1/blobs/scan/7.png", &[], "not a page")
+        .await
+        .expect("put");
+    assert_eq!(r.status, StatusCode::CREATED);
+    wait_gone(c, "/v1/blobs/_text/scan/7.png").await;
+
+    // A deleted page takes its text along.
+    let job = put_page(c, "scan/8.png", "Atlas", 8, "oceans").await;
+    assert_eq!(wait_job(c, &job).await["state"], "succeeded");
+    let r = c
+        .send(Method::DELETE, "/v1/blobs/scan/8.png", &[], "")
+        .await
+        .expect("delete");
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    wait_gone(c, "/v1/blobs/_text/scan/8.png").await;
+
+    // A sidecar the client stored is the client's: it stays.
+    let side = serde_json::json!({"text": "islands"}).to_string();
+    let r = c
+        .send(Method::PUT, "/v1/blobs/side.json", &[], side)
+        .await
+        .expect("sidecar");
+    assert_eq!(r.status, StatusCode::CREATED);
+    let job = put_sidecar_page(c, "scan/9.png", "Atlas", "side.json").await;
+    assert_eq!(wait_job(c, &job).await["state"], "succeeded");
+    let r = c
+        .send(Method::DELETE, "/v1/blobs/scan/9.png", &[], "")
+        .await
+        .expect("delete");
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = c.get("/v1/blobs/side.json").await.expect("sidecar");
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        c.get("/v1/blobs/_text/scan/9.png")
+            .await
+            .expect("none")
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    s.stop().await.expect("stop");
+}
+
+async fn wait_gone(c: &Client, path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = c.get(path).await.expect("get").status;
+        if st == StatusCode::NOT_FOUND {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{path} still there: {st}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Every book's answer to `q` restricted to it: the pages' keys.
+async fn per_book(c: &Client, q: &str, books: &[String]) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    for b in books {
+        let v = c
+            .get(&format!("/v1/search?q={}&book={}&pages=10", enc(q), enc(b)))
+            .await
+            .expect("search")
+            .json();
+        assert_eq!(v["partial"], false, "{v}");
+        let pages = v["books"][0]["pages"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .map(|p| p["key"].as_str().expect("key").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push((b.clone(), pages));
+    }
+    out
+}
+
+async fn all_books(c: &Client, q: &str) -> serde_json::Value {
+    c.get(&format!("/v1/search?q={}&limit=50", enc(q)))
+        .await
+        .expect("search")
+        .json()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+/// Two search members, each book on both: with one dead, answers are
+/// whole (`partial: false`) and pages still get indexed (the dead one is
+/// caught up when back); a member whose data directory is lost comes back
+/// empty, answers stay whole through the replica, and `strata reindex`
+/// rebuilds it: alone, it gives the same answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_search_member_leaves_answers_whole_and_reindex_rebuilds_a_lost_one() {
+    let mut p = Procs::cluster_with_search(bin(), 2, 2, 2, "")
+        .await
+        .expect("cluster");
+    let c = p.client();
+    let mut jobs = Vec::new();
+    for b in 0..12u64 {
+        for pg in 1..=2u64 {
+            // The second page says it twice: pages of a book rank alike
+            // on every replica, whatever order a shard holds them in.
+            let text = format!(
+                "harbour volume {b} page {pg} {}",
+                "lighthouse ".repeat(pg as usize)
+            );
+            jobs.push(
+                put_page(
+                    &c,
+                    &format!("b{b}/{pg}.png"),
+                    &format!("book {b}"),
+                    pg,
+                    &text,
+                )
+                .await,
+            );
+        }
+    }
+    for j in &jobs {
+        assert_eq!(wait_job(&c, j).await["state"], "succeeded");
+    }
+    let full = all_books(&c, "lighthouse").await;
+    assert_eq!(full["partial"], false);
+    let names = sorted(books(&full));
+    assert_eq!(names.len(), 12);
+    let pages = per_book(&c, "lighthouse", &names).await;
+    assert!(pages.iter().all(|(_, p)| p.len() == 2), "{pages:?}");
+
+    // One member dead: every book still answered, and not partial.
+    p.kill("search-2").expect("kill");
+    let v = all_books(&c, "lighthouse").await;
+    assert_eq!(v["partial"], false, "{v}");
+    assert_eq!(sorted(books(&v)), names);
+    assert_eq!(per_book(&c, "lighthouse", &names).await, pages);
+    // A page uploaded meanwhile is searchable at once; the dead member
+    // gets it from a catch-up job.
+    let job = put_page(&c, "late/1.png", "late book", 1, "lighthouse keeper").await;
+    assert_eq!(wait_job(&c, &job).await["state"], "succeeded");
+    assert_eq!(books(&search(&c, "keeper").await), ["late book"]);
+
+    // Back with its data, the member is caught up: alone, it finds the
+    // page it missed (its job retries with backoff; a few seconds).
+    p.restart("search-2").await.expect("restart");
+    p.kill("search-1").expect("kill");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while books(&search(&c, "keeper").await).is_empty() {
+        assert!(Instant::now() < deadline, "search-2 never caught up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    p.restart("search-1").await.expect("restart");
+
+    // The member's disk is lost: it comes back empty.
+    p.kill("search-2").expect("kill");
+    std::fs::remove_dir_all(p.dir().join("search-2")).expect("rm");
+    std::fs::create_dir_all(p.dir().join("search-2")).expect("mkdir");
+    p.restart("search-2").await.expect("restart");
+    let v = all_books(&c, "lighthouse").await;
+    assert_eq!(v["partial"], false, "{v}");
+    assert_eq!(
+        books(&v).len(),
+        13,
+        "the replica answers for the lost member"
+    );
+
+    let out = std::process::Command::new(bin())
+        .args(["reindex", "--quiet", "--member", "search-2", "--config"])
+        .arg(p.cfg_path())
+        .output()
+        .expect("reindex");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("reindexed 25 pages"), "{said}");
+
+    // The rebuilt member alone gives the answers both gave.
+    p.kill("search-1").expect("kill");
+    let v = all_books(&c, "lighthouse").await;
+    assert_eq!(v["partial"], false, "{v}");
+    let mut want = names.clone();
+    want.push("late book".into());
+    assert_eq!(sorted(books(&v)), sorted(want));
+    assert_eq!(per_book(&c, "lighthouse", &names).await, pages);
+    assert_eq!(books(&search(&c, "keeper").await), ["late book"]);
+
+    // Both dead: now books are missing, and the answer says so.
+    p.kill("search-2").expect("kill");
+    let v = all_books(&c, "lighthouse").await;
+    assert_eq!(v["partial"], true, "{v}");
+}
+
+/// `strata reindex --data` rebuilds the shards of a stopped `strata
+/// serve` whose search directory was lost: the same queries give the same
+/// answers as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reindex_rebuilds_the_lost_shards_of_a_stopped_serve() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = InProc::serve_default(dir.path()).await.expect("serve");
+    let c = s.client.clone();
+    for b in 0..6u64 {
+        let text = format!("compass {} north", "needle ".repeat(b as usize + 1));
+        let job = put_page(&c, &format!("nav/{b}.png"), &format!("nav {b}"), b, &text).await;
+        assert_eq!(wait_job(&c, &job).await["state"], "succeeded");
+    }
+    let before = search(&c, "needle").await;
+    assert_eq!(books(&before).len(), 6);
+    s.stop().await.expect("stop");
+
+    std::fs::remove_dir_all(dir.path().join("search")).expect("rm");
+    let out = std::process::Command::new(bin())
+        .args(["reindex", "--quiet", "--data"])
+        .arg(dir.path())
+        .output()
+        .expect("reindex");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("reindexed 6 pages"), "{said}");
+    assert!(said.contains("6 page copies applied"), "{said}");
+
+    let s = InProc::serve_default(dir.path())
+        .await
+        .expect("serve again");
+    let after = search(&s.client, "needle").await;
+    assert_eq!(books(&after), books(&before));
+    for (a, b) in after["books"]
+        .as_array()
+        .expect("books")
+        .iter()
+        .zip(before["books"].as_array().expect("books"))
+    {
+        assert_eq!(a["pages"][0]["key"], b["pages"][0]["key"]);
+        assert_eq!(a["pages"][0]["snippet"], b["pages"][0]["snippet"]);
+    }
+    s.stop().await.expect("stop");
 }
