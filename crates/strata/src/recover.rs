@@ -8,7 +8,9 @@
 //! moves the id allocator past every id seen. An index that already holds
 //! keys is refused unless `--replace`; with it, keys the stores do not
 //! name are removed. A run cut short (a crash) is finished by running it
-//! again with `--replace`.
+//! again with `--replace`; tests make one crash with the environment
+//! variable `STRATA_CRASH_AFTER_KEYS=N` (the process aborts once N entries
+//! are written).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -89,12 +91,18 @@ pub async fn run(
     }
     let bar = progress(out.entries.len() as u64, quiet);
     bar.set_message("writing entries");
+    let crash_after = std::env::var("STRATA_CRASH_AFTER_KEYS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
     let mut written = tokio::task::JoinSet::new();
     for e in &out.entries {
         if written.len() >= 32 {
             if let Some(r) = written.join_next().await {
                 r??;
                 bar.inc(1);
+                if crash_after.is_some_and(|n| bar.position() >= n) {
+                    std::process::abort();
+                }
             }
         }
         let (index, key, meta) = (index.clone(), e.key.clone(), e.meta.clone());

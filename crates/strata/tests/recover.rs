@@ -1,5 +1,6 @@
 //! `strata recover-index`: the name index of `strata serve` is deleted and
-//! rebuilt from the stores' needles by the real binary; every key reads
+//! rebuilt from the stores' needles by the real binary (a first run
+//! crashing halfway, a second finishing); every key reads
 //! back with its metadata, listings and tag listings are what they were,
 //! deleted keys stay deleted, and new writes get ids no needle holds.
 
@@ -175,18 +176,22 @@ async fn a_deleted_index_is_rebuilt_from_the_stores() {
     s.stop().await.expect("stop");
 
     std::fs::remove_dir_all(data.join("index")).expect("the index is lost");
-    let out = recover(&data, &[]);
-    assert_recovered(&out, before.0.len());
-    // A second run finds an index that holds keys: refused unless told.
+    // The first run crashes with 300 entries written.
+    let crashed = Command::new(testkit::strata_bin().expect("strata binary"))
+        .args(["recover-index", "--quiet", "--data"])
+        .arg(&data)
+        .env("STRATA_CRASH_AFTER_KEYS", "300")
+        .output()
+        .expect("run recover-index");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(crashed.status.signal(), Some(6), "aborted: {crashed:?}");
+    // What it left holds keys: a run is refused unless told to write
+    // over them, and then finishes the job.
     let again = recover(&data, &[]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("--replace"));
-    let replaced = recover(&data, &["--replace"]);
-    assert!(
-        replaced.status.success(),
-        "{}",
-        String::from_utf8_lossy(&replaced.stderr)
-    );
+    let finished = recover(&data, &["--replace"]);
+    assert_recovered(&finished, before.0.len());
 
     let s = InProc::serve_default(&data).await.expect("serve again");
     let c = s.client.clone();
