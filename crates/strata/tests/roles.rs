@@ -338,6 +338,20 @@ async fn store_multi_get_answers_in_order_and_refuses_bad_bodies() {
             .expect("put");
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
     }
+    // Metadata longer than a needle holds (65,528 bytes): 413.
+    let big = 70_000;
+    let mut body = vec![b'm'; big];
+    body.extend_from_slice(b"data");
+    let r = c
+        .send(
+            Method::PUT,
+            "/blobs/3",
+            &[("x-strata-meta-len", &big.to_string())],
+            body,
+        )
+        .await
+        .expect("put");
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text());
     assert_eq!(
         c.get("/blobs/3").await.expect("get").status,
         StatusCode::NOT_FOUND
