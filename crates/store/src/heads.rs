@@ -166,6 +166,9 @@ impl Store {
                         .get(h.id)
                         .is_some_and(|l| l.volume == v && l.offset == offset),
                 size: h.size,
+                // Copied out of the mapping: a page of heads kept by a
+                // slow reader must not keep a compacted volume's file
+                // mapped (metadata is a few hundred bytes a needle).
                 meta: Bytes::copy_from_slice(&meta),
             })
             .collect();
