@@ -713,6 +713,24 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
+/// Runs `strata reindex --quiet ARGS PATH`, which must succeed; what it
+/// printed.
+fn reindex(args: &[&str], path: &std::path::Path) -> String {
+    let out = std::process::Command::new(bin())
+        .args(["reindex", "--quiet"])
+        .args(args)
+        .arg(path)
+        .output()
+        .expect("reindex");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    said
+}
+
 /// Two search members, each book on both: with one dead, answers are
 /// whole (`partial: false`) and pages still get indexed (the dead one is
 /// caught up when back); a member whose data directory is lost comes back
@@ -791,17 +809,7 @@ async fn a_dead_search_member_leaves_answers_whole_and_reindex_rebuilds_a_lost_o
         "the replica answers for the lost member"
     );
 
-    let out = std::process::Command::new(bin())
-        .args(["reindex", "--quiet", "--member", "search-2", "--config"])
-        .arg(p.cfg_path())
-        .output()
-        .expect("reindex");
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{said}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = reindex(&["--member", "search-2", "--config"], p.cfg_path());
     assert!(said.contains("reindexed 25 pages"), "{said}");
 
     // The rebuilt member alone gives the answers both gave.
@@ -838,17 +846,7 @@ async fn reindex_rebuilds_the_lost_shards_of_a_stopped_serve() {
     s.stop().await.expect("stop");
 
     std::fs::remove_dir_all(dir.path().join("search")).expect("rm");
-    let out = std::process::Command::new(bin())
-        .args(["reindex", "--quiet", "--data"])
-        .arg(dir.path())
-        .output()
-        .expect("reindex");
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{said}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = reindex(&["--data"], dir.path());
     assert!(said.contains("reindexed 6 pages"), "{said}");
     assert!(said.contains("6 page copies applied"), "{said}");
 
