@@ -4,16 +4,21 @@
 //! A page image uploaded with `X-Strata-Book` / `X-Strata-Page` and its
 //! text (`X-Strata-Text`, percent-encoded UTF-8, or `X-Strata-Text-Key`
 //! naming a stored JSON sidecar `{"text": "..."}` for long text) is written
-//! like any blob; the index commit gives the change a version, and a job on
-//! the `search` queue carries {key, book, page, text, version} to the shard
-//! that owns the book (the ring over search members). Replacing or
-//! deleting the image queues the matching change, so the shard ends with
-//! the newest version whatever order jobs run in (see `search::Shard`).
+//! like any blob (inline text is kept as the blob `_text/{key}` first, see
+//! `Node::write_page`); the index commit gives the change a version, and a
+//! job on the `search` queue carries {key, book, page, text, version} to
+//! the members that hold the book: its R replicas on the ring over search
+//! members. The job succeeds once one replica applied the change; a
+//! replica that could not be reached gets a catch-up job of its own.
+//! Replacing or deleting the image queues the matching change, so every
+//! replica ends with the newest version whatever order jobs run in (see
+//! `search::Shard`).
 //!
-//! A query goes to every shard at once (or, with `book=`, only to the
-//! book's shard); each answers its best books, merged here by score. A
-//! shard that fails or is later than the timeout is left out and the answer
-//! is marked `partial`.
+//! A query goes to every shard at once (or, with `book=`, to the book's
+//! replicas in turn until one answers); each answers its best books,
+//! merged here by score with one copy of each book. A shard that fails or
+//! is later than the timeout is left out; the answer is marked `partial`
+//! only when all replicas of some books were left out.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
