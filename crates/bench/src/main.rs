@@ -5,6 +5,9 @@
 //! strata vs nginx serving one file per blob; needle-map bytes per blob and
 //! restart time at 1M blobs.
 //!
+//! `cargo run --release -p bench -- serve` — `strata serve` as it comes
+//! vs nginx and Varnish + nginx on Zipf-skewed and uniform image GETs.
+//!
 //! `cargo run --release -p bench -- cache` — strata's cache server vs
 //! memcached: ops/s, p50, p99 with and without pipelining.
 //!
@@ -34,6 +37,7 @@ mod proc_stat;
 mod queue_bench;
 mod ranges;
 mod search_bench;
+mod serve_bench;
 mod store_bench;
 mod wrk;
 
@@ -51,6 +55,9 @@ enum Scenario {
     /// Random small-blob GETs: strata vs nginx (file per blob); needle map
     /// RAM per blob and restart time at 1M blobs.
     Store(store_bench::Args),
+    /// The whole stack on image traffic (Zipf and uniform): `strata serve`
+    /// vs nginx (file per blob) vs Varnish in front of nginx.
+    Serve(serve_bench::Args),
     /// memcached protocol: strata cache vs memcached, ops/s and latency.
     Cache(cache_bench::Args),
     /// Cache policy: S3-FIFO vs LRU hit ratio on Zipf and scan-mixed traces.
@@ -90,6 +97,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.scenario {
         Scenario::Store(a) => store_bench::run(a),
+        Scenario::Serve(a) => serve_bench::run(a),
         Scenario::Cache(a) => cache_bench::run(a),
         Scenario::Hitratio(a) => offline::hitratio(a),
         Scenario::Ring => offline::ring(),

@@ -60,16 +60,23 @@ pub fn ensure_installed(pkgs: &[(&str, &str)]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// nginx as the classic file-per-image server: 1 worker, sendfile on,
-/// open_file_cache off, no access log, long keep-alive (fair settings from
-/// BENCHMARKING.md).
+/// nginx as the classic file-per-image server: `workers` workers, sendfile
+/// on, no access log, long keep-alive (fair settings from BENCHMARKING.md);
+/// with `file_cache`, `open_file_cache` keeps descriptors of hot files
+/// open.
 pub fn start_nginx_static(
     dir: &Path,
     root: &Path,
     port: u16,
     workers: usize,
+    file_cache: bool,
 ) -> anyhow::Result<Child> {
     std::fs::create_dir_all(dir)?;
+    let file_cache = if file_cache {
+        "open_file_cache max=100000 inactive=60s;\n    open_file_cache_valid 60s;"
+    } else {
+        "open_file_cache off;"
+    };
     let conf = dir.join("nginx.conf");
     std::fs::write(
         &conf,
@@ -84,7 +91,7 @@ http {{
     access_log off;
     sendfile on;
     tcp_nopush on;
-    open_file_cache off;
+    {file_cache}
     keepalive_requests 1000000;
     keepalive_timeout 65;
     types {{ }}

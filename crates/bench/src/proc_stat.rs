@@ -35,3 +35,28 @@ fn ticks_of(pid: u32) -> u64 {
 
 /// Clock ticks per second (USER_HZ), 100 on Linux.
 pub const TICKS_PER_SEC: f64 = 100.0;
+
+/// Resident set size of `pid` and its direct children, bytes.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let mut total = rss_of(pid);
+    if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+        for c in children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+        {
+            total += rss_of(c);
+        }
+    }
+    total
+}
+
+fn rss_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}

@@ -40,14 +40,14 @@ pub struct Args {
     out: PathBuf,
 }
 
-fn size_of(i: u64) -> usize {
+pub(crate) fn size_of(i: u64) -> usize {
     // Seeded, uniform over 4..=64 KiB.
     let mut x = i.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x9E37_79B9;
     x ^= x >> 29;
     4096 + (x % (60 * 1024 + 1)) as usize
 }
 
-fn key_of(i: u64) -> String {
+pub(crate) fn key_of(i: u64) -> String {
     format!("img/{:02x}/{i}", i % 256)
 }
 
@@ -71,7 +71,7 @@ pub(crate) fn strata_bin() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {
         return 0.0;
@@ -163,6 +163,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         &root,
         nginx_port,
         a.threads,
+        false,
     )?);
     let nginx_client = testkit::Client::new(format!("http://127.0.0.1:{nginx_port}"));
     rt.block_on(nginx_client.wait_ready(&format!("/{}", key_of(0)), Duration::from_secs(20)))?;
@@ -297,7 +298,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn load(client: &testkit::Client, root: &Path, n: u64) -> anyhow::Result<u64> {
+/// PUTs blobs `0..n` into strata and writes the same bytes as one file
+/// each under `root` (for nginx); the bytes written.
+pub(crate) async fn load(client: &testkit::Client, root: &Path, n: u64) -> anyhow::Result<u64> {
     for d in 0..256 {
         std::fs::create_dir_all(root.join(format!("img/{d:02x}")))?;
     }
