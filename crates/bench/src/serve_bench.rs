@@ -134,7 +134,12 @@ fn measure(s: &Server, script: &Path, a: &Args, secs: u64) -> anyhow::Result<Run
     })
 }
 
-fn start_strata(bin: &Path, data: &Path, addr: std::net::SocketAddr, threads: usize) -> anyhow::Result<Proc> {
+fn start_strata(
+    bin: &Path,
+    data: &Path,
+    addr: std::net::SocketAddr,
+    threads: usize,
+) -> anyhow::Result<Proc> {
     // `serve` as a new user runs it: its default nodes, cache and all.
     let child = Command::new(bin)
         .arg("serve")
@@ -192,7 +197,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let client = testkit::Client::new(format!("http://{strata_addr}"));
     rt.block_on(client.wait_ready("/healthz", Duration::from_secs(30)))?;
     let root = out.join("nginx-root");
-    eprintln!("loading {} blobs (4-64 KiB) into strata and {} ...", a.blobs, root.display());
+    eprintln!(
+        "loading {} blobs (4-64 KiB) into strata and {} ...",
+        a.blobs,
+        root.display()
+    );
     let bytes = rt.block_on(load(&client, &root, a.blobs))?;
     eprintln!("loaded {:.1} MiB", bytes as f64 / 1048576.0);
     // Restarted for the runs: nothing of the load stays in its caches.

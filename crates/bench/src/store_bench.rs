@@ -56,7 +56,15 @@ pub(crate) fn strata_bin() -> anyhow::Result<PathBuf> {
     // features as `cargo run -p bench` gives them: building strata alone
     // would rebuild them, and the next bench run would rebuild them back.
     let ok = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "-p", "strata", "-p", "bench", "--quiet"])
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "strata",
+            "-p",
+            "bench",
+            "--quiet",
+        ])
         .status()
         .context("building strata")?
         .success();
