@@ -88,6 +88,46 @@ impl Default for GatewayOptions {
     }
 }
 
+/// A body that is `Send` but not `Sync` (axum's) as an [`UpBody`]. Polling
+/// takes `&mut self`, so the mutex is never contended; it only makes the
+/// wrapper `Sync`.
+pub fn send_body<B>(body: B) -> UpBody
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    struct SyncBody<B>(std::sync::Mutex<B>);
+    impl<B> Body for SyncBody<B>
+    where
+        B: Body<Data = Bytes> + Send + Unpin,
+        B::Error: Into<BoxError>,
+    {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            let b = self
+                .get_mut()
+                .0
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner());
+            Pin::new(b).poll_frame(cx).map_err(Into::into)
+        }
+        fn is_end_stream(&self) -> bool {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_end_stream()
+        }
+        fn size_hint(&self) -> SizeHint {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).size_hint()
+        }
+    }
+    SyncBody(std::sync::Mutex::new(body)).boxed()
+}
+
 /// Gateway counters.
 #[derive(Debug, Default)]
 pub struct GatewayMetrics {
@@ -120,6 +160,14 @@ pub struct GatewayMetrics {
 /// backend address.
 pub type Upstream = Client<HttpConnector, UpBody>;
 
+/// A backend that runs in this process (`strata serve`'s nodes): the
+/// gateway hands it each request as a value and takes its response, with
+/// no HTTP exchange in between. Its address stays its name in the pool
+/// (balancing, stickiness, metrics) and what health checks call.
+pub type LocalService = Arc<
+    dyn Fn(Request<UpBody>) -> Pin<Box<dyn Future<Output = Response<UpBody>> + Send>> + Send + Sync,
+>;
+
 /// An upstream client with `connect_timeout`.
 pub fn upstream(connect_timeout: Duration) -> Upstream {
     let mut conn = HttpConnector::new();
@@ -138,6 +186,8 @@ pub struct Gateway {
     /// request works on one consistent snapshot from start to end.
     pool: std::sync::RwLock<Arc<Pool>>,
     client: Upstream,
+    /// Backends served in this process, by address.
+    local: std::sync::RwLock<Arc<std::collections::HashMap<SocketAddr, LocalService>>>,
     opts: GatewayOptions,
     /// Counters.
     pub metrics: GatewayMetrics,
@@ -157,6 +207,7 @@ impl Gateway {
             buckets: std::sync::Mutex::new(std::collections::HashMap::new()),
             pool: std::sync::RwLock::new(pool),
             client,
+            local: std::sync::RwLock::default(),
             opts,
             metrics: GatewayMetrics::default(),
         })
@@ -165,6 +216,30 @@ impl Gateway {
     /// The settings.
     pub fn options(&self) -> &GatewayOptions {
         &self.opts
+    }
+
+    /// Serves the backends at these addresses in this process: requests
+    /// picked for them are handed over directly (the full path), not sent
+    /// over HTTP.
+    pub fn set_local(&self, services: std::collections::HashMap<SocketAddr, LocalService>) {
+        *self.local.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(services);
+    }
+
+    /// Whether any backend is served in this process.
+    pub fn has_local(&self) -> bool {
+        !self
+            .local
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    fn local(&self, addr: SocketAddr) -> Option<LocalService> {
+        self.local
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&addr)
+            .cloned()
     }
 
     /// Replaces the pool's backends (same algorithm and health settings).
@@ -453,6 +528,24 @@ pub async fn handle_as(
         b.in_flight.fetch_add(1, Ordering::Relaxed);
         b.requests.fetch_add(1, Ordering::Relaxed);
         let sent = Instant::now();
+        if let Some(svc) = gw.local(b.addr) {
+            // In this process: the request itself, origin-form target.
+            let Ok(uri) = path.parse::<hyper::Uri>() else {
+                b.in_flight.fetch_sub(1, Ordering::Relaxed);
+                return plain(StatusCode::BAD_REQUEST, "bad request target\n");
+            };
+            let mut up = Request::from_parts(parts.clone(), up_body);
+            *up.uri_mut() = uri;
+            return match tokio::time::timeout(gw.opts.first_byte_timeout, svc(up)).await {
+                Ok(resp) => answered(&gw, &pool, i, resp, sent, sticky_id, permit),
+                Err(_) => {
+                    b.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    health::record(&pool, i, false, Instant::now());
+                    gw.metrics.gateway_errors.fetch_add(1, Ordering::Relaxed);
+                    plain(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n")
+                }
+            };
+        }
         if retryable && hedge.is_none() {
             // No body, no hedging: the request's own task does the exchange
             // (crate::upstream).

@@ -14,7 +14,8 @@
 //! as on the full path ([`crate::proxy::handle`]). Anything unusual — a
 //! chunked or large request body, `Expect`, `Upgrade`, HTTP/1.0, an
 //! absolute-form target, the gateway's own `/_strata/` pages, a pool with
-//! hedging, a head that does not parse — hands the connection, with the
+//! hedging or with backends in this process (handed requests directly), a
+//! head that does not parse — hands the connection, with the
 //! bytes already read, to the full path, which answers it and every later
 //! request on that connection.
 
@@ -95,6 +96,7 @@ pub(crate) async fn serve_conn(live: Arc<Live>, mut down: TcpStream, peer: Socke
         };
         if !head.simple
             || gw.options().hedge_after.is_some()
+            || gw.has_local()
             || !plain_route
             || live.edge.redirect_https.is_some()
         {

@@ -776,3 +776,107 @@ async fn the_retry_budget_refuses_a_retry_beyond_it_end_to_end() {
     assert!(first.starts_with("HTTP/1.1 200"), "{first}");
     assert_eq!(g.metrics.retries.load(Ordering::Relaxed), 1);
 }
+
+/// Backends served in the gateway's own process are handed each request
+/// directly: nothing listens at their addresses, yet every request is
+/// answered, spread over both, with the gateway's own headers added and
+/// the request body passed along, on the relay's port (which hands such
+/// connections to the full path).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_in_this_process_are_handed_requests_without_http() {
+    use balancer::proxy::{send_body, LocalService};
+    use balancer::Router;
+    use http_body_util::BodyExt;
+    // Two addresses nobody listens on.
+    let silent: Vec<SocketAddr> = (0..2)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .expect("bind")
+                .local_addr()
+                .expect("addr")
+        })
+        .collect();
+    let h = HealthOptions {
+        check_interval: Duration::ZERO,
+        ..HealthOptions::default()
+    };
+    let gw = Gateway::new(
+        Arc::new(
+            Pool::new(
+                silent.iter().map(|a| Backend::new(*a, 1)).collect(),
+                Algorithm::RoundRobin,
+                h,
+            )
+            .expect("pool"),
+        ),
+        GatewayOptions::default(),
+    );
+    let mut local = std::collections::HashMap::new();
+    for (i, a) in silent.iter().enumerate() {
+        let svc: LocalService = Arc::new(move |req: hyper::Request<balancer::proxy::UpBody>| {
+            Box::pin(async move {
+                let xff = req
+                    .headers()
+                    .get("x-forwarded-for")
+                    .map(|v| v.to_str().unwrap_or("").to_owned())
+                    .unwrap_or_default();
+                let target = req.uri().to_string();
+                let body = req.into_body().collect().await.expect("body").to_bytes();
+                let text = format!(
+                    "local {i} {target} xff={xff} body={}",
+                    String::from_utf8_lossy(&body)
+                );
+                hyper::Response::new(send_body(http_body_util::Full::new(bytes::Bytes::from(
+                    text,
+                ))))
+            })
+        });
+        local.insert(*a, svc);
+    }
+    gw.set_local(local);
+    assert!(gw.has_local());
+    let router = Router {
+        pools: vec![("nodes".into(), gw.clone())],
+        routes: Vec::new(),
+        rules: Default::default(),
+    };
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let at = l.local_addr().expect("addr");
+    tokio::spawn(balancer::router::serve_routed(
+        l,
+        balancer::Live::new(router, None),
+        std::future::pending(),
+    ));
+    let mut seen = [0usize; 2];
+    for _ in 0..10 {
+        let r = get(
+            at,
+            "GET /v1/blobs/a?w=1 HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        assert!(r.contains("/v1/blobs/a?w=1 xff=127.0.0.1 body="), "{r}");
+        seen[usize::from(r.contains("local 1"))] += 1;
+    }
+    assert_eq!(seen, [5, 5], "round robin over both");
+    let r = get(
+        at,
+        "PUT /v1/blobs/a HTTP/1.1\r\nHost: s\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    )
+    .await;
+    assert!(r.contains("body=hello"), "{r}");
+    let pool = gw.pool();
+    assert_eq!(
+        pool.backends
+            .iter()
+            .map(|b| b.requests.load(Ordering::Relaxed))
+            .sum::<u64>(),
+        11
+    );
+    assert!(pool
+        .backends
+        .iter()
+        .all(|b| b.in_flight.load(Ordering::Relaxed) == 0));
+}

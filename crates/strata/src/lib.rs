@@ -531,6 +531,8 @@ pub struct ServeHandle {
     /// The in-process store.
     pub store: Arc<Store>,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// The gateway's pools, whose in-process backends hold the nodes.
+    gateways: Vec<Arc<balancer::proxy::Gateway>>,
     stop: watch::Sender<bool>,
 }
 
@@ -540,6 +542,12 @@ impl ServeHandle {
         let _ = self.stop.send(true);
         for t in self.tasks {
             t.await??;
+        }
+        // Client connections still open hold the gateway, and through its
+        // in-process backends the nodes and the databases: let go of them,
+        // so that the data directory is free once this returns.
+        for gw in &self.gateways {
+            gw.set_local(std::collections::HashMap::new());
         }
         self.store.checkpoint().await?;
         Ok(())
@@ -621,6 +629,7 @@ pub async fn start_serve_with(
     );
 
     let mut node_addrs = Vec::new();
+    let mut local = std::collections::HashMap::new();
     let mut listener = Some(listener);
     for _ in 0..nodes {
         let mut opts = node_options(cfg);
@@ -677,11 +686,15 @@ pub async fn start_serve_with(
             None => TcpListener::bind("127.0.0.1:0").await?,
         };
         node_addrs.push(l.local_addr()?);
+        let api = node::api::router(node);
+        local.insert(l.local_addr()?, local_service(api.clone()));
         let rx = rx.clone();
-        // The public API: the cluster's limits apply here too.
+        // The public API: the cluster's limits apply here too. The node
+        // listens also behind the gateway: its health checks call it, and
+        // so may anyone who wants one node.
         let limits = http_serve::HttpLimits::from_config(cfg);
         tasks.push(tokio::spawn(async move {
-            Ok(http_serve::serve(l, node::api::router(node), limits, rx).await?)
+            Ok(http_serve::serve(l, api, limits, rx).await?)
         }));
     }
     let (s3, rx3) = (store.clone(), rx.clone());
@@ -720,8 +733,11 @@ pub async fn start_serve_with(
             Ok(search::server::serve(l, shard, shutdown_signal(rx)).await?)
         }));
     }
+    let mut gateways = Vec::new();
     if let Some(listener) = listener {
-        tasks.push(start_serve_gateway(cfg, listener, &node_addrs, rx)?);
+        let (task, gws) = start_serve_gateway(cfg, listener, &node_addrs, local, rx)?;
+        tasks.push(task);
+        gateways = gws;
     }
     Ok(ServeHandle {
         addr,
@@ -735,17 +751,38 @@ pub async fn start_serve_with(
         search_addrs,
         store,
         tasks,
+        gateways,
         stop,
     })
 }
 
-/// The gateway of `serve` on `listener` in front of `nodes`.
+/// A node's API as a backend the gateway calls in this process.
+fn local_service(api: axum::Router) -> balancer::proxy::LocalService {
+    let svc = hyper_util::service::TowerToHyperService::new(api);
+    Arc::new(move |req: hyper::Request<balancer::proxy::UpBody>| {
+        let call = hyper::service::Service::call(&svc, req.map(axum::body::Body::new));
+        Box::pin(async move {
+            match call.await {
+                Ok(resp) => resp.map(balancer::proxy::send_body),
+                Err(never) => match never {},
+            }
+        })
+    })
+}
+
+/// The gateway of `serve` on `listener` in front of `nodes`, which run in
+/// this process (`local`: their APIs by address): requests are handed to
+/// them directly, with no HTTP exchange on loopback.
 fn start_serve_gateway(
     cfg: &ClusterConfig,
     listener: TcpListener,
     nodes: &[SocketAddr],
+    local: std::collections::HashMap<SocketAddr, balancer::proxy::LocalService>,
     rx: watch::Receiver<bool>,
-) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+) -> anyhow::Result<(
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+    Vec<Arc<balancer::proxy::Gateway>>,
+)> {
     let node_addrs = nodes;
     let pools = vec![cluster::ResolvedPool {
         name: "nodes".into(),
@@ -755,12 +792,17 @@ fn start_serve_gateway(
     }];
     let client = balancer::proxy::upstream(Duration::from_millis(cfg.gateway.connect_timeout_ms));
     let router = gateway::build_router(cfg, pools, None, &client)?;
+    for (_, gw) in &router.pools {
+        gw.set_local(local.clone());
+    }
+    let gateways = router.pools.iter().map(|(_, gw)| gw.clone()).collect();
     let live = balancer::Live::with_limits(
         router,
         cfg.auth.admin_token.clone(),
         gateway::client_limits(cfg),
     );
-    Ok(tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         Ok(balancer::router::serve_routed(listener, live, shutdown_signal(rx)).await?)
-    }))
+    });
+    Ok((task, gateways))
 }
