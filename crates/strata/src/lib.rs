@@ -756,6 +756,9 @@ pub async fn start_serve_with(
     })
 }
 
+/// A role running in `serve`'s process.
+type RoleTask = tokio::task::JoinHandle<anyhow::Result<()>>;
+
 /// A node's API as a backend the gateway calls in this process.
 fn local_service(api: axum::Router) -> balancer::proxy::LocalService {
     let svc = hyper_util::service::TowerToHyperService::new(api);
@@ -779,10 +782,7 @@ fn start_serve_gateway(
     nodes: &[SocketAddr],
     local: std::collections::HashMap<SocketAddr, balancer::proxy::LocalService>,
     rx: watch::Receiver<bool>,
-) -> anyhow::Result<(
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-    Vec<Arc<balancer::proxy::Gateway>>,
-)> {
+) -> anyhow::Result<(RoleTask, Vec<Arc<balancer::proxy::Gateway>>)> {
     let node_addrs = nodes;
     let pools = vec![cluster::ResolvedPool {
         name: "nodes".into(),
