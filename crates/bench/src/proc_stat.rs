@@ -1,18 +1,23 @@
-//! CPU time of a process tree from /proc, to report server CPU % beside
-//! request rates (the load generator shares the 2 cores).
+//! CPU time and resident memory of a process tree from /proc, to report
+//! server CPU % and RSS beside request rates (the load generator shares
+//! the 2 cores).
+
+/// `of(pid)` plus `of` of each of its direct children (a master process
+/// and its workers).
+fn with_children(pid: u32, of: fn(u32) -> u64) -> u64 {
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    of(pid)
+        + children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+            .map(of)
+            .sum::<u64>()
+}
 
 /// utime + stime of `pid` and its direct children, in clock ticks.
 pub fn cpu_ticks(pid: u32) -> u64 {
-    let mut total = ticks_of(pid);
-    if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
-        for c in children
-            .split_whitespace()
-            .filter_map(|c| c.parse::<u32>().ok())
-        {
-            total += ticks_of(c);
-        }
-    }
-    total
+    with_children(pid, ticks_of)
 }
 
 fn ticks_of(pid: u32) -> u64 {
@@ -38,16 +43,7 @@ pub const TICKS_PER_SEC: f64 = 100.0;
 
 /// Resident set size of `pid` and its direct children, bytes.
 pub fn rss_bytes(pid: u32) -> u64 {
-    let mut total = rss_of(pid);
-    if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
-        for c in children
-            .split_whitespace()
-            .filter_map(|c| c.parse::<u32>().ok())
-        {
-            total += rss_of(c);
-        }
-    }
-    total
+    with_children(pid, rss_of)
 }
 
 fn rss_of(pid: u32) -> u64 {
