@@ -199,12 +199,19 @@ impl Db {
             return Err(bad("names no user (postgres://USER@host/db)".into()));
         }
         cfg.connect_timeout(opts.call_timeout);
-        // An idle connection (LISTEN's, or a pooled one between calls) to a
-        // machine that vanished is noticed within about 8 s.
+        // A connection to a machine that vanished must be closed before a
+        // caller is handed it: callers behind a gateway give up (and drop
+        // their call) sooner than the call timeout, so a call on a dead
+        // connection may never fail and purge the pool. Idle ones (LISTEN's,
+        // pooled ones between calls) are noticed by keepalive within about
+        // 3 s; one with a call in flight when its bytes go unacknowledged
+        // for the call timeout. Either way the pool's recycle check
+        // (`is_closed`) then discards it.
         cfg.keepalives(true);
-        cfg.keepalives_idle(Duration::from_secs(5));
+        cfg.keepalives_idle(Duration::from_secs(1));
         cfg.keepalives_interval(Duration::from_secs(1));
-        cfg.keepalives_retries(3);
+        cfg.keepalives_retries(2);
+        cfg.tcp_user_timeout(opts.call_timeout);
         cfg.application_name("strata");
         cfg.options(format!(
             "-c statement_timeout={}",
