@@ -230,6 +230,19 @@ async fn a_store_brought_back_has_its_orphaned_copies_collected() {
         .await
         .expect("cluster");
     let c = p.client();
+    // Barrier: the node sees all three stores up. A store it found down
+    // (still starting, or slow to answer a probe on a loaded machine) is
+    // written last, and CI once saw store-1 get none of the 30 blobs.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c
+        .metric("strata_node_healthy_stores")
+        .await
+        .expect("metrics")
+        < 3
+    {
+        assert!(Instant::now() < deadline, "the node never saw 3 stores up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let keys: Vec<String> = (0..30).map(|i| format!("gc/{i}.jpg")).collect();
     for (i, k) in keys.iter().enumerate() {
         let r = c
