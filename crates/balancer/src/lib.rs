@@ -23,6 +23,7 @@
 //! Errors are one enum, [`Error`].
 
 pub mod admin;
+pub mod direct;
 pub mod edge;
 mod error;
 pub mod health;

@@ -160,10 +160,13 @@ pub struct GatewayMetrics {
 /// backend address.
 pub type Upstream = Client<HttpConnector, UpBody>;
 
-/// A backend that runs in this process (`strata serve`'s nodes): the
-/// gateway hands it each request as a value and takes its response, with
-/// no HTTP exchange in between. Its address stays its name in the pool
-/// (balancing, stickiness, metrics) and what health checks call.
+pub use crate::direct::LocalBackend;
+
+/// The whole API of a backend that runs in this process (`strata serve`'s
+/// nodes): the gateway hands it each request as a value and takes its
+/// response, with no HTTP exchange in between. Its address stays its name
+/// in the pool (balancing, stickiness, metrics) and what health checks
+/// call.
 pub type LocalService = Arc<
     dyn Fn(Request<UpBody>) -> Pin<Box<dyn Future<Output = Response<UpBody>> + Send>> + Send + Sync,
 >;
@@ -187,7 +190,9 @@ pub struct Gateway {
     pool: std::sync::RwLock<Arc<Pool>>,
     client: Upstream,
     /// Backends served in this process, by address.
-    local: std::sync::RwLock<Arc<std::collections::HashMap<SocketAddr, LocalService>>>,
+    local: std::sync::RwLock<Arc<std::collections::HashMap<SocketAddr, LocalBackend>>>,
+    /// Whether `local` has any (read per request without the lock).
+    any_local: std::sync::atomic::AtomicBool,
     opts: GatewayOptions,
     /// Counters.
     pub metrics: GatewayMetrics,
@@ -208,6 +213,7 @@ impl Gateway {
             pool: std::sync::RwLock::new(pool),
             client,
             local: std::sync::RwLock::default(),
+            any_local: std::sync::atomic::AtomicBool::new(false),
             opts,
             metrics: GatewayMetrics::default(),
         })
@@ -219,22 +225,24 @@ impl Gateway {
     }
 
     /// Serves the backends at these addresses in this process: requests
-    /// picked for them are handed over directly (the full path), not sent
-    /// over HTTP.
-    pub fn set_local(&self, services: std::collections::HashMap<SocketAddr, LocalService>) {
-        *self.local.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(services);
+    /// picked for them are handed over directly (the full path), or
+    /// answered by their direct reads (the relay), not sent over HTTP.
+    pub fn set_local(&self, backends: std::collections::HashMap<SocketAddr, LocalBackend>) {
+        let any = !backends.is_empty();
+        *self.local.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(backends);
+        self.any_local.store(any, Ordering::Release);
     }
 
     /// Whether any backend is served in this process.
     pub fn has_local(&self) -> bool {
-        !self
-            .local
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
+        self.any_local.load(Ordering::Acquire)
     }
 
-    fn local(&self, addr: SocketAddr) -> Option<LocalService> {
+    /// The backend at `addr` if it is served in this process.
+    pub(crate) fn local_backend(&self, addr: SocketAddr) -> Option<LocalBackend> {
+        if !self.has_local() {
+            return None;
+        }
         self.local
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -528,7 +536,7 @@ pub async fn handle_as(
         b.in_flight.fetch_add(1, Ordering::Relaxed);
         b.requests.fetch_add(1, Ordering::Relaxed);
         let sent = Instant::now();
-        if let Some(svc) = gw.local(b.addr) {
+        if let Some(svc) = gw.local_backend(b.addr).map(|l| l.service) {
             // In this process: the request itself, origin-form target.
             let Ok(uri) = path.parse::<hyper::Uri>() else {
                 b.in_flight.fetch_sub(1, Ordering::Relaxed);

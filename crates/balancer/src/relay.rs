@@ -94,9 +94,13 @@ pub(crate) async fn serve_conn(live: Arc<Live>, mut down: TcpStream, peer: Socke
             });
             (c.gw.clone(), c.rules.is_passthrough(), c.pool)
         };
+        // Backends in this process take GETs and HEADs directly; anything
+        // else for them goes the full path.
+        let local = gw.has_local();
+        let read = matches!(head.method, Method::GET | Method::HEAD) && head.content_length == 0;
         if !head.simple
             || gw.options().hedge_after.is_some()
-            || gw.has_local()
+            || (local && !read)
             || !plain_route
             || live.edge.redirect_https.is_some()
         {
@@ -115,10 +119,48 @@ pub(crate) async fn serve_conn(live: Arc<Live>, mut down: TcpStream, peer: Socke
             }
         }
         let raw = buf.split_to(total);
-        let upstream = head.upstream_request(&raw, peer);
         let (start, time) = (Instant::now(), std::time::SystemTime::now());
         let mut outcome = Outcome::default();
-        let keep = forward(&gw, &head, &raw, &upstream, peer, &mut down, &mut outcome).await;
+        let keep = if local {
+            let h = |name: &str| {
+                head.headers
+                    .iter()
+                    .find(|s| s.name(&raw).eq_ignore_ascii_case(name))
+                    .and_then(|s| std::str::from_utf8(s.value(&raw)).ok())
+            };
+            let sticky_id = gw.options().sticky.as_ref().and_then(|s| {
+                s.from_cookies(
+                    head.headers
+                        .iter()
+                        .filter(|h| h.name(&raw).eq_ignore_ascii_case("cookie"))
+                        .filter_map(|h| std::str::from_utf8(h.value(&raw)).ok()),
+                )
+            });
+            let asked = crate::direct::Asked {
+                read: crate::direct::Read {
+                    head: head.method == Method::HEAD,
+                    target: head.path(&raw),
+                    if_none_match: h("if-none-match"),
+                    range: h("range"),
+                },
+                keep_alive: head.keep_alive,
+                sticky_id,
+            };
+            match crate::direct::serve(&gw, asked, peer, &mut down, &mut outcome).await {
+                Some(keep) => keep,
+                None => {
+                    // Declined: the full path answers it (and the rest of
+                    // the connection), from this request's first byte.
+                    let mut again = BytesMut::with_capacity(raw.len() + buf.len());
+                    again.extend_from_slice(&raw);
+                    again.extend_from_slice(&buf);
+                    return full_path(live, again, down, peer).await;
+                }
+            }
+        } else {
+            let upstream = head.upstream_request(&raw, peer);
+            forward(&gw, &head, &raw, &upstream, peer, &mut down, &mut outcome).await
+        };
         if let (Some(log), Some(pool)) = (&live.edge.access_log, pool) {
             let h = |name: &str| {
                 head.headers
@@ -161,11 +203,11 @@ async fn full_path(live: Arc<Live>, buf: BytesMut, down: TcpStream, peer: Socket
 
 /// What became of one request, for the access log.
 #[derive(Debug, Default)]
-struct Outcome {
-    status: u16,
-    bytes: u64,
-    upstream: Option<SocketAddr>,
-    upstream_time: Option<std::time::Duration>,
+pub(crate) struct Outcome {
+    pub(crate) status: u16,
+    pub(crate) bytes: u64,
+    pub(crate) upstream: Option<SocketAddr>,
+    pub(crate) upstream_time: Option<std::time::Duration>,
 }
 
 /// A header's name and value as byte ranges of the head.

@@ -15,7 +15,6 @@
 //! key gets our JSON 400 rather than a framework's plain-text one.
 
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{Query, Request, State};
@@ -24,9 +23,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
 use http_body_util::{BodyExt, Limited};
-use index::{BlobMeta, PageRef, MAX_LIST_LIMIT};
+use index::{PageRef, MAX_LIST_LIMIT};
 use serde::Deserialize;
-use store::range::{parse_range, RangeAsk};
 
 use crate::keys::{percent_decode, validate_key};
 use crate::metrics::inc;
@@ -122,47 +120,26 @@ async fn load(State(node): State<Arc<Node>>) -> Response {
 }
 
 async fn blob_inner(node: &Arc<Node>, req: Request) -> Response {
-    let raw = req
-        .uri()
-        .path()
-        .strip_prefix("/v1/blobs/")
-        .unwrap_or_default();
-    let key = match percent_decode(raw)
-        .and_then(|b| String::from_utf8(b).map_err(|_| "key is not UTF-8".to_string()))
-    {
-        Ok(k) => k,
-        Err(d) => return error(StatusCode::BAD_REQUEST, "bad_key", d),
+    let key = match crate::direct::blob_key(req.uri().path(), req.uri().query()) {
+        Ok(k) => k.into_owned(),
+        Err(a) => return answer_response(a),
     };
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
+        // The body is not shared across the await (it is not Sync).
+        let (parts, _) = req.into_parts();
+        let h = |name| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let ask = crate::direct::Ask {
+            head: parts.method == Method::HEAD,
+            if_none_match: h(header::IF_NONE_MATCH),
+            range: h(header::RANGE),
+            stream: true,
+        };
+        return answer_response(node.get(&key, &ask).await);
+    }
     if let Err(d) = validate_key(&key) {
         return error(StatusCode::BAD_REQUEST, "bad_key", d);
     }
     match req.method().clone() {
-        Method::GET | Method::HEAD => {
-            // `?w=128`: the thumbnail of that width, once a worker made it.
-            let width = req
-                .uri()
-                .query()
-                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("w=")));
-            let key = match width.map(str::parse::<u32>) {
-                None => key,
-                Some(Ok(w)) if w > 0 => crate::thumbs::thumb_key(&key, w),
-                Some(_) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "bad_width",
-                        "w must be a positive integer",
-                    )
-                }
-            };
-            get_blob(
-                node,
-                &key,
-                req.method() == Method::HEAD,
-                req.headers(),
-                true,
-            )
-            .await
-        }
         Method::PUT | Method::POST => put_blob(node, key, req).await,
         Method::DELETE => delete_blob(node, &key, req.headers()).await,
         _ => {
@@ -514,124 +491,33 @@ async fn job_status(
     }
 }
 
-fn etag_matches(header_value: &str, etag: &str) -> bool {
-    header_value
-        .split(',')
-        .map(str::trim)
-        .any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(etag))
-}
-
-fn meta_headers(
-    node: &Node,
-    meta: &BlobMeta,
-    b: axum::http::response::Builder,
-) -> axum::http::response::Builder {
-    let modified = UNIX_EPOCH + Duration::from_millis(meta.created_ms);
-    b.header(header::ETAG, &meta.etag)
-        .header(header::LAST_MODIFIED, httpdate::fmt_http_date(modified))
-        .header(header::CACHE_CONTROL, &node.opts.cache_control)
-}
-
-async fn get_blob(
-    node: &Arc<Node>,
-    key: &str,
-    head: bool,
-    headers: &HeaderMap,
-    may_retry: bool,
-) -> Response {
-    if may_retry {
-        inc(&node.metrics.gets);
-    }
-    let meta = match node.lookup(key).await {
-        Ok(Some(m)) => m,
-        Ok(None) => {
-            return error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no blob {key:?}"),
-            )
-        }
-        Err(e) => return tier_error(e),
-    };
-    if let Some(inm) = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-    {
-        if etag_matches(inm, &meta.etag) {
-            return meta_headers(
-                node,
-                &meta,
-                Response::builder().status(StatusCode::NOT_MODIFIED),
-            )
-            .body(Body::empty())
-            .unwrap_or_else(|e| {
-                error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            });
-        }
-    }
-    let ask = parse_range(
-        headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
-        meta.size,
-    );
-    let (status, range) = match ask {
-        RangeAsk::Full => (StatusCode::OK, None),
-        RangeAsk::Part(a, b) => (StatusCode::PARTIAL_CONTENT, Some((a, b))),
-        RangeAsk::Unsatisfiable => {
-            let mut r = error(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "bad_range",
-                format!("blob is {} bytes", meta.size),
-            );
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", meta.size)) {
-                r.headers_mut().insert(header::CONTENT_RANGE, v);
-            }
-            return r;
-        }
-    };
-    let (start, end) = range.unwrap_or((0, meta.size));
-    let mut b = meta_headers(node, &meta, Response::builder().status(status))
-        .header(header::CONTENT_TYPE, &meta.content_type)
-        .header(header::CONTENT_LENGTH, end - start)
-        .header(header::ACCEPT_RANGES, "bytes");
-    if let Some((a, z)) = range {
-        b = b.header(
-            header::CONTENT_RANGE,
-            format!("bytes {a}-{}/{}", z - 1, meta.size),
-        );
-    }
-    let streamed = if head || range.is_some() {
-        None
-    } else {
-        node.read_streaming(&meta).await
-    };
-    let body = if head {
-        Body::empty()
-    } else if let Some(r) = streamed {
-        match r {
-            Ok(stream) => Body::new(stream),
-            Err(e) => return tier_error(e),
-        }
-    } else {
-        let read = node.read(&meta, range).await;
-        if read.is_err() && may_retry && node.caching.is_some() {
-            // A cached copy of the metadata may name a blob an overwrite
-            // elsewhere already removed: if the index now says otherwise,
-            // answer again from scratch (once).
-            if let Ok(fresh) = node.relookup(key).await {
-                if fresh.as_ref().map(|f| f.id) != Some(meta.id) {
-                    return Box::pin(get_blob(node, key, head, headers, false)).await;
-                }
+/// An [`Answer`](crate::direct::Answer) as an axum response: its header
+/// lines are the ones the gateway's direct path writes as they are.
+fn answer_response(a: crate::direct::Answer) -> Response {
+    let mut b = Response::builder()
+        .status(StatusCode::from_u16(a.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+    let lines = a.lines();
+    let mut at = 0;
+    while let Some(n) = lines[at..].windows(2).position(|w| w == b"\r\n") {
+        let line = lines.slice(at..at + n);
+        at += n + 2;
+        if let Some(colon) = line.iter().position(|&c| c == b':') {
+            let value = line.slice(colon + 1..);
+            let skip = value.iter().take_while(|c| **c == b' ').count();
+            if let Ok(v) = HeaderValue::from_maybe_shared(value.slice(skip..)) {
+                b = b.header(&line[..colon], v);
             }
         }
-        match read {
-            Ok(data) => {
-                node.metrics
-                    .bytes_out
-                    .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                Body::from(data)
-            }
-            Err(e) => return tier_error(e),
-        }
+    }
+    if let Some(r) = a.content_range() {
+        b = b.header(header::CONTENT_RANGE, r);
+    }
+    if let Some(n) = a.length() {
+        b = b.header(header::CONTENT_LENGTH, n);
+    }
+    let body = match a {
+        crate::direct::Answer::Stream { body, .. } => Body::new(body),
+        a => Body::from(a.body()),
     };
     b.body(body)
         .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))

@@ -64,8 +64,11 @@ pub struct Caching {
     pub disk: Option<cache::disk::DiskTier>,
     /// The distributed cache.
     pub global: GlobalCache,
+    /// Recently read keys' metadata, ready to answer with (shared by the
+    /// nodes of one process in `serve`).
+    pub ready: Option<Arc<crate::ready::ReadySet>>,
     opts: CachingOptions,
-    hot: Mutex<(u32, HashMap<u64, u32>)>,
+    hot_counts: Mutex<(u32, HashMap<u64, u32>)>,
     /// Local tier counters.
     pub local_counters: TierCounters,
     /// Global tier counters (for the in-process global cache; a remote one
@@ -94,12 +97,19 @@ impl Caching {
             local,
             disk: None,
             global,
+            ready: None,
             opts,
-            hot: Mutex::new((0, HashMap::new())),
+            hot_counts: Mutex::new((0, HashMap::new())),
             local_counters: TierCounters::default(),
             global_counters: TierCounters::default(),
             disk_counters: TierCounters::default(),
         }
+    }
+
+    /// Adds a ready set (see [`crate::ready`]) in front of the tiers.
+    pub fn with_ready(mut self, ready: Arc<crate::ready::ReadySet>) -> Caching {
+        self.ready = Some(ready);
+        self
     }
 
     /// Adds a disk tier under the local cache (it survives restarts).
@@ -121,7 +131,7 @@ impl Caching {
     fn hot(&self, key: &[u8], count: bool) -> bool {
         let now = self.now();
         let h = xxhash_rust::xxh3::xxh3_64(key);
-        let mut g = self.hot.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = self.hot_counts.lock().unwrap_or_else(|p| p.into_inner());
         if g.0 != now {
             // A new second: forget last second's counts.
             g.0 = now;
@@ -238,6 +248,9 @@ impl Caching {
     /// Forgets `key`'s metadata here and in the distributed cache (after a
     /// PUT or DELETE committed).
     pub async fn invalidate(&self, key: &str) {
+        if let Some(h) = &self.ready {
+            h.forget(key);
+        }
         let k = meta_key(key);
         if let Some(l) = &self.local {
             l.delete(&k);
@@ -256,6 +269,9 @@ impl Caching {
 
     /// Forgets a local metadata copy only (it named a blob that is gone).
     pub fn drop_local_meta(&self, key: &str) {
+        if let Some(h) = &self.ready {
+            h.forget(key);
+        }
         let k = meta_key(key);
         if let Some(l) = &self.local {
             l.delete(&k);

@@ -12,8 +12,10 @@
 pub mod api;
 mod batch;
 mod caching;
+pub mod direct;
 mod error;
 mod health;
+pub mod ready;
 pub mod http;
 pub mod jobs;
 mod keys;

@@ -44,6 +44,15 @@ pub(crate) fn inc(c: &AtomicU64) {
 }
 
 impl NodeMetrics {
+    /// Counts an answer's status among client or server errors.
+    pub fn count_status(&self, status: u16) {
+        match status {
+            400..=499 => inc(&self.client_errors),
+            500..=599 => inc(&self.server_errors),
+            _ => {}
+        }
+    }
+
     /// Appends Prometheus text.
     pub fn render(&self, out: &mut String, healthy_stores: usize) {
         for (name, help, v) in [

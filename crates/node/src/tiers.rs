@@ -157,6 +157,31 @@ impl StoreHandle {
         }
     }
 
+    /// Reads from a store in this process without waiting: `None` for a
+    /// remote one. `verify`: check the whole needle's CRC (a whole-blob
+    /// read only); otherwise the bytes are a slice of the volume's mapping,
+    /// as durably written and as the scrub keeps verifying.
+    pub fn get_mapped(
+        &self,
+        name: &str,
+        id: u64,
+        range: (u64, u64),
+        verify: bool,
+    ) -> Option<Result<Bytes>> {
+        let StoreHandle::Local(s) = self else {
+            return None;
+        };
+        let r = if verify {
+            s.get(id).map(|d| {
+                let (a, b) = (range.0 as usize, (range.1 as usize).min(d.len()));
+                d.slice(a.min(b)..b)
+            })
+        } else {
+            s.get_range(id, range.0, range.1)
+        };
+        Some(r.map_err(|e| store_err(name, e)))
+    }
+
     /// Reads a blob, or bytes `start..end` of it.
     pub async fn get(&self, name: &str, id: u64, range: Option<(u64, u64)>) -> Result<Bytes> {
         match self {

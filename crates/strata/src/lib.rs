@@ -5,6 +5,7 @@
 //!
 //! Errors are `anyhow` here (this is the binary's side).
 
+mod direct_reads;
 pub mod gateway;
 mod gc;
 pub mod http_serve;
@@ -346,7 +347,18 @@ pub fn cluster_caching(
     if local.is_none() && members.is_empty() && disk.is_none() {
         return Ok(None);
     }
-    let caching = node::Caching::new(local, global, caching_options(cfg));
+    // With a local tier, its keys' metadata is also kept ready to answer
+    // with, trusted as long as a local metadata copy (`meta_ttl_secs`).
+    let ready = (cfg.cache.local_memory_mb > 0).then(|| {
+        Arc::new(node::ready::ReadySet::new(
+            cfg.cache.local_memory_mb * direct_reads::READY_PER_MIB,
+            Some(Duration::from_secs(u64::from(cfg.cache.meta_ttl_secs))),
+        ))
+    });
+    let mut caching = node::Caching::new(local, global, caching_options(cfg));
+    if let Some(r) = ready {
+        caching = caching.with_ready(r);
+    }
     Ok(Some(match disk {
         Some(d) => caching.with_disk(d),
         None => caching,
@@ -628,6 +640,14 @@ pub async fn start_serve_with(
         listener.local_addr()?,
     );
 
+    // One ready set for every node of the process: a write through either
+    // drops the key for both, so its entries need no expiry.
+    let ready = cfg.cache.enabled.then(|| {
+        Arc::new(node::ready::ReadySet::new(
+            cfg.cache.memory_mb * direct_reads::READY_PER_MIB,
+            None,
+        ))
+    });
     let mut node_addrs = Vec::new();
     let mut local = std::collections::HashMap::new();
     let mut listener = Some(listener);
@@ -649,11 +669,15 @@ pub async fn start_serve_with(
             }),
         ];
         let caching = cache_engine.as_ref().map(|engine| {
-            node::Caching::new(
+            let c = node::Caching::new(
                 None,
                 node::GlobalCache::Local(engine.clone()),
                 caching_options(cfg),
-            )
+            );
+            match &ready {
+                Some(r) => c.with_ready(r.clone()),
+                None => c,
+            }
         });
         let node = Node::new(
             opts,
@@ -686,8 +710,12 @@ pub async fn start_serve_with(
             None => TcpListener::bind("127.0.0.1:0").await?,
         };
         node_addrs.push(l.local_addr()?);
+        let node_ref = node.clone();
         let api = node::api::router(node);
-        local.insert(l.local_addr()?, local_service(api.clone()));
+        local.insert(
+            l.local_addr()?,
+            direct_reads::local_backend(node_ref, api.clone()),
+        );
         let rx = rx.clone();
         // The public API: the cluster's limits apply here too. The node
         // listens also behind the gateway: its health checks call it, and
@@ -759,20 +787,6 @@ pub async fn start_serve_with(
 /// A role running in `serve`'s process.
 type RoleTask = tokio::task::JoinHandle<anyhow::Result<()>>;
 
-/// A node's API as a backend the gateway calls in this process.
-fn local_service(api: axum::Router) -> balancer::proxy::LocalService {
-    let svc = hyper_util::service::TowerToHyperService::new(api);
-    Arc::new(move |req: hyper::Request<balancer::proxy::UpBody>| {
-        let call = hyper::service::Service::call(&svc, req.map(axum::body::Body::new));
-        Box::pin(async move {
-            match call.await {
-                Ok(resp) => resp.map(balancer::proxy::send_body),
-                Err(never) => match never {},
-            }
-        })
-    })
-}
-
 /// The gateway of `serve` on `listener` in front of `nodes`, which run in
 /// this process (`local`: their APIs by address): requests are handed to
 /// them directly, with no HTTP exchange on loopback.
@@ -780,7 +794,7 @@ fn start_serve_gateway(
     cfg: &ClusterConfig,
     listener: TcpListener,
     nodes: &[SocketAddr],
-    local: std::collections::HashMap<SocketAddr, balancer::proxy::LocalService>,
+    local: std::collections::HashMap<SocketAddr, balancer::proxy::LocalBackend>,
     rx: watch::Receiver<bool>,
 ) -> anyhow::Result<(RoleTask, Vec<Arc<balancer::proxy::Gateway>>)> {
     let node_addrs = nodes;

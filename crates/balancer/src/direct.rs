@@ -1,0 +1,258 @@
+//! Reads answered by a backend in this process, written straight to the
+//! client connection.
+//!
+//! A backend served in this process (`strata serve`'s nodes) may offer
+//! [`DirectReads`]: it takes a GET or HEAD as a path and the two headers a
+//! read depends on, and gives back the status, its header lines and the
+//! body as bytes it already holds. The relay ([`crate::relay`]) picks the
+//! backend as for any request (balancing, health, stickiness, admission,
+//! rate limits, metrics, the access log) and writes the head and the body
+//! in one vectored write: no request or response object is built on either
+//! side, and the body is copied once, by the kernel, into the socket.
+//!
+//! A read the backend does not answer this way (not a blob, say) is
+//! [`Direct::Declined`] before anything is counted, and goes the full path.
+
+use std::future::Future;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::health;
+use crate::proxy::{Gateway, LocalService};
+use crate::relay::Outcome;
+
+/// A GET or HEAD, as much of it as a read depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct Read<'a> {
+    /// HEAD rather than GET.
+    pub head: bool,
+    /// Path and query, as the client sent them.
+    pub target: &'a str,
+    /// The `If-None-Match` header.
+    pub if_none_match: Option<&'a str>,
+    /// The `Range` header.
+    pub range: Option<&'a str>,
+}
+
+/// A backend's answer to a [`Read`].
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The status code.
+    pub status: u16,
+    /// Header lines, each `name: value\r\n`, without `Content-Length`,
+    /// `Connection` or `Set-Cookie` (the gateway writes those).
+    pub lines: Bytes,
+    /// More header lines made for this answer alone (`content-range`).
+    pub more: Option<String>,
+    /// `Content-Length` (`None`: a response without one, a 304).
+    pub length: Option<u64>,
+    /// The body (empty for HEAD and 304).
+    pub body: Bytes,
+}
+
+/// How a backend takes a [`Read`].
+pub enum Direct {
+    /// Answered without waiting.
+    Now(Reply),
+    /// Answered once this completes (an index lookup, a remote store).
+    Later(Pin<Box<dyn Future<Output = Reply> + Send>>),
+    /// Not a read it answers directly: the full path serves it.
+    Declined,
+}
+
+/// Reads a backend in this process answers directly.
+pub trait DirectReads: Send + Sync {
+    /// Takes one read; nothing is done or counted for one it declines.
+    fn read(&self, r: &Read<'_>) -> Direct;
+}
+
+/// A backend served in this process: every request as a value, and reads
+/// answered directly if it offers them.
+#[derive(Clone)]
+pub struct LocalBackend {
+    /// The backend's whole API.
+    pub service: LocalService,
+    /// Its direct reads, if any.
+    pub reads: Option<Arc<dyn DirectReads>>,
+}
+
+/// A request as the relay parsed it.
+pub(crate) struct Asked<'a> {
+    pub(crate) read: Read<'a>,
+    pub(crate) keep_alive: bool,
+    /// The backend a verified sticky cookie names.
+    pub(crate) sticky_id: Option<u64>,
+}
+
+/// Serves `asked` from a backend of `gw` in this process. `None`: declined
+/// (nothing written or counted); `Some(keep)`: answered, `keep` when the
+/// connection may carry another request.
+pub(crate) async fn serve(
+    gw: &Arc<Gateway>,
+    asked: Asked<'_>,
+    peer: std::net::SocketAddr,
+    down: &mut TcpStream,
+    served: &mut Outcome,
+) -> Option<bool> {
+    let pool = gw.pool();
+    let sticky_id = asked.sticky_id;
+    let now = Instant::now();
+    let picked = gw
+        .pinned(&pool, sticky_id)
+        .or_else(|| pool.pick(asked.read.target.as_bytes(), &[], now));
+    let m = &gw.metrics;
+    let Some(i) = picked else {
+        m.requests.fetch_add(1, Ordering::Relaxed);
+        m.gateway_errors.fetch_add(1, Ordering::Relaxed);
+        let r = plain(503, "no backend available\n", false);
+        return Some(write_reply(down, &r, None, asked.keep_alive, served).await);
+    };
+    let b = &pool.backends[i];
+    let reads = gw.local_backend(b.addr)?.reads?;
+    let answer = match reads.read(&asked.read) {
+        Direct::Declined => return None,
+        a => a,
+    };
+    m.requests.fetch_add(1, Ordering::Relaxed);
+    if !gw.admit(peer.ip(), now) {
+        m.rate_limited.fetch_add(1, Ordering::Relaxed);
+        let r = plain(429, "rate limit exceeded\n", true);
+        return Some(write_reply(down, &r, None, asked.keep_alive, served).await);
+    }
+    let _active = crate::proxy::Count::new(&m.active);
+    let Ok(permit) = gw.admit_backend(b).await else {
+        m.queue_refused.fetch_add(1, Ordering::Relaxed);
+        let r = plain(503, "backend busy\n", true);
+        return Some(write_reply(down, &r, None, asked.keep_alive, served).await);
+    };
+    b.in_flight.fetch_add(1, Ordering::Relaxed);
+    b.requests.fetch_add(1, Ordering::Relaxed);
+    let sent = Instant::now();
+    let reply = match answer {
+        Direct::Now(r) => Some(r),
+        Direct::Later(f) => tokio::time::timeout(gw.options().first_byte_timeout, f)
+            .await
+            .ok(),
+        Direct::Declined => None,
+    };
+    b.in_flight.fetch_sub(1, Ordering::Relaxed);
+    drop(permit);
+    let now = Instant::now();
+    let Some(reply) = reply else {
+        health::record(&pool, i, false, now);
+        m.gateway_errors.fetch_add(1, Ordering::Relaxed);
+        let r = plain(504, "backend timed out\n", false);
+        return Some(write_reply(down, &r, None, asked.keep_alive, served).await);
+    };
+    health::record(&pool, i, reply.status < 500, now);
+    health::record_latency(&pool, i, now.duration_since(sent), now);
+    served.upstream = Some(b.addr);
+    served.upstream_time = Some(now.duration_since(sent));
+    let cookie = gw.sticky_answer(b, sticky_id);
+    let cookie = cookie.as_ref().and_then(|c| c.to_str().ok());
+    Some(write_reply(down, &reply, cookie, asked.keep_alive, served).await)
+}
+
+/// A response made by the gateway itself.
+fn plain(status: u16, body: &'static str, retry_after: bool) -> Reply {
+    let lines: &'static [u8] = if retry_after {
+        b"content-type: text/plain\r\nretry-after: 1\r\n"
+    } else {
+        b"content-type: text/plain\r\n"
+    };
+    Reply {
+        status,
+        lines: Bytes::from_static(lines),
+        more: None,
+        length: Some(body.len() as u64),
+        body: Bytes::from_static(body.as_bytes()),
+    }
+}
+
+/// Writes `r` with the gateway's own lines; false when the connection must
+/// close (a write failed, or the client asked).
+async fn write_reply(
+    down: &mut TcpStream,
+    r: &Reply,
+    cookie: Option<&str>,
+    keep_alive: bool,
+    served: &mut Outcome,
+) -> bool {
+    let mut head = Vec::with_capacity(64 + r.lines.len());
+    head.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(&mut head, u64::from(r.status));
+    head.push(b' ');
+    head.extend_from_slice(reason(r.status).as_bytes());
+    head.extend_from_slice(b"\r\n");
+    head.extend_from_slice(&r.lines);
+    if let Some(more) = &r.more {
+        head.extend_from_slice(more.as_bytes());
+    }
+    if let Some(n) = r.length {
+        head.extend_from_slice(b"content-length: ");
+        push_decimal(&mut head, n);
+        head.extend_from_slice(b"\r\n");
+    }
+    if let Some(c) = cookie {
+        head.extend_from_slice(b"set-cookie: ");
+        head.extend_from_slice(c.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    if !keep_alive {
+        head.extend_from_slice(b"connection: close\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    served.status = r.status;
+    served.bytes = r.body.len() as u64;
+    write_two(down, &head, &r.body).await.is_ok() && keep_alive
+}
+
+/// Writes `a` then `b`, as few writes as the socket takes.
+async fn write_two(down: &mut TcpStream, a: &[u8], b: &[u8]) -> std::io::Result<()> {
+    let (mut a, mut b) = (a, b);
+    while !a.is_empty() {
+        let n = down
+            .write_vectored(&[IoSlice::new(a), IoSlice::new(b)])
+            .await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        if n < a.len() {
+            a = &a[n..];
+        } else {
+            b = &b[n - a.len()..];
+            a = &[];
+        }
+    }
+    down.write_all(b).await
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// The reason phrase of the statuses a read answers with.
+fn reason(status: u16) -> &'static str {
+    hyper::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("")
+}
