@@ -69,6 +69,10 @@ pub enum Direct {
 
 /// Reads a backend in this process answers directly.
 pub trait DirectReads: Send + Sync {
+    /// Whether it answers `r` directly: asked before a backend is picked,
+    /// so that a read it does not take is balanced once, by the full path.
+    fn takes(&self, r: &Read<'_>) -> bool;
+
     /// Takes one read; nothing is done or counted for one it declines.
     fn read(&self, r: &Read<'_>) -> Direct;
 }
@@ -101,6 +105,9 @@ pub(crate) async fn serve(
     down: &mut TcpStream,
     served: &mut Outcome,
 ) -> Option<bool> {
+    if !gw.local_reads()?.takes(&asked.read) {
+        return None;
+    }
     let pool = gw.pool();
     let sticky_id = asked.sticky_id;
     let now = Instant::now();
@@ -191,6 +198,7 @@ async fn write_reply(
     head.push(b' ');
     head.extend_from_slice(reason(r.status).as_bytes());
     head.extend_from_slice(b"\r\n");
+    push_date(&mut head);
     head.extend_from_slice(&r.lines);
     if let Some(more) = &r.more {
         head.extend_from_slice(more.as_bytes());
@@ -232,6 +240,25 @@ async fn write_two(down: &mut TcpStream, a: &[u8], b: &[u8]) -> std::io::Result<
         }
     }
     down.write_all(b).await
+}
+
+/// Appends the `date` line (RFC 9110 6.6.1: an origin server with a clock
+/// sends one), formatted once a second per thread.
+fn push_date(out: &mut Vec<u8>) {
+    thread_local! {
+        static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((0, String::new())) };
+    }
+    let now = std::time::SystemTime::now();
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != secs || d.1.is_empty() {
+            *d = (secs, format!("date: {}\r\n", httpdate::fmt_http_date(now)));
+        }
+        out.extend_from_slice(d.1.as_bytes());
+    });
 }
 
 /// Appends `n` in decimal.

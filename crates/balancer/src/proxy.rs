@@ -193,6 +193,9 @@ pub struct Gateway {
     local: std::sync::RwLock<Arc<std::collections::HashMap<SocketAddr, LocalBackend>>>,
     /// Whether `local` has any (read per request without the lock).
     any_local: std::sync::atomic::AtomicBool,
+    /// The direct reads of one of `local`'s backends (they are all of one
+    /// kind): asked whether a read is one they take before any is picked.
+    local_reads: std::sync::RwLock<Option<Arc<dyn crate::direct::DirectReads>>>,
     opts: GatewayOptions,
     /// Counters.
     pub metrics: GatewayMetrics,
@@ -214,6 +217,7 @@ impl Gateway {
             client,
             local: std::sync::RwLock::default(),
             any_local: std::sync::atomic::AtomicBool::new(false),
+            local_reads: std::sync::RwLock::new(None),
             opts,
             metrics: GatewayMetrics::default(),
         })
@@ -229,6 +233,8 @@ impl Gateway {
     /// answered by their direct reads (the relay), not sent over HTTP.
     pub fn set_local(&self, backends: std::collections::HashMap<SocketAddr, LocalBackend>) {
         let any = !backends.is_empty();
+        *self.local_reads.write().unwrap_or_else(|p| p.into_inner()) =
+            backends.values().find_map(|b| b.reads.clone());
         *self.local.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(backends);
         self.any_local.store(any, Ordering::Release);
     }
@@ -236,6 +242,17 @@ impl Gateway {
     /// Whether any backend is served in this process.
     pub fn has_local(&self) -> bool {
         self.any_local.load(Ordering::Acquire)
+    }
+
+    /// Direct reads of the backends in this process, if they offer them.
+    pub(crate) fn local_reads(&self) -> Option<Arc<dyn crate::direct::DirectReads>> {
+        if !self.has_local() {
+            return None;
+        }
+        self.local_reads
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The backend at `addr` if it is served in this process.

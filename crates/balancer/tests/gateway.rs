@@ -831,7 +831,13 @@ async fn backends_in_this_process_are_handed_requests_without_http() {
                 ))))
             })
         });
-        local.insert(*a, svc);
+        local.insert(
+            *a,
+            balancer::proxy::LocalBackend {
+                service: svc,
+                reads: None,
+            },
+        );
     }
     gw.set_local(local);
     assert!(gw.has_local());
@@ -879,4 +885,144 @@ async fn backends_in_this_process_are_handed_requests_without_http() {
         .backends
         .iter()
         .all(|b| b.in_flight.load(Ordering::Relaxed) == 0));
+}
+
+/// Direct reads of a backend in this process: what it answers without
+/// waiting, what it answers later, what it declines (the full path takes
+/// the connection from that request on), a read that outlives the
+/// first-byte timeout (504), and the gateway's own lines on each answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_in_this_process_answer_reads_directly() {
+    use balancer::direct::{Direct, DirectReads, Read, Reply};
+    use balancer::proxy::{send_body, LocalBackend, LocalService};
+    use balancer::Router;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    struct Reads;
+    impl DirectReads for Reads {
+        fn takes(&self, r: &Read<'_>) -> bool {
+            r.target != "/other"
+        }
+        fn read(&self, r: &Read<'_>) -> Direct {
+            let reply = |status, body: &'static str| Reply {
+                status,
+                lines: bytes::Bytes::from_static(b"x-direct: yes\r\n"),
+                more: r.range.map(|v| format!("x-range: {v}\r\n")),
+                length: Some(body.len() as u64),
+                body: if r.head {
+                    bytes::Bytes::new()
+                } else {
+                    bytes::Bytes::from_static(body.as_bytes())
+                },
+            };
+            match r.target {
+                "/now" => Direct::Now(reply(200, "now body")),
+                "/later" => {
+                    let r = reply(200, "later body");
+                    Direct::Later(Box::pin(async move { r }))
+                }
+                "/hang" => Direct::Later(Box::pin(std::future::pending())),
+                _ => Direct::Declined,
+            }
+        }
+    }
+    let silent = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let h = HealthOptions {
+        check_interval: Duration::ZERO,
+        ..HealthOptions::default()
+    };
+    let gw = Gateway::new(
+        Arc::new(
+            Pool::new(vec![Backend::new(silent, 1)], Algorithm::RoundRobin, h).expect("pool"),
+        ),
+        GatewayOptions {
+            first_byte_timeout: Duration::from_millis(200),
+            ..GatewayOptions::default()
+        },
+    );
+    let svc: LocalService = Arc::new(|req: hyper::Request<balancer::proxy::UpBody>| {
+        Box::pin(async move {
+            let text = format!("service {}", req.uri());
+            hyper::Response::new(send_body(http_body_util::Full::new(bytes::Bytes::from(text))))
+        })
+    });
+    gw.set_local(
+        [(
+            silent,
+            LocalBackend {
+                service: svc,
+                reads: Some(Arc::new(Reads)),
+            },
+        )]
+        .into_iter()
+        .collect(),
+    );
+    let router = Router {
+        pools: vec![("nodes".into(), gw.clone())],
+        routes: Vec::new(),
+        rules: Default::default(),
+    };
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let at = l.local_addr().expect("addr");
+    tokio::spawn(balancer::router::serve_routed(
+        l,
+        balancer::Live::new(router, None),
+        std::future::pending(),
+    ));
+
+    // One keep-alive connection; each answer read whole by its length.
+    let mut s = tokio::net::TcpStream::connect(at).await.expect("connect");
+    let mut pending = Vec::new();
+    let mut exchange = async |req: &str| -> (String, String) {
+        s.write_all(req.as_bytes()).await.expect("write");
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&pending[..end]).into_owned();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .map_or(0, |v| v.parse().expect("length"));
+                let len = if req.starts_with("HEAD") { 0 } else { len };
+                if pending.len() >= end + 4 + len {
+                    let body = String::from_utf8_lossy(&pending[end + 4..end + 4 + len]).into_owned();
+                    pending.drain(..end + 4 + len);
+                    return (head, body);
+                }
+            }
+            let n = s.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed; had {:?}", String::from_utf8_lossy(&pending));
+            pending.extend_from_slice(&buf[..n]);
+        }
+    };
+    let (head, body) = exchange("GET /now HTTP/1.1\r\nHost: s\r\nRange: bytes=0-1\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\ndate: "), "{head}");
+    assert!(head.contains("\r\nx-direct: yes\r\nx-range: bytes=0-1\r\ncontent-length: 8"), "{head}");
+    assert_eq!(body, "now body");
+    let (head, body) = exchange("HEAD /now HTTP/1.1\r\nHost: s\r\n\r\n").await;
+    assert!(head.contains("content-length: 8"), "{head}");
+    assert_eq!(body, "");
+    let (_, body) = exchange("GET /later HTTP/1.1\r\nHost: s\r\n\r\n").await;
+    assert_eq!(body, "later body");
+    let (head, body) = exchange("GET /hang HTTP/1.1\r\nHost: s\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 504"), "{head}");
+    assert_eq!(body, "backend timed out\n");
+    // Declined: the full path answers, and keeps the connection.
+    let (head, body) = exchange("GET /other HTTP/1.1\r\nHost: s\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, "service /other");
+    let (_, body) = exchange("GET /now HTTP/1.1\r\nHost: s\r\n\r\n").await;
+    assert_eq!(body, "service /now", "the full path keeps the connection");
+
+    let b = &gw.pool().backends[0];
+    // now, now (HEAD), later, hang, other (full path), now (full path).
+    assert_eq!(b.requests.load(Ordering::Relaxed), 6);
+    assert_eq!(b.in_flight.load(Ordering::Relaxed), 0);
+    assert_eq!(gw.metrics.requests.load(Ordering::Relaxed), 6);
+    assert_eq!(gw.metrics.gateway_errors.load(Ordering::Relaxed), 1);
 }

@@ -49,6 +49,10 @@ fn reply(node: &Node, a: Answer) -> Reply {
 }
 
 impl DirectReads for NodeReads {
+    fn takes(&self, r: &Read<'_>) -> bool {
+        r.target.starts_with("/v1/blobs/")
+    }
+
     fn read(&self, r: &Read<'_>) -> Direct {
         let (path, query) = match r.target.split_once('?') {
             Some((p, q)) => (p, Some(q)),
