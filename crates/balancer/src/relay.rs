@@ -11,13 +11,15 @@
 //! Content-Length or following the chunked framing without re-encoding.
 //!
 //! Selection, health, stickiness, limits, retries and metrics are the same
-//! as on the full path ([`crate::proxy::handle`]). Anything unusual — a
-//! chunked or large request body, `Expect`, `Upgrade`, HTTP/1.0, an
-//! absolute-form target, the gateway's own `/_strata/` pages, a pool with
-//! hedging or with backends in this process (handed requests directly), a
-//! head that does not parse — hands the connection, with the
-//! bytes already read, to the full path, which answers it and every later
-//! request on that connection.
+//! as on the full path ([`crate::proxy::handle`]). A GET or HEAD for a pool
+//! whose backends run in this process is answered by their direct reads
+//! ([`crate::direct`]), with no upstream connection at all. Anything
+//! unusual — a chunked or large request body, `Expect`, `Upgrade`,
+//! HTTP/1.0, an absolute-form target, the gateway's own `/_strata/` pages,
+//! a pool with hedging, any other request to backends in this process, a
+//! head that does not parse — hands the connection, with the bytes already
+//! read, to the full path, which answers it and every later request on
+//! that connection.
 
 use std::net::SocketAddr;
 use std::pin::Pin;

@@ -935,9 +935,7 @@ async fn backends_in_this_process_answer_reads_directly() {
         ..HealthOptions::default()
     };
     let gw = Gateway::new(
-        Arc::new(
-            Pool::new(vec![Backend::new(silent, 1)], Algorithm::RoundRobin, h).expect("pool"),
-        ),
+        Arc::new(Pool::new(vec![Backend::new(silent, 1)], Algorithm::RoundRobin, h).expect("pool")),
         GatewayOptions {
             first_byte_timeout: Duration::from_millis(200),
             ..GatewayOptions::default()
@@ -946,7 +944,9 @@ async fn backends_in_this_process_answer_reads_directly() {
     let svc: LocalService = Arc::new(|req: hyper::Request<balancer::proxy::UpBody>| {
         Box::pin(async move {
             let text = format!("service {}", req.uri());
-            hyper::Response::new(send_body(http_body_util::Full::new(bytes::Bytes::from(text))))
+            hyper::Response::new(send_body(http_body_util::Full::new(bytes::Bytes::from(
+                text,
+            ))))
         })
     });
     gw.set_local(
@@ -990,7 +990,8 @@ async fn backends_in_this_process_answer_reads_directly() {
                     .map_or(0, |v| v.parse().expect("length"));
                 let len = if req.starts_with("HEAD") { 0 } else { len };
                 if pending.len() >= end + 4 + len {
-                    let body = String::from_utf8_lossy(&pending[end + 4..end + 4 + len]).into_owned();
+                    let body =
+                        String::from_utf8_lossy(&pending[end + 4..end + 4 + len]).into_owned();
                     pending.drain(..end + 4 + len);
                     return (head, body);
                 }
@@ -1002,7 +1003,10 @@ async fn backends_in_this_process_answer_reads_directly() {
     };
     let (head, body) = exchange("GET /now HTTP/1.1\r\nHost: s\r\nRange: bytes=0-1\r\n\r\n").await;
     assert!(head.starts_with("HTTP/1.1 200 OK\r\ndate: "), "{head}");
-    assert!(head.contains("\r\nx-direct: yes\r\nx-range: bytes=0-1\r\ncontent-length: 8"), "{head}");
+    assert!(
+        head.contains("\r\nx-direct: yes\r\nx-range: bytes=0-1\r\ncontent-length: 8"),
+        "{head}"
+    );
     assert_eq!(body, "now body");
     let (head, body) = exchange("HEAD /now HTTP/1.1\r\nHost: s\r\n\r\n").await;
     assert!(head.contains("content-length: 8"), "{head}");

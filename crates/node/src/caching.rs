@@ -371,6 +371,21 @@ impl Caching {
             let _ = writeln!(out, "strata_cache_bytes{{tier=\"disk\"}} {}", d.bytes());
             let _ = writeln!(out, "strata_cache_items{{tier=\"disk\"}} {}", d.len());
         }
+        if let Some(r) = &self.ready {
+            // Shared by `serve`'s nodes: each node's page shows the set's
+            // own totals.
+            let _ = writeln!(
+                out,
+                "strata_cache_hits_total{{tier=\"ready\"}} {}",
+                l(&r.counters.hits)
+            );
+            let _ = writeln!(
+                out,
+                "strata_cache_misses_total{{tier=\"ready\"}} {}",
+                l(&r.counters.misses)
+            );
+            let _ = writeln!(out, "strata_cache_items{{tier=\"ready\"}} {}", r.len());
+        }
         if let Some(c) = &self.local {
             let _ = writeln!(out, "# TYPE strata_cache_hits_total counter");
             let _ = writeln!(

@@ -7,11 +7,15 @@
 //!
 //! The fast case is [`Node::get_now`]: the key is in the ready set
 //! ([`crate::ready`]) and its bytes are in a store of this process, so the
-//! answer is a lookup and a slice of the volume's mapping, without waiting.
+//! answer is a lookup and a slice of the volume's mapping, without waiting
+//! (`serve`'s gateway asks it first). [`Node::get`] is the general case:
+//! the lookup when the key is not ready, and the bytes through the cache
+//! tiers, collapsed with concurrent reads of the same blob.
 //!
-//! CRC policy: a whole-blob read from a store verifies the needle's CRC
-//! the first time the blob is read after its key entered the ready set; later
-//! reads through the same entry send the mapped bytes unverified. What that
+//! CRC policy: a whole-blob read from a store verifies the needle's CRC.
+//! Once a blob was read whole through its ready entry (verified by the
+//! store, then or when it entered the cache), [`Node::get_now`] sends the
+//! mapped bytes unverified. What that
 //! trades: a bit flipped on disk after the first read is sent until the
 //! entry leaves the set or the scrub (which re-reads every needle on its
 //! schedule) finds it, instead of being caught per read — for not reading
@@ -25,8 +29,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use store::range::{parse_range, RangeAsk};
 
-use crate::ready::Ready;
 use crate::keys::{percent_decode, validate_key};
+use crate::ready::Ready;
 use crate::{Error, Node};
 
 /// What a GET or HEAD asks beyond the key.
@@ -111,7 +115,9 @@ impl Answer {
     /// `Content-Range` (see [`Answer::content_range`]).
     pub fn lines(&self) -> Bytes {
         match self {
-            Answer::Blob { status: 304, entry, .. } => entry.validator_lines(),
+            Answer::Blob {
+                status: 304, entry, ..
+            } => entry.validator_lines(),
             Answer::Blob { entry, .. } | Answer::Stream { entry, .. } => entry.lines(),
             Answer::Error { .. } => Bytes::from_static(JSON_LINES),
         }
@@ -147,9 +153,9 @@ impl Answer {
 
     fn error_body(&self) -> Bytes {
         match self {
-            Answer::Error { code, detail, .. } => Bytes::from(
-                serde_json::json!({ "error": code, "detail": detail }).to_string(),
-            ),
+            Answer::Error { code, detail, .. } => {
+                Bytes::from(serde_json::json!({ "error": code, "detail": detail }).to_string())
+            }
             _ => Bytes::new(),
         }
     }
@@ -272,8 +278,12 @@ impl Node {
 
     /// Reads from the blob's first replica if it is a healthy store in this
     /// process; `None` otherwise. Verifies the CRC on the first whole read
-    /// through this entry entry (see the module doc).
-    fn read_mapped(&self, entry: &Ready, range: Option<(u64, u64)>) -> Option<crate::Result<Bytes>> {
+    /// through this entry (see the module doc).
+    fn read_mapped(
+        &self,
+        entry: &Ready,
+        range: Option<(u64, u64)>,
+    ) -> Option<crate::Result<Bytes>> {
         let meta = &entry.meta;
         let first = meta.replicas.first()?;
         let i = self.stores.iter().position(|s| &s.name == first)?;
@@ -317,14 +327,15 @@ impl Node {
                     None => {}
                 }
             }
-            let read = match self.read_mapped(&entry, range) {
-                Some(Ok(d)) => Ok(d),
-                // The mapped copy failed (gone, corrupt): the full read
-                // fails over to other replicas.
-                Some(Err(_)) | None => self.read(&entry.meta, range).await,
-            };
-            match read {
+            // Through the cache tiers, collapsed with concurrent reads of
+            // the same blob, failing over between replicas.
+            match self.read(&entry.meta, range).await {
                 Ok(body) => {
+                    if range.is_none() {
+                        // Verified by the store when read whole (now, or
+                        // when it entered the cache).
+                        entry.verified.store(true, Ordering::Relaxed);
+                    }
                     self.metrics
                         .bytes_out
                         .fetch_add(body.len() as u64, Ordering::Relaxed);
@@ -384,13 +395,20 @@ mod tests {
 
     #[test]
     fn keys_come_from_the_path_decoded_and_thumbnails_from_w() {
-        assert!(matches!(blob_key("/v1/blobs/a/b.jpg", None), Ok(Cow::Borrowed("a/b.jpg"))));
+        assert!(matches!(
+            blob_key("/v1/blobs/a/b.jpg", None),
+            Ok(Cow::Borrowed("a/b.jpg"))
+        ));
         assert_eq!(blob_key("/v1/blobs/a%20b", None).ok().unwrap(), "a b");
         assert_eq!(
             blob_key("/v1/blobs/a.jpg", Some("x=1&w=64")).ok().unwrap(),
             "_thumbs/64/a.jpg"
         );
-        for (p, q) in [("/v1/blobs/%zz", None), ("/v1/blobs/a", Some("w=0")), ("/v1/blobs/%ff", None)] {
+        for (p, q) in [
+            ("/v1/blobs/%zz", None),
+            ("/v1/blobs/a", Some("w=0")),
+            ("/v1/blobs/%ff", None),
+        ] {
             match blob_key(p, q) {
                 Err(a) => assert_eq!(a.status(), 400, "{p}"),
                 Ok(k) => panic!("{p}: {k}"),

@@ -291,7 +291,11 @@ mod tests {
         // One shard's worth: 16 shards of 2 entries.
         let set = ReadySet::new(32, None);
         let keys: Vec<String> = (0..2000).map(|i| format!("k{i}")).collect();
-        set.put("keep", Arc::new(Ready::new(meta(0), "x")), set.stamp("keep"));
+        set.put(
+            "keep",
+            Arc::new(Ready::new(meta(0), "x")),
+            set.stamp("keep"),
+        );
         for (i, k) in keys.iter().enumerate() {
             assert!(set.get("keep").is_some(), "evicted after {i} fills");
             set.put(k, Arc::new(Ready::new(meta(i as u64), "x")), set.stamp(k));

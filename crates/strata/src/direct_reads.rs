@@ -77,7 +77,10 @@ impl DirectReads for NodeReads {
         }
         // Owned for the wait: an index lookup, a remote store.
         let (node, key) = (node.clone(), key.into_owned());
-        let (inm, range) = (r.if_none_match.map(str::to_owned), r.range.map(str::to_owned));
+        let (inm, range) = (
+            r.if_none_match.map(str::to_owned),
+            r.range.map(str::to_owned),
+        );
         let head = r.head;
         Direct::Later(Box::pin(async move {
             let ask = Ask {

@@ -466,11 +466,20 @@ async fn metrics_count_store_reads_and_cache_hits() {
         String::from_utf8(c.get("/metrics").await.expect("metrics").body.to_vec()).expect("utf8");
     // The first GET reads the index and the store and fills the cache; the
     // rest are cache hits, so the store saw exactly one needle read.
-    // Metadata: 1 miss + 3 hits (2 GETs, 1 HEAD); bytes: 2 misses (the
-    // lookup, and the re-check inside the collapsed store read) + 2 hits.
+    // Metadata: 1 miss in the ready set and the cache, then 3 ready-set
+    // hits (2 GETs, 1 HEAD); bytes: 2 misses (the lookup, and the re-check
+    // inside the collapsed store read) + 2 hits.
     assert!(text.contains("\nstrata_store_reads_total 1\n"), "{text}");
     assert!(
-        text.contains("strata_cache_hits_total{tier=\"global\"} 5\n"),
+        text.contains("strata_cache_hits_total{tier=\"ready\"} 3\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("strata_cache_misses_total{tier=\"ready\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("strata_cache_hits_total{tier=\"global\"} 2\n"),
         "{text}"
     );
     assert!(
@@ -817,4 +826,105 @@ async fn an_async_image_upload_gets_its_thumbnails() {
         image::load_from_memory(&orig.body).expect("decode").width(),
         1024
     );
+}
+
+/// `serve`'s gateway answers reads from its nodes' ready set: a change
+/// made through either node (or through the gateway) is seen by the next
+/// read whichever node it goes to, HEAD, 304 and ranges come from the same
+/// entry, and a needle whose bytes rotted before its first read is refused
+/// (its CRC is checked), never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_through_the_gateway_see_every_change_at_once() {
+    let (dir, s) = start().await;
+    let gw = &s.client;
+    let nodes = [s.node(0), s.node(1)];
+    for i in 0..20u64 {
+        let body = blob(100 + i, 3_000 + i as usize);
+        // Alternately through the gateway and each node.
+        let writer = match i % 3 {
+            0 => gw,
+            1 => &nodes[0],
+            _ => &nodes[1],
+        };
+        let r = writer
+            .put("/v1/blobs/same", body.clone())
+            .await
+            .expect("put");
+        assert_eq!(r.status, StatusCode::CREATED);
+        // Two reads: the gateway alternates between the nodes.
+        for _ in 0..2 {
+            let r = gw.get("/v1/blobs/same").await.expect("get");
+            assert_eq!(r.status, StatusCode::OK);
+            assert!(r.body[..] == body[..], "round {i}: an older version");
+        }
+    }
+    let r = gw.get("/v1/blobs/same").await.expect("get");
+    let etag = r.headers["etag"].to_str().expect("etag").to_owned();
+    assert!(r.headers.contains_key("date"), "{:?}", r.headers);
+    let r = gw
+        .send(
+            Method::GET,
+            "/v1/blobs/same",
+            &[("if-none-match", &etag)],
+            vec![],
+        )
+        .await
+        .expect("304");
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+    assert!(r.body.is_empty());
+    let r = gw
+        .send(
+            Method::GET,
+            "/v1/blobs/same",
+            &[("range", "bytes=10-19")],
+            vec![],
+        )
+        .await
+        .expect("range");
+    assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.headers["content-range"], "bytes 10-19/3019");
+    let r = gw
+        .send(Method::HEAD, "/v1/blobs/same", &[], vec![])
+        .await
+        .expect("head");
+    assert_eq!(r.headers["content-length"], "3019");
+    assert!(r.body.is_empty());
+    assert_eq!(
+        nodes[1].delete("/v1/blobs/same").await.expect("del").status,
+        StatusCode::NO_CONTENT
+    );
+    for _ in 0..2 {
+        let r = gw.get("/v1/blobs/same").await.expect("get");
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        assert_eq!(r.headers["content-type"], "application/json");
+    }
+
+    // Rot before the first read: one byte of the needle flipped on disk.
+    let body = blob(7, 20_000);
+    gw.put("/v1/blobs/rotten", body.clone()).await.expect("put");
+    let mut flipped = false;
+    for e in std::fs::read_dir(dir.path().join("store")).expect("store dir") {
+        let path = e.expect("entry").path();
+        if path.extension().is_some_and(|x| x == "dat") {
+            let bytes = std::fs::read(&path).expect("volume");
+            if let Some(at) = bytes.windows(64).position(|w| w == &body[5000..5064]) {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .expect("open");
+                std::os::unix::fs::FileExt::write_at(&f, &[bytes[at] ^ 0x01], at as u64)
+                    .expect("flip");
+                flipped = true;
+            }
+        }
+    }
+    assert!(flipped, "the blob is on disk");
+    for _ in 0..2 {
+        let r = gw.get("/v1/blobs/rotten").await.expect("get");
+        assert_eq!(
+            r.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "rotten bytes sent"
+        );
+    }
 }
