@@ -15,6 +15,7 @@
 
 use std::future::Future;
 use std::io::IoSlice;
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -55,6 +56,29 @@ pub struct Reply {
     pub length: Option<u64>,
     /// The body (empty for HEAD and 304).
     pub body: Bytes,
+    /// A body that is a range of a file instead, sent with `sendfile(2)`:
+    /// from the page cache to the socket with no copy through user space.
+    pub file: Option<FileBody>,
+}
+
+/// A range of an open file sent as a body.
+#[derive(Clone)]
+pub struct FileBody {
+    /// The file.
+    pub file: Arc<dyn AsFd + Send + Sync>,
+    /// Offset of the first byte.
+    pub offset: u64,
+    /// Bytes to send.
+    pub len: u64,
+}
+
+impl std::fmt::Debug for FileBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileBody")
+            .field("offset", &self.offset)
+            .field("len", &self.len)
+            .finish()
+    }
 }
 
 /// How a backend takes a [`Read`].
@@ -180,6 +204,7 @@ fn plain(status: u16, body: &'static str, retry_after: bool) -> Reply {
         more: None,
         length: Some(body.len() as u64),
         body: Bytes::from_static(body.as_bytes()),
+        file: None,
     }
 }
 
@@ -218,8 +243,42 @@ async fn write_reply(
     }
     head.extend_from_slice(b"\r\n");
     served.status = r.status;
-    served.bytes = r.body.len() as u64;
-    write_two(down, &head, &r.body).await.is_ok() && keep_alive
+    let sent = match &r.file {
+        Some(f) => {
+            served.bytes = f.len;
+            match down.write_all(&head).await {
+                Ok(()) => send_file(down, f).await,
+                Err(e) => Err(e),
+            }
+        }
+        None => {
+            served.bytes = r.body.len() as u64;
+            write_two(down, &head, &r.body).await
+        }
+    };
+    sent.is_ok() && keep_alive
+}
+
+/// Sends `f` with `sendfile(2)` as the socket takes it.
+async fn send_file(down: &mut TcpStream, f: &FileBody) -> std::io::Result<()> {
+    let down: &TcpStream = down;
+    let (mut offset, end) = (f.offset, f.offset + f.len);
+    while offset < end {
+        let left = usize::try_from(end - offset).unwrap_or(usize::MAX);
+        let r = down.try_io(tokio::io::Interest::WRITABLE, || {
+            rustix::fs::sendfile(down.as_fd(), f.file.as_fd(), Some(&mut offset), left)
+                .map_err(std::io::Error::from)
+        });
+        match r {
+            // The file ended early (truncated under us): the response
+            // cannot be completed; the connection must close.
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => down.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Writes `a` then `b`, as few writes as the socket takes.

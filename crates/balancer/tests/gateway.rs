@@ -898,7 +898,7 @@ async fn backends_in_this_process_answer_reads_directly() {
     use balancer::Router;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    struct Reads;
+    struct Reads(Arc<std::fs::File>);
     impl DirectReads for Reads {
         fn takes(&self, r: &Read<'_>) -> bool {
             r.target != "/other"
@@ -914,6 +914,7 @@ async fn backends_in_this_process_answer_reads_directly() {
                 } else {
                     bytes::Bytes::from_static(body.as_bytes())
                 },
+                file: None,
             };
             match r.target {
                 "/now" => Direct::Now(reply(200, "now body")),
@@ -922,6 +923,16 @@ async fn backends_in_this_process_answer_reads_directly() {
                     Direct::Later(Box::pin(async move { r }))
                 }
                 "/hang" => Direct::Later(Box::pin(std::future::pending())),
+                // Bytes 3..13 of the file, sent with sendfile.
+                "/file" => Direct::Now(Reply {
+                    length: Some(10),
+                    file: Some(balancer::direct::FileBody {
+                        file: self.0.clone(),
+                        offset: 3,
+                        len: 10,
+                    }),
+                    ..reply(200, "")
+                }),
                 _ => Direct::Declined,
             }
         }
@@ -930,6 +941,9 @@ async fn backends_in_this_process_answer_reads_directly() {
         .expect("bind")
         .local_addr()
         .expect("addr");
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("f"), b"0123456789abcdefghij").expect("write");
+    let file = std::fs::File::open(dir.path().join("f")).expect("open");
     let h = HealthOptions {
         check_interval: Duration::ZERO,
         ..HealthOptions::default()
@@ -954,7 +968,7 @@ async fn backends_in_this_process_answer_reads_directly() {
             silent,
             LocalBackend {
                 service: svc,
-                reads: Some(Arc::new(Reads)),
+                reads: Some(Arc::new(Reads(Arc::new(file)))),
             },
         )]
         .into_iter()
@@ -1013,6 +1027,9 @@ async fn backends_in_this_process_answer_reads_directly() {
     assert_eq!(body, "");
     let (_, body) = exchange("GET /later HTTP/1.1\r\nHost: s\r\n\r\n").await;
     assert_eq!(body, "later body");
+    let (head, body) = exchange("GET /file HTTP/1.1\r\nHost: s\r\n\r\n").await;
+    assert!(head.contains("content-length: 10"), "{head}");
+    assert_eq!(body, "3456789abc");
     let (head, body) = exchange("GET /hang HTTP/1.1\r\nHost: s\r\n\r\n").await;
     assert!(head.starts_with("HTTP/1.1 504"), "{head}");
     assert_eq!(body, "backend timed out\n");
@@ -1024,9 +1041,10 @@ async fn backends_in_this_process_answer_reads_directly() {
     assert_eq!(body, "service /now", "the full path keeps the connection");
 
     let b = &gw.pool().backends[0];
-    // now, now (HEAD), later, hang, other (full path), now (full path).
-    assert_eq!(b.requests.load(Ordering::Relaxed), 6);
+    // now, now (HEAD), later, file, hang, other (full path), now (full
+    // path).
+    assert_eq!(b.requests.load(Ordering::Relaxed), 7);
     assert_eq!(b.in_flight.load(Ordering::Relaxed), 0);
-    assert_eq!(gw.metrics.requests.load(Ordering::Relaxed), 6);
+    assert_eq!(gw.metrics.requests.load(Ordering::Relaxed), 7);
     assert_eq!(gw.metrics.gateway_errors.load(Ordering::Relaxed), 1);
 }

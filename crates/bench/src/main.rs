@@ -8,6 +8,10 @@
 //! `cargo run --release -p bench -- serve` — `strata serve` as it comes
 //! vs nginx and Varnish + nginx on Zipf-skewed and uniform image GETs.
 //!
+//! `cargo run --release -p bench -- put` — acknowledged PUT MB/s through
+//! `strata serve` next to fio's sequential writes with an fdatasync per
+//! 1 MiB on the same disk.
+//!
 //! `cargo run --release -p bench -- cache` — strata's cache server vs
 //! memcached: ops/s, p50, p99 with and without pipelining.
 //!
@@ -34,6 +38,7 @@ mod offline;
 mod peers;
 mod pg_bench;
 mod proc_stat;
+mod put_bench;
 mod queue_bench;
 mod ranges;
 mod search_bench;
@@ -78,6 +83,9 @@ enum Scenario {
     /// A cluster's state on PostgreSQL vs the embedded engines: index
     /// put/lookup/list, queue cycles (and beanstalkd -f 0), cluster PUTs.
     Pg(pg_bench::Args),
+    /// Durable PUTs: acknowledged MB/s through `strata serve` vs fio's
+    /// sequential writes with an fdatasync per 1 MiB.
+    Put(put_bench::Args),
     /// Job queue: strata vs beanstalkd (put/reserve/delete, crash test).
     Queue(queue_bench::Args),
     /// Page search at 1M pages: one shard vs four, p50/p99 per query kind.
@@ -107,6 +115,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Edge(a) => edge_bench::run(a),
         Scenario::Failover(a) => failover::run(a),
         Scenario::Pg(a) => pg_bench::run(a),
+        Scenario::Put(a) => put_bench::run(a),
         Scenario::Queue(a) => queue_bench::run(a),
         Scenario::Search(a) => search_bench::run(a),
         Scenario::Affinity { keys, requests } => offline::affinity(keys, requests),

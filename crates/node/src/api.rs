@@ -133,6 +133,7 @@ async fn blob_inner(node: &Arc<Node>, req: Request) -> Response {
             if_none_match: h(header::IF_NONE_MATCH),
             range: h(header::RANGE),
             stream: true,
+            extent: false,
         };
         return answer_response(node.get(&key, &ask).await);
     }

@@ -45,6 +45,9 @@ pub struct Ask<'a> {
     /// The caller can send a streamed body ([`Answer::Stream`]): big blobs
     /// of remote stores start going out before they have all arrived.
     pub stream: bool,
+    /// The caller can send a range of a volume file ([`Answer::Extent`],
+    /// with `sendfile`) rather than bytes.
+    pub extent: bool,
 }
 
 /// The answer to a GET or HEAD.
@@ -59,6 +62,17 @@ pub enum Answer {
         range: Option<(u64, u64)>,
         /// The body (empty for HEAD and 304).
         body: Bytes,
+    },
+    /// A 200 or 206 whose body is a range of a volume file in this process.
+    Extent {
+        /// The status.
+        status: u16,
+        /// The key's metadata and header lines.
+        entry: Arc<Ready>,
+        /// The bytes sent of a 206.
+        range: Option<(u64, u64)>,
+        /// Where the body lies.
+        extent: store::Extent,
     },
     /// A 200 whose body arrives while it is sent.
     Stream {
@@ -106,7 +120,9 @@ impl Answer {
     /// The status code.
     pub fn status(&self) -> u16 {
         match self {
-            Answer::Blob { status, .. } | Answer::Error { status, .. } => *status,
+            Answer::Blob { status, .. }
+            | Answer::Extent { status, .. }
+            | Answer::Error { status, .. } => *status,
             Answer::Stream { .. } => 200,
         }
     }
@@ -118,7 +134,9 @@ impl Answer {
             Answer::Blob {
                 status: 304, entry, ..
             } => entry.validator_lines(),
-            Answer::Blob { entry, .. } | Answer::Stream { entry, .. } => entry.lines(),
+            Answer::Blob { entry, .. }
+            | Answer::Extent { entry, .. }
+            | Answer::Stream { entry, .. } => entry.lines(),
             Answer::Error { .. } => Bytes::from_static(JSON_LINES),
         }
     }
@@ -127,6 +145,11 @@ impl Answer {
     pub fn content_range(&self) -> Option<String> {
         match self {
             Answer::Blob {
+                range: Some((a, z)),
+                entry,
+                ..
+            }
+            | Answer::Extent {
                 range: Some((a, z)),
                 entry,
                 ..
@@ -145,8 +168,14 @@ impl Answer {
             Answer::Blob {
                 range: Some((a, z)),
                 ..
+            }
+            | Answer::Extent {
+                range: Some((a, z)),
+                ..
             } => Some(z - a),
-            Answer::Blob { entry, .. } | Answer::Stream { entry, .. } => Some(entry.meta.size),
+            Answer::Blob { entry, .. }
+            | Answer::Extent { entry, .. }
+            | Answer::Stream { entry, .. } => Some(entry.meta.size),
             Answer::Error { .. } => Some(self.error_body().len() as u64),
         }
     }
@@ -160,11 +189,19 @@ impl Answer {
         }
     }
 
-    /// The body (empty for HEAD and 304, and for a stream).
+    /// Where the body lies, for an [`Answer::Extent`].
+    pub fn extent(&self) -> Option<&store::Extent> {
+        match self {
+            Answer::Extent { extent, .. } => Some(extent),
+            _ => None,
+        }
+    }
+
+    /// The body (empty for HEAD and 304, for a stream and an extent).
     pub fn body(&self) -> Bytes {
         match self {
             Answer::Blob { body, .. } => body.clone(),
-            Answer::Stream { .. } => Bytes::new(),
+            Answer::Stream { .. } | Answer::Extent { .. } => Bytes::new(),
             Answer::Error { .. } => self.error_body(),
         }
     }
@@ -259,6 +296,29 @@ impl Node {
         let entry = self.caching.as_ref()?.ready.as_ref()?.get(key)?;
         let answer = match plan(&entry, ask) {
             Plan::Done(a) => a,
+            Plan::Read { status, range }
+                if ask.extent && entry.verified.load(Ordering::Relaxed) =>
+            {
+                let i = self.first_up(&entry)?;
+                let meta = &entry.meta;
+                let extent = self.stores[i]
+                    .handle
+                    .extent(
+                        &self.stores[i].name,
+                        meta.id,
+                        range.unwrap_or((0, meta.size)),
+                    )?
+                    .ok()?;
+                self.metrics
+                    .bytes_out
+                    .fetch_add(extent.len, Ordering::Relaxed);
+                Answer::Extent {
+                    status,
+                    entry,
+                    range,
+                    extent,
+                }
+            }
             Plan::Read { status, range } => {
                 let body = self.read_mapped(&entry, range)?.ok()?;
                 self.metrics
@@ -285,11 +345,7 @@ impl Node {
         range: Option<(u64, u64)>,
     ) -> Option<crate::Result<Bytes>> {
         let meta = &entry.meta;
-        let first = meta.replicas.first()?;
-        let i = self.stores.iter().position(|s| &s.name == first)?;
-        if !self.health.is_up(i) {
-            return None;
-        }
+        let i = self.first_up(entry)?;
         let verify = range.is_none() && !entry.verified.load(Ordering::Relaxed);
         let r = self.stores[i].handle.get_mapped(
             &self.stores[i].name,
@@ -301,6 +357,14 @@ impl Node {
             entry.verified.store(true, Ordering::Relaxed);
         }
         Some(r)
+    }
+
+    /// The blob's first replica if that store is up (in this process or
+    /// not: the caller's read tells).
+    fn first_up(&self, entry: &Ready) -> Option<usize> {
+        let first = entry.meta.replicas.first()?;
+        let i = self.stores.iter().position(|s| &s.name == first)?;
+        self.health.is_up(i).then_some(i)
     }
 
     /// The answer to a GET or HEAD of `key` (validated here).

@@ -182,6 +182,18 @@ impl StoreHandle {
         Some(r.map_err(|e| store_err(name, e)))
     }
 
+    /// Where bytes `range` of a blob lie in a volume file of a store in
+    /// this process (for `sendfile`); `None` for a remote store.
+    pub fn extent(&self, name: &str, id: u64, range: (u64, u64)) -> Option<Result<store::Extent>> {
+        let StoreHandle::Local(s) = self else {
+            return None;
+        };
+        Some(
+            s.extent(id, range.0, range.1)
+                .map_err(|e| store_err(name, e)),
+        )
+    }
+
     /// Reads a blob, or bytes `start..end` of it.
     pub async fn get(&self, name: &str, id: u64, range: Option<(u64, u64)>) -> Result<Bytes> {
         match self {

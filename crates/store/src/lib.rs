@@ -31,5 +31,5 @@ pub use heads::{Head, HeadPage};
 pub use metrics::{Counter, StoreMetrics};
 pub use needle_map::{Loc, NeedleMap};
 pub use scrub::ScrubReport;
-pub use store::{OpenReport, Store, StoreOptions, VolStats};
+pub use store::{Extent, OpenReport, Store, StoreOptions, VolStats};
 pub use volume::{dat_path, idx_path, SUPERBLOCK_LEN};

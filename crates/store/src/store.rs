@@ -390,6 +390,27 @@ impl Store {
         Ok(data)
     }
 
+    /// Where bytes `start..end` of a live blob lie in its volume file, for
+    /// a caller that sends them with `sendfile(2)` (the page cache to the
+    /// socket, no copy through user space). Not verified, like
+    /// [`Store::get_range`]. The extent keeps its volume file open: a
+    /// compaction that replaces the volume meanwhile leaves the old file
+    /// readable until the extent is dropped.
+    pub fn extent(&self, id: u64, start: u64, end: u64) -> Result<Extent> {
+        let (loc, vol) = self.locate(id)?;
+        let size = u64::from(loc.size);
+        if start > end || end > size {
+            return Err(Error::BadRange { start, end, size });
+        }
+        self.metrics.reads.inc();
+        self.metrics.bytes_read.add(end - start);
+        Ok(Extent {
+            offset: loc.data_offset() + start,
+            len: end - start,
+            file: vol,
+        })
+    }
+
     /// Live blobs.
     pub fn len(&self) -> usize {
         self.state
@@ -883,5 +904,25 @@ impl Writer {
         // The sealed volume may already hold garbage worth compacting.
         store.poke_compactor();
         Ok(())
+    }
+}
+
+/// Bytes of a blob as a range of an open volume file ([`Store::extent`]).
+#[derive(Clone)]
+pub struct Extent {
+    /// The volume file.
+    pub file: Arc<dyn std::os::fd::AsFd + Send + Sync>,
+    /// Offset of the first byte in the file.
+    pub offset: u64,
+    /// Bytes.
+    pub len: u64,
+}
+
+impl std::fmt::Debug for Extent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Extent")
+            .field("offset", &self.offset)
+            .field("len", &self.len)
+            .finish()
     }
 }

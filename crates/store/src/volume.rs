@@ -141,6 +141,12 @@ impl Volume {
     }
 }
 
+impl std::os::fd::AsFd for Volume {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
 /// Creates a new, empty volume file and makes it durable (file and dir).
 pub fn create(path: &Path, sb: Superblock) -> Result<File> {
     let ctx = |what: &str| format!("{what} {}", path.display());

@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use balancer::direct::{Direct, DirectReads, LocalBackend, Read, Reply};
+use balancer::direct::{Direct, DirectReads, FileBody, LocalBackend, Read, Reply};
 use node::direct::{Answer, Ask};
 use node::Node;
 
@@ -45,6 +45,11 @@ fn reply(node: &Node, a: Answer) -> Reply {
         more: a.content_range().map(|r| format!("content-range: {r}\r\n")),
         length: a.length(),
         body: a.body(),
+        file: a.extent().map(|x| FileBody {
+            file: x.file.clone(),
+            offset: x.offset,
+            len: x.len,
+        }),
     }
 }
 
@@ -71,6 +76,7 @@ impl DirectReads for NodeReads {
             if_none_match: r.if_none_match,
             range: r.range,
             stream: false,
+            extent: true,
         };
         if let Some(a) = node.get_now(&key, &ask) {
             return Direct::Now(reply(node, a));
@@ -88,6 +94,7 @@ impl DirectReads for NodeReads {
                 if_none_match: inm.as_deref(),
                 range: range.as_deref(),
                 stream: false,
+                extent: true,
             };
             let a = {
                 let _busy = InFlight::new(&node.metrics.in_flight);
