@@ -246,7 +246,7 @@ async fn write_reply(
     let sent = match &r.file {
         Some(f) => {
             served.bytes = f.len;
-            match down.write_all(&head).await {
+            match send_more(down, &head).await {
                 Ok(()) => send_file(down, f).await,
                 Err(e) => Err(e),
             }
@@ -257,6 +257,27 @@ async fn write_reply(
         }
     };
     sent.is_ok() && keep_alive
+}
+
+/// Sends `head` with `MSG_MORE`: the kernel holds it for the body that
+/// follows, so head and body leave in full segments (a head sent alone on
+/// a `TCP_NODELAY` socket would be a packet of its own, and an ACK).
+async fn send_more(down: &mut TcpStream, head: &[u8]) -> std::io::Result<()> {
+    let down: &TcpStream = down;
+    let mut at = 0;
+    while at < head.len() {
+        let r = down.try_io(tokio::io::Interest::WRITABLE, || {
+            rustix::net::send(down.as_fd(), &head[at..], rustix::net::SendFlags::MORE)
+                .map_err(std::io::Error::from)
+        });
+        match r {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => at += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => down.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Sends `f` with `sendfile(2)` as the socket takes it.
