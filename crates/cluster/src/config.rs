@@ -262,6 +262,11 @@ pub struct CacheConfig {
     /// Default 2.
     #[serde(default = "default_meta_ttl")]
     pub meta_ttl_secs: u32,
+    /// Keys whose metadata and response header lines each request node
+    /// keeps ready to answer with (the ready set, ~0.5 KiB per key; in
+    /// `serve` its nodes share one). 0 disables it. Default 131072.
+    #[serde(default = "default_ready_entries")]
+    pub ready_entries: usize,
     /// Bounded-load factor for reads of non-hot keys (consistent hashing
     /// with bounded loads): a member with more than this many times the
     /// average requests in flight is skipped. 0 = off. Default 0.
@@ -375,6 +380,7 @@ impl Default for CacheConfig {
             local_disk_mb: 0,
             bounded_load: 0.0,
             meta_ttl_secs: default_meta_ttl(),
+            ready_entries: default_ready_entries(),
             timeout_ms: default_cache_timeout(),
             down_after: default_down_after(),
             retry_after_ms: default_retry_after(),
@@ -400,6 +406,9 @@ fn default_hot_threshold() -> u32 {
 }
 fn default_local_mb() -> usize {
     32
+}
+fn default_ready_entries() -> usize {
+    131_072
 }
 fn default_meta_ttl() -> u32 {
     2

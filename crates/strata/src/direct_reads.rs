@@ -10,10 +10,6 @@ use balancer::direct::{Direct, DirectReads, FileBody, LocalBackend, Read, Reply}
 use node::direct::{Answer, Ask};
 use node::Node;
 
-/// Entries of a ready set per MiB of the cache it sits in front of (an
-/// entry is ~300-500 bytes of metadata and header lines).
-pub const READY_PER_MIB: usize = 512;
-
 /// A node's API and direct reads, for the gateway of the same process.
 pub fn local_backend(node: Arc<Node>, api: axum::Router) -> LocalBackend {
     LocalBackend {

@@ -349,9 +349,9 @@ pub fn cluster_caching(
     }
     // With a local tier, its keys' metadata is also kept ready to answer
     // with, trusted as long as a local metadata copy (`meta_ttl_secs`).
-    let ready = (cfg.cache.local_memory_mb > 0).then(|| {
+    let ready = (cfg.cache.local_memory_mb > 0 && cfg.cache.ready_entries > 0).then(|| {
         Arc::new(node::ready::ReadySet::new(
-            cfg.cache.local_memory_mb * direct_reads::READY_PER_MIB,
+            cfg.cache.ready_entries,
             Some(Duration::from_secs(u64::from(cfg.cache.meta_ttl_secs))),
         ))
     });
@@ -642,12 +642,8 @@ pub async fn start_serve_with(
 
     // One ready set for every node of the process: a write through either
     // drops the key for both, so its entries need no expiry.
-    let ready = cfg.cache.enabled.then(|| {
-        Arc::new(node::ready::ReadySet::new(
-            cfg.cache.memory_mb * direct_reads::READY_PER_MIB,
-            None,
-        ))
-    });
+    let ready = (cfg.cache.enabled && cfg.cache.ready_entries > 0)
+        .then(|| Arc::new(node::ready::ReadySet::new(cfg.cache.ready_entries, None)));
     let mut node_addrs = Vec::new();
     let mut local = std::collections::HashMap::new();
     let mut listener = Some(listener);
