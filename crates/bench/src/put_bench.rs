@@ -181,7 +181,7 @@ fn measure_fio(dir: &Path, secs: u64) -> anyhow::Result<Run> {
             "--name=seq",
             "--rw=write",
             "--bs=64k",
-            "--size=16g",
+            "--size=4g",
             "--fdatasync=16",
             "--ioengine=psync",
             "--time_based",
