@@ -830,9 +830,8 @@ async fn an_async_image_upload_gets_its_thumbnails() {
 
 /// `serve`'s gateway answers reads from its nodes' ready set: a change
 /// made through either node (or through the gateway) is seen by the next
-/// read whichever node it goes to, HEAD, 304 and ranges come from the same
-/// entry, and a needle whose bytes rotted before its first read is refused
-/// (its CRC is checked), never sent.
+/// read whichever node it goes to, and a needle whose bytes rotted before
+/// its first read is refused (its CRC is checked), never sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_through_the_gateway_see_every_change_at_once() {
     let (dir, s) = start().await;
@@ -858,37 +857,9 @@ async fn reads_through_the_gateway_see_every_change_at_once() {
             assert!(r.body[..] == body[..], "round {i}: an older version");
         }
     }
+    // (304, 206, 416 and HEAD through the ready set: the first test.)
     let r = gw.get("/v1/blobs/same").await.expect("get");
-    let etag = r.headers["etag"].to_str().expect("etag").to_owned();
     assert!(r.headers.contains_key("date"), "{:?}", r.headers);
-    let r = gw
-        .send(
-            Method::GET,
-            "/v1/blobs/same",
-            &[("if-none-match", &etag)],
-            vec![],
-        )
-        .await
-        .expect("304");
-    assert_eq!(r.status, StatusCode::NOT_MODIFIED);
-    assert!(r.body.is_empty());
-    let r = gw
-        .send(
-            Method::GET,
-            "/v1/blobs/same",
-            &[("range", "bytes=10-19")],
-            vec![],
-        )
-        .await
-        .expect("range");
-    assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
-    assert_eq!(r.headers["content-range"], "bytes 10-19/3019");
-    let r = gw
-        .send(Method::HEAD, "/v1/blobs/same", &[], vec![])
-        .await
-        .expect("head");
-    assert_eq!(r.headers["content-length"], "3019");
-    assert!(r.body.is_empty());
     assert_eq!(
         nodes[1].delete("/v1/blobs/same").await.expect("del").status,
         StatusCode::NO_CONTENT
