@@ -134,6 +134,7 @@ async fn blob_inner(node: &Arc<Node>, req: Request) -> Response {
             range: h(header::RANGE),
             stream: true,
             extent: false,
+            mapped: false,
         };
         return answer_response(node.get(&key, &ask).await);
     }

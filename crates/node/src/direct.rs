@@ -48,6 +48,12 @@ pub struct Ask<'a> {
     /// The caller can send a range of a volume file ([`Answer::Extent`],
     /// with `sendfile`) rather than bytes.
     pub extent: bool,
+    /// Read a store in this process straight from its mapping, and take
+    /// metadata from the index itself when the ready set is there to keep
+    /// it: no cache fill, no collapsing (`serve`'s gateway: for a mapped
+    /// store and an embedded index both cost more than they save; the
+    /// node's HTTP API keeps the tiers, which remote stores need).
+    pub mapped: bool,
 }
 
 /// The answer to a GET or HEAD.
@@ -375,7 +381,7 @@ impl Node {
         self.metrics.gets.fetch_add(1, Ordering::Relaxed);
         let mut fresh = false;
         loop {
-            let entry = match self.ready_entry(key, fresh).await {
+            let entry = match self.ready_entry(key, fresh, ask.mapped).await {
                 Ok(Some(h)) => h,
                 Ok(None) => return Answer::error(404, "not_found", format!("no blob {key:?}")),
                 Err(e) => return Answer::from_tier(e),
@@ -391,9 +397,20 @@ impl Node {
                     None => {}
                 }
             }
-            // Through the cache tiers, collapsed with concurrent reads of
-            // the same blob, failing over between replicas.
-            match self.read(&entry.meta, range).await {
+            let mapped = if ask.mapped {
+                // A failed mapped read (gone, corrupt) falls back to the
+                // tiers, which fail over to other replicas.
+                self.read_mapped(&entry, range).and_then(Result::ok)
+            } else {
+                None
+            };
+            let read = match mapped {
+                Some(body) => Ok(body),
+                // Through the cache tiers, collapsed with concurrent reads
+                // of the same blob, failing over between replicas.
+                None => self.read(&entry.meta, range).await,
+            };
+            match read {
                 Ok(body) => {
                     if range.is_none() {
                         // Verified by the store when read whole (now, or
@@ -428,9 +445,15 @@ impl Node {
         }
     }
 
-    /// `key`.s ready entry: from the ready set, or looked up (through the
-    /// cache tiers unless `fresh`) and kept there.
-    async fn ready_entry(&self, key: &str, fresh: bool) -> crate::Result<Option<Arc<Ready>>> {
+    /// `key`'s ready entry: from the ready set (unless `fresh`), or looked
+    /// up and kept there. `direct`: look up in the index itself when the
+    /// ready set exists, not through the cache tiers.
+    async fn ready_entry(
+        &self,
+        key: &str,
+        fresh: bool,
+        direct: bool,
+    ) -> crate::Result<Option<Arc<Ready>>> {
         let set = self.caching.as_ref().and_then(|c| c.ready.as_deref());
         if let (Some(set), false) = (set, fresh) {
             if let Some(h) = set.get(key) {
@@ -438,7 +461,7 @@ impl Node {
             }
         }
         let stamp = set.map(|s| s.stamp(key));
-        let meta = if fresh {
+        let meta = if fresh || (direct && set.is_some()) {
             self.index.get(key).await?
         } else {
             self.lookup(key).await?

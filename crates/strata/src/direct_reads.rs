@@ -73,6 +73,7 @@ impl DirectReads for NodeReads {
             range: r.range,
             stream: false,
             extent: true,
+            mapped: true,
         };
         if let Some(a) = node.get_now(&key, &ask) {
             return Direct::Now(reply(node, a));
@@ -91,6 +92,7 @@ impl DirectReads for NodeReads {
                 range: range.as_deref(),
                 stream: false,
                 extent: true,
+                mapped: true,
             };
             let a = {
                 let _busy = InFlight::new(&node.metrics.in_flight);
