@@ -20,7 +20,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use bytes::Bytes;
 use index::BlobMeta;
@@ -82,8 +81,8 @@ impl Ready {
 struct Slot {
     key: Box<str>,
     ready: Arc<Ready>,
-    /// When it was filled (for the TTL).
-    at: Instant,
+    /// When it was filled, clock seconds (for the TTL).
+    at: u32,
     /// Read since the clock hand last passed.
     seen: bool,
 }
@@ -109,7 +108,9 @@ pub struct ReadySet {
     shards: Box<[Mutex<Shard>]>,
     gens: Box<[AtomicU64]>,
     per_shard: usize,
-    ttl: Option<std::time::Duration>,
+    /// Seconds an entry is trusted, on this clock (the local cache's, so
+    /// tests move both together).
+    ttl: Option<(u32, Arc<dyn cache::Clock>)>,
     /// Hit and miss counts.
     pub counters: ReadyCounters,
 }
@@ -123,9 +124,10 @@ fn hash(key: &str) -> u64 {
 }
 
 impl ReadySet {
-    /// A set of at most `entries` keys; `ttl`: how long an entry is
-    /// trusted (`None` when every writer invalidates this set).
-    pub fn new(entries: usize, ttl: Option<std::time::Duration>) -> ReadySet {
+    /// A set of at most `entries` keys; `ttl`: how many seconds of
+    /// `clock` an entry is trusted (`None` when every writer invalidates
+    /// this set).
+    pub fn new(entries: usize, ttl: Option<(u32, Arc<dyn cache::Clock>)>) -> ReadySet {
         ReadySet {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             gens: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
@@ -145,13 +147,22 @@ impl ReadySet {
         &self.gens[((h >> 32) as usize) % STRIPES]
     }
 
+    fn now(&self) -> u32 {
+        self.ttl.as_ref().map_or(0, |(_, c)| c.now())
+    }
+
     /// The entry of `key`, if held and fresh.
     pub fn get(&self, key: &str) -> Option<Arc<Ready>> {
+        let now = self.now();
         let h = hash(key);
         let mut s = self.shard(h);
         let found = match s.map.get_mut(&h) {
             Some(slot) if &*slot.key == key => {
-                if self.ttl.is_some_and(|t| slot.at.elapsed() > t) {
+                if self
+                    .ttl
+                    .as_ref()
+                    .is_some_and(|(t, _)| now >= slot.at.saturating_add(*t))
+                {
                     None
                 } else {
                     slot.seen = true;
@@ -178,6 +189,7 @@ impl ReadySet {
     /// Keeps `ready` for `key`, unless the key changed since `stamp` was
     /// taken (the entry could be older than the change).
     pub fn put(&self, key: &str, ready: Arc<Ready>, stamp: Stamp) {
+        let now = self.now();
         let h = hash(key);
         let mut s = self.shard(h);
         // Checked under the shard lock: `forget` bumps the generation
@@ -189,7 +201,7 @@ impl ReadySet {
         let slot = Slot {
             key: key.into(),
             ready,
-            at: Instant::now(),
+            at: now,
             seen: false,
         };
         if s.map.insert(h, slot).is_none() {
@@ -305,9 +317,12 @@ mod tests {
 
     #[test]
     fn entries_expire_after_the_ttl() {
-        let set = ReadySet::new(10, Some(std::time::Duration::ZERO));
+        let clock = Arc::new(cache::ManualClock::new(1_000));
+        let set = ReadySet::new(10, Some((2, clock.clone())));
         set.put("a", Arc::new(Ready::new(meta(1), "x")), set.stamp("a"));
-        std::thread::sleep(std::time::Duration::from_millis(2));
-        assert!(set.get("a").is_none());
+        clock.advance(1);
+        assert!(set.get("a").is_some());
+        clock.advance(1);
+        assert!(set.get("a").is_none(), "gone after the TTL");
     }
 }

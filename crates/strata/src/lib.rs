@@ -307,6 +307,7 @@ pub fn cluster_caching(
         .members_with(Role::Cache)
         .map(|m| (m.name.clone(), m.addr))
         .collect();
+    let ready_clock = clock.clone();
     let local = (cfg.cache.local_memory_mb > 0).then(|| {
         Arc::new(cache::Cache::new(
             cache::CacheConfig {
@@ -352,7 +353,7 @@ pub fn cluster_caching(
     let ready = (cfg.cache.local_memory_mb > 0 && cfg.cache.ready_entries > 0).then(|| {
         Arc::new(node::ready::ReadySet::new(
             cfg.cache.ready_entries,
-            Some(Duration::from_secs(u64::from(cfg.cache.meta_ttl_secs))),
+            Some((cfg.cache.meta_ttl_secs, ready_clock)),
         ))
     });
     let mut caching = node::Caching::new(local, global, caching_options(cfg));
