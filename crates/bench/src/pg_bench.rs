@@ -252,7 +252,7 @@ async fn queue_rounds(
                 }
                 1 => (
                     "builtin",
-                    crate::queue_bench::strata(bin, &dir, http, bean)?,
+                    crate::queue_bench::strata(bin, &dir, http, bean, true)?,
                 ),
                 _ => (
                     "beanstalkd -f 0",

@@ -240,13 +240,17 @@ pub(crate) fn strata(
     data: &Path,
     http: SocketAddr,
     bean: SocketAddr,
+    sync_deletes: bool,
 ) -> anyhow::Result<Proc> {
+    let mut cmd = Command::new(bin);
+    cmd.args(["queue", "--threads", "1", "--listen", &http.to_string()])
+        .args(["--beanstalk-listen", &bean.to_string(), "--data"])
+        .arg(data);
+    if sync_deletes {
+        cmd.arg("--sync-deletes");
+    }
     Ok(Proc(
-        Command::new(bin)
-            .args(["queue", "--threads", "1", "--listen", &http.to_string()])
-            .args(["--beanstalk-listen", &bean.to_string(), "--data"])
-            .arg(data)
-            .env("RUST_LOG", "error")
+        cmd.env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .spawn()
             .context("strata queue")?,
@@ -294,9 +298,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         {
             let (h, b) = (addr()?, addr()?);
-            let _p = strata(&bin, &dir("strata")?, h, b)?;
+            let _p = strata(&bin, &dir("strata")?, h, b, false)?;
             wait_port(b).await?;
-            runs.push(cycles("strata (fsync per batch)", b, &args).await?);
+            runs.push(
+                cycles(
+                    "strata (puts acknowledged after fsync, deletes synced with the next batch)",
+                    b,
+                    &args,
+                )
+                .await?,
+            );
+        }
+        {
+            let (h, b) = (addr()?, addr()?);
+            let _p = strata(&bin, &dir("strata-sync-deletes")?, h, b, true)?;
+            wait_port(b).await?;
+            runs.push(
+                cycles(
+                    "strata --sync-deletes (puts and deletes acknowledged after fsync)",
+                    b,
+                    &args,
+                )
+                .await?,
+            );
         }
         {
             let a = addr()?;
@@ -314,9 +338,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         {
             let (h, b) = (addr()?, addr()?);
             let d = dir("strata-crash")?;
-            let p = strata(&bin, &d, h, b)?;
+            let p = strata(&bin, &d, h, b, false)?;
             wait_port(b).await?;
-            crashes.push(crash("strata", b, args.crash_puts, p, || strata(&bin, &d, h, b)).await?);
+            crashes.push(
+                crash("strata", b, args.crash_puts, p, || {
+                    strata(&bin, &d, h, b, false)
+                })
+                .await?,
+            );
         }
         {
             let a = addr()?;

@@ -236,6 +236,83 @@ pub async fn serve(
     }
 }
 
+/// Accepts connections on `listener` until `shutdown` resolves, handing
+/// them round-robin to `threads` threads that each run their own
+/// single-threaded runtime (memcached's model: a connection stays on one
+/// thread with its own event loop, so a request never costs a wake-up of
+/// another thread or a work-stealing search). The caller's runtime only
+/// accepts. Connections still open at shutdown are closed.
+pub async fn serve_on_threads(
+    listener: TcpListener,
+    server: Arc<CacheServer>,
+    threads: usize,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let workers = Workers::start(threads.max(1))?;
+    tokio::pin!(shutdown);
+    let mut next = 0usize;
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => {
+                let stream = match accepted.and_then(|(s, _)| s.into_std()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
+                };
+                let s = server.clone();
+                workers.handles[next % workers.handles.len()].spawn(async move {
+                    // Registered with this thread's own reactor.
+                    let r = match TcpStream::from_std(stream) {
+                        Ok(stream) => connection(stream, &s).await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "cache connection ended");
+                    }
+                });
+                next = next.wrapping_add(1);
+            }
+        }
+    }
+}
+
+/// The threads of [`serve_on_threads`]; dropping this stops them (and
+/// with them their connections).
+struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    _stops: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Workers {
+    fn start(n: usize) -> std::io::Result<Workers> {
+        let mut handles = Vec::with_capacity(n);
+        let mut stops = Vec::with_capacity(n);
+        for i in 0..n {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            handles.push(rt.handle().clone());
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            stops.push(stop);
+            std::thread::Builder::new()
+                .name(format!("cache-{i}"))
+                .spawn(move || {
+                    // Runs the connections spawned onto this runtime until
+                    // the sender is dropped, then drops them with it.
+                    let _ = rt.block_on(stopped);
+                })?;
+        }
+        Ok(Workers {
+            handles,
+            _stops: stops,
+        })
+    }
+}
+
 async fn connection(mut stream: TcpStream, s: &CacheServer) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     let n = s.stats.curr_connections.fetch_add(1, Ordering::Relaxed) + 1;

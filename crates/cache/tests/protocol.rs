@@ -631,3 +631,58 @@ async fn read_through_collapses_concurrent_misses() {
     let mut c = Conn::new(&srv).await;
     c.rt(b"get d:8\r\n", b"END\r\n").await;
 }
+
+#[tokio::test]
+async fn connections_spread_over_threads_share_one_cache_and_stop_with_the_server() {
+    let srv = start(1 << 20, 100).await;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(cache::server::serve_on_threads(
+        l,
+        srv.server.clone(),
+        3,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let on_threads = Srv {
+        addr,
+        clock: srv.clock.clone(),
+        server: srv.server.clone(),
+    };
+    // Six connections land on three threads, two each: what one writes the
+    // others read, through the same cache.
+    let mut conns = Vec::new();
+    for _ in 0..6 {
+        conns.push(Conn::new(&on_threads).await);
+    }
+    for (i, c) in conns.iter_mut().enumerate() {
+        let req = format!("set k{i} 0 0 2\r\nv{i}\r\n");
+        c.rt(req.as_bytes(), b"STORED\r\n").await;
+    }
+    for (i, c) in conns.iter_mut().enumerate() {
+        let j = (i + 1) % 6;
+        let req = format!("get k{j}\r\n");
+        let want = format!("VALUE k{j} 0 2\r\nv{j}\r\nEND\r\n");
+        c.rt(req.as_bytes(), want.as_bytes()).await;
+    }
+    // The same item is visible on the first server's listener too.
+    Conn::new(&srv)
+        .await
+        .rt(b"get k0\r\n", b"VALUE k0 0 2\r\nv0\r\nEND\r\n")
+        .await;
+    // Stopping the server closes the connections its threads held.
+    let _ = stop.send(());
+    served.await.expect("join").expect("serve");
+    for c in &mut conns {
+        let mut b = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), c.0.read(&mut b))
+            .await
+            .expect("closed in time")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "connection closed at shutdown");
+    }
+}

@@ -436,6 +436,11 @@ pub struct QueueConfig {
     /// Seconds a finished job's result is kept. Default 86400.
     #[serde(default = "default_session_ttl")]
     pub result_ttl_secs: u32,
+    /// Built-in backend: a delete answers only once synced. Default false
+    /// (written at once, synced with the next acknowledged change or within
+    /// 20 ms; a machine crash in between can only bring the job back).
+    #[serde(default)]
+    pub sync_deletes: bool,
     /// Upload workers per request node. Default 2.
     #[serde(default = "default_workers")]
     pub workers: usize,
@@ -510,6 +515,7 @@ impl Default for QueueConfig {
         QueueConfig {
             max_payload_mb: default_queue_payload(),
             result_ttl_secs: default_session_ttl(),
+            sync_deletes: false,
             workers: default_workers(),
             attempts: default_attempts(),
             thumbnail_widths: default_widths(),

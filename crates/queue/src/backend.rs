@@ -15,7 +15,9 @@ use crate::broker::{BrokerOptions, QueueStats};
 use crate::job::{Job, NewJob, State, Status};
 use crate::{Broker, Result};
 
-/// A durable job queue. Every change is durable when it returns.
+/// A durable job queue. Every change is durable when it returns, except
+/// the built-in broker's deletes without `sync_deletes` (durable before any
+/// later change is acknowledged; see [`BrokerOptions::sync_deletes`]).
 ///
 /// `holder` names a beanstalkd connection (0 for HTTP workers, which
 /// present the lease token `lease` — the job's attempt number — instead).

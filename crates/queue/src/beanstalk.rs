@@ -6,7 +6,9 @@
 //! list-tubes-watched, quit — with beanstalkd's replies and errors.
 //!
 //! Differences, by design: every put is acknowledged only once fsynced
-//! (beanstalkd's binlog syncs every 50 ms by default); beanstalkd jobs have
+//! (beanstalkd's binlog syncs every 50 ms by default), and a delete is
+//! synced before the connection's next put is acknowledged (or before it
+//! answers, with `sync_deletes`); beanstalkd jobs have
 //! unlimited attempts, like in beanstalkd.
 
 use std::future::Future;

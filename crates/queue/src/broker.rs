@@ -6,7 +6,9 @@
 //! changes); the caller then waits for the fsync outside the lock, so many
 //! callers share one fsync (group commit). A put becomes visible to
 //! workers only once durable: a worker can never run a job that a crash
-//! could still erase.
+//! could still erase. Reservations and (unless `sync_deletes`) deletes are
+//! the exceptions that are not waited for: their records ride the next
+//! sync, so losing one to a machine crash can only run a job again.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -73,6 +75,14 @@ pub struct BrokerOptions {
     pub compact_min_bytes: u64,
     /// How often leases, delays and result expiry are checked.
     pub tick: Duration,
+    /// Whether `delete` answers only once its record is on disk. Off by
+    /// default: the record is written at once (a process crash keeps it)
+    /// and synced with the next change somebody waits for, or within
+    /// [`log::LAZY_SYNC`]; so a delete is durable before any later change
+    /// is acknowledged, and a machine crash in that window can only bring
+    /// a deleted job back (run again, as at-least-once delivery allows),
+    /// never lose a put.
+    pub sync_deletes: bool,
 }
 
 impl Default for BrokerOptions {
@@ -84,6 +94,7 @@ impl Default for BrokerOptions {
             backoff_max_ms: 300_000,
             compact_min_bytes: 64 << 20,
             tick: Duration::from_millis(50),
+            sync_deletes: false,
         }
     }
 }
@@ -649,6 +660,10 @@ impl Broker {
                 None => return Err(Error::NotFound(id)),
             }
             g.remove(id);
+            if !self.opts.sync_deletes {
+                self.write_lazy(&mut g, log::encode_remove(id));
+                return Ok(());
+            }
             self.write(&mut g, log::encode_remove(id))
         };
         Self::durable(rx).await

@@ -1,5 +1,7 @@
 //! The durable job log: segment files of CRC-checked records, appended by
-//! one writer thread that fsyncs once per batch (group commit).
+//! one writer thread that fsyncs once per batch somebody waits for (group
+//! commit); records nobody waits for ride the next such sync, or one
+//! [`LAZY_SYNC`] later.
 //!
 //! A segment (`seg-NNNNNNNNNN.log`) starts with the 8-byte magic
 //! `STRQLOG` + version 1, then records `[u32 len][u32 crc32c][body]`
@@ -17,6 +19,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -328,8 +331,8 @@ impl Log {
         rx
     }
 
-    /// Appends `body` without waiting (it is made durable with the next
-    /// batch that is waited for).
+    /// Appends `body` without waiting: written at once, made durable with
+    /// the next batch that is waited for or within [`LAZY_SYNC`].
     pub fn append_lazy(&self, body: Vec<u8>) {
         let _ = self.tx.send(Op::Append(body, None));
     }
@@ -350,7 +353,13 @@ struct Writer {
     /// commit a growing file needs (measured: ~160 µs instead of ~250 µs
     /// per sync on this machine's ext4), which is most of a put's latency.
     zeroed: u64,
+    /// Records are written but not synced since then.
+    unsynced_since: Option<Instant>,
 }
+
+/// Longest a record nobody waits for (a reservation's attempt count, a
+/// delete) stays written but unsynced.
+pub const LAZY_SYNC: Duration = Duration::from_millis(20);
 
 /// Zeroed space written ahead of the records at a time.
 const ZERO_AHEAD: u64 = 4 << 20;
@@ -369,6 +378,7 @@ impl Writer {
             file,
             size: MAGIC.len() as u64,
             zeroed: MAGIC.len() as u64,
+            unsynced_since: None,
         };
         w.zero_ahead(0)?;
         // The new file's name must be durable too.
@@ -404,7 +414,31 @@ impl Writer {
 
     fn run(&mut self, rx: mpsc::Receiver<Op>) {
         let mut buf = Vec::new();
-        while let Ok(first) = rx.recv() {
+        loop {
+            // Records nobody waits for are written at once (so a process
+            // crash cannot lose them: they are in the page cache) but synced
+            // only with the next batch somebody waits for, or `LAZY_SYNC`
+            // after they were written, whichever is first.
+            let first = match self.unsynced_since {
+                None => match rx.recv() {
+                    Ok(op) => op,
+                    Err(_) => return,
+                },
+                Some(since) => {
+                    let left = LAZY_SYNC.saturating_sub(since.elapsed());
+                    match rx.recv_timeout(left) {
+                        Ok(op) => op,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            self.sync_logged();
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            self.sync_logged();
+                            return;
+                        }
+                    }
+                }
+            };
             // Drain everything queued: one write and one fsync for all.
             let mut waiters = Vec::new();
             let mut pending = Some(first);
@@ -422,14 +456,31 @@ impl Writer {
                         waiters.extend(w);
                     }
                     Op::Compact(snapshot) => {
-                        let r = self.flush(&mut buf).and_then(|_| self.compact(&snapshot));
+                        let r = self
+                            .write_out(&mut buf)
+                            .and_then(|_| self.sync())
+                            .and_then(|_| self.compact(&snapshot));
                         if let Err(e) = r {
                             tracing::error!(error = %e, "queue log compaction failed");
                         }
                     }
                 }
             }
-            let r = self.flush(&mut buf);
+            let r = self.write_out(&mut buf);
+            let overdue = self
+                .unsynced_since
+                .is_some_and(|since| since.elapsed() >= LAZY_SYNC);
+            let r = if waiters.is_empty() && !overdue {
+                r
+            } else {
+                r.and_then(|_| self.sync())
+            };
+            if waiters.is_empty() {
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "queue log write failed");
+                }
+                continue;
+            }
             for w in waiters {
                 let _ = w.send(match &r {
                     Ok(()) => Ok(()),
@@ -439,19 +490,37 @@ impl Writer {
         }
     }
 
-    fn flush(&mut self, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    /// Appends `buf` to the file (not synced yet).
+    fn write_out(&mut self, buf: &mut Vec<u8>) -> std::io::Result<()> {
         if buf.is_empty() {
             return Ok(());
         }
         self.zero_ahead(buf.len() as u64)?;
         self.file.write_all(buf)?;
-        self.file.sync_data()?;
         self.size += buf.len() as u64;
         buf.clear();
+        self.unsynced_since.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
+    /// Makes everything written durable; starts a new segment once this
+    /// one is full.
+    fn sync(&mut self) -> std::io::Result<()> {
+        if self.unsynced_since.is_none() {
+            return Ok(());
+        }
+        self.file.sync_data()?;
+        self.unsynced_since = None;
         if self.size > SEGMENT_BYTES {
             *self = Writer::open(&self.dir, self.n + 1).map_err(std::io::Error::other)?;
         }
         Ok(())
+    }
+
+    fn sync_logged(&mut self) {
+        if let Err(e) = self.sync() {
+            tracing::error!(error = %e, "queue log sync failed");
+        }
     }
 
     fn compact(&mut self, snapshot: &[Vec<u8>]) -> std::io::Result<()> {

@@ -175,3 +175,46 @@ async fn compaction_keeps_exactly_the_live_jobs() {
     assert_eq!((s.ready, s.succeeded), (20, 0));
     assert!(segs <= 2, "old segments removed ({segs} left)");
 }
+
+#[tokio::test]
+async fn a_delete_is_durable_before_the_next_change_is_acknowledged() {
+    // Default: the delete is not waited for, but its record goes into the
+    // log ahead of anything later, so once a later put is acknowledged a
+    // restart cannot bring the deleted job back.
+    let dir = tempfile::tempdir().expect("tmp");
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let (gone, kept) = {
+        let b = open(dir.path(), &clock);
+        let (gone, _) = b.put(NewJob::new("q", "done")).await.expect("put");
+        let r = reserve(&b).await;
+        assert_eq!(r.id, gone);
+        b.delete(gone, 0, Some(1)).await.expect("delete");
+        assert!(b.status(gone).is_none(), "gone at once for everyone");
+        let (kept, _) = b.put(NewJob::new("q", "next")).await.expect("put");
+        (gone, kept)
+    };
+    let b = open(dir.path(), &clock);
+    assert_eq!(b.status(gone).map(|s| s.state), None);
+    assert_eq!(b.status(kept).map(|s| s.state), Some(State::Ready));
+}
+
+#[tokio::test]
+async fn with_sync_deletes_a_delete_answers_once_it_is_on_disk() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let o = BrokerOptions {
+        sync_deletes: true,
+        ..opts()
+    };
+    let id = {
+        let b = Broker::open(dir.path(), o.clone(), clock.clone()).expect("open");
+        let (id, _) = b.put(NewJob::new("q", "done")).await.expect("put");
+        let r = reserve(&b).await;
+        b.delete(r.id, 0, Some(1)).await.expect("delete");
+        // Nothing after it, no flush: the answer itself means it is synced.
+        id
+    };
+    let b = Broker::open(dir.path(), o, clock.clone()).expect("reopen");
+    assert_eq!(b.status(id).map(|s| s.state), None);
+    assert_eq!(b.queue_stats("q").map_or(0, |s| s.ready), 0);
+}

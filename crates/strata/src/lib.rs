@@ -42,6 +42,7 @@ pub fn broker_options(cfg: &ClusterConfig) -> queue::BrokerOptions {
     queue::BrokerOptions {
         max_payload: cfg.queue.max_payload_mb << 20,
         result_ttl_ms: u64::from(cfg.queue.result_ttl_secs) * 1000,
+        sync_deletes: cfg.queue.sync_deletes,
         ..queue::BrokerOptions::default()
     }
 }

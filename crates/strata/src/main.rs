@@ -174,6 +174,9 @@ enum Cmd {
         /// Also speak the beanstalkd protocol on this address.
         #[arg(long)]
         beanstalk_listen: Option<SocketAddr>,
+        /// Answer a delete only once it is synced (`queue.sync_deletes`).
+        #[arg(long, conflicts_with = "config")]
+        sync_deletes: bool,
         /// Runtime worker threads (default: TOKIO_WORKER_THREADS or cores).
         #[arg(long)]
         threads: Option<usize>,
@@ -273,13 +276,16 @@ fn main() -> anyhow::Result<()> {
     // One thread: a current-thread runtime, where a woken task runs on the
     // thread that woke it with no cross-thread handoff (the gateway's
     // proxied request wakes several tasks per request).
-    let mut rt = if threads == Some(1) {
+    // A standalone cache serves on threads of its own (one runtime each,
+    // like memcached's), so the main runtime only accepts.
+    let own_threads = matches!(&cli.cmd, Cmd::Cache { config: None, .. });
+    let mut rt = if threads == Some(1) || own_threads {
         tokio::runtime::Builder::new_current_thread()
     } else {
         tokio::runtime::Builder::new_multi_thread()
     };
     rt.enable_all();
-    if let Some(n) = threads.filter(|&n| n > 1) {
+    if let Some(n) = threads.filter(|&n| n > 1 && !own_threads) {
         rt.worker_threads(n);
     }
     rt.build()?.block_on(run(cli))
@@ -510,7 +516,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "strata cache: memcached protocol on {} ({memory_mb} MiB)",
                 listener.local_addr()?
             );
-            cache::server::serve(listener, server, strata::shutdown_signal(rx)).await?;
+            cache::server::serve_on_threads(listener, server, threads, strata::shutdown_signal(rx))
+                .await?;
             Ok(())
         }
         Cmd::Queue {
@@ -536,10 +543,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             data,
             beanstalk_listen,
+            sync_deletes,
             ..
         } => {
             let data = data.context("give --data DIR (or --config and --name)")?;
-            let cfg = ClusterConfig::parse("")?;
+            let mut cfg = ClusterConfig::parse("")?;
+            cfg.queue.sync_deletes = sync_deletes;
             let broker = strata::open_broker(&cfg, &data)?;
             if let Some(b) = beanstalk_listen {
                 let l = tokio::net::TcpListener::bind(b)
