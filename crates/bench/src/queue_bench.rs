@@ -16,6 +16,7 @@ use anyhow::{bail, Context};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use crate::balancer_bench::median;
 use crate::peers::{self, Proc};
 
 /// Options of `queue`.
@@ -30,6 +31,9 @@ pub struct Args {
     /// Job body bytes.
     #[arg(long, default_value_t = 100)]
     size: usize,
+    /// Rounds; each runs every contender once, in rotating order.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Puts streamed in the crash test (killed about half way).
     #[arg(long, default_value_t = 100_000)]
     crash_puts: u64,
@@ -45,6 +49,7 @@ impl Args {
             secs,
             conns,
             size,
+            rounds: 1,
             crash_puts: 0,
             out: PathBuf::new(),
         }
@@ -288,56 +293,56 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let addr = testkit::free_addr;
+    // The contenders: strata's two delete modes and beanstalkd's binlog
+    // at its default; beanstalkd `-f 0` (fsync every write) is so much
+    // slower that one run is enough to place it.
+    const NAMES: [&str; 4] = [
+        "strata (puts acknowledged after fsync, deletes ride the next sync)",
+        "strata --sync-deletes (puts and deletes acknowledged after fsync)",
+        "beanstalkd -b (fsync every 50 ms)",
+        "beanstalkd -b -f 0 (fsync every write)",
+    ];
     let (runs, crashes) = rt.block_on(async {
-        let mut runs = Vec::new();
+        let mut runs: Vec<Vec<Run>> = (0..NAMES.len()).map(|_| Vec::new()).collect();
         // Fresh data directories per server and run.
-        let dir = |n: &str| -> anyhow::Result<PathBuf> {
+        let dir = |n: String| -> anyhow::Result<PathBuf> {
             let d = out.join(n);
+            let _ = std::fs::remove_dir_all(&d);
             std::fs::create_dir_all(&d)?;
             Ok(d)
         };
-        {
-            let (h, b) = (addr()?, addr()?);
-            let _p = strata(&bin, &dir("strata")?, h, b, false)?;
-            wait_port(b).await?;
-            runs.push(
-                cycles(
-                    "strata (puts acknowledged after fsync, deletes synced with the next batch)",
-                    b,
-                    &args,
-                )
-                .await?,
-            );
-        }
-        {
-            let (h, b) = (addr()?, addr()?);
-            let _p = strata(&bin, &dir("strata-sync-deletes")?, h, b, true)?;
-            wait_port(b).await?;
-            runs.push(
-                cycles(
-                    "strata --sync-deletes (puts and deletes acknowledged after fsync)",
-                    b,
-                    &args,
-                )
-                .await?,
-            );
+        for round in 0..args.rounds.max(1) {
+            for k in 0..3 {
+                let c = (k + round) % 3;
+                let d = dir(format!("run-{round}-{c}"))?;
+                let (h, b) = (addr()?, addr()?);
+                let _p = match c {
+                    0 | 1 => strata(&bin, &d, h, b, c == 1)?,
+                    _ => beanstalkd(&d, b, None)?,
+                };
+                wait_port(b).await?;
+                let r = cycles(NAMES[c], b, &args).await?;
+                eprintln!(
+                    "round {}: {} {:.0} cycles/s (p50 {:.3} ms, p99 {:.3} ms)",
+                    round + 1,
+                    NAMES[c],
+                    r.cycles_per_sec,
+                    r.p50_ms,
+                    r.p99_ms
+                );
+                runs[c].push(r);
+            }
         }
         {
             let a = addr()?;
-            let _p = beanstalkd(&dir("bs-default")?, a, None)?;
+            let _p = beanstalkd(&dir("bs-f0".into())?, a, Some(0))?;
             wait_port(a).await?;
-            runs.push(cycles("beanstalkd -b (fsync every 50 ms)", a, &args).await?);
-        }
-        {
-            let a = addr()?;
-            let _p = beanstalkd(&dir("bs-f0")?, a, Some(0))?;
-            wait_port(a).await?;
-            runs.push(cycles("beanstalkd -b -f 0 (fsync every write)", a, &args).await?);
+            runs[3].push(cycles(NAMES[3], a, &args).await?);
         }
         let mut crashes = Vec::new();
         {
             let (h, b) = (addr()?, addr()?);
-            let d = dir("strata-crash")?;
+            let d = dir("strata-crash".into())?;
             let p = strata(&bin, &d, h, b, false)?;
             wait_port(b).await?;
             crashes.push(
@@ -349,7 +354,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         {
             let a = addr()?;
-            let d = dir("bs-crash")?;
+            let d = dir("bs-crash".into())?;
             let p = beanstalkd(&d, a, None)?;
             wait_port(a).await?;
             crashes.push(
@@ -366,17 +371,33 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "queue: {} connections, put + reserve + delete cycles of {}-byte jobs, {} s each, beanstalkd protocol, 1 server thread",
         args.conns, args.size, args.secs
     );
-    println!("| server | cycles/s | p50 ms | p99 ms | ratio (strata / this) |");
-    println!("|---|---|---|---|---|");
-    let s = runs[0].cycles_per_sec;
-    for r in &runs {
+    println!("| server | cycles/s per round | median cycles/s | p50 ms | p99 ms | strata's median ratio to it |");
+    println!("|---|---|---|---|---|---|");
+    let med = |v: &[Run], f: fn(&Run) -> f64| median(v.iter().map(f).collect());
+    for v in &runs {
+        // Ratios per round where both ran in that round, else of medians.
+        let ratio = if v.len() == runs[0].len() {
+            median(
+                runs[0]
+                    .iter()
+                    .zip(v)
+                    .map(|(s, r)| s.cycles_per_sec / r.cycles_per_sec)
+                    .collect(),
+            )
+        } else {
+            med(&runs[0], |r| r.cycles_per_sec) / med(v, |r| r.cycles_per_sec)
+        };
         println!(
-            "| {} | {:.0} | {:.3} | {:.3} | {:.2}x |",
-            r.server,
-            r.cycles_per_sec,
-            r.p50_ms,
-            r.p99_ms,
-            s / r.cycles_per_sec
+            "| {} | {} | {:.0} | {:.3} | {:.3} | {:.2}x |",
+            v[0].server,
+            v.iter()
+                .map(|r| format!("{:.0}", r.cycles_per_sec))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            med(v, |r| r.cycles_per_sec),
+            med(v, |r| r.p50_ms),
+            med(v, |r| r.p99_ms),
+            ratio
         );
     }
     println!();

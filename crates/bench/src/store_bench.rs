@@ -52,6 +52,10 @@ pub(crate) fn key_of(i: u64) -> String {
 }
 
 pub(crate) fn strata_bin() -> anyhow::Result<PathBuf> {
+    // STRATA_BIN names a binary built elsewhere (an A/B of two builds).
+    if let Some(bin) = std::env::var_os("STRATA_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
     // Built together with the bench, so that dependencies get the same
     // features as `cargo run -p bench` gives them: building strata alone
     // would rebuild them, and the next bench run would rebuild them back.
