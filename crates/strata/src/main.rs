@@ -276,16 +276,13 @@ fn main() -> anyhow::Result<()> {
     // One thread: a current-thread runtime, where a woken task runs on the
     // thread that woke it with no cross-thread handoff (the gateway's
     // proxied request wakes several tasks per request).
-    // A standalone cache serves on threads of its own (one runtime each,
-    // like memcached's), so the main runtime only accepts.
-    let own_threads = matches!(&cli.cmd, Cmd::Cache { config: None, .. });
-    let mut rt = if threads == Some(1) || own_threads {
+    let mut rt = if threads == Some(1) {
         tokio::runtime::Builder::new_current_thread()
     } else {
         tokio::runtime::Builder::new_multi_thread()
     };
     rt.enable_all();
-    if let Some(n) = threads.filter(|&n| n > 1 && !own_threads) {
+    if let Some(n) = threads.filter(|&n| n > 1) {
         rt.worker_threads(n);
     }
     rt.build()?.block_on(run(cli))
@@ -516,8 +513,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "strata cache: memcached protocol on {} ({memory_mb} MiB)",
                 listener.local_addr()?
             );
-            cache::server::serve_on_threads(listener, server, threads, strata::shutdown_signal(rx))
-                .await?;
+            cache::server::serve(listener, server, strata::shutdown_signal(rx)).await?;
             Ok(())
         }
         Cmd::Queue {
