@@ -495,12 +495,22 @@ impl Writer {
         if buf.is_empty() {
             return Ok(());
         }
-        self.zero_ahead(buf.len() as u64)?;
-        self.file.write_all(buf)?;
-        self.size += buf.len() as u64;
+        // A batch that fails is dropped, never written later: its waiters
+        // hear the error, and a put they were told failed must not come
+        // back after a restart. What part of it went out is overwritten by
+        // the next batch.
+        let r = self.zero_ahead(buf.len() as u64).and_then(|_| {
+            self.file.write_all(buf).inspect_err(|_| {
+                use std::io::{Seek, SeekFrom};
+                let _ = self.file.seek(SeekFrom::Start(self.size));
+            })
+        });
+        if r.is_ok() {
+            self.size += buf.len() as u64;
+            self.unsynced_since.get_or_insert_with(Instant::now);
+        }
         buf.clear();
-        self.unsynced_since.get_or_insert_with(Instant::now);
-        Ok(())
+        r
     }
 
     /// Makes everything written durable; starts a new segment once this
