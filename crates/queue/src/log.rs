@@ -553,3 +553,47 @@ impl Writer {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn removed_ids(dir: &Path) -> Vec<u64> {
+        replay(dir)
+            .expect("replay")
+            .0
+            .into_iter()
+            .map(|r| match r {
+                Record::Remove(id) => id,
+                other => panic!("unexpected record {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_that_fails_to_write_is_dropped_and_the_next_lands_whole() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut w = Writer::open(dir.path(), 1).expect("open");
+        let mut buf = Vec::new();
+        Writer::frame(&mut buf, &encode_remove(1));
+        w.write_out(&mut buf)
+            .and_then(|_| w.sync())
+            .expect("batch 1");
+        // A write through a read-only handle of the segment fails (EBADF),
+        // as a full or failing disk would.
+        let ro = File::open(segment_path(dir.path(), 1)).expect("read-only");
+        let writable = std::mem::replace(&mut w.file, ro);
+        Writer::frame(&mut buf, &encode_remove(2));
+        assert!(w.write_out(&mut buf).is_err(), "batch 2 fails");
+        assert!(
+            buf.is_empty(),
+            "a failed batch is dropped, not kept for later"
+        );
+        w.file = writable;
+        Writer::frame(&mut buf, &encode_remove(3));
+        w.write_out(&mut buf)
+            .and_then(|_| w.sync())
+            .expect("batch 3");
+        assert_eq!(removed_ids(dir.path()), vec![1, 3]);
+    }
+}
