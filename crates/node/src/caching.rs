@@ -47,14 +47,7 @@ pub struct CachingOptions {
     pub through: bool,
 }
 
-/// Hit/miss counters per tier.
-#[derive(Debug, Default)]
-pub struct TierCounters {
-    /// Found.
-    pub hits: AtomicU64,
-    /// Not found.
-    pub misses: AtomicU64,
-}
+pub use crate::metrics::TierCounters;
 
 /// The node's caches.
 pub struct Caching {
@@ -358,46 +351,19 @@ impl Caching {
         use std::fmt::Write;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         if let Some(d) = &self.disk {
-            let _ = writeln!(
-                out,
-                "strata_cache_hits_total{{tier=\"disk\"}} {}",
-                l(&self.disk_counters.hits)
-            );
-            let _ = writeln!(
-                out,
-                "strata_cache_misses_total{{tier=\"disk\"}} {}",
-                l(&self.disk_counters.misses)
-            );
+            self.disk_counters.render(out, "disk");
             let _ = writeln!(out, "strata_cache_bytes{{tier=\"disk\"}} {}", d.bytes());
             let _ = writeln!(out, "strata_cache_items{{tier=\"disk\"}} {}", d.len());
         }
         if let Some(r) = &self.ready {
             // Shared by `serve`'s nodes: each node's page shows the set's
             // own totals.
-            let _ = writeln!(
-                out,
-                "strata_cache_hits_total{{tier=\"ready\"}} {}",
-                l(&r.counters.hits)
-            );
-            let _ = writeln!(
-                out,
-                "strata_cache_misses_total{{tier=\"ready\"}} {}",
-                l(&r.counters.misses)
-            );
+            r.counters.render(out, "ready");
             let _ = writeln!(out, "strata_cache_items{{tier=\"ready\"}} {}", r.len());
         }
         if let Some(c) = &self.local {
             let _ = writeln!(out, "# TYPE strata_cache_hits_total counter");
-            let _ = writeln!(
-                out,
-                "strata_cache_hits_total{{tier=\"local\"}} {}",
-                l(&self.local_counters.hits)
-            );
-            let _ = writeln!(
-                out,
-                "strata_cache_misses_total{{tier=\"local\"}} {}",
-                l(&self.local_counters.misses)
-            );
+            self.local_counters.render(out, "local");
             let _ = writeln!(
                 out,
                 "strata_cache_evictions_total{{tier=\"local\"}} {}",
@@ -409,16 +375,7 @@ impl Caching {
         match &self.global {
             GlobalCache::None => {}
             GlobalCache::Local(c) => {
-                let _ = writeln!(
-                    out,
-                    "strata_cache_hits_total{{tier=\"global\"}} {}",
-                    l(&self.global_counters.hits)
-                );
-                let _ = writeln!(
-                    out,
-                    "strata_cache_misses_total{{tier=\"global\"}} {}",
-                    l(&self.global_counters.misses)
-                );
+                self.global_counters.render(out, "global");
                 let _ = writeln!(
                     out,
                     "strata_cache_evictions_total{{tier=\"global\"}} {}",

@@ -131,3 +131,25 @@ impl NodeMetrics {
         );
     }
 }
+
+/// Hit/miss counters of one cache tier.
+#[derive(Debug, Default)]
+pub struct TierCounters {
+    /// Found.
+    pub hits: AtomicU64,
+    /// Not found.
+    pub misses: AtomicU64,
+}
+
+impl TierCounters {
+    /// The tier's `strata_cache_{hits,misses}_total` lines.
+    pub fn render(&self, out: &mut String, tier: &str) {
+        for (name, c) in [("hits", &self.hits), ("misses", &self.misses)] {
+            let _ = writeln!(
+                out,
+                "strata_cache_{name}_total{{tier=\"{tier}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
+    }
+}

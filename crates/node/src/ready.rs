@@ -24,6 +24,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use index::BlobMeta;
 
+use crate::metrics::TierCounters;
+
 const SHARDS: usize = 16;
 /// Generation stripes: a change bumps one, so unrelated keys rarely make
 /// a fill be skipped.
@@ -94,15 +96,6 @@ struct Shard {
     ring: VecDeque<u64>,
 }
 
-/// Counters of the set.
-#[derive(Debug, Default)]
-pub struct ReadyCounters {
-    /// Reads answered from the set.
-    pub hits: AtomicU64,
-    /// Reads that looked the key up.
-    pub misses: AtomicU64,
-}
-
 /// Recently read keys' metadata, shared by the nodes of one process.
 pub struct ReadySet {
     shards: Box<[Mutex<Shard>]>,
@@ -112,7 +105,7 @@ pub struct ReadySet {
     /// tests move both together).
     ttl: Option<(u32, Arc<dyn cache::Clock>)>,
     /// Hit and miss counts.
-    pub counters: ReadyCounters,
+    pub counters: TierCounters,
 }
 
 /// A stripe generation read before a lookup; a fill offers it back.
@@ -133,7 +126,7 @@ impl ReadySet {
             gens: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             per_shard: entries.div_ceil(SHARDS).max(1),
             ttl,
-            counters: ReadyCounters::default(),
+            counters: TierCounters::default(),
         }
     }
 
