@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use balancer::proxy::{Gateway, GatewayOptions};
-use balancer::{health, Algorithm, Backend, HealthOptions, Pool};
+use balancer::{health, Algorithm, Backend, HealthOptions, Pool, Router};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn addr(i: u16) -> SocketAddr {
@@ -186,6 +186,30 @@ async fn gateway(backends: &[SocketAddr], algo: Algorithm) -> (SocketAddr, Arc<G
         std::future::pending(),
     ));
     (a, gw)
+}
+
+/// Serves `router` on a fresh port; its address.
+async fn serve_router(router: Router) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let at = l.local_addr().expect("addr");
+    tokio::spawn(balancer::router::serve_routed(
+        l,
+        balancer::Live::new(router, None),
+        std::future::pending(),
+    ));
+    at
+}
+
+/// Serves the one pool `gw` (named `nodes`) with no routes; its address.
+async fn serve_pool(gw: &Arc<Gateway>) -> SocketAddr {
+    serve_router(Router {
+        pools: vec![("nodes".into(), gw.clone())],
+        routes: Vec::new(),
+        rules: Default::default(),
+    })
+    .await
 }
 
 async fn get(gw: SocketAddr, raw: &str) -> String {
@@ -574,7 +598,7 @@ async fn load_aware_selection_follows_reported_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn l7_routes_pick_pools_by_prefix_method_and_header() {
-    use balancer::{Route, Router};
+    use balancer::Route;
     let (reads, _h1) = backend("R").await;
     let (writes, _h2) = backend("W").await;
     let (search, _h3) = backend("S").await;
@@ -628,16 +652,7 @@ async fn l7_routes_pick_pools_by_prefix_method_and_header() {
         ],
         rules: Default::default(),
     });
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let gw = l.local_addr().expect("addr");
-    let router = Arc::into_inner(router).expect("one owner");
-    tokio::spawn(balancer::router::serve_routed(
-        l,
-        balancer::Live::new(router, None),
-        std::future::pending(),
-    ));
+    let gw = serve_router(Arc::into_inner(router).expect("one owner")).await;
     let ask = |req: &'static str| async move { get(gw, req).await };
     assert!(
         ask("GET /v1/blobs/a HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n")
@@ -785,7 +800,6 @@ async fn the_retry_budget_refuses_a_retry_beyond_it_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backends_in_this_process_are_handed_requests_without_http() {
     use balancer::proxy::{send_body, LocalService};
-    use balancer::Router;
     use http_body_util::BodyExt;
     // Two addresses nobody listens on.
     let silent: Vec<SocketAddr> = (0..2)
@@ -841,20 +855,7 @@ async fn backends_in_this_process_are_handed_requests_without_http() {
     }
     gw.set_local(local);
     assert!(gw.has_local());
-    let router = Router {
-        pools: vec![("nodes".into(), gw.clone())],
-        routes: Vec::new(),
-        rules: Default::default(),
-    };
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let at = l.local_addr().expect("addr");
-    tokio::spawn(balancer::router::serve_routed(
-        l,
-        balancer::Live::new(router, None),
-        std::future::pending(),
-    ));
+    let at = serve_pool(&gw).await;
     let mut seen = [0usize; 2];
     for _ in 0..10 {
         let r = get(
@@ -895,7 +896,6 @@ async fn backends_in_this_process_are_handed_requests_without_http() {
 async fn backends_in_this_process_answer_reads_directly() {
     use balancer::direct::{Direct, DirectReads, Read, Reply};
     use balancer::proxy::{send_body, LocalBackend, LocalService};
-    use balancer::Router;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     struct Reads(Arc<std::fs::File>);
@@ -974,20 +974,7 @@ async fn backends_in_this_process_answer_reads_directly() {
         .into_iter()
         .collect(),
     );
-    let router = Router {
-        pools: vec![("nodes".into(), gw.clone())],
-        routes: Vec::new(),
-        rules: Default::default(),
-    };
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let at = l.local_addr().expect("addr");
-    tokio::spawn(balancer::router::serve_routed(
-        l,
-        balancer::Live::new(router, None),
-        std::future::pending(),
-    ));
+    let at = serve_pool(&gw).await;
 
     // One keep-alive connection; each answer read whole by its length.
     let mut s = tokio::net::TcpStream::connect(at).await.expect("connect");
