@@ -596,4 +596,18 @@ mod tests {
             .expect("batch 3");
         assert_eq!(removed_ids(dir.path()), vec![1, 3]);
     }
+
+    #[test]
+    fn a_record_nobody_waits_for_is_written_at_once() {
+        // Written without any later waited record: a process crash after
+        // the answer finds it in the file (the page cache survives it).
+        let dir = tempfile::tempdir().expect("tmp");
+        let log = Log::start(dir.path(), 0).expect("start");
+        log.append_lazy(encode_remove(7));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while removed_ids(dir.path()) != [7] {
+            assert!(Instant::now() < deadline, "the record was never written");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
 }
