@@ -102,9 +102,10 @@ fn start_strata(
     config: Option<&Path>,
 ) -> anyhow::Result<Proc> {
     let mut cmd = Command::new(bin);
-    // One node, no gateway: this bench measures the node's read path.
+    // `serve` as a user starts it: the gateway in front of its in-process
+    // nodes (direct reads, `sendfile`). `--nodes 1` would measure the
+    // node's own HTTP API instead, which copies bodies through hyper.
     cmd.arg("serve")
-        .args(["--nodes", "1"])
         .arg("--data")
         .arg(data)
         .arg("--listen")

@@ -194,6 +194,15 @@ impl StoreHandle {
         )
     }
 
+    /// Verifies a whole blob of a store in this process and says where its
+    /// bytes lie (for `sendfile`); `None` for a remote store.
+    pub fn verified_extent(&self, name: &str, id: u64) -> Option<Result<store::Extent>> {
+        let StoreHandle::Local(s) = self else {
+            return None;
+        };
+        Some(s.verified_extent(id).map_err(|e| store_err(name, e)))
+    }
+
     /// Reads a blob, or bytes `start..end` of it.
     pub async fn get(&self, name: &str, id: u64, range: Option<(u64, u64)>) -> Result<Bytes> {
         match self {

@@ -354,6 +354,23 @@ impl Store {
 
     /// Reads a whole blob with one positioned read and verifies its CRC.
     pub fn get(&self, id: u64) -> Result<Bytes> {
+        self.read_verified(id).map(|(data, _, _)| data)
+    }
+
+    /// Verifies a whole blob's CRC, then says where its bytes lie, for a
+    /// caller that sends them with `sendfile`: the check reads the bytes
+    /// once, the kernel copies them from the page cache.
+    pub fn verified_extent(&self, id: u64) -> Result<Extent> {
+        let (data, loc, vol) = self.read_verified(id)?;
+        Ok(Extent {
+            offset: loc.data_offset(),
+            len: data.len() as u64,
+            file: vol,
+        })
+    }
+
+    /// A whole blob's bytes, CRC-verified, with where they lie.
+    fn read_verified(&self, id: u64) -> Result<(Bytes, Loc, Arc<Volume>)> {
         let (loc, vol) = self.locate(id)?;
         let len = loc.needle_len() as usize;
         let buf = vol
@@ -371,7 +388,7 @@ impl Store {
             return Err(corrupt("needle names another blob"));
         }
         self.metrics.bytes_read.add(n.data.len() as u64);
-        Ok(n.data)
+        Ok((n.data, loc, vol))
     }
 
     /// Reads bytes `start..end` of a blob: one positioned read of just that
