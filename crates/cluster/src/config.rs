@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
-/// Largest needle a volume can address: lengths are kept in 8-byte units in
-/// 24 bits of the needle map (see docs/formats.md), so bodies stay below it.
+/// Largest body a needle can hold: the needle map keeps the data size in
+/// 27 bits (see docs/formats.md), so bodies stay below 2^27 bytes.
 pub const MAX_BODY_CEILING: u64 = (1 << 27) - 64;
 
 /// The whole cluster file.

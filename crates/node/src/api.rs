@@ -2,13 +2,16 @@
 //!
 //! | method | path | answer |
 //! |---|---|---|
-//! | PUT | `/v1/blobs/{key}` | 201 `{key, id, size, etag}` |
+//! | PUT | `/v1/blobs/{key}` | 201 `{key, id, size, etag}`; with `Prefer: respond-async`, 202 `{job, state, location}` |
 //! | GET, HEAD | `/v1/blobs/{key}` | 200, 206 (one `Range`), 304 (`If-None-Match`), 404, 416 |
+//! | GET, HEAD | `/v1/blobs/{key}?w=128` | the thumbnail of that width, once a worker made it |
+//! | GET | `/v1/jobs/{id}` | an asynchronous upload's state and result |
 //! | DELETE | `/v1/blobs/{key}` | 204, 404 |
 //! | GET | `/v1/blobs?prefix=&after=&limit=` or `?tag=` | listing JSON with a `next` cursor |
 //! | GET | `/v1/search?q=&book=&limit=&pages=` | `{books: [{book, score, pages: [{page, key, score, snippet}]}], partial, took_ms}` |
 //! | GET, PUT, DELETE | `/v1/session` | the `strata_session` cookie's data, kept in the replicated cache tier |
 //! | GET | `/healthz`, `/metrics` | liveness, Prometheus text |
+//! | GET | `/load` | CPU, memory and blob reads in flight, for load-aware balancing |
 //!
 //! Every error body is JSON `{error, detail}`. The key is taken from the raw
 //! request path and percent-decoded here, so that a bad escape or non-UTF-8

@@ -1,5 +1,5 @@
-//! The node's cache tiers on the read path (DESIGN: local -> distributed ->
-//! origin), and invalidation on writes.
+//! The node's cache tiers on the read path (local -> distributed -> origin,
+//! as ARCHITECTURE.md draws it), and invalidation on writes.
 //!
 //! Two kinds of entries:
 //! - `m:<hash of key>` — the key's `BlobMeta` (JSON). Mutable: a PUT or

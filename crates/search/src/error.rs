@@ -2,6 +2,7 @@
 
 /// What can go wrong in a shard.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The query text does not parse (unbalanced quotes, unknown field...).
     #[error("bad query: {0}")]

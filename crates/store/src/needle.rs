@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! 0   u32 magic   0x4E44_5453 ("STDN" little-endian)
-//! 4   u32 cookie  random, checked when a reader passes one
+//! 4   u32 cookie  write time mixed with the id; not secret and not
+//!                 checked by reads (covered by the CRC)
 //! 8   u64 blob id
 //! 16  u8  flags   0 = data, 1 = tombstone
 //! 17  1   reserved (zero)

@@ -7,7 +7,9 @@
 //! visible to readers only once it is durable.
 //!
 //! Readers take the state lock just long enough to copy a location and an
-//! `Arc` of its volume, then read with one `pread` outside the lock.
+//! `Arc` of its volume, then read outside the lock from the volume's
+//! read-only mapping: the bytes are a zero-copy `Bytes` over it, or an
+//! [`Extent`] of the file for `sendfile`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
