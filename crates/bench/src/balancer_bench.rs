@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::dist::median;
 use crate::peers::{self, Proc};
 use crate::proc_stat::{cpu_ticks, TICKS_PER_SEC};
 use crate::wrk;
@@ -75,11 +76,6 @@ fn measure(pid: u32, port: u16, script: &Path, a: &Args) -> anyhow::Result<Run> 
         p99_ms: r.p99_ms,
         cpu_pct,
     })
-}
-
-pub(crate) fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Runs `balancer`.

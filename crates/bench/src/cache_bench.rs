@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::dist::median;
 use crate::memload::{self, Load, LoadResult};
 use crate::peers::{self, Proc};
 use crate::proc_stat::{cpu_ticks, TICKS_PER_SEC};
@@ -63,11 +64,6 @@ async fn measure(pid: u32, addr: SocketAddr, load: &Load) -> anyhow::Result<Run>
     let cpu_pct =
         (cpu_ticks(pid) - before) as f64 / TICKS_PER_SEC / t.elapsed().as_secs_f64() * 100.0;
     Ok(Run { load, cpu_pct })
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Runs the scenario.

@@ -1,5 +1,12 @@
 //! Seeded random numbers and a Zipf sampler shared by the benchmarks that
-//! generate their own traces and texts.
+//! generate their own traces and texts, and the median every scenario
+//! reports its rounds by.
+
+/// The median of `v` (the upper one of an even count; 0 when empty).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
 
 /// xorshift64*: fast, seeded, good enough for traces.
 pub struct Rng(pub u64);

@@ -11,7 +11,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context};
 
-use crate::balancer_bench::{median, wait_port, write};
+use crate::balancer_bench::{wait_port, write};
+use crate::dist::median;
 use crate::peers::{self, Proc};
 use crate::proc_stat::{cpu_ticks, TICKS_PER_SEC};
 

@@ -21,6 +21,7 @@ use index::pg::{PgIndex, PgOptions};
 use index::{BlobMeta, Index, IndexDb};
 use testkit::{blob, PgCluster, StatusCode};
 
+use crate::dist::median;
 use crate::peers::{self, Proc};
 
 /// Options of `pg`.
@@ -329,11 +330,6 @@ async fn cluster_rounds(
         }
     }
     Ok(())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Runs `pg`.

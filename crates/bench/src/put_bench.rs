@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::dist::median;
 use crate::peers::{self, Proc};
 use crate::proc_stat::{cpu_ticks, TICKS_PER_SEC};
-use crate::store_bench::{median, size_of, strata_bin};
+use crate::store_bench::{size_of, strata_bin};
 
 /// Options of the `put` scenario.
 #[derive(clap::Args, Debug)]

@@ -16,7 +16,7 @@ use anyhow::{bail, Context};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::balancer_bench::median;
+use crate::dist::median;
 use crate::peers::{self, Proc};
 
 /// Options of `queue`.

@@ -20,10 +20,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::dist::median;
 use crate::dist::{Rng, Zipf};
 use crate::peers::{self, Proc};
 use crate::proc_stat::{cpu_ticks, rss_bytes, TICKS_PER_SEC};
-use crate::store_bench::{key_of, load, median, strata_bin};
+use crate::store_bench::{key_of, load, strata_bin};
 use crate::wrk::{self, WrkResult};
 
 /// Options of the `serve` scenario.

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 
+use crate::dist::median;
 use crate::peers::{self, Proc};
 use crate::proc_stat::{cpu_ticks, TICKS_PER_SEC};
 use crate::wrk::{self, WrkResult};
@@ -84,14 +85,6 @@ pub(crate) fn strata_bin() -> anyhow::Result<PathBuf> {
         bail!("{} not found", bin.display());
     }
     Ok(bin)
-}
-
-pub(crate) fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        return 0.0;
-    }
-    v[v.len() / 2]
 }
 
 fn start_strata(
