@@ -305,16 +305,7 @@ impl Node {
             Plan::Read { status, range }
                 if ask.extent && entry.verified.load(Ordering::Relaxed) =>
             {
-                let i = self.first_up(&entry)?;
-                let meta = &entry.meta;
-                let extent = self.stores[i]
-                    .handle
-                    .extent(
-                        &self.stores[i].name,
-                        meta.id,
-                        range.unwrap_or((0, meta.size)),
-                    )?
-                    .ok()?;
+                let extent = self.extent_of(&entry, range)?;
                 self.metrics
                     .bytes_out
                     .fetch_add(extent.len, Ordering::Relaxed);
@@ -370,17 +361,31 @@ impl Node {
     /// not been read whole yet. `None` (also on a failed check): read it
     /// the general way, which fails over.
     fn whole_extent(&self, entry: &Ready) -> Option<store::Extent> {
-        let i = self.first_up(entry)?;
-        let (name, id) = (&self.stores[i].name, entry.meta.id);
         if entry.verified.load(Ordering::Relaxed) {
-            return self.stores[i]
-                .handle
-                .extent(name, id, (0, entry.meta.size))?
-                .ok();
+            return self.extent_of(entry, None);
         }
-        let extent = self.stores[i].handle.verified_extent(name, id)?.ok()?;
+        let i = self.first_up(entry)?;
+        let extent = self.stores[i]
+            .handle
+            .verified_extent(&self.stores[i].name, entry.meta.id)?
+            .ok()?;
         entry.verified.store(true, Ordering::Relaxed);
         Some(extent)
+    }
+
+    /// Where `range` (or the whole blob) of the entry's first replica lies,
+    /// when that is a healthy store in this process; unverified.
+    fn extent_of(&self, entry: &Ready, range: Option<(u64, u64)>) -> Option<store::Extent> {
+        let i = self.first_up(entry)?;
+        let meta = &entry.meta;
+        self.stores[i]
+            .handle
+            .extent(
+                &self.stores[i].name,
+                meta.id,
+                range.unwrap_or((0, meta.size)),
+            )?
+            .ok()
     }
 
     /// The blob's first replica if that store is up (in this process or

@@ -354,7 +354,8 @@ impl Store {
         Ok(u64::from(self.locate(id)?.0.size))
     }
 
-    /// Reads a whole blob with one positioned read and verifies its CRC.
+    /// Reads a whole blob (a slice of the volume's mapping) and verifies
+    /// its CRC.
     pub fn get(&self, id: u64) -> Result<Bytes> {
         self.read_verified(id).map(|(data, _, _)| data)
     }
