@@ -369,6 +369,22 @@ async fn an_index_that_outruns_its_volume_is_trimmed_not_trusted() {
     assert_eq!(s.len(), 9);
 }
 
+/// Flips `mask` into the first byte of `run` where it sits in the volume
+/// file `path`: in place, as rot would (no truncation under the store's
+/// mapping).
+fn flip_byte(path: &std::path::Path, run: &[u8], mask: u8) {
+    let bytes = std::fs::read(path).expect("read");
+    let at = bytes
+        .windows(run.len())
+        .position(|w| w == run)
+        .expect("the bytes are on disk");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open");
+    f.write_at(&[bytes[at] ^ mask], at as u64).expect("flip");
+}
+
 #[tokio::test]
 async fn scrub_finds_a_flipped_byte_and_a_rewrite_heals_it() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -380,18 +396,11 @@ async fn scrub_finds_a_flipped_byte_and_a_rewrite_heals_it() {
     assert_eq!((clean.checked, clean.corrupt.len()), (20, 0));
     assert_eq!(clean.bytes, 20 * 3000);
     // Flip one byte inside blob 7's data on disk.
-    // In place (no truncation under the store's mapping).
-    let path = store::dat_path(dir.path(), 1);
-    let bytes = std::fs::read(&path).expect("read");
-    let at = bytes
-        .windows(64)
-        .position(|w| w == &blob(7, 3000)[1000..1064])
-        .expect("blob 7 on disk");
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .expect("open");
-    std::os::unix::fs::FileExt::write_at(&f, &[bytes[at] ^ 0x40], at as u64).expect("flip");
+    flip_byte(
+        &store::dat_path(dir.path(), 1),
+        &blob(7, 3000)[1000..1064],
+        0x40,
+    );
     let bad = s.scrub();
     assert_eq!(bad.corrupt, vec![7]);
     assert!(s.get(7).is_err(), "a corrupt needle is never served");
@@ -416,16 +425,7 @@ async fn a_verified_extent_names_the_blobs_bytes_and_refuses_a_flipped_one() {
         file.read_exact_at(&mut at, x.offset).expect("read");
         assert_eq!(at, blob(i, 5000), "blob {i}");
     }
-    let bytes = std::fs::read(&path).expect("read");
-    let at = bytes
-        .windows(64)
-        .position(|w| w == &blob(3, 5000)[4000..4064])
-        .expect("blob 3 on disk");
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .expect("open");
-    f.write_at(&[bytes[at] ^ 0x02], at as u64).expect("flip");
+    flip_byte(&path, &blob(3, 5000)[4000..4064], 0x02);
     assert!(matches!(
         s.verified_extent(3),
         Err(store::Error::Corrupt { id: 3, .. })
