@@ -15,6 +15,7 @@ mod engine;
 mod engine_meta;
 mod error;
 pub mod meta;
+mod reply;
 pub mod server;
 pub mod shard;
 pub mod text;

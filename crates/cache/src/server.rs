@@ -1,7 +1,8 @@
 //! The memcached-compatible TCP server.
 //!
 //! One task per connection reads into a buffer, runs every complete command
-//! it holds (pipelining), and writes all their replies with one write. A bad
+//! it holds (pipelining), and writes all their replies with one `writev`
+//! (large values by reference, [`crate::reply`]). A bad
 //! command gets memcached's error reply on that connection only; nothing is
 //! shared between connections but the cache and the counters.
 
@@ -17,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::engine::{Arith, Cache, StoreMode, StoreResult};
+use crate::reply::Reply;
 use crate::text::{parse, Cmd, Parsed, StoreOp};
 
 /// Version string sent for `version` (clients parse the leading digits).
@@ -256,7 +258,7 @@ async fn connection(mut stream: TcpStream, s: &CacheServer) -> std::io::Result<(
     }
     let item_max = s.cache.config().item_max;
     let mut inb = BytesMut::with_capacity(16 << 10);
-    let mut out = BytesMut::with_capacity(16 << 10);
+    let mut out = Reply::with_capacity(16 << 10);
     let mut swallow = 0usize;
     let mut local = LocalStats::default();
     let mut authed = s.opts.auth.is_none();
@@ -372,7 +374,7 @@ fn login(buf: &[u8], item_max: usize, credential: &[u8]) -> Login {
 
 /// `get`/`gets` in read-through mode: a miss is loaded from the origin
 /// (collapsed with concurrent misses of the same key) and then answered.
-async fn get_through(s: &CacheServer, keys: &[&[u8]], cas: bool, out: &mut BytesMut) {
+async fn get_through(s: &CacheServer, keys: &[&[u8]], cas: bool, out: &mut Reply) {
     let Some(rt) = &s.through else { return };
     for &k in keys {
         inc(&s.stats.cmd_get);
@@ -392,7 +394,7 @@ async fn get_through(s: &CacheServer, keys: &[&[u8]], cas: bool, out: &mut Bytes
 }
 
 /// One `VALUE <key> <flags> <bytes> [<cas>]` block of a get reply.
-fn value_reply(out: &mut BytesMut, key: &[u8], it: &crate::engine::Item, cas: bool) {
+fn value_reply(out: &mut Reply, key: &[u8], it: &crate::engine::Item, cas: bool) {
     out.put_slice(b"VALUE ");
     out.put_slice(key);
     let _ = if cas {
@@ -400,17 +402,16 @@ fn value_reply(out: &mut BytesMut, key: &[u8], it: &crate::engine::Item, cas: bo
     } else {
         write!(Fmt(out), " {} {}\r\n", it.flags, it.value.len())
     };
-    out.put_slice(&it.value);
+    out.put_value(&it.value);
     out.put_slice(b"\r\n");
 }
 
-async fn write(stream: &mut TcpStream, out: &mut BytesMut, s: &CacheServer) -> std::io::Result<()> {
+async fn write(stream: &mut TcpStream, out: &mut Reply, s: &CacheServer) -> std::io::Result<()> {
     if !out.is_empty() {
-        stream.write_all(out).await?;
         s.stats
             .bytes_written
             .fetch_add(out.len() as u64, Ordering::Relaxed);
-        out.clear();
+        out.send(stream).await?;
     }
     Ok(())
 }
@@ -425,7 +426,7 @@ fn line(out: &mut BytesMut, noreply: bool, msg: &[u8]) {
 fn execute(
     s: &CacheServer,
     cmd: Cmd,
-    out: &mut BytesMut,
+    out: &mut Reply,
     swallow: &mut usize,
     st: &mut LocalStats,
 ) -> bool {

@@ -631,3 +631,55 @@ async fn read_through_collapses_concurrent_misses() {
     let mut c = Conn::new(&srv).await;
     c.rt(b"get d:8\r\n", b"END\r\n").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_values_pipelined_past_the_socket_buffers_arrive_whole_and_in_order() {
+    // Values of 1 KiB and more go out by reference in one writev; a reply
+    // of ~40 MiB cannot fit the socket buffers, so the server's writes are
+    // short and must resume mid-value.
+    let s = start(1 << 20, 100).await;
+    let mut a = Conn::new(&s).await;
+    let sizes = [1023usize, 1024, 4096, 300_000, 1 << 20];
+    let mut want = Vec::new();
+    let mut req = Vec::new();
+    for (i, n) in sizes.iter().enumerate() {
+        let v: Vec<u8> = (0..*n).map(|j| (j * 7 + i) as u8).collect();
+        a.rt(
+            &[format!("set k{i} 5 0 {n}\r\n").as_bytes(), &v, b"\r\n"].concat(),
+            b"STORED\r\n",
+        )
+        .await;
+        want.push((format!("k{i}"), v));
+    }
+    let mut expect = Vec::new();
+    for round in 0..30 {
+        req.extend_from_slice(b"get");
+        for (k, _) in want.iter().skip(round % 2) {
+            req.extend_from_slice(format!(" {k}").as_bytes());
+        }
+        req.extend_from_slice(b"\r\n");
+        for (k, v) in want.iter().skip(round % 2) {
+            expect.extend_from_slice(format!("VALUE {k} 5 {}\r\n", v.len()).as_bytes());
+            expect.extend_from_slice(v);
+            expect.extend_from_slice(b"\r\n");
+        }
+        expect.extend_from_slice(b"END\r\n");
+    }
+    a.0.write_all(&req).await.expect("write");
+    let mut got = vec![0u8; expect.len()];
+    tokio::time::timeout(Duration::from_secs(30), a.0.read_exact(&mut got))
+        .await
+        .expect("reply in time")
+        .expect("read");
+    assert!(got == expect, "the pipelined reply differs");
+    a.rt(
+        b"get k0\r\n",
+        &[
+            b"VALUE k0 5 1023\r\n".as_slice(),
+            &want[0].1,
+            b"\r\nEND\r\n",
+        ]
+        .concat(),
+    )
+    .await;
+}
