@@ -58,6 +58,7 @@ fn meta(id: u64) -> BlobMeta {
         tags: vec![format!("t{}", id % 10)],
         version: 0,
         page: None,
+        ..Default::default()
     }
 }
 

@@ -32,5 +32,5 @@ pub mod server;
 pub use backend::Index;
 pub use db::{IndexDb, IndexMetrics};
 pub use error::{Error, Result};
-pub use meta::{BlobMeta, Committed, Entry, Listing, PageRef, MAX_LIST_LIMIT};
+pub use meta::{BlobMeta, Chunk, Committed, Entry, Listing, PageRef, MAX_LIST_LIMIT};
 pub use needle_meta::NeedleMeta;

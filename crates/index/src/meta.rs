@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 pub const MAX_LIST_LIMIT: usize = 1000;
 
 /// What the index knows about one key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct BlobMeta {
     /// Blob id: the key's bytes in every store replica.
     pub id: u64,
@@ -31,6 +31,25 @@ pub struct BlobMeta {
     /// The book page this blob is an image of, if uploaded as one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page: Option<PageRef>,
+    /// Response headers given at upload and sent back with the blob, names
+    /// lower-case: the S3 API's `x-amz-meta-*` user metadata,
+    /// `cache-control`, `content-disposition`, `content-encoding`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
+    /// An object stored in chunks: each chunk is a blob of its own under
+    /// its own key, and this record's own blob holds only the manifest
+    /// (this list, so `recover-index` can rebuild it). `size` is the sum.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<Chunk>,
+}
+
+/// One chunk of an object stored in chunks, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// The chunk blob's key (`_chunks/...`, or a multipart upload's part).
+    pub key: String,
+    /// Its size in bytes.
+    pub size: u64,
 }
 
 /// A book page: which book, which page.

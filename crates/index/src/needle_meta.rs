@@ -7,7 +7,7 @@
 //! (docs/formats.md):
 //!
 //! ```text
-//! u8  format (1)
+//! u8  format (2; 1 is read too: it ends after the page)
 //! u8  kind: 0 blob, 1 deleted (the key was deleted), 2 dropped (this copy
 //!     was removed: replaced by a newer put, or a stray)
 //! u64 commit number (0: not known when written)
@@ -17,19 +17,26 @@
 //!   str content type | str etag | u16 tag count, str per tag |
 //!   u8 page: 0 none; 1 then str book, u64 page number; 2 the same and
 //!     str text key (the blob holding the page's words)
+//!   format 2 only:
+//!   u16 header count, str name and str value per header |
+//!   u8 1 when the blob's data is a chunked object's manifest (JSON list
+//!     of `{"key", "size"}`), else 0
 //! ```
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::meta::{BlobMeta, PageRef};
 
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
+/// The format before response headers and manifests.
+const FORMAT_1: u8 = 1;
 
 /// Why a needle exists, as its metadata says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
-    /// A blob under the key (its record, replicas aside).
-    Blob(BlobMeta),
+    /// A blob under the key (its record, replicas aside), and whether its
+    /// data is a chunked object's manifest.
+    Blob(BlobMeta, bool),
     /// A tombstone: the key was deleted.
     Deleted,
     /// A tombstone: this copy went away, the key stays (a newer put
@@ -74,7 +81,7 @@ impl NeedleMeta {
             key: key.to_owned(),
             version: meta.version,
             created_ms: meta.created_ms,
-            kind: Kind::Blob(meta.clone()),
+            kind: Kind::Blob(meta.clone(), !meta.chunks.is_empty()),
         }
     }
 
@@ -83,14 +90,14 @@ impl NeedleMeta {
         let mut out = BytesMut::with_capacity(64 + self.key.len());
         out.put_u8(FORMAT);
         out.put_u8(match self.kind {
-            Kind::Blob(_) => 0,
+            Kind::Blob(..) => 0,
             Kind::Deleted => 1,
             Kind::Dropped => 2,
         });
         out.put_u64_le(self.version);
         out.put_u64_le(self.created_ms);
         put_str(&mut out, &self.key);
-        if let Kind::Blob(m) = &self.kind {
+        if let Kind::Blob(m, _) = &self.kind {
             put_str(&mut out, &m.content_type);
             put_str(&mut out, &m.etag);
             out.put_u16_le(m.tags.len() as u16);
@@ -108,6 +115,12 @@ impl NeedleMeta {
                     }
                 }
             }
+            out.put_u16_le(m.headers.len() as u16);
+            for (name, value) in &m.headers {
+                put_str(&mut out, name);
+                put_str(&mut out, value);
+            }
+            out.put_u8(u8::from(!m.chunks.is_empty()));
         }
         out.freeze()
     }
@@ -116,7 +129,11 @@ impl NeedleMeta {
     /// `None` when it is empty (a needle of volume format 1) or not ours.
     pub fn decode(raw: &Bytes, id: u64, size: u64) -> Option<NeedleMeta> {
         let mut b = raw.clone();
-        if b.remaining() < 18 || b.get_u8() != FORMAT {
+        if b.remaining() < 18 {
+            return None;
+        }
+        let format = b.get_u8();
+        if format != FORMAT && format != FORMAT_1 {
             return None;
         }
         let kind = b.get_u8();
@@ -157,17 +174,39 @@ impl NeedleMeta {
                     }
                     _ => return None,
                 };
-                Kind::Blob(BlobMeta {
-                    id,
-                    size,
-                    etag,
-                    content_type,
-                    created_ms,
-                    replicas: Vec::new(),
-                    tags,
-                    version,
-                    page,
-                })
+                let mut headers = Vec::new();
+                let mut chunked = false;
+                if format == FORMAT {
+                    if b.remaining() < 2 {
+                        return None;
+                    }
+                    let n = b.get_u16_le();
+                    for _ in 0..n {
+                        headers.push((get_str(&mut b)?, get_str(&mut b)?));
+                    }
+                    // A manifest's chunks are in the needle's data, which
+                    // the caller reads; the list is left empty here.
+                    if b.remaining() < 1 {
+                        return None;
+                    }
+                    chunked = b.get_u8() == 1;
+                }
+                Kind::Blob(
+                    BlobMeta {
+                        id,
+                        size,
+                        etag,
+                        content_type,
+                        created_ms,
+                        replicas: Vec::new(),
+                        tags,
+                        version,
+                        page,
+                        headers,
+                        chunks: Vec::new(),
+                    },
+                    chunked,
+                )
             }
             1 => Kind::Deleted,
             2 => Kind::Dropped,
@@ -197,11 +236,16 @@ mod tests {
             replicas: Vec::new(),
             tags: vec!["cats".into(), "ünïcode".into()],
             version: 77,
+            headers: vec![
+                ("x-amz-meta-owner".into(), "José".into()),
+                ("cache-control".into(), "max-age=60".into()),
+            ],
             page: Some(PageRef {
                 book: "moby".into(),
                 page: 3,
                 text_key: Some(".strata/text/photos/ç/1.png".into()),
             }),
+            ..Default::default()
         };
         let n = NeedleMeta::blob("photos/ç/1.png", &m);
         let raw = n.encode();

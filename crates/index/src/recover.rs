@@ -71,7 +71,7 @@ impl Recovery {
         };
         self.max_version = self.max_version.max(m.version);
         match m.kind {
-            Kind::Blob(b) if live && !tombstone => {
+            Kind::Blob(b, _manifest) if live && !tombstone => {
                 self.seen.entry(m.key.clone()).or_default().push(id);
                 match self.best.get_mut(&m.key) {
                     Some((cur, stores)) if (cur.version, cur.id) == (b.version, b.id) => {
@@ -138,6 +138,7 @@ mod tests {
             tags: vec!["t".into()],
             version,
             page: None,
+            ..Default::default()
         };
         NeedleMeta::blob(key, &m).encode()
     }

@@ -34,6 +34,6 @@ pub use caching::{Caching, CachingOptions, GlobalCache};
 pub use error::{Error, Result};
 pub use keys::{validate_key, MAX_KEY_BYTES};
 pub use metrics::NodeMetrics;
-pub use node::{MetricsSection, Node, NodeOptions, StoreMember};
+pub use node::{MetricsSection, Node, NodeOptions, StoreMember, WriteSpec};
 pub use streaming::StreamBody;
 pub use tiers::{IndexHandle, StoreHandle};

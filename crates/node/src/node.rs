@@ -271,7 +271,23 @@ impl Node {
         content_type: String,
         tags: Vec<String>,
     ) -> Result<BlobMeta> {
-        Ok(self.write_one(key, body, content_type, tags, None).await?.0)
+        let spec = WriteSpec {
+            content_type,
+            tags,
+            ..WriteSpec::default()
+        };
+        Ok(self.write_one(key, body, spec, None).await?.0)
+    }
+
+    /// [`Node::write_blob`] with response headers, a given entity tag, or
+    /// (for an object stored in chunks) its chunk list: see [`WriteSpec`].
+    pub async fn write_with(
+        self: &Arc<Self>,
+        key: &str,
+        body: Bytes,
+        spec: WriteSpec,
+    ) -> Result<BlobMeta> {
+        Ok(self.write_one(key, body, spec, None).await?.0)
     }
 
     /// [`Node::write_blob`] of an image that may be a book page: once the
@@ -296,43 +312,53 @@ impl Node {
                 PageText::Inline(t) => {
                     let tk = text_key(key);
                     let json = serde_json::json!({ "text": t }).to_string();
-                    self.write_one(
-                        &tk,
-                        json.into(),
-                        "application/json".into(),
-                        Vec::new(),
-                        None,
-                    )
-                    .await?;
+                    let spec = WriteSpec {
+                        content_type: "application/json".into(),
+                        ..WriteSpec::default()
+                    };
+                    self.write_one(&tk, json.into(), spec, None).await?;
                     tk
                 }
                 PageText::Sidecar(k) => k.clone(),
             });
         }
-        self.write_one(key, body, content_type, tags, page).await
+        let spec = WriteSpec {
+            content_type,
+            tags,
+            ..WriteSpec::default()
+        };
+        self.write_one(key, body, spec, page).await
     }
 
     async fn write_one(
         self: &Arc<Self>,
         key: &str,
         body: Bytes,
-        content_type: String,
-        tags: Vec<String>,
+        spec: WriteSpec,
         page: Option<crate::search::PageUpload>,
     ) -> Result<(BlobMeta, Option<u64>)> {
         // The commit number is taken first: the needles carry it, so the
         // index can be rebuilt from the stores (`recover-index`).
         let (id, version) = tokio::try_join!(self.next_id(), self.index.next_version())?;
+        let size = if spec.chunks.is_empty() {
+            body.len() as u64
+        } else {
+            spec.chunks.iter().map(|c| c.size).sum()
+        };
         let mut meta = BlobMeta {
             id,
-            size: body.len() as u64,
-            etag: format!("\"{:032x}\"", xxhash_rust::xxh3::xxh3_128(&body)),
-            content_type,
+            size,
+            etag: spec
+                .etag
+                .unwrap_or_else(|| format!("\"{:032x}\"", xxhash_rust::xxh3::xxh3_128(&body))),
+            content_type: spec.content_type,
             created_ms: now_ms(),
             replicas: Vec::new(),
-            tags,
+            tags: spec.tags,
             version,
             page: page.as_ref().map(|p| p.at.clone()),
+            headers: spec.headers,
+            chunks: spec.chunks,
         };
         let head = NeedleMeta::blob(key, &meta).encode();
         let dropped = Dropped {
@@ -853,6 +879,23 @@ impl Node {
         }
         Ok(prev)
     }
+}
+
+/// What a write records besides the bytes.
+#[derive(Debug, Clone, Default)]
+pub struct WriteSpec {
+    /// Content-Type.
+    pub content_type: String,
+    /// Tags (`X-Strata-Tags`).
+    pub tags: Vec<String>,
+    /// Response headers to keep with the blob ([`BlobMeta::headers`]).
+    pub headers: Vec<(String, String)>,
+    /// The entity tag, quoted; by default a hash of the body. The S3 API
+    /// gives the body's MD5, which is what its clients check.
+    pub etag: Option<String>,
+    /// An object stored in chunks: the chunks, already written; the body
+    /// is then the manifest ([`BlobMeta::chunks`]).
+    pub chunks: Vec<index::Chunk>,
 }
 
 /// Where the words of page `key` given inline are kept.

@@ -263,6 +263,7 @@ mod tests {
             tags: vec![],
             version: 1,
             page: None,
+            ..Default::default()
         }
     }
 

@@ -38,6 +38,7 @@ fn meta(id: u64) -> BlobMeta {
         tags: vec![],
         version: 0,
         page: None,
+        ..Default::default()
     }
 }
 

@@ -64,6 +64,7 @@ async fn node_for(store: String, size: u64) -> (tempfile::TempDir, std::net::Soc
         tags: vec![],
         version: 0,
         page: None,
+        ..Default::default()
     };
     db.put("big".into(), meta).await.expect("put meta");
     let http = node::http::HttpClient::new(Duration::from_secs(5));

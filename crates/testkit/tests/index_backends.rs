@@ -24,6 +24,7 @@ fn meta(id: u64, tags: &[&str]) -> BlobMeta {
         tags: tags.iter().map(|t| t.to_string()).collect(),
         version: 0,
         page: None,
+        ..Default::default()
     }
 }
 

@@ -1,0 +1,1 @@
+pub use s3s;
