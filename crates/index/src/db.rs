@@ -322,7 +322,7 @@ fn writer(
                 Op::Put { reply, .. } | Op::Delete { reply, .. } => {
                     metrics.writes.fetch_add(1, Ordering::Relaxed);
                     let _ = reply.send(res.map(|o| match o {
-                        Outcome::Committed(c) => c,
+                        Outcome::Committed(c) => *c,
                         Outcome::Id(_) | Outcome::Updated(_) => Committed::default(),
                     }));
                 }
@@ -342,7 +342,7 @@ fn writer(
 }
 
 enum Outcome {
-    Committed(Committed),
+    Committed(Box<Committed>),
     Id(u64),
     Updated(bool),
 }
@@ -383,11 +383,11 @@ fn apply(op: &Op, t: &mut Tables, versions: &AtomicU64) -> Result<Outcome> {
                 ),
             };
             if meta.version != 0 && floor > (version, meta.id) {
-                return Ok(Outcome::Committed(Committed {
+                return Ok(Outcome::Committed(Box::new(Committed {
                     version,
                     previous: None,
                     superseded: true,
-                }));
+                })));
             }
             record_version(counters, version)?;
             let mut meta = meta.clone();
@@ -403,11 +403,11 @@ fn apply(op: &Op, t: &mut Tables, versions: &AtomicU64) -> Result<Outcome> {
             for t in &meta.tags {
                 tags.insert((t.as_str(), key.as_str()), ())?;
             }
-            Ok(Outcome::Committed(Committed {
+            Ok(Outcome::Committed(Box::new(Committed {
                 version,
                 previous: current,
                 superseded: false,
-            }))
+            })))
         }
         Op::Delete { key, .. } => {
             let prev = blobs.remove(key.as_str())?.map(|v| decode(key, v.value()));
@@ -426,11 +426,11 @@ fn apply(op: &Op, t: &mut Tables, versions: &AtomicU64) -> Result<Outcome> {
                 }
                 None => 0,
             };
-            Ok(Outcome::Committed(Committed {
+            Ok(Outcome::Committed(Box::new(Committed {
                 version,
                 previous: prev,
                 superseded: false,
-            }))
+            })))
         }
         Op::SetReplicas {
             key, id, replicas, ..

@@ -36,7 +36,7 @@ const FORMAT_1: u8 = 1;
 pub enum Kind {
     /// A blob under the key (its record, replicas aside), and whether its
     /// data is a chunked object's manifest.
-    Blob(BlobMeta, bool),
+    Blob(Box<BlobMeta>, bool),
     /// A tombstone: the key was deleted.
     Deleted,
     /// A tombstone: this copy went away, the key stays (a newer put
@@ -81,7 +81,7 @@ impl NeedleMeta {
             key: key.to_owned(),
             version: meta.version,
             created_ms: meta.created_ms,
-            kind: Kind::Blob(meta.clone(), !meta.chunks.is_empty()),
+            kind: Kind::Blob(Box::new(meta.clone()), !meta.chunks.is_empty()),
         }
     }
 
@@ -192,7 +192,7 @@ impl NeedleMeta {
                     chunked = b.get_u8() == 1;
                 }
                 Kind::Blob(
-                    BlobMeta {
+                    Box::new(BlobMeta {
                         id,
                         size,
                         etag,
@@ -204,7 +204,7 @@ impl NeedleMeta {
                         page,
                         headers,
                         chunks: Vec::new(),
-                    },
+                    }),
                     chunked,
                 )
             }

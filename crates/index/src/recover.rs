@@ -81,7 +81,7 @@ impl Recovery {
                     }
                     Some((cur, _)) if (cur.version, cur.id) > (b.version, b.id) => {}
                     _ => {
-                        self.best.insert(m.key, (b, vec![store.to_owned()]));
+                        self.best.insert(m.key, (*b, vec![store.to_owned()]));
                     }
                 }
             }
