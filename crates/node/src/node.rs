@@ -500,6 +500,7 @@ impl Node {
             if !inline_text {
                 self.drop_own_text(key, &prev);
             }
+            self.drop_chunks(&prev);
             self.delete_copies(&dropped, prev);
         }
         Ok((meta, job?))
@@ -518,6 +519,25 @@ impl Node {
         tokio::spawn(async move {
             if let Err(e) = node.delete_blob(&own).await {
                 tracing::warn!(key = %own, error = %e, "could not delete a page's text");
+            }
+        });
+    }
+
+    /// Deletes the chunks of `prev` (a record just replaced or deleted)
+    /// when it was an object stored in chunks. In the background; a chunk
+    /// left by a crash is a blob nothing names (see the ARCHITECTURE's
+    /// limits).
+    fn drop_chunks(self: &Arc<Self>, prev: &BlobMeta) {
+        if prev.chunks.is_empty() {
+            return;
+        }
+        let node = self.clone();
+        let keys: Vec<String> = prev.chunks.iter().map(|c| c.key.clone()).collect();
+        tokio::spawn(async move {
+            for k in keys {
+                if let Err(e) = node.delete_blob(&k).await {
+                    tracing::warn!(key = %k, error = %e, "could not delete a chunk");
+                }
             }
         });
     }
@@ -876,6 +896,7 @@ impl Node {
             };
             self.delete_copies_of(why.tombstone(Kind::Deleted), p.id, p.replicas.clone());
             self.drop_own_text(key, p);
+            self.drop_chunks(p);
         }
         Ok(prev)
     }

@@ -1,0 +1,62 @@
+//! Where S3's names live in strata's key space.
+//!
+//! Object `k` of bucket `b` is the strata key `b/k`: both APIs see it.
+//! Bucket names cannot contain `_`, so the reserved `_s3/` prefix never
+//! collides with a bucket.
+
+/// Key of bucket `b`'s record (a small JSON blob: [`BucketRecord`]).
+pub fn bucket_key(bucket: &str) -> String {
+    format!("{BUCKETS}{bucket}")
+}
+
+/// Prefix of every bucket record.
+pub const BUCKETS: &str = "_s3/buckets/";
+
+/// The strata key of object `key` in `bucket`.
+pub fn object_key(bucket: &str, key: &str) -> String {
+    format!("{bucket}/{key}")
+}
+
+/// Key of multipart upload `id`'s record ([`UploadRecord`]).
+pub fn upload_key(bucket: &str, id: &str) -> String {
+    format!("{UPLOADS}{bucket}/{id}")
+}
+
+/// Prefix of every multipart upload record.
+pub const UPLOADS: &str = "_s3/uploads/";
+
+/// Key of part `n` of upload `id`; parts sort by number.
+pub fn part_key(id: &str, n: i32) -> String {
+    format!("{}{n:05}", part_prefix(id))
+}
+
+/// Prefix of the parts of upload `id`.
+pub fn part_prefix(id: &str) -> String {
+    format!("_s3/parts/{id}/")
+}
+
+/// Key of chunk `n` of an object written in chunks; `group` is a fresh
+/// blob id, so chunks of two writes of one key never share a name.
+pub fn chunk_key(group: u64, n: usize) -> String {
+    format!("_chunks/{group:016x}/{n:06}")
+}
+
+/// A bucket's record.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct BucketRecord {
+    /// Readable without signing (canned ACL `public-read`).
+    #[serde(default)]
+    pub public: bool,
+}
+
+/// A multipart upload's record: what CompleteMultipartUpload will write.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct UploadRecord {
+    /// The object key (within the bucket).
+    pub key: String,
+    /// Content-Type for the object.
+    pub content_type: String,
+    /// Response headers for the object.
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+}
