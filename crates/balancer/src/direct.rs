@@ -43,7 +43,7 @@ pub struct Read<'a> {
 }
 
 /// A backend's answer to a [`Read`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Reply {
     /// The status code.
     pub status: u16,
@@ -59,6 +59,21 @@ pub struct Reply {
     /// A body that is a range of a file instead, sent with `sendfile(2)`:
     /// from the page cache to the socket with no copy through user space.
     pub file: Option<FileBody>,
+    /// A body sent as it arrives instead (an object read chunk by chunk);
+    /// `length` says how long it is, and a body that fails or ends short
+    /// closes the connection.
+    pub stream: Option<StreamedBody>,
+}
+
+/// A body read while it is sent.
+pub struct StreamedBody(
+    pub Pin<Box<dyn hyper::body::Body<Data = Bytes, Error = std::io::Error> + Send>>,
+);
+
+impl std::fmt::Debug for StreamedBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamedBody")
+    }
 }
 
 /// A range of an open file sent as a body.
@@ -142,8 +157,8 @@ pub(crate) async fn serve(
     let Some(i) = picked else {
         m.requests.fetch_add(1, Ordering::Relaxed);
         m.gateway_errors.fetch_add(1, Ordering::Relaxed);
-        let r = plain(503, "no backend available\n", false);
-        return Some(write_reply(down, &r, None, asked.keep_alive, served).await);
+        let mut r = plain(503, "no backend available\n", false);
+        return Some(write_reply(down, &mut r, None, asked.keep_alive, served).await);
     };
     let b = &pool.backends[i];
     let reads = gw.local_backend(b.addr)?.reads?;
@@ -154,14 +169,14 @@ pub(crate) async fn serve(
     m.requests.fetch_add(1, Ordering::Relaxed);
     if !gw.admit(peer.ip(), now) {
         m.rate_limited.fetch_add(1, Ordering::Relaxed);
-        let r = plain(429, "rate limit exceeded\n", true);
-        return Some(write_reply(down, &r, None, asked.keep_alive, served).await);
+        let mut r = plain(429, "rate limit exceeded\n", true);
+        return Some(write_reply(down, &mut r, None, asked.keep_alive, served).await);
     }
     let _active = crate::proxy::Count::new(&m.active);
     let Ok(permit) = gw.admit_backend(b).await else {
         m.queue_refused.fetch_add(1, Ordering::Relaxed);
-        let r = plain(503, "backend busy\n", true);
-        return Some(write_reply(down, &r, None, asked.keep_alive, served).await);
+        let mut r = plain(503, "backend busy\n", true);
+        return Some(write_reply(down, &mut r, None, asked.keep_alive, served).await);
     };
     b.in_flight.fetch_add(1, Ordering::Relaxed);
     b.requests.fetch_add(1, Ordering::Relaxed);
@@ -176,11 +191,11 @@ pub(crate) async fn serve(
     b.in_flight.fetch_sub(1, Ordering::Relaxed);
     drop(permit);
     let now = Instant::now();
-    let Some(reply) = reply else {
+    let Some(mut reply) = reply else {
         health::record(&pool, i, false, now);
         m.gateway_errors.fetch_add(1, Ordering::Relaxed);
-        let r = plain(504, "backend timed out\n", false);
-        return Some(write_reply(down, &r, None, asked.keep_alive, served).await);
+        let mut r = plain(504, "backend timed out\n", false);
+        return Some(write_reply(down, &mut r, None, asked.keep_alive, served).await);
     };
     health::record(&pool, i, reply.status < 500, now);
     health::record_latency(&pool, i, now.duration_since(sent), now);
@@ -188,7 +203,7 @@ pub(crate) async fn serve(
     served.upstream_time = Some(now.duration_since(sent));
     let cookie = gw.sticky_answer(b, sticky_id);
     let cookie = cookie.as_ref().and_then(|c| c.to_str().ok());
-    Some(write_reply(down, &reply, cookie, asked.keep_alive, served).await)
+    Some(write_reply(down, &mut reply, cookie, asked.keep_alive, served).await)
 }
 
 /// A response made by the gateway itself.
@@ -205,6 +220,7 @@ fn plain(status: u16, body: &'static str, retry_after: bool) -> Reply {
         length: Some(body.len() as u64),
         body: Bytes::from_static(body.as_bytes()),
         file: None,
+        stream: None,
     }
 }
 
@@ -212,7 +228,7 @@ fn plain(status: u16, body: &'static str, retry_after: bool) -> Reply {
 /// close (a write failed, or the client asked).
 async fn write_reply(
     down: &mut TcpStream,
-    r: &Reply,
+    r: &mut Reply,
     cookie: Option<&str>,
     keep_alive: bool,
     served: &mut Outcome,
@@ -243,6 +259,25 @@ async fn write_reply(
     }
     head.extend_from_slice(b"\r\n");
     served.status = r.status;
+    if let Some(StreamedBody(body)) = &mut r.stream {
+        served.bytes = 0;
+        let mut sent = down.write_all(&head).await.is_ok();
+        let mut left = r.length.unwrap_or(u64::MAX);
+        while sent {
+            let Some(frame) = http_body_util::BodyExt::frame(body).await else {
+                break;
+            };
+            let Ok(Some(data)) = frame.map(|f| f.into_data().ok()) else {
+                sent = false;
+                break;
+            };
+            left = left.saturating_sub(data.len() as u64);
+            served.bytes += data.len() as u64;
+            sent = down.write_all(&data).await.is_ok();
+        }
+        // Short or failed: the client must not take the body as whole.
+        return sent && left == 0 && keep_alive;
+    }
     let sent = match &r.file {
         Some(f) => {
             served.bytes = f.len;

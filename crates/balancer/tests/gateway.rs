@@ -915,6 +915,7 @@ async fn backends_in_this_process_answer_reads_directly() {
                     bytes::Bytes::from_static(body.as_bytes())
                 },
                 file: None,
+                stream: None,
             };
             match r.target {
                 "/now" => Direct::Now(reply(200, "now body")),

@@ -50,6 +50,9 @@ pub struct ClusterConfig {
     /// Where the name index lives: an index member (redb) or PostgreSQL.
     #[serde(default)]
     pub index: IndexConfig,
+    /// The S3-compatible API.
+    #[serde(default)]
+    pub s3: S3Config,
     /// Every process of the cluster.
     #[serde(default, rename = "member")]
     pub members: Vec<Member>,
@@ -601,6 +604,71 @@ fn default_serve_shards() -> usize {
     2
 }
 
+/// `[s3]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// Objects larger than this are stored as chunks of this size, each a
+    /// replicated blob. MiB, 1 to 100 (a chunk must fit one needle).
+    /// Default 64.
+    #[serde(default = "default_chunk_mb")]
+    pub chunk_mb: u64,
+    /// Domain for virtual-hosted-style requests (`bucket.{domain}`);
+    /// path style always works. Default none.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// Access keys accepted (`[[s3.credentials]]`). `strata serve` makes
+    /// and prints a pair when none is given.
+    #[serde(default)]
+    pub credentials: Vec<S3Credential>,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            chunk_mb: default_chunk_mb(),
+            domain: None,
+            credentials: Vec::new(),
+        }
+    }
+}
+
+fn default_chunk_mb() -> u64 {
+    64
+}
+
+/// One `[[s3.credentials]]`: the secret never sits in the cluster file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct S3Credential {
+    /// The access key id.
+    pub access_key: String,
+    /// Environment variable holding the secret key.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// File holding the secret key (one line).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+}
+
+impl S3Credential {
+    /// The secret key, read from where the entry says.
+    pub fn secret(&self) -> Result<String, Error> {
+        let bad = |reason: String| Error::Invalid {
+            key: format!("s3.credentials.{}", self.access_key),
+            reason,
+        };
+        match (&self.secret_env, &self.secret_file) {
+            (Some(var), None) => std::env::var(var)
+                .map_err(|_| bad(format!("environment variable {var} is not set"))),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+                .map_err(|e| bad(format!("{}: {e}", path.display()))),
+            _ => Err(bad("needs exactly one of secret_env and secret_file".into())),
+        }
+    }
+}
+
 /// `[index]`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -894,6 +962,23 @@ impl ClusterConfig {
                 reason,
             })
         };
+        if !(1..=100).contains(&self.s3.chunk_mb) {
+            return bad("s3.chunk_mb", "must be between 1 and 100".into());
+        }
+        for c in &self.s3.credentials {
+            if c.access_key.is_empty() || c.access_key.len() > 128 {
+                return bad(
+                    "s3.credentials.access_key",
+                    "must be 1 to 128 characters".into(),
+                );
+            }
+            if c.secret_env.is_some() == c.secret_file.is_some() {
+                return bad(
+                    &format!("s3.credentials.{}", c.access_key),
+                    "needs exactly one of secret_env and secret_file".into(),
+                );
+            }
+        }
         if self.limits.max_body_bytes == 0 || self.limits.max_body_bytes > MAX_BODY_CEILING {
             return bad(
                 "limits.max_body_bytes",

@@ -18,7 +18,8 @@ mod ring;
 
 pub use config::{
     AuthConfig, CacheConfig, CacheMode, ClusterConfig, IndexBackend, IndexConfig, LimitsConfig,
-    Member, PgSettings, ProxyConfig, QueueBackend, QueueConfig, Role, SearchConfig, StoreConfig,
+    Member, PgSettings, ProxyConfig, QueueBackend, QueueConfig, Role, S3Config, S3Credential,
+    SearchConfig, StoreConfig,
 };
 pub use edge::{AccessLogConfig, CertConfig, CompressionConfig, HeaderRules, TlsConfig};
 pub use error::Error;

@@ -80,10 +80,15 @@ pub enum Answer {
         /// Where the body lies.
         extent: store::Extent,
     },
-    /// A 200 whose body arrives while it is sent.
+    /// A 200 or 206 whose body arrives while it is sent (a big blob of a
+    /// remote store, an object stored in chunks).
     Stream {
+        /// The status.
+        status: u16,
         /// The key's metadata and header lines.
         entry: Arc<Ready>,
+        /// The bytes sent of a 206.
+        range: Option<(u64, u64)>,
         /// The body.
         body: crate::StreamBody,
     },
@@ -128,8 +133,8 @@ impl Answer {
         match self {
             Answer::Blob { status, .. }
             | Answer::Extent { status, .. }
+            | Answer::Stream { status, .. }
             | Answer::Error { status, .. } => *status,
-            Answer::Stream { .. } => 200,
         }
     }
 
@@ -159,6 +164,11 @@ impl Answer {
                 range: Some((a, z)),
                 entry,
                 ..
+            }
+            | Answer::Stream {
+                range: Some((a, z)),
+                entry,
+                ..
             } => Some(format!("bytes {a}-{}/{}", z - 1, entry.meta.size)),
             Answer::Error {
                 size: Some(size), ..
@@ -176,6 +186,10 @@ impl Answer {
                 ..
             }
             | Answer::Extent {
+                range: Some((a, z)),
+                ..
+            }
+            | Answer::Stream {
                 range: Some((a, z)),
                 ..
             } => Some(z - a),
@@ -302,6 +316,8 @@ impl Node {
         let entry = self.caching.as_ref()?.ready.as_ref()?.get(key)?;
         let answer = match plan(&entry, ask) {
             Plan::Done(a) => a,
+            // An object in chunks is read chunk by chunk: `get`.
+            Plan::Read { .. } if !entry.meta.chunks.is_empty() => return None,
             Plan::Read { status, range }
                 if ask.extent && entry.verified.load(Ordering::Relaxed) =>
             {
@@ -413,9 +429,29 @@ impl Node {
                 Plan::Done(a) => return a,
                 Plan::Read { status, range } => (status, range),
             };
+            if !entry.meta.chunks.is_empty() {
+                // Too big for one blob: streamed chunk by chunk whatever
+                // the caller asked (both callers can send a stream).
+                let (a, z) = range.unwrap_or((0, entry.meta.size));
+                let pieces = self.read_object(entry.meta.clone(), a, z);
+                self.metrics.bytes_out.fetch_add(z - a, Ordering::Relaxed);
+                return Answer::Stream {
+                    status,
+                    entry,
+                    range,
+                    body: crate::StreamBody::from_pieces(pieces, z - a),
+                };
+            }
             if ask.stream && range.is_none() {
                 match self.read_streaming(&entry.meta).await {
-                    Some(Ok(body)) => return Answer::Stream { entry, body },
+                    Some(Ok(body)) => {
+                        return Answer::Stream {
+                            status,
+                            entry,
+                            range,
+                            body,
+                        }
+                    }
                     Some(Err(e)) => return Answer::from_tier(e),
                     None => {}
                 }

@@ -20,6 +20,7 @@ pub mod jobs;
 mod keys;
 mod metrics;
 mod node;
+pub mod objects;
 pub mod ready;
 pub mod reindex;
 pub mod repair;

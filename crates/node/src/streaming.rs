@@ -44,15 +44,28 @@ impl Streams {
 /// with an error, so the client sees a cut-off transfer, never a short
 /// body presented as complete.
 pub struct StreamBody {
-    reader: SharedReader,
+    from: From,
     remaining: u64,
+}
+
+enum From {
+    Shared(SharedReader),
+    Pieces(crate::objects::Pieces),
 }
 
 impl StreamBody {
     /// A body of `size` bytes read from `reader`.
     pub fn from_reader(reader: SharedReader, size: u64) -> StreamBody {
         StreamBody {
-            reader,
+            from: From::Shared(reader),
+            remaining: size,
+        }
+    }
+
+    /// A body of `size` bytes: an object's pieces as they are read.
+    pub fn from_pieces(pieces: crate::objects::Pieces, size: u64) -> StreamBody {
+        StreamBody {
+            from: From::Pieces(pieces),
             remaining: size,
         }
     }
@@ -66,12 +79,26 @@ impl Body for StreamBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<std::result::Result<Frame<Bytes>, Self::Error>>> {
-        match self.reader.poll_chunk(cx) {
+        let polled = match &mut self.from {
+            From::Shared(r) => match r.poll_chunk(cx) {
+                Poll::Ready(Some(Err(why))) => Poll::Ready(Some(Err(std::io::Error::other(why)))),
+                Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(b))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+            From::Pieces(p) => match p.poll_next(cx) {
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(std::io::Error::other(e)))),
+                Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(b))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+        };
+        match polled {
             Poll::Ready(Some(Ok(b))) => {
                 self.remaining = self.remaining.saturating_sub(b.len() as u64);
                 Poll::Ready(Some(Ok(Frame::data(b))))
             }
-            Poll::Ready(Some(Err(why))) => Poll::Ready(Some(Err(std::io::Error::other(why)))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
@@ -136,10 +163,7 @@ impl Node {
                 }
             }
         };
-        Some(Ok(StreamBody {
-            reader: shared.reader(),
-            remaining: meta.size,
-        }))
+        Some(Ok(StreamBody::from_reader(shared.reader(), meta.size)))
     }
 
     /// Opens the blob on the first replica that answers and starts pumping

@@ -163,77 +163,21 @@ pub async fn commit_manifest(node: &Arc<Node>, key: &str, spec: WriteSpec) -> S3
     }
 }
 
-/// The bytes `start..end` of the object `meta` names, as a stream: one
-/// read for a single blob; for a chunked object, one read per chunk the
-/// range covers, in order (a chunk may itself be chunked: a multipart
-/// part larger than a chunk). A task reads one piece ahead of the sender.
-pub fn read_range(node: Arc<Node>, meta: BlobMeta, start: u64, end: u64) -> Pieces {
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(async move {
-        send_range(&node, &meta, start, end, &tx).await;
-    });
-    Pieces(rx)
+/// Bytes `start..end` of the object `meta` names, as a body stream
+/// ([`Node::read_object`]: chunk by chunk for an object in chunks).
+pub fn read_range(node: Arc<Node>, meta: BlobMeta, start: u64, end: u64) -> ObjectStream {
+    ObjectStream(node.read_object(meta, start, end))
 }
 
-type Sender = tokio::sync::mpsc::Sender<Result<Bytes, node::Error>>;
+/// [`node::objects::Pieces`] as a `Stream`, which `s3s` bodies are.
+pub struct ObjectStream(node::objects::Pieces);
 
-/// Sends `start..end` of `meta`; false once the reader went away or a
-/// read failed (the error was sent).
-fn send_range<'a>(
-    node: &'a Arc<Node>,
-    meta: &'a BlobMeta,
-    start: u64,
-    end: u64,
-    tx: &'a Sender,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
-    Box::pin(async move {
-        if end <= start {
-            return true;
-        }
-        if meta.chunks.is_empty() {
-            let whole = start == 0 && end == meta.size;
-            let piece = node.read(meta, (!whole).then_some((start, end))).await;
-            let ok = piece.is_ok();
-            return tx.send(piece).await.is_ok() && ok;
-        }
-        let mut at = 0u64;
-        for c in &meta.chunks {
-            let (a, b) = (at, at + c.size);
-            at = b;
-            if b <= start || a >= end {
-                continue;
-            }
-            // A chunk missing or not the size the manifest says: the
-            // object cannot be read whole; the reader gets an error, never
-            // wrong bytes.
-            let m = match node.lookup(&c.key).await {
-                Ok(Some(m)) if m.size == c.size => m,
-                Ok(_) => {
-                    let _ = tx.send(Err(node::Error::NotFound)).await;
-                    return false;
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    return false;
-                }
-            };
-            if !send_range(node, &m, start.max(a) - a, end.min(b) - a, tx).await {
-                return false;
-            }
-        }
-        true
-    })
-}
-
-/// The pieces of an object being read ([`read_range`]).
-pub struct Pieces(tokio::sync::mpsc::Receiver<Result<Bytes, node::Error>>);
-
-impl Stream for Pieces {
+impl Stream for ObjectStream {
     type Item = Result<Bytes, node::Error>;
     fn poll_next(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx)
+        self.0.poll_next(cx)
     }
 }

@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use balancer::direct::{Direct, DirectReads, FileBody, LocalBackend, Read, Reply};
+use balancer::direct::{Direct, DirectReads, FileBody, LocalBackend, Read, Reply, StreamedBody};
 use node::direct::{Answer, Ask};
 use node::Node;
 
@@ -35,7 +35,7 @@ struct NodeReads(Arc<Node>);
 
 fn reply(node: &Node, a: Answer) -> Reply {
     node.metrics.count_status(a.status());
-    Reply {
+    let mut r = Reply {
         status: a.status(),
         lines: a.lines(),
         more: a.content_range().map(|r| format!("content-range: {r}\r\n")),
@@ -46,7 +46,12 @@ fn reply(node: &Node, a: Answer) -> Reply {
             offset: x.offset,
             len: x.len,
         }),
+        stream: None,
+    };
+    if let Answer::Stream { body, .. } = a {
+        r.stream = Some(StreamedBody(Box::pin(body)));
     }
+    r
 }
 
 impl DirectReads for NodeReads {

@@ -542,6 +542,10 @@ pub struct ServeHandle {
     pub broker: Arc<queue::Broker>,
     /// The search shards' internal APIs.
     pub search_addrs: Vec<SocketAddr>,
+    /// The S3-compatible API, if it listens.
+    pub s3_addr: Option<SocketAddr>,
+    /// The first access key it accepts.
+    pub s3_credentials: Option<s3::Credentials>,
     /// The in-process store.
     pub store: Arc<Store>,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -582,7 +586,8 @@ pub async fn start_serve(
     data: &Path,
     listener: TcpListener,
 ) -> anyhow::Result<ServeHandle> {
-    start_serve_with(cfg, data, listener, SERVE_NODES).await
+    let s3 = TcpListener::bind("127.0.0.1:0").await?;
+    start_serve_with(cfg, data, listener, Some(s3), SERVE_NODES).await
 }
 
 /// [`start_serve`] with `nodes` request nodes.
@@ -590,6 +595,7 @@ pub async fn start_serve_with(
     cfg: &ClusterConfig,
     data: &Path,
     listener: TcpListener,
+    s3_listener: Option<TcpListener>,
     nodes: usize,
 ) -> anyhow::Result<ServeHandle> {
     if nodes == 0 {
@@ -647,6 +653,7 @@ pub async fn start_serve_with(
     let ready = (cfg.cache.enabled && cfg.cache.ready_entries > 0)
         .then(|| Arc::new(node::ready::ReadySet::new(cfg.cache.ready_entries, None)));
     let mut node_addrs = Vec::new();
+    let mut first_node: Option<Arc<Node>> = None;
     let mut local = std::collections::HashMap::new();
     let mut listener = Some(listener);
     for _ in 0..nodes {
@@ -703,6 +710,7 @@ pub async fn start_serve_with(
             1,
         ));
         node::jobs::spawn_workers(&node, cfg.queue.workers, rx.clone());
+        first_node.get_or_insert_with(|| node.clone());
         let l = match own {
             Some(l) => l,
             None => TcpListener::bind("127.0.0.1:0").await?,
@@ -759,6 +767,17 @@ pub async fn start_serve_with(
             Ok(search::server::serve(l, shard, shutdown_signal(rx)).await?)
         }));
     }
+    let (mut s3_addr, mut s3_credentials) = (None, None);
+    if let (Some(l), Some(node)) = (s3_listener, first_node) {
+        let creds = s3_credentials_of(cfg, data)?;
+        s3_addr = Some(l.local_addr()?);
+        s3_credentials = creds.first().cloned();
+        let svc = s3::service(node, &s3_options(cfg, creds));
+        let rx = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            Ok(s3::serve(l, svc, shutdown_signal(rx)).await?)
+        }));
+    }
     let mut gateways = Vec::new();
     if let Some(listener) = listener {
         let (task, gws) = start_serve_gateway(cfg, listener, &node_addrs, local, rx)?;
@@ -775,11 +794,40 @@ pub async fn start_serve_with(
         beanstalk_addr,
         broker,
         search_addrs,
+        s3_addr,
+        s3_credentials,
         store,
         tasks,
         gateways,
         stop,
     })
+}
+
+/// The S3 access keys: the cluster file's, else (in `serve`) the pair kept
+/// in the data directory, made on first start.
+fn s3_credentials_of(cfg: &ClusterConfig, data: &Path) -> anyhow::Result<Vec<s3::Credentials>> {
+    if cfg.s3.credentials.is_empty() {
+        return Ok(vec![s3::Credentials::load_or_create(data)?]);
+    }
+    cfg.s3
+        .credentials
+        .iter()
+        .map(|c| {
+            Ok(s3::Credentials {
+                access_key: c.access_key.clone(),
+                secret_key: c.secret()?,
+            })
+        })
+        .collect()
+}
+
+/// The S3 endpoint's settings from the cluster file.
+fn s3_options(cfg: &ClusterConfig, credentials: Vec<s3::Credentials>) -> s3::Options {
+    s3::Options {
+        chunk_bytes: (cfg.s3.chunk_mb << 20) as usize,
+        credentials,
+        domain: cfg.s3.domain.clone(),
+    }
 }
 
 /// A role running in `serve`'s process.

@@ -40,6 +40,9 @@ enum Cmd {
         /// Runtime worker threads (default: TOKIO_WORKER_THREADS or cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// Address of the S3-compatible API, or `off`.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        s3_listen: String,
     },
     /// Run a memcached-compatible cache server: standalone with --listen and
     /// --memory-mb, or as a cluster member with --config and --name.
@@ -300,6 +303,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             nodes,
             config,
+            s3_listen,
             ..
         } => {
             let cfg = match config {
@@ -309,7 +313,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
-            let h = strata::start_serve_with(&cfg, &data, listener, nodes).await?;
+            let s3 = match s3_listen.as_str() {
+                "off" => None,
+                a => {
+                    let a: SocketAddr = a.parse().with_context(|| {
+                        format!("--s3-listen: `{a}` is not an address or `off`")
+                    })?;
+                    Some(tokio::net::TcpListener::bind(a).await.with_context(|| {
+                        format!("cannot listen on {a} (S3 API; --s3-listen off to go without)")
+                    })?)
+                }
+            };
+            let h = strata::start_serve_with(&cfg, &data, listener, s3, nodes).await?;
             println!("strata serve: data in {}", data.display());
             println!("  public API   http://{}/v1/blobs/ (gateway)", h.addr);
             println!("  status       http://{}/_strata/status", h.addr);
@@ -326,6 +341,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             println!("  queue        http://{} (jobs API)", h.queue_addr);
             println!("  beanstalkd   {} (beanstalkd protocol)", h.beanstalk_addr);
+            if let (Some(a), Some(c)) = (h.s3_addr, &h.s3_credentials) {
+                println!("  s3           http://{a} (S3 API, path style, region us-east-1)");
+                println!("    access key {}", c.access_key);
+                if cfg.s3.credentials.is_empty() {
+                    // serve's own pair, kept in the data directory.
+                    println!("    secret key {}", c.secret_key);
+                }
+            }
             for (i, a) in h.search_addrs.iter().enumerate() {
                 println!("  search {i}     http://{a} (internal shard)");
             }
