@@ -263,7 +263,10 @@ struct RoleArgs {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            // s3s logs every refused S3 request (a 404, a bad signature)
+            // as an error; the client got S3's error body already.
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,s3s=off".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -8,6 +8,8 @@
 //!   file (for kill -9, restart and failover tests).
 //! - [`PgCluster`] is a throwaway PostgreSQL (a primary and a synchronous
 //!   standby) for the index and queue backends.
+//! - [`Served`] is a `strata serve` process started as a user would,
+//!   its addresses and S3 keys read from what it prints.
 //! - [`Client`] is a minimal HTTP client for both, and [`blob`] makes
 //!   deterministic test bodies.
 
@@ -18,6 +20,7 @@ pub mod netns;
 pub mod ports;
 pub mod postgres;
 pub mod procs;
+mod served;
 pub mod workload;
 
 pub use client::{metric_value, Client, Resp};
@@ -26,6 +29,7 @@ pub use hyper::{Method, StatusCode};
 pub use inproc::{InProc, InProcCluster};
 pub use postgres::{PgCluster, PgSpec};
 pub use procs::{free_addr, strata_bin, Layout, Procs};
+pub use served::Served;
 
 /// Deterministic pseudo-random bytes for blob `i`.
 pub fn blob(i: u64, len: usize) -> Vec<u8> {

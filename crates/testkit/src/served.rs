@@ -1,0 +1,101 @@
+//! A `strata serve` process as a user starts it: every listener on port 0,
+//! the addresses and S3 keys read back from what it prints (no port is
+//! picked before the process binds it, so nothing can take it meanwhile).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// A running `strata serve`; killed when dropped.
+pub struct Served {
+    child: Child,
+    /// The data directory.
+    pub data: PathBuf,
+    /// The public HTTP API (the gateway).
+    pub http: SocketAddr,
+    /// The S3 API.
+    pub s3: SocketAddr,
+    /// The printed access key.
+    pub access_key: String,
+    /// The printed secret key.
+    pub secret_key: String,
+}
+
+impl Served {
+    /// Starts `bin serve` on `data` with `extra` arguments and waits until
+    /// it has printed its addresses.
+    pub fn start(bin: &Path, data: &Path, extra: &[&str]) -> anyhow::Result<Served> {
+        let mut child = Command::new(bin)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--s3-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data")
+            .arg(data)
+            .args(extra)
+            .env("RUST_LOG", "warn,s3s=off")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let out = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let (mut http, mut s3, mut ak, mut sk) = (None, None, None, None);
+        let mut lines = BufReader::new(out).lines();
+        while http.is_none() || s3.is_none() || ak.is_none() || sk.is_none() {
+            let Some(line) = lines.next() else {
+                let _ = child.kill();
+                anyhow::bail!("serve exited before printing its addresses");
+            };
+            let line = line?;
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let addr = |w: &str| -> anyhow::Result<SocketAddr> {
+                let hostport = w
+                    .trim_start_matches("http://")
+                    .split('/')
+                    .next()
+                    .unwrap_or_default();
+                Ok(hostport.parse()?)
+            };
+            match words.as_slice() {
+                ["public", "API", a, ..] => http = Some(addr(a)?),
+                ["s3", a, ..] => s3 = Some(addr(a)?),
+                ["access", "key", k] => ak = Some(k.to_string()),
+                ["secret", "key", k] => sk = Some(k.to_string()),
+                _ => {}
+            }
+        }
+        // Keep draining stdout so the process never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Served {
+            child,
+            data: data.to_owned(),
+            http: http.unwrap_or_else(|| unreachable!()),
+            s3: s3.unwrap_or_else(|| unreachable!()),
+            access_key: ak.unwrap_or_default(),
+            secret_key: sk.unwrap_or_default(),
+        })
+    }
+
+    /// `http://{s3}`.
+    pub fn s3_url(&self) -> String {
+        format!("http://{}", self.s3)
+    }
+
+    /// Stops it (SIGKILL) and waits.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
