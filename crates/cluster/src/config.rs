@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 
 /// Largest body a needle can hold: the needle map keeps the data size in
-/// 27 bits (see docs/formats.md), so bodies stay below 2^27 bytes.
+/// 27 bits (see docs/formats.md), so one blob stays below 2^27 bytes and
+/// larger bodies are stored in chunks (`limits.chunk_mb`).
 pub const MAX_BODY_CEILING: u64 = (1 << 27) - 64;
 
 /// The whole cluster file.
@@ -81,9 +82,15 @@ pub struct AuthConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Largest accepted upload body, in bytes. Default 64 MiB (67108864).
+    /// Largest accepted upload body, in bytes. Default 5 TiB
+    /// (5497558138880), S3's largest object.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: u64,
+    /// Bodies longer than this are stored as chunks of this size, each a
+    /// replicated blob, plus a manifest (both APIs). MiB, 1 to 100: a
+    /// chunk must fit one needle. Default 64.
+    #[serde(default = "default_chunk_mb")]
+    pub chunk_mb: u64,
     /// Most open client connections per HTTP role (node, store, index,
     /// queue, search, gateway); further connections wait in the listen
     /// backlog until one closes. Default 10000.
@@ -108,6 +115,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: default_max_body(),
+            chunk_mb: default_chunk_mb(),
             max_connections: default_max_connections(),
             header_timeout_ms: default_header_timeout(),
             max_header_bytes: default_max_header_bytes(),
@@ -130,7 +138,7 @@ fn default_max_headers() -> usize {
 }
 
 fn default_max_body() -> u64 {
-    64 << 20
+    5 << 40
 }
 
 /// `[store]`
@@ -605,14 +613,9 @@ fn default_serve_shards() -> usize {
 }
 
 /// `[s3]`
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct S3Config {
-    /// Objects larger than this are stored as chunks of this size, each a
-    /// replicated blob. MiB, 1 to 100 (a chunk must fit one needle).
-    /// Default 64.
-    #[serde(default = "default_chunk_mb")]
-    pub chunk_mb: u64,
     /// Domain for virtual-hosted-style requests (`bucket.{domain}`);
     /// path style always works. Default none.
     #[serde(default)]
@@ -621,16 +624,6 @@ pub struct S3Config {
     /// and prints a pair when none is given.
     #[serde(default)]
     pub credentials: Vec<S3Credential>,
-}
-
-impl Default for S3Config {
-    fn default() -> Self {
-        S3Config {
-            chunk_mb: default_chunk_mb(),
-            domain: None,
-            credentials: Vec::new(),
-        }
-    }
 }
 
 fn default_chunk_mb() -> u64 {
@@ -962,8 +955,11 @@ impl ClusterConfig {
                 reason,
             })
         };
-        if !(1..=100).contains(&self.s3.chunk_mb) {
-            return bad("s3.chunk_mb", "must be between 1 and 100".into());
+        // A chunk is one needle (MAX_BODY_CEILING), with room to spare.
+        if !(1..=100).contains(&self.limits.chunk_mb)
+            || self.limits.chunk_mb << 20 > MAX_BODY_CEILING
+        {
+            return bad("limits.chunk_mb", "must be between 1 and 100".into());
         }
         for c in &self.s3.credentials {
             if c.access_key.is_empty() || c.access_key.len() > 128 {
@@ -979,11 +975,8 @@ impl ClusterConfig {
                 );
             }
         }
-        if self.limits.max_body_bytes == 0 || self.limits.max_body_bytes > MAX_BODY_CEILING {
-            return bad(
-                "limits.max_body_bytes",
-                format!("must be between 1 and {MAX_BODY_CEILING}"),
-            );
+        if self.limits.max_body_bytes == 0 {
+            return bad("limits.max_body_bytes", "must be at least 1".into());
         }
         let l = &self.limits;
         if l.max_connections == 0 {

@@ -25,7 +25,8 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
-use http_body_util::{BodyExt, Limited};
+use futures_util::StreamExt;
+use http_body_util::Limited;
 use index::{PageRef, MAX_LIST_LIMIT};
 use serde::Deserialize;
 
@@ -70,6 +71,7 @@ fn tier_error(e: Error) -> Response {
     match e {
         Error::NotFound => error(StatusCode::NOT_FOUND, "not_found", "no such blob"),
         Error::Rejected { .. } => error(StatusCode::BAD_REQUEST, "rejected", e.to_string()),
+        Error::Incomplete(_) => error(StatusCode::BAD_REQUEST, "incomplete_body", e.to_string()),
         Error::NotEnoughStores { .. }
         | Error::Unavailable { .. }
         | Error::Full { .. }
@@ -354,32 +356,62 @@ async fn put_blob(node: &Arc<Node>, key: String, req: Request) -> Response {
             )
         }
     };
-    // The whole body is read before anything is written: a client that
-    // disconnects mid-upload leaves nothing behind.
-    let body = match Limited::new(req.into_body(), limit as usize)
-        .collect()
+    // The whole body is read before the key is written: a client that
+    // disconnects mid-upload leaves nothing behind. A body longer than a
+    // chunk is written as chunks while it arrives (an object in chunks).
+    let over = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let frames = {
+        let over = over.clone();
+        http_body_util::BodyDataStream::new(Limited::new(req.into_body(), limit as usize)).map(
+            move |r| {
+                r.inspect_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        over.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                })
+            },
+        )
+    };
+    let got = match node
+        .receive(frames, node.opts.chunk_bytes, declared, false)
         .await
     {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "incomplete_body",
-                format!("upload did not complete: {e}"),
-            )
+        Ok(got) => got,
+        Err(_) if over.load(std::sync::atomic::Ordering::Relaxed) => return too_large(),
+        Err(e @ Error::Incomplete(_)) => {
+            return error(StatusCode::BAD_REQUEST, "incomplete_body", e.to_string())
         }
+        Err(e) => return tier_error(e),
     };
-    if declared.is_some_and(|n| n != body.len() as u64) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "incomplete_body",
-            "body length differs from Content-Length",
-        );
-    }
     node.metrics
         .bytes_in
-        .fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        .fetch_add(got.size, std::sync::atomic::Ordering::Relaxed);
+    let body = match got.whole {
+        Some(ref b) => b.clone(),
+        None if async_requested || page.is_some() => {
+            got.discard(node);
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "asynchronous and page uploads are at most {} bytes (one chunk)",
+                    node.opts.chunk_bytes
+                ),
+            );
+        }
+        None => {
+            let spec = crate::WriteSpec {
+                content_type,
+                tags,
+                ..crate::WriteSpec::default()
+            };
+            return match node.commit_object(&key, got, spec).await {
+                Ok(meta) => created(&key, &meta, None),
+                Err(e) => tier_error(e),
+            };
+        }
+    };
+
     if let (true, Some(q)) = (async_requested, node.queue()) {
         // Durable in the queue first; a worker writes the blob.
         return match q
@@ -414,26 +446,30 @@ async fn put_blob(node: &Arc<Node>, key: String, req: Request) -> Response {
         };
     }
     match node.write_page(&key, body, content_type, tags, page).await {
-        Ok((meta, index_job)) => {
-            let mut body = serde_json::json!({ "key": key, "id": meta.id, "size": meta.size, "etag": meta.etag });
-            if let Some(j) = index_job {
-                // Poll it to know when the page is searchable.
-                body["index_job"] = format!("/v1/jobs/{j}").into();
-            }
-            let mut r = (
-                StatusCode::CREATED,
-                [(header::CONTENT_TYPE, "application/json")],
-                body.to_string(),
-            )
-                .into_response();
-            r.headers_mut().insert(
-                header::ETAG,
-                HeaderValue::from_str(&meta.etag).unwrap_or(HeaderValue::from_static("\"\"")),
-            );
-            r
-        }
+        Ok((meta, index_job)) => created(&key, &meta, index_job),
         Err(e) => tier_error(e),
     }
+}
+
+/// 201 for a written blob: its record, and the page's indexing job.
+fn created(key: &str, meta: &index::BlobMeta, index_job: Option<u64>) -> Response {
+    let mut body =
+        serde_json::json!({ "key": key, "id": meta.id, "size": meta.size, "etag": meta.etag });
+    if let Some(j) = index_job {
+        // Poll it to know when the page is searchable.
+        body["index_job"] = format!("/v1/jobs/{j}").into();
+    }
+    let mut r = (
+        StatusCode::CREATED,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response();
+    r.headers_mut().insert(
+        header::ETAG,
+        HeaderValue::from_str(&meta.etag).unwrap_or(HeaderValue::from_static("\"\"")),
+    );
+    r
 }
 
 /// `GET /v1/search`: books whose pages hold the query's words.

@@ -121,6 +121,7 @@ impl Answer {
         match e {
             Error::NotFound => Answer::error(404, "not_found", "no such blob"),
             Error::Rejected { .. } => Answer::error(400, "rejected", e.to_string()),
+            Error::Incomplete(_) => Answer::error(400, "incomplete_body", e.to_string()),
             Error::NotEnoughStores { .. }
             | Error::Unavailable { .. }
             | Error::Full { .. }

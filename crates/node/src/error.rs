@@ -40,6 +40,10 @@ pub enum Error {
         /// Its answer.
         detail: String,
     },
+    /// An upload's body failed or ended before its declared length;
+    /// nothing of it was kept.
+    #[error("upload did not complete: {0}")]
+    Incomplete(String),
     /// Not enough healthy stores to place R replicas.
     #[error("need {need} healthy stores, have {have}")]
     NotEnoughStores {

@@ -36,6 +36,8 @@ pub struct NodeOptions {
     pub replicas: usize,
     /// Largest upload body, in bytes.
     pub max_body_bytes: u64,
+    /// Bodies longer than this are stored as chunks of this size.
+    pub chunk_bytes: usize,
     /// When set, PUT and DELETE need `Authorization: Bearer <token>`.
     pub write_token: Option<String>,
     /// How often remote stores are health-checked.
@@ -74,6 +76,7 @@ impl Default for NodeOptions {
         NodeOptions {
             replicas: 1,
             max_body_bytes: 64 << 20,
+            chunk_bytes: 64 << 20,
             write_token: None,
             probe_every: Duration::from_millis(500),
             cache_control: "public, max-age=300".into(),
@@ -528,18 +531,7 @@ impl Node {
     /// left by a crash is a blob nothing names (see the ARCHITECTURE's
     /// limits).
     fn drop_chunks(self: &Arc<Self>, prev: &BlobMeta) {
-        if prev.chunks.is_empty() {
-            return;
-        }
-        let node = self.clone();
-        let keys: Vec<String> = prev.chunks.iter().map(|c| c.key.clone()).collect();
-        tokio::spawn(async move {
-            for k in keys {
-                if let Err(e) = node.delete_blob(&k).await {
-                    tracing::warn!(key = %k, error = %e, "could not delete a chunk");
-                }
-            }
-        });
+        self.drop_keys(prev.chunks.iter().map(|c| c.key.clone()).collect());
     }
 
     fn cleanup(self: &Arc<Self>, why: &Dropped, id: u64, written: &[usize]) {

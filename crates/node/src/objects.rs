@@ -1,5 +1,7 @@
-//! Objects stored in chunks ([`BlobMeta::chunks`]): reads that stream the
-//! chunks a range covers, for the native API and the S3 API alike.
+//! Objects stored in chunks ([`BlobMeta::chunks`]), for the native API and
+//! the S3 API alike: uploads that write every `chunk` bytes as a chunk blob
+//! as they arrive ([`Node::receive`], then [`Node::commit_object`]), and
+//! reads that stream the chunks a range covers ([`Node::read_object`]).
 //!
 //! A chunk is a blob under its own key (`_chunks/...`, or a multipart
 //! upload's part); it may itself be chunked (a part larger than a chunk),
@@ -11,10 +13,40 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use index::BlobMeta;
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use index::{BlobMeta, Chunk};
+use md5::{Digest, Md5};
 
-use crate::{Error, Node};
+use crate::{Error, Node, WriteSpec};
+
+/// Key of chunk `n` of an upload; `group` is a fresh blob id, so chunks of
+/// two writes of one key never share a name.
+pub fn chunk_key(group: u64, n: usize) -> String {
+    format!("_chunks/{group:016x}/{n:06}")
+}
+
+/// What [`Node::receive`] made of a body.
+pub struct Received {
+    /// The body when it fit in one chunk.
+    pub whole: Option<Bytes>,
+    /// The chunks written, when it did not.
+    pub chunks: Vec<Chunk>,
+    /// Bytes received.
+    pub size: u64,
+    /// MD5 of the body (the S3 API's ETag), when asked for.
+    pub md5: Option<[u8; 16]>,
+    /// XXH3-128 of the body (the native API's ETag).
+    pub xxh3: u128,
+}
+
+impl Received {
+    /// Forgets the chunks written (deleted in the background): the upload
+    /// was refused after its body arrived.
+    pub fn discard(self, node: &Arc<Node>) {
+        node.drop_keys(self.chunks.into_iter().map(|c| c.key).collect());
+    }
+}
 
 /// The pieces of an object being read ([`Node::read_object`]), in order.
 /// An error ends it: the reader never gets wrong or missing bytes as if
@@ -36,6 +68,148 @@ impl Pieces {
 type Sender = tokio::sync::mpsc::Sender<Result<Bytes, Error>>;
 
 impl Node {
+    /// Reads `body` to its end. Up to `chunk` bytes stay in memory and come
+    /// back whole; past that, every `chunk` bytes are written as a chunk
+    /// blob as they arrive, so memory stays at one chunk whatever the
+    /// size. A body that fails, or ends before `expected` bytes, leaves no
+    /// chunk behind ([`Error::Incomplete`]).
+    pub async fn receive<S, E>(
+        self: &Arc<Self>,
+        mut body: S,
+        chunk: usize,
+        expected: Option<u64>,
+        md5: bool,
+    ) -> Result<Received, Error>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let chunk = chunk.max(1);
+        let mut sum = md5.then(Md5::new);
+        let mut xxh = xxhash_rust::xxh3::Xxh3::new();
+        let mut buf = BytesMut::new();
+        let mut chunks: Vec<Chunk> = Vec::new();
+        let mut group = None;
+        let mut size = 0u64;
+        let result: Result<(), Error> = async {
+            while let Some(piece) = body.next().await {
+                let piece = piece.map_err(|e| Error::Incomplete(e.to_string()))?;
+                size += piece.len() as u64;
+                if expected.is_some_and(|n| size > n) {
+                    return Err(Error::Incomplete(format!(
+                        "the body is longer than the {} bytes declared",
+                        expected.unwrap_or_default()
+                    )));
+                }
+                if let Some(m) = &mut sum {
+                    m.update(&piece);
+                }
+                xxh.update(&piece);
+                buf.extend_from_slice(&piece);
+                while buf.len() > chunk {
+                    let g = match group {
+                        Some(g) => g,
+                        None => *group.insert(self.next_id().await?),
+                    };
+                    let data = buf.split_to(chunk).freeze();
+                    chunks.push(self.write_chunk(g, chunks.len(), data).await?);
+                }
+            }
+            if let Some(n) = expected.filter(|&n| n != size) {
+                return Err(Error::Incomplete(format!(
+                    "the body ended after {size} of {n} bytes"
+                )));
+            }
+            if let (Some(g), false) = (group, buf.is_empty()) {
+                let data = std::mem::take(&mut buf).freeze();
+                chunks.push(self.write_chunk(g, chunks.len(), data).await?);
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            self.drop_keys(chunks.into_iter().map(|c| c.key).collect());
+            return Err(e);
+        }
+        Ok(Received {
+            whole: chunks.is_empty().then(|| buf.freeze()),
+            chunks,
+            size,
+            md5: sum.map(|m| m.finalize().into()),
+            xxh3: xxh.digest128(),
+        })
+    }
+
+    async fn write_chunk(
+        self: &Arc<Self>,
+        group: u64,
+        n: usize,
+        data: Bytes,
+    ) -> Result<Chunk, Error> {
+        let key = chunk_key(group, n);
+        let size = data.len() as u64;
+        let spec = WriteSpec {
+            content_type: "application/octet-stream".into(),
+            ..WriteSpec::default()
+        };
+        self.write_with(&key, data, spec).await?;
+        Ok(Chunk { key, size })
+    }
+
+    /// Writes `key` from what [`Node::receive`] got: one blob, or the
+    /// record of an object in chunks (`spec.chunks` set from `got`). The
+    /// entity tag is the caller's, else the body's XXH3.
+    pub async fn commit_object(
+        self: &Arc<Self>,
+        key: &str,
+        got: Received,
+        mut spec: WriteSpec,
+    ) -> Result<BlobMeta, Error> {
+        if spec.etag.is_none() {
+            spec.etag = Some(format!("\"{:032x}\"", got.xxh3));
+        }
+        match got.whole {
+            Some(body) => self.write_with(key, body, spec).await,
+            None => {
+                spec.chunks = got.chunks;
+                self.commit_manifest(key, spec).await
+            }
+        }
+    }
+
+    /// Writes the record of an object stored as `spec.chunks`: its own blob
+    /// is the manifest (JSON), so `recover-index` can rebuild the list from
+    /// the stores. Failing, the chunks are deleted.
+    pub async fn commit_manifest(
+        self: &Arc<Self>,
+        key: &str,
+        spec: WriteSpec,
+    ) -> Result<BlobMeta, Error> {
+        let manifest = serde_json::to_vec(&spec.chunks).unwrap_or_default();
+        let chunks: Vec<String> = spec.chunks.iter().map(|c| c.key.clone()).collect();
+        let written = self.write_with(key, manifest.into(), spec).await;
+        if written.is_err() {
+            self.drop_keys(chunks);
+        }
+        written
+    }
+
+    /// Deletes blobs nothing will name (chunks of a failed upload, parts
+    /// of an aborted one), in the background.
+    pub fn drop_keys(self: &Arc<Self>, keys: Vec<String>) {
+        if keys.is_empty() {
+            return;
+        }
+        let node = self.clone();
+        tokio::spawn(async move {
+            for k in keys {
+                if let Err(e) = node.delete_blob(&k).await {
+                    tracing::warn!(key = %k, error = %e, "could not delete an unused chunk");
+                }
+            }
+        });
+    }
+
     /// Bytes `start..end` of the object `meta` names (chunked or not), as
     /// they are read.
     pub fn read_object(self: &Arc<Self>, meta: BlobMeta, start: u64, end: u64) -> Pieces {

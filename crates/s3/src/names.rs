@@ -35,12 +35,6 @@ pub fn part_prefix(id: &str) -> String {
     format!("_s3/parts/{id}/")
 }
 
-/// Key of chunk `n` of an object written in chunks; `group` is a fresh
-/// blob id, so chunks of two writes of one key never share a name.
-pub fn chunk_key(group: u64, n: usize) -> String {
-    format!("_chunks/{group:016x}/{n:06}")
-}
-
 /// A bucket's record.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct BucketRecord {

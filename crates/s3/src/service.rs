@@ -206,6 +206,50 @@ impl Strata {
         Ok(rec)
     }
 
+    /// Reads an upload's body (chunks written as it arrives) and checks
+    /// its `Content-MD5`, if given.
+    async fn receive<S, E>(
+        &self,
+        body: S,
+        expected: Option<u64>,
+        content_md5: Option<&str>,
+    ) -> S3Result<node::objects::Received>
+    where
+        S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let got = self
+            .node
+            .receive(body, self.chunk_bytes, expected, true)
+            .await
+            .map_err(node_error)?;
+        if let Some(want) = content_md5 {
+            if want != base64_md5(&got.md5.unwrap_or_default()) {
+                got.discard(&self.node);
+                return Err(s3_error!(BadDigest));
+            }
+        }
+        Ok(got)
+    }
+
+    /// Writes part `n` of upload `id`: its ETag is its MD5.
+    async fn write_part(
+        &self,
+        id: &str,
+        n: i32,
+        got: node::objects::Received,
+    ) -> S3Result<BlobMeta> {
+        let spec = WriteSpec {
+            content_type: "application/octet-stream".into(),
+            etag: Some(md5_etag(&got.md5.unwrap_or_default())),
+            ..WriteSpec::default()
+        };
+        self.node
+            .commit_object(&names::part_key(id, n), got, spec)
+            .await
+            .map_err(node_error)
+    }
+
     /// Every key under `prefix` (all pages).
     async fn keys_under(&self, prefix: &str) -> S3Result<Vec<index::Entry>> {
         let mut out = Vec::new();
@@ -382,13 +426,9 @@ impl s3s::S3 for Strata {
         let key = Self::key(&i.bucket, &i.key)?;
         let body = i.body.ok_or_else(|| s3_error!(IncompleteBody))?;
         let expected = i.content_length.and_then(|n| u64::try_from(n).ok());
-        let got = body::read_into_chunks(&self.node, body, self.chunk_bytes, expected).await?;
-        if let Some(want) = &i.content_md5 {
-            if want != &base64_md5(&got.md5) {
-                body::drop_keys(&self.node, got.chunks.into_iter().map(|c| c.key).collect());
-                return Err(s3_error!(BadDigest));
-            }
-        }
+        let got = self
+            .receive(body, expected, i.content_md5.as_deref())
+            .await?;
         let spec = WriteSpec {
             content_type: i
                 .content_type
@@ -401,10 +441,14 @@ impl s3s::S3 for Strata {
                 i.content_encoding,
                 i.content_language,
             ),
-            etag: Some(md5_etag(&got.md5)),
+            etag: Some(md5_etag(&got.md5.unwrap_or_default())),
             ..WriteSpec::default()
         };
-        let meta = body::commit(&self.node, &key, got, spec).await?;
+        let meta = self
+            .node
+            .commit_object(&key, got, spec)
+            .await
+            .map_err(node_error)?;
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(etag(&meta)),
             ..Default::default()
@@ -571,13 +615,7 @@ impl s3s::S3 for Strata {
         self.need_bucket(&i.bucket).await?;
         let key = Self::key(&i.bucket, &i.key)?;
         let stream = body::read_range(self.node.clone(), src.clone(), 0, src.size);
-        let got = body::read_into_chunks(
-            &self.node,
-            StreamingBlob::wrap(stream),
-            self.chunk_bytes,
-            Some(src.size),
-        )
-        .await?;
+        let got = self.receive(stream, Some(src.size), None).await?;
         let (content_type, headers) = if replace {
             (
                 i.content_type
@@ -600,7 +638,11 @@ impl s3s::S3 for Strata {
             etag: Some(src.etag.clone()),
             ..WriteSpec::default()
         };
-        let meta = body::commit(&self.node, &key, got, spec).await?;
+        let meta = self
+            .node
+            .commit_object(&key, got, spec)
+            .await
+            .map_err(node_error)?;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(etag(&meta)),
@@ -801,20 +843,10 @@ impl s3s::S3 for Strata {
         self.upload(&i.bucket, &i.upload_id, &i.key).await?;
         let body = i.body.ok_or_else(|| s3_error!(IncompleteBody))?;
         let expected = i.content_length.and_then(|n| u64::try_from(n).ok());
-        let got = body::read_into_chunks(&self.node, body, self.chunk_bytes, expected).await?;
-        if let Some(want) = &i.content_md5 {
-            if want != &base64_md5(&got.md5) {
-                body::drop_keys(&self.node, got.chunks.into_iter().map(|c| c.key).collect());
-                return Err(s3_error!(BadDigest));
-            }
-        }
-        let spec = WriteSpec {
-            content_type: "application/octet-stream".into(),
-            etag: Some(md5_etag(&got.md5)),
-            ..WriteSpec::default()
-        };
-        let key = names::part_key(&i.upload_id, i.part_number);
-        let meta = body::commit(&self.node, &key, got, spec).await?;
+        let got = self
+            .receive(body, expected, i.content_md5.as_deref())
+            .await?;
+        let meta = self.write_part(&i.upload_id, i.part_number, got).await?;
         Ok(S3Response::new(UploadPartOutput {
             e_tag: Some(etag(&meta)),
             ..Default::default()
@@ -852,20 +884,8 @@ impl s3s::S3 for Strata {
             None => (0, src.size),
         };
         let stream = body::read_range(self.node.clone(), src, start, end);
-        let got = body::read_into_chunks(
-            &self.node,
-            StreamingBlob::wrap(stream),
-            self.chunk_bytes,
-            Some(end - start),
-        )
-        .await?;
-        let spec = WriteSpec {
-            content_type: "application/octet-stream".into(),
-            etag: Some(md5_etag(&got.md5)),
-            ..WriteSpec::default()
-        };
-        let key = names::part_key(&i.upload_id, i.part_number);
-        let meta = body::commit(&self.node, &key, got, spec).await?;
+        let got = self.receive(stream, Some(end - start), None).await?;
+        let meta = self.write_part(&i.upload_id, i.part_number, got).await?;
         Ok(S3Response::new(UploadPartCopyOutput {
             copy_part_result: Some(CopyPartResult {
                 e_tag: Some(etag(&meta)),
@@ -947,7 +967,7 @@ impl s3s::S3 for Strata {
             .delete_blob(&names::upload_key(&i.bucket, &i.upload_id))
             .await
             .map_err(node_error)?;
-        body::drop_keys(&self.node, unused);
+        self.node.drop_keys(unused);
         Ok(S3Response::new(CompleteMultipartUploadOutput {
             bucket: Some(i.bucket.clone()),
             key: Some(i.key.clone()),
@@ -968,7 +988,8 @@ impl s3s::S3 for Strata {
             .await
             .map_err(node_error)?;
         let parts = self.keys_under(&names::part_prefix(&i.upload_id)).await?;
-        body::drop_keys(&self.node, parts.into_iter().map(|e| e.key).collect());
+        self.node
+            .drop_keys(parts.into_iter().map(|e| e.key).collect());
         let mut resp = S3Response::new(AbortMultipartUploadOutput::default());
         resp.status = Some(hyper::StatusCode::NO_CONTENT);
         Ok(resp)

@@ -69,6 +69,7 @@ pub fn node_options(cfg: &ClusterConfig) -> NodeOptions {
     NodeOptions {
         replicas: cfg.effective_replicas(),
         max_body_bytes: cfg.limits.max_body_bytes,
+        chunk_bytes: (cfg.limits.chunk_mb << 20) as usize,
         write_token: cfg.auth.write_token.clone(),
         collapse: cfg.proxy.collapse.then(|| proxy::CollapseOptions {
             max_age: Duration::from_millis(cfg.proxy.max_age_ms),
@@ -824,7 +825,7 @@ fn s3_credentials_of(cfg: &ClusterConfig, data: &Path) -> anyhow::Result<Vec<s3:
 /// The S3 endpoint's settings from the cluster file.
 fn s3_options(cfg: &ClusterConfig, credentials: Vec<s3::Credentials>) -> s3::Options {
     s3::Options {
-        chunk_bytes: (cfg.s3.chunk_mb << 20) as usize,
+        chunk_bytes: (cfg.limits.chunk_mb << 20) as usize,
         credentials,
         domain: cfg.s3.domain.clone(),
     }
