@@ -41,6 +41,7 @@ mod proc_stat;
 mod put_bench;
 mod queue_bench;
 mod ranges;
+mod s3_bench;
 mod search_bench;
 mod serve_bench;
 mod store_bench;
@@ -88,6 +89,9 @@ enum Scenario {
     Put(put_bench::Args),
     /// Job queue: strata vs beanstalkd (put/reserve/delete, crash test).
     Queue(queue_bench::Args),
+    /// S3 API beside the native API: PUT and GET MB/s of 64 KiB and
+    /// 1 MiB objects through one `strata serve`.
+    S3(s3_bench::Args),
     /// Page search at 1M pages: one shard vs four, p50/p99 per query kind.
     Search(search_bench::Args),
     /// Node-local cache hit ratio with random vs consistent-hash selection.
@@ -118,6 +122,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Put(a) => put_bench::run(a),
         Scenario::Queue(a) => queue_bench::run(a),
         Scenario::Search(a) => search_bench::run(a),
+        Scenario::S3(a) => s3_bench::run(a),
         Scenario::Affinity { keys, requests } => offline::affinity(keys, requests),
     }
 }

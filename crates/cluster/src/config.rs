@@ -613,7 +613,7 @@ fn default_serve_shards() -> usize {
 }
 
 /// `[s3]`
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct S3Config {
     /// Domain for virtual-hosted-style requests (`bucket.{domain}`);
@@ -624,6 +624,24 @@ pub struct S3Config {
     /// and prints a pair when none is given.
     #[serde(default)]
     pub credentials: Vec<S3Credential>,
+    /// Multipart uploads neither completed nor aborted this long after they
+    /// began are aborted (their parts deleted). Seconds, default 86400.
+    #[serde(default = "default_abandoned_upload_secs")]
+    pub abandoned_upload_secs: u64,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            domain: None,
+            credentials: Vec::new(),
+            abandoned_upload_secs: default_abandoned_upload_secs(),
+        }
+    }
+}
+
+fn default_abandoned_upload_secs() -> u64 {
+    86_400
 }
 
 fn default_chunk_mb() -> u64 {
@@ -844,6 +862,10 @@ pub struct Member {
     /// A `queue` member's beanstalkd-protocol address (optional).
     #[serde(default)]
     pub beanstalk_addr: Option<SocketAddr>,
+    /// A `node` member also serves the S3 API here (optional; needs
+    /// `[[s3.credentials]]`).
+    #[serde(default)]
+    pub s3_addr: Option<SocketAddr>,
     /// The address to listen on, when it differs from `addr` (behind NAT,
     /// or `0.0.0.0:PORT`). Default: `addr` for nodes and gateways; for the
     /// internal roles (store, index, cache, queue, search) the loopback
@@ -960,6 +982,23 @@ impl ClusterConfig {
             || self.limits.chunk_mb << 20 > MAX_BODY_CEILING
         {
             return bad("limits.chunk_mb", "must be between 1 and 100".into());
+        }
+        for m in &self.members {
+            if m.s3_addr.is_some() && m.role != Role::Node {
+                return bad(
+                    &format!("member.{}.s3_addr", m.name),
+                    "only node members serve the S3 API".into(),
+                );
+            }
+            if m.s3_addr.is_some() && self.s3.credentials.is_empty() {
+                return bad(
+                    &format!("member.{}.s3_addr", m.name),
+                    "needs at least one [[s3.credentials]]".into(),
+                );
+            }
+        }
+        if self.s3.abandoned_upload_secs == 0 {
+            return bad("s3.abandoned_upload_secs", "must be at least 1".into());
         }
         for c in &self.s3.credentials {
             if c.access_key.is_empty() || c.access_key.len() > 128 {
@@ -1254,7 +1293,8 @@ addr = "127.0.0.1:8080"
         let c = ClusterConfig::parse(GOOD).expect("parse");
         assert_eq!(c.members.len(), 4);
         assert_eq!(c.effective_replicas(), 2);
-        assert_eq!(c.limits.max_body_bytes, 64 << 20);
+        assert_eq!(c.limits.max_body_bytes, 5 << 40);
+        assert_eq!(c.limits.chunk_mb, 64);
         assert_eq!(c.member("s2").expect("s2").role, Role::Store);
         assert!(matches!(c.member("zz"), Err(Error::UnknownMember(_))));
     }
@@ -1329,6 +1369,27 @@ addr = "127.0.0.1:8080"
                 "max_conections",
             ),
             (format!("[store]\nscrub_every = 5\n{body}"), "scrub_every"),
+            (format!("[limits]\nchunk_mb = 0\n{body}"), "limits.chunk_mb"),
+            (
+                format!("[limits]\nchunk_mb = 200\n{body}"),
+                "limits.chunk_mb",
+            ),
+            (
+                format!("[s3]\nabandoned_upload_secs = 0\n{body}"),
+                "s3.abandoned_upload_secs",
+            ),
+            (
+                body.replace(
+                    "role = \"node\"",
+                    "role = \"node\"\ns3_addr = \"127.0.0.1:9000\"",
+                ),
+                "needs at least one [[s3.credentials]]",
+            ),
+            (
+                format!("[[s3.credentials]]\naccess_key = \"K\"\n{body}"),
+                "needs exactly one of secret_env and secret_file",
+            ),
+            (format!("[s3]\nchunk_mb = 8\n{body}"), "chunk_mb"),
             (
                 body.replace("role = \"node\"", "role = \"node\"\nmax_bytes = 10"),
                 "max_bytes",

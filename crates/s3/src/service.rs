@@ -1132,3 +1132,57 @@ fn entries(page: &list::Page, url: bool) -> (Vec<Object>, Vec<CommonPrefix>) {
         .collect();
     (contents, prefixes)
 }
+
+/// Aborts the multipart uploads that began more than `max_age_ms` before
+/// `now_ms` (clients that died mid-upload): their records and parts are
+/// deleted. Returns how many went.
+pub async fn sweep_uploads(node: &Arc<Node>, now_ms: u64, max_age_ms: u64) -> S3Result<usize> {
+    let s = Strata {
+        node: node.clone(),
+        chunk_bytes: 1,
+    };
+    let mut gone = 0;
+    for e in s.keys_under(names::UPLOADS).await? {
+        if e.meta.created_ms.saturating_add(max_age_ms) > now_ms {
+            continue;
+        }
+        let Some(id) = e.key.rsplit('/').next() else {
+            continue;
+        };
+        let parts = s.keys_under(&names::part_prefix(id)).await?;
+        node.delete_blob(&e.key).await.map_err(node_error)?;
+        node.drop_keys(parts.into_iter().map(|p| p.key).collect());
+        gone += 1;
+    }
+    Ok(gone)
+}
+
+/// Sweeps abandoned uploads ([`sweep_uploads`]) every quarter of
+/// `max_age` (at least a second, at most ten minutes) until `stop`.
+pub fn spawn_sweeper(
+    node: Arc<Node>,
+    max_age: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let every = (max_age / 4).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(600),
+    );
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => return,
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or_default();
+            match sweep_uploads(&node, now, max_age.as_millis() as u64).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(uploads = n, "abandoned multipart uploads aborted"),
+                Err(e) => tracing::warn!(error = ?e, "sweeping multipart uploads failed"),
+            }
+        }
+    });
+}

@@ -146,6 +146,19 @@ pub async fn run_role(
             if node.queue().is_some() {
                 node::jobs::spawn_workers(&node, cfg.queue.workers, shutdown.clone());
             }
+            if let Some(a) = me.s3_addr {
+                let l = TcpListener::bind(a)
+                    .await
+                    .with_context(|| format!("cannot listen on {a} (S3 API)"))?;
+                let creds = s3_credentials_of(&cfg, None)?;
+                s3::spawn_sweeper(
+                    node.clone(),
+                    Duration::from_secs(cfg.s3.abandoned_upload_secs),
+                    shutdown.clone(),
+                );
+                let svc = s3::service(node.clone(), &s3_options(&cfg, creds));
+                tokio::spawn(s3::serve(l, svc, shutdown_signal(shutdown.clone())));
+            }
             http_serve::serve(listener, node::api::router(node), limits, shutdown).await?;
         }
         Role::Queue => {
@@ -770,9 +783,14 @@ pub async fn start_serve_with(
     }
     let (mut s3_addr, mut s3_credentials) = (None, None);
     if let (Some(l), Some(node)) = (s3_listener, first_node) {
-        let creds = s3_credentials_of(cfg, data)?;
+        let creds = s3_credentials_of(cfg, Some(data))?;
         s3_addr = Some(l.local_addr()?);
         s3_credentials = creds.first().cloned();
+        s3::spawn_sweeper(
+            node.clone(),
+            Duration::from_secs(cfg.s3.abandoned_upload_secs),
+            rx.clone(),
+        );
         let svc = s3::service(node, &s3_options(cfg, creds));
         let rx = rx.clone();
         tasks.push(tokio::spawn(async move {
@@ -804,10 +822,16 @@ pub async fn start_serve_with(
     })
 }
 
-/// The S3 access keys: the cluster file's, else (in `serve`) the pair kept
-/// in the data directory, made on first start.
-fn s3_credentials_of(cfg: &ClusterConfig, data: &Path) -> anyhow::Result<Vec<s3::Credentials>> {
+/// The S3 access keys: the cluster file's, else (in `serve`, which passes
+/// its data directory) the pair kept there, made on first start.
+fn s3_credentials_of(
+    cfg: &ClusterConfig,
+    data: Option<&Path>,
+) -> anyhow::Result<Vec<s3::Credentials>> {
     if cfg.s3.credentials.is_empty() {
+        let Some(data) = data else {
+            bail!("the S3 API needs at least one [[s3.credentials]]");
+        };
         return Ok(vec![s3::Credentials::load_or_create(data)?]);
     }
     cfg.s3

@@ -495,3 +495,132 @@ fn s3cmd_puts_gets_lists_and_deletes() {
     let ls = ok(s3cmd(&["ls", "s3://cmd/"]));
     assert!(!ls.contains("plain.bin"), "{ls}");
 }
+
+#[test]
+fn abandoned_multipart_uploads_are_aborted_after_their_age() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = dir.path().join("strata.toml");
+    std::fs::write(&cfg, "[s3]\nabandoned_upload_secs = 1\n").expect("cfg");
+    let s = Served::start(
+        bin(),
+        &dir.path().join("data"),
+        &["--config", cfg.to_str().expect("path")],
+    )
+    .expect("serve");
+    let script = r#"
+import boto3, sys, time
+from botocore.config import Config
+endpoint, ak, sk = sys.argv[1:4]
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ak,
+                  aws_secret_access_key=sk, region_name="us-east-1",
+                  config=Config(s3={"addressing_style": "path"}))
+s3.create_bucket(Bucket="leftovers")
+up = s3.create_multipart_upload(Bucket="leftovers", Key="left.bin")["UploadId"]
+s3.upload_part(Bucket="leftovers", Key="left.bin", UploadId=up, PartNumber=1, Body=b"y" * 4096)
+assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket="leftovers")["Uploads"]] == [up]
+deadline = time.time() + 20
+while s3.list_multipart_uploads(Bucket="leftovers").get("Uploads"):
+    assert time.time() < deadline, "the upload was never aborted"
+    time.sleep(0.1)
+try:
+    s3.upload_part(Bucket="leftovers", Key="left.bin", UploadId=up, PartNumber=2, Body=b"z")
+    raise SystemExit("a swept upload took a part")
+except s3.exceptions.ClientError as e:
+    assert e.response["Error"]["Code"] == "NoSuchUpload", e.response
+print("ok")
+"#;
+    let mut c = python();
+    c.args(["-c", script, &s.s3_url(), &s.access_key, &s.secret_key])
+        .env("HOME", dir.path())
+        .env("AWS_CONFIG_FILE", dir.path().join("none"));
+    assert_eq!(ok(c).trim(), "ok");
+    // Its part went too (deleted in the background).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (code, body) = http_get(&format!("http://{}/v1/blobs?prefix=_s3/parts/", s.http));
+        assert_eq!(code, 200);
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        if v["items"].as_array().is_some_and(|a| a.is_empty()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "parts left: {v}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn every_node_of_a_cluster_serves_the_same_objects_over_s3() {
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    let (a1, a2) = (
+        testkit::free_addr().expect("addr"),
+        testkit::free_addr().expect("addr"),
+    );
+    let layout = testkit::Layout {
+        stores: 2,
+        replicas: 2,
+        nodes: 2,
+        member_lines: vec![
+            ("node-1".into(), format!("s3_addr = \"{a1}\"")),
+            ("node-2".into(), format!("s3_addr = \"{a2}\"")),
+        ],
+        ..Default::default()
+    };
+    let extra =
+        "[[s3.credentials]]\naccess_key = \"CLUSTERKEY\"\nsecret_env = \"STRATA_TEST_S3_SECRET\"\n";
+    let procs = rt
+        .block_on(testkit::Procs::launch_with_env(
+            bin(),
+            layout,
+            extra,
+            &[("STRATA_TEST_S3_SECRET", "cluster-secret-1")],
+        ))
+        .expect("cluster");
+    let dir = tempfile::tempdir().expect("tmp");
+    let home = dir.path();
+    let as_node = |addr: std::net::SocketAddr, args: &[&str]| {
+        let mut c = Command::new("aws");
+        c.args(["--endpoint-url", &format!("http://{addr}")])
+            .args(args)
+            .env("HOME", home)
+            .env("AWS_CONFIG_FILE", home.join("none"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", home.join("none"))
+            .env("AWS_ACCESS_KEY_ID", "CLUSTERKEY")
+            .env("AWS_SECRET_ACCESS_KEY", "cluster-secret-1")
+            .env("AWS_DEFAULT_REGION", "us-east-1");
+        c
+    };
+    ok(as_node(a1, &["s3", "mb", "s3://shared"]));
+    let f = dir.path().join("f.bin");
+    let data = testkit::blob(11, 70_000);
+    std::fs::write(&f, &data).expect("write");
+    ok(as_node(
+        a1,
+        &[
+            "s3",
+            "cp",
+            "--only-show-errors",
+            f.to_str().expect("path"),
+            "s3://shared/x/f.bin",
+        ],
+    ));
+    // Another node's S3 endpoint and the gateway's native API see it.
+    let back = dir.path().join("back.bin");
+    ok(as_node(
+        a2,
+        &[
+            "s3",
+            "cp",
+            "--only-show-errors",
+            "s3://shared/x/f.bin",
+            back.to_str().expect("path"),
+        ],
+    ));
+    assert_eq!(std::fs::read(&back).expect("read"), data);
+    let ls = ok(as_node(a2, &["s3", "ls", "s3://shared/x/"]));
+    assert!(ls.contains("70000 f.bin"), "{ls}");
+    let (code, body) = http_get(&format!(
+        "http://{}/v1/blobs/shared/x/f.bin",
+        procs.addr("gateway")
+    ));
+    assert_eq!((code, body), (200, data));
+}
