@@ -25,6 +25,8 @@ pub struct Recovery {
     seen: HashMap<String, Vec<u64>>,
     /// Per key: the highest commit number of a delete.
     deleted: HashMap<String, u64>,
+    /// Blob ids whose data is a chunked object's manifest.
+    manifests: std::collections::HashSet<u64>,
     /// Highest blob id and commit number seen (the allocators restart
     /// above them).
     pub max_id: u64,
@@ -48,6 +50,20 @@ pub struct Recovered {
     pub deleted: u64,
     /// Replica copies named by the entries.
     pub replicas: u64,
+    /// Indexes in `entries` of objects in chunks: their blob's data is the
+    /// manifest, which the caller reads to fill in `chunks` and `size`
+    /// ([`fill_manifest`]).
+    pub manifests: Vec<usize>,
+}
+
+/// Fills in the chunk list and size of an object in chunks from its
+/// manifest blob's data (JSON `[{"key", "size"}]`).
+pub fn fill_manifest(meta: &mut BlobMeta, data: &[u8]) -> Result<(), String> {
+    let chunks: Vec<crate::Chunk> =
+        serde_json::from_slice(data).map_err(|e| format!("unreadable manifest: {e}"))?;
+    meta.size = chunks.iter().map(|c| c.size).sum();
+    meta.chunks = chunks;
+    Ok(())
 }
 
 impl Recovery {
@@ -71,7 +87,10 @@ impl Recovery {
         };
         self.max_version = self.max_version.max(m.version);
         match m.kind {
-            Kind::Blob(b, _manifest) if live && !tombstone => {
+            Kind::Blob(b, manifest) if live && !tombstone => {
+                if manifest {
+                    self.manifests.insert(id);
+                }
                 self.seen.entry(m.key.clone()).or_default().push(id);
                 match self.best.get_mut(&m.key) {
                     Some((cur, stores)) if (cur.version, cur.id) == (b.version, b.id) => {
@@ -102,6 +121,7 @@ impl Recovery {
             conflicts: 0,
             deleted: 0,
             replicas: 0,
+            manifests: Vec::new(),
         };
         for (key, (mut meta, mut stores)) in self.best {
             let mut ids = self.seen.get(&key).cloned().unwrap_or_default();
@@ -117,6 +137,9 @@ impl Recovery {
             stores.sort_by_key(|s| order.iter().position(|o| o == s).unwrap_or(usize::MAX));
             out.replicas += stores.len() as u64;
             meta.replicas = stores;
+            if self.manifests.contains(&meta.id) {
+                out.manifests.push(out.entries.len());
+            }
             out.entries.push(Entry { key, meta });
         }
         out

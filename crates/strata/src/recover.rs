@@ -77,7 +77,30 @@ pub async fn run(
     bar.finish_and_clear();
     let (needles, unnamed, max_id) = (rec.needles, rec.unnamed, rec.max_id);
     let order: Vec<String> = stores.iter().map(|s| s.name.clone()).collect();
-    let out = rec.finish(&order);
+    let mut out = rec.finish(&order);
+    // Objects in chunks: their chunk lists are in their manifests' data.
+    for &i in &out.manifests {
+        let e = &mut out.entries[i];
+        let mut data = None;
+        for name in &e.meta.replicas {
+            let Some(m) = stores.iter().find(|s| &s.name == name) else {
+                continue;
+            };
+            match m.handle.get(&m.name, e.meta.id, None).await {
+                Ok(d) => {
+                    data = Some(d);
+                    break;
+                }
+                Err(err) => {
+                    tracing::warn!(key = %e.key, store = %name, error = %err, "manifest unreadable here")
+                }
+            }
+        }
+        let data =
+            data.with_context(|| format!("no store could read the manifest of {:?}", e.key))?;
+        index::recover::fill_manifest(&mut e.meta, &data)
+            .map_err(|why| anyhow::anyhow!("{:?}: {why}", e.key))?;
+    }
 
     // Ids first: a node writing meanwhile must not be handed an id a
     // store already holds.

@@ -276,3 +276,53 @@ async fn a_dropped_postgres_index_is_rebuilt_from_the_stores() {
         "commit numbers continue above the recovered ones: {commit}"
     );
 }
+
+/// An object stored in chunks comes back whole: its record's chunk list
+/// is read from the manifest needle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_in_chunks_is_recovered_with_its_chunk_list() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    let cfg = cluster::ClusterConfig::parse("[limits]\nchunk_mb = 1\n").expect("cfg");
+    let s = InProc::serve(&cfg, &data).await.expect("serve");
+    let body = blob(5, (3 << 20) + 12_345);
+    put(
+        &s.client,
+        "big/obj.bin",
+        body.clone(),
+        "",
+        "application/x-tar",
+    )
+    .await;
+    let before = s
+        .client
+        .get("/v1/blobs?prefix=")
+        .await
+        .expect("list")
+        .json();
+    s.stop().await.expect("stop");
+
+    std::fs::remove_dir_all(data.join("index")).expect("the index is lost");
+    // The object and its four chunks.
+    assert_recovered(&recover(&data, &[]), 5);
+    let s = InProc::serve(&cfg, &data).await.expect("serve again");
+    let after = s
+        .client
+        .get("/v1/blobs?prefix=")
+        .await
+        .expect("list")
+        .json();
+    let chunks = |v: &serde_json::Value| {
+        v["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|e| (e["key"].clone(), e["size"].clone(), e["chunks"].clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(chunks(&after), chunks(&before));
+    let r = s.client.get("/v1/blobs/big/obj.bin").await.expect("get");
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body[..] == body[..], "the object reads back whole");
+    s.stop().await.expect("stop");
+}
