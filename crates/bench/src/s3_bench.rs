@@ -6,7 +6,6 @@
 //! and wrk replays them, as it replays the native paths; rounds alternate.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{bail, Context};
 
@@ -50,20 +49,6 @@ for method, op in (("put", "put_object"), ("get", "get_object")):
             url = s3.generate_presigned_url(op, Params={"Bucket": "bench", "Key": "%s/%d" % (label, i)}, ExpiresIn=86400)
             f.write(url[len(endpoint):] + "\n")
 "#;
-
-/// The python that has boto3.
-fn python() -> anyhow::Result<Command> {
-    for p in ["python3", "/usr/bin/python3"] {
-        let ok = Command::new(p)
-            .args(["-c", "import boto3"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if ok {
-            return Ok(Command::new(p));
-        }
-    }
-    bail!("boto3 is not installed (apt-get install python3-boto3)")
-}
 
 /// A Lua script that sends `method` to each path of `paths` in turn (with
 /// `body` for PUT), starting over at the end.
@@ -120,7 +105,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     for (label, size, keys) in SIZES {
         let body = out.join(format!("{label}.body"));
         std::fs::write(&body, testkit::blob(size as u64, size))?;
-        let ok = python()?
+        let ok = testkit::python_with_boto3()?
             .args(["-c", PRESIGN, &s3_url, &s.access_key, &s.secret_key])
             .arg(&out)
             .args([label, &keys.to_string()])

@@ -250,6 +250,29 @@ impl Strata {
             .map_err(node_error)
     }
 
+    /// One page of `bucket`'s listing for any of the ListObjects forms:
+    /// the page, whether keys go out URL-encoded, the page size asked,
+    /// and the prefix.
+    async fn listing(
+        &self,
+        bucket: &str,
+        prefix: Option<&str>,
+        delimiter: Option<&str>,
+        after: Option<&str>,
+        max_keys: Option<i32>,
+        encoding: Option<&EncodingType>,
+    ) -> S3Result<(list::Page, bool, usize, String)> {
+        self.need_bucket(bucket).await?;
+        let max = max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
+        let prefix = prefix.unwrap_or_default().to_owned();
+        let after = after.filter(|a| !a.is_empty());
+        let page = list::list(&self.node, bucket, &prefix, delimiter, after, max)
+            .await
+            .map_err(node_error)?;
+        let url = encoding.is_some_and(|e| e.as_str() == "url");
+        Ok((page, url, max, prefix))
+    }
+
     /// Every key under `prefix` (all pages).
     async fn keys_under(&self, prefix: &str) -> S3Result<Vec<index::Entry>> {
         let mut out = Vec::new();
@@ -658,23 +681,16 @@ impl s3s::S3 for Strata {
         req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
         let i = req.input;
-        self.need_bucket(&i.bucket).await?;
-        let max = i.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
-        let prefix = i.prefix.clone().unwrap_or_default();
-        let page = list::list(
-            &self.node,
-            &i.bucket,
-            &prefix,
-            i.delimiter.as_deref(),
-            i.marker.as_deref().filter(|m| !m.is_empty()),
-            max,
-        )
-        .await
-        .map_err(node_error)?;
-        let url = i
-            .encoding_type
-            .as_ref()
-            .is_some_and(|e| e.as_str() == "url");
+        let (page, url, max, prefix) = self
+            .listing(
+                &i.bucket,
+                i.prefix.as_deref(),
+                i.delimiter.as_deref(),
+                i.marker.as_deref(),
+                i.max_keys,
+                i.encoding_type.as_ref(),
+            )
+            .await?;
         let next_marker = (page.truncated && i.delimiter.is_some())
             .then(|| page.last.clone())
             .flatten()
@@ -700,27 +716,20 @@ impl s3s::S3 for Strata {
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
         let i = req.input;
-        self.need_bucket(&i.bucket).await?;
-        let max = i.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
-        let prefix = i.prefix.clone().unwrap_or_default();
         let after = match &i.continuation_token {
             Some(t) => Some(decode_token(t)?),
-            None => i.start_after.clone().filter(|s| !s.is_empty()),
+            None => i.start_after.clone(),
         };
-        let page = list::list(
-            &self.node,
-            &i.bucket,
-            &prefix,
-            i.delimiter.as_deref(),
-            after.as_deref(),
-            max,
-        )
-        .await
-        .map_err(node_error)?;
-        let url = i
-            .encoding_type
-            .as_ref()
-            .is_some_and(|e| e.as_str() == "url");
+        let (page, url, max, prefix) = self
+            .listing(
+                &i.bucket,
+                i.prefix.as_deref(),
+                i.delimiter.as_deref(),
+                after.as_deref(),
+                i.max_keys,
+                i.encoding_type.as_ref(),
+            )
+            .await?;
         let next = page
             .truncated
             .then(|| page.last.as_deref().map(encode_token))
@@ -748,23 +757,16 @@ impl s3s::S3 for Strata {
         req: S3Request<ListObjectVersionsInput>,
     ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
         let i = req.input;
-        self.need_bucket(&i.bucket).await?;
-        let max = i.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
-        let prefix = i.prefix.clone().unwrap_or_default();
-        let page = list::list(
-            &self.node,
-            &i.bucket,
-            &prefix,
-            i.delimiter.as_deref(),
-            i.key_marker.as_deref().filter(|m| !m.is_empty()),
-            max,
-        )
-        .await
-        .map_err(node_error)?;
-        let url = i
-            .encoding_type
-            .as_ref()
-            .is_some_and(|e| e.as_str() == "url");
+        let (page, url, max, prefix) = self
+            .listing(
+                &i.bucket,
+                i.prefix.as_deref(),
+                i.delimiter.as_deref(),
+                i.key_marker.as_deref(),
+                i.max_keys,
+                i.encoding_type.as_ref(),
+            )
+            .await?;
         let versions = page
             .objects
             .iter()
@@ -1092,20 +1094,21 @@ fn decode_token(t: &str) -> S3Result<String> {
         })
 }
 
+/// Bytes left as they are by `encoding-type=url` (RFC 3986 unreserved,
+/// and `/` as S3 leaves it).
+const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+
 /// `encoding-type=url`: keys and prefixes percent-encoded in the XML.
 fn enc(url: bool, s: String) -> String {
     if !url {
         return s;
     }
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(&s, KEEP).to_string()
 }
 
 fn entries(page: &list::Page, url: bool) -> (Vec<Object>, Vec<CommonPrefix>) {

@@ -57,17 +57,7 @@ fn curl(args: &[&str]) -> Vec<u8> {
 }
 
 fn aws(s: &Served, home: &Path, args: &[&str]) {
-    let out = Command::new("aws")
-        .args(["--endpoint-url", &s.s3_url()])
-        .args(args)
-        .env("HOME", home)
-        .env("AWS_CONFIG_FILE", home.join("none"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("none"))
-        .env("AWS_ACCESS_KEY_ID", &s.access_key)
-        .env("AWS_SECRET_ACCESS_KEY", &s.secret_key)
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .output()
-        .expect("aws");
+    let out = s.aws(home, args).output().expect("aws");
     assert!(out.status.success(), "aws {args:?}: {out:?}");
 }
 
@@ -229,14 +219,8 @@ fn a_gibibyte_object_round_trips_through_both_apis_in_chunks() {
 #[test]
 fn a_cut_off_upload_past_a_chunk_leaves_nothing() {
     let dir = tempfile::tempdir().expect("tmp");
-    let cfg = dir.path().join("strata.toml");
-    std::fs::write(&cfg, "[limits]\nchunk_mb = 1\n").expect("cfg");
-    let s = Served::start(
-        bin(),
-        &dir.path().join("data"),
-        &["--config", cfg.to_str().expect("path")],
-    )
-    .expect("serve");
+    let s =
+        Served::start_with_config(bin(), dir.path(), "[limits]\nchunk_mb = 1\n").expect("serve");
     // Declares 10 MiB and sends 5: four chunks are written as they arrive
     // (the fifth MiB waits for more). Seen written, the client hangs up.
     let mut c = std::net::TcpStream::connect(s.http).expect("connect");

@@ -41,15 +41,8 @@ fn ok(c: Command) -> String {
 
 /// `aws` with the printed endpoint and keys, and no user configuration.
 fn aws(s: &Served, home: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new("aws");
-    c.args(["--endpoint-url", &s.s3_url(), "--no-paginate"])
-        .args(args)
-        .env("HOME", home)
-        .env("AWS_CONFIG_FILE", home.join("none"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("none"))
-        .env("AWS_ACCESS_KEY_ID", &s.access_key)
-        .env("AWS_SECRET_ACCESS_KEY", &s.secret_key)
-        .env("AWS_DEFAULT_REGION", "us-east-1");
+    let mut c = s.aws(home, &["--no-paginate"]);
+    c.args(args);
     c
 }
 
@@ -268,18 +261,8 @@ fn aws_cli_copies_syncs_and_lists_and_both_apis_see_the_same_objects() {
     assert!(!buckets.contains("photos"), "{buckets}");
 }
 
-/// The python that has boto3: the one on PATH, else Debian's.
 fn python() -> Command {
-    for p in ["python3", "/usr/bin/python3"] {
-        let ok = Command::new(p)
-            .args(["-c", "import boto3"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if ok {
-            return Command::new(p);
-        }
-    }
-    panic!("boto3 is not installed (.ci/run installs python3-boto3)");
+    testkit::python_with_boto3().expect("boto3 (.ci/run installs python3-boto3)")
 }
 
 #[test]
@@ -499,14 +482,8 @@ fn s3cmd_puts_gets_lists_and_deletes() {
 #[test]
 fn abandoned_multipart_uploads_are_aborted_after_their_age() {
     let dir = tempfile::tempdir().expect("tmp");
-    let cfg = dir.path().join("strata.toml");
-    std::fs::write(&cfg, "[s3]\nabandoned_upload_secs = 1\n").expect("cfg");
-    let s = Served::start(
-        bin(),
-        &dir.path().join("data"),
-        &["--config", cfg.to_str().expect("path")],
-    )
-    .expect("serve");
+    let s = Served::start_with_config(bin(), dir.path(), "[s3]\nabandoned_upload_secs = 1\n")
+        .expect("serve");
     let script = r#"
 import boto3, sys, time
 from botocore.config import Config

@@ -82,6 +82,32 @@ impl Served {
         })
     }
 
+    /// [`Served::start`] with a settings file holding `config` (TOML) in
+    /// `dir`, and the data under `dir/data`.
+    pub fn start_with_config(bin: &Path, dir: &Path, config: &str) -> anyhow::Result<Served> {
+        let cfg = dir.join("strata.toml");
+        std::fs::write(&cfg, config)?;
+        let cfg = cfg
+            .to_str()
+            .ok_or_else(|| anyhow::anyhow!("path is not UTF-8"))?;
+        Served::start(bin, &dir.join("data"), &["--config", cfg])
+    }
+
+    /// An `aws` command (awscli) aimed at this S3 endpoint with the printed
+    /// keys, and no user configuration (`home` stands in for `$HOME`).
+    pub fn aws(&self, home: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new("aws");
+        c.args(["--endpoint-url", &self.s3_url()])
+            .args(args)
+            .env("HOME", home)
+            .env("AWS_CONFIG_FILE", home.join("none"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", home.join("none"))
+            .env("AWS_ACCESS_KEY_ID", &self.access_key)
+            .env("AWS_SECRET_ACCESS_KEY", &self.secret_key)
+            .env("AWS_DEFAULT_REGION", "us-east-1");
+        c
+    }
+
     /// `http://{s3}`.
     pub fn s3_url(&self) -> String {
         format!("http://{}", self.s3)
@@ -92,6 +118,20 @@ impl Served {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A `python3` that can import boto3: the one on `PATH`, else Debian's.
+pub fn python_with_boto3() -> anyhow::Result<Command> {
+    for p in ["python3", "/usr/bin/python3"] {
+        let ok = Command::new(p)
+            .args(["-c", "import boto3"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return Ok(Command::new(p));
+        }
+    }
+    anyhow::bail!("boto3 is not installed (apt-get install python3-boto3)")
 }
 
 impl Drop for Served {
