@@ -124,18 +124,42 @@ fn ejection_is_capped_and_panic_mode_serves_everyone() {
 
 /// A backend that answers its own name; abort the handle to kill it
 /// (listener and every open connection).
-async fn backend(name: &'static str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+/// A fake backend; [`Fake::kill`] stops it and every connection it holds.
+struct Fake {
+    task: tokio::task::JoinHandle<()>,
+    /// One clone per live connection task.
+    live: Arc<()>,
+}
+
+impl Fake {
+    /// Stops accepting and waits until no connection task is left: an
+    /// aborted task that was mid-poll on another worker may still answer
+    /// one request, so the abort alone does not make the backend dead.
+    async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        while Arc::strong_count(&self.live) > 1 {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+async fn backend(name: &'static str) -> (SocketAddr, Fake) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let a = l.local_addr().expect("addr");
+    let live = Arc::new(());
+    let held = live.clone();
     let h = tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
         loop {
             let Ok((mut s, _)) = l.accept().await else {
                 return;
             };
+            let alive = held.clone();
             conns.spawn(async move {
+                let _alive = alive;
                 let mut buf = vec![0u8; 8192];
                 loop {
                     let mut got = Vec::new();
@@ -161,7 +185,7 @@ async fn backend(name: &'static str) -> (SocketAddr, tokio::task::JoinHandle<()>
             });
         }
     });
-    (a, h)
+    (a, Fake { task: h, live })
 }
 
 async fn gateway(backends: &[SocketAddr], algo: Algorithm) -> (SocketAddr, Arc<Gateway>) {
@@ -271,8 +295,7 @@ async fn spreads_fails_over_and_is_never_an_open_proxy() {
     );
 
     // Kill B: GETs are retried on A, no client sees an error.
-    hb.abort();
-    let _ = hb.await;
+    hb.kill().await;
     for _ in 0..20 {
         let r = get(
             gw,
