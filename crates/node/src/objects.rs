@@ -36,8 +36,9 @@ pub struct Received {
     pub size: u64,
     /// MD5 of the body (the S3 API's ETag), when asked for.
     pub md5: Option<[u8; 16]>,
-    /// XXH3-128 of the body (the native API's ETag).
-    pub xxh3: u128,
+    /// XXH3-128 of the body (the native API's ETag), for a body that went
+    /// to chunks (a whole one is hashed by its write).
+    pub xxh3: Option<u128>,
 }
 
 impl Received {
@@ -54,11 +55,6 @@ impl Received {
 pub struct Pieces(tokio::sync::mpsc::Receiver<Result<Bytes, Error>>);
 
 impl Pieces {
-    /// The next piece; `None` at the end.
-    pub async fn next(&mut self) -> Option<Result<Bytes, Error>> {
-        self.0.recv().await
-    }
-
     /// Polls for the next piece.
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Error>>> {
         self.0.poll_recv(cx)
@@ -86,6 +82,10 @@ impl Node {
     {
         let chunk = chunk.max(1);
         let mut sum = md5.then(Md5::new);
+        // The whole object's XXH3 (its native ETag) is needed only when it
+        // goes to chunks: a body kept whole is hashed once, by the write.
+        // Chunks leave in order, so hashing each as it leaves is the same
+        // digest as hashing the stream.
         let mut xxh = xxhash_rust::xxh3::Xxh3::new();
         let mut buf = BytesMut::new();
         let mut chunks: Vec<Chunk> = Vec::new();
@@ -104,7 +104,6 @@ impl Node {
                 if let Some(m) = &mut sum {
                     m.update(&piece);
                 }
-                xxh.update(&piece);
                 buf.extend_from_slice(&piece);
                 while buf.len() > chunk {
                     let g = match group {
@@ -112,6 +111,7 @@ impl Node {
                         None => *group.insert(self.next_id().await?),
                     };
                     let data = buf.split_to(chunk).freeze();
+                    xxh.update(&data);
                     chunks.push(self.write_chunk(g, chunks.len(), data).await?);
                 }
             }
@@ -122,6 +122,7 @@ impl Node {
             }
             if let (Some(g), false) = (group, buf.is_empty()) {
                 let data = std::mem::take(&mut buf).freeze();
+                xxh.update(&data);
                 chunks.push(self.write_chunk(g, chunks.len(), data).await?);
             }
             Ok(())
@@ -133,10 +134,10 @@ impl Node {
         }
         Ok(Received {
             whole: chunks.is_empty().then(|| buf.freeze()),
-            chunks,
             size,
             md5: sum.map(|m| m.finalize().into()),
-            xxh3: xxh.digest128(),
+            xxh3: (!chunks.is_empty()).then(|| xxh.digest128()),
+            chunks,
         })
     }
 
@@ -165,12 +166,12 @@ impl Node {
         got: Received,
         mut spec: WriteSpec,
     ) -> Result<BlobMeta, Error> {
-        if spec.etag.is_none() {
-            spec.etag = Some(format!("\"{:032x}\"", got.xxh3));
-        }
         match got.whole {
             Some(body) => self.write_with(key, body, spec).await,
             None => {
+                if let (None, Some(h)) = (&spec.etag, got.xxh3) {
+                    spec.etag = Some(format!("\"{h:032x}\""));
+                }
                 spec.chunks = got.chunks;
                 self.commit_manifest(key, spec).await
             }
