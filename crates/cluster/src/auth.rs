@@ -18,6 +18,34 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y))) == 0
 }
 
+/// A secret kept out of the cluster file: read from the environment
+/// variable `env` names or the file `file` names (one line; a trailing
+/// newline is dropped), at most one of them set; `None` when neither is.
+/// Errors name the setting: `{table}.{env_key}` or `{table}.{file_key}`.
+pub fn read_secret(
+    table: &str,
+    (env_key, env): (&str, Option<&str>),
+    (file_key, file): (&str, Option<&std::path::Path>),
+) -> Result<Option<String>, crate::Error> {
+    let bad = |key: &str, reason: String| crate::Error::Invalid {
+        key: format!("{table}.{key}"),
+        reason,
+    };
+    match (env, file) {
+        (Some(_), Some(_)) => Err(bad(
+            env_key,
+            format!("set {env_key} or {file_key}, not both"),
+        )),
+        (Some(var), None) => std::env::var(var)
+            .map(Some)
+            .map_err(|_| bad(env_key, format!("environment variable {var} is not set"))),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_owned()))
+            .map_err(|e| bad(file_key, format!("cannot read {}: {e}", path.display()))),
+        (None, None) => Ok(None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::ct_eq;

@@ -665,18 +665,16 @@ pub struct S3Credential {
 impl S3Credential {
     /// The secret key, read from where the entry says.
     pub fn secret(&self) -> Result<String, Error> {
-        let bad = |reason: String| Error::Invalid {
-            key: format!("s3.credentials.{}", self.access_key),
-            reason,
-        };
-        match (&self.secret_env, &self.secret_file) {
-            (Some(var), None) => std::env::var(var)
-                .map_err(|_| bad(format!("environment variable {var} is not set"))),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
-                .map_err(|e| bad(format!("{}: {e}", path.display()))),
-            _ => Err(bad("needs exactly one of secret_env and secret_file".into())),
-        }
+        let table = format!("s3.credentials.{}", self.access_key);
+        crate::auth::read_secret(
+            &table,
+            ("secret_env", self.secret_env.as_deref()),
+            ("secret_file", self.secret_file.as_deref()),
+        )?
+        .ok_or_else(|| Error::Invalid {
+            key: table,
+            reason: "needs exactly one of secret_env and secret_file".into(),
+        })
     }
 }
 

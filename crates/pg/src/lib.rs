@@ -509,23 +509,15 @@ pub fn read_password(
     env: Option<&str>,
     file: Option<&std::path::Path>,
 ) -> Result<Option<String>> {
-    match (env, file) {
-        (Some(_), Some(_)) => Err(Error::Config {
-            key: format!("{key}.password_env"),
-            reason: "set password_env or password_file, not both".into(),
-        }),
-        (Some(var), None) => std::env::var(var).map(Some).map_err(|_| Error::Config {
-            key: format!("{key}.password_env"),
-            reason: format!("environment variable {var} is not set"),
-        }),
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_owned()))
-            .map_err(|e| Error::Config {
-                key: format!("{key}.password_file"),
-                reason: format!("cannot read {}: {e}", path.display()),
-            }),
-        (None, None) => Ok(None),
-    }
+    cluster::auth::read_secret(key, ("password_env", env), ("password_file", file)).map_err(|e| {
+        match e {
+            cluster::Error::Invalid { key, reason } => Error::Config { key, reason },
+            e => Error::Config {
+                key: key.to_owned(),
+                reason: e.to_string(),
+            },
+        }
+    })
 }
 
 #[cfg(test)]
