@@ -54,6 +54,11 @@ impl Credentials {
                 let tmp = path.with_extension("json.tmp");
                 write_private(&tmp, &raw).map_err(|e| bad(&e))?;
                 std::fs::rename(&tmp, &path).map_err(|e| bad(&e))?;
+                // The rename is durable only once the directory is synced:
+                // a crash must not hand out a second pair after restart.
+                std::fs::File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| bad(&e))?;
                 Ok(c)
             }
             Err(e) => Err(bad(&e)),

@@ -5,7 +5,4 @@ pub enum Error {
     /// A credentials file or setting could not be used.
     #[error("S3 credentials: {0}")]
     Credentials(String),
-    /// The listener failed.
-    #[error("S3 listener: {0}")]
-    Io(#[from] std::io::Error),
 }

@@ -124,14 +124,19 @@ fn user_metadata(meta: &BlobMeta) -> Option<Metadata> {
     (!m.is_empty()).then_some(m)
 }
 
-/// The headers kept with an object, from an upload's fields.
-fn headers_of(
+/// The content type (S3's default when none is given) and the headers
+/// kept with an object, from an upload's fields.
+fn upload_spec(
+    content_type: Option<ContentType>,
     metadata: Option<Metadata>,
     cache_control: Option<String>,
     disposition: Option<String>,
     encoding: Option<String>,
     language: Option<String>,
-) -> Vec<(String, String)> {
+) -> (String, Vec<(String, String)>) {
+    let ct = content_type
+        .map(|c| c.to_string())
+        .unwrap_or_else(|| "binary/octet-stream".into());
     let mut h: Vec<(String, String)> = [
         ("cache-control", cache_control),
         ("content-disposition", disposition),
@@ -148,7 +153,50 @@ fn headers_of(
         .collect();
     user.sort();
     h.extend(user);
-    h
+    (ct, h)
+}
+
+/// The bucket and key a copy reads.
+fn copy_source(c: &CopySource) -> S3Result<(&str, &str)> {
+    match c {
+        CopySource::Bucket { bucket, key, .. } => Ok((bucket, key)),
+        _ => Err(s3_error!(NotImplemented, "copy from an access point")),
+    }
+}
+
+fn check_part_number(n: i32) -> S3Result<()> {
+    if (1..=10_000).contains(&n) {
+        Ok(())
+    } else {
+        Err(s3_error!(InvalidArgument, "part numbers are 1 to 10000"))
+    }
+}
+
+/// Every key under `prefix` (all pages).
+async fn keys_under(node: &Node, prefix: &str) -> S3Result<Vec<index::Entry>> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = node
+            .index
+            .list(prefix, None, after.as_deref(), index::MAX_LIST_LIMIT)
+            .await
+            .map_err(node_error)?;
+        after = page.items.last().map(|e| e.key.clone());
+        out.extend(page.items);
+        if page.next.is_none() || after.is_none() {
+            return Ok(out);
+        }
+    }
+}
+
+/// Ends upload `id` (record under `record_key`): the record goes now, its
+/// parts in the background.
+async fn drop_upload(node: &Arc<Node>, record_key: &str, id: &str) -> S3Result<()> {
+    let parts = keys_under(node, &names::part_prefix(id)).await?;
+    node.delete_blob(record_key).await.map_err(node_error)?;
+    node.drop_keys(parts.into_iter().map(|p| p.key).collect());
+    Ok(())
 }
 
 impl Strata {
@@ -272,25 +320,6 @@ impl Strata {
         let url = encoding.is_some_and(|e| e.as_str() == "url");
         Ok((page, url, max, prefix))
     }
-
-    /// Every key under `prefix` (all pages).
-    async fn keys_under(&self, prefix: &str) -> S3Result<Vec<index::Entry>> {
-        let mut out = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .node
-                .index
-                .list(prefix, None, after.as_deref(), index::MAX_LIST_LIMIT)
-                .await
-                .map_err(node_error)?;
-            after = page.items.last().map(|e| e.key.clone());
-            out.extend(page.items);
-            if page.next.is_none() || after.is_none() {
-                return Ok(out);
-            }
-        }
-    }
 }
 
 /// Checks If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since
@@ -333,8 +362,7 @@ impl s3s::S3 for Strata {
         &self,
         _req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
-        let buckets = self
-            .keys_under(names::BUCKETS)
+        let buckets = keys_under(&self.node, names::BUCKETS)
             .await?
             .into_iter()
             .map(|e| Bucket {
@@ -452,18 +480,17 @@ impl s3s::S3 for Strata {
         let got = self
             .receive(body, expected, i.content_md5.as_deref())
             .await?;
+        let (content_type, headers) = upload_spec(
+            i.content_type,
+            i.metadata,
+            i.cache_control,
+            i.content_disposition,
+            i.content_encoding,
+            i.content_language,
+        );
         let spec = WriteSpec {
-            content_type: i
-                .content_type
-                .map(|c| c.to_string())
-                .unwrap_or_else(|| "binary/octet-stream".into()),
-            headers: headers_of(
-                i.metadata,
-                i.cache_control,
-                i.content_disposition,
-                i.content_encoding,
-                i.content_language,
-            ),
+            content_type,
+            headers,
             etag: Some(md5_etag(&got.md5.unwrap_or_default())),
             ..WriteSpec::default()
         };
@@ -608,19 +635,12 @@ impl s3s::S3 for Strata {
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         let i = req.input;
-        let CopySource::Bucket {
-            bucket: sb,
-            key: sk,
-            ..
-        } = &i.copy_source
-        else {
-            return Err(s3_error!(NotImplemented, "copy from an access point"));
-        };
+        let (sb, sk) = copy_source(&i.copy_source)?;
         let replace = i
             .metadata_directive
             .as_ref()
             .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
-        if **sb == *i.bucket && **sk == *i.key && !replace {
+        if sb == i.bucket && sk == i.key && !replace {
             return Err(s3_error!(
                 InvalidRequest,
                 "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
@@ -640,17 +660,13 @@ impl s3s::S3 for Strata {
         let stream = body::read_range(self.node.clone(), src.clone(), 0, src.size);
         let got = self.receive(stream, Some(src.size), None).await?;
         let (content_type, headers) = if replace {
-            (
-                i.content_type
-                    .map(|c| c.to_string())
-                    .unwrap_or_else(|| "binary/octet-stream".into()),
-                headers_of(
-                    i.metadata,
-                    i.cache_control,
-                    i.content_disposition,
-                    i.content_encoding,
-                    i.content_language,
-                ),
+            upload_spec(
+                i.content_type,
+                i.metadata,
+                i.cache_control,
+                i.content_disposition,
+                i.content_encoding,
+                i.content_language,
             )
         } else {
             (src.content_type.clone(), src.headers.clone())
@@ -810,19 +826,18 @@ impl s3s::S3 for Strata {
         self.need_bucket(&i.bucket).await?;
         Self::key(&i.bucket, &i.key)?;
         let id = node::session::random_hex(16).map_err(|e| s3_error!(e, InternalError))?;
+        let (content_type, headers) = upload_spec(
+            i.content_type,
+            i.metadata,
+            i.cache_control,
+            i.content_disposition,
+            i.content_encoding,
+            i.content_language,
+        );
         let rec = UploadRecord {
             key: i.key.clone(),
-            content_type: i
-                .content_type
-                .map(|c| c.to_string())
-                .unwrap_or_else(|| "binary/octet-stream".into()),
-            headers: headers_of(
-                i.metadata,
-                i.cache_control,
-                i.content_disposition,
-                i.content_encoding,
-                i.content_language,
-            ),
+            content_type,
+            headers,
         };
         self.write_record(&names::upload_key(&i.bucket, &id), &rec)
             .await?;
@@ -839,9 +854,7 @@ impl s3s::S3 for Strata {
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
         let i = req.input;
-        if !(1..=10_000).contains(&i.part_number) {
-            return Err(s3_error!(InvalidArgument, "part numbers are 1 to 10000"));
-        }
+        check_part_number(i.part_number)?;
         self.upload(&i.bucket, &i.upload_id, &i.key).await?;
         let body = i.body.ok_or_else(|| s3_error!(IncompleteBody))?;
         let expected = i.content_length.and_then(|n| u64::try_from(n).ok());
@@ -860,18 +873,9 @@ impl s3s::S3 for Strata {
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
         let i = req.input;
-        if !(1..=10_000).contains(&i.part_number) {
-            return Err(s3_error!(InvalidArgument, "part numbers are 1 to 10000"));
-        }
+        check_part_number(i.part_number)?;
         self.upload(&i.bucket, &i.upload_id, &i.key).await?;
-        let CopySource::Bucket {
-            bucket: sb,
-            key: sk,
-            ..
-        } = &i.copy_source
-        else {
-            return Err(s3_error!(NotImplemented, "copy from an access point"));
-        };
+        let (sb, sk) = copy_source(&i.copy_source)?;
         let (_, src) = self.object(sb, sk).await?;
         let (start, end) = match &i.copy_source_range {
             Some(r) => {
@@ -909,12 +913,12 @@ impl s3s::S3 for Strata {
             .and_then(|m| m.parts)
             .filter(|p| !p.is_empty())
             .ok_or_else(|| s3_error!(MalformedXML, "no parts"))?;
-        let uploaded: std::collections::HashMap<String, BlobMeta> = self
-            .keys_under(&names::part_prefix(&i.upload_id))
-            .await?
-            .into_iter()
-            .map(|e| (e.key, e.meta))
-            .collect();
+        let uploaded: std::collections::HashMap<String, BlobMeta> =
+            keys_under(&self.node, &names::part_prefix(&i.upload_id))
+                .await?
+                .into_iter()
+                .map(|e| (e.key, e.meta))
+                .collect();
         let mut chunks = Vec::with_capacity(listed.len());
         let mut md5 = Md5::new();
         let mut last = 0;
@@ -985,13 +989,8 @@ impl s3s::S3 for Strata {
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
         let i = req.input;
         self.upload(&i.bucket, &i.upload_id, &i.key).await?;
-        self.node
-            .delete_blob(&names::upload_key(&i.bucket, &i.upload_id))
-            .await
-            .map_err(node_error)?;
-        let parts = self.keys_under(&names::part_prefix(&i.upload_id)).await?;
-        self.node
-            .drop_keys(parts.into_iter().map(|e| e.key).collect());
+        let record = names::upload_key(&i.bucket, &i.upload_id);
+        drop_upload(&self.node, &record, &i.upload_id).await?;
         let mut resp = S3Response::new(AbortMultipartUploadOutput::default());
         resp.status = Some(hyper::StatusCode::NO_CONTENT);
         Ok(resp)
@@ -1005,8 +1004,7 @@ impl s3s::S3 for Strata {
         self.upload(&i.bucket, &i.upload_id, &i.key).await?;
         let max = i.max_parts.unwrap_or(1000).clamp(1, 1000) as usize;
         let marker = i.part_number_marker.unwrap_or(0);
-        let mut parts: Vec<Part> = self
-            .keys_under(&names::part_prefix(&i.upload_id))
+        let mut parts: Vec<Part> = keys_under(&self.node, &names::part_prefix(&i.upload_id))
             .await?
             .into_iter()
             .filter_map(|e| {
@@ -1044,7 +1042,7 @@ impl s3s::S3 for Strata {
         let prefix = i.prefix.clone().unwrap_or_default();
         let base = format!("{}{}/", names::UPLOADS, i.bucket);
         let mut uploads = Vec::new();
-        for e in self.keys_under(&base).await? {
+        for e in keys_under(&self.node, &base).await? {
             let Ok(raw) = self.node.read(&e.meta, None).await else {
                 continue;
             };
@@ -1140,21 +1138,15 @@ fn entries(page: &list::Page, url: bool) -> (Vec<Object>, Vec<CommonPrefix>) {
 /// `now_ms` (clients that died mid-upload): their records and parts are
 /// deleted. Returns how many went.
 pub async fn sweep_uploads(node: &Arc<Node>, now_ms: u64, max_age_ms: u64) -> S3Result<usize> {
-    let s = Strata {
-        node: node.clone(),
-        chunk_bytes: 1,
-    };
     let mut gone = 0;
-    for e in s.keys_under(names::UPLOADS).await? {
+    for e in keys_under(node, names::UPLOADS).await? {
         if e.meta.created_ms.saturating_add(max_age_ms) > now_ms {
             continue;
         }
         let Some(id) = e.key.rsplit('/').next() else {
             continue;
         };
-        let parts = s.keys_under(&names::part_prefix(id)).await?;
-        node.delete_blob(&e.key).await.map_err(node_error)?;
-        node.drop_keys(parts.into_iter().map(|p| p.key).collect());
+        drop_upload(node, &e.key, id).await?;
         gone += 1;
     }
     Ok(gone)
