@@ -254,6 +254,27 @@ fn a_cut_off_upload_past_a_chunk_leaves_nothing() {
         .output()
         .expect("curl");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
+    // Asynchronous uploads go through the queue whole: past one chunk they
+    // are refused, and nothing is left.
+    let big = dir.path().join("two.bin");
+    std::fs::write(&big, testkit::blob(7, 2 * MIB as usize)).expect("write");
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "Prefer: respond-async",
+            "-T",
+        ])
+        .arg(&big)
+        .arg(format!("http://{}/v1/blobs/async.bin", s.http))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "413");
+    until_no_chunks(&s, &[]);
     // A whole upload of the same size is kept, in ten 1 MiB chunks.
     let full = testkit::blob(6, 10 * MIB as usize);
     let path = dir.path().join("full.bin");

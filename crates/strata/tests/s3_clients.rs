@@ -296,6 +296,19 @@ r = s3.get_object(Bucket="books", Key="big/archive.bin", Range="bytes=8388600-83
 data = open(big, "rb").read()
 assert r["Body"].read() == data[8388600:8388621]
 assert r["ContentRange"] == "bytes 8388600-8388620/%d" % len(data), r["ContentRange"]
+# A Content-MD5 that is not the body's: BadDigest, nothing written.
+import base64
+try:
+    s3.put_object(Bucket="books", Key="bad-md5.txt", Body=b"hello",
+                  ContentMD5=base64.b64encode(hashlib.md5(b"other").digest()).decode())
+    raise SystemExit("a wrong Content-MD5 was accepted")
+except s3.exceptions.ClientError as e:
+    assert e.response["Error"]["Code"] == "BadDigest", e.response
+try:
+    s3.head_object(Bucket="books", Key="bad-md5.txt")
+    raise SystemExit("a refused body became visible")
+except s3.exceptions.ClientError as e:
+    assert e.response["Error"]["Code"] == "404", e.response
 # Metadata comes back.
 s3.put_object(Bucket="books", Key="meta.txt", Body=b"hi", ContentType="text/plain",
               Metadata={"owner": "ann"}, CacheControl="max-age=60",
