@@ -27,8 +27,11 @@ pub struct HealthOptions {
     pub max_ejection_percent: u32,
     /// Below this share of eligible backends, use them all, percent.
     pub panic_threshold_percent: u32,
-    /// Active check interval (`GET /healthz`); zero disables.
+    /// Active check interval (`GET` of `check_path`); zero disables.
     pub check_interval: Duration,
+    /// Path the active checks ask; a 2xx answer passes (`/healthz`; the
+    /// S3 listeners of nodes answer `/_strata/healthz`).
+    pub check_path: String,
     /// Active check timeout.
     pub check_timeout: Duration,
     /// Failed checks that mark a backend down.
@@ -55,6 +58,7 @@ impl Default for HealthOptions {
             max_ejection_percent: 50,
             panic_threshold_percent: 50,
             check_interval: Duration::from_secs(2),
+            check_path: "/healthz".into(),
             check_timeout: Duration::from_secs(1),
             fall: 3,
             rise: 2,

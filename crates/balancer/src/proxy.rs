@@ -814,7 +814,8 @@ async fn poll_load(gw: &Gateway, b: &crate::Backend, timeout: Duration) {
         .store(score.max(0.0) as u64, Ordering::Relaxed);
 }
 
-/// Active health checks: `GET /healthz` on every backend each interval.
+/// Active health checks: `GET` of the pool's check path (`/healthz`) on
+/// every backend each interval.
 pub fn spawn_checks(gw: &Arc<Gateway>) {
     let interval = gw.pool().health.check_interval;
     if interval.is_zero() {
@@ -828,7 +829,7 @@ pub fn spawn_checks(gw: &Arc<Gateway>) {
             let Some(gw) = weak.upgrade() else { return };
             let pool = gw.pool();
             for (i, b) in pool.backends.iter().enumerate() {
-                let uri = format!("http://{}/healthz", b.addr);
+                let uri = format!("http://{}{}", b.addr, pool.health.check_path);
                 let Ok(uri) = uri.parse::<hyper::Uri>() else {
                     continue;
                 };

@@ -861,7 +861,8 @@ pub struct Member {
     #[serde(default)]
     pub beanstalk_addr: Option<SocketAddr>,
     /// A `node` member also serves the S3 API here (optional; needs
-    /// `[[s3.credentials]]`).
+    /// `[[s3.credentials]]`); a `gateway` member balances S3 requests here
+    /// across the nodes' `s3_addr`s.
     #[serde(default)]
     pub s3_addr: Option<SocketAddr>,
     /// The address to listen on, when it differs from `addr` (behind NAT,
@@ -981,11 +982,21 @@ impl ClusterConfig {
         {
             return bad("limits.chunk_mb", "must be between 1 and 100".into());
         }
+        let s3_nodes = self
+            .members_with(Role::Node)
+            .filter(|m| m.s3_addr.is_some())
+            .count();
         for m in &self.members {
-            if m.s3_addr.is_some() && m.role != Role::Node {
+            if m.s3_addr.is_some() && !matches!(m.role, Role::Node | Role::Gateway) {
                 return bad(
                     &format!("member.{}.s3_addr", m.name),
-                    "only node members serve the S3 API".into(),
+                    "only node members serve the S3 API, and gateways balance it".into(),
+                );
+            }
+            if m.s3_addr.is_some() && m.role == Role::Gateway && s3_nodes == 0 {
+                return bad(
+                    &format!("member.{}.s3_addr", m.name),
+                    "no node member has an s3_addr to balance across".into(),
                 );
             }
             if m.s3_addr.is_some() && self.s3.credentials.is_empty() {
@@ -1386,6 +1397,24 @@ addr = "127.0.0.1:8080"
             (
                 format!("[[s3.credentials]]\naccess_key = \"K\"\n{body}"),
                 "needs exactly one of secret_env and secret_file",
+            ),
+            (
+                format!(
+                    "[[s3.credentials]]\naccess_key = \"K\"\nsecret_env = \"E\"\n{body}\
+                     [[member]]\nname = \"g\"\nrole = \"gateway\"\naddr = \"127.0.0.1:80\"\n\
+                     s3_addr = \"127.0.0.1:9000\"\n"
+                ),
+                "no node member has an s3_addr to balance across",
+            ),
+            (
+                format!(
+                    "[[s3.credentials]]\naccess_key = \"K\"\nsecret_env = \"E\"\n{}",
+                    body.replace(
+                        "role = \"store\"",
+                        "role = \"store\"\ns3_addr = \"127.0.0.1:9000\"",
+                    )
+                ),
+                "only node members serve the S3 API, and gateways balance it",
             ),
             (format!("[s3]\nchunk_mb = 8\n{body}"), "chunk_mb"),
             (

@@ -27,4 +27,4 @@ mod service;
 
 pub use auth::Credentials;
 pub use error::Error;
-pub use service::{serve, service, spawn_sweeper, sweep_uploads, Options, Strata};
+pub use service::{serve, service, spawn_sweeper, sweep_uploads, Options, Strata, HEALTH_PATH};

@@ -53,7 +53,14 @@ pub fn service(node: Arc<Node>, opts: &Options) -> s3s::service::S3Service {
     b.build()
 }
 
-/// Answers S3 requests on `listener` until `shutdown` resolves.
+/// The path a balancer's active checks ask (`GET`, answered `200 ok`
+/// without a signature). No bucket can be named `_strata` (S3 bucket
+/// names are lowercase letters, digits, dots and hyphens), so it shadows
+/// no object in path style.
+pub const HEALTH_PATH: &str = "/_strata/healthz";
+
+/// Answers S3 requests on `listener` until `shutdown` resolves, and
+/// [`HEALTH_PATH`] for the gateway's health checks.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     svc: s3s::service::S3Service,
@@ -76,6 +83,18 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let svc = svc.clone();
+        let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let healthz = req.method() == hyper::Method::GET
+                && req.uri().path() == HEALTH_PATH
+                && req.uri().query().is_none();
+            let call = (!healthz).then(|| hyper::service::Service::call(&svc, req));
+            async move {
+                match call {
+                    Some(call) => call.await,
+                    None => Ok(hyper::Response::new(s3s::Body::from("ok\n".to_owned()))),
+                }
+            }
+        });
         tokio::spawn(async move {
             let conn = Builder::new(TokioExecutor::new());
             if let Err(e) = conn.serve_connection(TokioIo::new(stream), svc).await {

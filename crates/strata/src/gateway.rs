@@ -213,14 +213,72 @@ pub fn build_router(
     )?)
 }
 
+/// The router of the gateway's S3 listener: one pool `s3` of every node
+/// member's `s3_addr`, health-checked on [`s3::HEALTH_PATH`], no routes
+/// and no edge rules (a rewritten header could break a signature; S3
+/// clients check ETags and lengths of the bytes they asked for, so no
+/// compression either). Requests pass with their `Host` header, so SigV4
+/// signatures made for the gateway's address verify on the node. No
+/// sticky sessions: any node serves any object. `load` balances as
+/// `p2c`, since nodes report load on their native port.
+pub fn s3_router(
+    cfg: &ClusterConfig,
+    previous: Option<&Router>,
+    client: &Upstream,
+) -> anyhow::Result<Router> {
+    let backends: Vec<(SocketAddr, u32)> = cfg
+        .members_with(cluster::Role::Node)
+        .filter_map(|m| m.s3_addr.map(|a| (a, 1)))
+        .collect();
+    let algorithm = match cfg.gateway.algorithm.as_str() {
+        "load" => "p2c",
+        a => a,
+    };
+    let pool = ResolvedPool {
+        name: "s3".into(),
+        backends: backends.clone(),
+        algorithm: algorithm.into(),
+        sticky: false,
+    };
+    let spec = PoolSpec {
+        name: pool.name.clone(),
+        backends,
+        algorithm: algorithm.parse()?,
+        health: HealthOptions {
+            check_path: s3::HEALTH_PATH.into(),
+            ..health_options(&cfg.gateway)
+        },
+        options: gateway_options(cfg, &pool),
+    };
+    Ok(balancer::router::build(
+        vec![spec],
+        Vec::new(),
+        EdgeRules::default(),
+        previous,
+        client,
+    )?)
+}
+
+/// The S3 listener of gateway member `me`, when it has an `s3_addr`.
+pub async fn bind_s3(me: &cluster::Member) -> anyhow::Result<Option<TcpListener>> {
+    match me.s3_addr {
+        Some(a) => Ok(Some(TcpListener::bind(a).await.with_context(|| {
+            format!("cannot listen on {a} (member.{}.s3_addr)", me.name)
+        })?)),
+        None => Ok(None),
+    }
+}
+
 /// Runs a gateway from `cfg` on `listener` until `shutdown`. With `path`,
 /// SIGHUP re-reads that file and swaps in its pools and routes; a file
 /// that does not parse or validate is refused with a log line and the
-/// running configuration stays.
+/// running configuration stays. With `s3`, that listener balances S3
+/// requests across the nodes' S3 listeners ([`s3_router`]).
 pub async fn run_gateway(
     cfg: Arc<ClusterConfig>,
     path: Option<PathBuf>,
     listener: TcpListener,
+    s3: Option<TcpListener>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let client = balancer::proxy::upstream(ms(cfg.gateway.connect_timeout_ms));
@@ -254,6 +312,31 @@ pub async fn run_gateway(
             .map(|t| t.listen.port()),
         ..Edge::default()
     };
+    let s3_live = match s3 {
+        Some(l) => {
+            let edge = Edge {
+                access_log: edge.access_log.clone(),
+                ..Edge::default()
+            };
+            // No admin API on the S3 listener: it is the public one.
+            let live = Live::with_edge(
+                s3_router(&cfg, None, &client)?,
+                None,
+                client_limits(&cfg),
+                edge,
+            );
+            let (live2, rx) = (live.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                if let Err(e) =
+                    balancer::router::serve_routed(l, live2, crate::shutdown_signal(rx)).await
+                {
+                    tracing::error!(error = %e, "S3 listener failed");
+                }
+            });
+            Some(live)
+        }
+        None => None,
+    };
     let live = Live::with_edge(
         router,
         cfg.auth.admin_token.clone(),
@@ -272,8 +355,8 @@ pub async fn run_gateway(
         });
     }
     if let Some(path) = path {
-        let (live, client) = (live.clone(), client.clone());
-        tokio::spawn(reload_on_hangup(path, live, client, tls_state));
+        let (live, s3_live, client) = (live.clone(), s3_live.clone(), client.clone());
+        tokio::spawn(reload_on_hangup(path, live, s3_live, client, tls_state));
     }
     balancer::router::serve_routed(listener, live.clone(), crate::shutdown_signal(shutdown))
         .await?;
@@ -305,7 +388,13 @@ pub fn client_limits(cfg: &ClusterConfig) -> balancer::router::ClientLimits {
     }
 }
 
-async fn reload_on_hangup(path: PathBuf, live: Arc<Live>, client: Upstream, tls: Option<Arc<Tls>>) {
+async fn reload_on_hangup(
+    path: PathBuf,
+    live: Arc<Live>,
+    s3_live: Option<Arc<Live>>,
+    client: Upstream,
+    tls: Option<Arc<Tls>>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP; reloads are off");
@@ -316,7 +405,7 @@ async fn reload_on_hangup(path: PathBuf, live: Arc<Live>, client: Upstream, tls:
         if let Some(log) = &live.edge.access_log {
             log.reopen();
         }
-        match reload(&path, &live, &client, tls.as_deref()).await {
+        match reload(&path, &live, s3_live.as_deref(), &client, tls.as_deref()).await {
             Ok(n) => tracing::info!(path = %path.display(), pools = n, "gateway config reloaded"),
             Err(e) => {
                 tracing::error!(path = %path.display(), error = %format!("{e:#}"), "reload refused; the running config stays")
@@ -328,11 +417,13 @@ async fn reload_on_hangup(path: PathBuf, live: Arc<Live>, client: Upstream, tls:
 /// Re-reads `path` and puts its pools and routes in service.
 /// Certificates are re-read too (the TLS listener's address and the access
 /// log's path stay as they were at start): new handshakes use the new ones,
-/// open connections keep theirs. Nothing changes unless the whole file and
-/// every certificate load.
+/// open connections keep theirs; `s3` (the S3 listener's) takes the
+/// nodes' new `s3_addr`s. Nothing changes unless the whole file and every
+/// certificate load.
 pub async fn reload(
     path: &std::path::Path,
     live: &Live,
+    s3: Option<&Live>,
     client: &Upstream,
     tls: Option<&Tls>,
 ) -> anyhow::Result<usize> {
@@ -340,6 +431,10 @@ pub async fn reload(
     let pools = cfg.gateway.resolve(&cfg)?;
     let n = pools.len();
     let router = build_router(&cfg, pools, Some(&live.router()), client)?;
+    let s3_router = match s3 {
+        Some(l) => Some(s3_router(&cfg, Some(&l.router()), client)?),
+        None => None,
+    };
     let certs = match (tls, &cfg.gateway.tls) {
         (Some(_), Some(t)) => Some(cert_pairs(t)),
         _ => None,
@@ -348,6 +443,9 @@ pub async fn reload(
         tls.reload(Some(pairs)).context("gateway.tls")?;
     }
     live.swap(router).await;
+    if let (Some(l), Some(r)) = (s3, s3_router) {
+        l.swap(r).await;
+    }
     Ok(n)
 }
 

@@ -192,7 +192,8 @@ pub async fn run_role(
             cache::server::serve(listener, server, shutdown_signal(shutdown)).await?;
         }
         Role::Gateway => {
-            gateway::run_gateway(cfg.clone(), None, listener, shutdown).await?;
+            let s3 = gateway::bind_s3(&me).await?;
+            gateway::run_gateway(cfg.clone(), None, listener, s3, shutdown).await?;
         }
     }
     Ok(())

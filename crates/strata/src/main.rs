@@ -374,13 +374,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(me.listen_addr())
                 .await
                 .with_context(|| format!("cannot listen on {}", me.listen_addr()))?;
+            let s3 = strata::gateway::bind_s3(&me).await?;
             println!(
                 "strata gateway: {} on http://{}; status at /_strata/status; SIGHUP reloads {}",
                 me.name,
                 me.listen_addr(),
                 path.display()
             );
-            strata::gateway::run_gateway(cfg, Some(path), listener, rx).await
+            if let Some(a) = me.s3_addr {
+                println!("  s3 on http://{a}, balanced across the nodes' S3 listeners");
+            }
+            strata::gateway::run_gateway(cfg, Some(path), listener, s3, rx).await
         }
         Cmd::Gateway {
             listen,
@@ -474,7 +478,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 named.len(),
                 routes.len()
             );
-            strata::gateway::run_gateway(Arc::new(cfg), None, listener, rx).await
+            strata::gateway::run_gateway(Arc::new(cfg), None, listener, None, rx).await
         }
         Cmd::Cache {
             config: Some(config),
