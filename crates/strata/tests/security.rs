@@ -304,6 +304,7 @@ async fn the_gateway_limits_heads_and_cuts_slow_clients() {
         std::sync::Arc::new(cfg),
         None,
         l,
+        None,
         rx,
     ));
     let limit = Duration::from_secs(10);
