@@ -625,7 +625,9 @@ pub struct S3Config {
     #[serde(default)]
     pub credentials: Vec<S3Credential>,
     /// Multipart uploads neither completed nor aborted this long after they
-    /// began are aborted (their parts deleted). Seconds, default 86400.
+    /// began are aborted (their parts deleted); chunks and parts that no
+    /// record names are deleted once this old, so it is also the longest
+    /// one upload may take. Seconds, default 86400.
     #[serde(default = "default_abandoned_upload_secs")]
     pub abandoned_upload_secs: u64,
 }

@@ -285,7 +285,8 @@ async fn run_thumbnails(node: &Arc<Node>, payload: &Bytes) -> std::result::Resul
     ))
 }
 
-/// Starts `n` workers per queue (uploads, thumbnails, repairs, search)
+/// Starts `n` workers per queue (uploads, thumbnails, repairs, search,
+/// chunk drops)
 /// taking jobs for `node` until `stop` says true (or its sender is
 /// dropped). A job a worker holds when it stops is redelivered when its
 /// lease expires.
@@ -295,6 +296,7 @@ pub fn spawn_workers(node: &Arc<Node>, n: usize, stop: tokio::sync::watch::Recei
         THUMBS,
         crate::repair::REPAIRS,
         crate::search::SEARCH_JOBS,
+        crate::objects::CHUNK_DROPS,
     ] {
         spawn_queue_workers(node, queue, n, stop.clone());
     }
@@ -337,6 +339,9 @@ fn spawn_queue_workers(
                     crate::repair::REPAIRS => crate::repair::run_repair(&node, &job.payload).await,
                     crate::search::SEARCH_JOBS => {
                         crate::search::run_index(&node, &job.payload).await
+                    }
+                    crate::objects::CHUNK_DROPS => {
+                        crate::objects::run_drops(&node, &job.payload).await
                     }
                     _ => run_upload(&node, &job.payload).await,
                 };

@@ -23,8 +23,19 @@ use crate::{Error, Node, WriteSpec};
 /// Key of chunk `n` of an upload; `group` is a fresh blob id, so chunks of
 /// two writes of one key never share a name.
 pub fn chunk_key(group: u64, n: usize) -> String {
-    format!("_chunks/{group:016x}/{n:06}")
+    format!("{CHUNKS}{group:016x}/{n:06}")
 }
+
+/// Prefix of every chunk key.
+pub const CHUNKS: &str = "_chunks/";
+
+/// The queue that deletes the chunks of replaced and deleted objects
+/// (with the queue's retries; a node without a queue deletes them in the
+/// background, once).
+pub const CHUNK_DROPS: &str = "chunk-drops";
+
+/// Index entries listed per round trip by [`sweep_orphans`].
+const PAGE: usize = 1000;
 
 /// What [`Node::receive`] made of a body.
 pub struct Received {
@@ -195,18 +206,34 @@ impl Node {
         written
     }
 
-    /// Deletes blobs nothing will name (chunks of a failed upload, parts
-    /// of an aborted one), in the background.
+    /// Deletes blobs nothing names any more (chunks of a replaced or
+    /// deleted object, of a failed upload, parts of an aborted one): as a
+    /// job on [`CHUNK_DROPS`] when the node has a queue, so a failed
+    /// delete is retried with the queue's backoff, else in the background.
+    /// Whatever a crash leaves before the job is durable,
+    /// [`sweep_orphans`] finds later.
     pub fn drop_keys(self: &Arc<Self>, keys: Vec<String>) {
         if keys.is_empty() {
             return;
         }
         let node = self.clone();
         tokio::spawn(async move {
-            for k in keys {
-                if let Err(e) = node.delete_blob(&k).await {
-                    tracing::warn!(key = %k, error = %e, "could not delete an unused chunk");
+            if let Some(q) = node.queue() {
+                let payload = serde_json::to_vec(&keys).unwrap_or_default();
+                // Chunk keys are never reused: the first one names the job.
+                let once = format!("drop:{}", keys[0]);
+                match q
+                    .put_job(CHUNK_DROPS, payload, Some(once), node.opts.upload_attempts)
+                    .await
+                {
+                    Ok(_) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "queue unreachable; chunks deleted in the background")
+                    }
                 }
+            }
+            if let Err(e) = delete_keys(&node, &keys).await {
+                tracing::warn!(error = %e, "could not delete unused chunks");
             }
         });
     }
@@ -221,6 +248,114 @@ impl Node {
         });
         Pieces(rx)
     }
+}
+
+/// Deletes `keys` (a key already gone counts as deleted); the first
+/// failure stops and is returned, so a retry starts over.
+async fn delete_keys(node: &Arc<Node>, keys: &[String]) -> Result<(), Error> {
+    for k in keys {
+        node.delete_blob(k).await?;
+    }
+    Ok(())
+}
+
+/// Runs one [`CHUNK_DROPS`] job: a JSON array of keys to delete.
+pub(crate) async fn run_drops(node: &Arc<Node>, payload: &Bytes) -> Result<Bytes, String> {
+    let keys: Vec<String> =
+        serde_json::from_slice(payload).map_err(|e| format!("bad chunk-drop job: {e}"))?;
+    delete_keys(node, &keys).await.map_err(|e| e.to_string())?;
+    Ok(Bytes::from(format!("{{\"deleted\":{}}}", keys.len())))
+}
+
+/// Deletes the keys under `prefixes` (chunk and part keys) that no
+/// record's chunk list names and that were written more than `max_age_ms`
+/// before `now_ms`: what a crash between a commit and its
+/// [`CHUNK_DROPS`] job left, or an upload cut off with its process.
+/// Returns how many went.
+///
+/// Candidates are listed first, then every record is read once for the
+/// chunk lists, so a record committed meanwhile can only keep a
+/// candidate. An upload still running after `max_age_ms` would lose its
+/// early chunks: the age is the limit of how long one upload may take
+/// (`s3.abandoned_upload_secs`, a day). A multipart upload's part is never
+/// older than its upload, so a live upload's parts are younger too.
+pub async fn sweep_orphans(
+    node: &Arc<Node>,
+    prefixes: &[&str],
+    now_ms: u64,
+    max_age_ms: u64,
+) -> Result<usize, Error> {
+    let mut candidates = Vec::new();
+    for p in prefixes {
+        let mut after: Option<String> = None;
+        loop {
+            let page = node.index.list(p, None, after.as_deref(), PAGE).await?;
+            for e in page.items {
+                if e.meta.created_ms.saturating_add(max_age_ms) <= now_ms {
+                    candidates.push(e.key);
+                }
+            }
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+    }
+    if candidates.is_empty() {
+        return Ok(0);
+    }
+    let mut named = std::collections::HashSet::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = node.index.list("", None, after.as_deref(), PAGE).await?;
+        for e in page.items {
+            named.extend(e.meta.chunks.into_iter().map(|c| c.key));
+        }
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    let orphans: Vec<String> = candidates
+        .into_iter()
+        .filter(|k| !named.contains(k))
+        .collect();
+    delete_keys(node, &orphans).await?;
+    Ok(orphans.len())
+}
+
+/// Sweeps orphaned chunks ([`sweep_orphans`]) under `prefixes` every
+/// quarter of `max_age` (at least a second, at most an hour) until `stop`.
+/// Every node sweeps; deleting a key twice is harmless.
+pub fn spawn_orphan_sweeper(
+    node: &Arc<Node>,
+    prefixes: Vec<String>,
+    max_age: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let every = (max_age / 4).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(3600),
+    );
+    let weak = Arc::downgrade(node);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => return,
+            }
+            let Some(node) = weak.upgrade() else { return };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let p: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+            match sweep_orphans(&node, &p, now, max_age.as_millis() as u64).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(keys = n, "orphaned chunks deleted"),
+                Err(e) => tracing::warn!(error = %e, "sweeping orphaned chunks failed"),
+            }
+        }
+    });
 }
 
 /// Sends `start..end` of `meta`; false once the reader went away or a

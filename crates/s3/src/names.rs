@@ -32,8 +32,13 @@ pub fn part_key(id: &str, n: i32) -> String {
 
 /// Prefix of the parts of upload `id`.
 pub fn part_prefix(id: &str) -> String {
-    format!("_s3/parts/{id}/")
+    format!("{PARTS}{id}/")
 }
+
+/// Prefix of every upload's parts: keys that only an object's chunk list
+/// or an upload in progress names (swept by
+/// [`node::objects::sweep_orphans`] when neither does).
+pub const PARTS: &str = "_s3/parts/";
 
 /// A bucket's record.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]

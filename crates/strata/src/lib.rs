@@ -146,6 +146,7 @@ pub async fn run_role(
             if node.queue().is_some() {
                 node::jobs::spawn_workers(&node, cfg.queue.workers, shutdown.clone());
             }
+            spawn_orphan_sweeper(&cfg, &node, shutdown.clone());
             if let Some(a) = me.s3_addr {
                 let l = TcpListener::bind(a)
                     .await
@@ -725,6 +726,10 @@ pub async fn start_serve_with(
             1,
         ));
         node::jobs::spawn_workers(&node, cfg.queue.workers, rx.clone());
+        if first_node.is_none() {
+            // One sweeper per process: the nodes share the index.
+            spawn_orphan_sweeper(cfg, &node, rx.clone());
+        }
         first_node.get_or_insert_with(|| node.clone());
         let l = match own {
             Some(l) => l,
@@ -825,6 +830,17 @@ pub async fn start_serve_with(
 
 /// The S3 access keys: the cluster file's, else (in `serve`, which passes
 /// its data directory) the pair kept there, made on first start.
+/// Sweeps the chunks and multipart parts nothing names once they are
+/// older than `s3.abandoned_upload_secs` ([`node::objects::sweep_orphans`]).
+fn spawn_orphan_sweeper(cfg: &ClusterConfig, node: &Arc<Node>, stop: watch::Receiver<bool>) {
+    node::objects::spawn_orphan_sweeper(
+        node,
+        vec![node::objects::CHUNKS.into(), s3::names::PARTS.into()],
+        Duration::from_secs(cfg.s3.abandoned_upload_secs),
+        stop,
+    );
+}
+
 fn s3_credentials_of(
     cfg: &ClusterConfig,
     data: Option<&Path>,

@@ -287,3 +287,46 @@ fn a_cut_off_upload_past_a_chunk_leaves_nothing() {
     assert_eq!(keys_under(&s, "_chunks/").len(), 10);
     assert!(curl(&[&format!("http://{}/v1/blobs/full.bin", s.http)]) == full);
 }
+
+#[test]
+fn chunks_and_parts_nothing_names_are_swept_once_older_than_an_upload_may_take() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = Served::start_with_config(
+        bin(),
+        dir.path(),
+        "[limits]\nchunk_mb = 1\n[s3]\nabandoned_upload_secs = 2\n",
+    )
+    .expect("serve");
+    // A live object in three chunks.
+    let live = testkit::blob(8, 3 * MIB as usize);
+    let path = dir.path().join("live.bin");
+    std::fs::write(&path, &live).expect("write");
+    let url = |k: &str| format!("http://{}/v1/blobs/{k}", s.http);
+    curl(&["-T", path.to_str().expect("path"), &url("live.bin")]);
+    let chunks = keys_under(&s, "_chunks/");
+    assert_eq!(chunks.len(), 3, "{chunks:?}");
+    // What a crash between a commit and its drop job leaves: a chunk and
+    // a multipart part that no record names.
+    let small = dir.path().join("small.bin");
+    std::fs::write(&small, b"left by a crash").expect("write");
+    let orphans = ["_chunks/00000000deadbeef/000000", "_s3/parts/gone/00001"];
+    for k in orphans {
+        curl(&["-T", small.to_str().expect("path"), &url(k)]);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left: Vec<String> = keys_under(&s, "_")
+            .into_iter()
+            .filter(|k| orphans.contains(&k.as_str()))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "orphans never swept: {left:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The live object's chunks are named by its record: kept, and it
+    // reads back whole.
+    assert_eq!(keys_under(&s, "_chunks/"), chunks);
+    assert!(curl(&[&url("live.bin")]) == live);
+}
