@@ -1,11 +1,12 @@
 //! The S3 API with the clients people use, unchanged: aws-cli, boto3,
 //! rclone and s3cmd against a fresh `strata serve`, given only what it
-//! prints (endpoint and keys). `.ci/run` installs the clients.
+//! prints (endpoint and keys), and each again against a cluster through
+//! its gateway. `.ci/run` installs the clients.
 
 use std::path::Path;
 use std::process::{Command, Output};
 
-use testkit::Served;
+use testkit::{S3Endpoint, Served};
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_strata"))
@@ -40,7 +41,7 @@ fn ok(c: Command) -> String {
 }
 
 /// `aws` with the printed endpoint and keys, and no user configuration.
-fn aws(s: &Served, home: &Path, args: &[&str]) -> Command {
+fn aws(s: &S3Endpoint, home: &Path, args: &[&str]) -> Command {
     let mut c = s.aws(home, &["--no-paginate"]);
     c.args(args);
     c
@@ -88,11 +89,15 @@ fn enc(key: &str) -> String {
 fn aws_cli_copies_syncs_and_lists_and_both_apis_see_the_same_objects() {
     let dir = tempfile::tempdir().expect("tmp");
     let s = Served::start(bin(), &dir.path().join("data"), &[]).expect("serve");
-    let home = dir.path();
+    aws_cli_scenario(&s.endpoint(), dir.path());
+}
+
+fn aws_cli_scenario(s: &S3Endpoint, work: &Path) {
+    let home = work;
     ok(aws(&s, home, &["s3", "mb", "s3://photos"]));
 
     // cp up and down, awkward keys included.
-    let src = dir.path().join("src");
+    let src = work.join("src");
     let files: Vec<(&str, Vec<u8>)> = AWKWARD
         .iter()
         .enumerate()
@@ -112,7 +117,7 @@ fn aws_cli_copies_syncs_and_lists_and_both_apis_see_the_same_objects() {
                 &format!("s3://photos/one/{k}"),
             ],
         ));
-        let back = dir.path().join("back");
+        let back = work.join("back");
         ok(aws(
             &s,
             home,
@@ -131,7 +136,7 @@ fn aws_cli_copies_syncs_and_lists_and_both_apis_see_the_same_objects() {
     }
 
     // sync twice: the second run has nothing to copy.
-    let tree = dir.path().join("tree");
+    let tree = work.join("tree");
     write_tree(
         &tree,
         &[
@@ -183,7 +188,7 @@ fn aws_cli_copies_syncs_and_lists_and_both_apis_see_the_same_objects() {
         .block_on(c.put("/v1/blobs/photos/native/n.bin", native.clone()))
         .expect("put");
     assert!(r.status.is_success(), "{:?}", r.status);
-    let back = dir.path().join("n.bin");
+    let back = work.join("n.bin");
     ok(aws(
         &s,
         home,
@@ -269,6 +274,10 @@ fn python() -> Command {
 fn boto3_uploads_in_parts_downloads_presigns_and_pages_with_a_delimiter() {
     let dir = tempfile::tempdir().expect("tmp");
     let s = Served::start(bin(), &dir.path().join("data"), &[]).expect("serve");
+    boto3_scenario(&s.endpoint(), dir.path());
+}
+
+fn boto3_scenario(s: &S3Endpoint, work: &Path) {
     let script = r#"
 import boto3, hashlib, os, subprocess, sys, time
 from botocore.config import Config
@@ -393,16 +402,16 @@ except s3.exceptions.ClientError as e:
     assert e.response["Error"]["Code"] == "404", e.response
 print("ok")
 "#;
-    let script_path = dir.path().join("t.py");
+    let script_path = work.join("t.py");
     std::fs::write(&script_path, script).expect("script");
     let mut c = python();
     c.arg(&script_path)
         .arg(s.s3_url())
         .arg(&s.access_key)
         .arg(&s.secret_key)
-        .arg(dir.path())
-        .env("HOME", dir.path())
-        .env("AWS_CONFIG_FILE", dir.path().join("none"));
+        .arg(work)
+        .env("HOME", work)
+        .env("AWS_CONFIG_FILE", work.join("none"));
     let out = ok(c);
     assert_eq!(out.trim(), "ok");
 }
@@ -411,7 +420,11 @@ print("ok")
 fn rclone_syncs_and_checks_sizes_and_md5s() {
     let dir = tempfile::tempdir().expect("tmp");
     let s = Served::start(bin(), &dir.path().join("data"), &[]).expect("serve");
-    let tree = dir.path().join("tree");
+    rclone_scenario(&s.endpoint(), dir.path());
+}
+
+fn rclone_scenario(s: &S3Endpoint, work: &Path) {
+    let tree = work.join("tree");
     let mut files: Vec<(&str, Vec<u8>)> = AWKWARD
         .iter()
         .enumerate()
@@ -424,7 +437,7 @@ fn rclone_syncs_and_checks_sizes_and_md5s() {
         c.args(args)
             // rclone 1.60 cannot use a CA bundle on its HTTP transport.
             .env_remove("AWS_CA_BUNDLE")
-            .env("RCLONE_CONFIG", dir.path().join("rclone.conf"))
+            .env("RCLONE_CONFIG", work.join("rclone.conf"))
             .env("RCLONE_CONFIG_S_TYPE", "s3")
             .env("RCLONE_CONFIG_S_PROVIDER", "Other")
             .env("RCLONE_CONFIG_S_ENDPOINT", s.s3_url())
@@ -455,6 +468,10 @@ fn rclone_syncs_and_checks_sizes_and_md5s() {
 fn s3cmd_puts_gets_lists_and_deletes() {
     let dir = tempfile::tempdir().expect("tmp");
     let s = Served::start(bin(), &dir.path().join("data"), &[]).expect("serve");
+    s3cmd_scenario(&s.endpoint(), dir.path());
+}
+
+fn s3cmd_scenario(s: &S3Endpoint, work: &Path) {
     let host = s.s3.to_string();
     let s3cmd = |args: &[&str]| {
         let mut c = Command::new("s3cmd");
@@ -463,17 +480,17 @@ fn s3cmd_puts_gets_lists_and_deletes() {
             .args(["--access_key", &s.access_key, "--secret_key", &s.secret_key])
             .args(["--region", "us-east-1"])
             .args(args)
-            .env("HOME", dir.path());
+            .env("HOME", work);
         c
     };
     ok(s3cmd(&["mb", "s3://cmd"]));
-    let f = dir.path().join("f.bin");
+    let f = work.join("f.bin");
     let data = testkit::blob(9, 12345);
     std::fs::write(&f, &data).expect("write");
     let fp = f.to_str().expect("path");
     for k in ["plain.bin", AWKWARD[0], AWKWARD[3]] {
         ok(s3cmd(&["put", fp, &format!("s3://cmd/{k}")]));
-        let back = dir.path().join("back.bin");
+        let back = work.join("back.bin");
         let _ = std::fs::remove_file(&back);
         ok(s3cmd(&[
             "get",
@@ -649,6 +666,24 @@ fn every_node_of_a_cluster_serves_the_same_objects_over_s3_and_the_gateway_balan
     let url = ok(as_node(g, &["s3", "presign", "s3://shared/x/f.bin"]));
     let (code, body) = http_get(url.trim());
     assert_eq!((code, body), (200, data));
+    // Every client's whole scenario, through the gateway.
+    let gw = S3Endpoint {
+        http: procs.addr("gateway"),
+        s3: g,
+        access_key: "CLUSTERKEY".into(),
+        secret_key: "cluster-secret-1".into(),
+    };
+    let scenarios: [(&str, fn(&S3Endpoint, &Path)); 4] = [
+        ("aws-cli", aws_cli_scenario),
+        ("boto3", boto3_scenario),
+        ("rclone", rclone_scenario),
+        ("s3cmd", s3cmd_scenario),
+    ];
+    for (name, scenario) in scenarios {
+        let w = dir.path().join(name);
+        std::fs::create_dir_all(&w).expect("mkdir");
+        scenario(&gw, &w);
+    }
     // A node dies: the gateway's S3 keeps answering from the other one.
     procs.kill("node-1").expect("kill");
     for i in 0..6 {

@@ -29,7 +29,7 @@ pub use hyper::{Method, StatusCode};
 pub use inproc::{InProc, InProcCluster};
 pub use postgres::{PgCluster, PgSpec};
 pub use procs::{free_addr, strata_bin, Layout, Procs};
-pub use served::{python_with_boto3, Served};
+pub use served::{python_with_boto3, S3Endpoint, Served};
 
 /// Deterministic pseudo-random bytes for blob `i`.
 pub fn blob(i: u64, len: usize) -> Vec<u8> {

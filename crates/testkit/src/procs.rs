@@ -286,7 +286,7 @@ impl Procs {
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.arg("--threads")
             .arg("2")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn,s3s=off")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         let child = cmd.spawn()?;

@@ -7,6 +7,43 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+/// Where S3 clients go, with the keys they sign with, and the native API
+/// beside it: a `serve` process's ([`Served::endpoint`]) or a cluster
+/// gateway's.
+#[derive(Debug, Clone)]
+pub struct S3Endpoint {
+    /// The native API (`/v1/blobs`).
+    pub http: SocketAddr,
+    /// The S3 API.
+    pub s3: SocketAddr,
+    /// Access key.
+    pub access_key: String,
+    /// Secret key.
+    pub secret_key: String,
+}
+
+impl S3Endpoint {
+    /// An `aws` command (awscli) aimed at this S3 endpoint with its keys,
+    /// and no user configuration (`home` stands in for `$HOME`).
+    pub fn aws(&self, home: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new("aws");
+        c.args(["--endpoint-url", &self.s3_url()])
+            .args(args)
+            .env("HOME", home)
+            .env("AWS_CONFIG_FILE", home.join("none"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", home.join("none"))
+            .env("AWS_ACCESS_KEY_ID", &self.access_key)
+            .env("AWS_SECRET_ACCESS_KEY", &self.secret_key)
+            .env("AWS_DEFAULT_REGION", "us-east-1");
+        c
+    }
+
+    /// `http://{s3}`.
+    pub fn s3_url(&self) -> String {
+        format!("http://{}", self.s3)
+    }
+}
+
 /// A running `strata serve`; killed when dropped.
 pub struct Served {
     child: Child,
@@ -93,24 +130,24 @@ impl Served {
         Served::start(bin, &dir.join("data"), &["--config", cfg])
     }
 
-    /// An `aws` command (awscli) aimed at this S3 endpoint with the printed
-    /// keys, and no user configuration (`home` stands in for `$HOME`).
+    /// Its S3 endpoint, keys and native API.
+    pub fn endpoint(&self) -> S3Endpoint {
+        S3Endpoint {
+            http: self.http,
+            s3: self.s3,
+            access_key: self.access_key.clone(),
+            secret_key: self.secret_key.clone(),
+        }
+    }
+
+    /// An `aws` command aimed at this S3 endpoint ([`S3Endpoint::aws`]).
     pub fn aws(&self, home: &Path, args: &[&str]) -> Command {
-        let mut c = Command::new("aws");
-        c.args(["--endpoint-url", &self.s3_url()])
-            .args(args)
-            .env("HOME", home)
-            .env("AWS_CONFIG_FILE", home.join("none"))
-            .env("AWS_SHARED_CREDENTIALS_FILE", home.join("none"))
-            .env("AWS_ACCESS_KEY_ID", &self.access_key)
-            .env("AWS_SECRET_ACCESS_KEY", &self.secret_key)
-            .env("AWS_DEFAULT_REGION", "us-east-1");
-        c
+        self.endpoint().aws(home, args)
     }
 
     /// `http://{s3}`.
     pub fn s3_url(&self) -> String {
-        format!("http://{}", self.s3)
+        self.endpoint().s3_url()
     }
 
     /// Stops it (SIGKILL) and waits.
