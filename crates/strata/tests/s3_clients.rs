@@ -8,6 +8,9 @@ use std::process::{Command, Output};
 
 use testkit::{S3Endpoint, Served};
 
+/// One client's whole run against an endpoint, in a work directory.
+type Scenario = fn(&S3Endpoint, &Path);
+
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_strata"))
 }
@@ -94,7 +97,7 @@ fn aws_cli_copies_syncs_and_lists_and_both_apis_see_the_same_objects() {
 
 fn aws_cli_scenario(s: &S3Endpoint, work: &Path) {
     let home = work;
-    ok(aws(&s, home, &["s3", "mb", "s3://photos"]));
+    ok(aws(s, home, &["s3", "mb", "s3://photos"]));
 
     // cp up and down, awkward keys included.
     let src = work.join("src");
@@ -107,7 +110,7 @@ fn aws_cli_scenario(s: &S3Endpoint, work: &Path) {
     for (k, data) in &files {
         let from = src.join(k);
         ok(aws(
-            &s,
+            s,
             home,
             &[
                 "s3",
@@ -119,7 +122,7 @@ fn aws_cli_scenario(s: &S3Endpoint, work: &Path) {
         ));
         let back = work.join("back");
         ok(aws(
-            &s,
+            s,
             home,
             &[
                 "s3",
@@ -147,7 +150,7 @@ fn aws_cli_scenario(s: &S3Endpoint, work: &Path) {
     );
     let t = tree.to_str().expect("path");
     let first = ok(aws(
-        &s,
+        s,
         home,
         &["s3", "sync", "--no-progress", t, "s3://photos/tree"],
     ));
@@ -157,19 +160,19 @@ fn aws_cli_scenario(s: &S3Endpoint, work: &Path) {
         "{first}"
     );
     let second = ok(aws(
-        &s,
+        s,
         home,
         &["s3", "sync", "--no-progress", t, "s3://photos/tree"],
     ));
     assert!(second.trim().is_empty(), "the second sync copied: {second}");
 
     // ls with prefixes: folders as PRE, files with sizes.
-    let top = ok(aws(&s, home, &["s3", "ls", "s3://photos/tree/"]));
+    let top = ok(aws(s, home, &["s3", "ls", "s3://photos/tree/"]));
     assert!(top.contains("PRE sub/"), "{top}");
     assert!(top.contains(" 5000 a.jpg"), "{top}");
     assert!(!top.contains("b.jpg"), "{top}");
     let deep = ok(aws(
-        &s,
+        s,
         home,
         &["s3", "ls", "--recursive", "s3://photos/tree/sub/"],
     ));
@@ -177,7 +180,7 @@ fn aws_cli_scenario(s: &S3Endpoint, work: &Path) {
         deep.contains("tree/sub/b.jpg") && deep.contains("tree/sub/deeper/c.jpg"),
         "{deep}"
     );
-    let buckets = ok(aws(&s, home, &["s3", "ls"]));
+    let buckets = ok(aws(s, home, &["s3", "ls"]));
     assert!(buckets.contains("photos"), "{buckets}");
 
     // A blob written through /v1/blobs is an object to S3.
@@ -190,7 +193,7 @@ fn aws_cli_scenario(s: &S3Endpoint, work: &Path) {
     assert!(r.status.is_success(), "{:?}", r.status);
     let back = work.join("n.bin");
     ok(aws(
-        &s,
+        s,
         home,
         &[
             "s3",
@@ -203,14 +206,14 @@ fn aws_cli_scenario(s: &S3Endpoint, work: &Path) {
     assert_eq!(std::fs::read(&back).expect("read"), native);
 
     // Errors as S3 gives them.
-    let out = run(aws(&s, home, &["s3", "rb", "s3://photos"]));
+    let out = run(aws(s, home, &["s3", "rb", "s3://photos"]));
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("BucketNotEmpty"),
         "{out:?}"
     );
     let out = run(aws(
-        &s,
+        s,
         home,
         &[
             "s3api",
@@ -225,19 +228,19 @@ fn aws_cli_scenario(s: &S3Endpoint, work: &Path) {
         String::from_utf8_lossy(&out.stderr).contains("404"),
         "{out:?}"
     );
-    let out = run(aws(&s, home, &["s3", "ls", "s3://no-such-bucket"]));
+    let out = run(aws(s, home, &["s3", "ls", "s3://no-such-bucket"]));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("NoSuchBucket"),
         "{out:?}"
     );
-    let mut wrong = aws(&s, home, &["s3", "ls", "s3://photos"]);
+    let mut wrong = aws(s, home, &["s3", "ls", "s3://photos"]);
     wrong.env("AWS_SECRET_ACCESS_KEY", "not-the-secret");
     let out = run(wrong);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("SignatureDoesNotMatch"),
         "{out:?}"
     );
-    let mut unknown = aws(&s, home, &["s3", "ls", "s3://photos"]);
+    let mut unknown = aws(s, home, &["s3", "ls", "s3://photos"]);
     unknown.env("AWS_ACCESS_KEY_ID", "AKIDONTKNOWYOU");
     let out = run(unknown);
     assert!(
@@ -251,7 +254,7 @@ fn aws_cli_scenario(s: &S3Endpoint, work: &Path) {
 
     // Emptied, the bucket goes.
     ok(aws(
-        &s,
+        s,
         home,
         &[
             "s3",
@@ -261,8 +264,8 @@ fn aws_cli_scenario(s: &S3Endpoint, work: &Path) {
             "s3://photos",
         ],
     ));
-    ok(aws(&s, home, &["s3", "rb", "s3://photos"]));
-    let buckets = ok(aws(&s, home, &["s3", "ls"]));
+    ok(aws(s, home, &["s3", "rb", "s3://photos"]));
+    let buckets = ok(aws(s, home, &["s3", "ls"]));
     assert!(!buckets.contains("photos"), "{buckets}");
 }
 
@@ -673,7 +676,7 @@ fn every_node_of_a_cluster_serves_the_same_objects_over_s3_and_the_gateway_balan
         access_key: "CLUSTERKEY".into(),
         secret_key: "cluster-secret-1".into(),
     };
-    let scenarios: [(&str, fn(&S3Endpoint, &Path)); 4] = [
+    let scenarios: [(&str, Scenario); 4] = [
         ("aws-cli", aws_cli_scenario),
         ("boto3", boto3_scenario),
         ("rclone", rclone_scenario),
