@@ -27,4 +27,6 @@ mod service;
 
 pub use auth::Credentials;
 pub use error::Error;
-pub use service::{serve, service, spawn_sweeper, sweep_uploads, Options, Strata, HEALTH_PATH};
+pub use service::{
+    serve, service, spawn_sweeper, sweep_uploads, Options, Strata, HEALTH_PATH, MAX_PUT,
+};

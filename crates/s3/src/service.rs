@@ -23,7 +23,14 @@ pub struct Options {
     /// Virtual-hosted-style addressing under this domain
     /// (`bucket.s3.example.com`), besides path style.
     pub domain: Option<String>,
+    /// Largest object (`limits.max_body_bytes`): a larger PUT, part,
+    /// copy or completed upload gets `EntityTooLarge`.
+    pub max_object_bytes: u64,
 }
+
+/// Largest body one PutObject, UploadPart or copy carries in S3 (5 GiB);
+/// larger objects are multipart uploads.
+pub const MAX_PUT: u64 = 5 << 30;
 
 /// Smallest part S3 accepts, except the last one.
 const MIN_PART: u64 = 5 << 20;
@@ -32,6 +39,7 @@ const MIN_PART: u64 = 5 << 20;
 pub struct Strata {
     node: Arc<Node>,
     chunk_bytes: usize,
+    max_object: u64,
 }
 
 /// Builds the `s3s` service: SigV4 against `opts.credentials`, anonymous
@@ -41,6 +49,7 @@ pub fn service(node: Arc<Node>, opts: &Options) -> s3s::service::S3Service {
     let mut b = s3s::service::S3ServiceBuilder::new(Strata {
         node: node.clone(),
         chunk_bytes: opts.chunk_bytes.max(1),
+        max_object: opts.max_object_bytes,
     });
     b.set_auth(Keys(opts.credentials.clone()));
     b.set_access(Access { node });
@@ -285,11 +294,38 @@ impl Strata {
         S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let got = self
+        use futures_util::StreamExt;
+        let limit = MAX_PUT.min(self.max_object);
+        let too_large = || {
+            s3_error!(
+                EntityTooLarge,
+                "one request carries at most {limit} bytes; larger objects are multipart uploads"
+            )
+        };
+        if expected.is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        // A body of no declared length is counted as it arrives.
+        let mut seen = 0u64;
+        let over = std::sync::atomic::AtomicBool::new(false);
+        let body = body.map(|piece| {
+            let piece = piece.map_err(|e| e.to_string())?;
+            seen += piece.len() as u64;
+            if seen > limit {
+                over.store(true, std::sync::atomic::Ordering::Relaxed);
+                return Err("too large".to_owned());
+            }
+            Ok(piece)
+        });
+        let got = match self
             .node
             .receive(body, self.chunk_bytes, expected, true)
             .await
-            .map_err(node_error)?;
+        {
+            Ok(got) => got,
+            Err(_) if over.load(std::sync::atomic::Ordering::Relaxed) => return Err(too_large()),
+            Err(e) => return Err(node_error(e)),
+        };
         if let Some(want) = content_md5 {
             if want != base64_md5(&got.md5.unwrap_or_default()) {
                 got.discard(&self.node);
@@ -965,6 +1001,14 @@ impl s3s::S3 for Strata {
                 key,
                 size: meta.size,
             });
+        }
+        let total: u64 = chunks.iter().map(|c| c.size).sum();
+        if total > self.max_object {
+            return Err(s3_error!(
+                EntityTooLarge,
+                "the parts add up to {total} bytes, above the {} allowed",
+                self.max_object
+            ));
         }
         let tag = format!("\"{}-{}\"", hex::encode(md5.finalize()), listed.len());
         let key = Self::key(&i.bucket, &i.key)?;

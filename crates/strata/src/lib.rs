@@ -869,6 +869,7 @@ fn s3_options(cfg: &ClusterConfig, credentials: Vec<s3::Credentials>) -> s3::Opt
         chunk_bytes: (cfg.limits.chunk_mb << 20) as usize,
         credentials,
         domain: cfg.s3.domain.clone(),
+        max_object_bytes: cfg.limits.max_body_bytes,
     }
 }
 
