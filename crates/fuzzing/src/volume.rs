@@ -24,6 +24,7 @@ pub fn volume(data: &[u8]) {
         compact_garbage_ratio: 2.0,
         max_bytes: 0,
         checkpoint_every: 1 + u64::from(input.byte() % 4),
+        ..StoreOptions::default()
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()

@@ -165,7 +165,7 @@ impl Store {
             .map_err(|e| Error::io("write compacted volume", e))?;
         out.sync_all()
             .map_err(|e| Error::io("fsync compacted volume", e))?;
-        IdxWriter::create(&tmp_idx, sb, &records)?.sync()?;
+        IdxWriter::create(&tmp_idx, sb, &records, None)?.sync()?;
 
         std::fs::rename(&tmp_dat, &dat).map_err(|e| Error::io("swap compacted volume", e))?;
         std::fs::rename(&tmp_idx, &idx).map_err(|e| Error::io("swap compacted index", e))?;

@@ -15,8 +15,10 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
+
+use storage::{Faults, Media};
 
 use crate::volume::Superblock;
 use crate::{Error, Result};
@@ -104,16 +106,22 @@ pub fn load(path: &Path, sb: Superblock) -> Result<Option<Vec<Record>>> {
     Ok(Some(out))
 }
 
-/// Appends records to one volume's index file.
+/// Appends records to one volume's index file, through the storage seam
+/// (under `faults` in tests).
 #[derive(Debug)]
 pub struct IdxWriter {
-    file: File,
+    file: Arc<dyn Media>,
     len: u64,
 }
 
 impl IdxWriter {
     /// Creates (or replaces) the file with a fresh header and `records`.
-    pub fn create(path: &Path, sb: Superblock, records: &[Record]) -> Result<Self> {
+    pub fn create(
+        path: &Path,
+        sb: Superblock,
+        records: &[Record],
+        faults: Option<&Arc<Faults>>,
+    ) -> Result<Self> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -121,7 +129,8 @@ impl IdxWriter {
             .truncate(true)
             .open(path)
             .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
-        file.write_all_at(&header(sb), 0)
+        let file = storage::open(file, faults);
+        file.write_at(&header(sb), 0)
             .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
         let mut w = IdxWriter {
             file,
@@ -133,12 +142,13 @@ impl IdxWriter {
 
     /// Opens an index whose first `valid` records were loaded, cutting off
     /// anything after them (a torn record) before appending.
-    pub fn reopen(path: &Path, valid: usize) -> Result<Self> {
+    pub fn reopen(path: &Path, valid: usize, faults: Option<&Arc<Faults>>) -> Result<Self> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .open(path)
             .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+        let file = storage::open(file, faults);
         let len = HEADER_LEN + (valid * RECORD_LEN) as u64;
         file.set_len(len)
             .map_err(|e| Error::io(format!("truncate {}", path.display()), e))?;
@@ -155,7 +165,7 @@ impl IdxWriter {
             r.encode(&mut buf);
         }
         self.file
-            .write_all_at(&buf, self.len)
+            .write_at(&buf, self.len)
             .map_err(|e| Error::io("append to index file", e))?;
         self.len += buf.len() as u64;
         Ok(())
@@ -164,7 +174,7 @@ impl IdxWriter {
     /// fsyncs the file (used when sealing a volume and at shutdown).
     pub fn sync(&self) -> Result<()> {
         self.file
-            .sync_data()
+            .sync()
             .map_err(|e| Error::io("fsync index file", e))
     }
 }
@@ -190,7 +200,7 @@ mod tests {
                 meta: i as u16 * 3,
             })
             .collect();
-        IdxWriter::create(&p, sb, &recs).expect("create");
+        IdxWriter::create(&p, sb, &recs, None).expect("create");
         assert_eq!(load(&p, sb).expect("load"), Some(recs.clone()));
         // Another generation: ignored.
         assert_eq!(
@@ -210,7 +220,7 @@ mod tests {
         f.set_len(len - 5).expect("cut");
         assert_eq!(load(&p, sb).expect("load").map(|r| r.len()), Some(9));
         // Reopen cuts the torn bytes and appends cleanly after record 9.
-        let mut w = IdxWriter::reopen(&p, 9).expect("reopen");
+        let mut w = IdxWriter::reopen(&p, 9, None).expect("reopen");
         w.append(&recs[9..]).expect("append");
         assert_eq!(load(&p, sb).expect("load"), Some(recs));
     }

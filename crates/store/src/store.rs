@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use bytes::{Bytes, BytesMut};
+use storage::Media;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::idx::{self, IdxWriter, Record};
@@ -39,6 +40,10 @@ pub struct StoreOptions {
     /// bytes (0 = no limit): a store that fills its disk says so instead
     /// of failing writes half way. Deletes are always taken.
     pub max_bytes: u64,
+    /// Tests: the writer's files (the active volume and the index files)
+    /// under this fault plan ([`storage::Faults`]); `None` writes the files
+    /// themselves.
+    pub faults: Option<Arc<storage::Faults>>,
 }
 
 impl Default for StoreOptions {
@@ -48,6 +53,7 @@ impl Default for StoreOptions {
             compact_garbage_ratio: 0.3,
             checkpoint_every: 4096,
             max_bytes: 0,
+            faults: None,
         }
     }
 }
@@ -188,11 +194,18 @@ impl Store {
             } else {
                 0
             };
-            let (vol, file, idxw, end) =
-                recover_volume(dir, v, reserve, &mut map, &mut tombstone_bytes, &mut report)?;
+            let (vol, file, idxw, end) = recover_volume(
+                dir,
+                v,
+                reserve,
+                opts.faults.as_ref(),
+                &mut map,
+                &mut tombstone_bytes,
+                &mut report,
+            )?;
             volumes.insert(v, Arc::new(vol));
             if Some(v) == last {
-                writer_parts = Some((v, file, idxw, end));
+                writer_parts = Some((v, storage::open(file, opts.faults.as_ref()), idxw, end));
             } else {
                 idxw.sync()?;
             }
@@ -200,7 +213,7 @@ impl Store {
         let (active, file, idxw, end) = match writer_parts {
             Some(p) => p,
             None => {
-                let (file, idxw) = new_volume(dir, 1)?;
+                let (file, idxw) = new_volume(dir, 1, opts.faults.as_ref())?;
                 volumes.insert(
                     1,
                     Arc::new(Volume::open(
@@ -479,14 +492,18 @@ fn active_reserve(opts: &StoreOptions) -> u64 {
     SUPERBLOCK_LEN + opts.volume_bytes + needle::needle_len(u16::MAX, needle::MAX_DATA)
 }
 
-fn new_volume(dir: &Path, v: u16) -> Result<(File, IdxWriter)> {
+fn new_volume(
+    dir: &Path,
+    v: u16,
+    faults: Option<&Arc<storage::Faults>>,
+) -> Result<(Arc<dyn Media>, IdxWriter)> {
     let sb = Superblock {
         volume: v,
         generation: 1,
     };
     let file = volume::create(&volume::dat_path(dir, v), sb)?;
-    let idxw = IdxWriter::create(&volume::idx_path(dir, v), sb, &[])?;
-    Ok((file, idxw))
+    let idxw = IdxWriter::create(&volume::idx_path(dir, v), sb, &[], faults)?;
+    Ok((storage::open(file, faults), idxw))
 }
 
 fn apply(map: &mut NeedleMap, tomb: &mut HashMap<u16, u64>, v: u16, r: &Record) {
@@ -519,6 +536,7 @@ fn recover_volume(
     dir: &Path,
     v: u16,
     reserve: u64,
+    faults: Option<&Arc<storage::Faults>>,
     map: &mut NeedleMap,
     tomb: &mut HashMap<u16, u64>,
     report: &mut OpenReport,
@@ -592,8 +610,8 @@ fn recover_volume(
     // index the scan started at the superblock, so the rebuilt file is
     // complete.
     let mut idxw = match loaded {
-        Some(_) => IdxWriter::reopen(&ipath, trusted)?,
-        None => IdxWriter::create(&ipath, sb, &[])?,
+        Some(_) => IdxWriter::reopen(&ipath, trusted, faults)?,
+        None => IdxWriter::create(&ipath, sb, &[], faults)?,
     };
     idxw.append(&recs)?;
     Ok((vol, file, idxw, valid_end))
@@ -605,7 +623,8 @@ struct Writer {
     dir: PathBuf,
     opts: StoreOptions,
     volume: u16,
-    file: File,
+    /// The active volume, written only through the storage seam.
+    file: Arc<dyn Media>,
     end: u64,
     idx: IdxWriter,
     pending: Vec<Record>,
@@ -868,11 +887,10 @@ impl Writer {
         if buf.is_empty() {
             return Ok(());
         }
-        use std::os::unix::fs::FileExt;
         let res = self
             .file
-            .write_all_at(buf, self.end)
-            .and_then(|_| self.file.sync_data());
+            .write_at(buf, self.end)
+            .and_then(|_| self.file.sync());
         match res {
             Ok(()) => {
                 self.end += buf.len() as u64;
@@ -905,7 +923,7 @@ impl Writer {
             path: self.dir.display().to_string(),
             reason: "out of volume numbers".into(),
         })?;
-        let (file, idxw) = new_volume(&self.dir, next)?;
+        let (file, idxw) = new_volume(&self.dir, next, self.opts.faults.as_ref())?;
         let vol = Arc::new(Volume::open(
             &volume::dat_path(&self.dir, next),
             active_reserve(&self.opts),

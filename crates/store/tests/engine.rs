@@ -30,6 +30,7 @@ fn small_volumes() -> StoreOptions {
         compact_garbage_ratio: 0.3,
         checkpoint_every: 16,
         max_bytes: 0,
+        faults: None,
     }
 }
 

@@ -61,6 +61,7 @@ pub fn store_options(cfg: &ClusterConfig, me: Option<&cluster::Member>) -> Store
         compact_garbage_ratio: cfg.store.compact_garbage_ratio,
         checkpoint_every: cfg.store.checkpoint_every,
         max_bytes: me.and_then(|m| m.max_bytes).unwrap_or(0),
+        ..StoreOptions::default()
     }
 }
 
