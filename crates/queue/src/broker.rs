@@ -83,6 +83,9 @@ pub struct BrokerOptions {
     /// a deleted job back (run again, as at-least-once delivery allows),
     /// never lose a put.
     pub sync_deletes: bool,
+    /// Tests: the log's segment files under this fault plan
+    /// ([`storage::Faults`]); `None` writes the files themselves.
+    pub faults: Option<Arc<storage::Faults>>,
 }
 
 impl Default for BrokerOptions {
@@ -95,6 +98,7 @@ impl Default for BrokerOptions {
             compact_min_bytes: 64 << 20,
             tick: Duration::from_millis(50),
             sync_deletes: false,
+            faults: None,
         }
     }
 }
@@ -318,7 +322,7 @@ impl Broker {
         tracing::info!(dir = %dir.display(), jobs = inner.jobs.len(), "queue log replayed");
         let broker = Arc::new(Broker {
             inner: Mutex::new(inner),
-            log: Log::start(dir, last)?,
+            log: Log::start(dir, last, opts.faults.clone())?,
             clock,
             opts,
             ready: Notify::new(),

@@ -16,12 +16,13 @@
 //! replaying old then new gives the same jobs.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use storage::{Faults, Media};
 
 use crate::job::{Job, State};
 use crate::{Error, Result};
@@ -314,10 +315,11 @@ pub struct Log {
 }
 
 impl Log {
-    /// Starts the writer appending to a new segment after `last`.
-    pub fn start(dir: &Path, last: u64) -> Result<Log> {
+    /// Starts the writer appending to a new segment after `last`; in
+    /// tests, its files under `faults`.
+    pub fn start(dir: &Path, last: u64, faults: Option<Arc<Faults>>) -> Result<Log> {
         let (tx, rx) = mpsc::channel();
-        let mut w = Writer::open(dir, last + 1)?;
+        let mut w = Writer::open(dir, last + 1, faults)?;
         std::thread::Builder::new()
             .name("queue-log".into())
             .spawn(move || w.run(rx))?;
@@ -346,8 +348,12 @@ impl Log {
 struct Writer {
     dir: PathBuf,
     n: u64,
-    file: File,
+    /// The segment, written only through the storage seam.
+    file: Arc<dyn Media>,
+    faults: Option<Arc<Faults>>,
     size: u64,
+    /// Records up to here are durable (the last sync that succeeded).
+    synced: u64,
     /// The file is zero-filled up to here. Appending inside space that is
     /// already allocated and written lets `fdatasync` skip the journal
     /// commit a growing file needs (measured: ~160 µs instead of ~250 µs
@@ -365,18 +371,21 @@ pub const LAZY_SYNC: Duration = Duration::from_millis(20);
 const ZERO_AHEAD: u64 = 4 << 20;
 
 impl Writer {
-    fn open(dir: &Path, n: u64) -> Result<Writer> {
-        let mut file = OpenOptions::new()
+    fn open(dir: &Path, n: u64, faults: Option<Arc<Faults>>) -> Result<Writer> {
+        let file = OpenOptions::new()
             .create(true)
             .truncate(true)
             .write(true)
             .open(segment_path(dir, n))?;
-        file.write_all(MAGIC)?;
+        let file = storage::open(file, faults.as_ref());
+        file.write_at(MAGIC, 0)?;
         let mut w = Writer {
             dir: dir.to_owned(),
             n,
             file,
+            faults,
             size: MAGIC.len() as u64,
+            synced: 0,
             zeroed: MAGIC.len() as u64,
             unsynced_since: None,
         };
@@ -389,21 +398,33 @@ impl Writer {
     /// Makes sure the file is zero-filled (and synced) at least `more`
     /// bytes past the records, `ZERO_AHEAD` at a time.
     fn zero_ahead(&mut self, more: u64) -> std::io::Result<()> {
-        use std::io::{Seek, SeekFrom};
         if self.zeroed >= self.size + more.max(1) {
             return Ok(());
         }
         let want = self.size + more + ZERO_AHEAD;
-        self.file.seek(SeekFrom::Start(self.zeroed))?;
         let zeros = vec![0u8; 1 << 20];
         while self.zeroed < want {
             let n = (want - self.zeroed).min(zeros.len() as u64) as usize;
-            self.file.write_all(&zeros[..n])?;
+            self.file.write_at(&zeros[..n], self.zeroed)?;
             self.zeroed += n as u64;
         }
-        self.file.sync_all()?;
-        self.file.seek(SeekFrom::Start(self.size))?;
+        self.file.sync()?;
+        // That sync carried the records written so far too.
+        self.synced = self.size;
         Ok(())
+    }
+
+    /// Zeroes `from..to` again (best effort): records there were refused
+    /// to their waiters and must not be replayed, whether or not a later
+    /// batch is long enough to cover them.
+    fn forget(&self, from: u64, to: u64) {
+        if to <= from {
+            return;
+        }
+        let zeros = vec![0u8; (to - from) as usize];
+        if let Err(e) = self.file.write_at(&zeros, from) {
+            tracing::error!(error = %e, "could not zero a failed batch in the queue log");
+        }
     }
 
     fn frame(out: &mut Vec<u8>, body: &[u8]) {
@@ -497,17 +518,17 @@ impl Writer {
         }
         // A batch that fails is dropped, never written later: its waiters
         // hear the error, and a put they were told failed must not come
-        // back after a restart. What part of it went out is overwritten by
-        // the next batch.
-        let r = self.zero_ahead(buf.len() as u64).and_then(|_| {
-            self.file.write_all(buf).inspect_err(|_| {
-                use std::io::{Seek, SeekFrom};
-                let _ = self.file.seek(SeekFrom::Start(self.size));
-            })
-        });
-        if r.is_ok() {
-            self.size += buf.len() as u64;
-            self.unsynced_since.get_or_insert_with(Instant::now);
+        // back after a restart. What part of it went out is zeroed, and the
+        // next batch goes where it would have.
+        let r = self
+            .zero_ahead(buf.len() as u64)
+            .and_then(|_| self.file.write_at(buf, self.size));
+        match &r {
+            Ok(()) => {
+                self.size += buf.len() as u64;
+                self.unsynced_since.get_or_insert_with(Instant::now);
+            }
+            Err(_) => self.forget(self.size, self.size + buf.len() as u64),
         }
         buf.clear();
         r
@@ -519,10 +540,22 @@ impl Writer {
         if self.unsynced_since.is_none() {
             return Ok(());
         }
-        self.file.sync_data()?;
+        if let Err(e) = self.file.sync() {
+            // Whether the records since the last good sync reached the disk
+            // is unknown, and their waiters hear a failure: zero them and
+            // write the next batch in their place. Lazy records among them
+            // (deletes, attempt counts) are lost with them; after a restart
+            // their jobs can only run again, as at-least-once allows.
+            self.forget(self.synced, self.size);
+            self.size = self.synced;
+            self.unsynced_since = None;
+            return Err(e);
+        }
+        self.synced = self.size;
         self.unsynced_since = None;
         if self.size > SEGMENT_BYTES {
-            *self = Writer::open(&self.dir, self.n + 1).map_err(std::io::Error::other)?;
+            *self = Writer::open(&self.dir, self.n + 1, self.faults.clone())
+                .map_err(std::io::Error::other)?;
         }
         Ok(())
     }
@@ -535,15 +568,17 @@ impl Writer {
 
     fn compact(&mut self, snapshot: &[Vec<u8>]) -> std::io::Result<()> {
         let old = self.n;
-        *self = Writer::open(&self.dir, self.n + 1).map_err(std::io::Error::other)?;
+        *self = Writer::open(&self.dir, self.n + 1, self.faults.clone())
+            .map_err(std::io::Error::other)?;
         let mut buf = Vec::new();
         for body in snapshot {
             Self::frame(&mut buf, body);
         }
         self.zero_ahead(buf.len() as u64)?;
-        self.file.write_all(&buf)?;
-        self.file.sync_data()?;
+        self.file.write_at(&buf, self.size)?;
+        self.file.sync()?;
         self.size += buf.len() as u64;
+        self.synced = self.size;
         for (n, p) in segments(&self.dir).map_err(std::io::Error::other)? {
             if n <= old {
                 std::fs::remove_file(p)?;
@@ -573,7 +608,7 @@ mod tests {
     #[test]
     fn a_batch_that_fails_to_write_is_dropped_and_the_next_lands_whole() {
         let dir = tempfile::tempdir().expect("tmp");
-        let mut w = Writer::open(dir.path(), 1).expect("open");
+        let mut w = Writer::open(dir.path(), 1, None).expect("open");
         let mut buf = Vec::new();
         Writer::frame(&mut buf, &encode_remove(1));
         w.write_out(&mut buf)
@@ -582,7 +617,7 @@ mod tests {
         // A write through a read-only handle of the segment fails (EBADF),
         // as a full or failing disk would.
         let ro = File::open(segment_path(dir.path(), 1)).expect("read-only");
-        let writable = std::mem::replace(&mut w.file, ro);
+        let writable = std::mem::replace(&mut w.file, Arc::new(ro));
         Writer::frame(&mut buf, &encode_remove(2));
         assert!(w.write_out(&mut buf).is_err(), "batch 2 fails");
         assert!(
@@ -602,7 +637,7 @@ mod tests {
         // Written without any later waited record: a process crash after
         // the answer finds it in the file (the page cache survives it).
         let dir = tempfile::tempdir().expect("tmp");
-        let log = Log::start(dir.path(), 0).expect("start");
+        let log = Log::start(dir.path(), 0, None).expect("start");
         log.append_lazy(encode_remove(7));
         let deadline = Instant::now() + Duration::from_secs(10);
         while removed_ids(dir.path()) != [7] {
