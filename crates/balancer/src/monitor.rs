@@ -36,6 +36,8 @@ impl Latency {
         self.sum_us.fetch_add(us, Ordering::Relaxed);
     }
 
+    /// The histogram's samples (its family's HELP and TYPE come first,
+    /// from the caller).
     fn render(&self, out: &mut String, labels: &str) {
         let mut cum = 0;
         for (i, b) in self.buckets.iter().enumerate() {
@@ -125,51 +127,139 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// Prometheus text for one pool's gateway; every series has a `pool` label.
-pub fn render_metrics(gw: &Gateway, pool_name: &str, out: &mut String) {
-    let m = &gw.metrics;
-    let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let p = pool_name.replace(['"', '\\', '\n'], "_");
-    for (name, v) in [
-        ("strata_gateway_requests_total", &m.requests),
-        ("strata_gateway_in_flight", &m.active),
-        ("strata_gateway_retries_total", &m.retries),
-        ("strata_gateway_errors_total", &m.gateway_errors),
-        ("strata_gateway_retries_refused_total", &m.retries_refused),
-        ("strata_gateway_rate_limited_total", &m.rate_limited),
-        ("strata_gateway_queue_refused_total", &m.queue_refused),
-        ("strata_gateway_hedges_total", &m.hedges),
-        ("strata_gateway_sticky_hits_total", &m.sticky_hits),
-        ("strata_gateway_sticky_moves_total", &m.sticky_moves),
-    ] {
-        let _ = writeln!(out, "{name}{{pool=\"{p}\"}} {}", l(v));
+/// Writes a family's `# HELP` and `# TYPE` lines: Prometheus wants them
+/// once, before every sample of the family.
+pub(crate) fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Per-pool series: name, type, help, and how to read it.
+type PoolSeries = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Gateway) -> u64,
+);
+
+const POOL_SERIES: [PoolSeries; 10] = [
+    (
+        "strata_gateway_requests_total",
+        "counter",
+        "Requests the pool took.",
+        |g| l(&g.metrics.requests),
+    ),
+    (
+        "strata_gateway_in_flight",
+        "gauge",
+        "Requests of the pool in flight.",
+        |g| l(&g.metrics.active),
+    ),
+    (
+        "strata_gateway_retries_total",
+        "counter",
+        "Requests tried again on another backend.",
+        |g| l(&g.metrics.retries),
+    ),
+    (
+        "strata_gateway_errors_total",
+        "counter",
+        "Requests answered with a gateway error (502, 503, 504).",
+        |g| l(&g.metrics.gateway_errors),
+    ),
+    (
+        "strata_gateway_retries_refused_total",
+        "counter",
+        "Retries the retry budget refused.",
+        |g| l(&g.metrics.retries_refused),
+    ),
+    (
+        "strata_gateway_rate_limited_total",
+        "counter",
+        "Requests refused by the per-client rate limit (429).",
+        |g| l(&g.metrics.rate_limited),
+    ),
+    (
+        "strata_gateway_queue_refused_total",
+        "counter",
+        "Requests refused with the backend queue full or timed out (503).",
+        |g| l(&g.metrics.queue_refused),
+    ),
+    (
+        "strata_gateway_hedges_total",
+        "counter",
+        "Hedged second requests sent.",
+        |g| l(&g.metrics.hedges),
+    ),
+    (
+        "strata_gateway_sticky_hits_total",
+        "counter",
+        "Requests that went to the backend their cookie named.",
+        |g| l(&g.metrics.sticky_hits),
+    ),
+    (
+        "strata_gateway_sticky_moves_total",
+        "counter",
+        "Sticky requests moved off an unhealthy backend.",
+        |g| l(&g.metrics.sticky_moves),
+    ),
+];
+
+fn l(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+/// Prometheus text for every pool, one family at a time; every series has
+/// a `pool` label, backend series a `backend` label too.
+pub fn render_metrics(pools: &[(std::sync::Arc<str>, std::sync::Arc<Gateway>)], out: &mut String) {
+    let label = |name: &str| name.replace(['"', '\\', '\n'], "_");
+    for (name, kind, help, read) in POOL_SERIES {
+        family(out, name, kind, help);
+        for (p, gw) in pools {
+            let _ = writeln!(out, "{name}{{pool=\"{}\"}} {}", label(p), read(gw));
+        }
     }
     let now = Instant::now();
-    let pool = gw.pool();
-    for (i, b) in pool.backends.iter().enumerate() {
-        let labels = format!("pool=\"{p}\",backend=\"{}\"", b.addr);
-        let series: [(&str, u64); 8] = [
-            ("strata_gateway_backend_in_flight", l(&b.in_flight)),
-            ("strata_gateway_backend_requests_total", l(&b.requests)),
-            ("strata_gateway_backend_failures_total", l(&b.failures)),
-            (
-                "strata_gateway_backend_ejections_total",
-                u64::from(b.ejections.load(Ordering::Relaxed)),
-            ),
-            (
-                "strata_gateway_backend_ejected",
-                u64::from(pool.is_ejected(i, now)),
-            ),
-            (
-                "strata_gateway_backend_draining",
-                u64::from(b.is_draining()),
-            ),
-            ("strata_gateway_backend_latency_ewma_us", l(&b.ewma_us)),
-            ("strata_gateway_backend_reported_load", l(&b.reported_load)),
-        ];
-        for (name, v) in series {
-            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+    let states: Vec<(String, std::sync::Arc<Pool>)> =
+        pools.iter().map(|(p, gw)| (label(p), gw.pool())).collect();
+    type BackendSeries = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&Pool, usize, Instant) -> String,
+    );
+    let series: [BackendSeries; 8] = [
+        ("strata_gateway_backend_in_flight", "gauge", "Requests in flight to the backend.", |p, i, _| l(&p.backends[i].in_flight).to_string()),
+        ("strata_gateway_backend_requests_total", "counter", "Requests sent to the backend.", |p, i, _| l(&p.backends[i].requests).to_string()),
+        ("strata_gateway_backend_failures_total", "counter", "Requests to the backend that failed (no answer or 5xx).", |p, i, _| l(&p.backends[i].failures).to_string()),
+        ("strata_gateway_backend_ejections_total", "counter", "Times the backend was ejected.", |p, i, _| p.backends[i].ejections.load(Ordering::Relaxed).to_string()),
+        ("strata_gateway_backend_ejected", "gauge", "1 while the backend is ejected.", |p, i, now| u8::from(p.is_ejected(i, now)).to_string()),
+        ("strata_gateway_backend_draining", "gauge", "1 while the backend is draining.", |p, i, _| u8::from(p.backends[i].is_draining()).to_string()),
+        ("strata_gateway_backend_latency_ewma_seconds", "gauge", "Moving average of the backend's time to first byte.", |p, i, _| (l(&p.backends[i].ewma_us) as f64 / 1e6).to_string()),
+        ("strata_gateway_backend_reported_load", "gauge", "Load the backend last reported on /load (CPU percent plus requests in flight, times 100).", |p, i, _| l(&p.backends[i].reported_load).to_string()),
+    ];
+    for (name, kind, help, read) in series {
+        family(out, name, kind, help);
+        for (p, pool) in &states {
+            for (i, b) in pool.backends.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "{name}{{pool=\"{p}\",backend=\"{}\"}} {}",
+                    b.addr,
+                    read(pool, i, now)
+                );
+            }
         }
-        b.latency.render(out, &labels);
+    }
+    family(
+        out,
+        "strata_gateway_backend_latency_seconds",
+        "histogram",
+        "Time to the backend's first response byte.",
+    );
+    for (p, pool) in &states {
+        for b in &pool.backends {
+            b.latency
+                .render(out, &format!("pool=\"{p}\",backend=\"{}\"", b.addr));
+        }
     }
 }

@@ -100,9 +100,7 @@ impl Router {
             return crate::monitor::status_page(&self.pools);
         }
         let mut out = String::new();
-        for (name, gw) in &self.pools {
-            crate::monitor::render_metrics(gw, name, &mut out);
-        }
+        crate::monitor::render_metrics(&self.pools, &mut out);
         out
     }
 }

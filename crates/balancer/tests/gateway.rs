@@ -320,7 +320,7 @@ async fn spreads_fails_over_and_is_never_an_open_proxy() {
     );
     assert!(page.contains(&format!("<td>{a}</td><td>up</td>")), "{page}");
     let mut m = String::new();
-    balancer::monitor::render_metrics(&g, "default", &mut m);
+    balancer::monitor::render_metrics(&[("default".into(), g.clone())], &mut m);
     // Every answer from A was timed: the histogram's +Inf bucket counts them.
     let answered = series_value(
         &m,
@@ -743,7 +743,7 @@ async fn a_hedged_get_is_answered_by_the_second_backend_when_the_first_stalls() 
     assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("F+xff"), "{r}");
     assert_eq!(g.metrics.hedges.load(Ordering::Relaxed), 1);
     let mut m = String::new();
-    balancer::monitor::render_metrics(&g, "default", &mut m);
+    balancer::monitor::render_metrics(&[("default".into(), g.clone())], &mut m);
     assert!(
         m.contains("strata_gateway_hedges_total{pool=\"default\"} 1\n"),
         "{m}"

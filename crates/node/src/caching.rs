@@ -346,73 +346,136 @@ impl Caching {
         self.opts.item_max
     }
 
-    /// Prometheus text for the tiers.
+    /// Prometheus text for the tiers: each family's samples together,
+    /// after its HELP and TYPE.
     pub fn render(&self, out: &mut String) {
         use std::fmt::Write;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        // (labels, value) per family, in the order below.
+        let mut hits = Vec::new();
+        let mut misses = Vec::new();
+        let mut evictions = Vec::new();
+        let mut bytes = Vec::new();
+        let mut items = Vec::new();
+        let mut counted = |tier: &str, c: &TierCounters| {
+            let t = format!("tier=\"{tier}\"");
+            hits.push((t.clone(), l(&c.hits)));
+            misses.push((t, l(&c.misses)));
+        };
+        if self.disk.is_some() {
+            counted("disk", &self.disk_counters);
+        }
+        // The ready set is shared by `serve`'s nodes: each node's page
+        // shows the set's own totals.
+        if let Some(r) = &self.ready {
+            counted("ready", &r.counters);
+        }
+        if self.local.is_some() {
+            counted("local", &self.local_counters);
+        }
+        if let GlobalCache::Local(_) = &self.global {
+            counted("global", &self.global_counters);
+        }
+        let mut remote = Vec::new();
+        if let GlobalCache::Remote(c) = &self.global {
+            for (name, ctr, up) in c.counters() {
+                let t = format!("tier=\"global\",node=\"{name}\"");
+                hits.push((t.clone(), l(&ctr.hits)));
+                misses.push((t, l(&ctr.misses)));
+                remote.push((
+                    name.to_owned(),
+                    l(&ctr.errors),
+                    l(&ctr.down_marks),
+                    u64::from(up),
+                ));
+            }
+        }
         if let Some(d) = &self.disk {
-            self.disk_counters.render(out, "disk");
-            let _ = writeln!(out, "strata_cache_bytes{{tier=\"disk\"}} {}", d.bytes());
-            let _ = writeln!(out, "strata_cache_items{{tier=\"disk\"}} {}", d.len());
+            bytes.push(("tier=\"disk\"".to_owned(), d.bytes()));
+            items.push(("tier=\"disk\"".to_owned(), d.len() as u64));
         }
         if let Some(r) = &self.ready {
-            // Shared by `serve`'s nodes: each node's page shows the set's
-            // own totals.
-            r.counters.render(out, "ready");
-            let _ = writeln!(out, "strata_cache_items{{tier=\"ready\"}} {}", r.len());
+            items.push(("tier=\"ready\"".to_owned(), r.len() as u64));
         }
-        if let Some(c) = &self.local {
-            let _ = writeln!(out, "# TYPE strata_cache_hits_total counter");
-            self.local_counters.render(out, "local");
-            let _ = writeln!(
-                out,
-                "strata_cache_evictions_total{{tier=\"local\"}} {}",
-                l(&c.stats.evictions)
-            );
-            let _ = writeln!(out, "strata_cache_bytes{{tier=\"local\"}} {}", c.bytes());
-            let _ = writeln!(out, "strata_cache_items{{tier=\"local\"}} {}", c.len());
-        }
-        match &self.global {
-            GlobalCache::None => {}
-            GlobalCache::Local(c) => {
-                self.global_counters.render(out, "global");
-                let _ = writeln!(
-                    out,
-                    "strata_cache_evictions_total{{tier=\"global\"}} {}",
-                    l(&c.stats.evictions)
-                );
-                let _ = writeln!(out, "strata_cache_bytes{{tier=\"global\"}} {}", c.bytes());
-                let _ = writeln!(out, "strata_cache_items{{tier=\"global\"}} {}", c.len());
-            }
-            GlobalCache::Remote(c) => {
-                for (name, ctr, up) in c.counters() {
-                    let _ = writeln!(
-                        out,
-                        "strata_cache_hits_total{{tier=\"global\",node=\"{name}\"}} {}",
-                        l(&ctr.hits)
-                    );
-                    let _ = writeln!(
-                        out,
-                        "strata_cache_misses_total{{tier=\"global\",node=\"{name}\"}} {}",
-                        l(&ctr.misses)
-                    );
-                    let _ = writeln!(
-                        out,
-                        "strata_cache_errors_total{{node=\"{name}\"}} {}",
-                        l(&ctr.errors)
-                    );
-                    let _ = writeln!(
-                        out,
-                        "strata_cache_down_marks_total{{node=\"{name}\"}} {}",
-                        l(&ctr.down_marks)
-                    );
-                    let _ = writeln!(
-                        out,
-                        "strata_cache_node_up{{node=\"{name}\"}} {}",
-                        u8::from(up)
-                    );
-                }
+        for (tier, c) in [
+            ("local", self.local.as_ref()),
+            (
+                "global",
+                match &self.global {
+                    GlobalCache::Local(c) => Some(c),
+                    _ => None,
+                },
+            ),
+        ] {
+            if let Some(c) = c {
+                let t = format!("tier=\"{tier}\"");
+                evictions.push((t.clone(), l(&c.stats.evictions)));
+                bytes.push((t.clone(), c.bytes() as u64));
+                items.push((t, c.len() as u64));
             }
         }
+        let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+            if samples.is_empty() {
+                return;
+            }
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in samples {
+                let _ = writeln!(out, "{name}{{{labels}}} {v}");
+            }
+        };
+        family(
+            "strata_cache_hits_total",
+            "counter",
+            "Reads a cache tier answered.",
+            &hits,
+        );
+        family(
+            "strata_cache_misses_total",
+            "counter",
+            "Reads a cache tier did not have.",
+            &misses,
+        );
+        family(
+            "strata_cache_evictions_total",
+            "counter",
+            "Entries evicted from a memory tier.",
+            &evictions,
+        );
+        family(
+            "strata_cache_bytes",
+            "gauge",
+            "Bytes held by a cache tier.",
+            &bytes,
+        );
+        family(
+            "strata_cache_items",
+            "gauge",
+            "Entries held by a cache tier.",
+            &items,
+        );
+        let per_node = |f: fn(&(String, u64, u64, u64)) -> u64| -> Vec<(String, u64)> {
+            remote
+                .iter()
+                .map(|r| (format!("node=\"{}\"", r.0), f(r)))
+                .collect()
+        };
+        family(
+            "strata_cache_errors_total",
+            "counter",
+            "Calls to a cache member that failed.",
+            &per_node(|r| r.1),
+        );
+        family(
+            "strata_cache_down_marks_total",
+            "counter",
+            "Times a cache member was marked down.",
+            &per_node(|r| r.2),
+        );
+        family(
+            "strata_cache_node_up",
+            "gauge",
+            "1 while a cache member is marked up.",
+            &per_node(|r| r.3),
+        );
     }
 }

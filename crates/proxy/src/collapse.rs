@@ -61,6 +61,8 @@ pub struct CollapseMetrics {
     /// Flights finished with a follower count in each bucket of
     /// [`FOLLOWER_BUCKETS`] (cumulative counts are computed when rendered).
     pub followers: [AtomicU64; 7],
+    /// Followers of every finished flight, summed.
+    pub followers_sum: AtomicU64,
 }
 
 impl CollapseMetrics {
@@ -70,33 +72,46 @@ impl CollapseMetrics {
             .position(|&b| n <= b)
             .unwrap_or(FOLLOWER_BUCKETS.len() - 1);
         self.followers[i].fetch_add(1, Ordering::Relaxed);
+        self.followers_sum.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Appends Prometheus text with `prefix` (e.g. `strata_proxy`).
     pub fn render(&self, out: &mut String, prefix: &str) {
         use std::fmt::Write;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        for (name, help, v) in [
+            (
+                "collapsed_total",
+                "Requests that joined a fetch already in flight.",
+                &self.collapsed,
+            ),
+            (
+                "origin_fetches_total",
+                "Fetches that went to the origin.",
+                &self.origin_fetches,
+            ),
+            (
+                "wait_timeouts_total",
+                "Followers that stopped waiting and fetched on their own.",
+                &self.wait_timeouts,
+            ),
+            (
+                "overflow_total",
+                "Requests that found a flight full of waiters and fetched on their own.",
+                &self.overflow,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {prefix}_{name} {help}\n# TYPE {prefix}_{name} counter\n{prefix}_{name} {}",
+                l(v)
+            );
+        }
         let _ = writeln!(
             out,
-            "# TYPE {prefix}_collapsed_total counter\n{prefix}_collapsed_total {}",
-            l(&self.collapsed)
+            "# HELP {prefix}_followers_per_leader Requests that joined each finished fetch.\n\
+             # TYPE {prefix}_followers_per_leader histogram"
         );
-        let _ = writeln!(
-            out,
-            "# TYPE {prefix}_origin_fetches_total counter\n{prefix}_origin_fetches_total {}",
-            l(&self.origin_fetches)
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE {prefix}_wait_timeouts_total counter\n{prefix}_wait_timeouts_total {}",
-            l(&self.wait_timeouts)
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE {prefix}_overflow_total counter\n{prefix}_overflow_total {}",
-            l(&self.overflow)
-        );
-        let _ = writeln!(out, "# TYPE {prefix}_followers_per_leader histogram");
         let mut cum = 0;
         for (i, b) in FOLLOWER_BUCKETS.iter().enumerate() {
             cum += l(&self.followers[i]);
@@ -110,7 +125,11 @@ impl CollapseMetrics {
                 "{prefix}_followers_per_leader_bucket{{le=\"{le}\"}} {cum}"
             );
         }
-        let _ = writeln!(out, "{prefix}_followers_per_leader_count {cum}");
+        let _ = writeln!(
+            out,
+            "{prefix}_followers_per_leader_sum {}\n{prefix}_followers_per_leader_count {cum}",
+            l(&self.followers_sum)
+        );
     }
 }
 

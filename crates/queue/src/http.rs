@@ -373,23 +373,36 @@ async fn metrics(AxState(b): AxState<Db>, _h: HeaderMap) -> Response {
         Ok(all) => all,
         Err(e) => return err(e),
     };
-    for s in all {
+    // Each family once, with every queue's samples under it.
+    let _ = writeln!(
+        out,
+        "# HELP strata_queue_jobs Jobs by queue and state.\n# TYPE strata_queue_jobs gauge"
+    );
+    for s in &all {
         let q = &s.name;
-        {
-            for (state, n) in [
-                ("ready", s.ready),
-                ("reserved", s.reserved),
-                ("delayed", s.delayed),
-                ("dead", s.dead),
-                ("succeeded", s.succeeded),
-            ] {
-                let _ = writeln!(
-                    out,
-                    "strata_queue_jobs{{queue=\"{q}\",state=\"{state}\"}} {n}"
-                );
-            }
-            let _ = writeln!(out, "strata_queue_jobs_total{{queue=\"{q}\"}} {}", s.total);
+        for (state, n) in [
+            ("ready", s.ready),
+            ("reserved", s.reserved),
+            ("delayed", s.delayed),
+            ("dead", s.dead),
+            ("succeeded", s.succeeded),
+        ] {
+            let _ = writeln!(
+                out,
+                "strata_queue_jobs{{queue=\"{q}\",state=\"{state}\"}} {n}"
+            );
         }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP strata_queue_jobs_total Jobs ever put on a queue.\n# TYPE strata_queue_jobs_total counter"
+    );
+    for s in &all {
+        let _ = writeln!(
+            out,
+            "strata_queue_jobs_total{{queue=\"{}\"}} {}",
+            s.name, s.total
+        );
     }
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }

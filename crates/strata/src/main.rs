@@ -355,6 +355,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             for (i, a) in h.search_addrs.iter().enumerate() {
                 println!("  search {i}     http://{a} (internal shard)");
             }
+            println!("strata serve: ready (Ctrl-C stops it)");
             strata::shutdown_signal(rx).await;
             h.shutdown().await
         }

@@ -57,6 +57,9 @@ pub struct Served {
     pub access_key: String,
     /// The printed secret key.
     pub secret_key: String,
+    /// Every HTTP listener it printed, by its printed name (`node 1`,
+    /// `store`, `index`, `queue`, `search 0`, ...).
+    pub listeners: std::collections::BTreeMap<String, SocketAddr>,
 }
 
 impl Served {
@@ -83,13 +86,17 @@ impl Served {
             .take()
             .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
         let (mut http, mut s3, mut ak, mut sk) = (None, None, None, None);
+        let mut listeners = std::collections::BTreeMap::new();
         let mut lines = BufReader::new(out).lines();
-        while http.is_none() || s3.is_none() || ak.is_none() || sk.is_none() {
+        loop {
             let Some(line) = lines.next() else {
                 let _ = child.kill();
                 anyhow::bail!("serve exited before printing its addresses");
             };
             let line = line?;
+            if line.starts_with("strata serve: ready") {
+                break;
+            }
             let words: Vec<&str> = line.split_whitespace().collect();
             let addr = |w: &str| -> anyhow::Result<SocketAddr> {
                 let hostport = w
@@ -99,6 +106,11 @@ impl Served {
                     .unwrap_or_default();
                 Ok(hostport.parse()?)
             };
+            if let Some(at) = words.iter().position(|w| w.starts_with("http://")) {
+                if at > 0 {
+                    listeners.insert(words[..at].join(" "), addr(words[at])?);
+                }
+            }
             match words.as_slice() {
                 ["public", "API", a, ..] => http = Some(addr(a)?),
                 ["s3", a, ..] => s3 = Some(addr(a)?),
@@ -107,6 +119,10 @@ impl Served {
                 _ => {}
             }
         }
+        let (Some(_), Some(_), Some(_), Some(_)) = (&http, &s3, &ak, &sk) else {
+            let _ = child.kill();
+            anyhow::bail!("serve printed no public API, S3 endpoint or key pair");
+        };
         // Keep draining stdout so the process never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Ok(Served {
@@ -116,6 +132,7 @@ impl Served {
             s3: s3.unwrap_or_else(|| unreachable!()),
             access_key: ak.unwrap_or_default(),
             secret_key: sk.unwrap_or_default(),
+            listeners,
         })
     }
 

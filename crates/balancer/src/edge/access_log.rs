@@ -434,11 +434,24 @@ impl AccessLog {
 
     pub(crate) fn render_metrics(&self, out: &mut String) {
         let m = &self.shared.metrics;
-        for (name, v) in [
-            ("strata_gateway_access_log_lines_total", &m.lines),
-            ("strata_gateway_access_log_dropped_total", &m.dropped),
-            ("strata_gateway_access_log_errors_total", &m.errors),
+        for (name, help, v) in [
+            (
+                "strata_gateway_access_log_lines_total",
+                "Access log lines written.",
+                &m.lines,
+            ),
+            (
+                "strata_gateway_access_log_dropped_total",
+                "Access log lines dropped with the buffer full.",
+                &m.dropped,
+            ),
+            (
+                "strata_gateway_access_log_errors_total",
+                "Access log writes that failed.",
+                &m.errors,
+            ),
         ] {
+            crate::monitor::family(out, name, "counter", help);
             let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
         }
     }

@@ -86,23 +86,42 @@ impl Edge {
         use std::fmt::Write;
         use std::sync::atomic::Ordering::Relaxed;
         let m = &self.metrics;
-        for (name, v) in [
-            (
-                "strata_gateway_compressed_total{coding=\"gzip\"}",
-                &m.compressed_gzip,
-            ),
-            (
-                "strata_gateway_compressed_total{coding=\"br\"}",
-                &m.compressed_br,
-            ),
+        crate::monitor::family(
+            out,
+            "strata_gateway_compressed_total",
+            "counter",
+            "Responses compressed at the edge, by coding.",
+        );
+        for (coding, v) in [("gzip", &m.compressed_gzip), ("br", &m.compressed_br)] {
+            let _ = writeln!(
+                out,
+                "strata_gateway_compressed_total{{coding=\"{coding}\"}} {}",
+                v.load(Relaxed)
+            );
+        }
+        for (name, help, v) in [
             (
                 "strata_gateway_tls_handshake_errors_total",
+                "TLS handshakes that failed.",
                 &m.tls_handshake_errors,
             ),
-            ("strata_gateway_tls_connections_total", &m.tls_connections),
-            ("strata_gateway_h2_requests_total", &m.h2_requests),
-            ("strata_gateway_https_redirects_total", &m.redirects),
+            (
+                "strata_gateway_tls_connections_total",
+                "TLS connections accepted.",
+                &m.tls_connections,
+            ),
+            (
+                "strata_gateway_h2_requests_total",
+                "Requests that came over HTTP/2.",
+                &m.h2_requests,
+            ),
+            (
+                "strata_gateway_https_redirects_total",
+                "Plain HTTP requests redirected to HTTPS.",
+                &m.redirects,
+            ),
         ] {
+            crate::monitor::family(out, name, "counter", help);
             let _ = writeln!(out, "{name} {}", v.load(Relaxed));
         }
         if let Some(log) = &self.access_log {
