@@ -10,12 +10,9 @@ pub const SECRET_HEADER: &str = "x-strata-secret";
 /// on where they first differ, so that response timing cannot be used to
 /// guess a token byte by byte.
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    // black_box keeps the optimiser from turning the fold into an early
-    // exit.
-    std::hint::black_box(a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y))) == 0
+    // `subtle` keeps the comparison branch-free past the optimiser
+    // (`black_box` is documented as best effort only).
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 /// A secret kept out of the cluster file: read from the environment

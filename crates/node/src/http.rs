@@ -142,26 +142,29 @@ impl HttpClient {
     }
 }
 
+/// Bytes a query-string value keeps as they are: RFC 3986's unreserved.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// Percent-encodes a query-string value (everything but unreserved bytes).
 pub fn encode_query(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, QUERY_VALUE).to_string()
 }
 
-/// The `error` field of a JSON error body.
+/// The `error` field of a JSON error body (`{"error": ..., "detail": ...}`),
+/// borrowed from the body (no JSON tree is built).
 fn error_code(body: &[u8]) -> Option<&str> {
-    // Bodies are small `{"error": ..., "detail": ...}` objects: find the
-    // field without building a JSON tree for every error.
-    let text = std::str::from_utf8(body).ok()?;
-    let rest = text.split_once("\"error\":\"")?.1;
-    rest.split_once('"').map(|(code, _)| code)
+    #[derive(serde::Deserialize)]
+    struct ErrorBody<'a> {
+        #[serde(borrow)]
+        error: &'a str,
+    }
+    serde_json::from_slice::<ErrorBody>(body)
+        .ok()
+        .map(|e| e.error)
 }
 
 /// Maps a non-2xx reply to an error: 404 -> NotFound, 507 -> Full, a

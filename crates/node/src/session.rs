@@ -45,9 +45,8 @@ fn is_id(v: &str) -> bool {
 /// `bytes` random bytes from the OS's random source, in hex: session ids
 /// here, and the gateway's default cookie secret in the binary.
 pub fn random_hex(bytes: usize) -> std::io::Result<String> {
-    use std::io::Read;
     let mut b = vec![0u8; bytes];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    getrandom::fill(&mut b).map_err(std::io::Error::other)?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 

@@ -466,7 +466,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cfg.auth.secret = match (secret, sticky) {
                 (Some(s), _) => Some(s),
                 (None, true) => {
-                    Some(node::session::random_hex(32).context("reading /dev/urandom")?)
+                    Some(node::session::random_hex(32).context("the OS's random source")?)
                 }
                 (None, false) => None,
             };
