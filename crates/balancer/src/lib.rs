@@ -11,7 +11,7 @@
 //!   ejection percent; below the panic threshold of healthy backends,
 //!   traffic goes to all of them (ejecting slow nodes must not overload the
 //!   rest into failing too).
-//! - [`proxy::serve`] forwards HTTP/1.1 with pooled keep-alive upstream
+//! - [`collapse::serve`] forwards HTTP/1.1 with pooled keep-alive upstream
 //!   connections, streamed bodies, X-Forwarded-For/-Proto, hop-by-hop
 //!   headers removed, and retries of idempotent requests on another backend
 //!   after a connect error. It forwards only to its configured backends,

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use proxy::{CollapseOptions, Collapser};
+use collapse::{CollapseOptions, Collapser};
 
 use crate::engine::{Cache, StoreMode};
 

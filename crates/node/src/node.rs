@@ -45,7 +45,7 @@ pub struct NodeOptions {
     /// `Cache-Control` sent with blobs.
     pub cache_control: String,
     /// Collapsed forwarding of store reads; `None` turns it off.
-    pub collapse: Option<proxy::CollapseOptions>,
+    pub collapse: Option<collapse::CollapseOptions>,
     /// Batching: small reads on one remote store within this window go as
     /// one multi-get; `None` = off (the default).
     pub batch_window: Option<Duration>,
@@ -80,7 +80,7 @@ impl Default for NodeOptions {
             write_token: None,
             probe_every: Duration::from_millis(500),
             cache_control: "public, max-age=300".into(),
-            collapse: Some(proxy::CollapseOptions::default()),
+            collapse: Some(collapse::CollapseOptions::default()),
             slice_bytes: Some(1 << 20),
             batch_window: None,
             batch_max_bytes: 64 << 10,
@@ -145,7 +145,7 @@ enum Fill {
 }
 
 /// Store reads collapsed per (blob id, byte range).
-pub type BlobCollapser = proxy::Collapser<(u64, Option<(u64, u64)>), Bytes, Error>;
+pub type BlobCollapser = collapse::Collapser<(u64, Option<(u64, u64)>), Bytes, Error>;
 
 impl Node {
     /// Connects the search shards (once).
@@ -192,7 +192,7 @@ impl Node {
             metrics: NodeMetrics::default(),
             extra_metrics,
             caching,
-            collapser: opts_collapse.clone().map(proxy::Collapser::new),
+            collapser: opts_collapse.clone().map(collapse::Collapser::new),
             streams: opts_collapse.map(crate::streaming::Streams::new),
             batcher: opts_batch.map(|(w, max)| crate::batch::Batcher::new(w, max)),
             cpu_last: Mutex::new(None),
@@ -756,7 +756,7 @@ impl Node {
         })
         .await
         .map_err(|e| match e {
-            proxy::Error::Origin(e) => e,
+            collapse::Error::Origin(e) => e,
             other => Error::Unavailable {
                 tier: "store".into(),
                 detail: other.to_string(),

@@ -3,7 +3,7 @@
 //! A full GET of a blob that is not cached whole (bigger than the cache's
 //! item limit, or no cache) from a remote store is streamed: the first
 //! request opens the store's response and pumps it into a
-//! [`proxy::SharedBody`]; every concurrent request for the same blob reads
+//! [`collapse::SharedBody`]; every concurrent request for the same blob reads
 //! that body from its first byte as the bytes arrive. The open is collapsed
 //! (one store request while headers are awaited) and the open body is kept
 //! in a table until it ends, so requests arriving mid-transfer join it
@@ -15,10 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use collapse::{SharedBody, SharedReader};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
 use index::BlobMeta;
-use proxy::{SharedBody, SharedReader};
 
 use crate::{Error, Node, Result};
 
@@ -28,14 +28,14 @@ const STREAM_MIN: u64 = 256 << 10;
 /// Open bodies by blob id, and the collapser for opening them.
 pub(crate) struct Streams {
     open: Mutex<HashMap<u64, Arc<SharedBody>>>,
-    collapser: Arc<proxy::Collapser<u64, Arc<SharedBody>, Error>>,
+    collapser: Arc<collapse::Collapser<u64, Arc<SharedBody>, Error>>,
 }
 
 impl Streams {
-    pub(crate) fn new(opts: proxy::CollapseOptions) -> Streams {
+    pub(crate) fn new(opts: collapse::CollapseOptions) -> Streams {
         Streams {
             open: Mutex::new(HashMap::new()),
-            collapser: proxy::Collapser::new(opts),
+            collapser: collapse::Collapser::new(opts),
         }
     }
 }
@@ -153,7 +153,7 @@ impl Node {
                     .await
                 {
                     Ok(s) => s,
-                    Err(proxy::Error::Origin(e)) => return Some(Err(e)),
+                    Err(collapse::Error::Origin(e)) => return Some(Err(e)),
                     Err(e) => {
                         return Some(Err(Error::Unavailable {
                             tier: "store".into(),

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use collapse::SharedBody;
 use http_body_util::BodyExt;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use index::{BlobMeta, IndexDb};
 use node::{IndexHandle, Node, NodeOptions, StoreHandle, StoreMember};
-use proxy::SharedBody;
 
 /// A fake remote store whose one blob body the test feeds by hand.
 async fn fake_store(body: Arc<SharedBody>, size: u64, reads: Arc<AtomicU64>) -> String {

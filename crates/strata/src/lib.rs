@@ -72,7 +72,7 @@ pub fn node_options(cfg: &ClusterConfig) -> NodeOptions {
         max_body_bytes: cfg.limits.max_body_bytes,
         chunk_bytes: (cfg.limits.chunk_mb << 20) as usize,
         write_token: cfg.auth.write_token.clone(),
-        collapse: cfg.proxy.collapse.then(|| proxy::CollapseOptions {
+        collapse: cfg.proxy.collapse.then(|| collapse::CollapseOptions {
             max_age: Duration::from_millis(cfg.proxy.max_age_ms),
             wait_timeout: Duration::from_millis(cfg.proxy.wait_timeout_ms),
             max_waiters: cfg.proxy.max_waiters.max(1),

@@ -15,9 +15,8 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use testkit::{Procs, StatusCode};
 use tokio::net::TcpStream;
 
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_strata"))
-}
+mod common;
+use common::bin;
 
 /// Writes a new self-signed certificate for `img.test` over `dir`'s
 /// `site.pem` / `site.key`; returns it.

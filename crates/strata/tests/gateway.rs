@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use testkit::{Client, Method, Procs, Resp, StatusCode};
 
-fn bin() -> &'static std::path::Path {
-    std::path::Path::new(env!("CARGO_BIN_EXE_strata"))
-}
+mod common;
+use common::bin;
 
 /// The cookies a response sets, as `name=value` pairs.
 fn set_cookies(r: &Resp) -> Vec<String> {

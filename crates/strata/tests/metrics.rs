@@ -3,14 +3,12 @@
 //! once, with HELP and TYPE, units spelled out.
 
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 use testkit::Served;
 
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_strata"))
-}
+mod common;
+use common::bin;
 
 fn curl(args: &[&str]) -> Vec<u8> {
     let out = Command::new("curl")

@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 
 use testkit::Served;
 
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_strata"))
-}
+mod common;
+use common::bin;
 
 const MIB: u64 = 1 << 20;
 

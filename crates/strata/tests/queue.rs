@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use testkit::{free_addr, Client, Method, Procs, StatusCode};
 
-fn bin() -> &'static std::path::Path {
-    std::path::Path::new(env!("CARGO_BIN_EXE_strata"))
-}
+mod common;
+use common::bin;
 
 fn start_queue(data: &std::path::Path, addr: std::net::SocketAddr) -> std::process::Child {
     Command::new(bin())

@@ -10,9 +10,8 @@ use testkit::{blob, Client, Method, Procs, StatusCode};
 const SECRET: &str = "repair-secret";
 const ADMIN: &str = "repair-admin";
 
-fn bin() -> &'static std::path::Path {
-    std::path::Path::new(env!("CARGO_BIN_EXE_strata"))
-}
+mod common;
+use common::bin;
 
 fn extra(dead_after_ms: u64) -> String {
     format!(

@@ -11,9 +11,8 @@ use testkit::{S3Endpoint, Served};
 /// One client's whole run against an endpoint, in a work directory.
 type Scenario = fn(&S3Endpoint, &Path);
 
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_strata"))
-}
+mod common;
+use common::bin;
 
 /// Keys that need care in URLs, XML and signatures.
 const AWKWARD: [&str; 6] = [
@@ -539,21 +538,36 @@ except s3.exceptions.ClientError as e:
     assert e.response["Error"]["Code"] == "NoSuchUpload", e.response
 print("ok")
 "#;
+    run_script(&s, dir.path(), script);
+    // Its part went too (deleted in the background).
+    until_listed(&s, "_s3/parts/", 0);
+}
+
+/// Runs a boto3 `script` (argv: endpoint, access key, secret key) against
+/// `s`; it prints `ok` when every assertion held.
+fn run_script(s: &Served, home: &Path, script: &str) {
     let mut c = python();
     c.args(["-c", script, &s.s3_url(), &s.access_key, &s.secret_key])
-        .env("HOME", dir.path())
-        .env("AWS_CONFIG_FILE", dir.path().join("none"));
+        .env("HOME", home)
+        .env("AWS_CONFIG_FILE", home.join("none"));
     assert_eq!(ok(c).trim(), "ok");
-    // Its part went too (deleted in the background).
+}
+
+/// Waits until the native listing under `prefix` holds `n` keys (deletes
+/// run in the background).
+fn until_listed(s: &Served, prefix: &str, n: usize) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let (code, body) = http_get(&format!("http://{}/v1/blobs?prefix=_s3/parts/", s.http));
+        let (code, body) = http_get(&format!("http://{}/v1/blobs?prefix={prefix}", s.http));
         assert_eq!(code, 200);
         let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
-        if v["items"].as_array().is_some_and(|a| a.is_empty()) {
-            break;
+        if v["items"].as_array().is_some_and(|a| a.len() == n) {
+            return;
         }
-        assert!(std::time::Instant::now() < deadline, "parts left: {v}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{prefix}: want {n} keys, have {v}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
@@ -624,25 +638,11 @@ keys = [o["Key"] for o in s3.list_objects_v2(Bucket="bad").get("Contents", [])]
 assert keys == ["parts", "small"], keys
 print("ok")
 "#;
-    let mut c = python();
-    c.args(["-c", script, &s.s3_url(), &s.access_key, &s.secret_key])
-        .env("HOME", dir.path())
-        .env("AWS_CONFIG_FILE", dir.path().join("none"));
-    assert_eq!(ok(c).trim(), "ok");
+    run_script(&s, dir.path(), script);
     // The refused and cut-off bodies left no chunk: what is left is the
-    // completed upload's parts (named by its record) and nothing else.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let (code, body) = http_get(&format!("http://{}/v1/blobs?prefix=_chunks/", s.http));
-        assert_eq!(code, 200);
-        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
-        // Part 1 (5 MiB in 1 MiB chunks) is the only chunked blob kept.
-        if v["items"].as_array().is_some_and(|a| a.len() == 5) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "chunks: {v}");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    // completed upload's part 1 (5 MiB in 1 MiB chunks, named by its
+    // record) and nothing else.
+    until_listed(&s, "_chunks/", 5);
 }
 
 #[test]

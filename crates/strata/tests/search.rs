@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 
 use testkit::{Client, InProc, Method, Procs, StatusCode};
 
-fn bin() -> &'static std::path::Path {
-    std::path::Path::new(env!("CARGO_BIN_EXE_strata"))
-}
+mod common;
+use common::bin;
 
 fn enc(s: &str) -> String {
     s.bytes()

@@ -1,4 +1,6 @@
-//! strata's proxy layer: collapsed forwarding.
+//! strata's collapsed forwarding (the `[proxy]` settings of the cluster
+//! file; the crate was called `proxy`, a name now left to the gateway's
+//! reverse proxy, `balancer::proxy`).
 //!
 //! [`Collapser`] makes N concurrent misses of one key cost one origin
 //! fetch. The first request for a key becomes the leader: its fetch runs in

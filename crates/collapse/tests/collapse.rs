@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use proxy::{CollapseOptions, Collapser, Error};
+use collapse::{CollapseOptions, Collapser, Error};
 use tokio::sync::Semaphore;
 
 type C = Collapser<&'static str, String, String>;
