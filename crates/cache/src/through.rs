@@ -50,6 +50,13 @@ impl ReadThrough {
         }
     }
 
+    /// Misses of `key` waiting on the origin read in flight for it.
+    pub fn waiting(&self, key: &[u8]) -> u64 {
+        self.collapser
+            .as_ref()
+            .map_or(0, |c| c.followers(&key.to_vec()))
+    }
+
     /// Reads `key` from the origin after a miss, joining a fetch already in
     /// flight for it, and fills `cache` with the answer.
     pub async fn load(&self, cache: &Arc<Cache>, key: &[u8]) -> Option<Bytes> {

@@ -581,8 +581,9 @@ async fn exactly_one_client_wins_a_vivify() {
 /// once and every client gets the value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_through_collapses_concurrent_misses() {
-    struct SlowOrigin(std::sync::atomic::AtomicU64);
-    impl cache::through::Origin for SlowOrigin {
+    /// Answers once the test opens its gate.
+    struct GatedOrigin(std::sync::atomic::AtomicU64, tokio::sync::Notify);
+    impl cache::through::Origin for GatedOrigin {
         fn fetch<'a>(
             &'a self,
             key: &'a [u8],
@@ -590,13 +591,14 @@ async fn read_through_collapses_concurrent_misses() {
         {
             Box::pin(async move {
                 self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                // Long enough that every client's miss overlaps this fetch.
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                if key == b"d:7" {
+                    self.1.notified().await;
+                }
                 (key == b"d:7").then(|| bytes::Bytes::from_static(b"seven"))
             })
         }
     }
-    let origin = Arc::new(SlowOrigin(Default::default()));
+    let origin = Arc::new(GatedOrigin(Default::default(), tokio::sync::Notify::new()));
     let cache = Arc::new(Cache::new(
         CacheConfig::default(),
         Arc::new(cache::SystemClock),
@@ -623,6 +625,19 @@ async fn read_through_collapses_concurrent_misses() {
                 .await;
         }));
     }
+    // The gate opens once the other 99 misses follow the first one's read
+    // (a condition, not a guess at how long that takes).
+    let through = srv.server.through.as_ref().expect("read-through");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while through.waiting(b"d:7") < 99 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} misses joined the read",
+            through.waiting(b"d:7")
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    origin.1.notify_one();
     for t in tasks {
         t.await.expect("client");
     }

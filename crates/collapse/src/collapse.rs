@@ -170,6 +170,14 @@ where
         })
     }
 
+    /// Requests following the fetch of `key` in flight now (0 when none
+    /// is): how many answers one origin read will make.
+    pub fn followers(&self, key: &K) -> u64 {
+        let t = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        t.get(key)
+            .map_or(0, |f| f.followers.load(Ordering::Relaxed))
+    }
+
     /// Fetches `key` with `fetch`, unless a fetch of it is already in
     /// flight, in which case this waits for that one's answer.
     pub async fn get<F, Fut>(self: &Arc<Self>, key: K, fetch: F) -> Result<V, Error<E>>
