@@ -6,7 +6,7 @@
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use testkit::Served;
 
@@ -98,21 +98,20 @@ fn keys_under(s: &Served, prefix: &str) -> Vec<String> {
         .collect()
 }
 
-/// Waits until no chunk blob is left (chunks of replaced and deleted
-/// objects are deleted in the background).
+/// Waits until no chunk blob is left but `keep` (chunks of replaced and
+/// deleted objects are deleted in the background).
 fn until_no_chunks(s: &Served, keep: &[String]) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    testkit::until("chunks deleted", Duration::from_secs(30), || {
         let left: Vec<String> = keys_under(s, "_chunks/")
             .into_iter()
             .filter(|k| !keep.contains(k))
             .collect();
         if left.is_empty() {
-            return;
+            Ok(())
+        } else {
+            Err(format!("{left:?}"))
         }
-        assert!(Instant::now() < deadline, "chunks left behind: {left:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    });
 }
 
 #[test]
@@ -240,11 +239,14 @@ fn a_cut_off_upload_past_a_chunk_leaves_nothing() {
     .expect("head");
     let body = testkit::blob(5, 5 * MIB as usize);
     c.write_all(&body).expect("body");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while keys_under(&s, "_chunks/").len() < 4 {
-        assert!(Instant::now() < deadline, "the chunks were never written");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    testkit::until("four chunks written", Duration::from_secs(30), || {
+        let n = keys_under(&s, "_chunks/").len();
+        if n >= 4 {
+            Ok(())
+        } else {
+            Err(format!("{n} chunks"))
+        }
+    });
     drop(c);
     until_no_chunks(&s, &[]);
     let out = Command::new("curl")
@@ -312,18 +314,17 @@ fn chunks_and_parts_nothing_names_are_swept_once_older_than_an_upload_may_take()
     for k in orphans {
         curl(&["-T", small.to_str().expect("path"), &url(k)]);
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    testkit::until("orphans swept", Duration::from_secs(30), || {
         let left: Vec<String> = keys_under(&s, "_")
             .into_iter()
             .filter(|k| orphans.contains(&k.as_str()))
             .collect();
         if left.is_empty() {
-            break;
+            Ok(())
+        } else {
+            Err(format!("{left:?}"))
         }
-        assert!(Instant::now() < deadline, "orphans never swept: {left:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    });
     // The live object's chunks are named by its record: kept, and it
     // reads back whole.
     assert_eq!(keys_under(&s, "_chunks/"), chunks);

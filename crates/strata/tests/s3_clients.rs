@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use testkit::{S3Endpoint, Served};
 
@@ -556,20 +557,18 @@ fn run_script(s: &Served, home: &Path, script: &str) {
 /// Waits until the native listing under `prefix` holds `n` keys (deletes
 /// run in the background).
 fn until_listed(s: &Served, prefix: &str, n: usize) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let (code, body) = http_get(&format!("http://{}/v1/blobs?prefix={prefix}", s.http));
-        assert_eq!(code, 200);
-        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
-        if v["items"].as_array().is_some_and(|a| a.len() == n) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{prefix}: want {n} keys, have {v}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    testkit::until(
+        &format!("{n} keys under {prefix}"),
+        Duration::from_secs(20),
+        || {
+            let (code, body) = http_get(&format!("http://{}/v1/blobs?prefix={prefix}", s.http));
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            match v["items"].as_array() {
+                Some(a) if code == 200 && a.len() == n => Ok(()),
+                _ => Err(format!("{code} {v}")),
+            }
+        },
+    );
 }
 
 #[test]

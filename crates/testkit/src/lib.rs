@@ -11,7 +11,7 @@
 //! - [`Served`] is a `strata serve` process started as a user would,
 //!   its addresses and S3 keys read from what it prints.
 //! - [`Client`] is a minimal HTTP client for both, and [`blob`] makes
-//!   deterministic test bodies.
+//!   deterministic test bodies; [`until`] waits for a condition.
 
 mod client;
 pub mod faults;
@@ -21,6 +21,7 @@ pub mod ports;
 pub mod postgres;
 pub mod procs;
 mod served;
+pub mod wait;
 pub mod workload;
 
 pub use client::{metric_value, Client, Resp};
@@ -30,6 +31,7 @@ pub use inproc::{InProc, InProcCluster};
 pub use postgres::{PgCluster, PgSpec};
 pub use procs::{free_addr, strata_bin, Layout, Procs};
 pub use served::{python_with_boto3, S3Endpoint, Served};
+pub use wait::until;
 
 /// Deterministic pseudo-random bytes for blob `i`.
 pub fn blob(i: u64, len: usize) -> Vec<u8> {
