@@ -1,7 +1,8 @@
 //! The strata binary's library half: how roles are started from a cluster
 //! file ([`run_role`]) and how `strata serve` puts every role in one process
-//! ([`start_serve`]). `main.rs` only parses arguments and calls these; the
-//! test kit calls them too, to run roles in-process.
+//! ([`start_serve`]). `main.rs` only parses arguments; the subcommands in
+//! the binary's `cmd/` call these, and so does the test kit, to run roles
+//! in-process.
 //!
 //! Errors are `anyhow` here (this is the binary's side).
 
