@@ -122,71 +122,8 @@ fn ejection_is_capped_and_panic_mode_serves_everyone() {
     assert_eq!(c, vec![100, 100, 100, 100], "panic mode");
 }
 
-/// A backend that answers its own name; abort the handle to kill it
-/// (listener and every open connection).
-/// A fake backend; [`Fake::kill`] stops it and every connection it holds.
-struct Fake {
-    task: tokio::task::JoinHandle<()>,
-    /// One clone per live connection task.
-    live: Arc<()>,
-}
-
-impl Fake {
-    /// Stops accepting and waits until no connection task is left: an
-    /// aborted task that was mid-poll on another worker may still answer
-    /// one request, so the abort alone does not make the backend dead.
-    async fn kill(self) {
-        self.task.abort();
-        let _ = self.task.await;
-        while Arc::strong_count(&self.live) > 1 {
-            tokio::task::yield_now().await;
-        }
-    }
-}
-
-async fn backend(name: &'static str) -> (SocketAddr, Fake) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let a = l.local_addr().expect("addr");
-    let live = Arc::new(());
-    let held = live.clone();
-    let h = tokio::spawn(async move {
-        let mut conns = tokio::task::JoinSet::new();
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
-            let alive = held.clone();
-            conns.spawn(async move {
-                let _alive = alive;
-                let mut buf = vec![0u8; 8192];
-                loop {
-                    let mut got = Vec::new();
-                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => got.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let xff = String::from_utf8_lossy(&got).lines().any(|l| {
-                        l.to_ascii_lowercase()
-                            .starts_with("x-forwarded-for: 127.0.0.1")
-                    });
-                    let body = format!("{name}{}", if xff { "+xff" } else { "" });
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    if s.write_all(resp.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (a, Fake { task: h, live })
-}
+mod support;
+use support::backend;
 
 async fn gateway(backends: &[SocketAddr], algo: Algorithm) -> (SocketAddr, Arc<Gateway>) {
     let h = HealthOptions {

@@ -17,50 +17,8 @@ use tokio::sync::Semaphore;
 
 const TOKEN: &str = "admin-secret";
 
-/// A backend that answers its name; a path starting with `/hold` waits for
-/// a permit of `hold` first. Abort the handle to kill it.
-async fn backend(
-    name: &'static str,
-    hold: Arc<Semaphore>,
-) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let a = l.local_addr().expect("addr");
-    let h = tokio::spawn(async move {
-        let mut conns = tokio::task::JoinSet::new();
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
-            let hold = hold.clone();
-            conns.spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                loop {
-                    let mut got = Vec::new();
-                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => got.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    if got.starts_with(b"GET /hold") {
-                        let Ok(p) = hold.acquire().await else { return };
-                        p.forget();
-                    }
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{name}",
-                        name.len()
-                    );
-                    if s.write_all(resp.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (a, h)
-}
+mod support;
+use support::held_backend as backend;
 
 /// A gateway with one pool named `nodes`, the admin API on.
 async fn gateway(
@@ -388,8 +346,7 @@ async fn sticky_cookies_pin_clients_resist_forgery_and_fail_over() {
     let to_a = format!("strata_node={}", sticky.value(pool.backends[0].sticky_id()));
     let r = send(gw, "GET", "/cart", &format!("Cookie: {to_a}\r\n")).await;
     assert_eq!(body(&r), "A", "{r}");
-    ha.abort();
-    let _ = ha.await;
+    ha.kill().await;
     let r = send(gw, "GET", "/cart", &format!("Cookie: {to_a}\r\n")).await;
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     let moved = cookie_of(&r).expect("re-pinned");
