@@ -80,94 +80,66 @@ pub struct AuthConfig {
 
 /// `[limits]`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Largest accepted upload body, in bytes. Default 5 TiB
     /// (5497558138880), S3's largest object.
-    #[serde(default = "default_max_body")]
     pub max_body_bytes: u64,
     /// Bodies longer than this are stored as chunks of this size, each a
     /// replicated blob, plus a manifest (both APIs). MiB, 1 to 100: a
     /// chunk must fit one needle. Default 64.
-    #[serde(default = "default_chunk_mb")]
     pub chunk_mb: u64,
     /// Most open client connections per HTTP role (node, store, index,
     /// queue, search, gateway); further connections wait in the listen
     /// backlog until one closes. Default 10000.
-    #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// A request head (line and headers) must arrive whole within this
     /// time, or the connection is closed: a slowloris client cannot hold
     /// a connection by trickling bytes. On the roles' own listeners it
     /// also closes keep-alive connections idle this long. Milliseconds,
     /// default 20000.
-    #[serde(default = "default_header_timeout")]
     pub header_timeout_ms: u64,
     /// Largest request head, bytes; larger gets 431. Default 65536.
-    #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
     /// Most request headers; more gets 431. Default 100.
-    #[serde(default = "default_max_headers")]
     pub max_headers: usize,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
-            max_body_bytes: default_max_body(),
-            chunk_mb: default_chunk_mb(),
-            max_connections: default_max_connections(),
-            header_timeout_ms: default_header_timeout(),
-            max_header_bytes: default_max_header_bytes(),
-            max_headers: default_max_headers(),
+            max_body_bytes: 5 << 40,
+            chunk_mb: 64,
+            max_connections: 10_000,
+            header_timeout_ms: 20_000,
+            max_header_bytes: 64 << 10,
+            max_headers: 100,
         }
     }
 }
 
-fn default_max_connections() -> usize {
-    10_000
-}
-fn default_header_timeout() -> u64 {
-    20_000
-}
-fn default_max_header_bytes() -> usize {
-    64 << 10
-}
-fn default_max_headers() -> usize {
-    100
-}
-
-fn default_max_body() -> u64 {
-    5 << 40
-}
-
 /// `[store]`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     /// A volume file is sealed and a new one started once it reaches this
     /// size, in bytes. Default 4 GiB (4294967296).
-    #[serde(default = "default_volume_bytes")]
     pub volume_bytes: u64,
     /// A sealed volume is compacted when this fraction of its bytes is
     /// garbage (deleted or overwritten needles). Default 0.3.
-    #[serde(default = "default_garbage")]
     pub compact_garbage_ratio: f64,
     /// Needles appended between two checkpoints of the needle map to the
     /// volume's index file. Default 4096.
-    #[serde(default = "default_checkpoint")]
     pub checkpoint_every: u64,
     /// A store unreachable (to the nodes' health checks) this long is
     /// declared dead: each blob it held gets a new copy on another store,
     /// through repair jobs on the queue. Milliseconds; 0 = never. Default
     /// 600000 (10 minutes).
-    #[serde(default = "default_dead_after")]
     pub dead_after_ms: u64,
     /// Each store reads back and verifies all its blobs this often and
     /// queues the repair of any bad needle from a good replica. Seconds;
     /// 0 = never (`POST /admin/scrub` still runs one). Default 604800
     /// (weekly).
-    #[serde(default = "default_scrub_interval")]
     pub scrub_interval_secs: u64,
     /// Garbage collection: each store deletes the live copies no index
     /// entry names (left by a store that was dead while its blobs moved,
@@ -175,166 +147,112 @@ pub struct StoreConfig {
     /// unnamed for this long and were written at least this long ago, so
     /// that a write still on its way to the index is never touched.
     /// Seconds. Default 3600.
-    #[serde(default = "default_gc_grace")]
     pub gc_grace_secs: u64,
     /// How often each store runs a collection pass. Seconds; 0 = never
     /// (`POST /admin/gc` still runs one). Default 21600 (6 hours).
-    #[serde(default = "default_gc_interval")]
     pub gc_interval_secs: u64,
     /// A node's read or write to a store with no answer after this long
     /// (plus the blob's transfer time at 50 MB/s) is also sent to the next
     /// replica or store, and the first answers win: a hung store costs
     /// this delay instead of a timeout. Milliseconds; 0 = off. Default 250.
-    #[serde(default = "default_hedge")]
     pub hedge_after_ms: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
-            volume_bytes: default_volume_bytes(),
-            compact_garbage_ratio: default_garbage(),
-            checkpoint_every: default_checkpoint(),
-            dead_after_ms: default_dead_after(),
-            scrub_interval_secs: default_scrub_interval(),
-            gc_grace_secs: default_gc_grace(),
-            gc_interval_secs: default_gc_interval(),
-            hedge_after_ms: default_hedge(),
+            volume_bytes: 4 << 30,
+            compact_garbage_ratio: 0.3,
+            checkpoint_every: 4096,
+            dead_after_ms: 600_000,
+            scrub_interval_secs: 604_800,
+            gc_grace_secs: 3600,
+            gc_interval_secs: 21_600,
+            hedge_after_ms: 250,
         }
     }
 }
 
-fn default_dead_after() -> u64 {
-    600_000
-}
-fn default_hedge() -> u64 {
-    250
-}
-fn default_gc_grace() -> u64 {
-    3600
-}
-
-fn default_gc_interval() -> u64 {
-    21_600
-}
-
-fn default_scrub_interval() -> u64 {
-    604_800
-}
-
-fn default_volume_bytes() -> u64 {
-    4 << 30
-}
-fn default_garbage() -> f64 {
-    0.3
-}
-fn default_checkpoint() -> u64 {
-    4096
-}
-
 /// `[cache]`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
     /// Whether request nodes use the cache tiers at all (and whether `serve`
     /// runs a cache node). Default true.
-    #[serde(default = "default_true")]
     pub enabled: bool,
     /// Memory of each cache member, MiB, per-item overhead included.
     /// Default 64.
-    #[serde(default = "default_cache_mb")]
     pub memory_mb: usize,
     /// Largest cached value, bytes. Default 1048576 (1 MiB).
-    #[serde(default = "default_item_max")]
     pub item_max: usize,
     /// `aside` (the node fills the cache after an origin read) or
     /// `through` (the cache member reads blob bytes from the stores itself
     /// on a miss, one origin read per key). Default `aside`.
-    #[serde(default)]
     pub mode: CacheMode,
     /// Copies of a hot key in the distributed cache. Default 2.
-    #[serde(default = "default_hot_replicas")]
     pub hot_replicas: usize,
     /// Reads of one key per second, on one node, that make it hot.
     /// Default 50.
-    #[serde(default = "default_hot_threshold")]
     pub hot_threshold: u32,
     /// Each request node's local (in-process) cache, MiB; 0 disables it.
     /// Default 32.
-    #[serde(default = "default_local_mb")]
     pub local_memory_mb: usize,
     /// Each request node's local disk tier, MiB, under `<data_dir>/cache` of
     /// the node member (which then needs a `data_dir`); 0 disables it.
     /// Survives restarts. Default 0.
-    #[serde(default)]
     pub local_disk_mb: u64,
     /// Seconds a node-local copy of a key's metadata is trusted. This is the
     /// longest time another node can serve a value replaced elsewhere.
     /// Default 2.
-    #[serde(default = "default_meta_ttl")]
     pub meta_ttl_secs: u32,
     /// Keys whose metadata and response header lines each request node
     /// keeps ready to answer with (the ready set, ~0.5 KiB per key; in
     /// `serve` its nodes share one). 0 disables it. Default 131072.
-    #[serde(default = "default_ready_entries")]
     pub ready_entries: usize,
     /// Bounded-load factor for reads of non-hot keys (consistent hashing
     /// with bounded loads): a member with more than this many times the
     /// average requests in flight is skipped. 0 = off. Default 0.
-    #[serde(default)]
     pub bounded_load: f64,
     /// Cache request timeout, ms. Default 200.
-    #[serde(default = "default_cache_timeout")]
     pub timeout_ms: u64,
     /// Consecutive failures that mark a cache member down. Default 3.
-    #[serde(default = "default_down_after")]
     pub down_after: u32,
     /// How long a down member is skipped before it is tried again, ms.
     /// Default 2000.
-    #[serde(default = "default_retry_after")]
     pub retry_after_ms: u64,
     /// Seconds a session (`/v1/session`) lives after its last write; it is
     /// kept on `hot_replicas` cache members. Default 86400.
-    #[serde(default = "default_session_ttl")]
     pub session_ttl_secs: u32,
 }
 
 /// `[proxy]`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ProxyConfig {
     /// Collapse concurrent store reads of one blob (and range) into one,
     /// on request nodes. Default true.
-    #[serde(default = "default_true")]
     pub collapse: bool,
     /// The same on cache members in `through` mode (concurrent misses of
     /// one key share one origin read). Default true.
-    #[serde(default = "default_true")]
     pub cache_collapse: bool,
     /// A fetch older than this gets no new followers (the next request
     /// leads a new one), ms. Default 5000.
-    #[serde(default = "default_collapse_ms")]
     pub max_age_ms: u64,
     /// A follower waiting longer than this fetches by itself, ms.
     /// Default 5000.
-    #[serde(default = "default_collapse_ms")]
     pub wait_timeout_ms: u64,
     /// Most followers of one fetch; more requests fetch directly.
     /// Default 10000.
-    #[serde(default = "default_max_waiters")]
     pub max_waiters: usize,
     /// Spatial collapsing: ranges of blobs bigger than this are served
     /// from aligned slices of this many bytes, each read and cached once;
     /// 0 turns it off. Default 1048576 (1 MiB).
-    #[serde(default = "default_slice")]
     pub slice_bytes: u64,
     /// Batching: small reads on one remote store within this many
     /// microseconds go to it as one multi-get; 0 = off. Default 0 (off);
     /// 200 is a good start.
-    #[serde(default)]
     pub batch_window_us: u64,
     /// Largest blob read through a batch, bytes. Default 65536.
-    #[serde(default = "default_batch_max")]
     pub batch_max_bytes: u64,
 }
 
@@ -343,28 +261,14 @@ impl Default for ProxyConfig {
         ProxyConfig {
             collapse: true,
             cache_collapse: true,
-            max_age_ms: default_collapse_ms(),
-            wait_timeout_ms: default_collapse_ms(),
-            max_waiters: default_max_waiters(),
-            slice_bytes: default_slice(),
+            max_age_ms: 5000,
+            wait_timeout_ms: 5000,
+            max_waiters: 10_000,
+            slice_bytes: 1 << 20,
             batch_window_us: 0,
-            batch_max_bytes: default_batch_max(),
+            batch_max_bytes: 64 << 10,
         }
     }
-}
-
-fn default_batch_max() -> u64 {
-    64 << 10
-}
-fn default_slice() -> u64 {
-    1 << 20
-}
-
-fn default_collapse_ms() -> u64 {
-    5000
-}
-fn default_max_waiters() -> usize {
-    10_000
 }
 
 /// Global-cache mode.
@@ -382,115 +286,64 @@ impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
             enabled: true,
-            memory_mb: default_cache_mb(),
-            item_max: default_item_max(),
+            memory_mb: 64,
+            item_max: 1 << 20,
             mode: CacheMode::Aside,
-            hot_replicas: default_hot_replicas(),
-            hot_threshold: default_hot_threshold(),
-            local_memory_mb: default_local_mb(),
+            hot_replicas: 2,
+            hot_threshold: 50,
+            local_memory_mb: 32,
             local_disk_mb: 0,
             bounded_load: 0.0,
-            meta_ttl_secs: default_meta_ttl(),
-            ready_entries: default_ready_entries(),
-            timeout_ms: default_cache_timeout(),
-            down_after: default_down_after(),
-            retry_after_ms: default_retry_after(),
-            session_ttl_secs: default_session_ttl(),
+            meta_ttl_secs: 2,
+            ready_entries: 131_072,
+            timeout_ms: 200,
+            down_after: 3,
+            retry_after_ms: 2000,
+            session_ttl_secs: 86_400,
         }
     }
 }
 
-fn default_true() -> bool {
-    true
-}
-fn default_cache_mb() -> usize {
-    64
-}
-fn default_item_max() -> usize {
-    1 << 20
-}
-fn default_hot_replicas() -> usize {
-    2
-}
-fn default_hot_threshold() -> u32 {
-    50
-}
-fn default_local_mb() -> usize {
-    32
-}
-fn default_ready_entries() -> usize {
-    131_072
-}
-fn default_meta_ttl() -> u32 {
-    2
-}
-fn default_cache_timeout() -> u64 {
-    200
-}
-fn default_down_after() -> u32 {
-    3
-}
-fn default_session_ttl() -> u32 {
-    86_400
-}
-fn default_retry_after() -> u64 {
-    2000
-}
-
 /// `[queue]`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct QueueConfig {
     /// Largest job payload (an asynchronous upload's body), MiB. Default 64.
-    #[serde(default = "default_queue_payload")]
     pub max_payload_mb: usize,
     /// Seconds a finished job's result is kept. Default 86400.
-    #[serde(default = "default_session_ttl")]
     pub result_ttl_secs: u32,
     /// Built-in backend: a delete answers only once synced. Default false
     /// (written at once, synced with the next acknowledged change or within
     /// 20 ms; a machine crash in between can only bring the job back).
-    #[serde(default)]
     pub sync_deletes: bool,
     /// Upload workers per request node. Default 2.
-    #[serde(default = "default_workers")]
     pub workers: usize,
     /// Attempts of an asynchronous upload before it is a dead letter.
     /// Default 5.
-    #[serde(default = "default_attempts")]
     pub attempts: u32,
     /// Thumbnail widths, pixels, made after an asynchronous upload of a
     /// PNG or JPEG image; empty for none. Default [128, 512].
-    #[serde(default = "default_widths")]
     pub thumbnail_widths: Vec<u32>,
     /// `builtin` (one `queue` member keeps the jobs in its own log) or
     /// `postgres` (the jobs live in PostgreSQL; node workers claim them
     /// there and any number of `queue` members are stateless fronts).
     /// Default `builtin`.
-    #[serde(default)]
     pub backend: QueueBackend,
     /// With `postgres`: the database URL (the index's may be reused), as
     /// `index.url`. Never a password.
-    #[serde(default)]
     pub url: Option<String>,
     /// Name of the environment variable holding the database password.
-    #[serde(default)]
     pub password_env: Option<String>,
     /// File holding the database password (one line).
-    #[serde(default)]
     pub password_file: Option<PathBuf>,
     /// Connections per process. Default 16.
-    #[serde(default = "default_pool_size")]
     pub pool_size: usize,
     /// Server-side limit per statement, milliseconds. Default 5000.
-    #[serde(default = "default_statement_timeout")]
     pub statement_timeout_ms: u64,
     /// Client-side limit per call, milliseconds. Default 5000.
-    #[serde(default = "default_statement_timeout")]
     pub call_timeout_ms: u64,
     /// How long a call keeps retrying while no server accepts writes,
     /// milliseconds. Default 30000.
-    #[serde(default = "default_failover_wait")]
     pub failover_wait_ms: u64,
 }
 
@@ -524,59 +377,41 @@ impl QueueConfig {
 impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
-            max_payload_mb: default_queue_payload(),
-            result_ttl_secs: default_session_ttl(),
+            max_payload_mb: 64,
+            result_ttl_secs: 86_400,
             sync_deletes: false,
-            workers: default_workers(),
-            attempts: default_attempts(),
-            thumbnail_widths: default_widths(),
+            workers: 2,
+            attempts: 5,
+            thumbnail_widths: vec![128, 512],
             backend: QueueBackend::Builtin,
             url: None,
             password_env: None,
             password_file: None,
-            pool_size: default_pool_size(),
-            statement_timeout_ms: default_statement_timeout(),
-            call_timeout_ms: default_statement_timeout(),
-            failover_wait_ms: default_failover_wait(),
+            pool_size: 16,
+            statement_timeout_ms: 5000,
+            call_timeout_ms: 5000,
+            failover_wait_ms: 30_000,
         }
     }
 }
 
-fn default_queue_payload() -> usize {
-    64
-}
-fn default_widths() -> Vec<u32> {
-    vec![128, 512]
-}
-fn default_workers() -> usize {
-    2
-}
-fn default_attempts() -> u32 {
-    5
-}
-
 /// `[search]`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SearchConfig {
     /// A shard slower than this is left out of an answer, which is then
     /// marked partial. Milliseconds, default 2000.
-    #[serde(default = "default_search_timeout")]
     pub timeout_ms: u64,
     /// Indexing memory per shard, MiB (at least 16 per thread). Default 64.
-    #[serde(default = "default_writer_mb")]
     pub writer_mb: usize,
     /// Indexing threads per shard. Default 1.
-    #[serde(default = "default_writer_threads")]
     pub writer_threads: usize,
     /// Shards `strata serve` runs in its process. Default 2.
-    #[serde(default = "default_serve_shards")]
     pub serve_shards: usize,
     /// Search members each book is indexed on, so that answers stay
     /// whole while a member is down. Default 2 with two or more search
     /// members, else 1; at most the number of search members. `strata
     /// serve`'s shards share one machine and keep one copy.
-    #[serde(default)]
     pub replicas: Option<usize>,
 }
 
@@ -590,45 +425,29 @@ impl SearchConfig {
 impl Default for SearchConfig {
     fn default() -> Self {
         SearchConfig {
-            timeout_ms: default_search_timeout(),
-            writer_mb: default_writer_mb(),
-            writer_threads: default_writer_threads(),
-            serve_shards: default_serve_shards(),
+            timeout_ms: 2000,
+            writer_mb: 64,
+            writer_threads: 1,
+            serve_shards: 2,
             replicas: None,
         }
     }
 }
 
-fn default_search_timeout() -> u64 {
-    2000
-}
-fn default_writer_mb() -> usize {
-    64
-}
-fn default_writer_threads() -> usize {
-    1
-}
-fn default_serve_shards() -> usize {
-    2
-}
-
 /// `[s3]`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct S3Config {
     /// Domain for virtual-hosted-style requests (`bucket.{domain}`);
     /// path style always works. Default none.
-    #[serde(default)]
     pub domain: Option<String>,
     /// Access keys accepted (`[[s3.credentials]]`). `strata serve` makes
     /// and prints a pair when none is given.
-    #[serde(default)]
     pub credentials: Vec<S3Credential>,
     /// Multipart uploads neither completed nor aborted this long after they
     /// began are aborted (their parts deleted); chunks and parts that no
     /// record names are deleted once this old, so it is also the longest
     /// one upload may take. Seconds, default 86400.
-    #[serde(default = "default_abandoned_upload_secs")]
     pub abandoned_upload_secs: u64,
 }
 
@@ -637,17 +456,9 @@ impl Default for S3Config {
         S3Config {
             domain: None,
             credentials: Vec::new(),
-            abandoned_upload_secs: default_abandoned_upload_secs(),
+            abandoned_upload_secs: 86_400,
         }
     }
-}
-
-fn default_abandoned_upload_secs() -> u64 {
-    86_400
-}
-
-fn default_chunk_mb() -> u64 {
-    64
 }
 
 /// One `[[s3.credentials]]`: the secret never sits in the cluster file.
@@ -682,39 +493,31 @@ impl S3Credential {
 
 /// `[index]`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct IndexConfig {
     /// `redb` (an `index` member holds the names in a redb file; `serve`
     /// always uses redb) or `postgres` (nodes keep them in PostgreSQL and
     /// no index member runs). Default `redb`.
-    #[serde(default)]
     pub backend: IndexBackend,
     /// With `postgres`: the database URL, several hosts allowed, e.g.
     /// `postgres://strata@db1:5432,db2:5432/strata?target_session_attrs=read-write`.
     /// Never a password: see `password_env` and `password_file`.
-    #[serde(default)]
     pub url: Option<String>,
     /// Name of the environment variable holding the database password.
-    #[serde(default)]
     pub password_env: Option<String>,
     /// File holding the database password (one line).
-    #[serde(default)]
     pub password_file: Option<PathBuf>,
     /// Connections per node. Default 16.
-    #[serde(default = "default_pool_size")]
     pub pool_size: usize,
     /// Server-side limit per statement, milliseconds. Default 5000.
-    #[serde(default = "default_statement_timeout")]
     pub statement_timeout_ms: u64,
     /// Client-side limit per call (and per connection attempt),
     /// milliseconds: a database machine that vanished is given up on
     /// then. Default 5000.
-    #[serde(default = "default_statement_timeout")]
     pub call_timeout_ms: u64,
     /// How long a request keeps retrying while no server accepts writes
     /// (the primary is lost and the standby not yet promoted),
     /// milliseconds. Default 30000.
-    #[serde(default = "default_failover_wait")]
     pub failover_wait_ms: u64,
 }
 
@@ -725,10 +528,10 @@ impl Default for IndexConfig {
             url: None,
             password_env: None,
             password_file: None,
-            pool_size: default_pool_size(),
-            statement_timeout_ms: default_statement_timeout(),
-            call_timeout_ms: default_statement_timeout(),
-            failover_wait_ms: default_failover_wait(),
+            pool_size: 16,
+            statement_timeout_ms: 5000,
+            call_timeout_ms: 5000,
+            failover_wait_ms: 30_000,
         }
     }
 }
@@ -742,16 +545,6 @@ pub enum IndexBackend {
     Redb,
     /// PostgreSQL, reached by every node.
     Postgres,
-}
-
-fn default_pool_size() -> usize {
-    16
-}
-fn default_statement_timeout() -> u64 {
-    5000
-}
-fn default_failover_wait() -> u64 {
-    30_000
 }
 
 /// The PostgreSQL settings of `[index]` or `[queue]`, borrowed.

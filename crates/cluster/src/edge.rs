@@ -87,34 +87,37 @@ impl HeaderRules {
 
 /// `[gateway.compression]`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct CompressionConfig {
     /// Compress responses of routes that do not say otherwise. Default
     /// false.
-    #[serde(default)]
     pub enabled: bool,
     /// Smallest body compressed, bytes. Default 1024.
-    #[serde(default = "default_min_size")]
     pub min_size: u64,
     /// Content types compressed (exact, or a prefix ending in `/`);
     /// default text, JSON, JavaScript, XML and SVG. Raster images are
     /// never on it: they are compressed already.
-    #[serde(default)]
     pub types: Option<Vec<String>>,
     /// Codings offered, preferred first: `br`, `gzip`. Default both.
-    #[serde(default = "default_codings")]
     pub codings: Vec<String>,
     /// gzip level 1..=9. Default 5.
-    #[serde(default = "default_gzip_level")]
     pub gzip_level: u32,
     /// brotli quality 0..=11. Default 4.
-    #[serde(default = "default_brotli")]
     pub brotli_quality: u32,
 }
 
 impl Default for CompressionConfig {
+    /// An empty `[gateway.compression]` table: off, 1 KiB and up, brotli
+    /// then gzip.
     fn default() -> Self {
-        toml::from_str("").unwrap_or_else(|_| unreachable!())
+        CompressionConfig {
+            enabled: false,
+            min_size: 1024,
+            types: None,
+            codings: vec!["br".into(), "gzip".into()],
+            gzip_level: 5,
+            brotli_quality: 4,
+        }
     }
 }
 
@@ -171,18 +174,6 @@ pub struct CertConfig {
     pub key: PathBuf,
 }
 
-fn default_min_size() -> u64 {
-    1024
-}
-fn default_codings() -> Vec<String> {
-    vec!["br".into(), "gzip".into()]
-}
-fn default_gzip_level() -> u32 {
-    5
-}
-fn default_brotli() -> u32 {
-    4
-}
 fn default_format() -> String {
     "combined".into()
 }

@@ -46,94 +46,69 @@ pub const ALGORITHMS: [&str; 8] = [
 
 /// `[gateway]`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct GatewayConfig {
     /// Selection algorithm of pools that name none: random, round-robin,
     /// least-conn, p2c, p2c-latency, load or hash. Default `hash` (the same
     /// image goes to the same node, so node caches do not all hold the
     /// same items).
-    #[serde(default = "default_algorithm")]
     pub algorithm: String,
     /// Sticky sessions in pools that do not say: a cookie, signed with
     /// `auth.secret`, pins a client to a node. Default false.
-    #[serde(default)]
     pub sticky: bool,
     /// Per-client-IP limit, requests per second; 0 = off (default).
-    #[serde(default)]
     pub rate_limit: f64,
     /// Burst above the rate; 0 = one second's worth (default).
-    #[serde(default)]
     pub burst: f64,
     /// Most requests in flight per backend; 0 = no limit (default).
-    #[serde(default)]
     pub max_in_flight: usize,
     /// Requests that may wait for a busy backend. Default 100.
-    #[serde(default = "default_queue")]
     pub queue: usize,
     /// Longest wait in that queue, ms, then 503. Default 1000.
-    #[serde(default = "default_1000")]
     pub queue_timeout_ms: u64,
     /// Hedged GETs after this many ms without an answer; 0 = off (default).
-    #[serde(default)]
     pub hedge_after_ms: u64,
     /// Connect timeout to a backend, ms. Default 1000.
-    #[serde(default = "default_1000")]
     pub connect_timeout_ms: u64,
     /// A client connection without a complete request head for this long
     /// is closed, ms (idle keep-alive connections and slow heads). Default
     /// 60000.
-    #[serde(default = "default_idle")]
     pub idle_timeout_ms: u64,
     /// Time to response headers, ms. Default 30000.
-    #[serde(default = "default_first_byte")]
     pub first_byte_timeout_ms: u64,
     /// Other backends tried by an idempotent request. Default 2.
-    #[serde(default = "default_retries")]
     pub retries: usize,
     /// Retries in flight at most this percent of requests in flight.
     /// Default 50: one dead backend of two has half the requests in flight,
     /// and each deserves its retry; a pool that fails entirely still sees
     /// at most 1.5 times its load.
-    #[serde(default = "default_budget")]
     pub retry_budget_percent: u64,
     /// Active check (`GET /healthz`) interval, ms; 0 = off. Default 2000.
-    #[serde(default = "default_check_interval")]
     pub check_interval_ms: u64,
     /// Active check timeout, ms. Default 1000.
-    #[serde(default = "default_1000")]
     pub check_timeout_ms: u64,
     /// Failed checks that mark a backend down. Default 3.
-    #[serde(default = "default_fall")]
     pub fall: u32,
     /// Passed checks that bring it back. Default 2.
-    #[serde(default = "default_rise")]
     pub rise: u32,
     /// Consecutive 5xx or failed exchanges that eject a backend. Default 5.
-    #[serde(default = "default_consecutive")]
     pub consecutive_failures: u32,
     /// First ejection, ms; the n-th lasts n times this. Default 10000.
-    #[serde(default = "default_ejection")]
     pub base_ejection_ms: u64,
     /// Longest ejection, ms. Default 300000.
-    #[serde(default = "default_max_ejection")]
     pub max_ejection_ms: u64,
     /// Most of a pool ejected at once, percent. Default 50.
-    #[serde(default = "default_50")]
     pub max_ejection_percent: u32,
     /// Below this share of eligible backends, send to all, percent.
     /// Default 50.
-    #[serde(default = "default_50")]
     pub panic_threshold_percent: u32,
     /// Ramp of a returning backend's share, ms; 0 = at once. Default 10000.
-    #[serde(default = "default_ejection")]
     pub slow_start_ms: u64,
     /// Latency outliers: EWMA above this many times the pool's median
     /// ejects; 0 = off. Default 5.
-    #[serde(default = "default_outlier")]
     pub outlier_factor: f64,
     /// Give every request an `X-Request-Id` (kept when the client sent
     /// one), passed upstream, returned and logged. Default false.
-    #[serde(default)]
     pub request_id: bool,
     /// Header rules of every request, before its route's own.
     #[serde(default, skip_serializing_if = "HeaderRules::is_empty")]
@@ -142,7 +117,6 @@ pub struct GatewayConfig {
     #[serde(default, skip_serializing_if = "HeaderRules::is_empty")]
     pub response_headers: HeaderRules,
     /// Response compression.
-    #[serde(default)]
     pub compression: CompressionConfig,
     /// The access log; none when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -207,57 +181,45 @@ pub struct RouteConfig {
 }
 
 impl Default for GatewayConfig {
+    /// An empty `[gateway]` table (the README's table states the same).
     fn default() -> Self {
-        // Same defaults as an empty [gateway] table.
-        toml::from_str("").unwrap_or_else(|_| unreachable!())
+        GatewayConfig {
+            algorithm: "hash".into(),
+            sticky: false,
+            rate_limit: 0.0,
+            burst: 0.0,
+            max_in_flight: 0,
+            queue: 100,
+            queue_timeout_ms: 1000,
+            hedge_after_ms: 0,
+            connect_timeout_ms: 1000,
+            idle_timeout_ms: 60_000,
+            first_byte_timeout_ms: 30_000,
+            retries: 2,
+            retry_budget_percent: 50,
+            check_interval_ms: 2000,
+            check_timeout_ms: 1000,
+            fall: 3,
+            rise: 2,
+            consecutive_failures: 5,
+            base_ejection_ms: 10_000,
+            max_ejection_ms: 300_000,
+            max_ejection_percent: 50,
+            panic_threshold_percent: 50,
+            slow_start_ms: 10_000,
+            outlier_factor: 5.0,
+            request_id: false,
+            request_headers: HeaderRules::default(),
+            response_headers: HeaderRules::default(),
+            compression: CompressionConfig::default(),
+            access_log: None,
+            tls: None,
+            pools: Vec::new(),
+            routes: Vec::new(),
+        }
     }
 }
 
-fn default_algorithm() -> String {
-    "hash".into()
-}
-fn default_idle() -> u64 {
-    60_000
-}
-fn default_queue() -> usize {
-    100
-}
-fn default_1000() -> u64 {
-    1000
-}
-fn default_first_byte() -> u64 {
-    30_000
-}
-fn default_retries() -> usize {
-    2
-}
-fn default_budget() -> u64 {
-    50
-}
-fn default_check_interval() -> u64 {
-    2000
-}
-fn default_fall() -> u32 {
-    3
-}
-fn default_rise() -> u32 {
-    2
-}
-fn default_consecutive() -> u32 {
-    5
-}
-fn default_ejection() -> u64 {
-    10_000
-}
-fn default_max_ejection() -> u64 {
-    300_000
-}
-fn default_50() -> u32 {
-    50
-}
-fn default_outlier() -> f64 {
-    5.0
-}
 fn default_prefix() -> String {
     "/".into()
 }
