@@ -72,6 +72,7 @@ fn every_roles_metrics_pass_promtool() {
         &api("m/async"),
     ]);
     let mut checked = Vec::new();
+    let mut served = std::collections::BTreeSet::new();
     for (name, addr) in &s.listeners {
         let url = match name.as_str() {
             "public API" => format!("http://{addr}/_strata/metrics"),
@@ -88,7 +89,35 @@ fn every_roles_metrics_pass_promtool() {
             String::from_utf8_lossy(&text)
         );
         checked.push(name.clone());
+        for line in String::from_utf8_lossy(&text).lines() {
+            if let Some(series) = line.split(['{', ' ']).next().filter(|n| !n.starts_with('#')) {
+                served.insert(series.to_owned());
+            }
+        }
     }
+    // Every series the Grafana dashboard in docs/ queries is served.
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/grafana/strata-dashboard.json"
+    ))
+    .expect("dashboard");
+    let v: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard JSON");
+    let mut queried = 0;
+    for panel in v["panels"].as_array().expect("panels") {
+        for t in panel["targets"].as_array().expect("targets") {
+            let expr = t["expr"].as_str().expect("expr");
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("strata_") {
+                    assert!(
+                        served.contains(word),
+                        "the dashboard's `{expr}` asks for {word}, which no role serves"
+                    );
+                    queried += 1;
+                }
+            }
+        }
+    }
+    assert!(queried >= 20, "{queried} series queried");
     for want in [
         "public API",
         "node 1",
