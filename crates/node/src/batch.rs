@@ -8,11 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::Method;
 use tokio::sync::oneshot;
 
-use crate::http::check;
-use crate::{Error, Node, Result, StoreHandle};
+use crate::{Error, Node, Result};
 
 type Waiter = (u64, oneshot::Sender<Result<Bytes>>);
 
@@ -82,29 +80,10 @@ impl Node {
             .batched_reads
             .fetch_add(waiters.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let m = &self.stores[idx];
-        let StoreHandle::Remote { base, http } = &m.handle else {
+        let ids: Vec<u64> = waiters.iter().map(|(id, _)| *id).collect();
+        let Some(parsed) = m.handle.mget(&m.name, &ids).await else {
             return;
         };
-        let body: Vec<u8> = waiters
-            .iter()
-            .flat_map(|(id, _)| id.to_le_bytes())
-            .collect();
-        let res = http
-            .send(
-                &m.name,
-                Method::POST,
-                &format!("{base}/mget"),
-                &[],
-                Bytes::from(body),
-            )
-            .await;
-        let parsed = res.and_then(|r| {
-            check(&m.name, &r)?;
-            parse_mget(&r.body, waiters.len()).ok_or_else(|| Error::Unavailable {
-                tier: m.name.clone(),
-                detail: "malformed mget reply".into(),
-            })
-        });
         match parsed {
             Ok(items) => {
                 for ((id, tx), (rid, item)) in waiters.into_iter().zip(items) {
@@ -122,31 +101,4 @@ impl Node {
             }
         }
     }
-}
-
-/// Splits a multi-get reply into `n` answers.
-fn parse_mget(b: &Bytes, n: usize) -> Option<Vec<(u64, Result<Bytes>)>> {
-    let mut out = Vec::with_capacity(n);
-    let mut at = 0usize;
-    for _ in 0..n {
-        let id = u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?);
-        let status = *b.get(at + 8)?;
-        let len = u32::from_le_bytes(b.get(at + 9..at + 13)?.try_into().ok()?) as usize;
-        let data = b
-            .get(at + 13..at + 13 + len)
-            .map(|_| b.slice(at + 13..at + 13 + len))?;
-        at += 13 + len;
-        out.push((
-            id,
-            match status {
-                0 => Ok(data),
-                1 => Err(Error::NotFound),
-                _ => Err(Error::Unavailable {
-                    tier: "store".into(),
-                    detail: "store read failed".into(),
-                }),
-            },
-        ));
-    }
-    (at == b.len()).then_some(out)
 }

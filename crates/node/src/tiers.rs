@@ -1,15 +1,15 @@
 //! Handles on the index and the stores: in-process (`strata serve`), over
-//! HTTP, or (the index) in PostgreSQL. Same calls either way, so the node
-//! logic has one path.
+//! HTTP through the clients beside their servers (`index::client`,
+//! `store::client`), or (the index) in PostgreSQL. Same calls either way,
+//! so the node logic has one path.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hyper::Method;
 use index::{BlobMeta, Committed, Index, Listing};
+use store::client::StoreClient;
 use store::Store;
 
-use crate::http::{check, HttpClient};
 use crate::{Error, Result};
 
 /// The name index: any [`index::Index`] backend — in-process redb
@@ -99,34 +99,44 @@ impl IndexHandle {
 pub enum StoreHandle {
     /// Same process.
     Local(Arc<Store>),
-    /// Another process.
-    Remote {
-        /// Base URL.
-        base: String,
-        /// Client.
-        http: HttpClient,
-    },
+    /// Another process, through the client beside the store's server.
+    Remote(StoreClient),
 }
 
+/// The node's error for a store's: a refusal over HTTP maps by its status
+/// as the same error in process would.
 fn store_err(name: &str, e: store::Error) -> Error {
+    let tier = name.to_owned();
     match e {
         store::Error::NotFound(_) => Error::NotFound,
         store::Error::Corrupt { .. } => Error::Corrupt {
-            tier: name.into(),
+            tier,
             detail: e.to_string(),
         },
         store::Error::Full { .. } => Error::Full {
-            tier: name.into(),
+            tier,
             detail: e.to_string(),
         },
         store::Error::TooLarge(_)
         | store::Error::MetaTooLarge(_)
         | store::Error::BadRange { .. } => Error::Rejected {
-            tier: name.into(),
+            tier,
             detail: e.to_string(),
         },
+        store::Error::Answered {
+            status, ref code, ..
+        } => {
+            let detail = e.to_string();
+            match status {
+                404 => Error::NotFound,
+                507 => Error::Full { tier, detail },
+                500 if code == "corrupt" => Error::Corrupt { tier, detail },
+                500..=599 => Error::Unavailable { tier, detail },
+                _ => Error::Rejected { tier, detail },
+            }
+        }
         other => Error::Unavailable {
-            tier: name.into(),
+            tier,
             detail: other.to_string(),
         },
     }
@@ -136,25 +146,10 @@ impl StoreHandle {
     /// Writes a blob with its needle metadata (durable on success).
     pub async fn put(&self, name: &str, id: u64, meta: Bytes, body: Bytes) -> Result<()> {
         match self {
-            StoreHandle::Local(s) => s.put(id, meta, body).await.map_err(|e| store_err(name, e)),
-            StoreHandle::Remote { base, http } => {
-                // One body: the metadata, then the blob.
-                let mut both = bytes::BytesMut::with_capacity(meta.len() + body.len());
-                both.extend_from_slice(&meta);
-                both.extend_from_slice(&body);
-                let headers = [(store::server::META_LEN, meta.len().to_string())];
-                let r = http
-                    .send(
-                        name,
-                        Method::PUT,
-                        &format!("{base}/blobs/{id}"),
-                        &headers,
-                        both.freeze(),
-                    )
-                    .await?;
-                check(name, &r)
-            }
+            StoreHandle::Local(s) => s.put(id, meta, body).await,
+            StoreHandle::Remote(c) => c.put(id, meta, body).await,
         }
+        .map_err(|e| store_err(name, e))
     }
 
     /// Reads from a store in this process without waiting: `None` for a
@@ -209,76 +204,45 @@ impl StoreHandle {
             StoreHandle::Local(s) => match range {
                 None => s.get(id),
                 Some((a, b)) => s.get_range(id, a, b),
-            }
-            .map_err(|e| store_err(name, e)),
-            StoreHandle::Remote { base, http } => {
-                let headers: Vec<(&str, String)> = match range {
-                    Some((a, b)) if b > a => vec![("range", format!("bytes={a}-{}", b - 1))],
-                    Some(_) => return Ok(Bytes::new()),
-                    None => vec![],
-                };
-                let r = http
-                    .send(
-                        name,
-                        Method::GET,
-                        &format!("{base}/blobs/{id}"),
-                        &headers,
-                        Bytes::new(),
-                    )
-                    .await?;
-                check(name, &r)?;
-                Ok(r.body)
-            }
+            },
+            StoreHandle::Remote(c) => c.get(id, range).await,
         }
+        .map_err(|e| store_err(name, e))
+    }
+
+    /// Several small blobs of one remote store in one round trip, each
+    /// answered on its own; `None` for a store in this process.
+    pub async fn mget(&self, name: &str, ids: &[u64]) -> Option<Result<Vec<(u64, Result<Bytes>)>>> {
+        let StoreHandle::Remote(c) = self else {
+            return None;
+        };
+        Some(
+            c.mget(ids)
+                .await
+                .map(|items| {
+                    items
+                        .into_iter()
+                        .map(|(id, r)| (id, r.map_err(|e| store_err(name, e))))
+                        .collect()
+                })
+                .map_err(|e| store_err(name, e)),
+        )
     }
 
     /// The needle metadata of a blob's copy here.
     pub async fn meta(&self, name: &str, id: u64) -> Result<Bytes> {
         match self {
-            StoreHandle::Local(s) => s.meta(id).map_err(|e| store_err(name, e)),
-            StoreHandle::Remote { base, http } => {
-                let r = http
-                    .send(
-                        name,
-                        Method::GET,
-                        &format!("{base}/meta/{id}"),
-                        &[],
-                        Bytes::new(),
-                    )
-                    .await?;
-                check(name, &r)?;
-                Ok(r.body)
-            }
+            StoreHandle::Local(s) => s.meta(id),
+            StoreHandle::Remote(c) => c.meta(id).await,
         }
+        .map_err(|e| store_err(name, e))
     }
 
     /// The store's volumes and their generations.
     pub async fn volumes(&self, name: &str) -> Result<Vec<(u16, u64)>> {
         match self {
             StoreHandle::Local(s) => Ok(s.volumes()),
-            StoreHandle::Remote { base, http } => {
-                #[derive(serde::Deserialize)]
-                struct V {
-                    volume: u16,
-                    generation: u64,
-                }
-                let r = http
-                    .send(
-                        name,
-                        Method::GET,
-                        &format!("{base}/volumes"),
-                        &[],
-                        Bytes::new(),
-                    )
-                    .await?;
-                check(name, &r)?;
-                let list: Vec<V> =
-                    serde_json::from_slice(&r.body).map_err(|e| Error::Unavailable {
-                        tier: name.into(),
-                        detail: format!("bad volume list: {e}"),
-                    })?;
-                Ok(list.into_iter().map(|v| (v.volume, v.generation)).collect())
-            }
+            StoreHandle::Remote(c) => c.volumes().await.map_err(|e| store_err(name, e)),
         }
     }
 
@@ -292,43 +256,14 @@ impl StoreHandle {
         from: u64,
         generation: Option<u64>,
     ) -> Result<Option<store::HeadPage>> {
-        match self {
-            StoreHandle::Local(s) => match s.heads(volume, from, generation, 4096) {
-                Ok(p) => Ok(Some(p)),
-                Err(store::Error::Moved { .. }) => Ok(None),
-                Err(e) => Err(store_err(name, e)),
-            },
-            StoreHandle::Remote { base, http } => {
-                let mut url = format!("{base}/heads?volume={volume}&from={from}&limit=4096");
-                if let Some(g) = generation {
-                    url.push_str(&format!("&generation={g}"));
-                }
-                let r = http
-                    .send(name, Method::GET, &url, &[], Bytes::new())
-                    .await?;
-                if r.status == hyper::StatusCode::CONFLICT {
-                    return Ok(None);
-                }
-                check(name, &r)?;
-                let bad = |what: &str| Error::Unavailable {
-                    tier: name.into(),
-                    detail: format!("bad heads page: {what}"),
-                };
-                let header = |h: &str| {
-                    r.headers
-                        .get(h)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<u64>().ok())
-                };
-                let generation =
-                    header(store::server::GENERATION).ok_or_else(|| bad("no generation"))?;
-                let heads = store::heads::decode(r.body.clone()).ok_or_else(|| bad("cut short"))?;
-                Ok(Some(store::HeadPage {
-                    heads,
-                    next: header(store::server::NEXT),
-                    generation,
-                }))
-            }
+        let page = match self {
+            StoreHandle::Local(s) => s.heads(volume, from, generation, 4096),
+            StoreHandle::Remote(c) => c.heads(volume, from, generation, 4096).await,
+        };
+        match page {
+            Ok(p) => Ok(Some(p)),
+            Err(store::Error::Moved { .. }) => Ok(None),
+            Err(e) => Err(store_err(name, e)),
         }
     }
 
@@ -342,10 +277,11 @@ impl StoreHandle {
     ) -> Option<Result<(hyper::body::Incoming, std::time::Duration)>> {
         match self {
             StoreHandle::Local(_) => None,
-            StoreHandle::Remote { base, http } => Some(
-                http.get_streaming(name, &format!("{base}/blobs/{id}"))
+            StoreHandle::Remote(c) => Some(
+                c.open(id)
                     .await
-                    .map(|b| (b, http.timeout())),
+                    .map(|b| (b, c.timeout()))
+                    .map_err(|e| store_err(name, e)),
             ),
         }
     }
@@ -353,36 +289,17 @@ impl StoreHandle {
     /// Deletes a blob; its tombstone carries `meta` (why).
     pub async fn delete(&self, name: &str, id: u64, meta: Bytes) -> Result<()> {
         match self {
-            StoreHandle::Local(s) => s.delete(id, meta).await.map_err(|e| store_err(name, e)),
-            StoreHandle::Remote { base, http } => {
-                let r = http
-                    .send(
-                        name,
-                        Method::DELETE,
-                        &format!("{base}/blobs/{id}"),
-                        &[],
-                        meta,
-                    )
-                    .await?;
-                check(name, &r)
-            }
+            StoreHandle::Local(s) => s.delete(id, meta).await,
+            StoreHandle::Remote(c) => c.delete(id, meta).await,
         }
+        .map_err(|e| store_err(name, e))
     }
 
     /// True if the store answers its health check.
-    pub async fn healthy(&self, name: &str) -> bool {
+    pub async fn healthy(&self, _name: &str) -> bool {
         match self {
             StoreHandle::Local(_) => true,
-            StoreHandle::Remote { base, http } => http
-                .send(
-                    name,
-                    Method::GET,
-                    &format!("{base}/healthz"),
-                    &[],
-                    Bytes::new(),
-                )
-                .await
-                .is_ok_and(|r| r.status.is_success()),
+            StoreHandle::Remote(c) => c.healthy().await,
         }
     }
 }

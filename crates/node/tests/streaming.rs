@@ -67,13 +67,15 @@ async fn node_for(store: String, size: u64) -> (tempfile::TempDir, std::net::Soc
         ..Default::default()
     };
     db.put("big".into(), meta).await.expect("put meta");
-    let http = node::http::HttpClient::new(Duration::from_secs(5));
     let n = Node::new(
         NodeOptions::default(),
         IndexHandle::new(db),
         vec![StoreMember {
             name: "s1".into(),
-            handle: StoreHandle::Remote { base: store, http },
+            handle: StoreHandle::Remote(store::client::StoreClient::new(
+                store,
+                Duration::from_secs(5),
+            )),
         }],
         vec![],
         None,

@@ -69,6 +69,20 @@ pub enum Error {
     /// The writer thread is gone (the store is shutting down).
     #[error("store is shutting down")]
     Closed,
+    /// A store member over HTTP ([`crate::client`]) refused the call.
+    #[error("store answered {status} {code}: {detail}")]
+    Answered {
+        /// HTTP status.
+        status: u16,
+        /// The error code of its JSON body (`corrupt`, `full`, ...), if any.
+        code: String,
+        /// What it said.
+        detail: String,
+    },
+    /// A store member over HTTP could not be reached or did not answer in
+    /// time.
+    #[error("store unreachable: {0}")]
+    Unreachable(String),
 }
 
 impl Error {

@@ -7,10 +7,13 @@
 //! crash recovery and online compaction together. Needles carry the node's
 //! metadata (the key and its record), opaque here, which [`heads`] reads
 //! back without the data so that the name index can be rebuilt from the
-//! stores. [`server::serve`] exposes a store over internal HTTP.
+//! stores. [`server::serve`] exposes a store over internal HTTP and
+//! [`client::StoreClient`] calls it (the wire format in one crate); the
+//! writer reaches its files through the `storage` seam.
 //!
 //! Errors are one enum, [`Error`].
 
+pub mod client;
 mod compact;
 mod error;
 pub mod heads;

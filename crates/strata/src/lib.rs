@@ -272,18 +272,8 @@ pub struct StoreOrigin {
 impl StoreOrigin {
     /// Every store of the cluster file, over HTTP.
     pub fn from_cluster(cfg: &ClusterConfig) -> StoreOrigin {
-        let http = internal_client(cfg, Duration::from_secs(5));
         StoreOrigin {
-            stores: cfg
-                .members_with(Role::Store)
-                .map(|m| StoreMember {
-                    name: m.name.clone(),
-                    handle: StoreHandle::Remote {
-                        base: format!("http://{}", m.addr),
-                        http: http.clone(),
-                    },
-                })
-                .collect(),
+            stores: cluster_stores(cfg),
         }
     }
 }
@@ -399,6 +389,14 @@ pub(crate) fn internal_client(cfg: &ClusterConfig, timeout: Duration) -> node::h
     node::http::HttpClient::new(timeout).with_secret(cfg.auth.secret.as_deref())
 }
 
+/// Store member `m` over its internal HTTP API, with the cluster secret.
+fn store_handle(cfg: &ClusterConfig, m: &cluster::Member) -> StoreHandle {
+    StoreHandle::Remote(
+        store::client::StoreClient::new(format!("http://{}", m.addr), Duration::from_secs(5))
+            .with_header(cluster::auth::SECRET_HEADER, cfg.auth.secret.as_deref()),
+    )
+}
+
 /// Node `me` of the cluster: it reaches every store over HTTP and the
 /// index over HTTP or in PostgreSQL.
 pub async fn cluster_node(
@@ -474,14 +472,10 @@ pub const SERVE_STORE: &str = "store-1";
 
 /// Every store member of the cluster file, over internal HTTP.
 pub fn cluster_stores(cfg: &ClusterConfig) -> Vec<StoreMember> {
-    let http = internal_client(cfg, Duration::from_secs(5));
     cfg.members_with(Role::Store)
         .map(|m| StoreMember {
             name: m.name.clone(),
-            handle: StoreHandle::Remote {
-                base: format!("http://{}", m.addr),
-                http: http.clone(),
-            },
+            handle: store_handle(cfg, m),
         })
         .collect()
 }

@@ -90,7 +90,11 @@ fn every_roles_metrics_pass_promtool() {
         );
         checked.push(name.clone());
         for line in String::from_utf8_lossy(&text).lines() {
-            if let Some(series) = line.split(['{', ' ']).next().filter(|n| !n.starts_with('#')) {
+            if let Some(series) = line
+                .split(['{', ' '])
+                .next()
+                .filter(|n| !n.starts_with('#'))
+            {
                 served.insert(series.to_owned());
             }
         }
