@@ -13,10 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::Method;
 use serde::{Deserialize, Serialize};
 
-use crate::http::{check, HttpClient};
 use crate::{Error, Node, Result};
 
 /// The queue uploads go through.
@@ -29,13 +27,9 @@ pub enum QueueHandle {
     /// Reached by direct calls: the in-process broker (`strata serve`) or
     /// the jobs in PostgreSQL (a cluster with `queue.backend = "postgres"`).
     Local(Arc<dyn queue::Queue>),
-    /// A queue member over its HTTP API.
-    Remote {
-        /// `http://host:port`.
-        base: String,
-        /// Client.
-        http: HttpClient,
-    },
+    /// A queue member over its HTTP API, through the client beside its
+    /// server.
+    Remote(queue::client::QueueClient),
 }
 
 /// What an upload job carries besides the body.
@@ -97,21 +91,10 @@ impl QueueHandle {
                 job.max_attempts = max_attempts;
                 b.put(job).await.map(|(id, _)| id).map_err(unavailable)
             }
-            QueueHandle::Remote { base, http } => {
-                let mut headers = Vec::new();
-                if let Some(k) = idempotency_key {
-                    headers.push(("idempotency-key", k));
-                }
-                let url = format!("{base}/v1/queues/{queue}/jobs?max_attempts={max_attempts}");
-                let r = http
-                    .send("queue", Method::POST, &url, &headers, Bytes::from(payload))
-                    .await?;
-                check("queue", &r)?;
-                let v: serde_json::Value = serde_json::from_slice(&r.body).map_err(unavailable)?;
-                v["id"]
-                    .as_u64()
-                    .ok_or_else(|| unavailable("no job id in the answer"))
-            }
+            QueueHandle::Remote(c) => c
+                .put(queue, Bytes::from(payload), idempotency_key, max_attempts)
+                .await
+                .map_err(unavailable),
         }
     }
 
@@ -123,22 +106,7 @@ impl QueueHandle {
                 .await
                 .map_err(unavailable)?
                 .map(|s| serde_json::to_value(s).unwrap_or_default())),
-            QueueHandle::Remote { base, http } => {
-                let r = http
-                    .send(
-                        "queue",
-                        Method::GET,
-                        &format!("{base}/v1/jobs/{id}"),
-                        &[],
-                        Bytes::new(),
-                    )
-                    .await?;
-                match check("queue", &r) {
-                    Ok(()) => Ok(serde_json::from_slice(&r.body).ok()),
-                    Err(Error::NotFound) => Ok(None),
-                    Err(e) => Err(e),
-                }
-            }
+            QueueHandle::Remote(c) => c.status(id).await.map_err(unavailable),
         }
     }
 
@@ -153,30 +121,15 @@ impl QueueHandle {
                     lease: j.attempts,
                     payload: j.payload,
                 })),
-            QueueHandle::Remote { base, http } => {
-                let url = format!(
-                    "{base}/v1/queues/{queue}/reserve?timeout_ms={}",
-                    wait.as_millis()
-                );
-                let r = http
-                    .send("queue", Method::POST, &url, &[], Bytes::new())
-                    .await?;
-                check("queue", &r)?;
-                if r.status == hyper::StatusCode::NO_CONTENT {
-                    return Ok(None);
-                }
-                let num = |h: &str| {
-                    r.headers
-                        .get(h)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .ok_or_else(|| unavailable(format!("reserve answer without {h}")))
-                };
-                Ok(Some(Leased {
-                    id: num("x-job-id")?,
-                    lease: num("x-job-lease")? as u32,
-                    payload: r.body.clone(),
-                }))
+            QueueHandle::Remote(c) => {
+                Ok(c.reserve(queue, wait)
+                    .await
+                    .map_err(unavailable)?
+                    .map(|j| Leased {
+                        id: j.id,
+                        lease: j.lease,
+                        payload: j.payload,
+                    }))
             }
         }
     }
@@ -192,15 +145,11 @@ impl QueueHandle {
                 Err(e) => b.fail(job.id, 0, Some(job.lease), &e).await.map(|_| ()),
             }
             .map_err(unavailable),
-            QueueHandle::Remote { base, http } => {
-                let (op, body) = match outcome {
-                    Ok(r) => ("complete", r),
-                    Err(e) => ("fail", Bytes::from(e)),
-                };
-                let url = format!("{base}/v1/jobs/{}/{op}?lease={}", job.id, job.lease);
-                let r = http.send("queue", Method::POST, &url, &[], body).await?;
-                check("queue", &r)
+            QueueHandle::Remote(c) => match outcome {
+                Ok(r) => c.complete(job.id, job.lease, r).await,
+                Err(e) => c.fail(job.id, job.lease, &e).await,
             }
+            .map_err(unavailable),
         }
     }
 }

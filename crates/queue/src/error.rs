@@ -33,6 +33,20 @@ pub enum Error {
     /// The PostgreSQL backend failed (unreachable, refused, schema).
     #[error(transparent)]
     Pg(#[from] pg::Error),
+    /// A queue member over HTTP ([`crate::client`]) refused the call.
+    #[error("queue answered {status} {code}: {detail}")]
+    Answered {
+        /// HTTP status.
+        status: u16,
+        /// The error code of its JSON body, if any.
+        code: String,
+        /// What it said.
+        detail: String,
+    },
+    /// A queue member over HTTP could not be reached or did not answer in
+    /// time.
+    #[error("queue unreachable: {0}")]
+    Unreachable(String),
 }
 
 /// Result with the queue's error.

@@ -24,6 +24,7 @@ mod backend;
 pub mod beanstalk;
 pub mod beanstalk_cmd;
 pub mod broker;
+pub mod client;
 mod error;
 pub mod http;
 pub mod job;

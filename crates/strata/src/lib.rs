@@ -389,6 +389,14 @@ pub(crate) fn internal_client(cfg: &ClusterConfig, timeout: Duration) -> node::h
     node::http::HttpClient::new(timeout).with_secret(cfg.auth.secret.as_deref())
 }
 
+/// Queue member `q` over its jobs API, with the cluster secret.
+pub(crate) fn queue_handle(cfg: &ClusterConfig, q: &cluster::Member) -> node::jobs::QueueHandle {
+    node::jobs::QueueHandle::Remote(
+        queue::client::QueueClient::new(format!("http://{}", q.addr), Duration::from_secs(10))
+            .with_header(cluster::auth::SECRET_HEADER, cfg.auth.secret.as_deref()),
+    )
+}
+
 /// Store member `m` over its internal HTTP API, with the cluster secret.
 fn store_handle(cfg: &ClusterConfig, m: &cluster::Member) -> StoreHandle {
     StoreHandle::Remote(
@@ -506,10 +514,7 @@ pub async fn cluster_node_with(
         // Workers claim jobs from the database directly.
         node.set_queue(node::jobs::QueueHandle::Local(pg_queue(cfg).await?));
     } else if let Some(q) = cfg.members_with(Role::Queue).next() {
-        node.set_queue(node::jobs::QueueHandle::Remote {
-            base: format!("http://{}", q.addr),
-            http: internal_client(cfg, Duration::from_secs(10)),
-        });
+        node.set_queue(queue_handle(cfg, q));
     }
     let search_http = internal_client(cfg, Duration::from_secs(30));
     let shards: Vec<ShardMember> = cfg

@@ -32,10 +32,7 @@ impl Scrubber {
             queue: cfg
                 .members_with(Role::Queue)
                 .next()
-                .map(|q| QueueHandle::Remote {
-                    base: format!("http://{}", q.addr),
-                    http: crate::internal_client(cfg, Duration::from_secs(10)),
-                }),
+                .map(|q| crate::queue_handle(cfg, q)),
             every: (cfg.store.scrub_interval_secs > 0)
                 .then(|| Duration::from_secs(cfg.store.scrub_interval_secs)),
             attempts: cfg.queue.attempts,
