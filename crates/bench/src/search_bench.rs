@@ -174,7 +174,6 @@ fn queries(c: &Corpus, n: usize) -> Vec<(&'static str, String)> {
 
 /// Serves `shards` over HTTP on loopback; the tier the node would build.
 async fn tier_over_http(shards: &[Arc<Shard>]) -> anyhow::Result<SearchTier> {
-    let http = node::http::HttpClient::new(Duration::from_secs(30));
     let mut members = Vec::new();
     for (i, s) in shards.iter().enumerate() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -182,10 +181,10 @@ async fn tier_over_http(shards: &[Arc<Shard>]) -> anyhow::Result<SearchTier> {
         tokio::spawn(search::server::serve(l, s.clone(), std::future::pending()));
         members.push(ShardMember {
             name: format!("search-{i}"),
-            handle: ShardHandle::Remote {
+            handle: ShardHandle::Remote(search::client::ShardClient::new(
                 base,
-                http: http.clone(),
-            },
+                Duration::from_secs(30),
+            )),
         });
     }
     Ok(SearchTier::new(members, Duration::from_secs(30), 1))

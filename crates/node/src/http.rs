@@ -1,4 +1,6 @@
-//! A small pooled HTTP/1.1 client for talking to other roles.
+//! A small pooled HTTP/1.1 client for the public API (`strata import`);
+//! the internal roles' clients live beside their servers (`index::client`,
+//! `store::client`, `queue::client`, `search::client`).
 
 use std::time::Duration;
 
@@ -18,8 +20,6 @@ pub struct HttpClient {
     /// bytes), and handles holding an `HttpClient` sit in small enums.
     inner: Box<Client<HttpConnector, Full<Bytes>>>,
     timeout: Duration,
-    /// Sent as [`cluster::auth::SECRET_HEADER`] on every request.
-    secret: Option<hyper::header::HeaderValue>,
 }
 
 /// A response read whole.
@@ -47,23 +47,11 @@ impl HttpClient {
         HttpClient {
             inner: Box::new(inner),
             timeout,
-            secret: None,
         }
-    }
-
-    /// The same client, sending the cluster secret with every request
-    /// (internal APIs refuse calls without it when one is configured).
-    pub fn with_secret(mut self, secret: Option<&str>) -> Self {
-        self.secret = secret.and_then(|s| hyper::header::HeaderValue::from_str(s).ok());
-        self
     }
 
     fn builder(&self, method: Method, url: &str) -> hyper::http::request::Builder {
-        let b = Request::builder().method(method).uri(url);
-        match &self.secret {
-            Some(v) => b.header(cluster::auth::SECRET_HEADER, v.clone()),
-            None => b,
-        }
+        Request::builder().method(method).uri(url)
     }
 
     /// Sends one request and reads the whole answer. Transport failures and
@@ -114,28 +102,6 @@ impl HttpClient {
 }
 
 impl HttpClient {
-    /// Sends a GET and returns as soon as the response headers arrive; the
-    /// body is left to the caller to stream. A non-2xx status is an error.
-    pub async fn get_streaming(&self, tier: &str, url: &str) -> Result<hyper::body::Incoming> {
-        let unavailable = |detail: String| Error::Unavailable {
-            tier: tier.to_owned(),
-            detail,
-        };
-        let req = self
-            .builder(Method::GET, url)
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| unavailable(e.to_string()))?;
-        let resp = tokio::time::timeout(self.timeout, self.inner.request(req))
-            .await
-            .map_err(|_| unavailable(format!("no answer within {:?}", self.timeout)))?
-            .map_err(|e| unavailable(e.to_string()))?;
-        match resp.status() {
-            s if s.is_success() => Ok(resp.into_body()),
-            StatusCode::NOT_FOUND => Err(Error::NotFound),
-            s => Err(unavailable(format!("status {s}"))),
-        }
-    }
-
     /// The per-request timeout.
     pub fn timeout(&self) -> Duration {
         self.timeout
@@ -152,47 +118,4 @@ const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUM
 /// Percent-encodes a query-string value (everything but unreserved bytes).
 pub fn encode_query(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, QUERY_VALUE).to_string()
-}
-
-/// The `error` field of a JSON error body (`{"error": ..., "detail": ...}`),
-/// borrowed from the body (no JSON tree is built).
-fn error_code(body: &[u8]) -> Option<&str> {
-    #[derive(serde::Deserialize)]
-    struct ErrorBody<'a> {
-        #[serde(borrow)]
-        error: &'a str,
-    }
-    serde_json::from_slice::<ErrorBody>(body)
-        .ok()
-        .map(|e| e.error)
-}
-
-/// Maps a non-2xx reply to an error: 404 -> NotFound, 507 -> Full, a
-/// corrupt needle -> Corrupt, other 5xx -> Unavailable.
-pub fn check(tier: &str, r: &Reply) -> Result<()> {
-    if r.status.is_success() {
-        return Ok(());
-    }
-    let detail = format!("{}: {}", r.status, String::from_utf8_lossy(&r.body));
-    Err(match r.status {
-        StatusCode::NOT_FOUND => Error::NotFound,
-        StatusCode::INSUFFICIENT_STORAGE => Error::Full {
-            tier: tier.to_owned(),
-            detail,
-        },
-        StatusCode::INTERNAL_SERVER_ERROR if error_code(&r.body) == Some("corrupt") => {
-            Error::Corrupt {
-                tier: tier.to_owned(),
-                detail,
-            }
-        }
-        s if s.is_server_error() => Error::Unavailable {
-            tier: tier.to_owned(),
-            detail,
-        },
-        _ => Error::Rejected {
-            tier: tier.to_owned(),
-            detail,
-        },
-    })
 }

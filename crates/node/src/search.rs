@@ -24,12 +24,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hyper::Method;
 use index::{BlobMeta, PageRef};
 use search::{Applied, PageOp, Query, Results};
 use serde::{Deserialize, Serialize};
 
-use crate::http::{check, encode_query, HttpClient};
 use crate::{Error, Node, Result};
 
 /// The queue of indexing jobs.
@@ -42,13 +40,8 @@ pub const MAX_TEXT_BYTES: usize = 1 << 20;
 pub enum ShardHandle {
     /// Same process (`strata serve`).
     Local(Arc<search::Shard>),
-    /// A search member over HTTP.
-    Remote {
-        /// `http://host:port`.
-        base: String,
-        /// Client.
-        http: HttpClient,
-    },
+    /// A search member over HTTP, through the client beside its server.
+    Remote(search::client::ShardClient),
 }
 
 /// A search shard as the node knows it.
@@ -136,6 +129,7 @@ fn unavailable(detail: impl ToString) -> Error {
 fn search_err(e: search::Error) -> Error {
     match e {
         search::Error::BadQuery(_) | search::Error::Invalid(_) => rejected(e),
+        search::Error::Answered { status, .. } if (400..500).contains(&status) => rejected(e),
         _ => unavailable(e),
     }
 }
@@ -151,43 +145,11 @@ async fn blocking<T: Send + 'static>(
         .map_err(search_err)
 }
 
-/// Sends a JSON body (or none) to a shard and decodes its JSON answer.
-async fn call<T: serde::de::DeserializeOwned>(
-    http: &HttpClient,
-    method: Method,
-    url: &str,
-    body: Option<Vec<u8>>,
-) -> Result<T> {
-    let headers = match body {
-        Some(_) => vec![("content-type", "application/json".to_owned())],
-        None => Vec::new(),
-    };
-    let r = http
-        .send(
-            "search",
-            method,
-            url,
-            &headers,
-            body.unwrap_or_default().into(),
-        )
-        .await?;
-    check("search", &r)?;
-    serde_json::from_slice(&r.body).map_err(|e| unavailable(format!("bad JSON: {e}")))
-}
-
 impl ShardHandle {
     async fn apply(&self, ops: Vec<PageOp>) -> Result<Vec<Applied>> {
         match self {
             ShardHandle::Local(s) => s.apply(ops).await.map_err(search_err),
-            ShardHandle::Remote { base, http } => {
-                #[derive(Deserialize)]
-                struct A {
-                    applied: Vec<Applied>,
-                }
-                let body = serde_json::to_vec(&ops).map_err(rejected)?;
-                let a: A = call(http, Method::POST, &format!("{base}/pages"), Some(body)).await?;
-                Ok(a.applied)
-            }
+            ShardHandle::Remote(c) => c.apply(&ops).await.map_err(search_err),
         }
     }
 
@@ -197,18 +159,7 @@ impl ShardHandle {
                 let (s, q) = (s.clone(), q.clone());
                 blocking(move || s.search(&q)).await
             }
-            ShardHandle::Remote { base, http } => {
-                let mut url = format!(
-                    "{base}/search?q={}&limit={}&pages={}",
-                    encode_query(&q.q),
-                    q.limit,
-                    q.pages
-                );
-                if let Some(b) = &q.book {
-                    url.push_str(&format!("&book={}", encode_query(b)));
-                }
-                call(http, Method::GET, &url, None).await
-            }
+            ShardHandle::Remote(c) => c.search(q).await.map_err(search_err),
         }
     }
 }

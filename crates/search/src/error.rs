@@ -19,6 +19,20 @@ pub enum Error {
     /// The shard is closing.
     #[error("shard closed")]
     Closed,
+    /// A search member over HTTP ([`crate::client`]) refused the call.
+    #[error("search member answered {status} {code}: {detail}")]
+    Answered {
+        /// HTTP status.
+        status: u16,
+        /// The error code of its JSON body, if any.
+        code: String,
+        /// What it said.
+        detail: String,
+    },
+    /// A search member over HTTP could not be reached or did not answer in
+    /// time.
+    #[error("search member unreachable: {0}")]
+    Unreachable(String),
 }
 
 impl From<redb::Error> for Error {

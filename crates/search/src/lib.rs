@@ -17,6 +17,7 @@
 //!
 //! Errors are one enum, [`Error`].
 
+pub mod client;
 mod error;
 mod model;
 pub mod server;

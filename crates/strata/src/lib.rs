@@ -384,11 +384,6 @@ fn cache_credential(cfg: &ClusterConfig) -> Option<Vec<u8>> {
         .map(|s| format!("{} {s}", cache::server::AUTH_USER).into_bytes())
 }
 
-/// A client for calls to other roles, carrying the cluster secret.
-pub(crate) fn internal_client(cfg: &ClusterConfig, timeout: Duration) -> node::http::HttpClient {
-    node::http::HttpClient::new(timeout).with_secret(cfg.auth.secret.as_deref())
-}
-
 /// Queue member `q` over its jobs API, with the cluster secret.
 pub(crate) fn queue_handle(cfg: &ClusterConfig, q: &cluster::Member) -> node::jobs::QueueHandle {
     node::jobs::QueueHandle::Remote(
@@ -516,15 +511,17 @@ pub async fn cluster_node_with(
     } else if let Some(q) = cfg.members_with(Role::Queue).next() {
         node.set_queue(queue_handle(cfg, q));
     }
-    let search_http = internal_client(cfg, Duration::from_secs(30));
     let shards: Vec<ShardMember> = cfg
         .members_with(Role::Search)
         .map(|m| ShardMember {
             name: m.name.clone(),
-            handle: ShardHandle::Remote {
-                base: format!("http://{}", m.addr),
-                http: search_http.clone(),
-            },
+            handle: ShardHandle::Remote(
+                search::client::ShardClient::new(
+                    format!("http://{}", m.addr),
+                    Duration::from_secs(30),
+                )
+                .with_header(cluster::auth::SECRET_HEADER, cfg.auth.secret.as_deref()),
+            ),
         })
         .collect();
     if !shards.is_empty() {
