@@ -14,6 +14,9 @@ pub mod import;
 pub mod recover;
 pub mod reindex;
 mod scrub;
+mod serve;
+
+pub use serve::{start_serve, start_serve_with, ServeHandle, SERVE_NODES};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -253,7 +256,7 @@ pub fn cache_server(
     )
 }
 
-fn caching_options(cfg: &ClusterConfig) -> node::CachingOptions {
+pub(crate) fn caching_options(cfg: &ClusterConfig) -> node::CachingOptions {
     node::CachingOptions {
         meta_ttl_secs: cfg.cache.meta_ttl_secs,
         hot_threshold: cfg.cache.hot_threshold,
@@ -535,302 +538,13 @@ pub async fn cluster_node_with(
     Ok(node)
 }
 
-/// What `strata serve` is running.
-pub struct ServeHandle {
-    /// Public address: the gateway in front of the nodes.
-    pub addr: SocketAddr,
-    /// The request nodes behind the gateway (each serves the public API
-    /// too).
-    pub node_addrs: Vec<SocketAddr>,
-    /// Internal store API address.
-    pub store_addr: SocketAddr,
-    /// Internal index API address.
-    pub index_addr: SocketAddr,
-    /// The cache node's memcached address (`None` with `cache.enabled = false`).
-    pub cache_addr: Option<SocketAddr>,
-    /// The queue's HTTP API.
-    pub queue_addr: SocketAddr,
-    /// The queue's beanstalkd-protocol address.
-    pub beanstalk_addr: SocketAddr,
-    /// The in-process broker.
-    pub broker: Arc<queue::Broker>,
-    /// The search shards' internal APIs.
-    pub search_addrs: Vec<SocketAddr>,
-    /// The S3-compatible API, if it listens.
-    pub s3_addr: Option<SocketAddr>,
-    /// The first access key it accepts.
-    pub s3_credentials: Option<s3::Credentials>,
-    /// The in-process store.
-    pub store: Arc<Store>,
-    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    /// The gateway's pools, whose in-process backends hold the nodes.
-    gateways: Vec<Arc<balancer::proxy::Gateway>>,
-    stop: watch::Sender<bool>,
-}
-
-impl ServeHandle {
-    /// Stops every role, waits for them, and checkpoints the store.
-    pub async fn shutdown(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(true);
-        for t in self.tasks {
-            t.await??;
-        }
-        // Client connections still open hold the gateway, and through its
-        // in-process backends the nodes and the databases: let go of them,
-        // so that the data directory is free once this returns.
-        for gw in &self.gateways {
-            gw.set_local(std::collections::HashMap::new());
-        }
-        self.store.checkpoint().await?;
-        Ok(())
-    }
-}
-
-/// Request nodes `strata serve` runs behind its gateway by default.
-pub const SERVE_NODES: usize = 2;
-
-/// Starts every role in this process: a store and an index under `data`
-/// (`store/` and `index/`), a cache node, two request nodes, their
-/// internal APIs on ephemeral loopback ports, and the gateway on
-/// `listener` in front of the nodes. The nodes call the in-process store,
-/// index and cache directly (no HTTP hop). With `nodes` = 1 the one node
-/// serves `listener` itself, without a gateway.
-pub async fn start_serve(
-    cfg: &ClusterConfig,
-    data: &Path,
-    listener: TcpListener,
-) -> anyhow::Result<ServeHandle> {
-    let s3 = TcpListener::bind("127.0.0.1:0").await?;
-    start_serve_with(cfg, data, listener, Some(s3), SERVE_NODES).await
-}
-
-/// [`start_serve`] with `nodes` request nodes.
-pub async fn start_serve_with(
-    cfg: &ClusterConfig,
-    data: &Path,
-    listener: TcpListener,
-    s3_listener: Option<TcpListener>,
-    nodes: usize,
-) -> anyhow::Result<ServeHandle> {
-    if nodes == 0 {
-        bail!("`serve` needs at least one node");
-    }
-    if !cfg.members.is_empty() {
-        bail!("`serve` runs its own roles; remove the [[member]] tables from its config");
-    }
-    if !cfg.gateway.pools.is_empty() {
-        bail!("`serve` puts its own nodes in the gateway's pool; remove the [[gateway.pool]] tables from its config");
-    }
-    let (store, report) =
-        Store::open(&data.join("store"), store_options(cfg, None)).context("opening the store")?;
-    tracing::info!(?report, blobs = store.len(), "store open");
-    let db = IndexDb::open(&data.join("index")).context("opening the index")?;
-    let broker = open_broker(cfg, &data.join("queue"))?;
-    let shards = (0..cfg.search.serve_shards)
-        .map(|i| open_shard(cfg, &data.join("search").join(i.to_string())))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let (stop, rx) = watch::channel(false);
-    let mut search_addrs = Vec::new();
-    let mut search_ls = Vec::new();
-    for _ in &shards {
-        let l = TcpListener::bind("127.0.0.1:0").await?;
-        search_addrs.push(l.local_addr()?);
-        search_ls.push(l);
-    }
-
-    let store_l = TcpListener::bind("127.0.0.1:0").await?;
-    // One cache node: its memcached server and the nodes share the engine,
-    // so the nodes' global tier is a direct call.
-    let mut tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = Vec::new();
-    let (cache_engine, cache_addr) = if cfg.cache.enabled {
-        let cache_l = TcpListener::bind("127.0.0.1:0").await?;
-        let cache_addr = cache_l.local_addr()?;
-        let cache_srv = cache_server(cfg, None);
-        let engine = cache_srv.cache.clone();
-        let rx = rx.clone();
-        tasks.push(tokio::spawn(async move {
-            Ok(cache::server::serve(cache_l, cache_srv, shutdown_signal(rx)).await?)
-        }));
-        (Some(engine), Some(cache_addr))
-    } else {
-        (None, None)
-    };
-    let index_l = TcpListener::bind("127.0.0.1:0").await?;
-    let (store_addr, index_addr, addr) = (
-        store_l.local_addr()?,
-        index_l.local_addr()?,
-        listener.local_addr()?,
-    );
-
-    // One ready set for every node of the process: a write through either
-    // drops the key for both, so its entries need no expiry.
-    let ready = (cfg.cache.enabled && cfg.cache.ready_entries > 0)
-        .then(|| Arc::new(node::ready::ReadySet::new(cfg.cache.ready_entries, None)));
-    let mut node_addrs = Vec::new();
-    let mut first_node: Option<Arc<Node>> = None;
-    let mut local = std::collections::HashMap::new();
-    let mut listener = Some(listener);
-    for _ in 0..nodes {
-        let mut opts = node_options(cfg);
-        opts.replicas = 1;
-        let (s2, d2) = (store.clone(), db.clone());
-        let sh = shards.clone();
-        let extra: Vec<node::MetricsSection> = vec![
-            Box::new(move |out: &mut String| s2.render_metrics(out)),
-            Box::new(move |out: &mut String| d2.render_metrics(out)),
-            // Both shards under one name would be two series with one
-            // label set; their sum is what one node's page can say.
-            Box::new(move |out: &mut String| {
-                let pages: u64 = sh.iter().map(|s| s.num_pages()).sum();
-                out.push_str(&format!(
-                    "# HELP strata_search_pages Pages in this process's search shards.\n# TYPE strata_search_pages gauge\nstrata_search_pages {pages}\n"
-                ));
-            }),
-        ];
-        let caching = cache_engine.as_ref().map(|engine| {
-            let c = node::Caching::new(
-                None,
-                node::GlobalCache::Local(engine.clone()),
-                caching_options(cfg),
-            );
-            match &ready {
-                Some(r) => c.with_ready(r.clone()),
-                None => c,
-            }
-        });
-        let node = Node::new(
-            opts,
-            IndexHandle::new(db.clone()),
-            vec![StoreMember {
-                name: SERVE_STORE.into(),
-                handle: StoreHandle::Local(store.clone()),
-            }],
-            extra,
-            caching,
-        );
-        let own = if nodes == 1 { listener.take() } else { None };
-        node.set_queue(node::jobs::QueueHandle::Local(broker.clone()));
-        node.set_search(SearchTier::new(
-            shards
-                .iter()
-                .enumerate()
-                .map(|(i, s)| ShardMember {
-                    name: format!("search-{i}"),
-                    handle: ShardHandle::Local(s.clone()),
-                })
-                .collect(),
-            Duration::from_millis(cfg.search.timeout_ms),
-            // One machine: a second copy would not outlive the first.
-            1,
-        ));
-        node::jobs::spawn_workers(&node, cfg.queue.workers, rx.clone());
-        if first_node.is_none() {
-            // One sweeper per process: the nodes share the index.
-            spawn_orphan_sweeper(cfg, &node, rx.clone());
-        }
-        first_node.get_or_insert_with(|| node.clone());
-        let l = match own {
-            Some(l) => l,
-            None => TcpListener::bind("127.0.0.1:0").await?,
-        };
-        node_addrs.push(l.local_addr()?);
-        let node_ref = node.clone();
-        let api = node::api::router(node);
-        local.insert(
-            l.local_addr()?,
-            direct_reads::local_backend(node_ref, api.clone()),
-        );
-        let rx = rx.clone();
-        // The public API: the cluster's limits apply here too. The node
-        // listens also behind the gateway: its health checks call it, and
-        // so may anyone who wants one node.
-        let limits = http_serve::HttpLimits::from_config(cfg);
-        tasks.push(tokio::spawn(async move {
-            Ok(http_serve::serve(l, api, limits, rx).await?)
-        }));
-    }
-    let (s3, rx3) = (store.clone(), rx.clone());
-    let rx4 = rx.clone();
-    tasks.extend([
-        tokio::spawn(
-            async move { Ok(store::server::serve(store_l, s3, shutdown_signal(rx3)).await?) },
-        ),
-        tokio::spawn(
-            async move { Ok(index::server::serve(index_l, db, shutdown_signal(rx4)).await?) },
-        ),
-    ]);
-    let (queue_l, bean_l) = (
-        TcpListener::bind("127.0.0.1:0").await?,
-        TcpListener::bind("127.0.0.1:0").await?,
-    );
-    let (queue_addr, beanstalk_addr) = (queue_l.local_addr()?, bean_l.local_addr()?);
-    let (b1, b2, rx6, rx7) = (broker.clone(), broker.clone(), rx.clone(), rx.clone());
-    tasks.extend([
-        tokio::spawn(
-            async move { Ok(queue::http::serve(queue_l, b1, shutdown_signal(rx6)).await?) },
-        ),
-        tokio::spawn(async move {
-            Ok(queue::beanstalk::serve(
-                bean_l,
-                b2,
-                queue::beanstalk::BeanstalkOptions::default(),
-                shutdown_signal(rx7),
-            )
-            .await?)
-        }),
-    ]);
-    for (l, shard) in search_ls.into_iter().zip(shards) {
-        let rx = rx.clone();
-        tasks.push(tokio::spawn(async move {
-            Ok(search::server::serve(l, shard, shutdown_signal(rx)).await?)
-        }));
-    }
-    let (mut s3_addr, mut s3_credentials) = (None, None);
-    if let (Some(l), Some(node)) = (s3_listener, first_node) {
-        let creds = s3_credentials_of(cfg, Some(data))?;
-        s3_addr = Some(l.local_addr()?);
-        s3_credentials = creds.first().cloned();
-        s3::spawn_sweeper(
-            node.clone(),
-            Duration::from_secs(cfg.s3.abandoned_upload_secs),
-            rx.clone(),
-        );
-        let svc = s3::service(node, &s3_options(cfg, creds));
-        let rx = rx.clone();
-        tasks.push(tokio::spawn(async move {
-            Ok(s3::serve(l, svc, shutdown_signal(rx)).await?)
-        }));
-    }
-    let mut gateways = Vec::new();
-    if let Some(listener) = listener {
-        let (task, gws) = start_serve_gateway(cfg, listener, &node_addrs, local, rx)?;
-        tasks.push(task);
-        gateways = gws;
-    }
-    Ok(ServeHandle {
-        addr,
-        node_addrs,
-        store_addr,
-        index_addr,
-        cache_addr,
-        queue_addr,
-        beanstalk_addr,
-        broker,
-        search_addrs,
-        s3_addr,
-        s3_credentials,
-        store,
-        tasks,
-        gateways,
-        stop,
-    })
-}
-
-/// The S3 access keys: the cluster file's, else (in `serve`, which passes
-/// its data directory) the pair kept there, made on first start.
 /// Sweeps the chunks and multipart parts nothing names once they are
 /// older than `s3.abandoned_upload_secs` ([`node::objects::sweep_orphans`]).
-fn spawn_orphan_sweeper(cfg: &ClusterConfig, node: &Arc<Node>, stop: watch::Receiver<bool>) {
+pub(crate) fn spawn_orphan_sweeper(
+    cfg: &ClusterConfig,
+    node: &Arc<Node>,
+    stop: watch::Receiver<bool>,
+) {
     node::objects::spawn_orphan_sweeper(
         node,
         vec![node::objects::CHUNKS.into(), s3::names::PARTS.into()],
@@ -839,7 +553,9 @@ fn spawn_orphan_sweeper(cfg: &ClusterConfig, node: &Arc<Node>, stop: watch::Rece
     );
 }
 
-fn s3_credentials_of(
+/// The S3 access keys: the cluster file's, else (in `serve`, which passes
+/// its data directory) the pair kept there, made on first start.
+pub(crate) fn s3_credentials_of(
     cfg: &ClusterConfig,
     data: Option<&Path>,
 ) -> anyhow::Result<Vec<s3::Credentials>> {
@@ -862,48 +578,11 @@ fn s3_credentials_of(
 }
 
 /// The S3 endpoint's settings from the cluster file.
-fn s3_options(cfg: &ClusterConfig, credentials: Vec<s3::Credentials>) -> s3::Options {
+pub(crate) fn s3_options(cfg: &ClusterConfig, credentials: Vec<s3::Credentials>) -> s3::Options {
     s3::Options {
         chunk_bytes: (cfg.limits.chunk_mb << 20) as usize,
         credentials,
         domain: cfg.s3.domain.clone(),
         max_object_bytes: cfg.limits.max_body_bytes,
     }
-}
-
-/// A role running in `serve`'s process.
-type RoleTask = tokio::task::JoinHandle<anyhow::Result<()>>;
-
-/// The gateway of `serve` on `listener` in front of `nodes`, which run in
-/// this process (`local`: their APIs by address): requests are handed to
-/// them directly, with no HTTP exchange on loopback.
-fn start_serve_gateway(
-    cfg: &ClusterConfig,
-    listener: TcpListener,
-    nodes: &[SocketAddr],
-    local: std::collections::HashMap<SocketAddr, balancer::proxy::LocalBackend>,
-    rx: watch::Receiver<bool>,
-) -> anyhow::Result<(RoleTask, Vec<Arc<balancer::proxy::Gateway>>)> {
-    let node_addrs = nodes;
-    let pools = vec![cluster::ResolvedPool {
-        name: "nodes".into(),
-        backends: node_addrs.iter().map(|a| (*a, 1)).collect(),
-        algorithm: cfg.gateway.algorithm.clone(),
-        sticky: cfg.gateway.sticky,
-    }];
-    let client = balancer::proxy::upstream(Duration::from_millis(cfg.gateway.connect_timeout_ms));
-    let router = gateway::build_router(cfg, pools, None, &client)?;
-    for (_, gw) in &router.pools {
-        gw.set_local(local.clone());
-    }
-    let gateways = router.pools.iter().map(|(_, gw)| gw.clone()).collect();
-    let live = balancer::Live::with_limits(
-        router,
-        cfg.auth.admin_token.clone(),
-        gateway::client_limits(cfg),
-    );
-    let task = tokio::spawn(async move {
-        Ok(balancer::router::serve_routed(listener, live, shutdown_signal(rx)).await?)
-    });
-    Ok((task, gateways))
 }
