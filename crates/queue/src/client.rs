@@ -12,25 +12,15 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::header::{HeaderName, HeaderValue};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper::header::HeaderName;
+use hyper::{Method, StatusCode};
+use rpc::{Reply, Rpc};
 
 use crate::{Error, Result};
 
 /// A queue member at `http://addr`, with pooled keep-alive connections.
 #[derive(Clone)]
-pub struct QueueClient {
-    base: String,
-    /// Boxed: the client carries its HTTP/2 settings inline.
-    http: Box<Client<HttpConnector, Full<Bytes>>>,
-    timeout: Duration,
-    /// Sent on every request (the cluster secret), if set.
-    header: Option<(HeaderName, HeaderValue)>,
-}
+pub struct QueueClient(Rpc);
 
 /// A job leased by [`QueueClient::reserve`].
 #[derive(Debug, Clone)]
@@ -43,83 +33,32 @@ pub struct Reserved {
     pub payload: Bytes,
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: hyper::HeaderMap,
-    body: Bytes,
-}
-
 impl QueueClient {
     /// A client of the member at `base` (e.g. `http://10.0.0.22:7700`)
     /// whose calls give up after `timeout` (a reservation's own wait comes
     /// on top).
     pub fn new(base: impl Into<String>, timeout: Duration) -> QueueClient {
-        let mut conn = HttpConnector::new();
-        conn.set_connect_timeout(Some(timeout));
-        conn.set_nodelay(true);
-        QueueClient {
-            base: base.into(),
-            http: Box::new(
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(Duration::from_secs(5))
-                    .build(conn),
-            ),
-            timeout,
-            header: None,
-        }
+        QueueClient(Rpc::new(base, timeout))
     }
 
     /// The same client sending `name: value` with every call (the cluster
     /// secret); `None` sends nothing.
-    pub fn with_header(mut self, name: &'static str, value: Option<&str>) -> QueueClient {
-        self.header = value
-            .and_then(|v| HeaderValue::from_str(v).ok())
-            .map(|v| (HeaderName::from_static(name), v));
-        self
+    pub fn with_header(self, name: &'static str, value: Option<&str>) -> QueueClient {
+        QueueClient(self.0.with_header(name, value))
     }
 
     async fn call(
         &self,
         method: Method,
         path: &str,
-        headers: &[(&'static str, String)],
+        headers: &[(HeaderName, String)],
         body: Bytes,
         wait: Duration,
     ) -> Result<Reply> {
-        let mut b = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base));
-        if let Some((n, v)) = &self.header {
-            b = b.header(n, v);
-        }
-        for (k, v) in headers {
-            b = b.header(*k, v);
-        }
-        let req = b
-            .body(Full::new(body))
-            .map_err(|e| Error::Unreachable(e.to_string()))?;
-        let call = async {
-            let resp = self
-                .http
-                .request(req)
-                .await
-                .map_err(|e| Error::Unreachable(e.to_string()))?;
-            let (parts, body) = resp.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map_err(|e| Error::Unreachable(e.to_string()))?
-                .to_bytes();
-            Ok(Reply {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            })
-        };
-        let limit = self.timeout + wait;
-        tokio::time::timeout(limit, call)
+        self.0
+            .call(method, path, headers, body, wait)
             .await
-            .map_err(|_| Error::Unreachable(format!("no answer within {limit:?}")))?
+            .map_err(Error::Unreachable)
     }
 
     fn check(id: Option<u64>, r: &Reply) -> Result<()> {
@@ -131,20 +70,11 @@ impl QueueClient {
             (StatusCode::CONFLICT, Some(id)) => return Err(Error::NotReserved(id)),
             _ => {}
         }
-        #[derive(serde::Deserialize)]
-        struct Body {
-            error: String,
-            #[serde(default)]
-            detail: String,
-        }
-        let (code, detail) = match serde_json::from_slice::<Body>(&r.body) {
-            Ok(b) => (b.error, b.detail),
-            Err(_) => (String::new(), String::from_utf8_lossy(&r.body).into_owned()),
-        };
+        let f = r.refusal();
         Err(Error::Answered {
-            status: r.status.as_u16(),
-            code,
-            detail,
+            status: f.status.as_u16(),
+            code: f.code,
+            detail: f.detail,
         })
     }
 
@@ -157,8 +87,8 @@ impl QueueClient {
         idempotency_key: Option<String>,
         max_attempts: u32,
     ) -> Result<u64> {
-        let headers: Vec<(&'static str, String)> = idempotency_key
-            .map(|k| ("idempotency-key", k))
+        let headers: Vec<(HeaderName, String)> = idempotency_key
+            .map(|k| (HeaderName::from_static("idempotency-key"), k))
             .into_iter()
             .collect();
         let path = format!("/v1/queues/{queue}/jobs?max_attempts={max_attempts}");
@@ -203,10 +133,7 @@ impl QueueClient {
             return Ok(None);
         }
         let num = |h: &str| {
-            r.headers
-                .get(h)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok())
+            r.number(h)
                 .ok_or_else(|| Error::Unreachable(format!("reserve answer without {h}")))
         };
         Ok(Some(Reserved {

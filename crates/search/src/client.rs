@@ -12,54 +12,29 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper::header::CONTENT_TYPE;
+use hyper::{Method, StatusCode};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use rpc::Rpc;
 
 use crate::model::{Applied, PageOp, Query, Results};
 use crate::{Error, Result};
 
 /// A search member at `http://addr`, with pooled keep-alive connections.
 #[derive(Clone)]
-pub struct ShardClient {
-    base: String,
-    /// Boxed: the client carries its HTTP/2 settings inline.
-    http: Box<Client<HttpConnector, Full<Bytes>>>,
-    timeout: Duration,
-    /// Sent on every request (the cluster secret), if set.
-    header: Option<(HeaderName, HeaderValue)>,
-}
+pub struct ShardClient(Rpc);
 
 impl ShardClient {
     /// A client of the member at `base` (e.g. `http://10.0.0.31:7100`)
     /// whose calls give up after `timeout`.
     pub fn new(base: impl Into<String>, timeout: Duration) -> ShardClient {
-        let mut conn = HttpConnector::new();
-        conn.set_connect_timeout(Some(timeout));
-        conn.set_nodelay(true);
-        ShardClient {
-            base: base.into(),
-            http: Box::new(
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(Duration::from_secs(5))
-                    .build(conn),
-            ),
-            timeout,
-            header: None,
-        }
+        ShardClient(Rpc::new(base, timeout))
     }
 
     /// The same client sending `name: value` with every call (the cluster
     /// secret); `None` sends nothing.
-    pub fn with_header(mut self, name: &'static str, value: Option<&str>) -> ShardClient {
-        self.header = value
-            .and_then(|v| HeaderValue::from_str(v).ok())
-            .map(|v| (HeaderName::from_static(name), v));
-        self
+    pub fn with_header(self, name: &'static str, value: Option<&str>) -> ShardClient {
+        ShardClient(self.0.with_header(name, value))
     }
 
     /// Sends `body` (JSON, or none) and decodes the JSON answer.
@@ -69,58 +44,34 @@ impl ShardClient {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<T> {
-        let mut b = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base));
-        if let Some((n, v)) = &self.header {
-            b = b.header(n, v);
-        }
-        if body.is_some() {
-            b = b.header(CONTENT_TYPE, "application/json");
-        }
-        let req = b
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| Error::Unreachable(e.to_string()))?;
-        let call = async {
-            let resp = self
-                .http
-                .request(req)
-                .await
-                .map_err(|e| Error::Unreachable(e.to_string()))?;
-            let status = resp.status();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| Error::Unreachable(e.to_string()))?
-                .to_bytes();
-            Ok::<_, Error>((status, body))
+        let headers = match &body {
+            Some(_) => vec![(CONTENT_TYPE, "application/json".to_owned())],
+            None => vec![],
         };
-        let (status, body) = tokio::time::timeout(self.timeout, call)
+        let r = self
+            .0
+            .call(
+                method,
+                path,
+                &headers,
+                Bytes::from(body.unwrap_or_default()),
+                Duration::ZERO,
+            )
             .await
-            .map_err(|_| Error::Unreachable(format!("no answer within {:?}", self.timeout)))??;
-        if !status.is_success() {
-            #[derive(serde::Deserialize)]
-            struct E {
-                error: String,
-                #[serde(default)]
-                detail: String,
-            }
-            let (code, detail) = match serde_json::from_slice::<E>(&body) {
-                Ok(e) => (e.error, e.detail),
-                Err(_) => (String::new(), String::from_utf8_lossy(&body).into_owned()),
-            };
-            return Err(match (status, code.as_str()) {
-                (StatusCode::BAD_REQUEST, "bad_query") => Error::BadQuery(detail),
-                (StatusCode::BAD_REQUEST, "invalid") => Error::Invalid(detail),
+            .map_err(Error::Unreachable)?;
+        if !r.status.is_success() {
+            let f = r.refusal();
+            return Err(match (f.status, f.code.as_str()) {
+                (StatusCode::BAD_REQUEST, "bad_query") => Error::BadQuery(f.detail),
+                (StatusCode::BAD_REQUEST, "invalid") => Error::Invalid(f.detail),
                 _ => Error::Answered {
-                    status: status.as_u16(),
-                    code,
-                    detail,
+                    status: f.status.as_u16(),
+                    code: f.code,
+                    detail: f.detail,
                 },
             });
         }
-        serde_json::from_slice(&body).map_err(|e| Error::Unreachable(format!("bad JSON: {e}")))
+        serde_json::from_slice(&r.body).map_err(|e| Error::Unreachable(format!("bad JSON: {e}")))
     }
 
     /// Applies `ops` in order; the answers once they are durable and

@@ -12,12 +12,9 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http_body_util::{BodyExt, Full};
-use hyper::header::{HeaderName, HeaderValue};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper::header::{HeaderName, RANGE};
+use hyper::{Method, StatusCode};
+use rpc::{Reply, Rpc};
 
 use crate::heads::{self, HeadPage};
 use crate::server::{GENERATION, META_LEN, NEXT};
@@ -25,99 +22,45 @@ use crate::{Error, Result};
 
 /// A store member at `http://addr`, with pooled keep-alive connections.
 #[derive(Clone)]
-pub struct StoreClient {
-    base: String,
-    /// Boxed: the client carries its HTTP/2 settings inline (hundreds of
-    /// bytes), and handles holding one sit in small enums.
-    http: Box<Client<HttpConnector, Full<Bytes>>>,
-    timeout: Duration,
-    /// Sent on every request (the cluster secret), if set.
-    header: Option<(HeaderName, HeaderValue)>,
-}
+pub struct StoreClient(Rpc);
 
 /// One answer of [`StoreClient::mget`], in the order asked.
 pub type MgetItem = (u64, Result<Bytes>);
-
-/// A response read whole.
-struct Reply {
-    status: StatusCode,
-    headers: hyper::HeaderMap,
-    body: Bytes,
-}
 
 impl StoreClient {
     /// A client of the member at `base` (e.g. `http://10.0.0.11:7001`) whose
     /// calls (connect and answer) give up after `timeout`.
     pub fn new(base: impl Into<String>, timeout: Duration) -> StoreClient {
-        let mut conn = HttpConnector::new();
-        conn.set_connect_timeout(Some(timeout));
-        conn.set_nodelay(true);
-        StoreClient {
-            base: base.into(),
-            // Idle connections go before the member's own idle cut-off.
-            http: Box::new(
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(Duration::from_secs(5))
-                    .build(conn),
-            ),
-            timeout,
-            header: None,
-        }
+        StoreClient(Rpc::new(base, timeout))
     }
 
     /// The same client sending `name: value` with every call (the cluster
-    /// secret); `None` sends nothing. A value that is not a valid header
-    /// is dropped.
-    pub fn with_header(mut self, name: &'static str, value: Option<&str>) -> StoreClient {
-        self.header = value
-            .and_then(|v| HeaderValue::from_str(v).ok())
-            .map(|v| (HeaderName::from_static(name), v));
-        self
+    /// secret); `None` sends nothing.
+    pub fn with_header(self, name: &'static str, value: Option<&str>) -> StoreClient {
+        StoreClient(self.0.with_header(name, value))
     }
 
     /// The base URL.
     pub fn base(&self) -> &str {
-        &self.base
+        self.0.base()
     }
 
     /// The per-call timeout.
     pub fn timeout(&self) -> Duration {
-        self.timeout
+        self.0.timeout()
     }
 
-    fn request(&self, method: Method, path: &str, body: Bytes) -> Result<Request<Full<Bytes>>> {
-        let mut b = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base));
-        if let Some((n, v)) = &self.header {
-            b = b.header(n, v);
-        }
-        b.body(Full::new(body))
-            .map_err(|e| Error::Unreachable(e.to_string()))
-    }
-
-    async fn send(&self, req: Request<Full<Bytes>>) -> Result<Reply> {
-        let call = async {
-            let resp = self
-                .http
-                .request(req)
-                .await
-                .map_err(|e| Error::Unreachable(e.to_string()))?;
-            let (parts, body) = resp.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map_err(|e| Error::Unreachable(e.to_string()))?
-                .to_bytes();
-            Ok(Reply {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            })
-        };
-        tokio::time::timeout(self.timeout, call)
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(HeaderName, String)],
+        body: Bytes,
+    ) -> Result<Reply> {
+        self.0
+            .call(method, path, headers, body, Duration::ZERO)
             .await
-            .map_err(|_| Error::Unreachable(format!("no answer within {:?}", self.timeout)))?
+            .map_err(Error::Unreachable)
     }
 
     /// `Ok` for a 2xx answer, else the error it stands for.
@@ -128,20 +71,11 @@ impl StoreClient {
         if let (StatusCode::NOT_FOUND, Some(id)) = (r.status, id) {
             return Err(Error::NotFound(id));
         }
-        #[derive(serde::Deserialize)]
-        struct Body {
-            error: String,
-            #[serde(default)]
-            detail: String,
-        }
-        let (code, detail) = match serde_json::from_slice::<Body>(&r.body) {
-            Ok(b) => (b.error, b.detail),
-            Err(_) => (String::new(), String::from_utf8_lossy(&r.body).into_owned()),
-        };
+        let f = r.refusal();
         Err(Error::Answered {
-            status: r.status.as_u16(),
-            code,
-            detail,
+            status: f.status.as_u16(),
+            code: f.code,
+            detail: f.detail,
         })
     }
 
@@ -151,26 +85,28 @@ impl StoreClient {
         let mut both = BytesMut::with_capacity(meta.len() + body.len());
         both.extend_from_slice(&meta);
         both.extend_from_slice(&body);
-        let mut req = self.request(Method::PUT, &format!("/blobs/{id}"), both.freeze())?;
-        req.headers_mut().insert(META_LEN, meta.len().into());
-        Self::check(Some(id), &self.send(req).await?)
+        let headers = [(HeaderName::from_static(META_LEN), meta.len().to_string())];
+        let r = self
+            .send(
+                Method::PUT,
+                &format!("/blobs/{id}"),
+                &headers,
+                both.freeze(),
+            )
+            .await?;
+        Self::check(Some(id), &r)
     }
 
     /// Blob `id`, or bytes `start..end` of it.
     pub async fn get(&self, id: u64, range: Option<(u64, u64)>) -> Result<Bytes> {
-        let mut req = self.request(Method::GET, &format!("/blobs/{id}"), Bytes::new())?;
-        match range {
-            Some((a, b)) if b > a => {
-                let v = format!("bytes={a}-{}", b - 1);
-                req.headers_mut().insert(
-                    hyper::header::RANGE,
-                    HeaderValue::from_str(&v).map_err(|e| Error::Unreachable(e.to_string()))?,
-                );
-            }
+        let headers = match range {
+            Some((a, b)) if b > a => vec![(RANGE, format!("bytes={a}-{}", b - 1))],
             Some(_) => return Ok(Bytes::new()),
-            None => {}
-        }
-        let r = self.send(req).await?;
+            None => vec![],
+        };
+        let r = self
+            .send(Method::GET, &format!("/blobs/{id}"), &headers, Bytes::new())
+            .await?;
         Self::check(Some(id), &r)?;
         Ok(r.body)
     }
@@ -180,7 +116,7 @@ impl StoreClient {
     pub async fn mget(&self, ids: &[u64]) -> Result<Vec<MgetItem>> {
         let body: Vec<u8> = ids.iter().flat_map(|id| id.to_le_bytes()).collect();
         let r = self
-            .send(self.request(Method::POST, "/mget", Bytes::from(body))?)
+            .send(Method::POST, "/mget", &[], Bytes::from(body))
             .await?;
         Self::check(None, &r)?;
         parse_mget(&r.body, ids.len())
@@ -190,7 +126,7 @@ impl StoreClient {
     /// The needle metadata of blob `id`'s copy.
     pub async fn meta(&self, id: u64) -> Result<Bytes> {
         let r = self
-            .send(self.request(Method::GET, &format!("/meta/{id}"), Bytes::new())?)
+            .send(Method::GET, &format!("/meta/{id}"), &[], Bytes::new())
             .await?;
         Self::check(Some(id), &r)?;
         Ok(r.body)
@@ -204,7 +140,7 @@ impl StoreClient {
             generation: u64,
         }
         let r = self
-            .send(self.request(Method::GET, "/volumes", Bytes::new())?)
+            .send(Method::GET, "/volumes", &[], Bytes::new())
             .await?;
         Self::check(None, &r)?;
         let list: Vec<V> = serde_json::from_slice(&r.body)
@@ -226,24 +162,16 @@ impl StoreClient {
         if let Some(g) = generation {
             path.push_str(&format!("&generation={g}"));
         }
-        let r = self
-            .send(self.request(Method::GET, &path, Bytes::new())?)
-            .await?;
+        let r = self.send(Method::GET, &path, &[], Bytes::new()).await?;
         if r.status == StatusCode::CONFLICT {
             return Err(Error::Moved { volume });
         }
         Self::check(None, &r)?;
         let bad = |what: &str| Error::Unreachable(format!("bad heads page: {what}"));
-        let header = |h: &str| {
-            r.headers
-                .get(h)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok())
-        };
         Ok(HeadPage {
             heads: heads::decode(r.body.clone()).ok_or_else(|| bad("cut short"))?,
-            next: header(NEXT),
-            generation: header(GENERATION).ok_or_else(|| bad("no generation"))?,
+            next: r.number(NEXT),
+            generation: r.number(GENERATION).ok_or_else(|| bad("no generation"))?,
         })
     }
 
@@ -251,11 +179,11 @@ impl StoreClient {
     /// its body is the caller's to read (within [`Self::timeout`] per
     /// piece, as the caller sees fit).
     pub async fn open(&self, id: u64) -> Result<hyper::body::Incoming> {
-        let req = self.request(Method::GET, &format!("/blobs/{id}"), Bytes::new())?;
-        let resp = tokio::time::timeout(self.timeout, self.http.request(req))
+        let resp = self
+            .0
+            .open(&format!("/blobs/{id}"))
             .await
-            .map_err(|_| Error::Unreachable(format!("no answer within {:?}", self.timeout)))?
-            .map_err(|e| Error::Unreachable(e.to_string()))?;
+            .map_err(Error::Unreachable)?;
         match resp.status() {
             s if s.is_success() => Ok(resp.into_body()),
             StatusCode::NOT_FOUND => Err(Error::NotFound(id)),
@@ -270,17 +198,16 @@ impl StoreClient {
     /// Deletes blob `id`; its tombstone carries `meta` (why).
     pub async fn delete(&self, id: u64, meta: Bytes) -> Result<()> {
         let r = self
-            .send(self.request(Method::DELETE, &format!("/blobs/{id}"), meta)?)
+            .send(Method::DELETE, &format!("/blobs/{id}"), &[], meta)
             .await?;
         Self::check(Some(id), &r)
     }
 
     /// Whether the member answers its health check.
     pub async fn healthy(&self) -> bool {
-        match self.request(Method::GET, "/healthz", Bytes::new()) {
-            Ok(req) => self.send(req).await.is_ok_and(|r| r.status.is_success()),
-            Err(_) => false,
-        }
+        self.send(Method::GET, "/healthz", &[], Bytes::new())
+            .await
+            .is_ok_and(|r| r.status.is_success())
     }
 }
 
