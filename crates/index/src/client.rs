@@ -6,13 +6,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, StatusCode};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use rpc::Rpc;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -20,14 +17,12 @@ use crate::backend::Index;
 use crate::meta::{BlobMeta, Committed, Listing};
 use crate::{Error, Result};
 
-/// An index member at `http://addr`, with pooled keep-alive connections.
+/// An index member at `http://addr`, with pooled keep-alive connections
+/// (the transport the internal clients share, `rpc`).
 #[derive(Clone)]
 pub struct IndexClient {
     base: String,
-    http: Client<HttpConnector, Full<Bytes>>,
-    timeout: Duration,
-    /// Sent on every request (the cluster secret), if set.
-    header: Option<(HeaderName, HeaderValue)>,
+    rpc: Rpc,
 }
 
 fn q(s: &str) -> percent_encoding::PercentEncode<'_> {
@@ -38,26 +33,19 @@ impl IndexClient {
     /// A client of the member at `base` (e.g. `http://10.0.0.5:7000`) whose
     /// calls give up after `timeout`.
     pub fn new(base: impl Into<String>, timeout: Duration) -> IndexClient {
-        let mut conn = HttpConnector::new();
-        conn.set_connect_timeout(Some(timeout));
-        conn.set_nodelay(true);
+        let base = base.into();
         IndexClient {
-            base: base.into(),
-            // Idle connections go before the member's own idle cut-off.
-            http: Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(5))
-                .build(conn),
-            timeout,
-            header: None,
+            rpc: Rpc::new(base.clone(), timeout),
+            base,
         }
     }
 
     /// The same client sending `name: value` with every call (the cluster
     /// secret); a value that is not a valid header is an error.
     pub fn with_header(mut self, name: &'static str, value: &str) -> Result<IndexClient> {
-        let v = HeaderValue::from_str(value)
+        HeaderValue::from_str(value)
             .map_err(|_| Error::Invalid(format!("bad value for header {name}")))?;
-        self.header = Some((HeaderName::from_static(name), v));
+        self.rpc = self.rpc.with_header(name, Some(value));
         Ok(self)
     }
 
@@ -69,38 +57,22 @@ impl IndexClient {
         path: String,
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Bytes)> {
-        let unavailable =
-            |d: String| Error::Unavailable(format!("index member {}: {d}", self.base));
-        let mut b = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base));
-        if let Some((n, v)) = &self.header {
-            b = b.header(n, v);
-        }
-        if body.is_some() {
-            b = b.header(CONTENT_TYPE, "application/json");
-        }
-        let req = b
-            .body(Full::new(body.map(Bytes::from).unwrap_or_default()))
-            .map_err(|e| Error::Invalid(e.to_string()))?;
-        let exchange = async {
-            let resp = self
-                .http
-                .request(req)
-                .await
-                .map_err(|e| unavailable(e.to_string()))?;
-            let status = resp.status();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| unavailable(e.to_string()))?
-                .to_bytes();
-            Ok((status, body))
+        let headers = match &body {
+            Some(_) => vec![(CONTENT_TYPE, "application/json".to_owned())],
+            None => vec![],
         };
-        tokio::time::timeout(self.timeout, exchange)
+        let r = self
+            .rpc
+            .call(
+                method,
+                &path,
+                &headers,
+                body.map(Bytes::from).unwrap_or_default(),
+                Duration::ZERO,
+            )
             .await
-            .map_err(|_| unavailable(format!("no answer within {:?}", self.timeout)))?
+            .map_err(|d| Error::Unavailable(format!("index member {}: {d}", self.base)))?;
+        Ok((r.status, r.body))
     }
 
     /// A call whose 2xx answer is JSON `T`; `None` on 404.

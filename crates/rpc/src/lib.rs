@@ -1,5 +1,6 @@
 //! The pooled HTTP/1.1 client under the internal roles' clients
-//! (`store::client`, `queue::client`, `search::client`): one member's base
+//! (`index::client`, `store::client`, `queue::client`, `search::client`):
+//! one member's base
 //! URL, keep-alive connections, a deadline per call, an optional header on
 //! every call (the cluster secret), and the `{error, detail}` body every
 //! strata API refuses with ([`Refusal`]). Each client keeps its own paths,
