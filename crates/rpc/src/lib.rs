@@ -1,9 +1,8 @@
 //! The pooled HTTP/1.1 client under the internal roles' clients
 //! (`index::client`, `store::client`, `queue::client`, `search::client`):
-//! one member's base
-//! URL, keep-alive connections, a deadline per call, an optional header on
-//! every call (the cluster secret), and the `{error, detail}` body every
-//! strata API refuses with ([`Refusal`]). Each client keeps its own paths,
+//! one member's base URL, keep-alive connections, a deadline per call, an
+//! optional header on every call (the cluster secret), and the
+//! `{error, detail}` body every strata API refuses with ([`Refusal`]). Each client keeps its own paths,
 //! bodies and error mapping; this crate only carries bytes.
 //!
 //! Transport failures and missed deadlines are a `String` saying what
