@@ -15,7 +15,6 @@ mod caching;
 pub mod direct;
 mod error;
 mod health;
-pub mod http;
 pub mod jobs;
 mod keys;
 mod metrics;

@@ -17,9 +17,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
+use hyper::header::{HeaderName, AUTHORIZATION, CONTENT_TYPE};
 use hyper::Method;
 use indicatif::{ProgressBar, ProgressStyle};
-use node::http::{encode_query, HttpClient};
+use rpc::{Reply, Rpc};
 
 /// Text longer than this goes in a sidecar blob, not a header.
 const INLINE_TEXT_BYTES: usize = 8 << 10;
@@ -119,6 +120,19 @@ fn content_type(p: &Path) -> &'static str {
     }
 }
 
+/// Bytes a query-string or header value keeps as they are: RFC 3986's
+/// unreserved.
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Percent-encodes a value (everything but unreserved bytes).
+fn encode_query(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, UNRESERVED).to_string()
+}
+
 /// Percent-encodes a path segment list, keeping `/`.
 fn encode_path(key: &str) -> String {
     key.split('/')
@@ -130,20 +144,26 @@ fn encode_path(key: &str) -> String {
 /// `PUT /v1/blobs/{key}` with `headers` (and the token); an error unless
 /// the answer is a success.
 async fn put(
-    http: &HttpClient,
-    base: &str,
+    http: &Rpc,
     token: Option<&str>,
     key: &str,
-    mut headers: Vec<(&str, String)>,
+    mut headers: Vec<(HeaderName, String)>,
     body: Vec<u8>,
-) -> anyhow::Result<node::http::Reply> {
+) -> anyhow::Result<Reply> {
     if let Some(t) = token {
-        headers.push(("authorization", format!("Bearer {t}")));
+        headers.push((AUTHORIZATION, format!("Bearer {t}")));
     }
-    let url = format!("{base}/v1/blobs/{}", encode_path(key));
+    let path = format!("/v1/blobs/{}", encode_path(key));
     let r = http
-        .send("node", Method::PUT, &url, &headers, Bytes::from(body))
-        .await?;
+        .call(
+            Method::PUT,
+            &path,
+            &headers,
+            Bytes::from(body),
+            Duration::ZERO,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
     if !r.status.is_success() {
         bail!("{key}: {} {}", r.status, String::from_utf8_lossy(&r.body));
     }
@@ -152,8 +172,7 @@ async fn put(
 
 /// Uploads one page; returns its size and its indexing job's path, if any.
 async fn upload(
-    http: &HttpClient,
-    base: &str,
+    http: &Rpc,
     token: Option<&str>,
     p: &PageFile,
 ) -> anyhow::Result<(u64, Option<String>)> {
@@ -169,39 +188,43 @@ async fn upload(
         .and_then(|n| n.to_str())
         .unwrap_or("page");
     let key = format!("books/{}/{file}", p.book);
-    let mut headers: Vec<(&str, String)> = vec![
-        ("x-strata-book", encode_query(&p.book)),
-        ("x-strata-page", p.page.to_string()),
-        ("content-type", content_type(&p.image).into()),
+    let mut headers: Vec<(HeaderName, String)> = vec![
+        (
+            HeaderName::from_static("x-strata-book"),
+            encode_query(&p.book),
+        ),
+        (HeaderName::from_static("x-strata-page"), p.page.to_string()),
+        (CONTENT_TYPE, content_type(&p.image).into()),
     ];
     if text.len() <= INLINE_TEXT_BYTES {
-        headers.push(("x-strata-text", encode_query(&text)));
+        headers.push((
+            HeaderName::from_static("x-strata-text"),
+            encode_query(&text),
+        ));
     } else {
         let side = format!("books/{}/{}.txt.json", p.book, p.page);
         let body = serde_json::json!({ "text": text }).to_string();
-        let json = vec![("content-type", "application/json".to_owned())];
-        put(http, base, token, &side, json, body.into_bytes()).await?;
-        headers.push(("x-strata-text-key", encode_query(&side)));
+        let json = vec![(CONTENT_TYPE, "application/json".to_owned())];
+        put(http, token, &side, json, body.into_bytes()).await?;
+        headers.push((
+            HeaderName::from_static("x-strata-text-key"),
+            encode_query(&side),
+        ));
     }
     let n = image.len() as u64;
-    let r = put(http, base, token, &key, headers, image).await?;
+    let r = put(http, token, &key, headers, image).await?;
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
     Ok((n, v["index_job"].as_str().map(str::to_owned)))
 }
 
 /// Waits for an indexing job to end; true when it succeeded.
-async fn wait_job(http: &HttpClient, base: &str, path: &str) -> anyhow::Result<bool> {
+async fn wait_job(http: &Rpc, path: &str) -> anyhow::Result<bool> {
     let mut pause = Duration::from_millis(5);
     loop {
         let r = http
-            .send(
-                "node",
-                Method::GET,
-                &format!("{base}{path}"),
-                &[],
-                Bytes::new(),
-            )
-            .await?;
+            .call(Method::GET, path, &[], Bytes::new(), Duration::ZERO)
+            .await
+            .map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
         match v["state"].as_str() {
             Some("succeeded") => return Ok(true),
@@ -246,18 +269,16 @@ pub async fn run(
             dir.display()
         );
     }
-    let http = HttpClient::new(Duration::from_secs(60));
-    let base: Arc<str> = base.trim_end_matches('/').into();
+    let http = Rpc::new(base.trim_end_matches('/'), Duration::from_secs(60));
     let token: Option<Arc<str>> = token.map(Into::into);
     let progress = bar(pages.len() as u64, "upload", quiet);
     let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     for p in pages {
         let permit = sem.clone().acquire_owned().await?;
-        let (http, base, token, progress) =
-            (http.clone(), base.clone(), token.clone(), progress.clone());
+        let (http, token, progress) = (http.clone(), token.clone(), progress.clone());
         tasks.spawn(async move {
-            let r = upload(&http, &base, token.as_deref(), &p).await;
+            let r = upload(&http, token.as_deref(), &p).await;
             drop(permit);
             progress.inc(1);
             r
@@ -274,7 +295,7 @@ pub async fn run(
     progress.finish();
     let progress = bar(jobs.len() as u64, "index ", quiet);
     for j in jobs {
-        if !wait_job(&http, &base, &j).await? {
+        if !wait_job(&http, &j).await? {
             report.failed_jobs += 1;
         }
         progress.inc(1);
