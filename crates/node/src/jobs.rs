@@ -46,12 +46,9 @@ pub struct UploadHead {
     pub page: Option<crate::search::PageUpload>,
 }
 
-/// A job leased to this node's worker.
-struct Leased {
-    id: u64,
-    lease: u32,
-    payload: Bytes,
-}
+/// A job leased to this node's worker (the queue client's type, whichever
+/// way the queue is reached).
+type Leased = queue::client::Reserved;
 
 fn unavailable(detail: impl ToString) -> Error {
     Error::Unavailable {
@@ -121,16 +118,7 @@ impl QueueHandle {
                     lease: j.attempts,
                     payload: j.payload,
                 })),
-            QueueHandle::Remote(c) => {
-                Ok(c.reserve(queue, wait)
-                    .await
-                    .map_err(unavailable)?
-                    .map(|j| Leased {
-                        id: j.id,
-                        lease: j.lease,
-                        payload: j.payload,
-                    }))
-            }
+            QueueHandle::Remote(c) => c.reserve(queue, wait).await.map_err(unavailable),
         }
     }
 
