@@ -258,6 +258,10 @@ async fn dispatch(
             .fetch_add(1, Ordering::Relaxed);
     }
     let path = req.uri().path();
+    if let Some(pages) = live.edge.pages.as_ref().filter(|p| (p.owns)(path)) {
+        let r = serve_page(pages, req).await;
+        return logged(live, entry, start, r);
+    }
     if let Some(rest) = path.strip_prefix("/_strata/") {
         if rest == "status" || rest == "metrics" {
             let html = rest == "status";
@@ -316,6 +320,28 @@ async fn dispatch(
         resp.headers_mut().insert(REQUEST_ID, id);
     }
     logged(live, entry, start, resp)
+}
+
+/// One of the extra pages: its body read (bounded), its answer boxed.
+async fn serve_page(pages: &crate::edge::Pages, req: Request<Incoming>) -> Response<UpBody> {
+    use http_body_util::BodyExt;
+    let (parts, body) = req.into_parts();
+    let body = match http_body_util::Limited::new(body, pages.max_body)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            let status = if e.is::<http_body_util::LengthLimitError>() {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            return plain(status, "request body refused\n");
+        }
+    };
+    let r = (pages.serve)(Request::from_parts(parts, body)).await;
+    r.map(|b| http_body_util::Full::new(b).map_err(|e| match e {}).boxed())
 }
 
 /// `resp` with its body wrapped to log `entry` when it ends.

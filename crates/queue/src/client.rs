@@ -122,6 +122,47 @@ impl QueueClient {
         }
     }
 
+    /// Every queue's counts, as `GET /v1/queues` answers them.
+    pub async fn queues(&self) -> Result<Vec<serde_json::Value>> {
+        let r = self
+            .call(Method::GET, "/v1/queues", &[], Bytes::new(), Duration::ZERO)
+            .await?;
+        Self::check(None, &r)?;
+        let v: serde_json::Value = serde_json::from_slice(&r.body)
+            .map_err(|e| Error::Unreachable(format!("bad queues answer: {e}")))?;
+        Ok(v["queues"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Up to `limit` dead jobs of `queue`, oldest first, as statuses.
+    pub async fn dead(&self, queue: &str, limit: usize) -> Result<Vec<serde_json::Value>> {
+        let path = format!("/v1/queues/{queue}/dead?limit={limit}");
+        let r = self
+            .call(Method::GET, &path, &[], Bytes::new(), Duration::ZERO)
+            .await?;
+        Self::check(None, &r)?;
+        let v: serde_json::Value = serde_json::from_slice(&r.body)
+            .map_err(|e| Error::Unreachable(format!("bad dead answer: {e}")))?;
+        Ok(v["jobs"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Moves dead or delayed job `id` back to ready.
+    pub async fn kick_job(&self, id: u64) -> Result<()> {
+        let path = format!("/v1/jobs/{id}/kick");
+        let r = self
+            .call(Method::POST, &path, &[], Bytes::new(), Duration::ZERO)
+            .await?;
+        Self::check(Some(id), &r)
+    }
+
+    /// Deletes job `id` (one nobody holds).
+    pub async fn delete(&self, id: u64) -> Result<()> {
+        let path = format!("/v1/jobs/{id}");
+        let r = self
+            .call(Method::DELETE, &path, &[], Bytes::new(), Duration::ZERO)
+            .await?;
+        Self::check(Some(id), &r)
+    }
+
     /// Leases the next ready job of `queue`, waiting up to `wait` for one.
     pub async fn reserve(&self, queue: &str, wait: Duration) -> Result<Option<Reserved>> {
         let path = format!("/v1/queues/{queue}/reserve?timeout_ms={}", wait.as_millis());

@@ -56,7 +56,7 @@ pub struct StoreMetrics {
 
 impl StoreMetrics {
     /// Appends Prometheus text for these counters plus the given gauges.
-    pub fn render(&self, out: &mut String, blobs: usize, map_bytes: usize, volumes: usize) {
+    pub fn render(&self, out: &mut String, blobs: usize, map_bytes: usize, disk: DiskUse) {
         let c = [
             (
                 "strata_store_reads_total",
@@ -137,12 +137,35 @@ impl StoreMetrics {
                 "Heap bytes of the needle map.",
                 map_bytes as u64,
             ),
-            ("strata_store_volumes", "Volume files.", volumes as u64),
+            ("strata_store_volumes", "Volume files.", disk.volumes as u64),
+            (
+                "strata_store_disk_used_bytes",
+                "Bytes of needles in the volume files.",
+                disk.used,
+            ),
         ];
         for (name, help, v) in g {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
+        if let Some(free) = disk.free {
+            let name = "strata_store_disk_free_bytes";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Bytes free to unprivileged writers on the volumes' file system.\n# TYPE {name} gauge\n{name} {free}"
+            );
+        }
     }
+}
+
+/// The store's share of its disk, for the metrics page.
+#[derive(Debug, Clone, Copy)]
+pub struct DiskUse {
+    /// Volume files.
+    pub volumes: usize,
+    /// Needle bytes in them.
+    pub used: u64,
+    /// Free bytes on their file system; `None` when it cannot be read.
+    pub free: Option<u64>,
 }
 
 /// Nanoseconds since the epoch, for cookies.

@@ -355,8 +355,15 @@ async fn metrics(State(store): State<Arc<Store>>) -> Response {
 impl Store {
     /// Appends this store's Prometheus text to `out`.
     pub fn render_metrics(&self, out: &mut String) {
-        let vols = self.volume_stats().len();
+        let vols = self.volume_stats();
+        let disk = crate::metrics::DiskUse {
+            volumes: vols.len(),
+            used: vols.values().map(|v| v.total).sum(),
+            free: rustix::fs::statvfs(&self.dir)
+                .ok()
+                .map(|s| s.f_bavail.saturating_mul(s.f_frsize)),
+        };
         self.metrics
-            .render(out, self.len(), self.needle_map_bytes(), vols);
+            .render(out, self.len(), self.needle_map_bytes(), disk);
     }
 }

@@ -303,7 +303,14 @@ pub async fn run_gateway(
         }
         None => None,
     };
+    let pages = match cfg.console.enabled {
+        true => Some(crate::web_console::pages(
+            &crate::web_console::start(&cfg, "strata cluster", shutdown.clone()).await,
+        )),
+        false => None,
+    };
     let edge = Edge {
+        pages,
         access_log,
         redirect_https: g
             .tls

@@ -15,6 +15,7 @@ pub mod recover;
 pub mod reindex;
 mod scrub;
 mod serve;
+pub mod web_console;
 
 pub use serve::{start_serve, start_serve_with, ServeHandle, SERVE_NODES};
 
@@ -165,7 +166,14 @@ pub async fn run_role(
                 let svc = s3::service(node.clone(), &s3_options(&cfg, creds));
                 tokio::spawn(s3::serve(l, svc, shutdown_signal(shutdown.clone())));
             }
-            http_serve::serve(listener, node::api::router(node), limits, shutdown).await?;
+            let mut api = node::api::router(node);
+            let no_gateway = !cfg.members.iter().any(|m| m.role == Role::Gateway);
+            if cfg.console.enabled && no_gateway {
+                let title = format!("strata cluster ({name})");
+                let c = web_console::start(&cfg, &title, shutdown.clone()).await;
+                api = web_console::on_node(api, &c);
+            }
+            http_serve::serve(listener, api, limits, shutdown).await?;
         }
         Role::Queue => {
             // With PostgreSQL this member is a stateless front: any number

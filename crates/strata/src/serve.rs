@@ -154,6 +154,15 @@ pub async fn start_serve_with(
     // drops the key for both, so its entries need no expiry.
     let ready = (cfg.cache.enabled && cfg.cache.ready_entries > 0)
         .then(|| Arc::new(node::ready::ReadySet::new(cfg.cache.ready_entries, None)));
+    // The console's members are known once every role listens; it exists
+    // before, for a lone node to mount it.
+    let console = cfg.console.enabled.then(|| {
+        webconsole::Console::new(
+            Vec::new(),
+            crate::web_console::options(cfg, "strata serve"),
+            Some(webconsole::Jobs::Local(broker.clone())),
+        )
+    });
     let mut node_addrs = Vec::new();
     let mut first_node: Option<Arc<Node>> = None;
     let mut local = std::collections::HashMap::new();
@@ -223,7 +232,11 @@ pub async fn start_serve_with(
         };
         node_addrs.push(l.local_addr()?);
         let node_ref = node.clone();
-        let api = node::api::router(node);
+        let mut api = node::api::router(node);
+        if let (true, Some(c)) = (nodes == 1, &console) {
+            // No gateway: this node serves the public port and the console.
+            api = crate::web_console::on_node(api, c);
+        }
         local.insert(
             l.local_addr()?,
             direct_reads::local_backend(node_ref, api.clone()),
@@ -289,9 +302,22 @@ pub async fn start_serve_with(
             Ok(s3::serve(l, svc, shutdown_signal(rx)).await?)
         }));
     }
+    if let Some(c) = &console {
+        c.set_members(serve_members(
+            (nodes > 1).then_some(addr),
+            &node_addrs,
+            cache_addr,
+            store_addr,
+            index_addr,
+            queue_addr,
+            &search_addrs,
+        ));
+        c.spawn_sampler(rx.clone());
+    }
     let mut gateways = Vec::new();
     if let Some(listener) = listener {
-        let (task, gws) = start_serve_gateway(cfg, listener, &node_addrs, local, rx)?;
+        let pages = console.as_ref().map(crate::web_console::pages);
+        let (task, gws) = start_serve_gateway(cfg, listener, &node_addrs, local, pages, rx)?;
         tasks.push(task);
         gateways = gws;
     }
@@ -314,6 +340,45 @@ pub async fn start_serve_with(
     })
 }
 
+/// `serve`'s roles as the console lists them.
+fn serve_members(
+    gateway: Option<SocketAddr>,
+    nodes: &[SocketAddr],
+    cache: Option<SocketAddr>,
+    store: SocketAddr,
+    index: SocketAddr,
+    queue: SocketAddr,
+    search: &[SocketAddr],
+) -> Vec<webconsole::Member> {
+    use webconsole::{Member, Role};
+    let m = |name: String, role, addr: SocketAddr| Member {
+        name,
+        role,
+        addr: addr.to_string(),
+    };
+    let mut out: Vec<Member> = gateway
+        .map(|a| m("gateway".into(), Role::Gateway, a))
+        .into_iter()
+        .collect();
+    out.extend(
+        nodes
+            .iter()
+            .enumerate()
+            .map(|(i, a)| m(format!("node-{}", i + 1), Role::Node, *a)),
+    );
+    out.extend(cache.map(|a| m("cache".into(), Role::Cache, a)));
+    out.push(m(SERVE_STORE.into(), Role::Store, store));
+    out.push(m("index".into(), Role::Index, index));
+    out.push(m("queue".into(), Role::Queue, queue));
+    out.extend(
+        search
+            .iter()
+            .enumerate()
+            .map(|(i, a)| m(format!("search-{i}"), Role::Search, *a)),
+    );
+    out
+}
+
 /// A role running in `serve`'s process.
 type RoleTask = tokio::task::JoinHandle<anyhow::Result<()>>;
 
@@ -325,6 +390,7 @@ fn start_serve_gateway(
     listener: TcpListener,
     nodes: &[SocketAddr],
     local: std::collections::HashMap<SocketAddr, balancer::proxy::LocalBackend>,
+    pages: Option<balancer::edge::Pages>,
     rx: watch::Receiver<bool>,
 ) -> anyhow::Result<(RoleTask, Vec<Arc<balancer::proxy::Gateway>>)> {
     let node_addrs = nodes;
@@ -340,10 +406,14 @@ fn start_serve_gateway(
         gw.set_local(local.clone());
     }
     let gateways = router.pools.iter().map(|(_, gw)| gw.clone()).collect();
-    let live = balancer::Live::with_limits(
+    let live = balancer::Live::with_edge(
         router,
         cfg.auth.admin_token.clone(),
         gateway::client_limits(cfg),
+        balancer::edge::Edge {
+            pages,
+            ..balancer::edge::Edge::default()
+        },
     );
     let task = tokio::spawn(async move {
         Ok(balancer::router::serve_routed(listener, live, shutdown_signal(rx)).await?)

@@ -10,9 +10,12 @@
 //!   standby) for the index and queue backends.
 //! - [`Served`] is a `strata serve` process started as a user would,
 //!   its addresses and S3 keys read from what it prints.
+//! - [`Browser`] is headless Chromium over the DevTools protocol, for
+//!   the web console's tests.
 //! - [`Client`] is a minimal HTTP client for both, and [`blob`] makes
 //!   deterministic test bodies; [`until`] waits for a condition.
 
+pub mod browser;
 mod client;
 pub mod faults;
 mod inproc;
@@ -24,6 +27,7 @@ mod served;
 pub mod wait;
 pub mod workload;
 
+pub use browser::Browser;
 pub use client::{metric_value, Client, Resp};
 pub use faults::{Fault, FaultProxy};
 pub use hyper::{Method, StatusCode};

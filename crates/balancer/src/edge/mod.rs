@@ -61,6 +61,29 @@ pub struct Edge {
     pub redirect_https: Option<u16>,
     /// Counters.
     pub metrics: EdgeMetrics,
+    /// More pages of the gateway's own under `/_strata/` (the web
+    /// console); `None` = only status, metrics and admin.
+    pub pages: Option<Pages>,
+}
+
+/// A page handler the gateway answers itself: the request with its body
+/// read whole (at most [`Pages::max_body`] bytes), the answer whole.
+pub type PageFn = dyn Fn(
+        hyper::Request<bytes::Bytes>,
+    )
+        -> std::pin::Pin<Box<dyn std::future::Future<Output = hyper::Response<bytes::Bytes>> + Send>>
+    + Send
+    + Sync;
+
+/// Paths the gateway answers itself with `serve` (beside its own).
+#[derive(Clone)]
+pub struct Pages {
+    /// Whether a path is one of these pages.
+    pub owns: fn(&str) -> bool,
+    /// Largest body taken; a longer one is answered 413.
+    pub max_body: usize,
+    /// The handler.
+    pub serve: Arc<PageFn>,
 }
 
 /// Counters of the edge features, on `/_strata/metrics`.

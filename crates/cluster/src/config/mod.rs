@@ -53,6 +53,9 @@ pub struct ClusterConfig {
     /// The S3-compatible API.
     #[serde(default)]
     pub s3: S3Config,
+    /// The web console.
+    #[serde(default)]
+    pub console: ConsoleConfig,
     /// Every process of the cluster.
     #[serde(default, rename = "member")]
     pub members: Vec<Member>,
@@ -68,8 +71,8 @@ use index::validate_pg;
 pub use index::{IndexBackend, IndexConfig, PgSettings};
 pub use member::{Member, Role};
 pub use tables::{
-    AuthConfig, CacheConfig, CacheMode, LimitsConfig, ProxyConfig, QueueBackend, QueueConfig,
-    S3Config, S3Credential, SearchConfig, StoreConfig,
+    AuthConfig, CacheConfig, CacheMode, ConsoleConfig, LimitsConfig, ProxyConfig, QueueBackend,
+    QueueConfig, S3Config, S3Credential, SearchConfig, StoreConfig,
 };
 
 impl ClusterConfig {
@@ -135,6 +138,9 @@ impl ClusterConfig {
                     "needs at least one [[s3.credentials]]".into(),
                 );
             }
+        }
+        if !(100..=60_000).contains(&self.console.sample_ms) {
+            return bad("console.sample_ms", "must be 100..=60000".into());
         }
         if self.s3.abandoned_upload_secs == 0 {
             return bad("s3.abandoned_upload_secs", "must be at least 1".into());

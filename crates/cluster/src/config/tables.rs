@@ -412,6 +412,27 @@ impl Default for S3Config {
     }
 }
 
+/// `[console]`: the web console under `/_strata/`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Serve the console on the gateway (or a node when there is none).
+    /// Default true.
+    pub enabled: bool,
+    /// How often the console reads every member's figures, milliseconds
+    /// (100-60000). Default 5000; 15 minutes are kept.
+    pub sample_ms: u64,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            enabled: true,
+            sample_ms: 5000,
+        }
+    }
+}
+
 /// One `[[s3.credentials]]`: the secret never sits in the cluster file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
