@@ -217,5 +217,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         out.join("balancer.json"),
         serde_json::to_string_pretty(&json)?,
     )?;
+    crate::plots_of::after_run(&out, "balancer", &serde_json::to_value(&json)?);
     Ok(())
 }

@@ -197,5 +197,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let path = a.out.join("cache.json");
     std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
     println!("results: {}", path.display());
+    crate::plots_of::after_run(&a.out, "cache", &serde_json::to_value(&json)?);
     Ok(())
 }

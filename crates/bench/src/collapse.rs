@@ -378,5 +378,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         out.join("collapse.json"),
         serde_json::to_string_pretty(&json)?,
     )?;
+    crate::plots_of::after_run(&out, "collapse", &serde_json::to_value(&json)?);
     Ok(())
 }

@@ -283,5 +283,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         lines(&clf_log)
     );
     std::fs::write(out.join("edge.json"), serde_json::to_string_pretty(&json)?)?;
+    crate::plots_of::after_run(&out, "edge", &serde_json::to_value(&json)?);
     Ok(())
 }

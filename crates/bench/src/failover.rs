@@ -340,5 +340,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         out.join("failover.json"),
         serde_json::to_string_pretty(&results)?,
     )?;
+    crate::plots_of::after_run(&out, "failover", &serde_json::to_value(&results)?);
     Ok(())
 }

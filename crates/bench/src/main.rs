@@ -37,6 +37,8 @@ mod memload;
 mod offline;
 mod peers;
 mod pg_bench;
+mod plot;
+mod plots_of;
 mod proc_stat;
 mod put_bench;
 mod queue_bench;
@@ -103,6 +105,12 @@ enum Scenario {
         #[arg(long, default_value_t = 1_000_000)]
         requests: usize,
     },
+    /// Draws the PNG plots of saved results again (every scenario run
+    /// writes its own beside its JSON); names scenarios, or none for all.
+    Plot {
+        /// Scenarios to draw.
+        scenarios: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -124,5 +132,6 @@ fn main() -> anyhow::Result<()> {
         Scenario::Search(a) => search_bench::run(a),
         Scenario::S3(a) => s3_bench::run(a),
         Scenario::Affinity { keys, requests } => offline::affinity(keys, requests),
+        Scenario::Plot { scenarios } => plots_of::replot(&scenarios),
     }
 }

@@ -94,6 +94,11 @@ pub fn hitratio(a: HitArgs) -> anyhow::Result<()> {
         "target/bench/hitratio.json",
         serde_json::to_string_pretty(&json)?,
     )?;
+    crate::plots_of::after_run(
+        std::path::Path::new("target/bench"),
+        "hitratio",
+        &serde_json::to_value(&json)?,
+    );
     Ok(())
 }
 
@@ -148,6 +153,11 @@ pub fn ring() -> anyhow::Result<()> {
         "target/bench/ring.json",
         serde_json::to_string_pretty(&json)?,
     )?;
+    crate::plots_of::after_run(
+        std::path::Path::new("target/bench"),
+        "ring",
+        &serde_json::to_value(&json)?,
+    );
     Ok(())
 }
 
@@ -207,5 +217,10 @@ pub fn affinity(keys: usize, requests: usize) -> anyhow::Result<()> {
         "target/bench/affinity.json",
         serde_json::to_string_pretty(&json)?,
     )?;
+    crate::plots_of::after_run(
+        std::path::Path::new("target/bench"),
+        "affinity",
+        &serde_json::to_value(&json)?,
+    );
     Ok(())
 }

@@ -413,5 +413,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.out.join("pg.json"),
         serde_json::to_string_pretty(&json)?,
     )?;
+    crate::plots_of::after_run(&args.out, "pg", &serde_json::to_value(&json)?);
     Ok(())
 }

@@ -263,12 +263,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         median(ratios.clone())
     );
     let path = out.join("put.json");
-    std::fs::write(
-        &path,
-        serde_json::to_string_pretty(&serde_json::json!({
-            "strata": strata, "fio": fio, "ratios": ratios,
-        }))?,
-    )?;
+    let json = serde_json::json!({
+        "strata": strata, "fio": fio, "ratios": ratios,
+    });
+    std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
     println!("results: {}", path.display());
+    crate::plots_of::after_run(&out, "put", &json);
     Ok(())
 }

@@ -414,5 +414,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         out.join("queue.json"),
         serde_json::to_string_pretty(&serde_json::json!({"runs": runs, "crash": crashes}))?,
     )?;
+    crate::plots_of::after_run(
+        &out,
+        "queue",
+        &serde_json::json!({"runs": runs, "crash": crashes}),
+    );
     Ok(())
 }

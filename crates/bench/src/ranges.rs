@@ -200,5 +200,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         out.join("ranges.json"),
         serde_json::to_string_pretty(&json)?,
     )?;
+    crate::plots_of::after_run(&out, "ranges", &serde_json::to_value(&json)?);
     Ok(())
 }

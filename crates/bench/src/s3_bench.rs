@@ -174,9 +174,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             );
         }
     }
-    std::fs::write(
-        out.join("results.json"),
-        serde_json::to_vec_pretty(&serde_json::Value::Object(report))?,
-    )?;
+    let json = serde_json::Value::Object(report);
+    std::fs::write(out.join("results.json"), serde_json::to_vec_pretty(&json)?)?;
+    crate::plots_of::after_run(&out, "s3", &json);
     Ok(())
 }

@@ -340,13 +340,15 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
         );
     }
     std::fs::create_dir_all(&a.out)?;
+    let json = serde_json::json!({
+        "pages": a.pages, "words": a.words, "vocab": a.vocab, "s": a.s,
+        "rows": json_rows,
+        "bytes_per_page": results.iter().map(|r| r.3 as f64 / r.2.max(1) as f64).collect::<Vec<_>>(),
+    });
     std::fs::write(
         a.out.join("search.json"),
-        serde_json::to_string_pretty(&serde_json::json!({
-            "pages": a.pages, "words": a.words, "vocab": a.vocab, "s": a.s,
-            "rows": json_rows,
-            "bytes_per_page": results.iter().map(|r| r.3 as f64 / r.2.max(1) as f64).collect::<Vec<_>>(),
-        }))?,
+        serde_json::to_string_pretty(&json)?,
     )?;
+    crate::plots_of::after_run(&a.out, "search", &json);
     Ok(())
 }

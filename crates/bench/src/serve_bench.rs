@@ -329,6 +329,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     drop((strata, varnish, nginx));
     let path = out.join("serve.json");
     std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+    crate::plots_of::after_run(&out, "serve", &serde_json::to_value(&report)?);
     println!("results: {}", path.display());
     Ok(())
 }

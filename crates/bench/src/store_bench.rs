@@ -303,6 +303,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     });
     let path = out.join("store.json");
     std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
+    crate::plots_of::after_run(&out, "store", &json);
     println!("results: {}", path.display());
     Ok(())
 }
