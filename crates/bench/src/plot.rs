@@ -95,7 +95,7 @@ impl Plots {
             let p = dir.join(format!("{}.png", self.scenario));
             bars(
                 &p,
-                &format!("{}: {} per round", self.scenario, self.main_unit),
+                &format!("{}: {}", self.scenario, self.main_unit),
                 &self.main_unit,
                 &self.main,
             )?;
@@ -163,7 +163,9 @@ const COLOURS: [RGBColor; 8] = [
 fn bars(path: &Path, title: &str, unit: &str, points: &[Point]) -> anyhow::Result<()> {
     font()?;
     let groups = unique(points.iter().map(|p| p.group.clone()));
-    let series = unique(points.iter().map(|p| p.series.clone()));
+    // strata's series first, so it has the same colour in every plot.
+    let mut series = unique(points.iter().map(|p| p.series.clone()));
+    series.sort_by_key(|s| !s.starts_with("strata"));
     // Headroom above the tallest bar for the legend, which sits in the
     // upper right corner: one line per series.
     let height = 420 + 12 * series.len() as u32;

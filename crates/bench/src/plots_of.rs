@@ -216,7 +216,7 @@ pub fn plots(scenario: &str, v: &Value) -> Option<Plots> {
             }
         }
         "hitratio" => {
-            p = Plots::new("hitratio", "hit ratio", "");
+            p = Plots::new("hitratio", "hit %", "");
             for row in arr(v) {
                 let group = format!(
                     "{} {}%",
