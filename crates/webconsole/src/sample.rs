@@ -131,29 +131,120 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Per-second rate of counter `name` between two reads (a restarted
-/// member's counter going down reads as zero, not negative).
-fn rate(
-    prev: Option<&Scrape>,
-    cur: &Scrape,
-    dt: Option<Duration>,
-    f: impl Fn(&Scrape) -> f64,
-) -> Option<f64> {
-    let (prev, dt) = (prev?, dt?);
-    let secs = dt.as_secs_f64();
-    (secs > 0.0).then(|| ((f(cur) - f(prev)).max(0.0)) / secs)
+/// How one figure comes from a member's reads.
+enum Fig {
+    /// Per-second rate of the sum of these counters between two reads (a
+    /// counter that went down, a restarted member, reads as zero).
+    Rate(&'static [&'static str]),
+    /// The sum of these series now, shown only when the member has them.
+    Gauge(&'static str),
+    /// `hits` over the sum of `all` in the interval; none when nothing was
+    /// asked.
+    Ratio {
+        hits: &'static [&'static str],
+        all: &'static [&'static str],
+    },
 }
 
-/// Hits over hits plus misses in the interval; `None` when nothing was asked.
-fn ratio(
-    prev: Option<&Scrape>,
-    cur: &Scrape,
-    hits: impl Fn(&Scrape) -> f64,
-    all: impl Fn(&Scrape) -> f64,
-) -> Option<f64> {
-    let prev = prev?;
-    let (h, a) = (hits(cur) - hits(prev), all(cur) - all(prev));
-    (a > 0.0).then(|| (h / a).clamp(0.0, 1.0))
+use Fig::{Gauge, Rate, Ratio};
+
+const GATEWAY: &[(&str, Fig)] = &[
+    ("rps", Rate(&["strata_gateway_requests_total"])),
+    ("errors_ps", Rate(&["strata_gateway_errors_total"])),
+    ("in_flight", Gauge("strata_gateway_in_flight")),
+];
+const NODE: &[(&str, Fig)] = &[
+    (
+        "rps",
+        Rate(&[
+            "strata_node_gets_total",
+            "strata_node_puts_total",
+            "strata_node_deletes_total",
+            "strata_node_lists_total",
+        ]),
+    ),
+    ("errors_ps", Rate(&["strata_node_server_errors_total"])),
+    (
+        "client_errors_ps",
+        Rate(&["strata_node_client_errors_total"]),
+    ),
+    ("sent_bps", Rate(&["strata_node_sent_bytes_total"])),
+    (
+        "cache_hit_ratio",
+        Ratio {
+            hits: &["strata_cache_hits_total"],
+            all: &["strata_cache_hits_total", "strata_cache_misses_total"],
+        },
+    ),
+    ("cache_bytes", Gauge("strata_cache_bytes")),
+];
+const STORE: &[(&str, Fig)] = &[
+    ("blobs", Gauge("strata_store_blobs")),
+    ("volumes", Gauge("strata_store_volumes")),
+    ("disk_used_bytes", Gauge("strata_store_disk_used_bytes")),
+    ("disk_free_bytes", Gauge("strata_store_disk_free_bytes")),
+    ("reads_ps", Rate(&["strata_store_reads_total"])),
+    ("writes_ps", Rate(&["strata_store_writes_total"])),
+    ("written_bps", Rate(&["strata_store_written_bytes_total"])),
+];
+const INDEX: &[(&str, Fig)] = &[
+    ("lookups_ps", Rate(&["strata_index_lookups_total"])),
+    ("writes_ps", Rate(&["strata_index_writes_total"])),
+];
+const QUEUE: &[(&str, Fig)] = &[("puts_ps", Rate(&["strata_queue_jobs_total"]))];
+const SEARCH: &[(&str, Fig)] = &[
+    ("pages", Gauge("strata_search_pages")),
+    ("queries_ps", Rate(&["strata_search_queries_total"])),
+];
+/// memcached's own `stats` names.
+const CACHE: &[(&str, Fig)] = &[
+    ("ops_ps", Rate(&["cmd_get", "cmd_set"])),
+    (
+        "hit_ratio",
+        Ratio {
+            hits: &["get_hits"],
+            all: &["cmd_get"],
+        },
+    ),
+    ("bytes", Gauge("bytes")),
+    ("limit_bytes", Gauge("limit_maxbytes")),
+    ("items", Gauge("curr_items")),
+];
+
+/// Two consecutive reads of one member and the time between them.
+struct Reads<'a> {
+    prev: Option<&'a Scrape>,
+    cur: &'a Scrape,
+    dt: Option<Duration>,
+}
+
+impl Reads<'_> {
+    fn value(&self, fig: &Fig) -> Option<f64> {
+        let sum = |s: &Scrape, names: &[&str]| names.iter().map(|n| s.sum(n)).sum::<f64>();
+        match fig {
+            Rate(names) => {
+                let (prev, secs) = (self.prev?, self.dt?.as_secs_f64());
+                (secs > 0.0).then(|| (sum(self.cur, names) - sum(prev, names)).max(0.0) / secs)
+            }
+            Gauge(name) => self.cur.has(name).then(|| self.cur.sum(name)),
+            Ratio { hits, all } => {
+                let prev = self.prev?;
+                let h = sum(self.cur, hits) - sum(prev, hits);
+                let a = sum(self.cur, all) - sum(prev, all);
+                (a > 0.0).then(|| (h / a).clamp(0.0, 1.0))
+            }
+        }
+    }
+
+    /// Each figure of `table` the reads can give, into `f`.
+    fn fill(&self, f: &mut Figures, table: &[(&str, Fig)]) {
+        for (name, fig) in table {
+            if let Some(v) = self.value(fig).filter(|v| v.is_finite()) {
+                // `+ 0.0` turns the -0.0 of an empty sum into 0.
+                f.insert((*name).to_owned(), v + 0.0);
+            }
+        }
+    }
 }
 
 type Split = (
@@ -162,169 +253,32 @@ type Split = (
     BTreeMap<String, Figures>,
 );
 
-/// The figures a role shows, from its last two reads.
+/// The figures a role shows, from its last two reads; for a gateway also
+/// each backend's, for a queue member each queue's jobs by state.
 fn figures(role: Role, prev: Option<&Scrape>, cur: &Scrape, dt: Option<Duration>) -> Split {
+    let r = Reads { prev, cur, dt };
     let mut f = Figures::new();
     let mut backends = BTreeMap::new();
     let mut queues = BTreeMap::new();
-    let put = |f: &mut Figures, k: &str, v: Option<f64>| {
-        if let Some(v) = v.filter(|v| v.is_finite()) {
-            // `+ 0.0` turns the -0.0 of an empty sum into 0.
-            f.insert(k.to_owned(), v + 0.0);
-        }
+    let table = match role {
+        Role::Gateway => GATEWAY,
+        Role::Node => NODE,
+        Role::Store => STORE,
+        Role::Index => INDEX,
+        Role::Queue => QUEUE,
+        Role::Search => SEARCH,
+        Role::Cache => CACHE,
     };
+    r.fill(&mut f, table);
     match role {
         Role::Gateway => {
-            put(
-                &mut f,
-                "rps",
-                rate(prev, cur, dt, |s| s.sum("strata_gateway_requests_total")),
-            );
-            put(
-                &mut f,
-                "errors_ps",
-                rate(prev, cur, dt, |s| s.sum("strata_gateway_errors_total")),
-            );
-            put(
-                &mut f,
-                "in_flight",
-                Some(cur.sum("strata_gateway_in_flight")),
-            );
             let addrs: std::collections::BTreeSet<String> = cur
                 .named("strata_gateway_backend_requests_total")
                 .filter_map(|s| s.label("backend").map(str::to_owned))
                 .collect();
             for a in addrs {
-                let mut b = Figures::new();
-                let of = |s: &Scrape, name: &str| s.sum_where(name, "backend", &a);
-                put(
-                    &mut b,
-                    "rps",
-                    rate(prev, cur, dt, |s| {
-                        of(s, "strata_gateway_backend_requests_total")
-                    }),
-                );
-                put(
-                    &mut b,
-                    "failures_ps",
-                    rate(prev, cur, dt, |s| {
-                        of(s, "strata_gateway_backend_failures_total")
-                    }),
-                );
-                put(
-                    &mut b,
-                    "ejected",
-                    Some(of(cur, "strata_gateway_backend_ejected")),
-                );
-                put(
-                    &mut b,
-                    "draining",
-                    Some(of(cur, "strata_gateway_backend_draining")),
-                );
-                put(
-                    &mut b,
-                    "in_flight",
-                    Some(of(cur, "strata_gateway_backend_in_flight")),
-                );
-                if let Some(p) = prev {
-                    let buckets =
-                        bucket_deltas(p, cur, "strata_gateway_backend_latency_seconds_bucket", &a);
-                    put(
-                        &mut b,
-                        "p50_ms",
-                        scrape::quantile(&buckets, 0.50).map(|s| s * 1e3),
-                    );
-                    put(
-                        &mut b,
-                        "p99_ms",
-                        scrape::quantile(&buckets, 0.99).map(|s| s * 1e3),
-                    );
-                }
-                backends.insert(a, b);
+                backends.insert(a.clone(), backend(&r, &a));
             }
-        }
-        Role::Node => {
-            let reqs = |s: &Scrape| {
-                ["gets", "puts", "deletes", "lists"]
-                    .iter()
-                    .map(|n| s.sum(&format!("strata_node_{n}_total")))
-                    .sum()
-            };
-            put(&mut f, "rps", rate(prev, cur, dt, reqs));
-            put(
-                &mut f,
-                "errors_ps",
-                rate(prev, cur, dt, |s| s.sum("strata_node_server_errors_total")),
-            );
-            put(
-                &mut f,
-                "client_errors_ps",
-                rate(prev, cur, dt, |s| s.sum("strata_node_client_errors_total")),
-            );
-            put(
-                &mut f,
-                "sent_bps",
-                rate(prev, cur, dt, |s| s.sum("strata_node_sent_bytes_total")),
-            );
-            put(
-                &mut f,
-                "cache_hit_ratio",
-                ratio(
-                    prev,
-                    cur,
-                    |s| s.sum("strata_cache_hits_total"),
-                    |s| s.sum("strata_cache_hits_total") + s.sum("strata_cache_misses_total"),
-                ),
-            );
-            put(
-                &mut f,
-                "cache_bytes",
-                cur.has("strata_cache_bytes")
-                    .then(|| cur.sum("strata_cache_bytes")),
-            );
-        }
-        Role::Store => {
-            put(&mut f, "blobs", Some(cur.sum("strata_store_blobs")));
-            put(&mut f, "volumes", Some(cur.sum("strata_store_volumes")));
-            put(
-                &mut f,
-                "disk_used_bytes",
-                cur.has("strata_store_disk_used_bytes")
-                    .then(|| cur.sum("strata_store_disk_used_bytes")),
-            );
-            put(
-                &mut f,
-                "disk_free_bytes",
-                cur.has("strata_store_disk_free_bytes")
-                    .then(|| cur.sum("strata_store_disk_free_bytes")),
-            );
-            put(
-                &mut f,
-                "reads_ps",
-                rate(prev, cur, dt, |s| s.sum("strata_store_reads_total")),
-            );
-            put(
-                &mut f,
-                "writes_ps",
-                rate(prev, cur, dt, |s| s.sum("strata_store_writes_total")),
-            );
-            put(
-                &mut f,
-                "written_bps",
-                rate(prev, cur, dt, |s| s.sum("strata_store_written_bytes_total")),
-            );
-        }
-        Role::Index => {
-            put(
-                &mut f,
-                "lookups_ps",
-                rate(prev, cur, dt, |s| s.sum("strata_index_lookups_total")),
-            );
-            put(
-                &mut f,
-                "writes_ps",
-                rate(prev, cur, dt, |s| s.sum("strata_index_writes_total")),
-            );
         }
         Role::Queue => {
             for s in cur.named("strata_queue_jobs") {
@@ -336,48 +290,49 @@ fn figures(role: Role, prev: Option<&Scrape>, cur: &Scrape, dt: Option<Duration>
                 }
             }
             for state in ["ready", "reserved", "delayed", "dead"] {
-                put(
-                    &mut f,
-                    state,
-                    Some(cur.sum_where("strata_queue_jobs", "state", state)),
-                );
+                let n = cur.sum_where("strata_queue_jobs", "state", state);
+                f.insert(state.to_owned(), n + 0.0);
             }
-            put(
-                &mut f,
-                "puts_ps",
-                rate(prev, cur, dt, |s| s.sum("strata_queue_jobs_total")),
-            );
         }
-        Role::Search => {
-            put(
-                &mut f,
-                "pages",
-                cur.has("strata_search_pages")
-                    .then(|| cur.sum("strata_search_pages")),
-            );
-            put(
-                &mut f,
-                "queries_ps",
-                rate(prev, cur, dt, |s| s.sum("strata_search_queries_total")),
-            );
-        }
-        Role::Cache => {
-            put(
-                &mut f,
-                "ops_ps",
-                rate(prev, cur, dt, |s| s.sum("cmd_get") + s.sum("cmd_set")),
-            );
-            put(
-                &mut f,
-                "hit_ratio",
-                ratio(prev, cur, |s| s.sum("get_hits"), |s| s.sum("cmd_get")),
-            );
-            put(&mut f, "bytes", Some(cur.sum("bytes")));
-            put(&mut f, "limit_bytes", Some(cur.sum("limit_maxbytes")));
-            put(&mut f, "items", Some(cur.sum("curr_items")));
-        }
+        _ => {}
     }
     (f, backends, queues)
+}
+
+/// One gateway backend's figures: the gateway's series with its
+/// `backend` label, and its latency quantiles over the interval.
+fn backend(r: &Reads<'_>, addr: &str) -> Figures {
+    let mut b = Figures::new();
+    let of = |s: &Scrape, name: &str| s.sum_where(name, "backend", addr);
+    let rate = |name: &str| {
+        let (prev, secs) = (r.prev?, r.dt?.as_secs_f64());
+        (secs > 0.0).then(|| (of(r.cur, name) - of(prev, name)).max(0.0) / secs)
+    };
+    let mut put = |k: &str, v: Option<f64>| {
+        if let Some(v) = v.filter(|v| v.is_finite()) {
+            b.insert(k.to_owned(), v + 0.0);
+        }
+    };
+    put("rps", rate("strata_gateway_backend_requests_total"));
+    put("failures_ps", rate("strata_gateway_backend_failures_total"));
+    for (k, name) in [
+        ("ejected", "strata_gateway_backend_ejected"),
+        ("draining", "strata_gateway_backend_draining"),
+        ("in_flight", "strata_gateway_backend_in_flight"),
+    ] {
+        put(k, Some(of(r.cur, name)));
+    }
+    if let Some(p) = r.prev {
+        let buckets = bucket_deltas(
+            p,
+            r.cur,
+            "strata_gateway_backend_latency_seconds_bucket",
+            addr,
+        );
+        put("p50_ms", scrape::quantile(&buckets, 0.50).map(|s| s * 1e3));
+        put("p99_ms", scrape::quantile(&buckets, 0.99).map(|s| s * 1e3));
+    }
+    b
 }
 
 /// Cumulative bucket counts of `backend`'s histogram over the interval,
