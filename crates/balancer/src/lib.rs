@@ -23,9 +23,11 @@
 //! Errors are one enum, [`Error`].
 
 pub mod admin;
+mod conn;
 pub mod direct;
 pub mod edge;
 mod error;
+mod h1;
 pub mod health;
 mod listen;
 pub mod monitor;

@@ -21,11 +21,11 @@ use hyper::{Response, StatusCode};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::h1::Framing;
 use crate::pool::Backend;
 use crate::proxy::{Gateway, UpBody};
-use crate::relay::Framing;
 
-use crate::relay::{MAX_HEAD, MAX_HEADERS};
+use crate::h1::{MAX_HEAD, MAX_HEADERS};
 
 /// Why no response came.
 #[derive(Debug)]
@@ -86,9 +86,9 @@ pub(crate) async fn send(
     let mut fresh = false;
     loop {
         let conn = if fresh {
-            crate::relay::dial(gw, b).await.map(|s| (s, false))
+            crate::conn::dial(gw, b).await.map(|s| (s, false))
         } else {
-            crate::relay::connect(gw, b, false).await
+            crate::conn::connect(gw, b, false).await
         };
         let (stream, reused) = conn.map_err(|_| Failed::NoResponse)?;
         match tokio::time::timeout_at(deadline, exchange(stream, b, head, head_request)).await {
@@ -146,12 +146,12 @@ fn parse(buf: &[u8], head_request: bool) -> Result<Option<Parsed>, ()> {
         httparse::Status::Partial => return Ok(None),
     };
     let status = r.code.ok_or(())?;
-    let crate::relay::Meta {
+    let crate::h1::Meta {
         chunked,
         length,
         close,
         named,
-    } = crate::relay::Meta::of(r.headers, r.version == Some(0))?;
+    } = crate::h1::Meta::of(r.headers, r.version == Some(0))?;
     let framing = Framing::of(head_request, status, chunked, length);
     let mut resp = Response::new(());
     *resp.status_mut() = StatusCode::from_u16(status).map_err(|_| ())?;
@@ -160,7 +160,7 @@ fn parse(buf: &[u8], head_request: bool) -> Result<Option<Parsed>, ()> {
     for h in r.headers.iter() {
         // Content-Length stays: it tells the client the size in advance
         // (HTTP/2 included); chunked framing is this hop's only.
-        if crate::relay::hop_by_hop(h.name, &named) {
+        if crate::h1::hop_by_hop(h.name, &named) {
             continue;
         }
         let (Ok(n), Ok(v)) = (
