@@ -388,7 +388,7 @@ pub fn cluster_caching(
 
 /// What cache clients send, and cache members expect, as memcached ASCII
 /// authentication: `strata <cluster secret>`, when a secret is set.
-fn cache_credential(cfg: &ClusterConfig) -> Option<Vec<u8>> {
+pub(crate) fn cache_credential(cfg: &ClusterConfig) -> Option<Vec<u8>> {
     cfg.auth
         .secret
         .as_ref()
@@ -396,11 +396,14 @@ fn cache_credential(cfg: &ClusterConfig) -> Option<Vec<u8>> {
 }
 
 /// Queue member `q` over its jobs API, with the cluster secret.
+pub(crate) fn queue_client(cfg: &ClusterConfig, q: &cluster::Member) -> queue::client::QueueClient {
+    queue::client::QueueClient::new(format!("http://{}", q.addr), Duration::from_secs(10))
+        .with_header(cluster::auth::SECRET_HEADER, cfg.auth.secret.as_deref())
+}
+
+/// Queue member `q` as a node's queue.
 pub(crate) fn queue_handle(cfg: &ClusterConfig, q: &cluster::Member) -> node::jobs::QueueHandle {
-    node::jobs::QueueHandle::Remote(
-        queue::client::QueueClient::new(format!("http://{}", q.addr), Duration::from_secs(10))
-            .with_header(cluster::auth::SECRET_HEADER, cfg.auth.secret.as_deref()),
-    )
+    node::jobs::QueueHandle::Remote(queue_client(cfg, q))
 }
 
 /// Store member `m` over its internal HTTP API, with the cluster secret.

@@ -19,11 +19,7 @@ pub fn options(cfg: &ClusterConfig, title: &str) -> ConsoleOptions {
         admin_token: cfg.auth.admin_token.clone(),
         write_token_required: cfg.auth.write_token.is_some(),
         title: title.to_owned(),
-        cache_auth: cfg
-            .auth
-            .secret
-            .as_ref()
-            .map(|s| format!("{} {s}", cache::server::AUTH_USER).into_bytes()),
+        cache_auth: crate::cache_credential(cfg),
         ..ConsoleOptions::default()
     }
 }
@@ -56,10 +52,7 @@ pub fn cluster_members(cfg: &ClusterConfig) -> Vec<Member> {
 /// PostgreSQL when the jobs live there, else none.
 pub async fn cluster_jobs(cfg: &ClusterConfig) -> anyhow::Result<Option<Jobs>> {
     if let Some(q) = cfg.members.iter().find(|m| m.role == Role::Queue) {
-        return Ok(Some(Jobs::Remote(
-            queue::client::QueueClient::new(format!("http://{}", q.addr), Duration::from_secs(5))
-                .with_header(cluster::auth::SECRET_HEADER, cfg.auth.secret.as_deref()),
-        )));
+        return Ok(Some(Jobs::Remote(crate::queue_client(cfg, q))));
     }
     if cfg.queue.backend == cluster::QueueBackend::Postgres {
         return Ok(Some(Jobs::Local(crate::pg_queue(cfg).await?)));
