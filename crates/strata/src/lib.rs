@@ -484,6 +484,22 @@ pub async fn pg_queue(cfg: &ClusterConfig) -> anyhow::Result<Arc<dyn queue::Queu
     Ok(q)
 }
 
+/// The store and the index of a stopped `strata serve` whose data is in
+/// `dir`, for the offline commands (`recover-index`, `reindex`); the index
+/// refuses to open while `serve` still holds it.
+pub fn open_serve_data(dir: &Path) -> anyhow::Result<(Arc<Store>, Arc<IndexDb>)> {
+    let cfg = ClusterConfig::parse("")?;
+    let (store, _) = Store::open(&dir.join("store"), store_options(&cfg, None))
+        .with_context(|| format!("opening the store in {}", dir.display()))?;
+    let db = IndexDb::open(&dir.join("index")).with_context(|| {
+        format!(
+            "opening the index in {} (is strata serve still running?)",
+            dir.display()
+        )
+    })?;
+    Ok((store, db))
+}
+
 /// The name `strata serve` gives its one store (replica lists name it).
 pub const SERVE_STORE: &str = "store-1";
 

@@ -9,7 +9,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Context;
 use cluster::ClusterConfig;
 use indicatif::{ProgressBar, ProgressStyle};
 use node::reindex::{Progress, Report};
@@ -30,14 +29,7 @@ pub async fn run_cluster(
 /// `dir` (`member` is `search-0`, `search-1`, … or every one).
 pub async fn run_serve(dir: &Path, member: Option<&str>, quiet: bool) -> anyhow::Result<Report> {
     let cfg = ClusterConfig::parse("")?;
-    let (store, _) = store::Store::open(&dir.join("store"), crate::store_options(&cfg, None))
-        .with_context(|| format!("opening the store in {}", dir.display()))?;
-    let db = index::IndexDb::open(&dir.join("index")).with_context(|| {
-        format!(
-            "opening the index in {} (is strata serve still running?)",
-            dir.display()
-        )
-    })?;
+    let (store, db) = crate::open_serve_data(dir)?;
     // As many shards as serve makes by default, or as it made (it may
     // have been given serve_shards); a lost shard directory is made anew.
     let mut n = cfg.search.serve_shards;

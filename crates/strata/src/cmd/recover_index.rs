@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context;
 use cluster::ClusterConfig;
 
 /// Rebuild the name index from the stores' needles (after the index
@@ -44,14 +43,7 @@ pub async fn run(a: RecoverIndex) -> anyhow::Result<()> {
             (stores, strata::cluster_index_backend(&cfg).await?)
         }
         (None, Some(dir)) => {
-            let (store, _) = store::Store::open(&dir.join("store"), store::StoreOptions::default())
-                .with_context(|| format!("opening the store in {}", dir.display()))?;
-            let db = index::IndexDb::open(&dir.join("index")).with_context(|| {
-                format!(
-                    "opening the index in {} (is strata serve still running?)",
-                    dir.display()
-                )
-            })?;
+            let (store, db) = strata::open_serve_data(&dir)?;
             let local = node::StoreMember {
                 name: strata::SERVE_STORE.into(),
                 handle: node::StoreHandle::Local(store),
