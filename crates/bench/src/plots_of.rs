@@ -18,8 +18,18 @@ fn arr(v: &Value) -> &[Value] {
     v.as_array().map_or(&[], Vec::as_slice)
 }
 
-/// Every run in `runs` as a round of `server` in `group`: the main figure
-/// at `main`, latencies at `lat` (label, path, scale).
+/// One run `r` as a round of `server` in `group`: the main figure at
+/// `main`, latencies at `lat` (label, path).
+fn round_of(p: &mut Plots, group: &str, server: &str, r: &Value, main: &str, lat: &[(&str, &str)]) {
+    let Some(m) = at(r, main) else { return };
+    let l: Vec<(&str, f64)> = lat
+        .iter()
+        .filter_map(|(label, path)| at(r, path).map(|v| (*label, v)))
+        .collect();
+    p.round(group, server, m, &l);
+}
+
+/// Every run in the array `runs`, as [`round_of`].
 fn rounds(
     p: &mut Plots,
     group: &str,
@@ -29,12 +39,7 @@ fn rounds(
     lat: &[(&str, &str)],
 ) {
     for r in arr(runs) {
-        let Some(m) = at(r, main) else { continue };
-        let l: Vec<(&str, f64)> = lat
-            .iter()
-            .filter_map(|(label, path)| at(r, path).map(|v| (*label, v)))
-            .collect();
-        p.round(group, server, m, &l);
+        round_of(p, group, server, r, main, lat);
     }
 }
 
@@ -111,11 +116,11 @@ pub fn plots(scenario: &str, v: &Value) -> Option<Plots> {
             for contender in arr(&v["runs"]) {
                 for r in arr(contender) {
                     let name = r["server"].as_str().unwrap_or("?");
-                    rounds(
+                    round_of(
                         &mut p,
                         "put + reserve + delete",
                         name,
-                        &Value::Array(vec![r.clone()]),
+                        r,
                         "cycles_per_sec",
                         &flat,
                     );
@@ -146,11 +151,11 @@ pub fn plots(scenario: &str, v: &Value) -> Option<Plots> {
             p = Plots::new("ranges", "req/s", "ms");
             for pair in arr(v) {
                 for (key, name) in [("on", "collapsing on"), ("off", "collapsing off")] {
-                    rounds(
+                    round_of(
                         &mut p,
                         "random 64 KiB ranges of one blob",
                         name,
-                        &Value::Array(vec![pair[key].clone()]),
+                        &pair[key],
                         "rps",
                         &[("p99", "p99_ms")],
                     );
@@ -163,11 +168,11 @@ pub fn plots(scenario: &str, v: &Value) -> Option<Plots> {
                 let group = format!("{} MiB", row["size_mb"].as_u64().unwrap_or(0));
                 let name = row["server"].as_str().unwrap_or("?");
                 let o = &row["outcome"];
-                rounds(
+                round_of(
                     &mut p,
                     &group,
                     name,
-                    &Value::Array(vec![o.clone()]),
+                    o,
                     "origin_reads",
                     &[
                         ("added TTFB p50", "added_ttfb_p50_ms"),
