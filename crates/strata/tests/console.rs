@@ -427,6 +427,16 @@ fn every_console_page_works_in_a_real_browser_on_serve() {
     // Jobs: the dead letter with its error; retry needs the admin token.
     let kick = format!("{api}/_strata/api/jobs/{dead}/kick");
     assert_eq!(curl(&["-X", "POST", &kick]).0, 401, "no token");
+    // The console's own API takes small bodies only (64 KiB).
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, vec![b'x'; 70 * 1024]).expect("write");
+    let auth = format!("Authorization: Bearer {ADMIN}");
+    let data = format!("@{}", big.display());
+    assert_eq!(
+        curl(&["-X", "POST", "-H", &auth, "--data-binary", &data, &kick]).0,
+        413,
+        "oversized body"
+    );
     assert_eq!(
         curl(&["-X", "POST", "-H", "Authorization: Bearer wrong", &kick]).0,
         403,

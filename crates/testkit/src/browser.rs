@@ -217,22 +217,20 @@ impl Browser {
         Ok(r["result"]["value"].clone())
     }
 
-    /// Evaluates `js` until it is truthy (or `limit` passes) and returns
-    /// that value; the page's own timers make the progress, this only looks.
+    /// Evaluates `js` until it is truthy and returns that value; the
+    /// page's own timers make the progress, this only looks. Past `limit`
+    /// the test fails ([`crate::until`]) with what the script last gave.
     pub fn wait_for(&mut self, js: &str, limit: Duration) -> anyhow::Result<Value> {
-        let deadline = Instant::now() + limit;
-        loop {
-            let v = self.eval(js)?;
-            let truthy =
-                !matches!(&v, Value::Null | Value::Bool(false)) && v != json!(0) && v != json!("");
-            if truthy {
-                return Ok(v);
+        Ok(crate::until(js, limit, || {
+            let v = self.eval(js).map_err(|e| e.to_string())?;
+            let falsy =
+                matches!(&v, Value::Null | Value::Bool(false)) || v == json!(0) || v == json!("");
+            if falsy {
+                Err(format!("it gave {v}"))
+            } else {
+                Ok(v)
             }
-            if Instant::now() > deadline {
-                bail!("still not true after {limit:?}: {js}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        }))
     }
 
     /// Resizes the page as a device of `width` x `height` CSS pixels.

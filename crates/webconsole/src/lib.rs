@@ -373,3 +373,90 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
         .replace('"', "&quot;")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(method: Method, path: &str, auth: Option<&str>) -> Request<Bytes> {
+        let mut b = Request::builder().method(method).uri(path);
+        if let Some(a) = auth {
+            b = b.header(header::AUTHORIZATION, a);
+        }
+        b.body(Bytes::new()).expect("request")
+    }
+
+    fn console(admin: Option<&str>) -> Console {
+        let opts = ConsoleOptions {
+            admin_token: admin.map(str::to_owned),
+            ..ConsoleOptions::default()
+        };
+        Console::new(Vec::new(), opts, None)
+    }
+
+    #[tokio::test]
+    async fn actions_need_the_admin_token_and_refuse_clearly_without_one() {
+        let kick = "/_strata/api/jobs/7/kick";
+        // No admin token configured: actions are off, whatever is sent.
+        let off = console(None)
+            .handle(req(Method::POST, kick, Some("Bearer x")))
+            .await;
+        assert_eq!(off.status(), StatusCode::FORBIDDEN);
+        assert!(String::from_utf8_lossy(off.body()).contains("actions_off"));
+
+        let c = console(Some("tok"));
+        let none = c.handle(req(Method::POST, kick, None)).await;
+        assert_eq!(none.status(), StatusCode::UNAUTHORIZED);
+        let wrong = c.handle(req(Method::POST, kick, Some("Bearer nope"))).await;
+        assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
+        // The right token, but this console has no queue.
+        let right = c.handle(req(Method::POST, kick, Some("Bearer tok"))).await;
+        assert_eq!(right.status(), StatusCode::NOT_FOUND);
+
+        let bad_id = c
+            .handle(req(
+                Method::POST,
+                "/_strata/api/jobs/x/kick",
+                Some("Bearer tok"),
+            ))
+            .await;
+        assert_eq!(bad_id.status(), StatusCode::BAD_REQUEST);
+        let bad_op = c
+            .handle(req(
+                Method::GET,
+                "/_strata/api/jobs/7/kick",
+                Some("Bearer tok"),
+            ))
+            .await;
+        assert_eq!(bad_op.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn pages_and_api_answer_without_members_and_never_carry_the_token() {
+        let c = console(Some("secret-admin-token"));
+        for path in [
+            "/_strata/",
+            "/_strata/console.js",
+            "/_strata/console.css",
+            "/_strata/api/cluster",
+            "/_strata/api/queues",
+        ] {
+            assert!(Console::owns(path), "{path}");
+            let r = c.handle(req(Method::GET, path, None)).await;
+            assert_eq!(r.status(), StatusCode::OK, "{path}");
+            assert!(
+                !String::from_utf8_lossy(r.body()).contains("secret-admin-token"),
+                "{path} shows the token"
+            );
+        }
+        assert!(!Console::owns("/_strata/metrics"));
+        let v: serde_json::Value = serde_json::from_slice(
+            c.handle(req(Method::GET, "/_strata/api/cluster", None))
+                .await
+                .body(),
+        )
+        .expect("json");
+        assert_eq!(v["actions"], false, "no queue: no actions");
+        assert_eq!(v["members"], serde_json::json!([]));
+    }
+}
