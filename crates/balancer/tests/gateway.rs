@@ -123,7 +123,7 @@ fn ejection_is_capped_and_panic_mode_serves_everyone() {
 }
 
 mod support;
-use support::backend;
+use support::{backend, held_backend};
 
 async fn gateway(backends: &[SocketAddr], algo: Algorithm) -> (SocketAddr, Arc<Gateway>) {
     let h = HealthOptions {
@@ -345,49 +345,10 @@ async fn clients_over_their_rate_get_429() {
     assert_eq!(g.metrics.rate_limited.load(Ordering::Relaxed), 1);
 }
 
-/// A backend that answers only as `release` hands out permits.
-async fn held_backend(release: Arc<tokio::sync::Semaphore>) -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let a = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
-            let release = release.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                loop {
-                    let mut got = Vec::new();
-                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => got.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let Ok(p) = release.acquire().await else {
-                        return;
-                    };
-                    p.forget();
-                    if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    a
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_backend_queues_then_answers_503() {
     let release = Arc::new(tokio::sync::Semaphore::new(0));
-    let a = held_backend(release.clone()).await;
+    let (a, _held) = held_backend("H", release.clone()).await;
     let h = HealthOptions {
         check_interval: Duration::ZERO,
         ..HealthOptions::default()
@@ -405,7 +366,7 @@ async fn a_full_backend_queues_then_answers_503() {
         .expect("bind");
     let gw = l.local_addr().expect("addr");
     tokio::spawn(balancer::proxy::serve(l, g.clone(), std::future::pending()));
-    let req = "GET / HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n";
+    let req = "GET /hold HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n";
     // One in flight (held by the backend), one queued ...
     let first = tokio::spawn(async move { get(gw, req).await });
     while g.pool().backends[0].in_flight.load(Ordering::Relaxed) == 0 {
@@ -648,7 +609,7 @@ async fn l7_routes_pick_pools_by_prefix_method_and_header() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hedged_get_is_answered_by_the_second_backend_when_the_first_stalls() {
-    let stalled = held_backend(Arc::new(tokio::sync::Semaphore::new(0))).await;
+    let (stalled, _stalled) = held_backend("S", Arc::new(tokio::sync::Semaphore::new(0))).await;
     let (fast, _h) = backend("F").await;
     let h = HealthOptions {
         check_interval: Duration::ZERO,
@@ -674,7 +635,7 @@ async fn a_hedged_get_is_answered_by_the_second_backend_when_the_first_stalls() 
     // Round robin sends the first request to the stalled backend.
     let r = get(
         gw,
-        "GET /h HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n",
+        "GET /hold HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n",
     )
     .await;
     assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("F+xff"), "{r}");
@@ -715,7 +676,7 @@ async fn the_retry_budget_refuses_a_retry_beyond_it_end_to_end() {
         l.local_addr().expect("addr")
     };
     let release = Arc::new(tokio::sync::Semaphore::new(0));
-    let held = held_backend(release.clone()).await;
+    let (held, _held) = held_backend("H", release.clone()).await;
     let h = HealthOptions {
         check_interval: Duration::ZERO,
         consecutive_failures: 100,
@@ -738,7 +699,7 @@ async fn the_retry_budget_refuses_a_retry_beyond_it_end_to_end() {
         .expect("bind");
     let gw = l.local_addr().expect("addr");
     tokio::spawn(balancer::proxy::serve(l, g.clone(), std::future::pending()));
-    let req = "GET /r HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n";
+    let req = "GET /hold HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n";
     let first = tokio::spawn(get(gw, req));
     while g.metrics.retrying.load(Ordering::Relaxed) == 0 {
         tokio::task::yield_now().await;
