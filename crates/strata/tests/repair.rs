@@ -37,6 +37,25 @@ async fn meta(p: &Procs, key: &str) -> serde_json::Value {
     r.json()
 }
 
+/// Barrier: the node sees `n` stores up. A store it found down (still
+/// starting, or slow to answer a probe on a loaded machine) is written
+/// last, and CI saw store-1 get none of a test's blobs, in two tests.
+async fn stores_up(c: &testkit::Client, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c
+        .metric("strata_node_healthy_stores")
+        .await
+        .expect("metrics")
+        < n
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the node never saw {n} stores up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn replicas(m: &serde_json::Value) -> Vec<String> {
     m["replicas"]
         .as_array()
@@ -52,6 +71,7 @@ async fn a_dead_stores_blobs_get_new_copies_and_survive_a_second_loss() {
         .await
         .expect("cluster");
     let c = p.client();
+    stores_up(&c, 3).await;
     let keys: Vec<String> = (0..40).map(|i| format!("dead/{i}.jpg")).collect();
     for (i, k) in keys.iter().enumerate() {
         let r = c
@@ -229,19 +249,7 @@ async fn a_store_brought_back_has_its_orphaned_copies_collected() {
         .await
         .expect("cluster");
     let c = p.client();
-    // Barrier: the node sees all three stores up. A store it found down
-    // (still starting, or slow to answer a probe on a loaded machine) is
-    // written last, and CI once saw store-1 get none of the 30 blobs.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while c
-        .metric("strata_node_healthy_stores")
-        .await
-        .expect("metrics")
-        < 3
-    {
-        assert!(Instant::now() < deadline, "the node never saw 3 stores up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    stores_up(&c, 3).await;
     let keys: Vec<String> = (0..30).map(|i| format!("gc/{i}.jpg")).collect();
     for (i, k) in keys.iter().enumerate() {
         let r = c
