@@ -25,7 +25,8 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 
-use crate::proxy::{plain, Gateway, UpBody};
+use crate::body::{plain, UpBody};
+use crate::gateway::Gateway;
 use crate::router::Live;
 use crate::Backend;
 

@@ -11,8 +11,8 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::gateway::Gateway;
 use crate::pool::Backend;
-use crate::proxy::Gateway;
 
 /// A pooled or new connection to a backend.
 pub(crate) async fn connect(

@@ -7,7 +7,47 @@
 
 use std::net::SocketAddr;
 
+use hyper::header::{HeaderMap, HeaderName};
 use hyper::Method;
+
+/// Headers that describe one hop, never forwarded (RFC 9110 7.6.1).
+pub(crate) const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+];
+
+/// Drops the hop-by-hop headers from a header map, those its `Connection`
+/// header names included: the full path's counterpart of the rewrite in
+/// [`Head::upstream_request`], on hyper's types.
+pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // One pass over the (few) headers present instead of a hash lookup per
+    // hop-by-hop name: most requests and responses carry none of them.
+    let found: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| HOP_BY_HOP.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    if found.is_empty() {
+        return;
+    }
+    // Headers named in Connection are hop-by-hop too.
+    let named: Vec<HeaderName> = h
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named.into_iter().chain(found) {
+        h.remove(n);
+    }
+}
 
 /// Longest request or response head relayed here (the full path answers
 /// longer request heads with 431).
@@ -103,7 +143,7 @@ pub(crate) fn connection_named<'a>(headers: &[Span], raw: &'a [u8]) -> Vec<&'a s
 }
 
 pub(crate) fn hop_by_hop(name: &str, named: &[&str]) -> bool {
-    crate::proxy::HOP_BY_HOP
+    HOP_BY_HOP
         .iter()
         .chain(named)
         .any(|h| name.eq_ignore_ascii_case(h))

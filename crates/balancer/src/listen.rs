@@ -16,16 +16,18 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::BytesMut;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::body::{plain, UpBody};
 use crate::edge::access_log::{AccessLog, Record};
 use crate::edge::headers::{self, REQUEST_ID};
 use crate::edge::tls::Tls;
-use crate::proxy::{plain, UpBody, Upstreamed};
+use crate::proxy::Upstreamed;
 use crate::router::Live;
 
 /// How a client connection reached the full path.
@@ -37,6 +39,22 @@ pub(crate) enum Conn {
     Tls { h2: bool },
 }
 
+/// Serves the gateway on `listener` until `shutdown` resolves: a router
+/// with this one pool and no rules. `/_strata/metrics` and
+/// `/_strata/status` are answered by the gateway itself.
+pub async fn serve(
+    listener: TcpListener,
+    gw: Arc<crate::gateway::Gateway>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let router = crate::Router {
+        pools: vec![("default".into(), gw)],
+        routes: Vec::new(),
+        rules: Default::default(),
+    };
+    serve_routed(listener, Live::new(router, None), shutdown).await
+}
+
 /// Serves the routed pools on `listener` until `shutdown` resolves.
 pub async fn serve_routed(
     listener: TcpListener,
@@ -44,7 +62,9 @@ pub async fn serve_routed(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     accept_loop(listener, live, shutdown, |live, stream, peer| async move {
-        crate::relay::serve_conn(live, stream, peer).await;
+        if let Some((read, stream)) = crate::relay::serve_conn(&live, stream, peer).await {
+            full_path(live, read, stream, peer).await;
+        }
     })
     .await
 }
@@ -117,6 +137,15 @@ where
             }
         }
     }
+}
+
+/// Hands the connection, with the bytes already read, to the full path.
+async fn full_path(live: Arc<Live>, buf: BytesMut, down: TcpStream, peer: SocketAddr) {
+    // A client that knows the server speaks HTTP/2 opens with its preface
+    // (h2c prior knowledge); no HTTP/1 method starts with "PRI ".
+    let h2c = buf.starts_with(b"PRI * HTTP/2");
+    let conn = Conn::Plain { h2c };
+    serve_hyper(live, crate::conn::Prefixed::new(buf, down), peer, conn).await
 }
 
 /// Serves a client connection with hyper: the full path.
@@ -200,12 +229,12 @@ struct Logged {
 
 impl hyper::body::Body for Logged {
     type Data = bytes::Bytes;
-    type Error = crate::proxy::BoxError;
+    type Error = crate::body::BoxError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, crate::proxy::BoxError>>>
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, crate::body::BoxError>>>
     {
         let this = &mut *self;
         let r = std::pin::Pin::new(&mut this.inner).poll_frame(cx);

@@ -5,62 +5,11 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use crate::gateway::Gateway;
+use crate::metrics::family;
 use crate::pool::Pool;
-use crate::proxy::Gateway;
-
-/// Upper bounds of the latency histogram's buckets, microseconds.
-pub const LATENCY_BUCKETS_US: [u64; 13] = [
-    250, 500, 1_000, 2_000, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
-    5_000_000,
-];
-
-/// A fixed-bucket histogram of times to first byte.
-#[derive(Debug, Default)]
-pub struct Latency {
-    /// Counts per bucket of [`LATENCY_BUCKETS_US`], plus one for larger.
-    buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
-    sum_us: AtomicU64,
-}
-
-impl Latency {
-    /// Counts one sample.
-    pub fn record(&self, d: Duration) {
-        let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
-        let i = LATENCY_BUCKETS_US
-            .iter()
-            .position(|&b| us <= b)
-            .unwrap_or(LATENCY_BUCKETS_US.len());
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(us, Ordering::Relaxed);
-    }
-
-    /// The histogram's samples (its family's HELP and TYPE come first,
-    /// from the caller).
-    fn render(&self, out: &mut String, labels: &str) {
-        let mut cum = 0;
-        for (i, b) in self.buckets.iter().enumerate() {
-            cum += b.load(Ordering::Relaxed);
-            let le = LATENCY_BUCKETS_US
-                .get(i)
-                .map_or("+Inf".to_owned(), |us| format!("{}", *us as f64 / 1e6));
-            let _ = writeln!(
-                out,
-                "strata_gateway_backend_latency_seconds_bucket{{{labels},le=\"{le}\"}} {cum}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "strata_gateway_backend_latency_seconds_sum{{{labels}}} {}",
-            self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(
-            out,
-            "strata_gateway_backend_latency_seconds_count{{{labels}}} {cum}"
-        );
-    }
-}
 
 fn state(pool: &Pool, i: usize, now: Instant) -> &'static str {
     if pool.backends[i].is_draining() {
@@ -125,12 +74,6 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
-}
-
-/// Writes a family's `# HELP` and `# TYPE` lines: Prometheus wants them
-/// once, before every sample of the family.
-pub(crate) fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
 /// Per-pool series: name, type, help, and how to read it.

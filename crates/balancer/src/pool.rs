@@ -2,11 +2,12 @@
 
 use std::net::SocketAddr;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use crate::health::{Eligibility, HealthOptions, HealthState};
+pub use crate::backend::Backend;
+use crate::outlier::{self, Eligibility, HealthOptions};
 use crate::Error;
 
 /// How a pool picks a backend.
@@ -45,84 +46,6 @@ impl FromStr for Algorithm {
             "hash" => Algorithm::Hash,
             other => return Err(Error::Algorithm(other.to_owned())),
         })
-    }
-}
-
-/// One upstream server.
-#[derive(Debug)]
-pub struct Backend {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    /// Relative weight (round robin).
-    pub weight: u32,
-    /// Requests in flight.
-    pub in_flight: AtomicU64,
-    /// Requests forwarded.
-    pub requests: AtomicU64,
-    /// Responses that were 5xx or failed to arrive.
-    pub failures: AtomicU64,
-    /// Times ejected.
-    pub ejections: AtomicU32,
-    /// Exponentially weighted moving average of the time to first byte,
-    /// microseconds (0 until the first response).
-    pub ewma_us: AtomicU64,
-    /// Last load the backend reported on `/load`: CPU percent x 100 plus
-    /// its in-flight requests x 100 (0 until the first report).
-    pub reported_load: AtomicU64,
-    /// Histogram of times to first byte.
-    pub latency: crate::monitor::Latency,
-    /// Draining: no new requests (sticky ones included); those in flight
-    /// finish. Set through the admin API before removing a backend.
-    pub draining: AtomicBool,
-    pub(crate) health: Mutex<HealthState>,
-    /// Admission slots (max in flight), made by the first gateway that
-    /// limits it; and the number of requests waiting for one.
-    pub(crate) admission: OnceLock<Arc<tokio::sync::Semaphore>>,
-    pub(crate) waiting: AtomicU64,
-    /// Idle keep-alive connections of the fast path (see `relay`).
-    pub(crate) idle: Mutex<Vec<tokio::net::TcpStream>>,
-}
-
-impl Backend {
-    /// A backend at `addr` with `weight`.
-    pub fn new(addr: SocketAddr, weight: u32) -> Backend {
-        Backend {
-            addr,
-            weight: weight.max(1),
-            in_flight: AtomicU64::new(0),
-            requests: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
-            ejections: AtomicU32::new(0),
-            ewma_us: AtomicU64::new(0),
-            reported_load: AtomicU64::new(0),
-            latency: crate::monitor::Latency::default(),
-            draining: AtomicBool::new(false),
-            health: Mutex::new(HealthState::default()),
-            admission: OnceLock::new(),
-            waiting: AtomicU64::new(0),
-            idle: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// The id a sticky cookie names this backend by: a hash of its address,
-    /// so that it stays the same across reloads and gateway restarts.
-    pub fn sticky_id(&self) -> u64 {
-        xxhash_rust::xxh3::xxh3_64(self.addr.to_string().as_bytes())
-    }
-
-    /// Whether it is draining.
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
-    }
-
-    /// Keeps `s`, a connection to this backend that can carry another
-    /// request, for the next exchange (the relay's and the upstream
-    /// client's); beyond 256 idle ones it is closed.
-    pub(crate) fn park(&self, s: tokio::net::TcpStream) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < 256 {
-            idle.push(s);
-        }
     }
 }
 
@@ -190,7 +113,7 @@ impl Pool {
     /// skipping backends in `exclude` (already tried). `None` when nothing
     /// is eligible.
     pub fn pick(&self, key: &[u8], exclude: &[usize], now: Instant) -> Option<usize> {
-        let (elig, ramp) = crate::health::snapshot(self, now);
+        let (elig, ramp) = outlier::snapshot(&self.set(), now);
         let ok =
             |i: usize| !exclude.contains(&i) && elig.allows(i) && !self.backends[i].is_draining();
         let candidates: Vec<usize> = (0..self.backends.len()).filter(|&i| ok(i)).collect();
@@ -293,6 +216,37 @@ impl Pool {
         })
     }
 
+    fn set(&self) -> outlier::Set<'_> {
+        outlier::Set {
+            backends: &self.backends,
+            health: &self.health,
+        }
+    }
+
+    /// Counts a response from backend `i`: `ok` false for a 5xx or a failed
+    /// exchange. Ejects it after enough consecutive failures, unless the
+    /// pool already has its maximum share ejected.
+    pub fn record(&self, i: usize, ok: bool, now: Instant) {
+        outlier::record(&self.set(), i, ok, now);
+    }
+
+    /// Counts backend `i`'s time to first byte in its latency average and
+    /// histogram; ejects it if that makes it a latency outlier.
+    pub fn record_latency(&self, i: usize, ttfb: Duration, now: Instant) {
+        outlier::record_latency(&self.set(), i, ttfb, now);
+    }
+
+    /// Counts an active check of backend `i` (rise/fall hysteresis).
+    pub fn record_check(&self, i: usize, passed: bool) {
+        outlier::record_check(&self.set(), i, passed);
+    }
+
+    /// Which backends may take traffic at `now`, with the panic threshold
+    /// applied.
+    pub fn eligible(&self, now: Instant) -> Eligibility {
+        outlier::eligible(&self.set(), now)
+    }
+
     /// Index of the backend at `addr`.
     pub fn position(&self, addr: SocketAddr) -> Option<usize> {
         self.backends.iter().position(|b| b.addr == addr)
@@ -301,11 +255,11 @@ impl Pool {
     /// May backend `i` take a new request at `now` (eligible by health or
     /// panic mode, and not draining)? Used for a sticky cookie's backend.
     pub fn can_take(&self, i: usize, now: Instant) -> bool {
-        !self.backends[i].is_draining() && crate::health::eligible(self, now).allows(i)
+        !self.backends[i].is_draining() && outlier::eligible(&self.set(), now).allows(i)
     }
 
     /// Whether `i` is currently ejected (for monitoring).
     pub fn is_ejected(&self, i: usize, now: Instant) -> bool {
-        matches!(crate::health::eligible(self, now), Eligibility::Some(ref v) if !v[i])
+        matches!(outlier::eligible(&self.set(), now), Eligibility::Some(ref v) if !v[i])
     }
 }

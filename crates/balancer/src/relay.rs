@@ -36,17 +36,22 @@ use hyper::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::conn::{connect, dial, Prefixed};
-use crate::edge::access_log::Entry;
+use crate::conn::{connect, dial};
+use crate::edge::access_log::{Entry, Outcome};
+use crate::gateway::Gateway;
 use crate::h1::{parse_request, parse_response, Chunks, Framing, Head, MAX_HEAD};
-use crate::health;
 use crate::pool::Pool;
-use crate::proxy::Gateway;
 use crate::router::Live;
 
-/// Serves one client connection: fast path while requests are plain, then
-/// (if ever needed) the full path for the rest of the connection.
-pub(crate) async fn serve_conn(live: Arc<Live>, mut down: TcpStream, peer: SocketAddr) {
+/// Serves one client connection on the fast path while its requests are
+/// plain. `Some`: a request needs the full path; the connection and the
+/// bytes already read from it (that request's first byte on) are handed
+/// back for it, and the full path serves the rest of the connection.
+pub(crate) async fn serve_conn(
+    live: &Live,
+    mut down: TcpStream,
+    peer: SocketAddr,
+) -> Option<(BytesMut, TcpStream)> {
     let mut buf = BytesMut::with_capacity(8 << 10);
     // The client's address as the access log writes it, once per
     // connection.
@@ -64,7 +69,7 @@ pub(crate) async fn serve_conn(live: Arc<Live>, mut down: TcpStream, peer: Socke
                     Ok(None) if buf.len() < max => {}
                     // Malformed or too long: the full path answers it
                     // (431 for a head over the limit).
-                    _ => return full_path(live, buf, down, peer).await,
+                    _ => return Some((buf, down)),
                 }
             }
             let wait = match started {
@@ -76,7 +81,7 @@ pub(crate) async fn serve_conn(live: Arc<Live>, mut down: TcpStream, peer: Socke
             match tokio::time::timeout(wait, down.read_buf(&mut buf)).await {
                 Ok(Ok(n)) if n > 0 => {}
                 // Closed, failed, or idle (or too slow) for too long.
-                _ => return,
+                _ => return None,
             }
         };
         let router = live.router();
@@ -102,7 +107,7 @@ pub(crate) async fn serve_conn(live: Arc<Live>, mut down: TcpStream, peer: Socke
             || live.edge.redirect_https.is_some()
         {
             drop(router);
-            return full_path(live, buf, down, peer).await;
+            return Some((buf, down));
         }
         let pool = live.edge.access_log.as_ref().map(|_| pool.to_owned());
         drop(router);
@@ -112,7 +117,7 @@ pub(crate) async fn serve_conn(live: Arc<Live>, mut down: TcpStream, peer: Socke
         while buf.len() < total {
             match tokio::time::timeout(live.idle_timeout, down.read_buf(&mut buf)).await {
                 Ok(Ok(n)) if n > 0 => {}
-                _ => return,
+                _ => return None,
             }
         }
         let raw = buf.split_to(total);
@@ -133,7 +138,7 @@ pub(crate) async fn serve_conn(live: Arc<Live>, mut down: TcpStream, peer: Socke
                         .filter_map(|h| std::str::from_utf8(h.value(&raw)).ok()),
                 )
             });
-            let asked = crate::direct::Asked {
+            let asked = crate::answer::Asked {
                 read: crate::direct::Read {
                     head: head.method == Method::HEAD,
                     target: head.path(&raw),
@@ -143,7 +148,7 @@ pub(crate) async fn serve_conn(live: Arc<Live>, mut down: TcpStream, peer: Socke
                 keep_alive: head.keep_alive,
                 sticky_id,
             };
-            match crate::direct::serve(&gw, asked, peer, &mut down, &mut outcome).await {
+            match crate::answer::serve(&gw, asked, peer, &mut down, &mut outcome).await {
                 Some(keep) => keep,
                 None => {
                     // Declined: the full path answers it (and the rest of
@@ -151,7 +156,7 @@ pub(crate) async fn serve_conn(live: Arc<Live>, mut down: TcpStream, peer: Socke
                     let mut again = BytesMut::with_capacity(raw.len() + buf.len());
                     again.extend_from_slice(&raw);
                     again.extend_from_slice(&buf);
-                    return full_path(live, again, down, peer).await;
+                    return Some((again, down));
                 }
             }
         } else {
@@ -184,27 +189,9 @@ pub(crate) async fn serve_conn(live: Arc<Live>, mut down: TcpStream, peer: Socke
         }
         if !keep {
             let _ = down.shutdown().await;
-            return;
+            return None;
         }
     }
-}
-
-/// Hands the connection, with the bytes already read, to the full path.
-async fn full_path(live: Arc<Live>, buf: BytesMut, down: TcpStream, peer: SocketAddr) {
-    // A client that knows the server speaks HTTP/2 opens with its preface
-    // (h2c prior knowledge); no HTTP/1 method starts with "PRI ".
-    let h2c = buf.starts_with(b"PRI * HTTP/2");
-    let conn = crate::listen::Conn::Plain { h2c };
-    crate::listen::serve_hyper(live, Prefixed::new(buf, down), peer, conn).await
-}
-
-/// What became of one request, for the access log.
-#[derive(Debug, Default)]
-pub(crate) struct Outcome {
-    pub(crate) status: u16,
-    pub(crate) bytes: u64,
-    pub(crate) upstream: Option<SocketAddr>,
-    pub(crate) upstream_time: Option<std::time::Duration>,
 }
 
 /// Why an exchange with a backend failed.
@@ -244,7 +231,7 @@ async fn forward(
         )
         .await;
     }
-    let _active = crate::proxy::Count::new(&m.active);
+    let _active = crate::metrics::Count::new(&m.active);
     let mut retrying = None;
     let pool = gw.pool();
     let sticky_id = gw.options().sticky.as_ref().and_then(|s| {
@@ -324,7 +311,7 @@ async fn forward(
             }
             Err(f) => {
                 fresh_retry = false;
-                health::record(&pool, i, false, Instant::now());
+                pool.record(i, false, Instant::now());
                 if idempotent
                     && tried.len() <= gw.options().retries
                     && crate::proxy::may_retry(gw, &mut retrying)
@@ -421,8 +408,8 @@ async fn exchange(
         return Err(Failure::NoResponse { stale: false });
     }
     let now = Instant::now();
-    health::record(pool, i, resp.status < 500, now);
-    health::record_latency(pool, i, now.duration_since(sent), now);
+    pool.record(i, resp.status < 500, now);
+    pool.record_latency(i, now.duration_since(sent), now);
     rbuf.advance(resp.len);
     outcome.status = resp.status;
     outcome.upstream = Some(b.addr);

@@ -10,7 +10,8 @@ use hyper::header::HeaderName;
 use hyper::{Method, Request};
 
 use crate::edge::{Edge, EdgeRules};
-use crate::proxy::{spawn_checks, Gateway, GatewayOptions, Upstream};
+use crate::gateway::{Gateway, GatewayOptions, Upstream};
+use crate::health::spawn_checks;
 use crate::{Algorithm, Backend, Error, HealthOptions, Pool};
 
 /// One rule; all its given conditions must hold.
@@ -313,5 +314,3 @@ impl Default for ClientLimits {
         }
     }
 }
-
-pub use crate::listen::{serve_routed, serve_tls};

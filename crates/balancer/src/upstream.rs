@@ -21,9 +21,10 @@ use hyper::{Response, StatusCode};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::body::UpBody;
+use crate::gateway::Gateway;
 use crate::h1::Framing;
 use crate::pool::Backend;
-use crate::proxy::{Gateway, UpBody};
 
 use crate::h1::{MAX_HEAD, MAX_HEADERS};
 
@@ -242,7 +243,7 @@ struct Streamed {
 
 /// The error of an upstream body that broke off or could not be parsed;
 /// the client's stream is reset (HTTP/2) or its connection closed.
-fn broken(why: &'static str) -> crate::proxy::BoxError {
+fn broken(why: &'static str) -> crate::body::BoxError {
     why.into()
 }
 
@@ -335,12 +336,12 @@ impl Streamed {
 
 impl Body for Streamed {
     type Data = Bytes;
-    type Error = crate::proxy::BoxError;
+    type Error = crate::body::BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, crate::proxy::BoxError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, crate::body::BoxError>>> {
         let this = &mut *self;
         loop {
             match this.decode() {

@@ -13,8 +13,8 @@ use std::time::Duration;
 use balancer::edge::access_log::{AccessLog, LogFormat, Sink};
 use balancer::edge::tls::{CertPair, Tls};
 use balancer::edge::{CompressOptions, Edge, EdgeRules, HeaderOps};
-use balancer::proxy::GatewayOptions;
 use balancer::router::ClientLimits;
+use balancer::GatewayOptions;
 use balancer::{Algorithm, HealthOptions, Live, PoolSpec, Route};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
@@ -191,7 +191,7 @@ async fn gateway(pairs: Vec<CertPair>, edge: Edge, edge_rules: bool) -> Gw {
         ],
         global,
         None,
-        &balancer::proxy::upstream(Duration::from_secs(1)),
+        &balancer::gateway::upstream(Duration::from_secs(1)),
     )
     .expect("router");
     let live = Live::with_edge(router, None, ClientLimits::default(), edge);
@@ -199,12 +199,12 @@ async fn gateway(pairs: Vec<CertPair>, edge: Edge, edge_rules: bool) -> Gw {
     let pl = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let tl = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let (plain, tls) = (pl.local_addr().expect("a"), tl.local_addr().expect("a"));
-    tokio::spawn(balancer::router::serve_routed(
+    tokio::spawn(balancer::serve_routed(
         pl,
         live.clone(),
         std::future::pending(),
     ));
-    tokio::spawn(balancer::router::serve_tls(
+    tokio::spawn(balancer::serve_tls(
         tl,
         live.clone(),
         certs.clone(),
@@ -773,13 +773,13 @@ async fn a_backend_that_closed_its_kept_alive_connection_costs_no_request() {
         Vec::new(),
         EdgeRules::default(),
         None,
-        &balancer::proxy::upstream(Duration::from_secs(1)),
+        &balancer::gateway::upstream(Duration::from_secs(1)),
     )
     .expect("router");
     let live = Live::new(router, None);
     let pl = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let plain = pl.local_addr().expect("addr");
-    tokio::spawn(balancer::router::serve_routed(
+    tokio::spawn(balancer::serve_routed(
         pl,
         live.clone(),
         std::future::pending(),
@@ -823,7 +823,7 @@ async fn a_tls_handshake_must_finish_within_the_header_timeout() {
         Vec::new(),
         EdgeRules::default(),
         None,
-        &balancer::proxy::upstream(Duration::from_secs(1)),
+        &balancer::gateway::upstream(Duration::from_secs(1)),
     )
     .expect("router");
     let limits = ClientLimits {
@@ -834,7 +834,7 @@ async fn a_tls_handshake_must_finish_within_the_header_timeout() {
     let tl = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = tl.local_addr().expect("addr");
     let certs = Tls::new(vec![a]).expect("certs");
-    tokio::spawn(balancer::router::serve_tls(
+    tokio::spawn(balancer::serve_tls(
         tl,
         live.clone(),
         certs,

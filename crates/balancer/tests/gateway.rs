@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use balancer::proxy::{Gateway, GatewayOptions};
-use balancer::{health, Algorithm, Backend, HealthOptions, Pool, Router};
+use balancer::{Algorithm, Backend, HealthOptions, Pool, Router};
+use balancer::{Gateway, GatewayOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn addr(i: u16) -> SocketAddr {
@@ -90,8 +90,8 @@ fn ejection_is_capped_and_panic_mode_serves_everyone() {
     let now = Instant::now();
     // Every backend fails twice: at most 50% (2 of 4) may be ejected.
     for i in 0..4 {
-        health::record(&p, i, false, now);
-        health::record(&p, i, false, now);
+        p.record(i, false, now);
+        p.record(i, false, now);
     }
     let ejected = (0..4).filter(|&i| p.is_ejected(i, now)).count();
     assert_eq!(ejected, 2, "max ejection percent holds");
@@ -116,8 +116,8 @@ fn ejection_is_capped_and_panic_mode_serves_everyone() {
         ..HealthOptions::default()
     };
     let q = Pool::new(backends, Algorithm::RoundRobin, h).expect("pool");
-    health::record(&q, 0, false, now);
-    health::record(&q, 1, false, now);
+    q.record(0, false, now);
+    q.record(1, false, now);
     let c = counts(&q, 400, |_| String::new());
     assert_eq!(c, vec![100, 100, 100, 100], "panic mode");
 }
@@ -141,11 +141,7 @@ async fn gateway(backends: &[SocketAddr], algo: Algorithm) -> (SocketAddr, Arc<G
         .await
         .expect("bind");
     let a = l.local_addr().expect("addr");
-    tokio::spawn(balancer::proxy::serve(
-        l,
-        gw.clone(),
-        std::future::pending(),
-    ));
+    tokio::spawn(balancer::serve(l, gw.clone(), std::future::pending()));
     (a, gw)
 }
 
@@ -155,7 +151,7 @@ async fn serve_router(router: Router) -> SocketAddr {
         .await
         .expect("bind");
     let at = l.local_addr().expect("addr");
-    tokio::spawn(balancer::router::serve_routed(
+    tokio::spawn(balancer::serve_routed(
         l,
         balancer::Live::new(router, None),
         std::future::pending(),
@@ -286,7 +282,7 @@ fn a_backend_back_from_ejection_ramps_up_slowly() {
     };
     let p = Pool::new(backends, Algorithm::RoundRobin, h).expect("pool");
     let t0 = Instant::now();
-    health::record(&p, 1, false, t0);
+    p.record(1, false, t0);
     assert!(p.is_ejected(1, t0 + Duration::from_secs(5)));
     // One second into slow start: a tenth of its share (1 of 11 picks).
     let at = t0 + Duration::from_secs(11);
@@ -306,7 +302,7 @@ fn a_backend_back_from_ejection_ramps_up_slowly() {
 
 #[test]
 fn the_retry_budget_caps_retries_in_flight() {
-    use balancer::proxy::budget_allows;
+    use balancer::gateway::budget_allows;
     // A few retries are always allowed ...
     assert!(budget_allows(1, 0, 20, 3));
     assert!(budget_allows(1, 2, 20, 3));
@@ -334,7 +330,7 @@ async fn clients_over_their_rate_get_429() {
         .await
         .expect("bind");
     let gw = l.local_addr().expect("addr");
-    tokio::spawn(balancer::proxy::serve(l, g.clone(), std::future::pending()));
+    tokio::spawn(balancer::serve(l, g.clone(), std::future::pending()));
     for _ in 0..3 {
         let r = get(gw, "GET / HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n").await;
         assert!(r.starts_with("HTTP/1.1 200"), "{r}");
@@ -365,7 +361,7 @@ async fn a_full_backend_queues_then_answers_503() {
         .await
         .expect("bind");
     let gw = l.local_addr().expect("addr");
-    tokio::spawn(balancer::proxy::serve(l, g.clone(), std::future::pending()));
+    tokio::spawn(balancer::serve(l, g.clone(), std::future::pending()));
     let req = "GET /hold HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n";
     // One in flight (held by the backend), one queued ...
     let first = tokio::spawn(async move { get(gw, req).await });
@@ -406,14 +402,14 @@ fn latency_outliers_are_ejected_and_p2c_latency_prefers_fast_backends() {
     let now = Instant::now();
     for _ in 0..10 {
         for i in 0..3 {
-            health::record_latency(&p, i, Duration::from_millis(2), now);
+            p.record_latency(i, Duration::from_millis(2), now);
         }
     }
     // Backend 3 is fast at first, then slows to 100 ms: an outlier.
-    health::record_latency(&p, 3, Duration::from_millis(2), now);
+    p.record_latency(3, Duration::from_millis(2), now);
     assert!(!p.is_ejected(3, now));
     for _ in 0..20 {
-        health::record_latency(&p, 3, Duration::from_millis(100), now);
+        p.record_latency(3, Duration::from_millis(100), now);
     }
     assert!(p.is_ejected(3, now), "slow backend ejected");
     assert_eq!(p.backends[3].ejections.load(Ordering::Relaxed), 1);
@@ -426,8 +422,8 @@ fn latency_outliers_are_ejected_and_p2c_latency_prefers_fast_backends() {
         ..HealthOptions::default()
     };
     let q = Pool::new(backends, Algorithm::P2cLatency, h).expect("pool");
-    health::record_latency(&q, 0, Duration::from_millis(1), now);
-    health::record_latency(&q, 1, Duration::from_millis(2), now);
+    q.record_latency(0, Duration::from_millis(1), now);
+    q.record_latency(1, Duration::from_millis(2), now);
     let c = counts(&q, 10_000, |_| String::new());
     assert!(c[0] > 6_000, "{c:?}");
 }
@@ -492,7 +488,7 @@ async fn load_aware_selection_follows_reported_load() {
         .await
         .expect("bind");
     let gw = l.local_addr().expect("addr");
-    tokio::spawn(balancer::proxy::serve(l, g.clone(), std::future::pending()));
+    tokio::spawn(balancer::serve(l, g.clone(), std::future::pending()));
     // Barrier on the first reports, not on time.
     while g
         .pool()
@@ -631,7 +627,7 @@ async fn a_hedged_get_is_answered_by_the_second_backend_when_the_first_stalls() 
         .await
         .expect("bind");
     let gw = l.local_addr().expect("addr");
-    tokio::spawn(balancer::proxy::serve(l, g.clone(), std::future::pending()));
+    tokio::spawn(balancer::serve(l, g.clone(), std::future::pending()));
     // Round robin sends the first request to the stalled backend.
     let r = get(
         gw,
@@ -698,7 +694,7 @@ async fn the_retry_budget_refuses_a_retry_beyond_it_end_to_end() {
         .await
         .expect("bind");
     let gw = l.local_addr().expect("addr");
-    tokio::spawn(balancer::proxy::serve(l, g.clone(), std::future::pending()));
+    tokio::spawn(balancer::serve(l, g.clone(), std::future::pending()));
     let req = "GET /hold HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n";
     let first = tokio::spawn(get(gw, req));
     while g.metrics.retrying.load(Ordering::Relaxed) == 0 {
@@ -720,7 +716,7 @@ async fn the_retry_budget_refuses_a_retry_beyond_it_end_to_end() {
 /// connections to the full path).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backends_in_this_process_are_handed_requests_without_http() {
-    use balancer::proxy::{send_body, LocalService};
+    use balancer::{body::send_body, direct::LocalService};
     use http_body_util::BodyExt;
     // Two addresses nobody listens on.
     let silent: Vec<SocketAddr> = (0..2)
@@ -748,7 +744,7 @@ async fn backends_in_this_process_are_handed_requests_without_http() {
     );
     let mut local = std::collections::HashMap::new();
     for (i, a) in silent.iter().enumerate() {
-        let svc: LocalService = Arc::new(move |req: hyper::Request<balancer::proxy::UpBody>| {
+        let svc: LocalService = Arc::new(move |req: hyper::Request<balancer::body::UpBody>| {
             Box::pin(async move {
                 let xff = req
                     .headers()
@@ -768,7 +764,7 @@ async fn backends_in_this_process_are_handed_requests_without_http() {
         });
         local.insert(
             *a,
-            balancer::proxy::LocalBackend {
+            balancer::direct::LocalBackend {
                 service: svc,
                 reads: None,
             },
@@ -816,7 +812,7 @@ async fn backends_in_this_process_are_handed_requests_without_http() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backends_in_this_process_answer_reads_directly() {
     use balancer::direct::{Direct, DirectReads, Read, Reply};
-    use balancer::proxy::{send_body, LocalBackend, LocalService};
+    use balancer::{body::send_body, direct::LocalBackend, direct::LocalService};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     struct Reads(Arc<std::fs::File>);
@@ -877,7 +873,7 @@ async fn backends_in_this_process_answer_reads_directly() {
             ..GatewayOptions::default()
         },
     );
-    let svc: LocalService = Arc::new(|req: hyper::Request<balancer::proxy::UpBody>| {
+    let svc: LocalService = Arc::new(|req: hyper::Request<balancer::body::UpBody>| {
         Box::pin(async move {
             let text = format!("service {}", req.uri());
             hyper::Response::new(send_body(http_body_util::Full::new(bytes::Bytes::from(

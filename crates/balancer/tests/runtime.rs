@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use balancer::proxy::{Gateway, GatewayOptions};
 use balancer::sticky::Sticky;
 use balancer::{Algorithm, Backend, HealthOptions, Live, Pool, Router};
+use balancer::{Gateway, GatewayOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
@@ -50,7 +50,7 @@ async fn gateway(
         .await
         .expect("bind");
     let a = l.local_addr().expect("addr");
-    tokio::spawn(balancer::router::serve_routed(
+    tokio::spawn(balancer::serve_routed(
         l,
         live.clone(),
         std::future::pending(),
@@ -285,7 +285,7 @@ async fn the_admin_api_refuses_what_it_should() {
         .expect("bind");
     let off = l.local_addr().expect("addr");
     let gw2 = Gateway::new(Arc::new(p), GatewayOptions::default());
-    tokio::spawn(balancer::proxy::serve(l, gw2, std::future::pending()));
+    tokio::spawn(balancer::serve(l, gw2, std::future::pending()));
     let r = admin(off, "GET", "/_strata/admin/pools").await;
     assert!(r.starts_with("HTTP/1.1 403"), "{r}");
 }
@@ -402,11 +402,7 @@ async fn idle_and_slow_clients_are_closed_after_the_idle_timeout() {
         .await
         .expect("bind");
     let gw = l.local_addr().expect("addr");
-    tokio::spawn(balancer::router::serve_routed(
-        l,
-        live,
-        std::future::pending(),
-    ));
+    tokio::spawn(balancer::serve_routed(l, live, std::future::pending()));
     // Served once, then idle: closed.
     let mut s = tokio::net::TcpStream::connect(gw).await.expect("connect");
     s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")

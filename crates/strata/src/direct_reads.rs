@@ -18,13 +18,13 @@ pub fn local_backend(node: Arc<Node>, api: axum::Router) -> LocalBackend {
     }
 }
 
-fn service(api: axum::Router) -> balancer::proxy::LocalService {
+fn service(api: axum::Router) -> balancer::direct::LocalService {
     let svc = hyper_util::service::TowerToHyperService::new(api);
-    Arc::new(move |req: hyper::Request<balancer::proxy::UpBody>| {
+    Arc::new(move |req: hyper::Request<balancer::body::UpBody>| {
         let call = hyper::service::Service::call(&svc, req.map(axum::body::Body::new));
         Box::pin(async move {
             match call.await {
-                Ok(resp) => resp.map(balancer::proxy::send_body),
+                Ok(resp) => resp.map(balancer::body::send_body),
                 Err(never) => match never {},
             }
         })

@@ -10,7 +10,7 @@ use anyhow::Context;
 use balancer::edge::compress::Coding;
 use balancer::edge::tls::{CertPair, Tls};
 use balancer::edge::{AccessLog, CompressOptions, Edge, EdgeRules, HeaderOps};
-use balancer::proxy::{GatewayOptions, Upstream};
+use balancer::gateway::{GatewayOptions, Upstream};
 use balancer::sticky::Sticky;
 use balancer::{HealthOptions, Live, PoolSpec, Route, Router};
 use cluster::{ClusterConfig, GatewayConfig, ResolvedPool};
@@ -281,7 +281,7 @@ pub async fn run_gateway(
     s3: Option<TcpListener>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let client = balancer::proxy::upstream(ms(cfg.gateway.connect_timeout_ms));
+    let client = balancer::gateway::upstream(ms(cfg.gateway.connect_timeout_ms));
     let pools = cfg.gateway.resolve(&cfg)?;
     let router = build_router(&cfg, pools, None, &client)?;
     let g = &cfg.gateway;
@@ -334,9 +334,7 @@ pub async fn run_gateway(
             );
             let (live2, rx) = (live.clone(), shutdown.clone());
             tokio::spawn(async move {
-                if let Err(e) =
-                    balancer::router::serve_routed(l, live2, crate::shutdown_signal(rx)).await
-                {
+                if let Err(e) = balancer::serve_routed(l, live2, crate::shutdown_signal(rx)).await {
                     tracing::error!(error = %e, "S3 listener failed");
                 }
             });
@@ -354,9 +352,7 @@ pub async fn run_gateway(
     if let Some((tls, l)) = tls {
         let (live, rx) = (live.clone(), shutdown.clone());
         tokio::spawn(async move {
-            if let Err(e) =
-                balancer::router::serve_tls(l, live, tls, crate::shutdown_signal(rx)).await
-            {
+            if let Err(e) = balancer::serve_tls(l, live, tls, crate::shutdown_signal(rx)).await {
                 tracing::error!(error = %e, "TLS listener failed");
             }
         });
@@ -365,8 +361,7 @@ pub async fn run_gateway(
         let (live, s3_live, client) = (live.clone(), s3_live.clone(), client.clone());
         tokio::spawn(reload_on_hangup(path, live, s3_live, client, tls_state));
     }
-    balancer::router::serve_routed(listener, live.clone(), crate::shutdown_signal(shutdown))
-        .await?;
+    balancer::serve_routed(listener, live.clone(), crate::shutdown_signal(shutdown)).await?;
     if let Some(log) = &live.edge.access_log {
         log.flush();
     }

@@ -52,7 +52,7 @@ pub struct ServeHandle {
     pub store: Arc<Store>,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
     /// The gateway's pools, whose in-process backends hold the nodes.
-    gateways: Vec<Arc<balancer::proxy::Gateway>>,
+    gateways: Vec<Arc<balancer::Gateway>>,
     stop: watch::Sender<bool>,
 }
 
@@ -389,10 +389,10 @@ fn start_serve_gateway(
     cfg: &ClusterConfig,
     listener: TcpListener,
     nodes: &[SocketAddr],
-    local: std::collections::HashMap<SocketAddr, balancer::proxy::LocalBackend>,
+    local: std::collections::HashMap<SocketAddr, balancer::direct::LocalBackend>,
     pages: Option<balancer::edge::Pages>,
     rx: watch::Receiver<bool>,
-) -> anyhow::Result<(RoleTask, Vec<Arc<balancer::proxy::Gateway>>)> {
+) -> anyhow::Result<(RoleTask, Vec<Arc<balancer::Gateway>>)> {
     let node_addrs = nodes;
     let pools = vec![cluster::ResolvedPool {
         name: "nodes".into(),
@@ -400,7 +400,7 @@ fn start_serve_gateway(
         algorithm: cfg.gateway.algorithm.clone(),
         sticky: cfg.gateway.sticky,
     }];
-    let client = balancer::proxy::upstream(Duration::from_millis(cfg.gateway.connect_timeout_ms));
+    let client = balancer::gateway::upstream(Duration::from_millis(cfg.gateway.connect_timeout_ms));
     let router = gateway::build_router(cfg, pools, None, &client)?;
     for (_, gw) in &router.pools {
         gw.set_local(local.clone());
@@ -416,7 +416,7 @@ fn start_serve_gateway(
         },
     );
     let task = tokio::spawn(async move {
-        Ok(balancer::router::serve_routed(listener, live, shutdown_signal(rx)).await?)
+        Ok(balancer::serve_routed(listener, live, shutdown_signal(rx)).await?)
     });
     Ok((task, gateways))
 }

@@ -53,6 +53,15 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
+/// What became of one request, for the access log.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    pub(crate) status: u16,
+    pub(crate) bytes: u64,
+    pub(crate) upstream: Option<std::net::SocketAddr>,
+    pub(crate) upstream_time: Option<std::time::Duration>,
+}
+
 /// What is known of one request when it ends (borrowed from wherever the
 /// request's parts live).
 #[derive(Debug, Clone)]
@@ -451,7 +460,7 @@ impl AccessLog {
                 &m.errors,
             ),
         ] {
-            crate::monitor::family(out, name, "counter", help);
+            crate::metrics::family(out, name, "counter", help);
             let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
         }
     }

@@ -20,7 +20,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
 
-use crate::proxy::UpBody;
+use crate::body::UpBody;
 
 /// A content coding the gateway produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,12 +277,12 @@ impl Compressed {
 
 impl Body for Compressed {
     type Data = Bytes;
-    type Error = crate::proxy::BoxError;
+    type Error = crate::body::BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, crate::proxy::BoxError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, crate::body::BoxError>>> {
         let this = &mut *self;
         loop {
             let Some(enc) = this.encoder.as_mut() else {

@@ -46,7 +46,7 @@ impl HeaderOps {
                 .split_once(':')
                 .ok_or_else(|| Error::Config(format!("{what}: `{e}` is not `Name: value`")))?;
             let n = name(n)?;
-            if crate::proxy::HOP_BY_HOP.contains(&n.as_str()) || n == hyper::header::HOST {
+            if crate::h1::HOP_BY_HOP.contains(&n.as_str()) || n == hyper::header::HOST {
                 // The proxy owns framing and connection headers; a rule that
                 // set them would break the exchange, not shape it.
                 return Err(Error::Config(format!(

@@ -109,7 +109,7 @@ impl Edge {
         use std::fmt::Write;
         use std::sync::atomic::Ordering::Relaxed;
         let m = &self.metrics;
-        crate::monitor::family(
+        crate::metrics::family(
             out,
             "strata_gateway_compressed_total",
             "counter",
@@ -144,7 +144,7 @@ impl Edge {
                 &m.redirects,
             ),
         ] {
-            crate::monitor::family(out, name, "counter", help);
+            crate::metrics::family(out, name, "counter", help);
             let _ = writeln!(out, "{name} {}", v.load(Relaxed));
         }
         if let Some(log) = &self.access_log {
