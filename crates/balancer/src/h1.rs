@@ -342,8 +342,13 @@ pub(crate) fn parse_response(buf: &[u8], head_request: bool) -> Result<Option<Re
     }))
 }
 
-/// Follows chunked framing byte by byte, to know where a relayed body ends.
-#[derive(Debug, Clone, Copy)]
+/// Chunked framing (RFC 9112 7.1), read byte by byte: the one state
+/// machine for both of the gateway's uses. The relay passes a body through
+/// unchanged and only needs to know where it ends ([`Chunks::feed`]); the
+/// upstream client decodes it into data frames ([`Chunks::step`]). Framing
+/// bytes are consumed as they arrive, so a long extension or trailer never
+/// has to be buffered whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Chunks {
     Size { v: u64, digits: bool },
     Ext(u64),
@@ -356,6 +361,18 @@ pub(crate) enum Chunks {
     Done,
 }
 
+/// What [`Chunks::step`] found at the start of the bytes it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Piece {
+    /// This many bytes of framing (size lines, CRLFs, trailers); when it is
+    /// all of them, more input is needed.
+    Framing(usize),
+    /// This many bytes of body data.
+    Data(usize),
+    /// The body ended after this many bytes of framing.
+    End(usize),
+}
+
 impl Chunks {
     pub(crate) fn new() -> Chunks {
         Chunks::Size {
@@ -364,22 +381,24 @@ impl Chunks {
         }
     }
 
-    /// Feeds bytes; `Ok(Some(n))` when the body ended after `n` of them.
-    pub(crate) fn feed(&mut self, data: &[u8]) -> Result<Option<usize>, ()> {
-        let mut i = 0;
-        while i < data.len() {
-            if let Chunks::Data(n) = *self {
-                let k = (n.min((data.len() - i) as u64)) as usize;
-                i += k;
-                *self = if n == k as u64 {
-                    Chunks::DataCr
-                } else {
-                    Chunks::Data(n - k as u64)
-                };
-                continue;
-            }
-            let b = data[i];
-            i += 1;
+    /// Whether the last chunk and the trailers have been read.
+    pub(crate) fn is_done(&self) -> bool {
+        *self == Chunks::Done
+    }
+
+    /// Reads from the start of `data` up to the next change between
+    /// framing and body data.
+    pub(crate) fn step(&mut self, data: &[u8]) -> Result<Piece, ()> {
+        if let Chunks::Data(n) = *self {
+            let k = n.min(data.len() as u64);
+            *self = if n == k {
+                Chunks::DataCr
+            } else {
+                Chunks::Data(n - k)
+            };
+            return Ok(Piece::Data(k as usize));
+        }
+        for (i, &b) in data.iter().enumerate() {
             *self = match (*self, b) {
                 (Chunks::Size { v, .. }, b) if b.is_ascii_hexdigit() => {
                     let d = u64::from((b as char).to_digit(16).unwrap_or(0));
@@ -391,20 +410,36 @@ impl Chunks {
                 (Chunks::Ext(v), b'\r') => Chunks::SizeLf(v),
                 (Chunks::Ext(v), _) => Chunks::Ext(v),
                 (Chunks::SizeLf(0), b'\n') => Chunks::Trailer { empty: true },
-                (Chunks::SizeLf(v), b'\n') => Chunks::Data(v),
+                (Chunks::SizeLf(v), b'\n') => {
+                    *self = Chunks::Data(v);
+                    return Ok(Piece::Framing(i + 1));
+                }
                 (Chunks::DataCr, b'\r') => Chunks::DataLf,
                 (Chunks::DataLf, b'\n') => Chunks::new(),
                 (Chunks::Trailer { empty }, b'\r') => Chunks::TrailerLf { empty },
                 (Chunks::Trailer { .. }, _) => Chunks::Trailer { empty: false },
                 (Chunks::TrailerLf { empty: true }, b'\n') => {
                     *self = Chunks::Done;
-                    return Ok(Some(i));
+                    return Ok(Piece::End(i + 1));
                 }
                 (Chunks::TrailerLf { empty: false }, b'\n') => Chunks::Trailer { empty: true },
                 _ => return Err(()),
             };
         }
-        Ok(matches!(self, Chunks::Done).then_some(i))
+        Ok(Piece::Framing(data.len()))
+    }
+
+    /// Passes `data` through; `Ok(Some(n))` when the body ended after `n`
+    /// of its bytes.
+    pub(crate) fn feed(&mut self, data: &[u8]) -> Result<Option<usize>, ()> {
+        let mut i = 0;
+        while i < data.len() {
+            match self.step(&data[i..])? {
+                Piece::Framing(n) | Piece::Data(n) => i += n,
+                Piece::End(n) => return Ok(Some(i + n)),
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -427,6 +462,32 @@ mod tests {
         }
         for bad in [&b"zz\r\n"[..], b"5\r\nhelloXX", b"\r\n"] {
             assert!(Chunks::new().feed(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_decode_to_their_data_across_splits() {
+        let body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nx-trailer: 1\r\n\r\nNEXT";
+        for split in 0..body.len() {
+            let (mut c, mut out, mut end) = (Chunks::new(), Vec::new(), None);
+            let mut at = 0;
+            for part in [&body[..split], &body[split..]] {
+                let mut i = 0;
+                while i < part.len() && end.is_none() {
+                    match c.step(&part[i..]).expect("valid") {
+                        Piece::Framing(n) => i += n,
+                        Piece::Data(n) => {
+                            out.extend_from_slice(&part[i..i + n]);
+                            i += n;
+                        }
+                        Piece::End(n) => end = Some(at + i + n),
+                    }
+                }
+                at += part.len();
+            }
+            assert_eq!(out, b"hello world", "split at {split}");
+            assert_eq!(end, Some(body.len() - 4), "split at {split}");
+            assert!(c.is_done());
         }
     }
 

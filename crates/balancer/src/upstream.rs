@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 
 use crate::body::UpBody;
 use crate::gateway::Gateway;
-use crate::h1::Framing;
+use crate::h1::{Chunks, Framing, Piece};
 use crate::pool::Backend;
 
 use crate::h1::{MAX_HEAD, MAX_HEADERS};
@@ -206,26 +206,12 @@ fn with_body(
             buf,
             framing,
             left,
-            chunk: ChunkState::Size,
+            chunk: Chunks::new(),
             reusable: !close && framing != Framing::Close,
             backend: b,
         }
         .boxed()
     })
-}
-
-/// Where a chunked body stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ChunkState {
-    /// Expecting a chunk-size line.
-    Size,
-    /// Inside a chunk: this many data bytes to go.
-    Data(u64),
-    /// The CRLF after a chunk's data.
-    DataEnd,
-    /// Trailer lines until an empty one.
-    Trailers,
-    Done,
 }
 
 /// A response body read from the backend connection as the client takes
@@ -236,7 +222,7 @@ struct Streamed {
     framing: Framing,
     /// Content-Length bytes still due.
     left: u64,
-    chunk: ChunkState,
+    chunk: Chunks,
     reusable: bool,
     backend: Arc<Backend>,
 }
@@ -260,55 +246,16 @@ impl Streamed {
                 Ok((k > 0).then(|| self.buf.split_to(k).freeze()))
             }
             Framing::Chunked => loop {
-                match self.chunk {
-                    ChunkState::Size | ChunkState::Trailers => {
-                        let Some(eol) = self.buf.windows(2).position(|w| w == b"\r\n") else {
-                            if self.buf.len() > 4096 {
-                                return Err(());
-                            }
-                            return Ok(None);
-                        };
-                        let line = self.buf.split_to(eol + 2);
-                        if self.chunk == ChunkState::Trailers {
-                            if eol == 0 {
-                                self.chunk = ChunkState::Done;
-                                return Ok(None);
-                            }
-                            continue;
-                        }
-                        let text = std::str::from_utf8(&line[..eol]).map_err(|_| ())?;
-                        let hex = text.split(';').next().unwrap_or("").trim();
-                        let n = u64::from_str_radix(hex, 16).map_err(|_| ())?;
-                        self.chunk = if n == 0 {
-                            ChunkState::Trailers
-                        } else {
-                            ChunkState::Data(n)
-                        };
+                if self.buf.is_empty() || self.chunk.is_done() {
+                    return Ok(None);
+                }
+                match self.chunk.step(&self.buf)? {
+                    Piece::Framing(n) => self.buf.advance(n),
+                    Piece::Data(n) => return Ok(Some(self.buf.split_to(n).freeze())),
+                    Piece::End(n) => {
+                        self.buf.advance(n);
+                        return Ok(None);
                     }
-                    ChunkState::Data(n) => {
-                        if self.buf.is_empty() {
-                            return Ok(None);
-                        }
-                        let k = n.min(self.buf.len() as u64);
-                        let data = self.buf.split_to(k as usize).freeze();
-                        self.chunk = if k == n {
-                            ChunkState::DataEnd
-                        } else {
-                            ChunkState::Data(n - k)
-                        };
-                        return Ok(Some(data));
-                    }
-                    ChunkState::DataEnd => {
-                        if self.buf.len() < 2 {
-                            return Ok(None);
-                        }
-                        if &self.buf[..2] != b"\r\n" {
-                            return Err(());
-                        }
-                        self.buf.advance(2);
-                        self.chunk = ChunkState::Size;
-                    }
-                    ChunkState::Done => return Ok(None),
                 }
             },
         }
@@ -318,7 +265,7 @@ impl Streamed {
         match self.framing {
             Framing::None => true,
             Framing::Length(_) => self.left == 0,
-            Framing::Chunked => self.chunk == ChunkState::Done,
+            Framing::Chunked => self.chunk.is_done(),
             Framing::Close => false,
         }
     }
@@ -424,7 +371,7 @@ mod tests {
                 buf: BytesMut::new(),
                 framing: Framing::Chunked,
                 left: 0,
-                chunk: ChunkState::Size,
+                chunk: Chunks::new(),
                 reusable: false,
                 backend: Arc::new(Backend::new(addr, 1)),
             };
