@@ -32,6 +32,7 @@ use serde::Deserialize;
 
 use crate::keys::{percent_decode, validate_key};
 use crate::metrics::inc;
+pub use crate::reply::error;
 use crate::search::{PageText, PageUpload};
 use crate::{Error, Node};
 
@@ -54,17 +55,6 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .with_state(node)
-}
-
-/// A JSON `{error, detail}` response.
-pub fn error(status: StatusCode, code: &str, detail: impl Into<String>) -> Response {
-    let body = serde_json::json!({ "error": code, "detail": detail.into() });
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
 }
 
 fn tier_error(e: Error) -> Response {
@@ -625,7 +615,14 @@ async fn list_inner(node: &Node, q: ListQ) -> Response {
 
 async fn metrics(State(node): State<Arc<Node>>) -> Response {
     let mut out = String::new();
-    node.metrics.render(&mut out, node.healthy_stores());
+    let batched = node.batcher.as_ref().map_or((0, 0), |b| {
+        (
+            b.batches.load(std::sync::atomic::Ordering::Relaxed),
+            b.batched_reads.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    });
+    node.metrics
+        .render(&mut out, node.healthy_stores(), batched);
     if let Some(c) = &node.caching {
         c.render(&mut out);
     }

@@ -4,56 +4,62 @@
 //! for fewer store requests.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::{Error, Node, Result};
+use crate::tiers::StoreMember;
+use crate::{Error, Result};
 
 type Waiter = (u64, oneshot::Sender<Result<Bytes>>);
 
-/// Pending small reads per store.
+/// Pending small reads per store, and how many batches and reads went out.
 pub(crate) struct Batcher {
     window: Duration,
     /// Blobs up to this size are batched.
     pub(crate) max_bytes: u64,
     queues: Mutex<HashMap<usize, Vec<Waiter>>>,
+    /// Multi-gets sent.
+    pub(crate) batches: AtomicU64,
+    /// Reads they carried.
+    pub(crate) batched_reads: AtomicU64,
 }
 
 impl Batcher {
-    pub(crate) fn new(window: Duration, max_bytes: u64) -> Batcher {
-        Batcher {
+    pub(crate) fn new(window: Duration, max_bytes: u64) -> Arc<Batcher> {
+        Arc::new(Batcher {
             window,
             max_bytes,
             queues: Mutex::new(HashMap::new()),
-        }
+            batches: AtomicU64::new(0),
+            batched_reads: AtomicU64::new(0),
+        })
     }
-}
 
-impl Node {
-    /// Reads blob `id` from store `idx` as part of the next multi-get.
-    pub(crate) async fn read_batched(self: &Arc<Self>, idx: usize, id: u64) -> Result<Bytes> {
-        let Some(b) = &self.batcher else {
-            return Err(Error::Unavailable {
-                tier: "store".into(),
-                detail: "batching is off".into(),
-            });
-        };
+    /// Reads blob `id` from `store` (the node's store number `idx`) as part
+    /// of the next multi-get to it.
+    pub(crate) async fn read(
+        self: &Arc<Self>,
+        idx: usize,
+        store: &StoreMember,
+        id: u64,
+    ) -> Result<Bytes> {
         let (tx, rx) = oneshot::channel();
         let first = {
-            let mut q = b.queues.lock().unwrap_or_else(|p| p.into_inner());
+            let mut q = self.queues.lock().unwrap_or_else(|p| p.into_inner());
             let list = q.entry(idx).or_default();
             list.push((id, tx));
             list.len() == 1
         };
         if first {
             // The first request of a window sends the batch when it closes.
-            let (node, window) = (self.clone(), b.window);
+            let (me, store) = (self.clone(), store.clone());
             tokio::spawn(async move {
-                tokio::time::sleep(window).await;
-                node.flush_batch(idx).await;
+                tokio::time::sleep(me.window).await;
+                me.flush(idx, &store).await;
             });
         }
         rx.await.map_err(|_| Error::Unavailable {
@@ -62,9 +68,8 @@ impl Node {
         })?
     }
 
-    async fn flush_batch(self: &Arc<Self>, idx: usize) {
-        let Some(b) = &self.batcher else { return };
-        let waiters = b
+    async fn flush(&self, idx: usize, m: &StoreMember) {
+        let waiters = self
             .queues
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -73,13 +78,9 @@ impl Node {
         if waiters.is_empty() {
             return;
         }
-        self.metrics
-            .batches
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.metrics
-            .batched_reads
-            .fetch_add(waiters.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        let m = &self.stores[idx];
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.batched_reads
+            .fetch_add(waiters.len() as u64, Ordering::Relaxed);
         let ids: Vec<u64> = waiters.iter().map(|(id, _)| *id).collect();
         let Some(parsed) = m.handle.mget(&m.name, &ids).await else {
             return;

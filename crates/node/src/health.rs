@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::node::Node;
+use crate::tiers::StoreMember;
 
 /// One flag per store, `true` = up, and since when a down store is down.
 #[derive(Debug)]
@@ -52,21 +52,22 @@ impl Health {
     }
 }
 
-/// Probes every store each `every` until the node is dropped.
-pub(crate) fn spawn_prober(node: &Arc<Node>, every: Duration) {
-    let weak = Arc::downgrade(node);
+/// Probes every store each `every` until `health` is dropped (with its
+/// node).
+pub(crate) fn spawn_prober(health: &Arc<Health>, stores: Vec<StoreMember>, every: Duration) {
+    let weak = Arc::downgrade(health);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let Some(node) = weak.upgrade() else { return };
+            let Some(health) = weak.upgrade() else { return };
             // All stores at once, each bounded by the probe interval: a
             // hung store must not delay the verdict on the others, nor its
             // own beyond one round.
             let limit = every.max(Duration::from_millis(250));
             let mut set = tokio::task::JoinSet::new();
-            for (i, m) in node.stores.iter().enumerate() {
+            for (i, m) in stores.iter().enumerate() {
                 let m = m.clone();
                 set.spawn(async move {
                     let up = tokio::time::timeout(limit, m.handle.healthy(&m.name)).await;
@@ -74,9 +75,9 @@ pub(crate) fn spawn_prober(node: &Arc<Node>, every: Duration) {
                 });
             }
             while let Some(Ok((i, up))) = set.join_next().await {
-                let was = node.health.set(i, up);
+                let was = health.set(i, up);
                 if was != up {
-                    let name = &node.stores[i].name;
+                    let name = &stores[i].name;
                     tracing::info!(store = %name, up, "store health changed");
                 }
             }

@@ -23,6 +23,7 @@ pub mod objects;
 pub mod ready;
 pub mod reindex;
 pub mod repair;
+mod reply;
 pub mod search;
 pub mod session;
 mod streaming;

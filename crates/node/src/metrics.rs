@@ -33,10 +33,6 @@ pub struct NodeMetrics {
     pub slice_reads: AtomicU64,
     /// Blob requests being served right now (reported on `/load`).
     pub in_flight: AtomicU64,
-    /// Multi-gets sent to stores.
-    pub batches: AtomicU64,
-    /// Reads that went out in a multi-get.
-    pub batched_reads: AtomicU64,
 }
 
 pub(crate) fn inc(c: &AtomicU64) {
@@ -54,7 +50,10 @@ impl NodeMetrics {
     }
 
     /// Appends Prometheus text.
-    pub fn render(&self, out: &mut String, healthy_stores: usize) {
+    /// `batched`: the batcher's counts of multi-gets and the reads they
+    /// carried (the batcher keeps them; zero with batching off).
+    pub fn render(&self, out: &mut String, healthy_stores: usize, batched: (u64, u64)) {
+        let (batches, batched_reads) = (AtomicU64::new(batched.0), AtomicU64::new(batched.1));
         for (name, help, v) in [
             (
                 "strata_node_gets_total",
@@ -111,12 +110,12 @@ impl NodeMetrics {
             (
                 "strata_proxy_batches_total",
                 "Multi-gets sent to stores.",
-                &self.batches,
+                &batches,
             ),
             (
                 "strata_proxy_batched_reads_total",
                 "Reads sent inside a multi-get.",
-                &self.batched_reads,
+                &batched_reads,
             ),
         ] {
             let _ = writeln!(

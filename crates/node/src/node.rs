@@ -12,6 +12,7 @@ use crate::caching::Caching;
 use crate::health::{self, Health};
 use crate::metrics::{inc, NodeMetrics};
 use crate::search::PageText;
+pub use crate::tiers::StoreMember;
 use crate::tiers::{IndexHandle, StoreHandle};
 use crate::{Error, Result};
 
@@ -93,15 +94,6 @@ impl Default for NodeOptions {
     }
 }
 
-/// A store as the node knows it.
-#[derive(Clone)]
-pub struct StoreMember {
-    /// Cluster-file name (recorded in [`BlobMeta::replicas`]).
-    pub name: String,
-    /// How to reach it.
-    pub handle: StoreHandle,
-}
-
 /// A request node.
 pub struct Node {
     /// Settings.
@@ -110,7 +102,7 @@ pub struct Node {
     pub index: IndexHandle,
     /// All stores, in cluster-file order.
     pub stores: Vec<StoreMember>,
-    pub(crate) health: Health,
+    pub(crate) health: Arc<Health>,
     /// `(next, end)` of the current id lease.
     ids: Mutex<(u64, u64)>,
     /// Serialises lease refills so concurrent PUTs do not each take a block.
@@ -127,7 +119,7 @@ pub struct Node {
     /// Open shared store streams (big blobs to many clients).
     pub(crate) streams: Option<crate::streaming::Streams>,
     /// Batching of small reads into multi-gets, if enabled.
-    pub(crate) batcher: Option<crate::batch::Batcher>,
+    pub(crate) batcher: Option<Arc<crate::batch::Batcher>>,
     /// Last CPU sample for `/load`: (process CPU seconds, wall time).
     cpu_last: Mutex<Option<(f64, std::time::Instant)>>,
     /// The queue for asynchronous uploads, once set.
@@ -183,7 +175,7 @@ impl Node {
         let opts_collapse = opts.collapse.clone();
         let opts_batch = opts.batch_window.map(|w| (w, opts.batch_max_bytes));
         let node = Arc::new(Node {
-            health: Health::new(stores.len()),
+            health: Arc::new(Health::new(stores.len())),
             opts,
             index,
             stores,
@@ -200,7 +192,7 @@ impl Node {
             search: std::sync::OnceLock::new(),
         });
         if any_remote {
-            health::spawn_prober(&node, probe);
+            health::spawn_prober(&node.health, node.stores.clone(), probe);
         }
         node
     }
@@ -701,7 +693,7 @@ impl Node {
                             && matches!(self.stores[i].handle, StoreHandle::Remote { .. })
                     });
                 if let Some(i) = idx {
-                    if let Ok(d) = self.read_batched(i, meta.id).await {
+                    if let Ok(d) = b.read(i, &self.stores[i], meta.id).await {
                         if d.len() as u64 == meta.size {
                             return Ok(d);
                         }

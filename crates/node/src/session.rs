@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 
-use crate::api::error;
+use crate::reply::error;
 use crate::Node;
 
 /// Largest session value, bytes.

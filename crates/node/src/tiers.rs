@@ -303,3 +303,12 @@ impl StoreHandle {
         }
     }
 }
+
+/// A store as the node knows it.
+#[derive(Clone)]
+pub struct StoreMember {
+    /// Cluster-file name (recorded in [`BlobMeta::replicas`]).
+    pub name: String,
+    /// How to reach it.
+    pub handle: StoreHandle,
+}
