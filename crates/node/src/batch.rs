@@ -103,3 +103,50 @@ impl Batcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tiers::StoreHandle;
+
+    /// The batcher on its own against a real store: reads that arrive
+    /// within one window go out as one multi-get, each gets its own blob,
+    /// and a missing one is NotFound without failing the others.
+    #[tokio::test]
+    async fn reads_within_a_window_share_one_multi_get() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (st, _) =
+            store::Store::open(dir.path(), store::StoreOptions::default()).expect("store");
+        for id in 1..=3u64 {
+            let data = Bytes::from(format!("blob {id}"));
+            st.put(id, Bytes::new(), data).await.expect("put");
+        }
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(store::server::serve(l, st, std::future::pending()));
+        let member = StoreMember {
+            name: "s".into(),
+            handle: StoreHandle::Remote(store::client::StoreClient::new(
+                format!("http://{addr}"),
+                Duration::from_secs(5),
+            )),
+        };
+        let b = Batcher::new(Duration::from_millis(20), 1 << 20);
+        // join! polls each read once before any window can close: all four
+        // are queued for store 0 together.
+        let (r1, r2, r3, r9) = tokio::join!(
+            b.read(0, &member, 1),
+            b.read(0, &member, 2),
+            b.read(0, &member, 3),
+            b.read(0, &member, 9),
+        );
+        assert_eq!(r1.expect("1"), Bytes::from("blob 1"));
+        assert_eq!(r2.expect("2"), Bytes::from("blob 2"));
+        assert_eq!(r3.expect("3"), Bytes::from("blob 3"));
+        assert!(matches!(r9, Err(Error::NotFound)), "{r9:?}");
+        assert_eq!(b.batches.load(Ordering::Relaxed), 1);
+        assert_eq!(b.batched_reads.load(Ordering::Relaxed), 4);
+    }
+}

@@ -7,6 +7,23 @@
 //! entry (the commit point). Reads look the key up and read one replica,
 //! failing over to the next. [`api::router`] is the HTTP surface.
 //!
+//! The modules form layers with no import cycle:
+//!
+//! - Features that own their state and know nothing of a `Node` (each is
+//!   built and tested alone): the tier handles and [`StoreMember`]
+//!   (`tiers`), store health and its prober (`health`), read batching
+//!   (`batch`), shared streams of big blobs (`streaming`), the cache tiers
+//!   ([`Caching`]), the queue handle, queue names and job payloads
+//!   ([`jobs`]), the search shards ([`search`]), keys, metrics, and the
+//!   JSON error body (`reply`).
+//! - [`Node`] (`node`): the write path, the read path and the id lease
+//!   over those features; a write queues its own follow-up work (search
+//!   changes, repairs, chunk deletes) through the queue handle.
+//! - Work over a node: chunked objects ([`objects`]), direct reads for the
+//!   gateway ([`direct`]), the jobs the workers run ([`workers`],
+//!   [`repair`], `indexing`, `upkeep`), [`reindex`], sessions
+//!   ([`session`]) and the HTTP API ([`api`]).
+//!
 //! Errors of the tier clients are one enum, [`Error`].
 
 pub mod api;
@@ -15,6 +32,7 @@ mod caching;
 pub mod direct;
 mod error;
 mod health;
+mod indexing;
 pub mod jobs;
 mod keys;
 mod metrics;
@@ -30,6 +48,7 @@ mod streaming;
 pub mod thumbs;
 mod tiers;
 mod upkeep;
+pub mod workers;
 
 pub use caching::{Caching, CachingOptions, GlobalCache};
 pub use error::{Error, Result};

@@ -117,7 +117,7 @@ pub struct Node {
     /// however many requests miss at once), if enabled.
     pub collapser: Option<Arc<BlobCollapser>>,
     /// Open shared store streams (big blobs to many clients).
-    pub(crate) streams: Option<crate::streaming::Streams>,
+    pub(crate) streams: Option<Arc<crate::streaming::Streams>>,
     /// Batching of small reads into multi-gets, if enabled.
     pub(crate) batcher: Option<Arc<crate::batch::Batcher>>,
     /// Last CPU sample for `/load`: (process CPU seconds, wall time).
@@ -158,6 +158,169 @@ impl Node {
     /// The queue, if connected.
     pub fn queue(&self) -> Option<&crate::jobs::QueueHandle> {
         self.queue.get()
+    }
+
+    /// After a write or delete of `key` committed as `version`: queues the
+    /// search change if the key is, or was, a page. Returns the job id
+    /// (`None` when nothing was queued). Search members need a queue
+    /// member (the cluster file is refused otherwise), so a node with
+    /// search has a queue.
+    pub(crate) async fn after_change(
+        &self,
+        key: &str,
+        version: u64,
+        page: Option<crate::search::PageUpload>,
+        previous: Option<&BlobMeta>,
+    ) -> Result<Option<u64>> {
+        if self.search().is_none() {
+            return Ok(None);
+        }
+        let Some((payload, once)) = crate::search::change_job(key, version, page, previous)? else {
+            return Ok(None);
+        };
+        let q = self.queue().ok_or_else(|| Error::Unavailable {
+            tier: "search".into(),
+            detail: "search needs a queue; this node has none".into(),
+        })?;
+        let id = q
+            .put_job(
+                crate::jobs::SEARCH_JOBS,
+                payload,
+                Some(once),
+                self.opts.upload_attempts,
+            )
+            .await?;
+        Ok(Some(id))
+    }
+
+    /// Deletes blobs nothing names any more (chunks of a replaced or
+    /// deleted object, of a failed upload, parts of an aborted one): as a
+    /// job on [`crate::jobs::CHUNK_DROPS`] when the node has a queue, so a failed
+    /// delete is retried with the queue's backoff, else in the background.
+    /// Whatever a crash leaves before the job is durable,
+    /// [`crate::objects::sweep_orphans`] finds later.
+    pub fn drop_keys(self: &Arc<Self>, keys: Vec<String>) {
+        if keys.is_empty() {
+            return;
+        }
+        let node = self.clone();
+        tokio::spawn(async move {
+            if let Some(q) = node.queue() {
+                let payload = serde_json::to_vec(&keys).unwrap_or_default();
+                // Chunk keys are never reused: the first one names the job.
+                let once = format!("drop:{}", keys[0]);
+                match q
+                    .put_job(
+                        crate::jobs::CHUNK_DROPS,
+                        payload,
+                        Some(once),
+                        node.opts.upload_attempts,
+                    )
+                    .await
+                {
+                    Ok(_) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "queue unreachable; chunks deleted in the background")
+                    }
+                }
+            }
+            if let Err(e) = node.delete_keys(&keys).await {
+                tracing::warn!(error = %e, "could not delete unused chunks");
+            }
+        });
+    }
+
+    /// Deletes `keys` (a key already gone counts as deleted); the first
+    /// failure stops and is returned, so a retry starts over.
+    pub(crate) async fn delete_keys(self: &Arc<Self>, keys: &[String]) -> Result<()> {
+        for k in keys {
+            self.delete_blob(k).await?;
+        }
+        Ok(())
+    }
+
+    /// A streamed body for a full GET of `meta`, or `None` when streaming
+    /// does not apply (small enough to cache whole, in-process store,
+    /// collapsing off).
+    pub async fn read_streaming(
+        self: &Arc<Self>,
+        meta: &BlobMeta,
+    ) -> Option<Result<crate::StreamBody>> {
+        let floor = self.caching.as_ref().map_or(0, |c| c.item_max() as u64);
+        self.streams.as_ref()?.read(meta, &self.stores, floor).await
+    }
+
+    /// Puts a repair on the queue (nothing without a queue).
+    async fn put_repair(
+        &self,
+        job: &crate::jobs::RepairJob,
+        idempotency: String,
+    ) -> crate::Result<()> {
+        let Some(q) = self.queue() else {
+            return Ok(());
+        };
+        let payload = serde_json::to_vec(job).map_err(|e| Error::Rejected {
+            tier: "queue".into(),
+            detail: e.to_string(),
+        })?;
+        match q
+            .put_job(
+                crate::jobs::REPAIRS,
+                payload,
+                Some(idempotency),
+                self.opts.upload_attempts,
+            )
+            .await
+        {
+            Ok(j) => {
+                tracing::info!(job = j, ?job, "repair queued");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(?job, error = %e, "could not queue a repair");
+                Err(e)
+            }
+        }
+    }
+
+    /// Queues a repair of `meta`'s blob (once per blob id while the job's
+    /// result is kept).
+    pub(crate) async fn queue_repair(&self, meta: &BlobMeta) {
+        let job = crate::jobs::RepairJob::Lost {
+            id: meta.id,
+            size: meta.size,
+            replicas: meta.replicas.clone(),
+        };
+        // Best effort: the next read that meets the loss queues it again.
+        let _ = self.put_repair(&job, format!("repair:{}", meta.id)).await;
+    }
+
+    /// Queues the rewrite of blob `id`'s corrupt copy on `store`, found by
+    /// a read (once per blob and store while the job's result is kept).
+    pub(crate) async fn queue_corrupt_repair(&self, id: u64, store: &str) {
+        let job = crate::jobs::RepairJob::Corrupt {
+            id,
+            store: store.to_owned(),
+        };
+        let _ = self.put_repair(&job, format!("corrupt:{store}:{id}")).await;
+    }
+
+    /// Queues the re-replication of `key` away from the dead store `dead`.
+    pub(crate) async fn queue_rereplicate(
+        &self,
+        key: &str,
+        meta: &BlobMeta,
+        dead: &str,
+    ) -> crate::Result<()> {
+        let job = crate::jobs::RepairJob::Dead {
+            key: key.to_owned(),
+            id: meta.id,
+            size: meta.size,
+            replicas: meta.replicas.clone(),
+            dead: dead.to_owned(),
+        };
+        self.put_repair(&job, format!("dead:{dead}:{}", meta.id))
+            .await
     }
 
     /// Builds a node; starts the store health prober when any store is remote.
@@ -473,7 +636,7 @@ impl Node {
             // to wait on.
             Ok(c) if c.superseded => {
                 self.cleanup(&dropped, id, &written);
-                let job = crate::search::after_change(self, key, meta.version, page, None).await;
+                let job = self.after_change(key, meta.version, page, None).await;
                 return Ok((meta, job?));
             }
             Ok(c) => {
@@ -489,8 +652,9 @@ impl Node {
         let inline_text = page
             .as_ref()
             .is_some_and(|p| matches!(p.text, PageText::Inline(_)));
-        let job =
-            crate::search::after_change(self, key, meta.version, page, previous.as_ref()).await;
+        let job = self
+            .after_change(key, meta.version, page, previous.as_ref())
+            .await;
         if let Some(prev) = previous {
             if !inline_text {
                 self.drop_own_text(key, &prev);
@@ -866,8 +1030,9 @@ impl Node {
         if let Some(c) = &self.caching {
             c.invalidate(key).await;
         }
-        if let Err(e) =
-            crate::search::after_change(self, key, committed.version, None, prev.as_ref()).await
+        if let Err(e) = self
+            .after_change(key, committed.version, None, prev.as_ref())
+            .await
         {
             // The blob is gone; its page stays findable until the next
             // change of the key (the queue was unreachable).

@@ -11,7 +11,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
@@ -29,10 +28,7 @@ pub fn chunk_key(group: u64, n: usize) -> String {
 /// Prefix of every chunk key.
 pub const CHUNKS: &str = "_chunks/";
 
-/// The queue that deletes the chunks of replaced and deleted objects
-/// (with the queue's retries; a node without a queue deletes them in the
-/// background, once).
-pub const CHUNK_DROPS: &str = "chunk-drops";
+pub use crate::jobs::CHUNK_DROPS;
 
 /// Index entries listed per round trip by [`sweep_orphans`].
 const PAGE: usize = 1000;
@@ -60,17 +56,7 @@ impl Received {
     }
 }
 
-/// The pieces of an object being read ([`Node::read_object`]), in order.
-/// An error ends it: the reader never gets wrong or missing bytes as if
-/// they were the object.
-pub struct Pieces(tokio::sync::mpsc::Receiver<Result<Bytes, Error>>);
-
-impl Pieces {
-    /// Polls for the next piece.
-    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Error>>> {
-        self.0.poll_recv(cx)
-    }
-}
+pub use crate::streaming::Pieces;
 
 type Sender = tokio::sync::mpsc::Sender<Result<Bytes, Error>>;
 
@@ -206,38 +192,6 @@ impl Node {
         written
     }
 
-    /// Deletes blobs nothing names any more (chunks of a replaced or
-    /// deleted object, of a failed upload, parts of an aborted one): as a
-    /// job on [`CHUNK_DROPS`] when the node has a queue, so a failed
-    /// delete is retried with the queue's backoff, else in the background.
-    /// Whatever a crash leaves before the job is durable,
-    /// [`sweep_orphans`] finds later.
-    pub fn drop_keys(self: &Arc<Self>, keys: Vec<String>) {
-        if keys.is_empty() {
-            return;
-        }
-        let node = self.clone();
-        tokio::spawn(async move {
-            if let Some(q) = node.queue() {
-                let payload = serde_json::to_vec(&keys).unwrap_or_default();
-                // Chunk keys are never reused: the first one names the job.
-                let once = format!("drop:{}", keys[0]);
-                match q
-                    .put_job(CHUNK_DROPS, payload, Some(once), node.opts.upload_attempts)
-                    .await
-                {
-                    Ok(_) => return,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "queue unreachable; chunks deleted in the background")
-                    }
-                }
-            }
-            if let Err(e) = delete_keys(&node, &keys).await {
-                tracing::warn!(error = %e, "could not delete unused chunks");
-            }
-        });
-    }
-
     /// Bytes `start..end` of the object `meta` names (chunked or not), as
     /// they are read.
     pub fn read_object(self: &Arc<Self>, meta: BlobMeta, start: u64, end: u64) -> Pieces {
@@ -250,20 +204,11 @@ impl Node {
     }
 }
 
-/// Deletes `keys` (a key already gone counts as deleted); the first
-/// failure stops and is returned, so a retry starts over.
-async fn delete_keys(node: &Arc<Node>, keys: &[String]) -> Result<(), Error> {
-    for k in keys {
-        node.delete_blob(k).await?;
-    }
-    Ok(())
-}
-
 /// Runs one [`CHUNK_DROPS`] job: a JSON array of keys to delete.
 pub(crate) async fn run_drops(node: &Arc<Node>, payload: &Bytes) -> Result<Bytes, String> {
     let keys: Vec<String> =
         serde_json::from_slice(payload).map_err(|e| format!("bad chunk-drop job: {e}"))?;
-    delete_keys(node, &keys).await.map_err(|e| e.to_string())?;
+    node.delete_keys(&keys).await.map_err(|e| e.to_string())?;
     Ok(Bytes::from(format!("{{\"deleted\":{}}}", keys.len())))
 }
 
@@ -320,7 +265,7 @@ pub async fn sweep_orphans(
         .into_iter()
         .filter(|k| !named.contains(k))
         .collect();
-    delete_keys(node, &orphans).await?;
+    node.delete_keys(&orphans).await?;
     Ok(orphans.len())
 }
 

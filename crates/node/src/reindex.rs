@@ -18,7 +18,8 @@ use std::time::Instant;
 use index::MAX_LIST_LIMIT;
 use search::{Applied, PageOp};
 
-use crate::search::{read_sidecar, SearchTier};
+use crate::indexing::read_sidecar;
+use crate::search::SearchTier;
 use crate::{Error, Node, Result};
 
 /// Pages sent to a member in one call.

@@ -13,141 +13,35 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use index::BlobMeta;
-use serde::{Deserialize, Serialize};
 
-use crate::node::StoreMember;
+use crate::tiers::StoreMember;
 use crate::{Error, Node};
 
-/// The queue of repair jobs.
-pub const REPAIRS: &str = "repairs";
+use crate::jobs::RepairJob;
+pub use crate::jobs::{corrupt_job, REPAIRS};
 
-/// One repair.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-enum RepairJob {
-    /// Copies missing from some of `replicas`.
-    Lost {
-        id: u64,
-        size: u64,
-        replicas: Vec<String>,
-    },
-    /// `dead` is gone for good: a new copy elsewhere, then the index.
-    Dead {
-        key: String,
-        id: u64,
-        size: u64,
-        replicas: Vec<String>,
-        dead: String,
-    },
-    /// `store` holds a bad needle of blob `id`.
-    Corrupt { id: u64, store: String },
+fn store_named<'a>(node: &'a Node, name: &str) -> Option<&'a StoreMember> {
+    node.stores.iter().find(|s| s.name == name)
 }
 
-/// Payload and idempotency key of a job repairing blob `id`'s corrupt
-/// needle on `store`, found by the scrub pass that started at `pass_ms`.
-pub fn corrupt_job(id: u64, store: &str, pass_ms: u64) -> (Vec<u8>, String) {
-    let job = RepairJob::Corrupt {
-        id,
-        store: store.to_owned(),
-    };
-    (
-        serde_json::to_vec(&job).unwrap_or_default(),
-        format!("scrub:{store}:{id}:{pass_ms}"),
-    )
-}
-
-impl Node {
-    async fn put_repair(&self, job: &RepairJob, idempotency: String) -> crate::Result<()> {
-        let Some(q) = self.queue() else {
-            return Ok(());
+/// The needle metadata and whole blob from the first of `names` that
+/// serves it (reads are CRC-checked by the store), so that a new copy
+/// names its key as the old one did.
+async fn read_any<'a>(
+    node: &Node,
+    id: u64,
+    names: impl Iterator<Item = &'a String>,
+) -> Option<(Bytes, Bytes)> {
+    for name in names {
+        let Some(m) = store_named(node, name) else {
+            continue;
         };
-        let payload = serde_json::to_vec(job).map_err(|e| Error::Rejected {
-            tier: "queue".into(),
-            detail: e.to_string(),
-        })?;
-        match q
-            .put_job(
-                REPAIRS,
-                payload,
-                Some(idempotency),
-                self.opts.upload_attempts,
-            )
-            .await
-        {
-            Ok(j) => {
-                tracing::info!(job = j, ?job, "repair queued");
-                Ok(())
-            }
-            Err(e) => {
-                tracing::warn!(?job, error = %e, "could not queue a repair");
-                Err(e)
-            }
+        let both = tokio::try_join!(m.handle.meta(&m.name, id), m.handle.get(&m.name, id, None));
+        if let Ok(found) = both {
+            return Some(found);
         }
     }
-
-    /// Queues a repair of `meta`'s blob (once per blob id while the job's
-    /// result is kept).
-    pub(crate) async fn queue_repair(&self, meta: &BlobMeta) {
-        let job = RepairJob::Lost {
-            id: meta.id,
-            size: meta.size,
-            replicas: meta.replicas.clone(),
-        };
-        // Best effort: the next read that meets the loss queues it again.
-        let _ = self.put_repair(&job, format!("repair:{}", meta.id)).await;
-    }
-
-    /// Queues the rewrite of blob `id`'s corrupt copy on `store`, found by
-    /// a read (once per blob and store while the job's result is kept).
-    pub(crate) async fn queue_corrupt_repair(&self, id: u64, store: &str) {
-        let job = RepairJob::Corrupt {
-            id,
-            store: store.to_owned(),
-        };
-        let _ = self.put_repair(&job, format!("corrupt:{store}:{id}")).await;
-    }
-
-    /// Queues the re-replication of `key` away from the dead store `dead`.
-    pub(crate) async fn queue_rereplicate(
-        &self,
-        key: &str,
-        meta: &BlobMeta,
-        dead: &str,
-    ) -> crate::Result<()> {
-        let job = RepairJob::Dead {
-            key: key.to_owned(),
-            id: meta.id,
-            size: meta.size,
-            replicas: meta.replicas.clone(),
-            dead: dead.to_owned(),
-        };
-        self.put_repair(&job, format!("dead:{dead}:{}", meta.id))
-            .await
-    }
-
-    fn store(&self, name: &str) -> Option<&StoreMember> {
-        self.stores.iter().find(|s| s.name == name)
-    }
-
-    /// The needle metadata and whole blob from the first of `names` that
-    /// serves it (reads are CRC-checked by the store), so that a new copy
-    /// names its key as the old one did.
-    async fn read_any<'a>(
-        &self,
-        id: u64,
-        names: impl Iterator<Item = &'a String>,
-    ) -> Option<(Bytes, Bytes)> {
-        for name in names {
-            let Some(m) = self.store(name) else { continue };
-            let both =
-                tokio::try_join!(m.handle.meta(&m.name, id), m.handle.get(&m.name, id, None));
-            if let Ok(found) = both {
-                return Some(found);
-            }
-        }
-        None
-    }
+    None
 }
 
 /// Runs one repair job; its result names what changed.
@@ -177,7 +71,9 @@ async fn repair_lost(
     let mut missing = Vec::new();
     let mut source = None;
     for name in replicas {
-        let Some(m) = node.store(name) else { continue };
+        let Some(m) = store_named(node, name) else {
+            continue;
+        };
         // A one-byte range is enough to know whether the copy is there.
         let probe = (size > 0).then_some((0, 1));
         match m.handle.get(&m.name, id, probe).await {
@@ -217,15 +113,14 @@ async fn rereplicate(
     dead: &str,
 ) -> Result<serde_json::Value, String> {
     // Back after all (the job waited in the queue): nothing to move.
-    if let Some(m) = node.store(dead) {
+    if let Some(m) = store_named(node, dead) {
         let probe = (size > 0).then_some((0, 1));
         if m.handle.get(&m.name, id, probe).await.is_ok() {
             return Ok(serde_json::json!({"skipped": "the store is back"}));
         }
     }
     let live: Vec<String> = replicas.iter().filter(|r| *r != dead).cloned().collect();
-    let (head, body) = node
-        .read_any(id, live.iter())
+    let (head, body) = read_any(node, id, live.iter())
         .await
         .ok_or("no live replica serves the blob")?;
     // The new home: the blob's rendezvous order over stores that hold no
@@ -234,7 +129,7 @@ async fn rereplicate(
     let mut ranked: Vec<&StoreMember> = cluster::rendezvous(&names, id)
         .into_iter()
         .filter(|n| !replicas.iter().any(|r| r == n))
-        .filter_map(|n| node.store(n))
+        .filter_map(|n| store_named(node, n))
         .collect();
     ranked.sort_by_key(|m| {
         let i = node
@@ -282,17 +177,14 @@ async fn repair_corrupt(
     id: u64,
     store: &str,
 ) -> Result<serde_json::Value, String> {
-    let bad = node
-        .store(store)
-        .ok_or_else(|| format!("no store {store}"))?;
+    let bad = store_named(node, store).ok_or_else(|| format!("no store {store}"))?;
     let others: Vec<String> = node
         .stores
         .iter()
         .filter(|s| s.name != store)
         .map(|s| s.name.clone())
         .collect();
-    let (head, body) = node
-        .read_any(id, others.iter())
+    let (head, body) = read_any(node, id, others.iter())
         .await
         .ok_or("no other store has a good copy")?;
     bad.handle

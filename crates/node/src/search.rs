@@ -23,15 +23,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use index::{BlobMeta, PageRef};
 use search::{Applied, PageOp, Query, Results};
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Node, Result};
-
-/// The queue of indexing jobs.
-pub const SEARCH_JOBS: &str = "search";
+use crate::{Error, Result};
 
 /// Longest page text in a sidecar, bytes.
 pub const MAX_TEXT_BYTES: usize = 1 << 20;
@@ -75,7 +71,7 @@ pub struct Replicated {
 
 /// Attempts of a catch-up job for a member that was away (about two hours
 /// of backoff; a member away longer is rebuilt with `strata reindex`).
-const CATCH_UP_ATTEMPTS: u32 = 30;
+pub(crate) const CATCH_UP_ATTEMPTS: u32 = 30;
 
 /// Where a page's text comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,28 +94,28 @@ pub struct PageUpload {
 
 /// What an indexing job carries.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct IndexJob {
-    key: String,
-    version: u64,
+pub(crate) struct IndexJob {
+    pub(crate) key: String,
+    pub(crate) version: u64,
     /// The page now, or `None` when the key no longer is a page.
-    page: Option<PageUpload>,
+    pub(crate) page: Option<PageUpload>,
     /// The book the key was a page of before, if another one: its shard
     /// must drop the page.
-    old_book: Option<String>,
+    pub(crate) old_book: Option<String>,
     /// Only this member: a catch-up job for a replica that could not be
     /// reached when the change was first applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    only: Option<String>,
+    pub(crate) only: Option<String>,
 }
 
-fn rejected(detail: impl ToString) -> Error {
+pub(crate) fn rejected(detail: impl ToString) -> Error {
     Error::Rejected {
         tier: "search".into(),
         detail: detail.to_string(),
     }
 }
 
-fn unavailable(detail: impl ToString) -> Error {
+pub(crate) fn unavailable(detail: impl ToString) -> Error {
     Error::Unavailable {
         tier: "search".into(),
         detail: detail.to_string(),
@@ -327,24 +323,20 @@ impl SearchTier {
     }
 }
 
-/// After a write or delete of `key` committed as `version`: queues the
-/// search change if the key is, or was, a page. Returns the job id (`None`
-/// when nothing was queued). Search members need a queue member (the
-/// cluster file is refused otherwise), so a node with search has a queue.
-pub(crate) async fn after_change(
-    node: &Arc<Node>,
+/// The indexing job a write or delete of `key`, committed as `version`,
+/// makes when the key is, or was, a page: its payload and its
+/// idempotency key (the version makes a retried write queue its change
+/// once). `None` when there is nothing to index.
+pub(crate) fn change_job(
     key: &str,
     version: u64,
     page: Option<PageUpload>,
     previous: Option<&BlobMeta>,
-) -> Result<Option<u64>> {
+) -> Result<Option<(Vec<u8>, String)>> {
     let old_book = previous
         .and_then(|p| p.page.as_ref())
         .map(|p| p.book.clone());
     if page.is_none() && old_book.is_none() {
-        return Ok(None);
-    }
-    if node.search().is_none() {
         return Ok(None);
     }
     let old_book = old_book.filter(|b| Some(b) != page.as_ref().map(|p| &p.at.book));
@@ -355,137 +347,6 @@ pub(crate) async fn after_change(
         old_book,
         only: None,
     };
-    let q = node
-        .queue()
-        .ok_or_else(|| unavailable("search needs a queue; this node has none"))?;
     let payload = serde_json::to_vec(&job).map_err(rejected)?;
-    // The version makes a retried write queue its change once.
-    let id = q
-        .put_job(
-            SEARCH_JOBS,
-            payload,
-            Some(format!("search:{key}:{version}")),
-            node.opts.upload_attempts,
-        )
-        .await?;
-    Ok(Some(id))
-}
-
-/// Runs one indexing job from the queue.
-pub(crate) async fn run_index(
-    node: &Arc<Node>,
-    payload: &Bytes,
-) -> std::result::Result<Bytes, String> {
-    let job: IndexJob =
-        serde_json::from_slice(payload).map_err(|e| format!("bad search job: {e}"))?;
-    let applied = run_job(node, job).await.map_err(|e| e.to_string())?;
-    Ok(Bytes::from(
-        serde_json::json!({ "applied": applied }).to_string(),
-    ))
-}
-
-async fn run_job(node: &Arc<Node>, job: IndexJob) -> Result<Vec<Applied>> {
-    let tier = node
-        .search()
-        .ok_or_else(|| unavailable("this node has no search shards"))?;
-    let mut applied = Vec::new();
-    let mut missed: Vec<String> = Vec::new();
-    let mut ops = Vec::new();
-    if let Some(old) = &job.old_book {
-        let op = PageOp::Delete {
-            key: job.key.clone(),
-            version: job.version,
-        };
-        ops.push((old.clone(), op));
-    }
-    if let Some(p) = &job.page {
-        let text = match &p.text {
-            PageText::Inline(t) => t.clone(),
-            PageText::Sidecar(k) => read_sidecar(node, k).await?,
-        };
-        let op = PageOp::Upsert {
-            key: job.key.clone(),
-            book: p.at.book.clone(),
-            page: p.at.page,
-            text,
-            version: job.version,
-        };
-        ops.push((p.at.book.clone(), op));
-    }
-    for (book, op) in ops {
-        match &job.only {
-            // A catch-up job: the change only where the member holds the
-            // book (the ring is the same for every node).
-            Some(m) => {
-                if tier.holds(m, &book) {
-                    applied.extend(tier.apply_on(m, vec![op]).await?);
-                }
-            }
-            None => {
-                let r = tier.apply(&book, vec![op]).await?;
-                applied.extend(r.applied);
-                for m in r.missed {
-                    if !missed.contains(&m) {
-                        missed.push(m);
-                    }
-                }
-            }
-        }
-    }
-    // The change is searchable; a replica that was away gets it from a
-    // job of its own, retried until it is back. Queued before this job
-    // completes, and once (the key) however often this job runs.
-    if !missed.is_empty() {
-        let q = node
-            .queue()
-            .ok_or_else(|| unavailable("search needs a queue; this node has none"))?;
-        for m in missed {
-            let catch_up = IndexJob {
-                only: Some(m.clone()),
-                ..job.clone()
-            };
-            let payload = serde_json::to_vec(&catch_up).map_err(rejected)?;
-            q.put_job(
-                SEARCH_JOBS,
-                payload,
-                Some(format!("search:{}:{}:{m}", job.key, job.version)),
-                CATCH_UP_ATTEMPTS,
-            )
-            .await?;
-        }
-    }
-    Ok(applied)
-}
-
-/// Reads a JSON sidecar `{"text": "..."}`. The blob may be up to twice
-/// the text limit (JSON escapes); the text itself at most the limit.
-pub(crate) async fn read_sidecar(node: &Arc<Node>, key: &str) -> Result<String> {
-    let meta = node
-        .lookup(key)
-        .await?
-        .ok_or_else(|| rejected(format!("text sidecar {key:?} does not exist")))?;
-    let too_big = || {
-        rejected(format!(
-            "text sidecar {key:?} is over {MAX_TEXT_BYTES} bytes"
-        ))
-    };
-    if meta.size > 2 * MAX_TEXT_BYTES as u64 {
-        return Err(too_big());
-    }
-    let raw = node.read_blob(&meta, None).await?;
-    #[derive(Deserialize)]
-    struct Sidecar {
-        text: String,
-    }
-    let text = serde_json::from_slice::<Sidecar>(&raw)
-        .map(|s| s.text)
-        .map_err(|e| {
-            rejected(format!(
-                "text sidecar {key:?} is not {{\"text\": ...}}: {e}"
-            ))
-        })?;
-    if text.len() > MAX_TEXT_BYTES {
-        return Err(too_big());
-    }
-    Ok(text)
+    Ok(Some((payload, format!("search:{key}:{version}"))))
 }

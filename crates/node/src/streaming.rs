@@ -20,7 +20,8 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
 use index::BlobMeta;
 
-use crate::{Error, Node, Result};
+use crate::tiers::StoreMember;
+use crate::{Error, Result};
 
 /// Blobs up to this size are never streamed.
 const STREAM_MIN: u64 = 256 << 10;
@@ -32,11 +33,23 @@ pub(crate) struct Streams {
 }
 
 impl Streams {
-    pub(crate) fn new(opts: collapse::CollapseOptions) -> Streams {
-        Streams {
+    pub(crate) fn new(opts: collapse::CollapseOptions) -> Arc<Streams> {
+        Arc::new(Streams {
             open: Mutex::new(HashMap::new()),
             collapser: collapse::Collapser::new(opts),
-        }
+        })
+    }
+}
+
+/// The pieces of an object being read (`Node::read_object`), in order.
+/// An error ends it: the reader never gets wrong or missing bytes as if
+/// they were the object.
+pub struct Pieces(pub(crate) tokio::sync::mpsc::Receiver<Result<Bytes>>);
+
+impl Pieces {
+    /// Polls for the next piece.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes>>> {
+        self.0.poll_recv(cx)
     }
 }
 
@@ -50,7 +63,7 @@ pub struct StreamBody {
 
 enum From {
     Shared(SharedReader),
-    Pieces(crate::objects::Pieces),
+    Pieces(Pieces),
 }
 
 impl StreamBody {
@@ -63,7 +76,7 @@ impl StreamBody {
     }
 
     /// A body of `size` bytes: an object's pieces as they are read.
-    pub fn from_pieces(pieces: crate::objects::Pieces, size: u64) -> StreamBody {
+    pub fn from_pieces(pieces: Pieces, size: u64) -> StreamBody {
         StreamBody {
             from: From::Pieces(pieces),
             remaining: size,
@@ -109,28 +122,29 @@ impl Body for StreamBody {
     }
 }
 
-impl Node {
-    /// A streamed body for a full GET of `meta`, or `None` when streaming
-    /// does not apply (cached whole, in-process store, collapsing off).
-    pub async fn read_streaming(self: &Arc<Self>, meta: &BlobMeta) -> Option<Result<StreamBody>> {
-        let streams = self.streams.as_ref()?;
-        // Small blobs are read whole (and cached, or batched): streaming is
-        // for bodies worth starting to send before they have all arrived.
-        let floor = self
-            .caching
-            .as_ref()
-            .map_or(STREAM_MIN, |c| c.item_max() as u64);
+impl Streams {
+    /// A streamed body for a full GET of `meta` from `stores` (the node's),
+    /// or `None` when streaming does not apply: a blob up to `floor` bytes
+    /// (read whole, and cached or batched), or one on an in-process store.
+    pub(crate) async fn read(
+        self: &Arc<Self>,
+        meta: &BlobMeta,
+        stores: &[StoreMember],
+        floor: u64,
+    ) -> Option<Result<StreamBody>> {
+        // Streaming is for bodies worth starting to send before they have
+        // all arrived.
         if meta.size <= floor.max(STREAM_MIN) {
             return None;
         }
         let first = meta
             .replicas
             .first()
-            .and_then(|n| self.stores.iter().find(|s| &s.name == n))?;
+            .and_then(|n| stores.iter().find(|s| &s.name == n))?;
         if matches!(first.handle, crate::StoreHandle::Local(_)) {
             return None;
         }
-        let open = streams
+        let open = self
             .open
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -138,18 +152,25 @@ impl Node {
             .cloned();
         let shared = match open {
             Some(s) => {
-                streams
-                    .collapser
+                self.collapser
                     .metrics
                     .collapsed
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 s
             }
             None => {
-                let (node, m) = (self.clone(), meta.clone());
-                match streams
+                // The replicas, in the blob's order, for the leader's task.
+                let replicas: Vec<StoreMember> = meta
+                    .replicas
+                    .iter()
+                    .filter_map(|n| stores.iter().find(|s| &s.name == n).cloned())
+                    .collect();
+                let (me, m) = (self.clone(), meta.clone());
+                match self
                     .collapser
-                    .get(meta.id, move || async move { node.open_shared(&m).await })
+                    .get(meta.id, move || async move {
+                        me.open_shared(&m, &replicas).await
+                    })
                     .await
                 {
                     Ok(s) => s,
@@ -166,30 +187,29 @@ impl Node {
         Some(Ok(StreamBody::from_reader(shared.reader(), meta.size)))
     }
 
-    /// Opens the blob on the first replica that answers and starts pumping
-    /// its body into a shared stream.
-    async fn open_shared(self: &Arc<Self>, meta: &BlobMeta) -> Result<Arc<SharedBody>> {
+    /// Opens the blob on the first of `replicas` that answers and starts
+    /// pumping its body into a shared stream.
+    async fn open_shared(
+        self: &Arc<Self>,
+        meta: &BlobMeta,
+        replicas: &[StoreMember],
+    ) -> Result<Arc<SharedBody>> {
         // A request that saw no open stream may reach here just after
         // another leader opened one and left the collapser: join that
         // stream rather than reading the store a second time.
-        if let Some(s) = &self.streams {
-            if let Some(open) = s
-                .open
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&meta.id)
-            {
-                return Ok(open.clone());
-            }
+        if let Some(open) = self
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&meta.id)
+        {
+            return Ok(open.clone());
         }
         let mut last = Error::Unavailable {
             tier: "store".into(),
             detail: "no replica".into(),
         };
-        for name in &meta.replicas {
-            let Some(m) = self.stores.iter().find(|s| &s.name == name) else {
-                continue;
-            };
+        for m in replicas {
             let (body, timeout) = match m.handle.open_stream(&m.name, meta.id).await {
                 Some(Ok(b)) => b,
                 Some(Err(e)) => {
@@ -199,17 +219,15 @@ impl Node {
                 None => continue,
             };
             let shared = SharedBody::new();
-            if let Some(s) = &self.streams {
-                s.open
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(meta.id, shared.clone());
-            }
-            let (node, sh, id, size) = (self.clone(), shared.clone(), meta.id, meta.size);
+            self.open
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(meta.id, shared.clone());
+            let (me, sh, id, size) = (Arc::downgrade(self), shared.clone(), meta.id, meta.size);
             tokio::spawn(async move {
                 pump(body, &sh, size, timeout).await;
-                if let Some(s) = &node.streams {
-                    let mut open = s.open.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(me) = me.upgrade() {
+                    let mut open = me.open.lock().unwrap_or_else(|p| p.into_inner());
                     if open.get(&id).is_some_and(|x| Arc::ptr_eq(x, &sh)) {
                         open.remove(&id);
                     }

@@ -150,7 +150,7 @@ pub async fn run_role(
         Role::Node => {
             let node = cluster_node(&cfg, Some(&me)).await?;
             if node.queue().is_some() {
-                node::jobs::spawn_workers(&node, cfg.queue.workers, shutdown.clone());
+                node::workers::spawn_workers(&node, cfg.queue.workers, shutdown.clone());
             }
             spawn_orphan_sweeper(&cfg, &node, shutdown.clone());
             if let Some(a) = me.s3_addr {

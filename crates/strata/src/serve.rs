@@ -220,7 +220,7 @@ pub async fn start_serve_with(
             // One machine: a second copy would not outlive the first.
             1,
         ));
-        node::jobs::spawn_workers(&node, cfg.queue.workers, rx.clone());
+        node::workers::spawn_workers(&node, cfg.queue.workers, rx.clone());
         if first_node.is_none() {
             // One sweeper per process: the nodes share the index.
             spawn_orphan_sweeper(cfg, &node, rx.clone());
