@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use crate::broker::check_queue;
+use crate::job::check_queue;
 
 /// One command line, parsed (the `put` body is read by the caller).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,6 +3,8 @@
 use bytes::Bytes;
 use serde::Serialize;
 
+use crate::{Error, Result};
+
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -159,5 +161,35 @@ impl Job {
             size: self.payload.len(),
             created_ms: self.created_ms,
         }
+    }
+}
+
+/// What every backend checks of a put: its queue name and payload size.
+pub(crate) fn check_new(new: &NewJob, max_payload: usize) -> Result<()> {
+    check_queue(&new.queue)?;
+    if new.payload.len() > max_payload {
+        return Err(Error::TooBig {
+            size: new.payload.len(),
+            limit: max_payload,
+        });
+    }
+    Ok(())
+}
+
+/// Queue (tube) names: beanstalkd's rule — 1 to 200 bytes of letters,
+/// digits and `-+/;.$_()`, not starting with `-`.
+pub fn check_queue(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-+/;.$_()".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "bad queue name `{name}`: 1-200 of letters, digits and -+/;.$_(), not starting with -"
+        )))
     }
 }

@@ -25,6 +25,7 @@ pub mod beanstalk;
 pub mod beanstalk_cmd;
 pub mod broker;
 pub mod client;
+mod clock;
 mod error;
 pub mod http;
 pub mod job;

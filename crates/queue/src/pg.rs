@@ -37,7 +37,8 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::backend::Queue;
-use crate::broker::{check_new, BrokerOptions, Clock, QueueStats};
+use crate::broker::{BrokerOptions, Clock, QueueStats};
+use crate::job::check_new;
 use crate::job::{Job, NewJob, State, Status};
 use crate::{Error, Result};
 
@@ -365,7 +366,7 @@ impl Queue for PgQueue {
     }
 
     async fn put(&self, new: NewJob) -> Result<(u64, bool)> {
-        check_new(&new, &self.opts)?;
+        check_new(&new, self.opts.max_payload)?;
         let now = self.clock.now_ms();
         let at = now + new.delay_ms;
         let state = if at > now {

@@ -10,55 +10,25 @@
 //! the exceptions that are not waited for: their records ride the next
 //! sync, so losing one to a machine crash can only run a job again.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use crate::job::{Job, NewJob, State, Status};
+pub use crate::clock::{Clock, ManualClock, SystemClock};
+pub use crate::job::check_queue;
+use crate::job::{check_new, Job, NewJob, State};
+use table::{lease_ok, Inner};
+use tick::spawn_ticker;
+
+mod table;
+mod tick;
+mod views;
 use crate::log::{self, Log, Record};
 use crate::{Error, Result};
-
-/// Milliseconds since the epoch, injectable for tests.
-pub trait Clock: Send + Sync {
-    /// Now.
-    fn now_ms(&self) -> u64;
-}
-
-/// The system clock.
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
-    }
-}
-
-/// A clock moved by hand (tests).
-pub struct ManualClock(AtomicU64);
-
-impl ManualClock {
-    /// Starting at `ms`.
-    pub fn new(ms: u64) -> ManualClock {
-        ManualClock(AtomicU64::new(ms))
-    }
-    /// Moves it forward.
-    pub fn advance(&self, ms: u64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
 
 /// Broker settings.
 #[derive(Debug, Clone)]
@@ -126,132 +96,6 @@ pub struct QueueStats {
     pub waiting: u64,
 }
 
-#[derive(Default)]
-struct Inner {
-    jobs: HashMap<u64, Job>,
-    next_id: u64,
-    /// (priority, id) per queue.
-    ready: HashMap<String, BTreeSet<(u32, u64)>>,
-    /// (ready at, id): delayed and retrying jobs.
-    delayed: BTreeSet<(u64, u64)>,
-    /// (lease end, id).
-    leases: BTreeSet<(u64, u64)>,
-    /// (dead order, id) per queue.
-    dead: HashMap<String, BTreeSet<(u64, u64)>>,
-    /// (finished at, id): results waiting to expire.
-    finished: BTreeSet<(u64, u64)>,
-    idem: HashMap<(String, String), u64>,
-    dead_seq: u64,
-    totals: HashMap<String, u64>,
-    waiting: HashMap<String, u64>,
-    /// Bytes written to the log since the last compaction (estimate).
-    log_bytes: u64,
-    /// What a snapshot of the live jobs would take (estimate), kept as
-    /// jobs come and go so the ticker need not add it up.
-    live_bytes: u64,
-    rng: u64,
-}
-
-impl Inner {
-    fn unindex(&mut self, j: &Job) {
-        match j.state {
-            State::Ready => {
-                if let Some(r) = self.ready.get_mut(&j.queue) {
-                    r.remove(&(j.priority, j.id));
-                }
-            }
-            State::Delayed | State::Retrying => {
-                self.delayed.remove(&(j.at_ms, j.id));
-            }
-            State::Reserved => {
-                self.leases.remove(&(j.at_ms, j.id));
-            }
-            State::Dead => {
-                if let Some(d) = self.dead.get_mut(&j.queue) {
-                    d.remove(&(j.dead_seq, j.id));
-                }
-            }
-            State::Succeeded => {
-                self.finished.remove(&(j.at_ms, j.id));
-            }
-            State::Pending => {}
-        }
-    }
-
-    fn index(&mut self, j: &Job) {
-        match j.state {
-            State::Ready => {
-                self.ready
-                    .entry(j.queue.clone())
-                    .or_default()
-                    .insert((j.priority, j.id));
-            }
-            State::Delayed | State::Retrying => {
-                self.delayed.insert((j.at_ms, j.id));
-            }
-            State::Reserved => {
-                self.leases.insert((j.at_ms, j.id));
-            }
-            State::Dead => {
-                self.dead
-                    .entry(j.queue.clone())
-                    .or_default()
-                    .insert((j.dead_seq, j.id));
-            }
-            State::Succeeded => {
-                self.finished.insert((j.at_ms, j.id));
-            }
-            State::Pending => {}
-        }
-    }
-
-    /// Applies `f` to job `id`, keeping the indexes right.
-    fn change<T>(&mut self, id: u64, f: impl FnOnce(&mut Job, &mut u64) -> T) -> Option<(T, Job)> {
-        let mut j = self.jobs.remove(&id)?;
-        self.unindex(&j);
-        let t = f(&mut j, &mut self.dead_seq);
-        self.index(&j);
-        let copy = j.clone();
-        self.jobs.insert(id, j);
-        Some((t, copy))
-    }
-
-    /// Adds a new job.
-    fn insert(&mut self, j: Job) {
-        self.live_bytes += snapshot_bytes(&j);
-        self.index(&j);
-        self.jobs.insert(j.id, j);
-    }
-
-    fn remove(&mut self, id: u64) -> Option<Job> {
-        let j = self.jobs.remove(&id)?;
-        self.live_bytes -= snapshot_bytes(&j);
-        self.unindex(&j);
-        if let Some(k) = &j.idempotency_key {
-            self.idem.remove(&(j.queue.clone(), k.clone()));
-        }
-        Some(j)
-    }
-
-    /// Job `id` if it is reserved under this holder or lease token.
-    fn leased(&self, id: u64, holder: u64, lease: Option<u32>) -> Result<&Job> {
-        match self.jobs.get(&id) {
-            Some(j) if lease_ok(j, holder, lease) => Ok(j),
-            Some(_) => Err(Error::NotReserved(id)),
-            None => Err(Error::NotFound(id)),
-        }
-    }
-
-    fn random(&mut self) -> u64 {
-        let mut x = self.rng.max(1);
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.rng = x;
-        x
-    }
-}
-
 /// The broker.
 pub struct Broker {
     inner: Mutex<Inner>,
@@ -260,14 +104,6 @@ pub struct Broker {
     opts: BrokerOptions,
     /// Woken whenever a job becomes ready.
     ready: Notify,
-}
-
-fn lease_ok(j: &Job, holder: u64, lease: Option<u32>) -> bool {
-    j.state == State::Reserved
-        && match lease {
-            Some(l) => l == j.attempts,
-            None => j.holder == holder,
-        }
 }
 
 impl Broker {
@@ -355,7 +191,7 @@ impl Broker {
     /// Puts a job; returns its id once it is durable, and whether it is new
     /// (false: an earlier put with the same idempotency key made it).
     pub async fn put(&self, new: NewJob) -> Result<(u64, bool)> {
-        check_new(&new, &self.opts)?;
+        check_new(&new, self.opts.max_payload)?;
         let now = self.clock.now_ms();
         let (id, rx) = {
             let mut g = self.lock();
@@ -771,208 +607,5 @@ impl Broker {
         // group commit like any other.
         let rx = self.log.append(log::encode_remove(0));
         Self::durable(rx).await
-    }
-
-    /// A copy of job `id` (any state but pending).
-    pub fn get(&self, id: u64) -> Option<Job> {
-        self.lock()
-            .jobs
-            .get(&id)
-            .filter(|j| j.state != State::Pending)
-            .cloned()
-    }
-
-    /// Job `id`'s status.
-    pub fn status(&self, id: u64) -> Option<Status> {
-        self.get(id).map(|j| j.status())
-    }
-
-    /// The next job of `queue` in `state` (ready: most urgent; delayed:
-    /// soonest; dead: oldest).
-    pub fn peek(&self, queue: &str, state: State) -> Option<Job> {
-        let g = self.lock();
-        let id = match state {
-            State::Ready => g.ready.get(queue)?.first()?.1,
-            State::Dead => g.dead.get(queue)?.first()?.1,
-            State::Delayed | State::Retrying => g
-                .delayed
-                .iter()
-                .map(|x| x.1)
-                .find(|id| g.jobs.get(id).is_some_and(|j| j.queue == queue))?,
-            _ => return None,
-        };
-        g.jobs.get(&id).cloned()
-    }
-
-    /// Clients waiting in `reserve` on `queue`.
-    pub fn waiting(&self, queue: &str) -> u64 {
-        self.lock().waiting.get(queue).copied().unwrap_or(0)
-    }
-
-    /// Dead jobs of `queue`, oldest first.
-    pub fn dead(&self, queue: &str, limit: usize) -> Vec<Status> {
-        let g = self.lock();
-        g.dead
-            .get(queue)
-            .map(|d| {
-                d.iter()
-                    .take(limit)
-                    .filter_map(|x| g.jobs.get(&x.1).map(Job::status))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Queue names known (with jobs now or ever since start).
-    pub fn queues(&self) -> Vec<String> {
-        let g = self.lock();
-        let mut q: Vec<String> = g.totals.keys().cloned().collect();
-        q.sort();
-        q
-    }
-
-    /// Counts for `queue`, `None` if it has never had a job.
-    pub fn queue_stats(&self, queue: &str) -> Option<QueueStats> {
-        let g = self.lock();
-        let total = *g.totals.get(queue)?;
-        let mut s = QueueStats {
-            name: queue.to_owned(),
-            total,
-            waiting: g.waiting.get(queue).copied().unwrap_or(0),
-            ..QueueStats::default()
-        };
-        for j in g.jobs.values().filter(|j| j.queue == queue) {
-            match j.state {
-                State::Ready => {
-                    s.ready += 1;
-                    if j.priority < 1024 {
-                        s.urgent += 1;
-                    }
-                }
-                State::Reserved => s.reserved += 1,
-                State::Delayed | State::Retrying => s.delayed += 1,
-                State::Dead => s.dead += 1,
-                State::Succeeded => s.succeeded += 1,
-                State::Pending => {}
-            }
-        }
-        Some(s)
-    }
-
-    /// Moves due delayed jobs to ready, redelivers expired leases (a lease
-    /// that expires counts as a failed attempt), drops expired results, and
-    /// compacts the log when it has grown well past the live data.
-    pub fn tick(&self) {
-        let now = self.clock.now_ms();
-        let mut woke = false;
-        let mut g = self.lock();
-        let due: Vec<u64> = g
-            .delayed
-            .iter()
-            .take_while(|x| x.0 <= now)
-            .map(|x| x.1)
-            .collect();
-        for id in due {
-            g.change(id, |j, _| j.state = State::Ready);
-            woke = true;
-        }
-        let expired: Vec<u64> = g
-            .leases
-            .iter()
-            .take_while(|x| x.0 <= now)
-            .map(|x| x.1)
-            .collect();
-        for id in expired {
-            if let Some((_, job)) = g.change(id, |j, seq| {
-                j.timeouts += 1;
-                j.holder = 0;
-                if j.max_attempts > 0 && j.attempts >= j.max_attempts {
-                    j.error = Some("lease expired on the last attempt".into());
-                    *seq += 1;
-                    j.dead_seq = *seq;
-                    j.state = State::Dead;
-                } else {
-                    j.state = State::Ready;
-                }
-            }) {
-                tracing::debug!(id, "lease expired; job redelivered");
-                self.write_lazy(&mut g, log::encode(&job, false));
-                woke = true;
-            }
-        }
-        let ttl = self.opts.result_ttl_ms;
-        let old: Vec<u64> = g
-            .finished
-            .iter()
-            .take_while(|x| x.0.saturating_add(ttl) <= now)
-            .map(|x| x.1)
-            .collect();
-        for id in old {
-            g.remove(id);
-            self.write_lazy(&mut g, log::encode_remove(id));
-        }
-        let live = g.live_bytes;
-        if g.log_bytes > self.opts.compact_min_bytes && g.log_bytes > 2 * live {
-            let snapshot: Vec<Vec<u8>> = g.jobs.values().map(|j| log::encode(j, true)).collect();
-            tracing::info!(
-                log_bytes = g.log_bytes,
-                live,
-                jobs = snapshot.len(),
-                "compacting the queue log"
-            );
-            self.log.compact(snapshot);
-            g.log_bytes = live;
-        }
-        drop(g);
-        if woke {
-            self.ready.notify_waiters();
-        }
-    }
-}
-
-/// What a job adds to a compaction snapshot (payload plus metadata).
-fn snapshot_bytes(j: &Job) -> u64 {
-    j.payload.len() as u64 + 96
-}
-
-fn spawn_ticker(broker: Weak<Broker>, every: Duration) {
-    tokio::spawn(async move {
-        let mut t = tokio::time::interval(every);
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            t.tick().await;
-            let Some(b) = broker.upgrade() else { return };
-            b.tick();
-        }
-    });
-}
-
-/// What every backend checks of a put: its queue name and payload size.
-pub(crate) fn check_new(new: &NewJob, opts: &BrokerOptions) -> Result<()> {
-    check_queue(&new.queue)?;
-    if new.payload.len() > opts.max_payload {
-        return Err(Error::TooBig {
-            size: new.payload.len(),
-            limit: opts.max_payload,
-        });
-    }
-    Ok(())
-}
-
-/// Queue (tube) names: beanstalkd's rule — 1 to 200 bytes of letters,
-/// digits and `-+/;.$_()`, not starting with `-`.
-pub fn check_queue(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 200
-        && !name.starts_with('-')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-+/;.$_()".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Invalid(format!(
-            "bad queue name `{name}`: 1-200 of letters, digits and -+/;.$_(), not starting with -"
-        )))
     }
 }
