@@ -2,6 +2,10 @@
 //! rclone and s3cmd against a fresh `strata serve`, given only what it
 //! prints (endpoint and keys), and each again against a cluster through
 //! its gateway. `.ci/run` installs the clients.
+//!
+//! S3 at its edges (abandoned uploads, refused requests) is in `edges`;
+//! the cluster run in `cluster`. One test binary: each more would be
+//! another link of the whole workspace.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -12,8 +16,12 @@ use testkit::{S3Endpoint, Served};
 /// One client's whole run against an endpoint, in a work directory.
 type Scenario = fn(&S3Endpoint, &Path);
 
+#[path = "../common/mod.rs"]
 mod common;
 use common::bin;
+
+mod cluster;
+mod edges;
 
 /// Keys that need care in URLs, XML and signatures.
 const AWKWARD: [&str; 6] = [
@@ -512,38 +520,6 @@ fn s3cmd_scenario(s: &S3Endpoint, work: &Path) {
     assert!(!ls.contains("plain.bin"), "{ls}");
 }
 
-#[test]
-fn abandoned_multipart_uploads_are_aborted_after_their_age() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let s = Served::start_with_config(bin(), dir.path(), "[s3]\nabandoned_upload_secs = 1\n")
-        .expect("serve");
-    let script = r#"
-import boto3, sys, time
-from botocore.config import Config
-endpoint, ak, sk = sys.argv[1:4]
-s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ak,
-                  aws_secret_access_key=sk, region_name="us-east-1",
-                  config=Config(s3={"addressing_style": "path"}))
-s3.create_bucket(Bucket="leftovers")
-up = s3.create_multipart_upload(Bucket="leftovers", Key="left.bin")["UploadId"]
-s3.upload_part(Bucket="leftovers", Key="left.bin", UploadId=up, PartNumber=1, Body=b"y" * 4096)
-assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket="leftovers")["Uploads"]] == [up]
-deadline = time.time() + 20
-while s3.list_multipart_uploads(Bucket="leftovers").get("Uploads"):
-    assert time.time() < deadline, "the upload was never aborted"
-    time.sleep(0.1)
-try:
-    s3.upload_part(Bucket="leftovers", Key="left.bin", UploadId=up, PartNumber=2, Body=b"z")
-    raise SystemExit("a swept upload took a part")
-except s3.exceptions.ClientError as e:
-    assert e.response["Error"]["Code"] == "NoSuchUpload", e.response
-print("ok")
-"#;
-    run_script(&s, dir.path(), script);
-    // Its part went too (deleted in the background).
-    until_listed(&s, "_s3/parts/", 0);
-}
-
 /// Runs a boto3 `script` (argv: endpoint, access key, secret key) against
 /// `s`; it prints `ok` when every assertion held.
 fn run_script(s: &Served, home: &Path, script: &str) {
@@ -569,227 +545,4 @@ fn until_listed(s: &Served, prefix: &str, n: usize) {
             }
         },
     );
-}
-
-#[test]
-fn oversized_malformed_and_cut_off_requests_get_s3_error_codes_and_leave_nothing_visible() {
-    let dir = tempfile::tempdir().expect("tmp");
-    // Objects of at most 8 MiB, so that "too large" is cheap to send.
-    let s = Served::start_with_config(
-        bin(),
-        dir.path(),
-        "[limits]\nmax_body_bytes = 8388608\nchunk_mb = 1\n",
-    )
-    .expect("serve");
-    let script = r#"
-import boto3, socket, sys, urllib.parse
-from botocore.config import Config
-endpoint, ak, sk = sys.argv[1:4]
-s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ak,
-                  aws_secret_access_key=sk, region_name="us-east-1",
-                  config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
-MiB = 1 << 20
-def code(f, **kw):
-    try:
-        f(**kw)
-    except s3.exceptions.ClientError as e:
-        return e.response["Error"]["Code"]
-    raise SystemExit("no error from %s" % f.__name__)
-s3.create_bucket(Bucket="bad")
-assert code(s3.create_bucket, Bucket="Bad_Name") == "InvalidBucketName"
-assert code(s3.list_objects_v2, Bucket="no-such") == "NoSuchBucket"
-# One request above the limit: refused, nothing written.
-assert code(s3.put_object, Bucket="bad", Key="big", Body=b"x" * (9 * MiB)) == "EntityTooLarge"
-assert code(s3.head_object, Bucket="bad", Key="big") == "404"
-s3.put_object(Bucket="bad", Key="small", Body=b"0123456789")
-assert code(s3.get_object, Bucket="bad", Key="small", Range="bytes=50-60") == "InvalidRange"
-assert code(s3.copy_object, Bucket="bad", Key="c", CopySource="bad/missing") == "NoSuchKey"
-# Multipart: parts that add up past the limit, out of order, with a
-# wrong ETag, too small, or none at all.
-up = s3.create_multipart_upload(Bucket="bad", Key="parts")["UploadId"]
-e1 = s3.upload_part(Bucket="bad", Key="parts", UploadId=up, PartNumber=1, Body=b"a" * (5 * MiB))["ETag"]
-e2 = s3.upload_part(Bucket="bad", Key="parts", UploadId=up, PartNumber=2, Body=b"b" * (4 * MiB))["ETag"]
-e3 = s3.upload_part(Bucket="bad", Key="parts", UploadId=up, PartNumber=3, Body=b"c" * 10)["ETag"]
-done = lambda parts: code(s3.complete_multipart_upload, Bucket="bad", Key="parts", UploadId=up,
-                          MultipartUpload={"Parts": parts})
-assert done([{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]) == "EntityTooLarge"
-assert done([{"PartNumber": 1, "ETag": e1}, {"PartNumber": 1, "ETag": e1}]) == "InvalidPartOrder"
-assert done([{"PartNumber": 1, "ETag": e2}]) == "InvalidPart"
-assert done([{"PartNumber": 9, "ETag": e1}]) == "InvalidPart"
-assert done([{"PartNumber": 3, "ETag": e3}, {"PartNumber": 1, "ETag": e1}]) == "EntityTooSmall"
-assert done([]) == "MalformedXML"
-assert code(s3.head_object, Bucket="bad", Key="parts") == "404"
-# The upload is still whole after the refusals: a good list completes it.
-s3.complete_multipart_upload(Bucket="bad", Key="parts", UploadId=up,
-                             MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1},
-                                                        {"PartNumber": 3, "ETag": e3}]})
-assert s3.head_object(Bucket="bad", Key="parts")["ContentLength"] == 5 * MiB + 10
-# A presigned PUT that declares 3 MiB and sends 2 before hanging up.
-url = urllib.parse.urlsplit(s3.generate_presigned_url(
-    "put_object", Params={"Bucket": "bad", "Key": "cut"}, ExpiresIn=60))
-c = socket.create_connection((url.hostname, url.port))
-c.sendall(("PUT %s?%s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n"
-           % (url.path, url.query, url.netloc, 3 * MiB)).encode())
-c.sendall(b"z" * (2 * MiB))
-c.close()
-assert code(s3.head_object, Bucket="bad", Key="cut") == "404"
-keys = [o["Key"] for o in s3.list_objects_v2(Bucket="bad").get("Contents", [])]
-assert keys == ["parts", "small"], keys
-print("ok")
-"#;
-    run_script(&s, dir.path(), script);
-    // The refused and cut-off bodies left no chunk: what is left is the
-    // completed upload's part 1 (5 MiB in 1 MiB chunks, named by its
-    // record) and nothing else.
-    until_listed(&s, "_chunks/", 5);
-}
-
-#[test]
-fn every_node_of_a_cluster_serves_the_same_objects_over_s3_and_the_gateway_balances_them() {
-    let rt = tokio::runtime::Runtime::new().expect("rt");
-    let (a1, a2, g) = (
-        testkit::free_addr().expect("addr"),
-        testkit::free_addr().expect("addr"),
-        testkit::free_addr().expect("addr"),
-    );
-    let layout = testkit::Layout {
-        stores: 2,
-        replicas: 2,
-        nodes: 2,
-        member_lines: vec![
-            ("node-1".into(), format!("s3_addr = \"{a1}\"")),
-            ("node-2".into(), format!("s3_addr = \"{a2}\"")),
-            ("gateway".into(), format!("s3_addr = \"{g}\"")),
-        ],
-        ..Default::default()
-    };
-    let extra =
-        "[[s3.credentials]]\naccess_key = \"CLUSTERKEY\"\nsecret_env = \"STRATA_TEST_S3_SECRET\"\n";
-    let mut procs = rt
-        .block_on(testkit::Procs::launch_with_env(
-            bin(),
-            layout,
-            extra,
-            &[("STRATA_TEST_S3_SECRET", "cluster-secret-1")],
-        ))
-        .expect("cluster");
-    let dir = tempfile::tempdir().expect("tmp");
-    let home = dir.path();
-    let as_node = |addr: std::net::SocketAddr, args: &[&str]| {
-        let mut c = Command::new("aws");
-        c.args(["--endpoint-url", &format!("http://{addr}")])
-            .args(args)
-            .env("HOME", home)
-            .env("AWS_CONFIG_FILE", home.join("none"))
-            .env("AWS_SHARED_CREDENTIALS_FILE", home.join("none"))
-            .env("AWS_ACCESS_KEY_ID", "CLUSTERKEY")
-            .env("AWS_SECRET_ACCESS_KEY", "cluster-secret-1")
-            .env("AWS_DEFAULT_REGION", "us-east-1");
-        c
-    };
-    ok(as_node(a1, &["s3", "mb", "s3://shared"]));
-    let f = dir.path().join("f.bin");
-    let data = testkit::blob(11, 70_000);
-    std::fs::write(&f, &data).expect("write");
-    ok(as_node(
-        a1,
-        &[
-            "s3",
-            "cp",
-            "--only-show-errors",
-            f.to_str().expect("path"),
-            "s3://shared/x/f.bin",
-        ],
-    ));
-    // Another node's S3 endpoint and the gateway's native API see it.
-    let back = dir.path().join("back.bin");
-    ok(as_node(
-        a2,
-        &[
-            "s3",
-            "cp",
-            "--only-show-errors",
-            "s3://shared/x/f.bin",
-            back.to_str().expect("path"),
-        ],
-    ));
-    assert_eq!(std::fs::read(&back).expect("read"), data);
-    let ls = ok(as_node(a2, &["s3", "ls", "s3://shared/x/"]));
-    assert!(ls.contains("70000 f.bin"), "{ls}");
-    let (code, body) = http_get(&format!(
-        "http://{}/v1/blobs/shared/x/f.bin",
-        procs.addr("gateway")
-    ));
-    assert_eq!((code, body), (200, data.clone()));
-
-    // The gateway's S3 listener: signatures made for its address verify
-    // on the nodes (the Host header passes), a multipart upload with
-    // `Expect: 100-continue` (aws-cli above 8 MiB) goes through, and a
-    // presigned URL works.
-    let big = dir.path().join("big.bin");
-    let big_data = testkit::blob(12, 20 << 20);
-    std::fs::write(&big, &big_data).expect("write");
-    let big_s = big.to_str().expect("path");
-    ok(as_node(
-        g,
-        &[
-            "s3",
-            "cp",
-            "--only-show-errors",
-            big_s,
-            "s3://shared/big.bin",
-        ],
-    ));
-    let head = ok(as_node(
-        g,
-        &[
-            "s3api",
-            "head-object",
-            "--bucket",
-            "shared",
-            "--key",
-            "big.bin",
-        ],
-    ));
-    assert!(head.contains("-3\\\""), "three parts: {head}");
-    let url = ok(as_node(g, &["s3", "presign", "s3://shared/x/f.bin"]));
-    let (code, body) = http_get(url.trim());
-    assert_eq!((code, body), (200, data));
-    // Every client's whole scenario, through the gateway.
-    let gw = S3Endpoint {
-        http: procs.addr("gateway"),
-        s3: g,
-        access_key: "CLUSTERKEY".into(),
-        secret_key: "cluster-secret-1".into(),
-    };
-    let scenarios: [(&str, Scenario); 4] = [
-        ("aws-cli", aws_cli_scenario),
-        ("boto3", boto3_scenario),
-        ("rclone", rclone_scenario),
-        ("s3cmd", s3cmd_scenario),
-    ];
-    for (name, scenario) in scenarios {
-        let w = dir.path().join(name);
-        std::fs::create_dir_all(&w).expect("mkdir");
-        scenario(&gw, &w);
-    }
-    // A node dies: the gateway's S3 keeps answering from the other one.
-    procs.kill("node-1").expect("kill");
-    for i in 0..6 {
-        let back = dir.path().join(format!("big-{i}.bin"));
-        ok(as_node(
-            g,
-            &[
-                "s3",
-                "cp",
-                "--only-show-errors",
-                "s3://shared/big.bin",
-                back.to_str().expect("path"),
-            ],
-        ));
-        assert!(std::fs::read(&back).expect("read") == big_data, "round {i}");
-        std::fs::remove_file(&back).expect("rm");
-    }
-    let ls = ok(as_node(g, &["s3", "ls", "s3://shared/"]));
-    assert!(ls.contains("big.bin") && ls.contains("PRE x/"), "{ls}");
 }

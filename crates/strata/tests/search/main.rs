@@ -4,13 +4,21 @@
 //! one copy a shard that is down gives a partial answer, with two the
 //! answer stays whole and `strata reindex` rebuilds a lost member;
 //! `strata import` loads a directory of books.
+//!
+//! Imports and page-header edge cases are in `pages`; lost and rebuilt
+//! members in `members`. One test binary: each more would be another link
+//! of the whole workspace.
 
 use std::time::{Duration, Instant};
 
 use testkit::{Client, InProc, Method, Procs, StatusCode};
 
+#[path = "../common/mod.rs"]
 mod common;
 use common::bin;
+
+mod members;
+mod pages;
 
 fn enc(s: &str) -> String {
     s.bytes()
@@ -516,155 +524,6 @@ async fn with_one_copy_a_shard_that_is_down_gives_a_partial_answer() {
     assert_eq!(books(&all).len(), 13, "the restarted shard kept its pages");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn import_loads_a_directory_of_books() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let s = InProc::serve_default(&dir.path().join("data"))
-        .await
-        .expect("serve");
-    let books_dir = dir.path().join("books");
-    for (book, pages) in [("Alpha", 3u64), ("Beta", 2)] {
-        let d = books_dir.join(book);
-        std::fs::create_dir_all(&d).expect("mkdir");
-        for p in 1..=pages {
-            std::fs::write(d.join(format!("{p:04}.png")), format!("img {book} {p}")).expect("img");
-            let mut text = format!("{book} page {p} words marmalade{p}");
-            if book == "Beta" && p == 2 {
-                // Longer than a header should carry: goes as a sidecar.
-                text.push_str(&" filler".repeat(3000));
-            }
-            std::fs::write(d.join(format!("{p:04}.txt")), text).expect("txt");
-        }
-    }
-    let out = std::process::Command::new(bin())
-        .arg("import")
-        .arg(&books_dir)
-        .args(["--url", &format!("http://{}", s.addr()), "--quiet"])
-        .output()
-        .expect("run import");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("imported 5 pages"), "{stdout}");
-    let c = &s.client;
-    let mut both = books(&search(c, "marmalade2").await);
-    both.sort();
-    assert_eq!(both, ["Alpha", "Beta"]);
-    let v = c
-        .get("/v1/search?q=marmalade2&book=Beta")
-        .await
-        .expect("s")
-        .json();
-    assert_eq!(v["books"][0]["pages"][0]["key"], "books/Beta/0002.png");
-    assert_eq!(books(&search(c, "marmalade3").await), ["Alpha"]);
-
-    // A page without its text is refused before anything is uploaded.
-    std::fs::write(books_dir.join("Beta").join("0003.png"), "img").expect("img");
-    let out = std::process::Command::new(bin())
-        .arg("import")
-        .arg(&books_dir)
-        .args(["--url", &format!("http://{}", s.addr()), "--quiet"])
-        .output()
-        .expect("run import");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("0003.txt"));
-    s.stop().await.expect("stop");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn page_headers_are_refused_where_no_shard_could_index_them() {
-    let cl = testkit::InProcCluster::start(1, 1).await.expect("cluster");
-    let r = cl
-        .client
-        .send(
-            Method::PUT,
-            "/v1/blobs/p.png",
-            &[
-                ("x-strata-book", "B"),
-                ("x-strata-page", "1"),
-                ("x-strata-text", "t"),
-            ],
-            "x",
-        )
-        .await
-        .expect("put");
-    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
-    assert_eq!(r.json()["error"], "bad_page");
-    assert_eq!(
-        cl.client.get("/v1/blobs/p.png").await.expect("get").status,
-        StatusCode::NOT_FOUND
-    );
-    let r = cl.client.get("/v1/search?q=t").await.expect("search");
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-    cl.stop().await.expect("stop");
-}
-
-/// The text of a page given inline is kept as the blob `_text/{key}`
-/// (so shards can be rebuilt), replaced with the page and deleted with it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inline_text_is_kept_as_a_blob_that_goes_with_its_page() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let s = InProc::serve_default(dir.path()).await.expect("serve");
-    let c = &s.client;
-    let job = put_page(c, "scan/7.png", "Atlas", 7, "mountains and rivers").await;
-    assert_eq!(wait_job(c, &job).await["state"], "succeeded");
-    let t = c.get("/v1/blobs/_text/scan/7.png").await.expect("text");
-    assert_eq!(t.status, StatusCode::OK);
-    assert_eq!(t.json()["text"], "mountains and rivers");
-
-    // Replaced: the new words.
-    let job = put_page(c, "scan/7.png", "Atlas", 7, "deserts").await;
-    assert_eq!(wait_job(c, &job).await["state"], "succeeded");
-    let t = c.get("/v1/blobs/_text/scan/7.png").await.expect("text");
-    assert_eq!(t.json()["text"], "deserts");
-
-    // Replaced by a plain image: the page's text goes (in the background).
-    let r = c
-        .send(Method::PUT, "/v1/blobs/scan/7.png", &[], "not a page")
-        .await
-        .expect("put");
-    assert_eq!(r.status, StatusCode::CREATED);
-    wait_gone(c, "/v1/blobs/_text/scan/7.png").await;
-
-    // A deleted page takes its text along.
-    let job = put_page(c, "scan/8.png", "Atlas", 8, "oceans").await;
-    assert_eq!(wait_job(c, &job).await["state"], "succeeded");
-    let r = c
-        .send(Method::DELETE, "/v1/blobs/scan/8.png", &[], "")
-        .await
-        .expect("delete");
-    assert_eq!(r.status, StatusCode::NO_CONTENT);
-    wait_gone(c, "/v1/blobs/_text/scan/8.png").await;
-
-    // A sidecar the client stored is the client's: it stays.
-    let side = serde_json::json!({"text": "islands"}).to_string();
-    let r = c
-        .send(Method::PUT, "/v1/blobs/side.json", &[], side)
-        .await
-        .expect("sidecar");
-    assert_eq!(r.status, StatusCode::CREATED);
-    let job = put_sidecar_page(c, "scan/9.png", "Atlas", "side.json").await;
-    assert_eq!(wait_job(c, &job).await["state"], "succeeded");
-    let r = c
-        .send(Method::DELETE, "/v1/blobs/scan/9.png", &[], "")
-        .await
-        .expect("delete");
-    assert_eq!(r.status, StatusCode::NO_CONTENT);
-    let r = c.get("/v1/blobs/side.json").await.expect("sidecar");
-    assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(
-        c.get("/v1/blobs/_text/scan/9.png")
-            .await
-            .expect("none")
-            .status,
-        StatusCode::NOT_FOUND
-    );
-    s.stop().await.expect("stop");
-}
-
 async fn wait_gone(c: &Client, path: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -728,140 +587,4 @@ fn reindex(args: &[&str], path: &std::path::Path) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     said
-}
-
-/// Two search members, each book on both: with one dead, answers are
-/// whole (`partial: false`) and pages still get indexed (the dead one is
-/// caught up when back); a member whose data directory is lost comes back
-/// empty, answers stay whole through the replica, and `strata reindex`
-/// rebuilds it: alone, it gives the same answers.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_search_member_leaves_answers_whole_and_reindex_rebuilds_a_lost_one() {
-    let mut p = Procs::cluster_with_search(bin(), 2, 2, 2, "")
-        .await
-        .expect("cluster");
-    let c = p.client();
-    let mut jobs = Vec::new();
-    for b in 0..12u64 {
-        for pg in 1..=2u64 {
-            // The second page says it twice: pages of a book rank alike
-            // on every replica, whatever order a shard holds them in.
-            let text = format!(
-                "harbour volume {b} page {pg} {}",
-                "lighthouse ".repeat(pg as usize)
-            );
-            jobs.push(
-                put_page(
-                    &c,
-                    &format!("b{b}/{pg}.png"),
-                    &format!("book {b}"),
-                    pg,
-                    &text,
-                )
-                .await,
-            );
-        }
-    }
-    for j in &jobs {
-        assert_eq!(wait_job(&c, j).await["state"], "succeeded");
-    }
-    let full = all_books(&c, "lighthouse").await;
-    assert_eq!(full["partial"], false);
-    let names = sorted(books(&full));
-    assert_eq!(names.len(), 12);
-    let pages = per_book(&c, "lighthouse", &names).await;
-    assert!(pages.iter().all(|(_, p)| p.len() == 2), "{pages:?}");
-
-    // One member dead: every book still answered, and not partial.
-    p.kill("search-2").expect("kill");
-    let v = all_books(&c, "lighthouse").await;
-    assert_eq!(v["partial"], false, "{v}");
-    assert_eq!(sorted(books(&v)), names);
-    assert_eq!(per_book(&c, "lighthouse", &names).await, pages);
-    // A page uploaded meanwhile is searchable at once; the dead member
-    // gets it from a catch-up job.
-    let job = put_page(&c, "late/1.png", "late book", 1, "lighthouse keeper").await;
-    assert_eq!(wait_job(&c, &job).await["state"], "succeeded");
-    assert_eq!(books(&search(&c, "keeper").await), ["late book"]);
-
-    // Back with its data, the member is caught up: alone, it finds the
-    // page it missed (its job retries with backoff; a few seconds).
-    p.restart("search-2").await.expect("restart");
-    p.kill("search-1").expect("kill");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while books(&search(&c, "keeper").await).is_empty() {
-        assert!(Instant::now() < deadline, "search-2 never caught up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    p.restart("search-1").await.expect("restart");
-
-    // The member's disk is lost: it comes back empty.
-    p.kill("search-2").expect("kill");
-    std::fs::remove_dir_all(p.dir().join("search-2")).expect("rm");
-    std::fs::create_dir_all(p.dir().join("search-2")).expect("mkdir");
-    p.restart("search-2").await.expect("restart");
-    let v = all_books(&c, "lighthouse").await;
-    assert_eq!(v["partial"], false, "{v}");
-    assert_eq!(
-        books(&v).len(),
-        13,
-        "the replica answers for the lost member"
-    );
-
-    let said = reindex(&["--member", "search-2", "--config"], p.cfg_path());
-    assert!(said.contains("reindexed 25 pages"), "{said}");
-
-    // The rebuilt member alone gives the answers both gave.
-    p.kill("search-1").expect("kill");
-    let v = all_books(&c, "lighthouse").await;
-    assert_eq!(v["partial"], false, "{v}");
-    let mut want = names.clone();
-    want.push("late book".into());
-    assert_eq!(sorted(books(&v)), sorted(want));
-    assert_eq!(per_book(&c, "lighthouse", &names).await, pages);
-    assert_eq!(books(&search(&c, "keeper").await), ["late book"]);
-
-    // Both dead: now books are missing, and the answer says so.
-    p.kill("search-2").expect("kill");
-    let v = all_books(&c, "lighthouse").await;
-    assert_eq!(v["partial"], true, "{v}");
-}
-
-/// `strata reindex --data` rebuilds the shards of a stopped `strata
-/// serve` whose search directory was lost: the same queries give the same
-/// answers as before.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reindex_rebuilds_the_lost_shards_of_a_stopped_serve() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let s = InProc::serve_default(dir.path()).await.expect("serve");
-    let c = s.client.clone();
-    for b in 0..6u64 {
-        let text = format!("compass {} north", "needle ".repeat(b as usize + 1));
-        let job = put_page(&c, &format!("nav/{b}.png"), &format!("nav {b}"), b, &text).await;
-        assert_eq!(wait_job(&c, &job).await["state"], "succeeded");
-    }
-    let before = search(&c, "needle").await;
-    assert_eq!(books(&before).len(), 6);
-    s.stop().await.expect("stop");
-
-    std::fs::remove_dir_all(dir.path().join("search")).expect("rm");
-    let said = reindex(&["--data"], dir.path());
-    assert!(said.contains("reindexed 6 pages"), "{said}");
-    assert!(said.contains("6 page copies applied"), "{said}");
-
-    let s = InProc::serve_default(dir.path())
-        .await
-        .expect("serve again");
-    let after = search(&s.client, "needle").await;
-    assert_eq!(books(&after), books(&before));
-    for (a, b) in after["books"]
-        .as_array()
-        .expect("books")
-        .iter()
-        .zip(before["books"].as_array().expect("books"))
-    {
-        assert_eq!(a["pages"][0]["key"], b["pages"][0]["key"]);
-        assert_eq!(a["pages"][0]["snippet"], b["pages"][0]["snippet"]);
-    }
-    s.stop().await.expect("stop");
 }
