@@ -262,7 +262,7 @@ pub fn s3_router(
 /// The S3 listener of gateway member `me`, when it has an `s3_addr`.
 pub async fn bind_s3(me: &cluster::Member) -> anyhow::Result<Option<TcpListener>> {
     match me.s3_addr {
-        Some(a) => Ok(Some(TcpListener::bind(a).await.with_context(|| {
+        Some(a) => Ok(Some(crate::sockets::bind(a).await.with_context(|| {
             format!("cannot listen on {a} (member.{}.s3_addr)", me.name)
         })?)),
         None => Ok(None),
@@ -296,7 +296,7 @@ pub async fn run_gateway(
     let tls = match &g.tls {
         Some(t) => {
             let tls = Tls::new(cert_pairs(t)).context("gateway.tls")?;
-            let l = TcpListener::bind(t.listen)
+            let l = crate::sockets::bind(t.listen)
                 .await
                 .with_context(|| format!("cannot listen on {} (gateway.tls.listen)", t.listen))?;
             Some((tls, l))

@@ -16,6 +16,7 @@ pub mod recover;
 pub mod reindex;
 mod scrub;
 mod serve;
+pub mod sockets;
 pub mod web_console;
 
 pub(crate) use caching::{cache_credential, caching_options};
@@ -156,7 +157,7 @@ pub async fn run_role(
             }
             spawn_orphan_sweeper(&cfg, &node, shutdown.clone());
             if let Some(a) = me.s3_addr {
-                let l = TcpListener::bind(a)
+                let l = crate::sockets::bind(a)
                     .await
                     .with_context(|| format!("cannot listen on {a} (S3 API)"))?;
                 let creds = s3_credentials_of(&cfg, None)?;
@@ -185,7 +186,7 @@ pub async fn run_role(
                 cluster::QueueBackend::Postgres => pg_queue(&cfg).await?,
             };
             if let Some(b) = me.beanstalk_addr {
-                let l = TcpListener::bind(b)
+                let l = crate::sockets::bind(b)
                     .await
                     .with_context(|| format!("cannot listen on {b}"))?;
                 tokio::spawn(queue::beanstalk::serve(

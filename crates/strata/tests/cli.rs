@@ -114,3 +114,82 @@ fn gateway_rejects_an_unknown_algorithm() {
     ]);
     assert!(!ok && out.contains("not-an-addr"), "{out}");
 }
+
+/// A listening socket handed over as standard input (`STRATA_LISTENER=
+/// stdin`) is the one `serve --listen` uses: the port stays bound from the
+/// moment the starter chose it, with no window for another process. The
+/// starter's copy is closed after the spawn, so if `serve` ignored the
+/// socket, its own bind would fail on the port its stdin still holds.
+#[test]
+fn serve_listens_on_the_socket_it_is_handed() {
+    use std::io::{BufRead, Read, Write};
+    let dir = tempfile::tempdir().expect("tmp");
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["serve", "--threads", "1", "--s3-listen", "off", "--data"])
+        .arg(dir.path())
+        .args(["--listen", &addr.to_string()])
+        .env("STRATA_LISTENER", "stdin")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(l)))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let out = child.stdout.take().expect("stdout");
+    let mut lines = std::io::BufReader::new(out).lines();
+    let ready = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("strata serve: ready"));
+    assert!(ready, "serve did not start on the handed socket");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .expect("send");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("read");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// `STRATA_LISTENER=stdin` with a standard input that is no socket is
+/// ignored with a warning: the address is bound as usual.
+#[test]
+fn a_standard_input_that_is_no_socket_is_ignored() {
+    use std::io::{BufRead, Read};
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["serve", "--threads", "1", "--s3-listen", "off", "--data"])
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .env("STRATA_LISTENER", "stdin")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let out = child.stdout.take().expect("stdout");
+    let mut printed = Vec::new();
+    for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+        let done = line.contains("strata serve: ready");
+        printed.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("stderr");
+    assert!(
+        printed.iter().any(|l| l.contains("strata serve: ready")),
+        "{printed:?}\n{err}"
+    );
+    assert!(err.contains("not a listening socket"), "{err}");
+}

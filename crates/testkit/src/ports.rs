@@ -1,8 +1,13 @@
 //! Ports for members that tests start as processes.
 //!
-//! A member's port is chosen here and bound by the child a moment later,
-//! and a killed member is restarted on the same port (its cluster file
-//! names it). A port from the OS's ephemeral range (what `bind(…:0)` and
+//! A member's port is chosen and bound here ([`listen_free`]), and the
+//! listening socket itself is handed to the child as its standard input
+//! (`STRATA_LISTENER=stdin`, see `strata::sockets`), so the port is never
+//! free between the choice and the child's first accept. A killed member
+//! is restarted on the same port (its cluster file names it): the kit
+//! binds it again for the new child. Addresses a test adds itself (an S3
+//! or beanstalkd listener) come from [`free_port`], chosen now and bound
+//! by the child later. A port from the OS's ephemeral range (what `bind(…:0)` and
 //! every outgoing connection take) can be taken in the meantime by any
 //! other test's connection or port-0 probe; CI once lost a run that way (a
 //! restarted broker found its port taken and the test waited forever).
@@ -43,6 +48,26 @@ fn next_offset() -> u32 {
     static NEXT: OnceLock<AtomicU32> = OnceLock::new();
     NEXT.get_or_init(|| AtomicU32::new(std::process::id().wrapping_mul(7_919)))
         .fetch_add(1, Ordering::Relaxed)
+}
+
+/// A listener on a loopback port from the window, held from this moment:
+/// the member it is handed to ([`crate::Procs`]) takes it as it is, so no
+/// other process can take the port in between.
+pub fn listen_free() -> io::Result<TcpListener> {
+    let (start, len) = window();
+    for _ in 0..len {
+        let port = start + (next_offset() % u32::from(len)) as u16;
+        if let Ok(l) = TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+            return Ok(l);
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!(
+            "no free port in {start}..{}",
+            u32::from(start) + u32::from(len)
+        ),
+    ))
 }
 
 /// A port on `ip` nobody holds now, and that no other caller in this

@@ -25,6 +25,9 @@ pub struct Procs {
     /// Member name -> (address, role as given to the binary).
     members: BTreeMap<String, (SocketAddr, &'static str)>,
     children: BTreeMap<String, Child>,
+    /// Members' listening sockets, bound when their ports were chosen and
+    /// held until the member is started with them.
+    held: BTreeMap<String, std::net::TcpListener>,
     serve: bool,
     /// Environment for every member (e.g. a database password).
     env: Vec<(String, String)>,
@@ -189,8 +192,11 @@ impl Procs {
             }
             add("gateway".into(), "gateway", false)?;
         }
+        let mut held = BTreeMap::new();
         for (name, role, data) in planned {
-            let addr = free_addr()?;
+            let listener = crate::ports::listen_free()?;
+            let addr = listener.local_addr()?;
+            held.insert(name.clone(), listener);
             text.push_str(&format!(
                 "\n[[member]]\nname = \"{name}\"\nrole = \"{role}\"\n"
             ));
@@ -223,6 +229,7 @@ impl Procs {
             cfg_path,
             members: addrs,
             children: BTreeMap::new(),
+            held,
             serve: false,
             proxies,
             env: env
@@ -250,7 +257,8 @@ impl Procs {
     pub async fn serve(bin: &Path) -> anyhow::Result<Procs> {
         let dir = tempfile::tempdir()?;
         let mut addrs = BTreeMap::new();
-        addrs.insert("serve".to_owned(), (free_addr()?, "serve"));
+        let listener = crate::ports::listen_free()?;
+        addrs.insert("serve".to_owned(), (listener.local_addr()?, "serve"));
         let cfg_path = dir.path().join("unused.toml");
         let mut p = Procs {
             bin: bin.to_owned(),
@@ -258,6 +266,7 @@ impl Procs {
             cfg_path,
             members: addrs,
             children: BTreeMap::new(),
+            held: BTreeMap::from([("serve".to_owned(), listener)]),
             serve: true,
             proxies: BTreeMap::new(),
             env: Vec::new(),
@@ -267,9 +276,19 @@ impl Procs {
         Ok(p)
     }
 
-    /// Starts (or restarts) member `name`.
+    /// Starts (or restarts) member `name`, handing it its listening socket
+    /// as standard input: the one held since its port was chosen, or (a
+    /// restart) the port bound again now.
     pub fn start(&mut self, name: &str) -> anyhow::Result<()> {
+        let addr = self.members[name].0;
+        let listener = match self.held.remove(name) {
+            Some(l) => l,
+            None => std::net::TcpListener::bind(addr)
+                .map_err(|e| anyhow::anyhow!("member {name}: cannot bind {addr} again: {e}"))?,
+        };
         let mut cmd = Command::new(&self.bin);
+        cmd.env(strata::sockets::LISTENER, "stdin")
+            .stdin(Stdio::from(std::os::fd::OwnedFd::from(listener)));
         if self.serve {
             cmd.arg("serve")
                 .arg("--data")

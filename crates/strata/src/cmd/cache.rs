@@ -53,7 +53,7 @@ pub async fn run(a: Cache, rx: watch::Receiver<bool>) -> anyhow::Result<()> {
                     me.role.as_str()
                 );
             }
-            let listener = tokio::net::TcpListener::bind(me.listen_addr())
+            let listener = strata::sockets::bind(me.listen_addr())
                 .await
                 .with_context(|| format!("cannot listen on {}", me.listen_addr()))?;
             println!(
@@ -95,7 +95,7 @@ pub async fn run(a: Cache, rx: watch::Receiver<bool>) -> anyhow::Result<()> {
                     auth: None,
                 },
             );
-            let listener = tokio::net::TcpListener::bind(listen)
+            let listener = strata::sockets::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             println!(

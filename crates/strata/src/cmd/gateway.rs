@@ -117,7 +117,7 @@ pub async fn run(a: Gateway, rx: watch::Receiver<bool>) -> anyhow::Result<()> {
                     me.role.as_str()
                 );
             }
-            let listener = tokio::net::TcpListener::bind(me.listen_addr())
+            let listener = strata::sockets::bind(me.listen_addr())
                 .await
                 .with_context(|| format!("cannot listen on {}", me.listen_addr()))?;
             let s3 = strata::gateway::bind_s3(&me).await?;
@@ -216,7 +216,7 @@ pub async fn run(a: Gateway, rx: watch::Receiver<bool>) -> anyhow::Result<()> {
                 (None, false) => None,
             };
             cfg.validate()?;
-            let listener = tokio::net::TcpListener::bind(listen)
+            let listener = strata::sockets::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             println!(

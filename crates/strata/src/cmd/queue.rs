@@ -51,7 +51,7 @@ pub async fn run(a: Queue, rx: watch::Receiver<bool>) -> anyhow::Result<()> {
                     me.role.as_str()
                 );
             }
-            let listener = tokio::net::TcpListener::bind(me.listen_addr())
+            let listener = strata::sockets::bind(me.listen_addr())
                 .await
                 .with_context(|| format!("cannot listen on {}", me.listen_addr()))?;
             println!("strata queue: {} on http://{}", me.name, me.listen_addr());
@@ -69,7 +69,7 @@ pub async fn run(a: Queue, rx: watch::Receiver<bool>) -> anyhow::Result<()> {
             cfg.queue.sync_deletes = sync_deletes;
             let broker = strata::open_broker(&cfg, &data)?;
             if let Some(b) = beanstalk_listen {
-                let l = tokio::net::TcpListener::bind(b)
+                let l = strata::sockets::bind(b)
                     .await
                     .with_context(|| format!("cannot listen on {b}"))?;
                 println!("strata queue: beanstalkd protocol on {}", l.local_addr()?);
@@ -80,7 +80,7 @@ pub async fn run(a: Queue, rx: watch::Receiver<bool>) -> anyhow::Result<()> {
                     strata::shutdown_signal(rx.clone()),
                 ));
             }
-            let listener = tokio::net::TcpListener::bind(listen)
+            let listener = strata::sockets::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             println!(

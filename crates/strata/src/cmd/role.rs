@@ -25,7 +25,7 @@ pub struct RoleArgs {
 pub async fn run(a: RoleArgs, rx: watch::Receiver<bool>) -> anyhow::Result<()> {
     let cfg = Arc::new(ClusterConfig::load(&a.config)?);
     let me = cfg.member(&a.name)?.clone();
-    let listener = tokio::net::TcpListener::bind(me.listen_addr())
+    let listener = strata::sockets::bind(me.listen_addr())
         .await
         .with_context(|| format!("cannot listen on {}", me.listen_addr()))?;
     println!(

@@ -48,7 +48,7 @@ pub async fn run(a: Serve, rx: watch::Receiver<bool>) -> anyhow::Result<()> {
         Some(p) => ClusterConfig::load(&p)?,
         None => ClusterConfig::parse("")?,
     };
-    let listener = tokio::net::TcpListener::bind(listen)
+    let listener = strata::sockets::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let s3 = match s3_listen.as_str() {
@@ -57,7 +57,7 @@ pub async fn run(a: Serve, rx: watch::Receiver<bool>) -> anyhow::Result<()> {
             let a: SocketAddr = a
                 .parse()
                 .with_context(|| format!("--s3-listen: `{a}` is not an address or `off`"))?;
-            Some(tokio::net::TcpListener::bind(a).await.with_context(|| {
+            Some(strata::sockets::bind(a).await.with_context(|| {
                 format!("cannot listen on {a} (S3 API; --s3-listen off to go without)")
             })?)
         }
