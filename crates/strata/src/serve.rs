@@ -50,7 +50,7 @@ pub struct ServeHandle {
     pub s3_credentials: Option<s3::Credentials>,
     /// The in-process store.
     pub store: Arc<Store>,
-    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    tasks: Tasks,
     /// The gateway's pools, whose in-process backends hold the nodes.
     gateways: Vec<Arc<balancer::Gateway>>,
     stop: watch::Sender<bool>,
@@ -100,56 +100,12 @@ pub async fn start_serve_with(
     s3_listener: Option<TcpListener>,
     nodes: usize,
 ) -> anyhow::Result<ServeHandle> {
-    if nodes == 0 {
-        bail!("`serve` needs at least one node");
-    }
-    if !cfg.members.is_empty() {
-        bail!("`serve` runs its own roles; remove the [[member]] tables from its config");
-    }
-    if !cfg.gateway.pools.is_empty() {
-        bail!("`serve` puts its own nodes in the gateway's pool; remove the [[gateway.pool]] tables from its config");
-    }
-    let (store, report) =
-        Store::open(&data.join("store"), store_options(cfg, None)).context("opening the store")?;
-    tracing::info!(?report, blobs = store.len(), "store open");
-    let db = IndexDb::open(&data.join("index")).context("opening the index")?;
-    let broker = open_broker(cfg, &data.join("queue"))?;
-    let shards = (0..cfg.search.serve_shards)
-        .map(|i| open_shard(cfg, &data.join("search").join(i.to_string())))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    check_serve_config(cfg, nodes)?;
+    let opened = open_all(cfg, data)?;
     let (stop, rx) = watch::channel(false);
-    let mut search_addrs = Vec::new();
-    let mut search_ls = Vec::new();
-    for _ in &shards {
-        let l = TcpListener::bind("127.0.0.1:0").await?;
-        search_addrs.push(l.local_addr()?);
-        search_ls.push(l);
-    }
-
-    let store_l = TcpListener::bind("127.0.0.1:0").await?;
-    // One cache node: its memcached server and the nodes share the engine,
-    // so the nodes' global tier is a direct call.
-    let mut tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = Vec::new();
-    let (cache_engine, cache_addr) = if cfg.cache.enabled {
-        let cache_l = TcpListener::bind("127.0.0.1:0").await?;
-        let cache_addr = cache_l.local_addr()?;
-        let cache_srv = cache_server(cfg, None);
-        let engine = cache_srv.cache.clone();
-        let rx = rx.clone();
-        tasks.push(tokio::spawn(async move {
-            Ok(cache::server::serve(cache_l, cache_srv, shutdown_signal(rx)).await?)
-        }));
-        (Some(engine), Some(cache_addr))
-    } else {
-        (None, None)
-    };
-    let index_l = TcpListener::bind("127.0.0.1:0").await?;
-    let (store_addr, index_addr, addr) = (
-        store_l.local_addr()?,
-        index_l.local_addr()?,
-        listener.local_addr()?,
-    );
-
+    let mut tasks = Tasks::new();
+    let inner = start_internal(cfg, &opened, &rx, &mut tasks).await?;
+    let addr = listener.local_addr()?;
     // One ready set for every node of the process: a write through either
     // drops the key for both, so its entries need no expiry.
     let ready = (cfg.cache.enabled && cfg.cache.ready_entries > 0)
@@ -160,7 +116,7 @@ pub async fn start_serve_with(
         webconsole::Console::new(
             Vec::new(),
             crate::web_console::options(cfg, "strata serve"),
-            Some(webconsole::Jobs::Local(broker.clone())),
+            Some(webconsole::Jobs::Local(opened.broker.clone())),
         )
     });
     let mut node_addrs = Vec::new();
@@ -168,149 +124,44 @@ pub async fn start_serve_with(
     let mut local = std::collections::HashMap::new();
     let mut listener = Some(listener);
     for _ in 0..nodes {
-        let mut opts = node_options(cfg);
-        opts.replicas = 1;
-        let (s2, d2) = (store.clone(), db.clone());
-        let sh = shards.clone();
-        let extra: Vec<node::MetricsSection> = vec![
-            Box::new(move |out: &mut String| s2.render_metrics(out)),
-            Box::new(move |out: &mut String| d2.render_metrics(out)),
-            // Both shards under one name would be two series with one
-            // label set; their sum is what one node's page can say.
-            Box::new(move |out: &mut String| {
-                let pages: u64 = sh.iter().map(|s| s.num_pages()).sum();
-                out.push_str(&format!(
-                    "# HELP strata_search_pages Pages in this process's search shards.\n# TYPE strata_search_pages gauge\nstrata_search_pages {pages}\n"
-                ));
-            }),
-        ];
-        let caching = cache_engine.as_ref().map(|engine| {
-            let c = node::Caching::new(
-                None,
-                node::GlobalCache::Local(engine.clone()),
-                caching_options(cfg),
-            );
-            match &ready {
-                Some(r) => c.with_ready(r.clone()),
-                None => c,
-            }
-        });
-        let node = Node::new(
-            opts,
-            IndexHandle::new(db.clone()),
-            vec![StoreMember {
-                name: SERVE_STORE.into(),
-                handle: StoreHandle::Local(store.clone()),
-            }],
-            extra,
-            caching,
-        );
-        let own = if nodes == 1 { listener.take() } else { None };
-        node.set_queue(node::jobs::QueueHandle::Local(broker.clone()));
-        node.set_search(SearchTier::new(
-            shards
-                .iter()
-                .enumerate()
-                .map(|(i, s)| ShardMember {
-                    name: format!("search-{i}"),
-                    handle: ShardHandle::Local(s.clone()),
-                })
-                .collect(),
-            Duration::from_millis(cfg.search.timeout_ms),
-            // One machine: a second copy would not outlive the first.
-            1,
-        ));
+        let node = serve_node(cfg, &opened, inner.cache_engine.as_ref(), ready.as_ref());
         node::workers::spawn_workers(&node, cfg.queue.workers, rx.clone());
         if first_node.is_none() {
             // One sweeper per process: the nodes share the index.
             spawn_orphan_sweeper(cfg, &node, rx.clone());
         }
         first_node.get_or_insert_with(|| node.clone());
-        let l = match own {
+        // With one node there is no gateway: the node takes the public
+        // port and mounts the console.
+        let l = match (nodes == 1).then(|| listener.take()).flatten() {
             Some(l) => l,
             None => TcpListener::bind("127.0.0.1:0").await?,
         };
-        node_addrs.push(l.local_addr()?);
+        let l_addr = l.local_addr()?;
+        node_addrs.push(l_addr);
         let node_ref = node.clone();
         let mut api = node::api::router(node);
         if let (true, Some(c)) = (nodes == 1, &console) {
-            // No gateway: this node serves the public port and the console.
             api = crate::web_console::on_node(api, c);
         }
-        local.insert(
-            l.local_addr()?,
-            direct_reads::local_backend(node_ref, api.clone()),
-        );
-        let rx = rx.clone();
+        local.insert(l_addr, direct_reads::local_backend(node_ref, api.clone()));
         // The public API: the cluster's limits apply here too. The node
         // listens also behind the gateway: its health checks call it, and
         // so may anyone who wants one node.
-        let limits = http_serve::HttpLimits::from_config(cfg);
+        let (limits, rx) = (http_serve::HttpLimits::from_config(cfg), rx.clone());
         tasks.push(tokio::spawn(async move {
             Ok(http_serve::serve(l, api, limits, rx).await?)
         }));
     }
-    let (s3, rx3) = (store.clone(), rx.clone());
-    let rx4 = rx.clone();
-    tasks.extend([
-        tokio::spawn(
-            async move { Ok(store::server::serve(store_l, s3, shutdown_signal(rx3)).await?) },
-        ),
-        tokio::spawn(
-            async move { Ok(index::server::serve(index_l, db, shutdown_signal(rx4)).await?) },
-        ),
-    ]);
-    let (queue_l, bean_l) = (
-        TcpListener::bind("127.0.0.1:0").await?,
-        TcpListener::bind("127.0.0.1:0").await?,
-    );
-    let (queue_addr, beanstalk_addr) = (queue_l.local_addr()?, bean_l.local_addr()?);
-    let (b1, b2, rx6, rx7) = (broker.clone(), broker.clone(), rx.clone(), rx.clone());
-    tasks.extend([
-        tokio::spawn(
-            async move { Ok(queue::http::serve(queue_l, b1, shutdown_signal(rx6)).await?) },
-        ),
-        tokio::spawn(async move {
-            Ok(queue::beanstalk::serve(
-                bean_l,
-                b2,
-                queue::beanstalk::BeanstalkOptions::default(),
-                shutdown_signal(rx7),
-            )
-            .await?)
-        }),
-    ]);
-    for (l, shard) in search_ls.into_iter().zip(shards) {
-        let rx = rx.clone();
-        tasks.push(tokio::spawn(async move {
-            Ok(search::server::serve(l, shard, shutdown_signal(rx)).await?)
-        }));
-    }
-    let (mut s3_addr, mut s3_credentials) = (None, None);
-    if let (Some(l), Some(node)) = (s3_listener, first_node) {
-        let creds = s3_credentials_of(cfg, Some(data))?;
-        s3_addr = Some(l.local_addr()?);
-        s3_credentials = creds.first().cloned();
-        s3::spawn_sweeper(
-            node.clone(),
-            Duration::from_secs(cfg.s3.abandoned_upload_secs),
-            rx.clone(),
-        );
-        let svc = s3::service(node, &s3_options(cfg, creds));
-        let rx = rx.clone();
-        tasks.push(tokio::spawn(async move {
-            Ok(s3::serve(l, svc, shutdown_signal(rx)).await?)
-        }));
-    }
+    let (s3_addr, s3_credentials) = match (s3_listener, first_node) {
+        (Some(l), Some(node)) => start_s3(cfg, data, l, node, &rx, &mut tasks)?,
+        _ => (None, None),
+    };
     if let Some(c) = &console {
         c.set_members(serve_members(
             (nodes > 1).then_some(addr),
             &node_addrs,
-            cache_addr,
-            store_addr,
-            index_addr,
-            queue_addr,
-            &search_addrs,
+            &inner,
         ));
         c.spawn_sampler(rx.clone());
     }
@@ -324,31 +175,234 @@ pub async fn start_serve_with(
     Ok(ServeHandle {
         addr,
         node_addrs,
-        store_addr,
-        index_addr,
-        cache_addr,
-        queue_addr,
-        beanstalk_addr,
-        broker,
-        search_addrs,
+        store_addr: inner.store_addr,
+        index_addr: inner.index_addr,
+        cache_addr: inner.cache_addr,
+        queue_addr: inner.queue_addr,
+        beanstalk_addr: inner.beanstalk_addr,
+        broker: opened.broker,
+        search_addrs: inner.search_addrs,
         s3_addr,
         s3_credentials,
-        store,
+        store: opened.store,
         tasks,
         gateways,
         stop,
     })
 }
 
+/// A role running in `serve`'s process; it ends when `serve` stops, with
+/// its error if any.
+type RoleTask = tokio::task::JoinHandle<anyhow::Result<()>>;
+
+/// Every role's task.
+type Tasks = Vec<RoleTask>;
+
+/// What `serve` runs is its own: a config that names members or pools is
+/// refused rather than half obeyed.
+fn check_serve_config(cfg: &ClusterConfig, nodes: usize) -> anyhow::Result<()> {
+    if nodes == 0 {
+        bail!("`serve` needs at least one node");
+    }
+    if !cfg.members.is_empty() {
+        bail!("`serve` runs its own roles; remove the [[member]] tables from its config");
+    }
+    if !cfg.gateway.pools.is_empty() {
+        bail!("`serve` puts its own nodes in the gateway's pool; remove the [[gateway.pool]] tables from its config");
+    }
+    Ok(())
+}
+
+/// What `serve` keeps under its data directory, opened.
+struct Opened {
+    store: Arc<Store>,
+    db: Arc<IndexDb>,
+    broker: Arc<queue::Broker>,
+    shards: Vec<Arc<search::Shard>>,
+}
+
+fn open_all(cfg: &ClusterConfig, data: &Path) -> anyhow::Result<Opened> {
+    let (store, report) =
+        Store::open(&data.join("store"), store_options(cfg, None)).context("opening the store")?;
+    tracing::info!(?report, blobs = store.len(), "store open");
+    let db = IndexDb::open(&data.join("index")).context("opening the index")?;
+    let broker = open_broker(cfg, &data.join("queue"))?;
+    let shards = (0..cfg.search.serve_shards)
+        .map(|i| open_shard(cfg, &data.join("search").join(i.to_string())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Opened {
+        store,
+        db,
+        broker,
+        shards,
+    })
+}
+
+/// Where the internal roles listen, and the cache engine the nodes share
+/// with the cache node.
+struct Internal {
+    store_addr: SocketAddr,
+    index_addr: SocketAddr,
+    cache_addr: Option<SocketAddr>,
+    cache_engine: Option<Arc<cache::Cache>>,
+    queue_addr: SocketAddr,
+    beanstalk_addr: SocketAddr,
+    search_addrs: Vec<SocketAddr>,
+}
+
+/// Starts the internal roles' APIs on ephemeral loopback ports: the store,
+/// the index, the cache node, the queue (HTTP and beanstalkd) and the
+/// search shards. The nodes call them directly; the APIs are for other
+/// processes and tools.
+async fn start_internal(
+    cfg: &ClusterConfig,
+    o: &Opened,
+    rx: &watch::Receiver<bool>,
+    tasks: &mut Tasks,
+) -> anyhow::Result<Internal> {
+    let bind = || TcpListener::bind("127.0.0.1:0");
+    let (store_l, index_l, queue_l, bean_l) =
+        (bind().await?, bind().await?, bind().await?, bind().await?);
+    let mut inner = Internal {
+        store_addr: store_l.local_addr()?,
+        index_addr: index_l.local_addr()?,
+        cache_addr: None,
+        cache_engine: None,
+        queue_addr: queue_l.local_addr()?,
+        beanstalk_addr: bean_l.local_addr()?,
+        search_addrs: Vec::new(),
+    };
+    let (store, db, b1, b2) = (
+        o.store.clone(),
+        o.db.clone(),
+        o.broker.clone(),
+        o.broker.clone(),
+    );
+    let r = || shutdown_signal(rx.clone());
+    let (r1, r2, r3, r4) = (r(), r(), r(), r());
+    tasks.extend([
+        tokio::spawn(async move { Ok(store::server::serve(store_l, store, r1).await?) }),
+        tokio::spawn(async move { Ok(index::server::serve(index_l, db, r2).await?) }),
+        tokio::spawn(async move { Ok(queue::http::serve(queue_l, b1, r3).await?) }),
+        tokio::spawn(async move {
+            let opts = queue::beanstalk::BeanstalkOptions::default();
+            Ok(queue::beanstalk::serve(bean_l, b2, opts, r4).await?)
+        }),
+    ]);
+    // One cache node: its memcached server and the nodes share the engine,
+    // so the nodes' global tier is a direct call.
+    if cfg.cache.enabled {
+        let cache_l = bind().await?;
+        inner.cache_addr = Some(cache_l.local_addr()?);
+        let cache_srv = cache_server(cfg, None);
+        inner.cache_engine = Some(cache_srv.cache.clone());
+        let stop = r();
+        tasks.push(tokio::spawn(async move {
+            Ok(cache::server::serve(cache_l, cache_srv, stop).await?)
+        }));
+    }
+    for shard in &o.shards {
+        let l = bind().await?;
+        inner.search_addrs.push(l.local_addr()?);
+        let (shard, stop) = (shard.clone(), r());
+        tasks.push(tokio::spawn(async move {
+            Ok(search::server::serve(l, shard, stop).await?)
+        }));
+    }
+    Ok(inner)
+}
+
+/// The S3 API on `l` over `node`, with the sweeper of abandoned uploads:
+/// its address and the first access key it accepts.
+fn start_s3(
+    cfg: &ClusterConfig,
+    data: &Path,
+    l: TcpListener,
+    node: Arc<Node>,
+    rx: &watch::Receiver<bool>,
+    tasks: &mut Tasks,
+) -> anyhow::Result<(Option<SocketAddr>, Option<s3::Credentials>)> {
+    let creds = s3_credentials_of(cfg, Some(data))?;
+    let (addr, first) = (l.local_addr()?, creds.first().cloned());
+    s3::spawn_sweeper(
+        node.clone(),
+        Duration::from_secs(cfg.s3.abandoned_upload_secs),
+        rx.clone(),
+    );
+    let svc = s3::service(node, &s3_options(cfg, creds));
+    let stop = shutdown_signal(rx.clone());
+    tasks.push(tokio::spawn(
+        async move { Ok(s3::serve(l, svc, stop).await?) },
+    ));
+    Ok((Some(addr), first))
+}
+
+/// One request node over the process's store, index, queue, search shards
+/// and cache engine (every call direct, no HTTP hop).
+fn serve_node(
+    cfg: &ClusterConfig,
+    o: &Opened,
+    cache_engine: Option<&Arc<cache::Cache>>,
+    ready: Option<&Arc<node::ready::ReadySet>>,
+) -> Arc<Node> {
+    let mut opts = node_options(cfg);
+    opts.replicas = 1;
+    let (s2, d2, sh) = (o.store.clone(), o.db.clone(), o.shards.clone());
+    let extra: Vec<node::MetricsSection> = vec![
+        Box::new(move |out: &mut String| s2.render_metrics(out)),
+        Box::new(move |out: &mut String| d2.render_metrics(out)),
+        // Both shards under one name would be two series with one
+        // label set; their sum is what one node's page can say.
+        Box::new(move |out: &mut String| {
+            let pages: u64 = sh.iter().map(|s| s.num_pages()).sum();
+            out.push_str(&format!(
+                "# HELP strata_search_pages Pages in this process's search shards.\n# TYPE strata_search_pages gauge\nstrata_search_pages {pages}\n"
+            ));
+        }),
+    ];
+    let caching = cache_engine.map(|engine| {
+        let c = node::Caching::new(
+            None,
+            node::GlobalCache::Local(engine.clone()),
+            caching_options(cfg),
+        );
+        match ready {
+            Some(r) => c.with_ready(r.clone()),
+            None => c,
+        }
+    });
+    let node = Node::new(
+        opts,
+        IndexHandle::new(o.db.clone()),
+        vec![StoreMember {
+            name: SERVE_STORE.into(),
+            handle: StoreHandle::Local(o.store.clone()),
+        }],
+        extra,
+        caching,
+    );
+    node.set_queue(node::jobs::QueueHandle::Local(o.broker.clone()));
+    node.set_search(SearchTier::new(
+        o.shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ShardMember {
+                name: format!("search-{i}"),
+                handle: ShardHandle::Local(s.clone()),
+            })
+            .collect(),
+        Duration::from_millis(cfg.search.timeout_ms),
+        // One machine: a second copy would not outlive the first.
+        1,
+    ));
+    node
+}
+
 /// `serve`'s roles as the console lists them.
 fn serve_members(
     gateway: Option<SocketAddr>,
     nodes: &[SocketAddr],
-    cache: Option<SocketAddr>,
-    store: SocketAddr,
-    index: SocketAddr,
-    queue: SocketAddr,
-    search: &[SocketAddr],
+    inner: &Internal,
 ) -> Vec<webconsole::Member> {
     use webconsole::{Member, Role};
     let m = |name: String, role, addr: SocketAddr| Member {
@@ -366,21 +420,19 @@ fn serve_members(
             .enumerate()
             .map(|(i, a)| m(format!("node-{}", i + 1), Role::Node, *a)),
     );
-    out.extend(cache.map(|a| m("cache".into(), Role::Cache, a)));
-    out.push(m(SERVE_STORE.into(), Role::Store, store));
-    out.push(m("index".into(), Role::Index, index));
-    out.push(m("queue".into(), Role::Queue, queue));
+    out.extend(inner.cache_addr.map(|a| m("cache".into(), Role::Cache, a)));
+    out.push(m(SERVE_STORE.into(), Role::Store, inner.store_addr));
+    out.push(m("index".into(), Role::Index, inner.index_addr));
+    out.push(m("queue".into(), Role::Queue, inner.queue_addr));
     out.extend(
-        search
+        inner
+            .search_addrs
             .iter()
             .enumerate()
             .map(|(i, a)| m(format!("search-{i}"), Role::Search, *a)),
     );
     out
 }
-
-/// A role running in `serve`'s process.
-type RoleTask = tokio::task::JoinHandle<anyhow::Result<()>>;
 
 /// The gateway of `serve` on `listener` in front of `nodes`, which run in
 /// this process (`local`: their APIs by address): requests are handed to
