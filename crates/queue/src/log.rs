@@ -311,7 +311,22 @@ enum Op {
 
 /// Handle to the writer thread.
 pub struct Log {
-    tx: mpsc::Sender<Op>,
+    tx: Option<mpsc::Sender<Op>>,
+    /// The writer thread, joined when the log is dropped.
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Log {
+    /// Closes the log: the writer writes and syncs what it was sent, then
+    /// stops, before this returns. Without the wait, a log reopened in the
+    /// same process (recovery, tests) could be replayed while the old
+    /// writer still appends to its segment.
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Log {
@@ -320,28 +335,37 @@ impl Log {
     pub fn start(dir: &Path, last: u64, faults: Option<Arc<Faults>>) -> Result<Log> {
         let (tx, rx) = mpsc::channel();
         let mut w = Writer::open(dir, last + 1, faults)?;
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("queue-log".into())
             .spawn(move || w.run(rx))?;
-        Ok(Log { tx })
+        Ok(Log {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    fn send(&self, op: Op) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(op);
+        }
     }
 
     /// Appends `body`; the receiver resolves once it is on disk.
     pub fn append(&self, body: Vec<u8>) -> tokio::sync::oneshot::Receiver<std::io::Result<()>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let _ = self.tx.send(Op::Append(body, Some(tx)));
+        self.send(Op::Append(body, Some(tx)));
         rx
     }
 
     /// Appends `body` without waiting: written at once, made durable with
     /// the next batch that is waited for or within [`LAZY_SYNC`].
     pub fn append_lazy(&self, body: Vec<u8>) {
-        let _ = self.tx.send(Op::Append(body, None));
+        self.send(Op::Append(body, None));
     }
 
     /// Replaces the log with `snapshot` (the live jobs as `Put`s).
     pub fn compact(&self, snapshot: Vec<Vec<u8>>) {
-        let _ = self.tx.send(Op::Compact(snapshot));
+        self.send(Op::Compact(snapshot));
     }
 }
 

@@ -52,3 +52,21 @@ fn a_record_nobody_waits_for_is_written_at_once() {
         std::thread::sleep(Duration::from_millis(1));
     }
 }
+
+/// Dropping the log closes it: every record it was sent is in the file
+/// before the drop returns, so a replay right after (a recovery, or the
+/// next open in the same process) sees all of them and nothing is still
+/// being appended behind it.
+#[test]
+fn a_dropped_log_has_written_everything_it_was_sent() {
+    for round in 0..20u64 {
+        let dir = tempfile::tempdir().expect("tmp");
+        let log = Log::start(dir.path(), 0, None).expect("start");
+        for id in 1..=50 {
+            log.append_lazy(encode_remove(round * 100 + id));
+        }
+        drop(log);
+        let want: Vec<u64> = (1..=50).map(|id| round * 100 + id).collect();
+        assert_eq!(removed_ids(dir.path()), want, "round {round}");
+    }
+}
