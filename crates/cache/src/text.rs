@@ -4,6 +4,8 @@
 //! whole command (line plus data block for storage commands) is there. The
 //! replies to malformed input are memcached's own strings, byte for byte.
 
+pub mod meta;
+
 /// Longest key (memcached's KEY_MAX_LENGTH).
 pub const KEY_MAX: usize = 250;
 /// Longest command line we buffer before giving up on the connection.
@@ -74,7 +76,7 @@ pub enum Cmd<'a> {
     /// An error reply, then discard this many bytes of data as they arrive.
     Swallow(&'static [u8], usize),
     /// A meta command (mg, ms, md, ma).
-    Meta(crate::meta::MetaCmd<'a>),
+    Meta(meta::MetaCmd<'a>),
 }
 
 /// Storage command names.
@@ -353,7 +355,7 @@ pub fn parse(buf: &[u8], item_max: usize) -> Parsed<'_> {
         }
         b"quit" => Parsed::Cmd(Cmd::Quit, used),
         b"mn" => Parsed::Cmd(Cmd::MetaNoop, used),
-        b"mg" | b"ms" | b"md" | b"ma" => crate::meta::parse(name, args, buf, used, item_max),
+        b"mg" | b"ms" | b"md" | b"ma" => meta::parse(name, args, buf, used, item_max),
         _ => reply(b"ERROR\r\n"),
     }
 }

@@ -54,7 +54,7 @@ impl HeaderRules {
         self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
     }
 
-    fn validate(&self, key: &str) -> Result<(), Error> {
+    pub(crate) fn validate(&self, key: &str) -> Result<(), Error> {
         let name_ok = |n: &str| {
             !n.is_empty()
                 && n.bytes()
@@ -183,75 +183,4 @@ fn default_buffer() -> usize {
 
 fn invalid(key: String, reason: String) -> Error {
     Error::Invalid { key, reason }
-}
-
-/// Checks the edge settings of `[gateway]` and its routes.
-pub fn validate(g: &crate::GatewayConfig) -> Result<(), Error> {
-    g.request_headers.validate("gateway.request_headers")?;
-    g.response_headers.validate("gateway.response_headers")?;
-    for (i, r) in g.routes.iter().enumerate() {
-        r.request_headers
-            .validate(&format!("gateway.route[{i}].request_headers"))?;
-        r.response_headers
-            .validate(&format!("gateway.route[{i}].response_headers"))?;
-    }
-    let c = &g.compression;
-    let key = |k: &str| format!("gateway.compression.{k}");
-    if c.codings.is_empty() {
-        return Err(invalid(
-            key("codings"),
-            "name at least one of br, gzip".into(),
-        ));
-    }
-    for (i, cd) in c.codings.iter().enumerate() {
-        if cd != "br" && cd != "gzip" {
-            return Err(invalid(
-                format!("gateway.compression.codings[{i}]"),
-                format!("unknown `{cd}`; br or gzip"),
-            ));
-        }
-    }
-    if !(1..=9).contains(&c.gzip_level) {
-        return Err(invalid(key("gzip_level"), "must be 1..=9".into()));
-    }
-    if c.brotli_quality > 11 {
-        return Err(invalid(key("brotli_quality"), "must be 0..=11".into()));
-    }
-    if let Some(types) = &c.types {
-        if let Some(i) = types.iter().position(|t| t.is_empty() || t.contains(' ')) {
-            return Err(invalid(
-                format!("gateway.compression.types[{i}]"),
-                "must be a content type like `text/` or `application/json`".into(),
-            ));
-        }
-    }
-    if let Some(a) = &g.access_log {
-        if a.path.is_empty() {
-            return Err(invalid(
-                "gateway.access_log.path".into(),
-                "a file path or `-` for stdout".into(),
-            ));
-        }
-        if a.format != "combined" && a.format != "json" {
-            return Err(invalid(
-                "gateway.access_log.format".into(),
-                format!("unknown `{}`; combined or json", a.format),
-            ));
-        }
-        if a.buffer_bytes < 4096 {
-            return Err(invalid(
-                "gateway.access_log.buffer_bytes".into(),
-                "must be at least 4096 (a few lines)".into(),
-            ));
-        }
-    }
-    if let Some(t) = &g.tls {
-        if t.certs.is_empty() {
-            return Err(invalid(
-                "gateway.tls.cert".into(),
-                "at least one [[gateway.tls.cert]] with cert and key files".into(),
-            ));
-        }
-    }
-    Ok(())
 }

@@ -45,16 +45,6 @@ pub trait Index: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
 }
 
-/// Checks an id lease's size, the same for every backend.
-pub(crate) fn check_count(count: u64) -> Result<()> {
-    if count == 0 || count > 1 << 20 {
-        return Err(crate::Error::Invalid(format!(
-            "count must be 1..=1048576, got {count}"
-        )));
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl Index for IndexDb {
     async fn get(&self, key: &str) -> Result<Option<BlobMeta>> {

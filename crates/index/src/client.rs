@@ -155,7 +155,7 @@ impl Index for IndexClient {
         struct Start {
             start: u64,
         }
-        crate::backend::check_count(count)?;
+        crate::meta::check_count(count)?;
         let s: Option<Start> = self
             .json(Method::POST, format!("/ids?count={count}"), None)
             .await?;

@@ -173,7 +173,7 @@ impl IndexDb {
     /// is committed before returning, so an id is never handed out twice,
     /// even across crashes.
     pub async fn alloc_ids(&self, count: u64) -> Result<u64> {
-        crate::backend::check_count(count)?;
+        crate::meta::check_count(count)?;
         let (reply, rx) = oneshot::channel();
         self.submit(Op::Alloc { count, reply }).await?;
         rx.await.map_err(|_| Error::Closed)?

@@ -100,3 +100,13 @@ pub struct Listing {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub next: Option<String>,
 }
+
+/// Checks an id lease's size, the same for every backend.
+pub(crate) fn check_count(count: u64) -> crate::Result<()> {
+    if count == 0 || count > 1 << 20 {
+        return Err(crate::Error::Invalid(format!(
+            "count must be 1..=1048576, got {count}"
+        )));
+    }
+    Ok(())
+}

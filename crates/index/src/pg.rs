@@ -30,7 +30,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::backend::{check_count, Index};
+use crate::backend::Index;
+use crate::meta::check_count;
 use crate::meta::{BlobMeta, Committed, Entry, Listing, MAX_LIST_LIMIT};
 use crate::{Error, IndexMetrics, Result};
 

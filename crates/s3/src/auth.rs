@@ -120,7 +120,7 @@ impl S3Access for Access {
             S3Path::Root => return Err(s3_error!(AccessDenied, "Signature is required")),
         };
         if PUBLIC_READS.contains(&cx.s3_op().name())
-            && crate::service::bucket_record(&self.node, &bucket)
+            && crate::names::bucket_record(&self.node, &bucket)
                 .await?
                 .is_some_and(|r| r.public)
         {

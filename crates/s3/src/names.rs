@@ -4,6 +4,13 @@
 //! Bucket names cannot contain `_`, so the reserved `_s3/` prefix never
 //! collides with a bucket.
 
+use std::sync::Arc;
+
+use node::Node;
+use s3s::S3Result;
+
+use crate::body::node_error;
+
 /// Key of bucket `b`'s record (a small JSON blob: [`BucketRecord`]).
 pub fn bucket_key(bucket: &str) -> String {
     format!("{BUCKETS}{bucket}")
@@ -58,4 +65,13 @@ pub struct UploadRecord {
     /// Response headers for the object.
     #[serde(default)]
     pub headers: Vec<(String, String)>,
+}
+
+/// Bucket `name`'s record, `None` when there is no such bucket.
+pub(crate) async fn bucket_record(node: &Arc<Node>, name: &str) -> S3Result<Option<BucketRecord>> {
+    let Some(meta) = node.lookup(&bucket_key(name)).await.map_err(node_error)? else {
+        return Ok(None);
+    };
+    let raw = node.read(&meta, None).await.map_err(node_error)?;
+    Ok(Some(serde_json::from_slice(&raw).unwrap_or_default()))
 }

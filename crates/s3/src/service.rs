@@ -12,6 +12,7 @@ use s3s::{s3_error, S3Request, S3Response, S3Result};
 
 use crate::auth::{Access, Credentials, Keys};
 use crate::body::node_error;
+pub(crate) use crate::names::bucket_record;
 use crate::names::{self, BucketRecord};
 
 /// S3 endpoint settings.
@@ -109,19 +110,6 @@ pub async fn serve(
             }
         });
     }
-}
-
-/// Bucket `name`'s record, `None` when there is no such bucket.
-pub(crate) async fn bucket_record(node: &Arc<Node>, name: &str) -> S3Result<Option<BucketRecord>> {
-    let Some(meta) = node
-        .lookup(&names::bucket_key(name))
-        .await
-        .map_err(node_error)?
-    else {
-        return Ok(None);
-    };
-    let raw = node.read(&meta, None).await.map_err(node_error)?;
-    Ok(Some(serde_json::from_slice(&raw).unwrap_or_default()))
 }
 
 pub(crate) fn timestamp(ms: u64) -> Timestamp {

@@ -61,6 +61,7 @@ pub struct ClusterConfig {
     pub members: Vec<Member>,
 }
 
+mod gateway;
 mod index;
 mod member;
 mod tables;
