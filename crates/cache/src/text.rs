@@ -65,7 +65,7 @@ pub enum Cmd<'a> {
     Version,
     /// verbosity.
     Verbosity { noreply: bool },
-    /// stats [group].
+    /// stats \[group\].
     Stats { group: Option<String> },
     /// quit.
     Quit,

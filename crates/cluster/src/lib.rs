@@ -4,7 +4,14 @@
 //! a TOML cluster file ([`ClusterConfig`]) lists every [`Member`] with its
 //! [`Role`] and address. Placement is pure computation with no async runtime:
 //! [`rendezvous`] ranks members for a blob id (highest-random-weight hashing),
-//! so that adding or removing a store moves only the blobs that must move.
+//! so that adding or removing a store moves only the blobs that must move;
+//! [`Ring`] is the ketama ring of the cache members.
+//!
+//! The file's tables each have one `Default` and are parsed strictly
+//! (unknown keys are errors naming the key): members and roles, `[gateway]`
+//! ([`GatewayConfig`], checked against the whole file in `config`), the
+//! edge settings ([`TlsConfig`], [`HeaderRules`], ...), and the PostgreSQL
+//! settings of `[index]` and `[queue]`.
 //!
 //! Errors are one enum, [`Error`].
 

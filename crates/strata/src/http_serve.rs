@@ -51,7 +51,7 @@ impl HttpLimits {
 /// metrics scrapers carry no credentials, and neither reveals data.
 const OPEN_PATHS: [&str; 2] = ["/healthz", "/metrics"];
 
-/// Wraps an internal role's router so that every call but [`OPEN_PATHS`]
+/// Wraps an internal role's router so that every call but `OPEN_PATHS`
 /// must carry `secret` in [`cluster::auth::SECRET_HEADER`]; 401 otherwise.
 pub fn require_secret(router: Router, secret: Option<&str>) -> Router {
     let Some(secret) = secret else {

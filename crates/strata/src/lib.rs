@@ -4,6 +4,13 @@
 //! the binary's `cmd/` call these, and so does the test kit, to run roles
 //! in-process.
 //!
+//! Beside them: [`gateway`] (a gateway member from the cluster file, its
+//! S3 pool and SIGHUP reload), `caching` (cache members and the nodes'
+//! tiers), [`sockets`] (listeners, or sockets handed over by whoever
+//! started the process), [`http_serve`] (the limits every HTTP listener
+//! applies), [`web_console`], and the offline commands [`import`],
+//! [`recover`] and [`reindex`].
+//!
 //! Errors are `anyhow` here (this is the binary's side).
 
 mod caching;

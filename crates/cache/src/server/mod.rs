@@ -2,7 +2,7 @@
 //!
 //! One task per connection reads into a buffer, runs every complete command
 //! it holds (pipelining), and writes all their replies with one `writev`
-//! (large values by reference, [`crate::reply`]). A bad
+//! (large values by reference, the crate's `reply`). A bad
 //! command gets memcached's error reply on that connection only; nothing is
 //! shared between connections but the cache and the counters.
 
