@@ -50,14 +50,13 @@ fn next_offset() -> u32 {
         .fetch_add(1, Ordering::Relaxed)
 }
 
-/// A listener on a loopback port from the window, held from this moment:
-/// the member it is handed to ([`crate::Procs`]) takes it as it is, so no
-/// other process can take the port in between.
-pub fn listen_free() -> io::Result<TcpListener> {
+/// The first listener `bind` gets on a port of the window, walking it
+/// from this process's next offset.
+fn bind_in_window(mut bind: impl FnMut(u16) -> io::Result<TcpListener>) -> io::Result<TcpListener> {
     let (start, len) = window();
     for _ in 0..len {
         let port = start + (next_offset() % u32::from(len)) as u16;
-        if let Ok(l) = TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+        if let Ok(l) = bind(port) {
             return Ok(l);
         }
     }
@@ -70,28 +69,24 @@ pub fn listen_free() -> io::Result<TcpListener> {
     ))
 }
 
+/// A listener on a loopback port from the window, held from this moment:
+/// the member it is handed to ([`crate::Procs`]) takes it as it is, so no
+/// other process can take the port in between.
+pub fn listen_free() -> io::Result<TcpListener> {
+    bind_in_window(|port| TcpListener::bind((Ipv4Addr::LOCALHOST, port)))
+}
+
 /// A port on `ip` nobody holds now, and that no other caller in this
 /// process is given again until the window wraps (12 000 ports later).
 /// `ip` may be an address of a network namespace, not ours to bind; a
 /// probe on loopback stands in for it then (each namespace has its own
-/// ports, and loopback's are what collide with ours).
+/// ports, and loopback's are what collide with ours). The probe is
+/// released at once: the child binds the port later.
 pub fn free_port(ip: IpAddr) -> io::Result<u16> {
-    let (start, len) = window();
-    for _ in 0..len {
-        let port = start + (next_offset() % u32::from(len)) as u16;
-        let probe = TcpListener::bind((ip, port))
-            .or_else(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, port)));
-        if probe.is_ok() {
-            return Ok(port);
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::AddrInUse,
-        format!(
-            "no free port in {start}..{}",
-            u32::from(start) + u32::from(len)
-        ),
-    ))
+    let probe = bind_in_window(|port| {
+        TcpListener::bind((ip, port)).or_else(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, port)))
+    })?;
+    Ok(probe.local_addr()?.port())
 }
 
 #[cfg(test)]
