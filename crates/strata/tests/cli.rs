@@ -1,6 +1,6 @@
 //! The binary's command line: help text and config errors that name the key.
 
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
 fn strata(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_strata"))
@@ -115,6 +115,46 @@ fn gateway_rejects_an_unknown_algorithm() {
     assert!(!ok && out.contains("not-an-addr"), "{out}");
 }
 
+/// `serve --listen listen` over `data` with `STRATA_LISTENER=stdin` and
+/// `stdin` as its standard input, and the lines it printed up to its ready
+/// line (all of them if it never got there).
+fn serve_handed(data: &std::path::Path, listen: &str, stdin: Stdio) -> (Child, Vec<String>) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["serve", "--threads", "1", "--s3-listen", "off", "--data"])
+        .arg(data)
+        .args(["--listen", listen])
+        .env("STRATA_LISTENER", "stdin")
+        .env("RUST_LOG", "warn")
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let out = child.stdout.take().expect("stdout");
+    let mut printed = Vec::new();
+    for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+        let ready = line.contains("strata serve: ready");
+        printed.push(line);
+        if ready {
+            break;
+        }
+    }
+    (child, printed)
+}
+
+/// Stops `child` and returns what it wrote to stderr.
+fn stop(mut child: Child) -> String {
+    use std::io::Read;
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    err
+}
+
 /// A listening socket handed over as standard input (`STRATA_LISTENER=
 /// stdin`) is the one `serve --listen` uses: the port stays bound from the
 /// moment the starter chose it, with no window for another process. The
@@ -122,34 +162,23 @@ fn gateway_rejects_an_unknown_algorithm() {
 /// socket, its own bind would fail on the port its stdin still holds.
 #[test]
 fn serve_listens_on_the_socket_it_is_handed() {
-    use std::io::{BufRead, Read, Write};
+    use std::io::{Read, Write};
     let dir = tempfile::tempdir().expect("tmp");
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = l.local_addr().expect("addr");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["serve", "--threads", "1", "--s3-listen", "off", "--data"])
-        .arg(dir.path())
-        .args(["--listen", &addr.to_string()])
-        .env("STRATA_LISTENER", "stdin")
-        .env("RUST_LOG", "warn")
-        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(l)))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let out = child.stdout.take().expect("stdout");
-    let mut lines = std::io::BufReader::new(out).lines();
-    let ready = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .any(|l| l.contains("strata serve: ready"));
-    assert!(ready, "serve did not start on the handed socket");
+    let stdin = Stdio::from(std::os::fd::OwnedFd::from(l));
+    let (child, printed) = serve_handed(dir.path(), &addr.to_string(), stdin);
+    let ready = printed.iter().any(|l| l.contains("strata serve: ready"));
+    if !ready {
+        let err = stop(child);
+        panic!("serve did not start on the handed socket: {printed:?}\n{err}");
+    }
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
     s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
         .expect("send");
     let mut answer = String::new();
     s.read_to_string(&mut answer).expect("read");
-    let _ = child.kill();
-    let _ = child.wait();
+    stop(child);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
@@ -157,36 +186,9 @@ fn serve_listens_on_the_socket_it_is_handed() {
 /// ignored with a warning: the address is bound as usual.
 #[test]
 fn a_standard_input_that_is_no_socket_is_ignored() {
-    use std::io::{BufRead, Read};
     let dir = tempfile::tempdir().expect("tmp");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["serve", "--threads", "1", "--s3-listen", "off", "--data"])
-        .arg(dir.path())
-        .args(["--listen", "127.0.0.1:0"])
-        .env("STRATA_LISTENER", "stdin")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let out = child.stdout.take().expect("stdout");
-    let mut printed = Vec::new();
-    for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-        let done = line.contains("strata serve: ready");
-        printed.push(line);
-        if done {
-            break;
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut err)
-        .expect("stderr");
+    let (child, printed) = serve_handed(dir.path(), "127.0.0.1:0", Stdio::null());
+    let err = stop(child);
     assert!(
         printed.iter().any(|l| l.contains("strata serve: ready")),
         "{printed:?}\n{err}"
