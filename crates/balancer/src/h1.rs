@@ -2,8 +2,9 @@
 //! request and response heads parsed in place (`httparse`) and rewritten
 //! (hop-by-hop headers, including those a `Connection` header names,
 //! dropped; `X-Forwarded-For`/`-Proto` added), how a response body is
-//! delimited (RFC 9112 6.3), and a chunked-framing follower that finds
-//! where a relayed body ends without re-encoding it.
+//! delimited (RFC 9112 6.3), and the one chunked-framing state machine:
+//! the relay follows it to find where a body it passes through ends, the
+//! upstream client decodes with it.
 
 use std::net::SocketAddr;
 

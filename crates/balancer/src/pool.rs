@@ -255,11 +255,11 @@ impl Pool {
     /// May backend `i` take a new request at `now` (eligible by health or
     /// panic mode, and not draining)? Used for a sticky cookie's backend.
     pub fn can_take(&self, i: usize, now: Instant) -> bool {
-        !self.backends[i].is_draining() && outlier::eligible(&self.set(), now).allows(i)
+        !self.backends[i].is_draining() && self.eligible(now).allows(i)
     }
 
     /// Whether `i` is currently ejected (for monitoring).
     pub fn is_ejected(&self, i: usize, now: Instant) -> bool {
-        matches!(outlier::eligible(&self.set(), now), Eligibility::Some(ref v) if !v[i])
+        matches!(self.eligible(now), Eligibility::Some(ref v) if !v[i])
     }
 }

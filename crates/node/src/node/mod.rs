@@ -177,9 +177,8 @@ impl Node {
         let Some((payload, once)) = crate::search::change_job(key, version, page, previous)? else {
             return Ok(None);
         };
-        let q = self.queue().ok_or_else(|| Error::Unavailable {
-            tier: "search".into(),
-            detail: "search needs a queue; this node has none".into(),
+        let q = self.queue().ok_or_else(|| {
+            crate::search::unavailable("search needs a queue; this node has none")
         })?;
         let id = q
             .put_job(
