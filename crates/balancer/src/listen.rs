@@ -293,18 +293,14 @@ async fn dispatch(
     }
     if let Some(rest) = path.strip_prefix("/_strata/") {
         if rest == "status" || rest == "metrics" {
-            let html = rest == "status";
-            let mut text = live.router().render(html);
-            if !html {
-                live.edge.render_metrics(&mut text);
-            }
+            let (text, kind) = if rest == "status" {
+                (live.router().status_page(), "text/html; charset=utf-8")
+            } else {
+                (prom::render(&live.registry), prom::CONTENT_TYPE)
+            };
             let mut r = plain(StatusCode::OK, &text);
-            if html {
-                r.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/html; charset=utf-8"),
-                );
-            }
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
             return logged(live, entry, start, r);
         }
         if rest.starts_with("admin/") {

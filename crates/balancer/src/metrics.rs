@@ -1,9 +1,8 @@
 //! The gateway's measuring pieces, below everything that counts: the
-//! latency histogram every backend keeps, a gauge guard, and the
-//! Prometheus family header. `monitor` renders them; `pool`, `proxy` and
-//! the relay fill them.
+//! latency histogram every backend keeps and a gauge guard. `monitor`
+//! reads them into the gateway's registry; `pool`, `proxy` and the relay
+//! fill them.
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -33,36 +32,19 @@ impl Latency {
         self.sum_us.fetch_add(us, Ordering::Relaxed);
     }
 
-    /// The histogram's samples (its family's HELP and TYPE come first,
-    /// from the caller).
-    pub(crate) fn render(&self, out: &mut String, labels: &str) {
-        let mut cum = 0;
-        for (i, b) in self.buckets.iter().enumerate() {
-            cum += b.load(Ordering::Relaxed);
-            let le = LATENCY_BUCKETS_US
-                .get(i)
-                .map_or("+Inf".to_owned(), |us| format!("{}", *us as f64 / 1e6));
-            let _ = writeln!(
-                out,
-                "strata_gateway_backend_latency_seconds_bucket{{{labels},le=\"{le}\"}} {cum}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "strata_gateway_backend_latency_seconds_sum{{{labels}}} {}",
-            self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(
-            out,
-            "strata_gateway_backend_latency_seconds_count{{{labels}}} {cum}"
+    /// Adds this histogram to `family` as the sample labelled `labels`.
+    pub(crate) fn observe_into(&self, family: &mut prom::Family, labels: &[(&str, &str)]) {
+        let bounds = LATENCY_BUCKETS_US
+            .iter()
+            .map(|&us| us as f64 / 1e6)
+            .chain([f64::INFINITY]);
+        let counts = self.buckets.iter().map(|b| b.load(Ordering::Relaxed));
+        family.add_histogram(
+            labels,
+            bounds.zip(counts),
+            self.sum_us.load(Ordering::Relaxed) as f64 / 1e6,
         );
     }
-}
-
-/// Writes a family's `# HELP` and `# TYPE` lines: Prometheus wants them
-/// once, before every sample of the family.
-pub(crate) fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
 /// Counts one unit on a gauge for as long as it lives.

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use crate::gateway::Gateway;
-use crate::metrics::family;
+use prom::Family;
 use crate::pool::Pool;
 
 fn state(pool: &Pool, i: usize, now: Instant) -> &'static str {
@@ -151,58 +151,59 @@ fn l(a: &AtomicU64) -> u64 {
     a.load(Ordering::Relaxed)
 }
 
-/// Prometheus text for every pool, one family at a time; every series has
+/// Families of every pool, for the gateway's registry: every series has
 /// a `pool` label, backend series a `backend` label too.
-pub fn render_metrics(pools: &[(std::sync::Arc<str>, std::sync::Arc<Gateway>)], out: &mut String) {
-    let label = |name: &str| name.replace(['"', '\\', '\n'], "_");
+pub fn families(pools: &[(std::sync::Arc<str>, std::sync::Arc<Gateway>)]) -> Vec<Family> {
+    let mut out = Vec::new();
     for (name, kind, help, read) in POOL_SERIES {
-        family(out, name, kind, help);
+        let mut f = if kind == "counter" {
+            Family::counter(name, help)
+        } else {
+            Family::gauge(name, help)
+        };
         for (p, gw) in pools {
-            let _ = writeln!(out, "{name}{{pool=\"{}\"}} {}", label(p), read(gw));
+            f.add(&[("pool", p)], read(gw) as f64);
         }
+        out.push(f);
     }
     let now = Instant::now();
-    let states: Vec<(String, std::sync::Arc<Pool>)> =
-        pools.iter().map(|(p, gw)| (label(p), gw.pool())).collect();
-    type BackendSeries = (
-        &'static str,
-        &'static str,
-        &'static str,
-        fn(&Pool, usize, Instant) -> String,
-    );
-    let series: [BackendSeries; 8] = [
-        ("strata_gateway_backend_in_flight", "gauge", "Requests in flight to the backend.", |p, i, _| l(&p.backends[i].in_flight).to_string()),
-        ("strata_gateway_backend_requests_total", "counter", "Requests sent to the backend.", |p, i, _| l(&p.backends[i].requests).to_string()),
-        ("strata_gateway_backend_failures_total", "counter", "Requests to the backend that failed (no answer or 5xx).", |p, i, _| l(&p.backends[i].failures).to_string()),
-        ("strata_gateway_backend_ejections_total", "counter", "Times the backend was ejected.", |p, i, _| p.backends[i].ejections.load(Ordering::Relaxed).to_string()),
-        ("strata_gateway_backend_ejected", "gauge", "1 while the backend is ejected.", |p, i, now| u8::from(p.is_ejected(i, now)).to_string()),
-        ("strata_gateway_backend_draining", "gauge", "1 while the backend is draining.", |p, i, _| u8::from(p.backends[i].is_draining()).to_string()),
-        ("strata_gateway_backend_latency_ewma_seconds", "gauge", "Moving average of the backend's time to first byte.", |p, i, _| (l(&p.backends[i].ewma_us) as f64 / 1e6).to_string()),
-        ("strata_gateway_backend_reported_load", "gauge", "Load the backend last reported on /load (CPU percent plus requests in flight, times 100).", |p, i, _| l(&p.backends[i].reported_load).to_string()),
+    let states: Vec<(&str, std::sync::Arc<Pool>)> =
+        pools.iter().map(|(p, gw)| (&**p, gw.pool())).collect();
+    type BackendSeries = (&'static str, &'static str, fn(&Pool, usize, Instant) -> f64);
+    let counters: [BackendSeries; 3] = [
+        ("strata_gateway_backend_requests_total", "Requests sent to the backend.", |p, i, _| l(&p.backends[i].requests) as f64),
+        ("strata_gateway_backend_failures_total", "Requests to the backend that failed (no answer or 5xx).", |p, i, _| l(&p.backends[i].failures) as f64),
+        ("strata_gateway_backend_ejections_total", "Times the backend was ejected.", |p, i, _| p.backends[i].ejections.load(Ordering::Relaxed) as f64),
     ];
-    for (name, kind, help, read) in series {
-        family(out, name, kind, help);
+    let gauges: [BackendSeries; 5] = [
+        ("strata_gateway_backend_in_flight", "Requests in flight to the backend.", |p, i, _| l(&p.backends[i].in_flight) as f64),
+        ("strata_gateway_backend_ejected", "1 while the backend is ejected.", |p, i, now| f64::from(u8::from(p.is_ejected(i, now)))),
+        ("strata_gateway_backend_draining", "1 while the backend is draining.", |p, i, _| f64::from(u8::from(p.backends[i].is_draining()))),
+        ("strata_gateway_backend_latency_ewma_seconds", "Moving average of the backend's time to first byte.", |p, i, _| l(&p.backends[i].ewma_us) as f64 / 1e6),
+        ("strata_gateway_backend_reported_load", "Load the backend last reported on /load (CPU percent plus requests in flight, times 100).", |p, i, _| l(&p.backends[i].reported_load) as f64),
+    ];
+    let per_backend = counters
+        .iter()
+        .map(|s| (Family::counter(s.0, s.1), s.2))
+        .chain(gauges.iter().map(|s| (Family::gauge(s.0, s.1), s.2)));
+    for (mut f, read) in per_backend {
         for (p, pool) in &states {
             for (i, b) in pool.backends.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "{name}{{pool=\"{p}\",backend=\"{}\"}} {}",
-                    b.addr,
-                    read(pool, i, now)
-                );
+                f.add(&[("pool", p), ("backend", &b.addr.to_string())], read(pool, i, now));
             }
         }
+        out.push(f);
     }
-    family(
-        out,
+    let mut latency = Family::histogram(
         "strata_gateway_backend_latency_seconds",
-        "histogram",
         "Time to the backend's first response byte.",
     );
     for (p, pool) in &states {
         for b in &pool.backends {
             b.latency
-                .render(out, &format!("pool=\"{p}\",backend=\"{}\"", b.addr));
+                .observe_into(&mut latency, &[("pool", p), ("backend", &b.addr.to_string())]);
         }
     }
+    out.push(latency);
+    out
 }

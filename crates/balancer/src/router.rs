@@ -96,13 +96,9 @@ impl Router {
         }
     }
 
-    pub(crate) fn render(&self, status: bool) -> String {
-        if status {
-            return crate::monitor::status_page(&self.pools);
-        }
-        let mut out = String::new();
-        crate::monitor::render_metrics(&self.pools, &mut out);
-        out
+    /// The status page (HTML) of every pool.
+    pub(crate) fn status_page(&self) -> String {
+        crate::monitor::status_page(&self.pools)
     }
 }
 
@@ -201,6 +197,9 @@ pub struct Live {
     pub(crate) changes: tokio::sync::Mutex<()>,
     /// Access log, HTTPS redirect, edge counters.
     pub edge: Edge,
+    /// The gateway's metrics registry: the pools in service (read through
+    /// the router at each scrape, so a reload shows at once) and the edge.
+    pub registry: prom::Registry,
     checks_started: std::sync::atomic::AtomicBool,
 }
 
@@ -242,8 +241,9 @@ impl Live {
         limits: ClientLimits,
         edge: Edge,
     ) -> Arc<Live> {
-        Arc::new(Live {
+        let live = Arc::new(Live {
             edge,
+            registry: prom::Registry::new(),
             checks_started: std::sync::atomic::AtomicBool::new(false),
             router: RwLock::new(Arc::new(router)),
             admin_token,
@@ -253,7 +253,20 @@ impl Live {
             max_headers: limits.max_headers,
             conn_slots: Arc::new(tokio::sync::Semaphore::new(limits.max_connections)),
             changes: tokio::sync::Mutex::new(()),
-        })
+        });
+        // Weakly: the registry lives in `live`.
+        let weak = Arc::downgrade(&live);
+        prom::register(
+            &live.registry,
+            prom::Section::new(move || {
+                weak.upgrade().map_or_else(Vec::new, |l| {
+                    let mut f = crate::monitor::families(&l.router().pools);
+                    f.extend(l.edge.families());
+                    f
+                })
+            }),
+        );
+        live
     }
 
     /// Starts the health checks of the pools in service, once however

@@ -75,11 +75,11 @@ impl CollapseMetrics {
         self.followers_sum.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Appends Prometheus text with `prefix` (e.g. `strata_proxy`).
-    pub fn render(&self, out: &mut String, prefix: &str) {
-        use std::fmt::Write;
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        for (name, help, v) in [
+    /// The families, named with `prefix` (e.g. `strata_proxy`), for the
+    /// owner's registry section.
+    pub fn families(&self, prefix: &str) -> Vec<prom::Family> {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        let mut out: Vec<prom::Family> = [
             (
                 "collapsed_total",
                 "Requests that joined a fetch already in flight.",
@@ -100,36 +100,27 @@ impl CollapseMetrics {
                 "Requests that found a flight full of waiters and fetched on their own.",
                 &self.overflow,
             ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {prefix}_{name} {help}\n# TYPE {prefix}_{name} counter\n{prefix}_{name} {}",
-                l(v)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP {prefix}_followers_per_leader Requests that joined each finished fetch.\n\
-             # TYPE {prefix}_followers_per_leader histogram"
+        ]
+        .into_iter()
+        .map(|(name, help, v)| prom::Family::counter(&format!("{prefix}_{name}"), help).with(l(v)))
+        .collect();
+        let mut followers = prom::Family::histogram(
+            &format!("{prefix}_followers_per_leader"),
+            "Requests that joined each finished fetch.",
         );
-        let mut cum = 0;
-        for (i, b) in FOLLOWER_BUCKETS.iter().enumerate() {
-            cum += l(&self.followers[i]);
-            let le = if *b == u64::MAX {
-                "+Inf".to_string()
-            } else {
-                b.to_string()
-            };
-            let _ = writeln!(
-                out,
-                "{prefix}_followers_per_leader_bucket{{le=\"{le}\"}} {cum}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "{prefix}_followers_per_leader_sum {}\n{prefix}_followers_per_leader_count {cum}",
-            l(&self.followers_sum)
+        followers.add_histogram(
+            &[],
+            FOLLOWER_BUCKETS
+                .iter()
+                .zip(&self.followers)
+                .map(|(&b, n)| {
+                    let le = if b == u64::MAX { f64::INFINITY } else { b as f64 };
+                    (le, n.load(Ordering::Relaxed))
+                }),
+            l(&self.followers_sum),
         );
+        out.push(followers);
+        out
     }
 }
 

@@ -71,8 +71,7 @@ async fn n_concurrent_misses_cost_one_fetch() {
     }
     assert_eq!(o.fetches.load(Ordering::SeqCst), 1);
     assert_eq!(c.metrics.collapsed.load(Ordering::SeqCst), 99);
-    let mut text = String::new();
-    c.metrics.render(&mut text, "strata_proxy");
+    let text = prom::render_families(c.metrics.families("strata_proxy"));
     assert!(
         text.contains("strata_proxy_followers_per_leader_bucket{le=\"256\"} 1"),
         "{text}"

@@ -38,9 +38,11 @@ pub trait Index: Send + Sync + 'static {
     /// Replaces `key`'s replica list if it still names blob `id`; false when
     /// the key was overwritten or deleted meanwhile. Keeps the version.
     async fn set_replicas(&self, key: &str, id: u64, replicas: &[String]) -> Result<bool>;
-    /// Appends this backend's Prometheus text to `out` (nothing when the
-    /// index lives in another process, which exports its own).
-    fn render_metrics(&self, _out: &mut String) {}
+    /// This backend's counters for a role's registry (none when the index
+    /// lives in another process, which exports its own).
+    fn metrics_collector(&self) -> Option<prom::Group> {
+        None
+    }
     /// Which backend: `redb`, `remote` or `postgres`.
     fn backend(&self) -> &'static str;
 }
@@ -71,8 +73,8 @@ impl Index for IndexDb {
     async fn set_replicas(&self, key: &str, id: u64, replicas: &[String]) -> Result<bool> {
         IndexDb::set_replicas(self, key.to_owned(), id, replicas.to_vec()).await
     }
-    fn render_metrics(&self, out: &mut String) {
-        IndexDb::render_metrics(self, out)
+    fn metrics_collector(&self) -> Option<prom::Group> {
+        Some(self.metrics.collector())
     }
     fn backend(&self) -> &'static str {
         "redb"

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use prom::IntCounter;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
@@ -25,17 +26,42 @@ const DELETED: TableDefinition<&str, u64> = TableDefinition::new("deleted");
 const NEXT_ID: &str = "next_id";
 const VERSION: &str = "version";
 
-/// Counters exported on `/metrics`.
-#[derive(Debug, Default)]
+/// Counters exported on `/metrics` (the `prometheus` library's own).
+#[derive(Debug, Clone)]
 pub struct IndexMetrics {
     /// Key lookups.
-    pub lookups: AtomicU64,
+    pub lookups: IntCounter,
     /// Keys written (put or delete).
-    pub writes: AtomicU64,
+    pub writes: IntCounter,
     /// Write transactions committed (one fsync each).
-    pub commits: AtomicU64,
+    pub commits: IntCounter,
     /// Listing pages served.
-    pub listings: AtomicU64,
+    pub listings: IntCounter,
+}
+
+impl Default for IndexMetrics {
+    fn default() -> Self {
+        IndexMetrics {
+            lookups: prom::counter("strata_index_lookups_total", "Key lookups."),
+            writes: prom::counter("strata_index_writes_total", "Keys put or deleted."),
+            commits: prom::counter(
+                "strata_index_commits_total",
+                "Write transactions (one fsync each).",
+            ),
+            listings: prom::counter("strata_index_listings_total", "Listing pages served."),
+        }
+    }
+}
+
+impl IndexMetrics {
+    /// The counters as one collector, for a role's registry.
+    pub fn collector(&self) -> prom::Group {
+        prom::Group::new()
+            .with(self.lookups.clone())
+            .with(self.writes.clone())
+            .with(self.commits.clone())
+            .with(self.listings.clone())
+    }
 }
 
 enum Op {
@@ -126,7 +152,7 @@ impl IndexDb {
 
     /// Looks a key up.
     pub fn get(&self, key: &str) -> Result<Option<BlobMeta>> {
-        self.metrics.lookups.fetch_add(1, Ordering::Relaxed);
+        self.metrics.lookups.inc();
         let r = self.db.begin_read()?;
         let t = r.open_table(BLOBS)?;
         match t.get(key)? {
@@ -197,7 +223,7 @@ impl IndexDb {
 
     /// Keys starting with `prefix`, strictly after `after`, at most `limit`.
     pub fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Listing> {
-        self.metrics.listings.fetch_add(1, Ordering::Relaxed);
+        self.metrics.listings.inc();
         let limit = limit.clamp(1, MAX_LIST_LIMIT);
         let r = self.db.begin_read()?;
         let t = r.open_table(BLOBS)?;
@@ -230,7 +256,7 @@ impl IndexDb {
 
     /// Keys carrying `tag`, sorted, strictly after `after`, at most `limit`.
     pub fn list_tag(&self, tag: &str, after: Option<&str>, limit: usize) -> Result<Listing> {
-        self.metrics.listings.fetch_add(1, Ordering::Relaxed);
+        self.metrics.listings.inc();
         let limit = limit.clamp(1, MAX_LIST_LIMIT);
         let r = self.db.begin_read()?;
         let tags = r.open_table(TAGS)?;
@@ -312,7 +338,7 @@ fn writer(
             w.commit()?;
             Ok(())
         })();
-        metrics.commits.fetch_add(1, Ordering::Relaxed);
+        metrics.commits.inc();
         for (op, res) in results {
             let res = match (&committed, res) {
                 (Err(e), _) => Err(Error::Invalid(format!("commit failed: {e}"))),
@@ -320,7 +346,7 @@ fn writer(
             };
             match op {
                 Op::Put { reply, .. } | Op::Delete { reply, .. } => {
-                    metrics.writes.fetch_add(1, Ordering::Relaxed);
+                    metrics.writes.inc();
                     let _ = reply.send(res.map(|o| match o {
                         Outcome::Committed(c) => *c,
                         Outcome::Id(_) | Outcome::Updated(_) => Committed::default(),
@@ -333,7 +359,7 @@ fn writer(
                     }));
                 }
                 Op::SetReplicas { reply, .. } => {
-                    metrics.writes.fetch_add(1, Ordering::Relaxed);
+                    metrics.writes.inc();
                     let _ = reply.send(res.map(|o| matches!(o, Outcome::Updated(true))));
                 }
             }

@@ -25,7 +25,6 @@
 //! [`pg::Db::retry`]; the function sees its own blob id already under the
 //! key and answers with that commit instead of writing twice.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -272,7 +271,7 @@ impl PgIndex {
 #[async_trait]
 impl Index for PgIndex {
     async fn get(&self, key: &str) -> Result<Option<BlobMeta>> {
-        self.metrics.lookups.fetch_add(1, Ordering::Relaxed);
+        self.metrics.lookups.inc();
         let rows = self.query(GET, &[&key]).await?;
         rows.first()
             .map(|row| decode(key, row.get(0), row.get::<_, &str>(1)))
@@ -287,20 +286,20 @@ impl Index for PgIndex {
         let rows = self
             .query(PUT, &[&key, &id, &raw, &meta.tags, &given])
             .await?;
-        self.metrics.writes.fetch_add(1, Ordering::Relaxed);
-        self.metrics.commits.fetch_add(1, Ordering::Relaxed);
+        self.metrics.writes.inc();
+        self.metrics.commits.inc();
         self.committed(key, &rows)
     }
 
     async fn delete(&self, key: &str) -> Result<Committed> {
         let rows = self.query(DELETE, &[&key]).await?;
-        self.metrics.writes.fetch_add(1, Ordering::Relaxed);
-        self.metrics.commits.fetch_add(1, Ordering::Relaxed);
+        self.metrics.writes.inc();
+        self.metrics.commits.inc();
         self.committed(key, &rows)
     }
 
     async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Listing> {
-        self.metrics.listings.fetch_add(1, Ordering::Relaxed);
+        self.metrics.listings.inc();
         let limit = limit.clamp(1, MAX_LIST_LIMIT);
         // Start at the later of the prefix and the cursor (excluding the
         // cursor itself); stop at the prefix's successor, so the scan is
@@ -323,7 +322,7 @@ impl Index for PgIndex {
     }
 
     async fn list_tag(&self, tag: &str, after: Option<&str>, limit: usize) -> Result<Listing> {
-        self.metrics.listings.fetch_add(1, Ordering::Relaxed);
+        self.metrics.listings.inc();
         let limit = limit.clamp(1, MAX_LIST_LIMIT);
         let n = limit as i64 + 1;
         let rows = self
@@ -359,12 +358,12 @@ impl Index for PgIndex {
         let id = id as i64;
         let raw = serde_json::to_string(replicas).map_err(|e| Error::Invalid(e.to_string()))?;
         let rows = self.query(SET_REPLICAS, &[&key, &id, &raw]).await?;
-        self.metrics.writes.fetch_add(1, Ordering::Relaxed);
+        self.metrics.writes.inc();
         Ok(!rows.is_empty())
     }
 
-    fn render_metrics(&self, out: &mut String) {
-        crate::server::render_counters(&self.metrics, out);
+    fn metrics_collector(&self) -> Option<prom::Group> {
+        Some(self.metrics.collector())
     }
 
     fn backend(&self) -> &'static str {

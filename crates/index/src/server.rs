@@ -12,9 +12,7 @@
 //! | POST | `/version` | `{"version": n}`: a commit number for a put about to be written |
 //! | GET | `/healthz`, `/metrics` | liveness, Prometheus text |
 
-use std::fmt::Write;
 use std::future::Future;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
@@ -25,13 +23,17 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
-use crate::{BlobMeta, Error, Index, IndexMetrics};
+use crate::{BlobMeta, Error, Index};
 
 /// The backend behind the API (redb in an index member).
 type Db = Arc<dyn Index>;
 
 /// The router.
 pub fn router(db: Db) -> Router {
+    let registry = prom::Registry::new();
+    if let Some(c) = db.metrics_collector() {
+        prom::register(&registry, c);
+    }
     Router::new()
         .route("/key", get(get_key).put(put_key).delete(delete_key))
         .route("/list", get(list))
@@ -40,7 +42,7 @@ pub fn router(db: Db) -> Router {
         .route("/version", post(next_version))
         .route("/replicas", post(set_replicas))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(move || metrics(registry.clone())))
         .with_state(db)
 }
 
@@ -193,43 +195,10 @@ async fn next_version(State(db): State<Db>) -> Response {
     }
 }
 
-async fn metrics(State(db): State<Db>) -> Response {
-    let mut out = String::new();
-    db.render_metrics(&mut out);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
-}
-
-/// Appends the index counters' Prometheus text to `out`.
-pub(crate) fn render_counters(m: &IndexMetrics, out: &mut String) {
-    for (name, help, v) in [
-        ("strata_index_lookups_total", "Key lookups.", &m.lookups),
-        (
-            "strata_index_writes_total",
-            "Keys put or deleted.",
-            &m.writes,
-        ),
-        (
-            "strata_index_commits_total",
-            "Write transactions (one fsync each).",
-            &m.commits,
-        ),
-        (
-            "strata_index_listings_total",
-            "Listing pages served.",
-            &m.listings,
-        ),
-    ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-            v.load(Ordering::Relaxed)
-        );
-    }
-}
-
-impl crate::IndexDb {
-    /// Appends this index's Prometheus text to `out`.
-    pub fn render_metrics(&self, out: &mut String) {
-        render_counters(&self.metrics, out);
-    }
+async fn metrics(registry: prom::Registry) -> Response {
+    (
+        [(header::CONTENT_TYPE, prom::CONTENT_TYPE)],
+        prom::render(&registry),
+    )
+        .into_response()
 }

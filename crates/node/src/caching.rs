@@ -346,21 +346,35 @@ impl Caching {
         self.opts.item_max
     }
 
-    /// Prometheus text for the tiers: each family's samples together,
-    /// after its HELP and TYPE.
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        // (labels, value) per family, in the order below.
-        let mut hits = Vec::new();
-        let mut misses = Vec::new();
-        let mut evictions = Vec::new();
-        let mut bytes = Vec::new();
-        let mut items = Vec::new();
+    /// The tiers' families for the node's registry: hits and misses per
+    /// tier (and per member of a remote global tier), evictions, bytes and
+    /// items per tier, and each cache member's errors and state.
+    pub fn families(&self) -> Vec<prom::Family> {
+        use prom::Family;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        let mut hits = Family::counter("strata_cache_hits_total", "Reads a cache tier answered.");
+        let mut misses = Family::counter(
+            "strata_cache_misses_total",
+            "Reads a cache tier did not have.",
+        );
+        let mut evictions = Family::counter(
+            "strata_cache_evictions_total",
+            "Entries evicted from a memory tier.",
+        );
+        let mut bytes = Family::gauge("strata_cache_bytes", "Bytes held by a cache tier.");
+        let mut items = Family::gauge("strata_cache_items", "Entries held by a cache tier.");
+        let mut errors = Family::counter(
+            "strata_cache_errors_total",
+            "Calls to a cache member that failed.",
+        );
+        let mut down_marks = Family::counter(
+            "strata_cache_down_marks_total",
+            "Times a cache member was marked down.",
+        );
+        let mut up = Family::gauge("strata_cache_node_up", "1 while a cache member is marked up.");
         let mut counted = |tier: &str, c: &TierCounters| {
-            let t = format!("tier=\"{tier}\"");
-            hits.push((t.clone(), l(&c.hits)));
-            misses.push((t, l(&c.misses)));
+            hits.add(&[("tier", tier)], l(&c.hits));
+            misses.add(&[("tier", tier)], l(&c.misses));
         };
         if self.disk.is_some() {
             counted("disk", &self.disk_counters);
@@ -376,26 +390,22 @@ impl Caching {
         if let GlobalCache::Local(_) = &self.global {
             counted("global", &self.global_counters);
         }
-        let mut remote = Vec::new();
         if let GlobalCache::Remote(c) = &self.global {
-            for (name, ctr, up) in c.counters() {
-                let t = format!("tier=\"global\",node=\"{name}\"");
-                hits.push((t.clone(), l(&ctr.hits)));
-                misses.push((t, l(&ctr.misses)));
-                remote.push((
-                    name.to_owned(),
-                    l(&ctr.errors),
-                    l(&ctr.down_marks),
-                    u64::from(up),
-                ));
+            for (name, ctr, is_up) in c.counters() {
+                let member = [("tier", "global"), ("node", name)];
+                hits.add(&member, l(&ctr.hits));
+                misses.add(&member, l(&ctr.misses));
+                errors.add(&[("node", name)], l(&ctr.errors));
+                down_marks.add(&[("node", name)], l(&ctr.down_marks));
+                up.add(&[("node", name)], f64::from(u8::from(is_up)));
             }
         }
         if let Some(d) = &self.disk {
-            bytes.push(("tier=\"disk\"".to_owned(), d.bytes()));
-            items.push(("tier=\"disk\"".to_owned(), d.len() as u64));
+            bytes.add(&[("tier", "disk")], d.bytes() as f64);
+            items.add(&[("tier", "disk")], d.len() as f64);
         }
         if let Some(r) = &self.ready {
-            items.push(("tier=\"ready\"".to_owned(), r.len() as u64));
+            items.add(&[("tier", "ready")], r.len() as f64);
         }
         for (tier, c) in [
             ("local", self.local.as_ref()),
@@ -408,74 +418,11 @@ impl Caching {
             ),
         ] {
             if let Some(c) = c {
-                let t = format!("tier=\"{tier}\"");
-                evictions.push((t.clone(), l(&c.stats.evictions)));
-                bytes.push((t.clone(), c.bytes() as u64));
-                items.push((t, c.len() as u64));
+                evictions.add(&[("tier", tier)], l(&c.stats.evictions));
+                bytes.add(&[("tier", tier)], c.bytes() as f64);
+                items.add(&[("tier", tier)], c.len() as f64);
             }
         }
-        let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
-            if samples.is_empty() {
-                return;
-            }
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, v) in samples {
-                let _ = writeln!(out, "{name}{{{labels}}} {v}");
-            }
-        };
-        family(
-            "strata_cache_hits_total",
-            "counter",
-            "Reads a cache tier answered.",
-            &hits,
-        );
-        family(
-            "strata_cache_misses_total",
-            "counter",
-            "Reads a cache tier did not have.",
-            &misses,
-        );
-        family(
-            "strata_cache_evictions_total",
-            "counter",
-            "Entries evicted from a memory tier.",
-            &evictions,
-        );
-        family(
-            "strata_cache_bytes",
-            "gauge",
-            "Bytes held by a cache tier.",
-            &bytes,
-        );
-        family(
-            "strata_cache_items",
-            "gauge",
-            "Entries held by a cache tier.",
-            &items,
-        );
-        let per_node = |f: fn(&(String, u64, u64, u64)) -> u64| -> Vec<(String, u64)> {
-            remote
-                .iter()
-                .map(|r| (format!("node=\"{}\"", r.0), f(r)))
-                .collect()
-        };
-        family(
-            "strata_cache_errors_total",
-            "counter",
-            "Calls to a cache member that failed.",
-            &per_node(|r| r.1),
-        );
-        family(
-            "strata_cache_down_marks_total",
-            "counter",
-            "Times a cache member was marked down.",
-            &per_node(|r| r.2),
-        );
-        family(
-            "strata_cache_node_up",
-            "gauge",
-            "1 while a cache member is marked up.",
-            &per_node(|r| r.3),
-        );
+        vec![hits, misses, evictions, bytes, items, errors, down_marks, up]
     }
 }

@@ -1,6 +1,6 @@
-//! Node counters for `/metrics`.
+//! Node counters, kept as relaxed atomics on the request path and read
+//! into the node's registry at each scrape (`Node::new` registers them).
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Counters of one node.
@@ -49,12 +49,12 @@ impl NodeMetrics {
         }
     }
 
-    /// Appends Prometheus text.
-    /// `batched`: the batcher's counts of multi-gets and the reads they
-    /// carried (the batcher keeps them; zero with batching off).
-    pub fn render(&self, out: &mut String, healthy_stores: usize, batched: (u64, u64)) {
+    /// The node's own families. `batched`: the batcher's counts of
+    /// multi-gets and the reads they carried (the batcher keeps them; zero
+    /// with batching off).
+    pub fn families(&self, healthy_stores: usize, batched: (u64, u64)) -> Vec<prom::Family> {
         let (batches, batched_reads) = (AtomicU64::new(batched.0), AtomicU64::new(batched.1));
-        for (name, help, v) in [
+        let mut out: Vec<prom::Family> = [
             (
                 "strata_node_gets_total",
                 "Blob GET and HEAD requests.",
@@ -117,17 +117,15 @@ impl NodeMetrics {
                 "Reads sent inside a multi-get.",
                 &batched_reads,
             ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                v.load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP strata_node_healthy_stores Stores currently marked up.\n# TYPE strata_node_healthy_stores gauge\nstrata_node_healthy_stores {healthy_stores}"
+        ]
+        .into_iter()
+        .map(|(name, help, v)| prom::Family::counter(name, help).with(v.load(Ordering::Relaxed) as f64))
+        .collect();
+        out.push(
+            prom::Family::gauge("strata_node_healthy_stores", "Stores currently marked up.")
+                .with(healthy_stores as f64),
         );
+        out
     }
 }
 
@@ -138,17 +136,4 @@ pub struct TierCounters {
     pub hits: AtomicU64,
     /// Not found.
     pub misses: AtomicU64,
-}
-
-impl TierCounters {
-    /// The tier's `strata_cache_{hits,misses}_total` lines.
-    pub fn render(&self, out: &mut String, tier: &str) {
-        for (name, c) in [("hits", &self.hits), ("misses", &self.misses)] {
-            let _ = writeln!(
-                out,
-                "strata_cache_{name}_total{{tier=\"{tier}\"}} {}",
-                c.load(Ordering::Relaxed)
-            );
-        }
-    }
 }

@@ -367,19 +367,16 @@ async fn queues(AxState(b): AxState<Db>) -> Response {
 }
 
 async fn metrics(AxState(b): AxState<Db>, _h: HeaderMap) -> Response {
-    use std::fmt::Write;
-    let mut out = String::new();
+    // The counts come from the backend asynchronously (PostgreSQL for a
+    // cluster), so they are gathered here and encoded without a registry.
     let all = match all_stats(b.as_ref()).await {
         Ok(all) => all,
         Err(e) => return err(e),
     };
-    // Each family once, with every queue's samples under it.
-    let _ = writeln!(
-        out,
-        "# HELP strata_queue_jobs Jobs by queue and state.\n# TYPE strata_queue_jobs gauge"
-    );
+    let mut jobs = prom::Family::gauge("strata_queue_jobs", "Jobs by queue and state.");
+    let mut total = prom::Family::counter("strata_queue_jobs_total", "Jobs ever put on a queue.");
     for s in &all {
-        let q = &s.name;
+        let q = s.name.as_str();
         for (state, n) in [
             ("ready", s.ready),
             ("reserved", s.reserved),
@@ -387,24 +384,15 @@ async fn metrics(AxState(b): AxState<Db>, _h: HeaderMap) -> Response {
             ("dead", s.dead),
             ("succeeded", s.succeeded),
         ] {
-            let _ = writeln!(
-                out,
-                "strata_queue_jobs{{queue=\"{q}\",state=\"{state}\"}} {n}"
-            );
+            jobs.add(&[("queue", q), ("state", state)], n as f64);
         }
+        total.add(&[("queue", q)], s.total as f64);
     }
-    let _ = writeln!(
-        out,
-        "# HELP strata_queue_jobs_total Jobs ever put on a queue.\n# TYPE strata_queue_jobs_total counter"
-    );
-    for s in &all {
-        let _ = writeln!(
-            out,
-            "strata_queue_jobs_total{{queue=\"{}\"}} {}",
-            s.name, s.total
-        );
-    }
-    ([("content-type", "text/plain; version=0.0.4")], out).into_response()
+    (
+        [("content-type", prom::CONTENT_TYPE)],
+        prom::render_families([jobs, total]),
+    )
+        .into_response()
 }
 
 /// Every queue's counts.

@@ -7,9 +7,7 @@
 //! | GET | `/stats` | `{"pages": n, "disk_bytes": n}` |
 //! | GET | `/healthz`, `/metrics` | liveness, Prometheus text |
 
-use std::fmt::Write;
 use std::future::Future;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::{Query as Q, State};
@@ -27,12 +25,14 @@ pub const MAX_OPS_BYTES: usize = 64 << 20;
 
 /// The router.
 pub fn router(shard: Arc<Shard>) -> Router {
+    let registry = prom::Registry::new();
+    prom::register(&registry, shard.metrics_collector());
     Router::new()
         .route("/pages", post(apply))
         .route("/search", get(search))
         .route("/stats", get(stats))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(move || metrics(registry.clone())))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_OPS_BYTES))
         .with_state(shard)
 }
@@ -110,47 +110,34 @@ async fn stats(State(shard): State<Arc<Shard>>) -> Response {
         .into_response()
 }
 
-async fn metrics(State(shard): State<Arc<Shard>>) -> Response {
-    let mut out = String::new();
-    shard.render_metrics(&mut out);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+async fn metrics(registry: prom::Registry) -> Response {
+    (
+        [(header::CONTENT_TYPE, prom::CONTENT_TYPE)],
+        prom::render(&registry),
+    )
+        .into_response()
 }
 
 impl Shard {
-    /// Appends the shard's Prometheus series to `out`.
-    pub fn render_metrics(&self, out: &mut String) {
+    /// This shard's counters, and its page count read at each scrape.
+    pub fn metrics_collector(self: &Arc<Self>) -> prom::Group {
         let m = &self.metrics;
-        for (name, help, v) in [
-            (
-                "strata_search_queries_total",
-                "Queries answered by this shard.",
-                m.queries.load(Ordering::Relaxed),
-            ),
-            (
-                "strata_search_applied_total",
-                "Page changes applied.",
-                m.applied.load(Ordering::Relaxed),
-            ),
-            (
-                "strata_search_stale_total",
-                "Page changes dropped as older than the applied one.",
-                m.stale.load(Ordering::Relaxed),
-            ),
-            (
-                "strata_search_commits_total",
-                "Index commits.",
-                m.commits.load(Ordering::Relaxed),
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP strata_search_pages Pages in this shard.\n# TYPE strata_search_pages gauge\nstrata_search_pages {}",
-            self.num_pages()
-        );
+        let shard = self.clone();
+        prom::Group::new()
+            .with(m.queries.clone())
+            .with(m.applied.clone())
+            .with(m.stale.clone())
+            .with(m.commits.clone())
+            .with(prom::Section::new(move || {
+                vec![pages_family(shard.num_pages())]
+            }))
     }
+}
+
+/// The page-count gauge: one shard's on its member, the sum of a
+/// process's shards on `strata serve`'s node page (two shards under one
+/// name would be two series with one label set).
+pub fn pages_family(pages: u64) -> prom::Family {
+    prom::Family::gauge("strata_search_pages", "Pages in this process's search shards.")
+        .with(pages as f64)
 }

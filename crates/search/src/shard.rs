@@ -16,10 +16,10 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use prom::IntCounter;
 use redb::{Database, ReadableTable, TableDefinition};
 use tantivy::collector::TopDocs;
 use tantivy::columnar::Column;
@@ -64,17 +64,34 @@ impl Default for ShardOptions {
     }
 }
 
-/// Counters exported on `/metrics`.
-#[derive(Debug, Default)]
+/// Counters exported on `/metrics` (the `prometheus` library's own).
+#[derive(Debug, Clone)]
 pub struct ShardMetrics {
     /// Queries answered.
-    pub queries: AtomicU64,
+    pub queries: IntCounter,
     /// Changes applied.
-    pub applied: AtomicU64,
+    pub applied: IntCounter,
     /// Changes dropped because a newer one was applied.
-    pub stale: AtomicU64,
+    pub stale: IntCounter,
     /// Commits (one per batch).
-    pub commits: AtomicU64,
+    pub commits: IntCounter,
+}
+
+impl Default for ShardMetrics {
+    fn default() -> Self {
+        ShardMetrics {
+            queries: prom::counter(
+                "strata_search_queries_total",
+                "Queries answered by this shard.",
+            ),
+            applied: prom::counter("strata_search_applied_total", "Page changes applied."),
+            stale: prom::counter(
+                "strata_search_stale_total",
+                "Page changes dropped as older than the applied one.",
+            ),
+            commits: prom::counter("strata_search_commits_total", "Index commits."),
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -207,7 +224,7 @@ impl Shard {
     pub fn search(&self, q: &Query) -> Result<Results> {
         q.check()?;
         let t0 = Instant::now();
-        self.metrics.queries.fetch_add(1, Ordering::Relaxed);
+        self.metrics.queries.inc();
         let f = self.fields;
         let searcher = self.reader.searcher();
         let mut parser = QueryParser::for_index(&self.index, vec![f.text]);
@@ -379,7 +396,7 @@ impl Writer {
                 for op in ops {
                     let last = table.get(op.key())?.map_or(0, |v| v.value());
                     if op.version() <= last {
-                        self.metrics.stale.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.stale.inc();
                         out.push(Applied::Stale);
                         continue;
                     }
@@ -402,7 +419,7 @@ impl Writer {
                         self.writer.add_document(doc)?;
                     }
                     table.insert(op.key(), op.version())?;
-                    self.metrics.applied.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.applied.inc();
                     changed = true;
                     out.push(Applied::Applied);
                 }
@@ -416,7 +433,7 @@ impl Writer {
             self.writer.commit()?;
             w.commit()?;
             self.reader.reload()?;
-            self.metrics.commits.fetch_add(1, Ordering::Relaxed);
+            self.metrics.commits.inc();
         } else {
             w.abort()?;
         }

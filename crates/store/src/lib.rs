@@ -31,7 +31,7 @@ mod volume;
 pub use compact::CompactReport;
 pub use error::{Error, Result};
 pub use heads::{Head, HeadPage};
-pub use metrics::{Counter, StoreMetrics};
+pub use metrics::{DiskUse, Gauges, StoreMetrics};
 pub use needle_map::{Loc, NeedleMap};
 pub use scrub::ScrubReport;
 pub use store::{Extent, OpenReport, Store, StoreOptions, VolStats};

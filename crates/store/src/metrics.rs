@@ -1,159 +1,144 @@
-//! Store counters, rendered as Prometheus text by the server.
+//! Store counters (the `prometheus` library's own) and the gauges read at
+//! scrape time, as one collector for whichever registry shows them: the
+//! store server's `/metrics`, or the node page of `strata serve`.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-/// A monotonically increasing counter.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    /// Adds one.
-    pub fn inc(&self) {
-        self.add(1);
-    }
-    /// Adds `n`.
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-    /// Current value.
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
+use prom::{counter, Family, Group, IntCounter, Section};
 
 /// Counters of one store. Each store owns its own (no global registry), so
 /// several stores in one test process report separately.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone)]
 pub struct StoreMetrics {
     /// Needle reads (whole or ranged).
-    pub reads: Counter,
+    pub reads: IntCounter,
     /// Data bytes returned by reads.
-    pub bytes_read: Counter,
+    pub bytes_read: IntCounter,
     /// Data needles appended.
-    pub writes: Counter,
+    pub writes: IntCounter,
     /// Data bytes appended.
-    pub bytes_written: Counter,
+    pub bytes_written: IntCounter,
     /// Tombstones appended.
-    pub deletes: Counter,
+    pub deletes: IntCounter,
     /// Group commits (one fsync each).
-    pub fsync_batches: Counter,
+    pub fsync_batches: IntCounter,
     /// Volumes sealed and replaced by a new active one.
-    pub rollovers: Counter,
+    pub rollovers: IntCounter,
     /// Volumes compacted.
-    pub compactions: Counter,
+    pub compactions: IntCounter,
     /// Bytes reclaimed by compaction.
-    pub compacted_bytes: Counter,
+    pub compacted_bytes: IntCounter,
     /// Bytes cut off torn tails at open.
-    pub torn_bytes: Counter,
+    pub torn_bytes: IntCounter,
     /// Multi-get requests (batched small reads from nodes).
-    pub mgets: Counter,
+    pub mgets: IntCounter,
     /// Blobs read back by scrubs.
-    pub scrubbed: Counter,
+    pub scrubbed: IntCounter,
     /// Bad needles scrubs found.
-    pub scrub_corrupt: Counter,
+    pub scrub_corrupt: IntCounter,
+}
+
+impl Default for StoreMetrics {
+    fn default() -> Self {
+        StoreMetrics {
+            reads: counter("strata_store_reads_total", "Needle reads served."),
+            bytes_read: counter("strata_store_read_bytes_total", "Data bytes read."),
+            writes: counter("strata_store_writes_total", "Needles appended."),
+            bytes_written: counter("strata_store_written_bytes_total", "Data bytes appended."),
+            deletes: counter("strata_store_deletes_total", "Tombstones appended."),
+            fsync_batches: counter(
+                "strata_store_fsync_batches_total",
+                "Group commits, one fsync each.",
+            ),
+            rollovers: counter("strata_store_rollovers_total", "Volumes sealed."),
+            compactions: counter("strata_store_compactions_total", "Volumes compacted."),
+            compacted_bytes: counter(
+                "strata_store_compacted_bytes_total",
+                "Bytes reclaimed by compaction.",
+            ),
+            torn_bytes: counter(
+                "strata_store_torn_bytes_total",
+                "Bytes cut off torn volume tails at open.",
+            ),
+            mgets: counter(
+                "strata_store_mgets_total",
+                "Multi-get requests (batched reads).",
+            ),
+            scrubbed: counter(
+                "strata_store_scrubbed_total",
+                "Blobs read back and verified by scrubs.",
+            ),
+            scrub_corrupt: counter(
+                "strata_store_scrub_corrupt_total",
+                "Bad needles found by scrubs.",
+            ),
+        }
+    }
 }
 
 impl StoreMetrics {
-    /// Appends Prometheus text for these counters plus the given gauges.
-    pub fn render(&self, out: &mut String, blobs: usize, map_bytes: usize, disk: DiskUse) {
-        let c = [
-            (
-                "strata_store_reads_total",
-                "Needle reads served.",
-                self.reads.get(),
-            ),
-            (
-                "strata_store_read_bytes_total",
-                "Data bytes read.",
-                self.bytes_read.get(),
-            ),
-            (
-                "strata_store_writes_total",
-                "Needles appended.",
-                self.writes.get(),
-            ),
-            (
-                "strata_store_written_bytes_total",
-                "Data bytes appended.",
-                self.bytes_written.get(),
-            ),
-            (
-                "strata_store_deletes_total",
-                "Tombstones appended.",
-                self.deletes.get(),
-            ),
-            (
-                "strata_store_fsync_batches_total",
-                "Group commits, one fsync each.",
-                self.fsync_batches.get(),
-            ),
-            (
-                "strata_store_rollovers_total",
-                "Volumes sealed.",
-                self.rollovers.get(),
-            ),
-            (
-                "strata_store_compactions_total",
-                "Volumes compacted.",
-                self.compactions.get(),
-            ),
-            (
-                "strata_store_compacted_bytes_total",
-                "Bytes reclaimed by compaction.",
-                self.compacted_bytes.get(),
-            ),
-            (
-                "strata_store_torn_bytes_total",
-                "Bytes cut off torn volume tails at open.",
-                self.torn_bytes.get(),
-            ),
-            (
-                "strata_store_mgets_total",
-                "Multi-get requests (batched reads).",
-                self.mgets.get(),
-            ),
-            (
-                "strata_store_scrubbed_total",
-                "Blobs read back and verified by scrubs.",
-                self.scrubbed.get(),
-            ),
-            (
-                "strata_store_scrub_corrupt_total",
-                "Bad needles found by scrubs.",
-                self.scrub_corrupt.get(),
-            ),
-        ];
-        for (name, help, v) in c {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
+    /// The counters plus the gauges `read` gives at each scrape.
+    pub fn collector(
+        &self,
+        read: impl Fn() -> Gauges + Send + Sync + 'static,
+    ) -> Group {
+        let mut g = Group::new();
+        for c in [
+            &self.reads,
+            &self.bytes_read,
+            &self.writes,
+            &self.bytes_written,
+            &self.deletes,
+            &self.fsync_batches,
+            &self.rollovers,
+            &self.compactions,
+            &self.compacted_bytes,
+            &self.torn_bytes,
+            &self.mgets,
+            &self.scrubbed,
+            &self.scrub_corrupt,
+        ] {
+            g = g.with(c.clone());
         }
-        let g = [
-            ("strata_store_blobs", "Live blobs.", blobs as u64),
-            (
+        g.with(Section::new(move || read().families()))
+    }
+}
+
+/// What a store measures at scrape time rather than counts.
+#[derive(Debug, Clone, Copy)]
+pub struct Gauges {
+    /// Live blobs.
+    pub blobs: usize,
+    /// Heap bytes of the needle map.
+    pub map_bytes: usize,
+    /// The store's share of its disk.
+    pub disk: DiskUse,
+}
+
+impl Gauges {
+    fn families(&self) -> Vec<Family> {
+        let mut free = Family::gauge(
+            "strata_store_disk_free_bytes",
+            "Bytes free to unprivileged writers on the volumes' file system.",
+        );
+        if let Some(f) = self.disk.free {
+            free.add(&[], f as f64);
+        }
+        vec![
+            Family::gauge("strata_store_blobs", "Live blobs.").with(self.blobs as f64),
+            Family::gauge(
                 "strata_store_needle_map_bytes",
                 "Heap bytes of the needle map.",
-                map_bytes as u64,
-            ),
-            ("strata_store_volumes", "Volume files.", disk.volumes as u64),
-            (
+            )
+            .with(self.map_bytes as f64),
+            Family::gauge("strata_store_volumes", "Volume files.").with(self.disk.volumes as f64),
+            Family::gauge(
                 "strata_store_disk_used_bytes",
                 "Bytes of needles in the volume files.",
-                disk.used,
-            ),
-        ];
-        for (name, help, v) in g {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        }
-        if let Some(free) = disk.free {
-            let name = "strata_store_disk_free_bytes";
-            let _ = writeln!(
-                out,
-                "# HELP {name} Bytes free to unprivileged writers on the volumes' file system.\n# TYPE {name} gauge\n{name} {free}"
-            );
-        }
+            )
+            .with(self.disk.used as f64),
+            free,
+        ]
     }
 }
 
@@ -166,6 +151,30 @@ pub struct DiskUse {
     pub used: u64,
     /// Free bytes on their file system; `None` when it cannot be read.
     pub free: Option<u64>,
+}
+
+impl crate::Store {
+    /// This store's metrics as one collector: its counters, and gauges
+    /// read from the store at each scrape.
+    pub fn metrics_collector(self: &Arc<Self>) -> Group {
+        let store = self.clone();
+        self.metrics.collector(move || store.gauges())
+    }
+
+    fn gauges(&self) -> Gauges {
+        let vols = self.volume_stats();
+        Gauges {
+            blobs: self.len(),
+            map_bytes: self.needle_map_bytes(),
+            disk: DiskUse {
+                volumes: vols.len(),
+                used: vols.values().map(|v| v.total).sum(),
+                free: rustix::fs::statvfs(&self.dir)
+                    .ok()
+                    .map(|s| s.f_bavail.saturating_mul(s.f_frsize)),
+            },
+        }
+    }
 }
 
 /// Nanoseconds since the epoch, for cookies.

@@ -42,8 +42,8 @@ impl Store {
                 }
             }
         }
-        self.metrics.scrubbed.add(report.checked);
-        self.metrics.scrub_corrupt.add(report.corrupt.len() as u64);
+        self.metrics.scrubbed.inc_by(report.checked);
+        self.metrics.scrub_corrupt.inc_by(report.corrupt.len() as u64);
         report
     }
 }

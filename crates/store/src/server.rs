@@ -28,6 +28,8 @@ use crate::{needle, Error, Store};
 
 /// The router, for embedding in tests or other servers.
 pub fn router(store: Arc<Store>) -> Router {
+    let registry = prom::Registry::new();
+    prom::register(&registry, store.metrics_collector());
     Router::new()
         .route(
             "/blobs/{id}",
@@ -43,7 +45,7 @@ pub fn router(store: Arc<Store>) -> Router {
         .route("/admin/compact", post(compact))
         .route("/stats", get(stats))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(move || metrics(registry.clone())))
         .layer(DefaultBodyLimit::max(needle::MAX_DATA as usize))
         .with_state(store)
 }
@@ -346,24 +348,10 @@ async fn stats(State(store): State<Arc<Store>>) -> Response {
     .into_response()
 }
 
-async fn metrics(State(store): State<Arc<Store>>) -> Response {
-    let mut out = String::new();
-    store.render_metrics(&mut out);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
-}
-
-impl Store {
-    /// Appends this store's Prometheus text to `out`.
-    pub fn render_metrics(&self, out: &mut String) {
-        let vols = self.volume_stats();
-        let disk = crate::metrics::DiskUse {
-            volumes: vols.len(),
-            used: vols.values().map(|v| v.total).sum(),
-            free: rustix::fs::statvfs(&self.dir)
-                .ok()
-                .map(|s| s.f_bavail.saturating_mul(s.f_frsize)),
-        };
-        self.metrics
-            .render(out, self.len(), self.needle_map_bytes(), disk);
-    }
+async fn metrics(registry: prom::Registry) -> Response {
+    (
+        [(header::CONTENT_TYPE, prom::CONTENT_TYPE)],
+        prom::render(&registry),
+    )
+        .into_response()
 }

@@ -357,10 +357,9 @@ pub async fn cluster_node_with(
     // (PostgreSQL); an index member exports its own.
     let mut extra: Vec<node::MetricsSection> = Vec::new();
     if cfg.index.backend == cluster::IndexBackend::Postgres {
-        let backend = index.backend().clone();
-        extra.push(Box::new(move |out: &mut String| {
-            backend.render_metrics(out)
-        }));
+        if let Some(c) = index.backend().metrics_collector() {
+            extra.push(Box::new(c));
+        }
     }
     let node = Node::new(node_options(cfg), index, stores, extra, caching);
     if cfg.queue.backend == cluster::QueueBackend::Postgres {

@@ -347,18 +347,16 @@ fn serve_node(
 ) -> Arc<Node> {
     let mut opts = node_options(cfg);
     opts.replicas = 1;
-    let (s2, d2, sh) = (o.store.clone(), o.db.clone(), o.shards.clone());
+    let sh = o.shards.clone();
     let extra: Vec<node::MetricsSection> = vec![
-        Box::new(move |out: &mut String| s2.render_metrics(out)),
-        Box::new(move |out: &mut String| d2.render_metrics(out)),
+        Box::new(o.store.metrics_collector()),
+        Box::new(o.db.metrics.collector()),
         // Both shards under one name would be two series with one
         // label set; their sum is what one node's page can say.
-        Box::new(move |out: &mut String| {
+        Box::new(prom::Section::new(move || {
             let pages: u64 = sh.iter().map(|s| s.num_pages()).sum();
-            out.push_str(&format!(
-                "# HELP strata_search_pages Pages in this process's search shards.\n# TYPE strata_search_pages gauge\nstrata_search_pages {pages}\n"
-            ));
-        }),
+            vec![search::server::pages_family(pages)]
+        })),
     ];
     let caching = cache_engine.map(|engine| {
         let c = node::Caching::new(

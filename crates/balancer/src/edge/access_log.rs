@@ -20,7 +20,6 @@
 //! TLS + HTTP/2 throughput on two cores; batching by the buffer costs a
 //! few percent (docs/BENCHMARKS.md, `edge`).
 
-use std::fmt::Write as _;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -409,9 +408,9 @@ impl AccessLog {
         self.shared.write_out();
     }
 
-    pub(crate) fn render_metrics(&self, out: &mut String) {
+    pub(crate) fn families(&self) -> Vec<prom::Family> {
         let m = &self.shared.metrics;
-        for (name, help, v) in [
+        [
             (
                 "strata_gateway_access_log_lines_total",
                 "Access log lines written.",
@@ -427,10 +426,10 @@ impl AccessLog {
                 "Access log writes that failed.",
                 &m.errors,
             ),
-        ] {
-            crate::metrics::family(out, name, "counter", help);
-            let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
-        }
+        ]
+        .into_iter()
+        .map(|(name, help, v)| prom::Family::counter(name, help).with(v.load(Ordering::Relaxed) as f64))
+        .collect()
     }
 }
 

@@ -104,24 +104,18 @@ pub struct EdgeMetrics {
 }
 
 impl Edge {
-    /// Prometheus lines of the edge counters and the access log's.
-    pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write;
+    /// The edge counters' families and the access log's.
+    pub fn families(&self) -> Vec<prom::Family> {
         use std::sync::atomic::Ordering::Relaxed;
         let m = &self.metrics;
-        crate::metrics::family(
-            out,
+        let mut compressed = prom::Family::counter(
             "strata_gateway_compressed_total",
-            "counter",
             "Responses compressed at the edge, by coding.",
         );
         for (coding, v) in [("gzip", &m.compressed_gzip), ("br", &m.compressed_br)] {
-            let _ = writeln!(
-                out,
-                "strata_gateway_compressed_total{{coding=\"{coding}\"}} {}",
-                v.load(Relaxed)
-            );
+            compressed.add(&[("coding", coding)], v.load(Relaxed) as f64);
         }
+        let mut out = vec![compressed];
         for (name, help, v) in [
             (
                 "strata_gateway_tls_handshake_errors_total",
@@ -144,11 +138,11 @@ impl Edge {
                 &m.redirects,
             ),
         ] {
-            crate::metrics::family(out, name, "counter", help);
-            let _ = writeln!(out, "{name} {}", v.load(Relaxed));
+            out.push(prom::Family::counter(name, help).with(v.load(Relaxed) as f64));
         }
         if let Some(log) = &self.access_log {
-            log.render_metrics(out);
+            out.extend(log.families());
         }
+        out
     }
 }

@@ -106,8 +106,7 @@ async fn access_log_lines_parse_back_for_both_paths_and_both_formats() {
                 assert_eq!(b[6], "4096");
             }
         }
-        let mut metrics = String::new();
-        gw.live.edge.render_metrics(&mut metrics);
+        let metrics = prom::render(&gw.live.registry);
         assert!(
             metrics.contains("strata_gateway_access_log_lines_total 2"),
             "{metrics}"

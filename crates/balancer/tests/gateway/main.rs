@@ -258,8 +258,7 @@ async fn spreads_fails_over_and_is_never_an_open_proxy() {
         "{page}"
     );
     assert!(page.contains(&format!("<td>{a}</td><td>up</td>")), "{page}");
-    let mut m = String::new();
-    balancer::monitor::render_metrics(&[("default".into(), g.clone())], &mut m);
+    let m = prom::render_families(balancer::monitor::families(&[("default".into(), g.clone())]));
     // Every answer from A was timed: the histogram's +Inf bucket counts them.
     let answered = series_value(
         &m,

@@ -329,25 +329,11 @@ async fn list_inner(node: &Node, q: ListQ) -> Response {
 }
 
 async fn metrics(State(node): State<Arc<Node>>) -> Response {
-    let mut out = String::new();
-    let batched = node.batcher.as_ref().map_or((0, 0), |b| {
-        (
-            b.batches.load(std::sync::atomic::Ordering::Relaxed),
-            b.batched_reads.load(std::sync::atomic::Ordering::Relaxed),
-        )
-    });
-    node.metrics
-        .render(&mut out, node.healthy_stores(), batched);
-    if let Some(c) = &node.caching {
-        c.render(&mut out);
-    }
-    if let Some(c) = &node.collapser {
-        c.metrics.render(&mut out, "strata_proxy");
-    }
-    for f in &node.extra_metrics {
-        f(&mut out);
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    (
+        [(header::CONTENT_TYPE, prom::CONTENT_TYPE)],
+        prom::render(&node.registry),
+    )
+        .into_response()
 }
 
 /// Serves the public API on `listener` until `shutdown` resolves.

@@ -23,8 +23,9 @@ pub use write::WriteSpec;
 mod read;
 mod write;
 
-/// Appends one more section of Prometheus text to `/metrics`.
-pub type MetricsSection = Box<dyn Fn(&mut String) + Send + Sync>;
+/// More families for the node's `/metrics` (e.g. the in-process store
+/// and index of `strata serve`): any collector of the `prometheus` library.
+pub type MetricsSection = Box<dyn prom::Collector>;
 
 /// Sleeps until `at`, or forever when there is no deadline.
 async fn sleep_until(at: Option<tokio::time::Instant>) {
@@ -116,8 +117,9 @@ pub struct Node {
     refill: tokio::sync::Mutex<()>,
     /// Counters.
     pub metrics: NodeMetrics,
-    /// Extra `/metrics` sections (e.g. in-process store and index).
-    pub extra_metrics: Vec<MetricsSection>,
+    /// This node's metrics registry: its own families, its features' and
+    /// the extra sections it was built with; `/metrics` renders it.
+    pub registry: prom::Registry,
     /// Cache tiers in front of the index and stores, if configured.
     pub caching: Option<Caching>,
     /// Collapsed forwarding of store reads (one read per blob and range
@@ -343,7 +345,7 @@ impl Node {
             ids: Mutex::new((0, 0)),
             refill: tokio::sync::Mutex::new(()),
             metrics: NodeMetrics::default(),
-            extra_metrics,
+            registry: prom::Registry::new(),
             caching,
             collapser: opts_collapse.clone().map(collapse::Collapser::new),
             streams: opts_collapse.map(crate::streaming::Streams::new),
@@ -355,7 +357,38 @@ impl Node {
         if any_remote {
             health::spawn_prober(&node.health, node.stores.clone(), probe);
         }
+        // The section holds the node weakly: the registry lives in the
+        // node, and a strong handle would keep both alive forever.
+        let weak = Arc::downgrade(&node);
+        prom::register(
+            &node.registry,
+            prom::Section::new(move || weak.upgrade().map_or_else(Vec::new, |n| n.families())),
+        );
+        for c in extra_metrics {
+            if let Err(e) = node.registry.register(c) {
+                panic!("a node's extra metrics clash with its own: {e}");
+            }
+        }
         node
+    }
+
+    /// The node's own families and those of its features (cache tiers,
+    /// collapsing), read at each scrape.
+    fn families(&self) -> Vec<prom::Family> {
+        let batched = self.batcher.as_ref().map_or((0, 0), |b| {
+            (
+                b.batches.load(std::sync::atomic::Ordering::Relaxed),
+                b.batched_reads.load(std::sync::atomic::Ordering::Relaxed),
+            )
+        });
+        let mut out = self.metrics.families(self.healthy_stores(), batched);
+        if let Some(c) = &self.caching {
+            out.extend(c.families());
+        }
+        if let Some(c) = &self.collapser {
+            out.extend(c.metrics.families("strata_proxy"));
+        }
+        out
     }
 
     /// This process's CPU use since the previous call, percent of one core

@@ -265,7 +265,7 @@ impl Store {
             compact_tx: Some(compact_tx),
             threads: std::sync::Mutex::new(Vec::new()),
         });
-        store.metrics.torn_bytes.add(report.truncated_bytes);
+        store.metrics.torn_bytes.inc_by(report.truncated_bytes);
         let writer = Writer {
             store: Arc::downgrade(&store),
             dir: dir.to_owned(),
@@ -405,7 +405,7 @@ impl Store {
         if n.header.id != id || n.header.is_tombstone() {
             return Err(corrupt("needle names another blob"));
         }
-        self.metrics.bytes_read.add(n.data.len() as u64);
+        self.metrics.bytes_read.inc_by(n.data.len() as u64);
         Ok((n.data, loc, vol))
     }
 
@@ -421,7 +421,7 @@ impl Store {
             .read_at(loc.data_offset() + start, (end - start) as usize)
             .map_err(|e| Error::io(format!("read volume {}", loc.volume), e))?;
         self.metrics.reads.inc();
-        self.metrics.bytes_read.add(data.len() as u64);
+        self.metrics.bytes_read.inc_by(data.len() as u64);
         Ok(data)
     }
 
@@ -438,7 +438,7 @@ impl Store {
             return Err(Error::BadRange { start, end, size });
         }
         self.metrics.reads.inc();
-        self.metrics.bytes_read.add(end - start);
+        self.metrics.bytes_read.inc_by(end - start);
         Ok(Extent {
             offset: loc.data_offset() + start,
             len: end - start,

@@ -229,7 +229,7 @@ impl Writer {
                 store.metrics.deletes.inc();
             } else {
                 store.metrics.writes.inc();
-                store.metrics.bytes_written.add(u64::from(a.size));
+                store.metrics.bytes_written.inc_by(u64::from(a.size));
             }
             self.pending.push(Record {
                 id: a.id,
