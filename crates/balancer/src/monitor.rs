@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use crate::gateway::Gateway;
-use prom::Family;
 use crate::pool::Pool;
+use prom::Family;
 
 fn state(pool: &Pool, i: usize, now: Instant) -> &'static str {
     if pool.backends[i].is_draining() {
@@ -171,9 +171,21 @@ pub fn families(pools: &[(std::sync::Arc<str>, std::sync::Arc<Gateway>)]) -> Vec
         pools.iter().map(|(p, gw)| (&**p, gw.pool())).collect();
     type BackendSeries = (&'static str, &'static str, fn(&Pool, usize, Instant) -> f64);
     let counters: [BackendSeries; 3] = [
-        ("strata_gateway_backend_requests_total", "Requests sent to the backend.", |p, i, _| l(&p.backends[i].requests) as f64),
-        ("strata_gateway_backend_failures_total", "Requests to the backend that failed (no answer or 5xx).", |p, i, _| l(&p.backends[i].failures) as f64),
-        ("strata_gateway_backend_ejections_total", "Times the backend was ejected.", |p, i, _| p.backends[i].ejections.load(Ordering::Relaxed) as f64),
+        (
+            "strata_gateway_backend_requests_total",
+            "Requests sent to the backend.",
+            |p, i, _| l(&p.backends[i].requests) as f64,
+        ),
+        (
+            "strata_gateway_backend_failures_total",
+            "Requests to the backend that failed (no answer or 5xx).",
+            |p, i, _| l(&p.backends[i].failures) as f64,
+        ),
+        (
+            "strata_gateway_backend_ejections_total",
+            "Times the backend was ejected.",
+            |p, i, _| p.backends[i].ejections.load(Ordering::Relaxed) as f64,
+        ),
     ];
     let gauges: [BackendSeries; 5] = [
         ("strata_gateway_backend_in_flight", "Requests in flight to the backend.", |p, i, _| l(&p.backends[i].in_flight) as f64),
@@ -189,7 +201,10 @@ pub fn families(pools: &[(std::sync::Arc<str>, std::sync::Arc<Gateway>)]) -> Vec
     for (mut f, read) in per_backend {
         for (p, pool) in &states {
             for (i, b) in pool.backends.iter().enumerate() {
-                f.add(&[("pool", p), ("backend", &b.addr.to_string())], read(pool, i, now));
+                f.add(
+                    &[("pool", p), ("backend", &b.addr.to_string())],
+                    read(pool, i, now),
+                );
             }
         }
         out.push(f);
@@ -200,8 +215,10 @@ pub fn families(pools: &[(std::sync::Arc<str>, std::sync::Arc<Gateway>)]) -> Vec
     );
     for (p, pool) in &states {
         for b in &pool.backends {
-            b.latency
-                .observe_into(&mut latency, &[("pool", p), ("backend", &b.addr.to_string())]);
+            b.latency.observe_into(
+                &mut latency,
+                &[("pool", p), ("backend", &b.addr.to_string())],
+            );
         }
     }
     out.push(latency);

@@ -59,7 +59,7 @@ pub struct CollapseMetrics {
     /// Requests that found a full flight and fetched directly.
     pub overflow: AtomicU64,
     /// Flights finished with a follower count in each bucket of
-    /// [`FOLLOWER_BUCKETS`] (cumulative counts are computed when rendered).
+    /// [`FOLLOWER_BUCKETS`] (cumulative counts are worked out at a scrape).
     pub followers: [AtomicU64; 7],
     /// Followers of every finished flight, summed.
     pub followers_sum: AtomicU64,
@@ -110,13 +110,14 @@ impl CollapseMetrics {
         );
         followers.add_histogram(
             &[],
-            FOLLOWER_BUCKETS
-                .iter()
-                .zip(&self.followers)
-                .map(|(&b, n)| {
-                    let le = if b == u64::MAX { f64::INFINITY } else { b as f64 };
-                    (le, n.load(Ordering::Relaxed))
-                }),
+            FOLLOWER_BUCKETS.iter().zip(&self.followers).map(|(&b, n)| {
+                let le = if b == u64::MAX {
+                    f64::INFINITY
+                } else {
+                    b as f64
+                };
+                (le, n.load(Ordering::Relaxed))
+            }),
             l(&self.followers_sum),
         );
         out.push(followers);

@@ -371,7 +371,10 @@ impl Caching {
             "strata_cache_down_marks_total",
             "Times a cache member was marked down.",
         );
-        let mut up = Family::gauge("strata_cache_node_up", "1 while a cache member is marked up.");
+        let mut up = Family::gauge(
+            "strata_cache_node_up",
+            "1 while a cache member is marked up.",
+        );
         let mut counted = |tier: &str, c: &TierCounters| {
             hits.add(&[("tier", tier)], l(&c.hits));
             misses.add(&[("tier", tier)], l(&c.misses));
@@ -423,6 +426,8 @@ impl Caching {
                 items.add(&[("tier", tier)], c.len() as f64);
             }
         }
-        vec![hits, misses, evictions, bytes, items, errors, down_marks, up]
+        vec![
+            hits, misses, evictions, bytes, items, errors, down_marks, up,
+        ]
     }
 }

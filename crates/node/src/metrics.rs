@@ -119,7 +119,9 @@ impl NodeMetrics {
             ),
         ]
         .into_iter()
-        .map(|(name, help, v)| prom::Family::counter(name, help).with(v.load(Ordering::Relaxed) as f64))
+        .map(|(name, help, v)| {
+            prom::Family::counter(name, help).with(v.load(Ordering::Relaxed) as f64)
+        })
         .collect();
         out.push(
             prom::Family::gauge("strata_node_healthy_stores", "Stores currently marked up.")

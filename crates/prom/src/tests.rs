@@ -3,7 +3,8 @@ use super::*;
 #[test]
 fn a_family_renders_help_type_and_labelled_samples() {
     let mut f = Family::counter("x_requests_total", "Requests, by \"kind\".");
-    f.add(&[("kind", "get")], 3.0).add(&[("kind", "p\"ut")], 1.0);
+    f.add(&[("kind", "get")], 3.0)
+        .add(&[("kind", "p\"ut")], 1.0);
     let text = render_families([f, Family::gauge("x_empty", "Nothing yet.")]);
     assert_eq!(
         text,
@@ -17,7 +18,11 @@ fn a_family_renders_help_type_and_labelled_samples() {
 #[test]
 fn a_histogram_counts_cumulatively_and_ends_in_inf() {
     let mut f = Family::histogram("x_seconds", "Time.");
-    f.add_histogram(&[("pool", "a")], [(0.5, 2), (1.0, 0), (f64::INFINITY, 1)], 7.25);
+    f.add_histogram(
+        &[("pool", "a")],
+        [(0.5, 2), (1.0, 0), (f64::INFINITY, 1)],
+        7.25,
+    );
     f.add_histogram(&[("pool", "b")], [(0.5, 1), (1.0, 1)], 1.0);
     let text = render_families([f]);
     for line in [
@@ -53,14 +58,20 @@ fn a_registry_reads_its_sections_at_every_scrape_in_name_order() {
     // A second, separate registry: one instance's families never leak
     // into another's.
     let other = registry_of(|| vec![Family::gauge("x_z", "Last.").with(2.0)]);
-    assert_eq!(render(&other), "# HELP x_z Last.\n# TYPE x_z gauge\nx_z 2\n");
+    assert_eq!(
+        render(&other),
+        "# HELP x_z Last.\n# TYPE x_z gauge\nx_z 2\n"
+    );
 }
 
 #[test]
 #[should_panic(expected = "cannot be registered")]
 fn one_name_claimed_twice_in_a_registry_is_refused() {
     let r = registry_of(|| vec![Family::gauge("x_dup", "One.").with(1.0)]);
-    register(&r, Section::new(|| vec![Family::gauge("x_dup", "One.").with(2.0)]));
+    register(
+        &r,
+        Section::new(|| vec![Family::gauge("x_dup", "One.").with(2.0)]),
+    );
 }
 
 #[test]
@@ -84,9 +95,9 @@ fn a_counter_from_the_library_renders_through_the_same_registry() {
 #[test]
 fn a_group_registers_counters_and_sections_together() {
     let c = counter("x_puts_total", "Puts.");
-    let g = Group::new()
-        .with(c.clone())
-        .with(Section::new(|| vec![Family::gauge("x_items", "Items.").with(3.0)]));
+    let g = Group::new().with(c.clone()).with(Section::new(|| {
+        vec![Family::gauge("x_items", "Items.").with(3.0)]
+    }));
     let r = Registry::new();
     register(&r, g);
     c.inc();

@@ -138,6 +138,9 @@ impl Shard {
 /// process's shards on `strata serve`'s node page (two shards under one
 /// name would be two series with one label set).
 pub fn pages_family(pages: u64) -> prom::Family {
-    prom::Family::gauge("strata_search_pages", "Pages in this process's search shards.")
-        .with(pages as f64)
+    prom::Family::gauge(
+        "strata_search_pages",
+        "Pages in this process's search shards.",
+    )
+    .with(pages as f64)
 }

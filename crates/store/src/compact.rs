@@ -194,7 +194,9 @@ impl Store {
             );
         }
         self.metrics.compactions.inc();
-        self.metrics.compacted_bytes.inc_by(before.saturating_sub(end));
+        self.metrics
+            .compacted_bytes
+            .inc_by(before.saturating_sub(end));
         tracing::info!(
             volume = v,
             before,

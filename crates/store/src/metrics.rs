@@ -78,10 +78,7 @@ impl Default for StoreMetrics {
 
 impl StoreMetrics {
     /// The counters plus the gauges `read` gives at each scrape.
-    pub fn collector(
-        &self,
-        read: impl Fn() -> Gauges + Send + Sync + 'static,
-    ) -> Group {
+    pub fn collector(&self, read: impl Fn() -> Gauges + Send + Sync + 'static) -> Group {
         let mut g = Group::new();
         for c in [
             &self.reads,

@@ -43,7 +43,9 @@ impl Store {
             }
         }
         self.metrics.scrubbed.inc_by(report.checked);
-        self.metrics.scrub_corrupt.inc_by(report.corrupt.len() as u64);
+        self.metrics
+            .scrub_corrupt
+            .inc_by(report.corrupt.len() as u64);
         report
     }
 }

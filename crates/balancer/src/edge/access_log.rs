@@ -428,7 +428,9 @@ impl AccessLog {
             ),
         ]
         .into_iter()
-        .map(|(name, help, v)| prom::Family::counter(name, help).with(v.load(Ordering::Relaxed) as f64))
+        .map(|(name, help, v)| {
+            prom::Family::counter(name, help).with(v.load(Ordering::Relaxed) as f64)
+        })
         .collect()
     }
 }

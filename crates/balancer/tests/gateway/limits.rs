@@ -125,7 +125,10 @@ async fn a_hedged_get_is_answered_by_the_second_backend_when_the_first_stalls() 
     .await;
     assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("F+xff"), "{r}");
     assert_eq!(g.metrics.hedges.load(Ordering::Relaxed), 1);
-    let m = prom::render_families(balancer::monitor::families(&[("default".into(), g.clone())]));
+    let m = prom::render_families(balancer::monitor::families(&[(
+        "default".into(),
+        g.clone(),
+    )]));
     assert!(
         m.contains("strata_gateway_hedges_total{pool=\"default\"} 1\n"),
         "{m}"

@@ -258,7 +258,10 @@ async fn spreads_fails_over_and_is_never_an_open_proxy() {
         "{page}"
     );
     assert!(page.contains(&format!("<td>{a}</td><td>up</td>")), "{page}");
-    let m = prom::render_families(balancer::monitor::families(&[("default".into(), g.clone())]));
+    let m = prom::render_families(balancer::monitor::families(&[(
+        "default".into(),
+        g.clone(),
+    )]));
     // Every answer from A was timed: the histogram's +Inf bucket counts them.
     let answered = series_value(
         &m,
