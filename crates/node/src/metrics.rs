@@ -53,75 +53,81 @@ impl NodeMetrics {
     /// multi-gets and the reads they carried (the batcher keeps them; zero
     /// with batching off).
     pub fn families(&self, healthy_stores: usize, batched: (u64, u64)) -> Vec<prom::Family> {
-        let (batches, batched_reads) = (AtomicU64::new(batched.0), AtomicU64::new(batched.1));
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut out: Vec<prom::Family> = [
             (
                 "strata_node_gets_total",
                 "Blob GET and HEAD requests.",
-                &self.gets,
+                l(&self.gets),
             ),
-            ("strata_node_puts_total", "Blob PUT requests.", &self.puts),
+            (
+                "strata_node_puts_total",
+                "Blob PUT requests.",
+                l(&self.puts),
+            ),
             (
                 "strata_node_deletes_total",
                 "Blob DELETE requests.",
-                &self.deletes,
+                l(&self.deletes),
             ),
-            ("strata_node_lists_total", "Listing requests.", &self.lists),
+            (
+                "strata_node_lists_total",
+                "Listing requests.",
+                l(&self.lists),
+            ),
             (
                 "strata_node_client_errors_total",
                 "Responses with a 4xx status.",
-                &self.client_errors,
+                l(&self.client_errors),
             ),
             (
                 "strata_node_server_errors_total",
                 "Responses with a 5xx status.",
-                &self.server_errors,
+                l(&self.server_errors),
             ),
             (
                 "strata_node_received_bytes_total",
                 "Upload body bytes.",
-                &self.bytes_in,
+                l(&self.bytes_in),
             ),
             (
                 "strata_node_sent_bytes_total",
                 "Blob body bytes sent.",
-                &self.bytes_out,
+                l(&self.bytes_out),
             ),
             (
                 "strata_node_failovers_total",
                 "Reads served by a later replica.",
-                &self.failovers,
+                l(&self.failovers),
             ),
             (
                 "strata_node_store_errors_total",
                 "Failed store requests.",
-                &self.store_errors,
+                l(&self.store_errors),
             ),
             (
                 "strata_proxy_sliced_requests_total",
                 "Range requests served from aligned slices.",
-                &self.sliced_requests,
+                l(&self.sliced_requests),
             ),
             (
                 "strata_proxy_slice_reads_total",
                 "Slices this node asked a store for.",
-                &self.slice_reads,
+                l(&self.slice_reads),
             ),
             (
                 "strata_proxy_batches_total",
                 "Multi-gets sent to stores.",
-                &batches,
+                batched.0,
             ),
             (
                 "strata_proxy_batched_reads_total",
                 "Reads sent inside a multi-get.",
-                &batched_reads,
+                batched.1,
             ),
         ]
         .into_iter()
-        .map(|(name, help, v)| {
-            prom::Family::counter(name, help).with(v.load(Ordering::Relaxed) as f64)
-        })
+        .map(|(name, help, v)| prom::Family::counter(name, help).with(v as f64))
         .collect();
         out.push(
             prom::Family::gauge("strata_node_healthy_stores", "Stores currently marked up.")
