@@ -293,14 +293,17 @@ async fn dispatch(
     }
     if let Some(rest) = path.strip_prefix("/_strata/") {
         if rest == "status" || rest == "metrics" {
-            let (text, kind) = if rest == "status" {
-                (live.router().status_page(), "text/html; charset=utf-8")
+            let r = if rest == "status" {
+                let mut r = plain(StatusCode::OK, &live.router().status_page());
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                r
             } else {
-                (prom::render(&live.registry), prom::CONTENT_TYPE)
+                use http_body_util::BodyExt;
+                prom::response(&live.registry).map(|text| text.map_err(|e| match e {}).boxed())
             };
-            let mut r = plain(StatusCode::OK, &text);
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
             return logged(live, entry, start, r);
         }
         if rest.starts_with("admin/") {

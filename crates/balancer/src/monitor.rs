@@ -167,8 +167,16 @@ pub fn families(pools: &[(std::sync::Arc<str>, std::sync::Arc<Gateway>)]) -> Vec
         out.push(f);
     }
     let now = Instant::now();
-    let states: Vec<(&str, std::sync::Arc<Pool>)> =
-        pools.iter().map(|(p, gw)| (&**p, gw.pool())).collect();
+    // Each pool in service with its backends' addresses as label values,
+    // written once per scrape rather than once per series.
+    let states: Vec<(&str, std::sync::Arc<Pool>, Vec<String>)> = pools
+        .iter()
+        .map(|(p, gw)| {
+            let pool = gw.pool();
+            let addrs = pool.backends.iter().map(|b| b.addr.to_string()).collect();
+            (&**p, pool, addrs)
+        })
+        .collect();
     type BackendSeries = (&'static str, &'static str, fn(&Pool, usize, Instant) -> f64);
     let counters: [BackendSeries; 3] = [
         (
@@ -199,12 +207,9 @@ pub fn families(pools: &[(std::sync::Arc<str>, std::sync::Arc<Gateway>)]) -> Vec
         .map(|s| (Family::counter(s.0, s.1), s.2))
         .chain(gauges.iter().map(|s| (Family::gauge(s.0, s.1), s.2)));
     for (mut f, read) in per_backend {
-        for (p, pool) in &states {
-            for (i, b) in pool.backends.iter().enumerate() {
-                f.add(
-                    &[("pool", p), ("backend", &b.addr.to_string())],
-                    read(pool, i, now),
-                );
+        for (p, pool, addrs) in &states {
+            for (i, addr) in addrs.iter().enumerate() {
+                f.add(&[("pool", p), ("backend", addr)], read(pool, i, now));
             }
         }
         out.push(f);
@@ -213,12 +218,10 @@ pub fn families(pools: &[(std::sync::Arc<str>, std::sync::Arc<Gateway>)]) -> Vec
         "strata_gateway_backend_latency_seconds",
         "Time to the backend's first response byte.",
     );
-    for (p, pool) in &states {
-        for b in &pool.backends {
-            b.latency.observe_into(
-                &mut latency,
-                &[("pool", p), ("backend", &b.addr.to_string())],
-            );
+    for (p, pool, addrs) in &states {
+        for (b, addr) in pool.backends.iter().zip(addrs) {
+            b.latency
+                .observe_into(&mut latency, &[("pool", p), ("backend", addr)]);
         }
     }
     out.push(latency);

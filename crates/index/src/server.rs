@@ -42,7 +42,10 @@ pub fn router(db: Db) -> Router {
         .route("/version", post(next_version))
         .route("/replicas", post(set_replicas))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(move || metrics(registry.clone())))
+        .route(
+            "/metrics",
+            get(move || std::future::ready(prom::response(&registry))),
+        )
         .with_state(db)
 }
 
@@ -193,12 +196,4 @@ async fn next_version(State(db): State<Db>) -> Response {
         Ok(version) => Json(serde_json::json!({ "version": version })).into_response(),
         Err(e) => index_error(e),
     }
-}
-
-async fn metrics(registry: prom::Registry) -> Response {
-    (
-        [(header::CONTENT_TYPE, prom::CONTENT_TYPE)],
-        prom::render(&registry),
-    )
-        .into_response()
 }

@@ -13,7 +13,8 @@
 //! - [`Group`] bundles a part's collectors; [`register`] puts a collector in an instance's registry (two roles in
 //!   one process, or two stores in one test, keep separate registries);
 //!   [`render`] gathers a registry into the text format `promtool check
-//!   metrics` reads, and [`render_families`] does the same for families
+//!   metrics` reads ([`response`]: as a `/metrics` answer), and
+//!   [`render_families`] does the same for families
 //!   gathered without one (the queue reads its counts asynchronously).
 //!
 //! Plain counters that need nothing at scrape time use the library's own
@@ -21,7 +22,7 @@
 
 use prometheus::core::Desc;
 use prometheus::proto::{self, MetricType};
-use prometheus::{Encoder, TextEncoder};
+use prometheus::TextEncoder;
 
 pub use prometheus::core::Collector;
 pub use prometheus::proto::MetricFamily;
@@ -56,11 +57,6 @@ impl Family {
     /// A histogram family.
     pub fn histogram(name: &str, help: &str) -> Self {
         Self::new(name, help, MetricType::HISTOGRAM)
-    }
-
-    /// The family's name.
-    pub fn name(&self) -> &str {
-        self.0.name()
     }
 
     /// Samples so far.
@@ -226,6 +222,12 @@ impl Group {
     }
 }
 
+impl From<Vec<Box<dyn Collector>>> for Group {
+    fn from(cs: Vec<Box<dyn Collector>>) -> Self {
+        Group(cs)
+    }
+}
+
 impl Collector for Group {
     fn desc(&self) -> Vec<&Desc> {
         self.0.iter().flat_map(|c| c.desc()).collect()
@@ -257,16 +259,21 @@ pub fn register(registry: &Registry, c: impl Collector + 'static) {
     }
 }
 
-/// A registry holding one section over `read`.
-pub fn registry_of(read: impl Fn() -> Vec<Family> + Send + Sync + 'static) -> Registry {
-    let r = Registry::new();
-    register(&r, Section::new(read));
-    r
-}
-
 /// The registry's families in the text format, sorted by name.
 pub fn render(registry: &Registry) -> String {
     encode(&registry.gather())
+}
+
+/// A `/metrics` answer: the registry rendered, with the text format's
+/// content type. Every role's server framework takes an `http::Response`
+/// (axum as it is; the gateway after boxing the body).
+pub fn response(registry: &Registry) -> http::Response<String> {
+    let mut r = http::Response::new(render(registry));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(CONTENT_TYPE),
+    );
+    r
 }
 
 /// `families` in the text format, in the order given, leaving out those
@@ -281,14 +288,13 @@ pub fn render_families(families: impl IntoIterator<Item = Family>) -> String {
 }
 
 fn encode(mfs: &[MetricFamily]) -> String {
-    let mut out = Vec::new();
+    let mut out = String::new();
     // The encoder refuses only a family without samples or without a name;
-    // both are filtered out or impossible above, and a Vec cannot fail to
-    // take bytes.
-    if let Err(e) = TextEncoder::new().encode(mfs, &mut out) {
+    // both are filtered out or impossible above.
+    if let Err(e) = TextEncoder::new().encode_utf8(mfs, &mut out) {
         return format!("# metrics could not be encoded: {e}\n");
     }
-    String::from_utf8(out).unwrap_or_default()
+    out
 }
 
 #[cfg(test)]

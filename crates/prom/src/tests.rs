@@ -1,5 +1,11 @@
 use super::*;
 
+fn registry_of(read: impl Fn() -> Vec<Family> + Send + Sync + 'static) -> Registry {
+    let r = Registry::new();
+    register(&r, Section::new(read));
+    r
+}
+
 #[test]
 fn a_family_renders_help_type_and_labelled_samples() {
     let mut f = Family::counter("x_requests_total", "Requests, by \"kind\".");

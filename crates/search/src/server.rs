@@ -32,7 +32,10 @@ pub fn router(shard: Arc<Shard>) -> Router {
         .route("/search", get(search))
         .route("/stats", get(stats))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(move || metrics(registry.clone())))
+        .route(
+            "/metrics",
+            get(move || std::future::ready(prom::response(&registry))),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(MAX_OPS_BYTES))
         .with_state(shard)
 }
@@ -107,14 +110,6 @@ async fn search(
 
 async fn stats(State(shard): State<Arc<Shard>>) -> Response {
     Json(serde_json::json!({ "pages": shard.num_pages(), "disk_bytes": shard.disk_bytes() }))
-        .into_response()
-}
-
-async fn metrics(registry: prom::Registry) -> Response {
-    (
-        [(header::CONTENT_TYPE, prom::CONTENT_TYPE)],
-        prom::render(&registry),
-    )
         .into_response()
 }
 

@@ -45,7 +45,10 @@ pub fn router(store: Arc<Store>) -> Router {
         .route("/admin/compact", post(compact))
         .route("/stats", get(stats))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(move || metrics(registry.clone())))
+        .route(
+            "/metrics",
+            get(move || std::future::ready(prom::response(&registry))),
+        )
         .layer(DefaultBodyLimit::max(needle::MAX_DATA as usize))
         .with_state(store)
 }
@@ -346,12 +349,4 @@ async fn stats(State(store): State<Arc<Store>>) -> Response {
         "volumes": vols,
     }))
     .into_response()
-}
-
-async fn metrics(registry: prom::Registry) -> Response {
-    (
-        [(header::CONTENT_TYPE, prom::CONTENT_TYPE)],
-        prom::render(&registry),
-    )
-        .into_response()
 }

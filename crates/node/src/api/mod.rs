@@ -329,11 +329,7 @@ async fn list_inner(node: &Node, q: ListQ) -> Response {
 }
 
 async fn metrics(State(node): State<Arc<Node>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, prom::CONTENT_TYPE)],
-        prom::render(&node.registry),
-    )
-        .into_response()
+    prom::response(&node.registry).into_response()
 }
 
 /// Serves the public API on `listener` until `shutdown` resolves.

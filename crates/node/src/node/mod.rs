@@ -364,11 +364,7 @@ impl Node {
             &node.registry,
             prom::Section::new(move || weak.upgrade().map_or_else(Vec::new, |n| n.families())),
         );
-        for c in extra_metrics {
-            if let Err(e) = node.registry.register(c) {
-                panic!("a node's extra metrics clash with its own: {e}");
-            }
-        }
+        prom::register(&node.registry, prom::Group::from(extra_metrics));
         node
     }
 
