@@ -2,8 +2,6 @@
 //! scrape time, as one collector for whichever registry shows them: the
 //! store server's `/metrics`, or the node page of `strata serve`.
 
-use std::sync::Arc;
-
 use prom::{counter, Family, Group, IntCounter, Section};
 
 /// Counters of one store. Each store owns its own (no global registry), so
@@ -148,35 +146,4 @@ pub struct DiskUse {
     pub used: u64,
     /// Free bytes on their file system; `None` when it cannot be read.
     pub free: Option<u64>,
-}
-
-impl crate::Store {
-    /// This store's metrics as one collector: its counters, and gauges
-    /// read from the store at each scrape.
-    pub fn metrics_collector(self: &Arc<Self>) -> Group {
-        let store = self.clone();
-        self.metrics.collector(move || store.gauges())
-    }
-
-    fn gauges(&self) -> Gauges {
-        let vols = self.volume_stats();
-        Gauges {
-            blobs: self.len(),
-            map_bytes: self.needle_map_bytes(),
-            disk: DiskUse {
-                volumes: vols.len(),
-                used: vols.values().map(|v| v.total).sum(),
-                free: rustix::fs::statvfs(&self.dir)
-                    .ok()
-                    .map(|s| s.f_bavail.saturating_mul(s.f_frsize)),
-            },
-        }
-    }
-}
-
-/// Nanoseconds since the epoch, for cookies.
-pub(crate) fn nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }

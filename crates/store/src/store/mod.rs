@@ -18,7 +18,7 @@ use std::sync::{Arc, RwLock};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::metrics::StoreMetrics;
+use crate::metrics::{DiskUse, Gauges, StoreMetrics};
 use crate::needle;
 use crate::needle_map::{Loc, NeedleMap};
 use crate::volume::{self, Volume, SUPERBLOCK_LEN};
@@ -308,7 +308,7 @@ impl Store {
             return Err(Error::TooLarge(data.len() as u64));
         }
         check_meta(&meta)?;
-        let cookie = (crate::metrics::nanos() as u32) ^ (id as u32).rotate_left(16);
+        let cookie = (nanos() as u32) ^ (id as u32).rotate_left(16);
         let (reply, rx) = oneshot::channel();
         self.tx
             .as_ref()
@@ -485,6 +485,37 @@ impl Store {
             let _ = tx.try_send(());
         }
     }
+}
+
+impl Store {
+    /// This store's metrics as one collector: its counters, and gauges
+    /// read from the store at each scrape.
+    pub fn metrics_collector(self: &Arc<Self>) -> prom::Group {
+        let store = self.clone();
+        self.metrics.collector(move || store.gauges())
+    }
+
+    fn gauges(&self) -> Gauges {
+        let vols = self.volume_stats();
+        Gauges {
+            blobs: self.len(),
+            map_bytes: self.needle_map_bytes(),
+            disk: DiskUse {
+                volumes: vols.len(),
+                used: vols.values().map(|v| v.total).sum(),
+                free: rustix::fs::statvfs(&self.dir)
+                    .ok()
+                    .map(|s| s.f_bavail.saturating_mul(s.f_frsize)),
+            },
+        }
+    }
+}
+
+/// Nanoseconds since the epoch, for cookies.
+fn nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Bytes of a blob as a range of an open volume file ([`Store::extent`]).
