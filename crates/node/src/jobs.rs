@@ -1,12 +1,11 @@
-//! The node's handle on the queue ([`QueueHandle`]: the broker in this
-//! process, the jobs in PostgreSQL, or a queue member over HTTP) and the
-//! names of the queues the node's work goes through. It knows nothing of
+//! The node's handle on the queue ([`QueueHandle`], over
+//! [`queue::Handle`]: the broker in this process, the jobs in PostgreSQL,
+//! or a queue member over HTTP) and the names of the queues the node's work goes through. It knows nothing of
 //! the node: the workers that run the jobs are [`crate::workers`].
 //!
 //! An asynchronous upload's payload is one JSON line ([`UploadHead`]) and
 //! the body after it.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,14 +24,15 @@ pub const SEARCH_JOBS: &str = "search";
 /// The queue of chunk deletes (a replaced or deleted object's chunks).
 pub const CHUNK_DROPS: &str = "chunk-drops";
 
-/// Where the queue is.
-pub enum QueueHandle {
-    /// Reached by direct calls: the in-process broker (`strata serve`) or
-    /// the jobs in PostgreSQL (a cluster with `queue.backend = "postgres"`).
-    Local(Arc<dyn queue::Queue>),
-    /// A queue member over its HTTP API, through the client beside its
-    /// server.
-    Remote(queue::client::QueueClient),
+/// Where the queue is ([`queue::Handle`]: in this process or a member
+/// over HTTP), with the node's error type and upload payload format.
+#[derive(Clone)]
+pub struct QueueHandle(queue::Handle);
+
+impl From<queue::Handle> for QueueHandle {
+    fn from(h: queue::Handle) -> Self {
+        QueueHandle(h)
+    }
 }
 
 /// What an upload job carries besides the body.
@@ -84,45 +84,19 @@ impl QueueHandle {
         idempotency_key: Option<String>,
         max_attempts: u32,
     ) -> Result<u64> {
-        match self {
-            QueueHandle::Local(b) => {
-                let mut job = queue::NewJob::new(queue, payload);
-                job.idempotency_key = idempotency_key;
-                job.max_attempts = max_attempts;
-                b.put(job).await.map(|(id, _)| id).map_err(unavailable)
-            }
-            QueueHandle::Remote(c) => c
-                .put(queue, Bytes::from(payload), idempotency_key, max_attempts)
-                .await
-                .map_err(unavailable),
-        }
+        self.0
+            .put(queue, payload.into(), idempotency_key, max_attempts)
+            .await
+            .map_err(unavailable)
     }
 
     /// A job's status as JSON (`None`: no such job).
     pub async fn status(&self, id: u64) -> Result<Option<serde_json::Value>> {
-        match self {
-            QueueHandle::Local(b) => Ok(b
-                .status(id)
-                .await
-                .map_err(unavailable)?
-                .map(|s| serde_json::to_value(s).unwrap_or_default())),
-            QueueHandle::Remote(c) => c.status(id).await.map_err(unavailable),
-        }
+        self.0.status(id).await.map_err(unavailable)
     }
 
     pub(crate) async fn reserve(&self, queue: &str, wait: Duration) -> Result<Option<Leased>> {
-        match self {
-            QueueHandle::Local(b) => Ok(b
-                .reserve(&[queue.to_owned()], Some(wait), 0)
-                .await
-                .map_err(unavailable)?
-                .map(|j| Leased {
-                    id: j.id,
-                    lease: j.attempts,
-                    payload: j.payload,
-                })),
-            QueueHandle::Remote(c) => c.reserve(queue, wait).await.map_err(unavailable),
-        }
+        self.0.reserve(queue, wait).await.map_err(unavailable)
     }
 
     pub(crate) async fn finish(
@@ -130,18 +104,7 @@ impl QueueHandle {
         job: &Leased,
         outcome: std::result::Result<Bytes, String>,
     ) -> Result<()> {
-        match self {
-            QueueHandle::Local(b) => match outcome {
-                Ok(result) => b.complete(job.id, 0, Some(job.lease), result).await,
-                Err(e) => b.fail(job.id, 0, Some(job.lease), &e).await.map(|_| ()),
-            }
-            .map_err(unavailable),
-            QueueHandle::Remote(c) => match outcome {
-                Ok(r) => c.complete(job.id, job.lease, r).await,
-                Err(e) => c.fail(job.id, job.lease, &e).await,
-            }
-            .map_err(unavailable),
-        }
+        self.0.finish(job, outcome).await.map_err(unavailable)
     }
 }
 

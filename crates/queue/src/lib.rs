@@ -17,6 +17,9 @@
 //!   claims, LISTEN/NOTIFY wake-ups; `queue` members become stateless
 //!   fronts). The HTTP API, the beanstalkd protocol and the node's workers
 //!   take a `dyn Queue`.
+//! - [`client::QueueClient`] is a queue member over HTTP, beside the
+//!   server it calls; [`Handle`] is either (a local `dyn Queue` or a
+//!   client), for the node's workers and the web console.
 //!
 //! Errors are one enum, [`Error`].
 
@@ -27,6 +30,7 @@ pub mod broker;
 pub mod client;
 mod clock;
 mod error;
+pub mod handle;
 pub mod http;
 pub mod job;
 pub mod log;
@@ -35,4 +39,5 @@ pub mod pg;
 pub use backend::Queue;
 pub use broker::{Broker, BrokerOptions, Clock, ManualClock, QueueStats, SystemClock};
 pub use error::{Error, Result};
+pub use handle::Handle;
 pub use job::{Job, NewJob, State, Status};

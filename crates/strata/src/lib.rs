@@ -231,7 +231,7 @@ pub(crate) fn queue_client(cfg: &ClusterConfig, q: &cluster::Member) -> queue::c
 
 /// Queue member `q` as a node's queue.
 pub(crate) fn queue_handle(cfg: &ClusterConfig, q: &cluster::Member) -> node::jobs::QueueHandle {
-    node::jobs::QueueHandle::Remote(queue_client(cfg, q))
+    queue::Handle::Remote(queue_client(cfg, q)).into()
 }
 
 /// Store member `m` over its internal HTTP API, with the cluster secret.
@@ -364,7 +364,7 @@ pub async fn cluster_node_with(
     let node = Node::new(node_options(cfg), index, stores, extra, caching);
     if cfg.queue.backend == cluster::QueueBackend::Postgres {
         // Workers claim jobs from the database directly.
-        node.set_queue(node::jobs::QueueHandle::Local(pg_queue(cfg).await?));
+        node.set_queue(queue::Handle::Local(pg_queue(cfg).await?).into());
     } else if let Some(q) = cfg.members_with(Role::Queue).next() {
         node.set_queue(queue_handle(cfg, q));
     }

@@ -116,7 +116,7 @@ pub async fn start_serve_with(
         webconsole::Console::new(
             Vec::new(),
             crate::web_console::options(cfg, "strata serve"),
-            Some(webconsole::Jobs::Local(opened.broker.clone())),
+            Some(queue::Handle::Local(opened.broker.clone())),
         )
     });
     let mut node_addrs = Vec::new();
@@ -379,7 +379,7 @@ fn serve_node(
         extra,
         caching,
     );
-    node.set_queue(node::jobs::QueueHandle::Local(o.broker.clone()));
+    node.set_queue(queue::Handle::Local(o.broker.clone()).into());
     node.set_search(SearchTier::new(
         o.shards
             .iter()

@@ -10,7 +10,7 @@ use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use cluster::{ClusterConfig, Role};
 use http_body_util::BodyExt;
-use webconsole::{Console, ConsoleOptions, Jobs, Member};
+use webconsole::{Console, ConsoleOptions, Member};
 
 /// The console's settings from the cluster file.
 pub fn options(cfg: &ClusterConfig, title: &str) -> ConsoleOptions {
@@ -50,12 +50,12 @@ pub fn cluster_members(cfg: &ClusterConfig) -> Vec<Member> {
 
 /// The cluster's jobs: its queue member (with the cluster secret), else
 /// PostgreSQL when the jobs live there, else none.
-pub async fn cluster_jobs(cfg: &ClusterConfig) -> anyhow::Result<Option<Jobs>> {
+pub async fn cluster_jobs(cfg: &ClusterConfig) -> anyhow::Result<Option<queue::Handle>> {
     if let Some(q) = cfg.members.iter().find(|m| m.role == Role::Queue) {
-        return Ok(Some(Jobs::Remote(crate::queue_client(cfg, q))));
+        return Ok(Some(queue::Handle::Remote(crate::queue_client(cfg, q))));
     }
     if cfg.queue.backend == cluster::QueueBackend::Postgres {
-        return Ok(Some(Jobs::Local(crate::pg_queue(cfg).await?)));
+        return Ok(Some(queue::Handle::Local(crate::pg_queue(cfg).await?)));
     }
     Ok(None)
 }

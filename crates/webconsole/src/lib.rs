@@ -16,7 +16,7 @@
 //! the cluster file's members, or `serve`'s in-process roles) and are read
 //! the way Prometheus would read them ([`scrape`]), so the console needs
 //! nothing from the roles but their metrics pages; the queue is a
-//! [`Jobs`]; the HTTP server in front calls [`Console::handle`] with the
+//! [`queue::Handle`]; the HTTP server in front calls [`Console::handle`] with the
 //! request's head and a small body (the balancer's `Pages` hook, or a
 //! node's router).
 
@@ -86,15 +86,6 @@ pub struct Member {
     pub addr: String,
 }
 
-/// Where the jobs view reads and acts.
-#[derive(Clone)]
-pub enum Jobs {
-    /// The queue in this process, or the jobs in PostgreSQL.
-    Local(Arc<dyn queue::Queue>),
-    /// A queue member over its HTTP API.
-    Remote(queue::client::QueueClient),
-}
-
 /// Settings.
 #[derive(Debug, Clone)]
 pub struct ConsoleOptions {
@@ -135,13 +126,13 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub struct Console {
     watches: Arc<Mutex<Vec<Watch>>>,
     opts: Arc<ConsoleOptions>,
-    jobs: Option<Jobs>,
+    jobs: Option<queue::Handle>,
 }
 
 impl Console {
     /// A console over `members` (read only once [`Console::spawn_sampler`]
     /// runs), acting on `jobs` when given.
-    pub fn new(members: Vec<Member>, opts: ConsoleOptions, jobs: Option<Jobs>) -> Console {
+    pub fn new(members: Vec<Member>, opts: ConsoleOptions, jobs: Option<queue::Handle>) -> Console {
         Console {
             watches: Arc::new(Mutex::new(members.into_iter().map(Watch::new).collect())),
             opts: Arc::new(opts),
@@ -234,7 +225,7 @@ impl Console {
         let Some(jobs) = &self.jobs else {
             return json(StatusCode::OK, &serde_json::json!({ "queues": [] }));
         };
-        match queue_views(jobs).await {
+        match jobs.overview(DEAD_LISTED).await {
             Ok(v) => json(StatusCode::OK, &serde_json::json!({ "queues": v })),
             Err(e) => error(StatusCode::BAD_GATEWAY, "queue_unreachable", e.to_string()),
         }
@@ -272,11 +263,10 @@ impl Console {
                 "this cluster has no queue",
             );
         };
-        let r = match (jobs, kick) {
-            (Jobs::Local(q), true) => q.kick_job(id).await,
-            (Jobs::Local(q), false) => q.delete(id, 0, None).await,
-            (Jobs::Remote(c), true) => c.kick_job(id).await,
-            (Jobs::Remote(c), false) => c.delete(id).await,
+        let r = if kick {
+            jobs.kick_job(id).await
+        } else {
+            jobs.delete(id).await
         };
         match r {
             Ok(()) => Response::builder()
@@ -317,32 +307,6 @@ impl Console {
         let same: bool = subtle::ConstantTimeEq::ct_eq(token, want.as_bytes()).into();
         (!same).then(|| error(StatusCode::FORBIDDEN, "forbidden", "wrong admin token"))
     }
-}
-
-/// Every queue's counts, each with its oldest dead letters.
-async fn queue_views(jobs: &Jobs) -> Result<Vec<serde_json::Value>, queue::Error> {
-    let mut out = Vec::new();
-    match jobs {
-        Jobs::Local(q) => {
-            for name in q.queues().await? {
-                let Some(s) = q.queue_stats(&name).await? else {
-                    continue;
-                };
-                let mut v = serde_json::to_value(s).unwrap_or_default();
-                v["dead_jobs"] =
-                    serde_json::to_value(q.dead(&name, DEAD_LISTED).await?).unwrap_or_default();
-                out.push(v);
-            }
-        }
-        Jobs::Remote(c) => {
-            for mut v in c.queues().await? {
-                let name = v["name"].as_str().unwrap_or_default().to_owned();
-                v["dead_jobs"] = c.dead(&name, DEAD_LISTED).await?.into();
-                out.push(v);
-            }
-        }
-    }
-    Ok(out)
 }
 
 fn text(status: StatusCode, ctype: &'static str, body: Bytes) -> Response<Bytes> {
