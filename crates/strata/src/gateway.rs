@@ -303,6 +303,7 @@ pub async fn run_gateway(
         }
         None => None,
     };
+    crate::sockets::warn_unused();
     let pages = match cfg.console.enabled {
         true => Some(crate::web_console::pages(
             &crate::web_console::start(&cfg, "strata cluster", shutdown.clone()).await,

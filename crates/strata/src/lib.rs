@@ -149,12 +149,14 @@ pub async fn run_role(
             let api = store::server::router(store.clone())
                 .merge(scrubber.router())
                 .merge(collector.router());
+            crate::sockets::warn_unused();
             http_serve::serve(listener, internal(api), limits, shutdown).await?;
             store.checkpoint().await?;
         }
         Role::Index => {
             let db = IndexDb::open(&data(&me)?)?;
             let api = internal(index::server::router(db));
+            crate::sockets::warn_unused();
             http_serve::serve(listener, api, limits, shutdown).await?;
         }
         Role::Node => {
@@ -183,6 +185,7 @@ pub async fn run_role(
                 let c = web_console::start(&cfg, &title, shutdown.clone()).await;
                 api = web_console::on_node(api, &c);
             }
+            crate::sockets::warn_unused();
             http_serve::serve(listener, api, limits, shutdown).await?;
         }
         Role::Queue => {
@@ -204,15 +207,18 @@ pub async fn run_role(
                 ));
             }
             let api = internal(queue::http::router(broker));
+            crate::sockets::warn_unused();
             http_serve::serve(listener, api, limits, shutdown).await?;
         }
         Role::Search => {
             let shard = open_shard(&cfg, &data(&me)?)?;
             let api = internal(search::server::router(shard));
+            crate::sockets::warn_unused();
             http_serve::serve(listener, api, limits, shutdown).await?;
         }
         Role::Cache => {
             let server = cache_member(&cfg, None);
+            crate::sockets::warn_unused();
             cache::server::serve(listener, server, shutdown_signal(shutdown)).await?;
         }
         Role::Gateway => {

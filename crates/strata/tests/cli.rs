@@ -119,18 +119,30 @@ fn gateway_rejects_an_unknown_algorithm() {
 /// `stdin` as its standard input, and the lines it printed up to its ready
 /// line (all of them if it never got there).
 fn serve_handed(data: &std::path::Path, listen: &str, stdin: Stdio) -> (Child, Vec<String>) {
+    serve_with(data, listen, "off", |c| {
+        c.env("STRATA_LISTENER", "stdin").stdin(stdin);
+    })
+}
+
+/// `serve --listen listen --s3-listen s3` over `data`, its command
+/// finished by `hand` (what it is handed), and the lines it printed up to
+/// its ready line.
+fn serve_with(
+    data: &std::path::Path,
+    listen: &str,
+    s3: &str,
+    hand: impl FnOnce(&mut Command),
+) -> (Child, Vec<String>) {
     use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["serve", "--threads", "1", "--s3-listen", "off", "--data"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+    cmd.args(["serve", "--threads", "1", "--s3-listen", s3, "--data"])
         .arg(data)
         .args(["--listen", listen])
-        .env("STRATA_LISTENER", "stdin")
         .env("RUST_LOG", "warn")
-        .stdin(stdin)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+        .stderr(Stdio::piped());
+    hand(&mut cmd);
+    let mut child = cmd.spawn().expect("spawn");
     let out = child.stdout.take().expect("stdout");
     let mut printed = Vec::new();
     for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
@@ -194,4 +206,55 @@ fn a_standard_input_that_is_no_socket_is_ignored() {
         "{printed:?}\n{err}"
     );
     assert!(err.contains("not a listening socket"), "{err}");
+}
+
+/// Several sockets handed over at once (`strata::sockets::hand_over`, a
+/// Unix socket on standard input carrying them): `serve` takes the one for
+/// `--listen` and the one for `--s3-listen`, and closes with a warning the
+/// one its configuration does not name, so its clients are refused rather
+/// than left waiting on a backlog nobody accepts from.
+#[test]
+fn serve_takes_each_handed_socket_for_its_address_and_closes_a_stray_one() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("tmp");
+    let bind = || std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let (main, s3, stray) = (bind(), bind(), bind());
+    let [a_main, a_s3, a_stray] = [&main, &s3, &stray].map(|l| l.local_addr().expect("addr"));
+    let (child, printed) = serve_with(dir.path(), &a_main.to_string(), &a_s3.to_string(), |c| {
+        strata::sockets::hand_over(c, &[main, s3, stray]).expect("hand over");
+    });
+    // The starter's copies are gone with the closure: from here only the
+    // child holds the ports.
+    if !printed.iter().any(|l| l.contains("strata serve: ready")) {
+        let err = stop(child);
+        panic!("serve did not start on the handed sockets: {printed:?}\n{err}");
+    }
+    let ask = |addr, path: &str| {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        )
+        .expect("send");
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).expect("read");
+        answer
+    };
+    let health = ask(a_main, "/healthz");
+    // An unsigned S3 request: the S3 listener answers it with an S3 error.
+    let s3_answer = ask(a_s3, "/");
+    let refused = std::net::TcpStream::connect(a_stray);
+    let err = stop(child);
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(s3_answer.starts_with("HTTP/1.1 403"), "{s3_answer}");
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused),
+        "{refused:?}"
+    );
+    assert!(
+        err.contains("not in the configuration") && err.contains(&a_stray.to_string()),
+        "{err}"
+    );
 }

@@ -73,7 +73,8 @@ async fn get(send: &mut H2, path: &str) -> (hyper::http::response::Parts, Bytes)
 async fn tls_h2_header_rules_access_log_and_certificate_reload_through_the_binary() {
     let certs = tempfile::tempdir().expect("dir");
     let first = renew(certs.path());
-    let tls_addr = testkit::free_addr().expect("port");
+    let tls = testkit::Socket::free().expect("socket");
+    let tls_addr = tls.addr();
     let log = certs.path().join("access.log");
     let extra = format!(
         r#"[gateway]
@@ -95,9 +96,14 @@ response_headers = {{ set = ["Cache-Control: public, max-age=31536000, immutable
         log = log.display(),
         dir = certs.path().display(),
     );
-    let p = Procs::cluster_with_gateway(bin(), 1, 1, 0, 1, &extra)
-        .await
-        .expect("cluster");
+    let layout = testkit::Layout {
+        stores: 1,
+        replicas: 1,
+        nodes: 1,
+        sockets: vec![("gateway".into(), tls)],
+        ..Default::default()
+    };
+    let p = Procs::launch(bin(), layout, &extra).await.expect("cluster");
     let image = testkit::blob(7, 20_000);
     let put = p
         .client()

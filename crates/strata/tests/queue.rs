@@ -5,33 +5,38 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use testkit::{free_addr, Client, Method, Procs, StatusCode};
+use testkit::{Client, Method, Procs, StatusCode};
 
 mod common;
 use common::bin;
 
-fn start_queue(data: &std::path::Path, addr: std::net::SocketAddr) -> std::process::Child {
-    Command::new(bin())
-        .args([
-            "queue",
-            "--listen",
-            &addr.to_string(),
-            "--threads",
-            "2",
-            "--data",
-        ])
-        .arg(data)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn queue")
+/// A standalone broker on `listener` (held by the test since its port
+/// was chosen, or bound again for a restart), handed over as the kit
+/// hands members theirs.
+fn start_queue(data: &std::path::Path, listener: std::net::TcpListener) -> std::process::Child {
+    let addr = listener.local_addr().expect("addr");
+    let mut cmd = Command::new(bin());
+    cmd.args([
+        "queue",
+        "--listen",
+        &addr.to_string(),
+        "--threads",
+        "2",
+        "--data",
+    ])
+    .arg(data)
+    .env("RUST_LOG", "warn")
+    .stdout(Stdio::null());
+    strata::sockets::hand_over(&mut cmd, &[listener]).expect("hand over");
+    cmd.spawn().expect("spawn queue")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_broker_loses_nothing_it_acknowledged() {
     let dir = tempfile::tempdir().expect("tmp");
-    let addr = free_addr().expect("addr");
-    let mut child = start_queue(dir.path(), addr);
+    let listener = testkit::ports::listen_free().expect("listen");
+    let addr = listener.local_addr().expect("addr");
+    let mut child = start_queue(dir.path(), listener);
     let c = Client::new(format!("http://{addr}"));
     c.wait_ready("/healthz", Duration::from_secs(20))
         .await
@@ -82,7 +87,8 @@ async fn a_killed_broker_loses_nothing_it_acknowledged() {
     }
     let acked = acked.lock().expect("lock").clone();
 
-    let mut child = start_queue(dir.path(), addr);
+    let again = std::net::TcpListener::bind(addr).expect("bind the port again");
+    let mut child = start_queue(dir.path(), again);
     c.wait_ready("/healthz", Duration::from_secs(20))
         .await
         .expect("ready again");

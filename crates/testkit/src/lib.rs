@@ -32,6 +32,7 @@ pub use client::{metric_value, Client, Resp};
 pub use faults::{Fault, FaultProxy};
 pub use hyper::{Method, StatusCode};
 pub use inproc::{InProc, InProcCluster};
+pub use ports::Socket;
 pub use postgres::{PgCluster, PgSpec};
 pub use procs::{free_addr, strata_bin, Layout, Procs};
 pub use served::{python_with_boto3, S3Endpoint, Served};

@@ -5,9 +5,11 @@
 //! (`STRATA_LISTENER=stdin`, see `strata::sockets`), so the port is never
 //! free between the choice and the child's first accept. A killed member
 //! is restarted on the same port (its cluster file names it): the kit
-//! binds it again for the new child. Addresses a test adds itself (an S3
-//! or beanstalkd listener) come from [`free_port`], chosen now and bound
-//! by the child later. A port from the OS's ephemeral range (what `bind(…:0)` and
+//! binds it again for the new child. A listener a test adds itself (an S3,
+//! TLS or beanstalkd one) is a [`Socket`], bound the same way and handed
+//! over with the member's main one. Only servers the kit cannot hand a
+//! socket to (PostgreSQL) get a bare port from [`free_port`], chosen now
+//! and bound by the server later. A port from the OS's ephemeral range (what `bind(…:0)` and
 //! every outgoing connection take) can be taken in the meantime by any
 //! other test's connection or port-0 probe; CI once lost a run that way (a
 //! restarted broker found its port taken and the test waited forever).
@@ -16,9 +18,9 @@
 //! process.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// How many ports below the ephemeral range are ours to walk through.
 const WINDOW: u16 = 12_000;
@@ -74,6 +76,39 @@ fn bind_in_window(mut bind: impl FnMut(u16) -> io::Result<TcpListener>) -> io::R
 /// other process can take the port in between.
 pub fn listen_free() -> io::Result<TcpListener> {
     bind_in_window(|port| TcpListener::bind((Ipv4Addr::LOCALHOST, port)))
+}
+
+/// A listening socket a test puts in a member's configuration (an
+/// `s3_addr`, `gateway.tls.listen`, a `beanstalk_addr`): bound now in the
+/// window, held until [`crate::Procs`] hands it to the member with the
+/// member's main socket (see [`crate::Layout::sockets`]), so the port is
+/// never free in between. Clones share the one socket, which is handed
+/// over once; a restarted member gets the port bound again.
+#[derive(Debug, Clone)]
+pub struct Socket {
+    addr: SocketAddr,
+    held: Arc<Mutex<Option<TcpListener>>>,
+}
+
+impl Socket {
+    /// A loopback socket on a free port of the window.
+    pub fn free() -> io::Result<Socket> {
+        let l = listen_free()?;
+        Ok(Socket {
+            addr: l.local_addr()?,
+            held: Arc::new(Mutex::new(Some(l))),
+        })
+    }
+
+    /// Its address, for the configuration.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The listener, the first time; `None` once handed over.
+    pub(crate) fn take(&self) -> Option<TcpListener> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
 }
 
 /// A port on `ip` nobody holds now, and that no other caller in this

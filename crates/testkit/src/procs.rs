@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use crate::{Client, FaultProxy};
 
-/// A loopback address for a member: a port nobody holds now, outside the
-/// range the kernel hands out by itself (see [`crate::ports`]), so that it
-/// is still free when the member binds it, and again when a killed member
-/// is restarted on it.
+/// A loopback address nobody holds now, outside the range the kernel hands
+/// out by itself (see [`crate::ports`]), for a server the kit cannot hand
+/// a socket to (a peer in a benchmark): it binds the port itself, later.
+/// A member's addresses are held sockets instead ([`crate::Socket`]).
 pub fn free_addr() -> anyhow::Result<SocketAddr> {
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
     Ok(SocketAddr::new(ip, crate::ports::free_port(ip)?))
@@ -28,6 +28,8 @@ pub struct Procs {
     /// Members' listening sockets, bound when their ports were chosen and
     /// held until the member is started with them.
     held: BTreeMap<String, std::net::TcpListener>,
+    /// Members' further sockets ([`Layout::sockets`]).
+    sockets: BTreeMap<String, Vec<crate::Socket>>,
     serve: bool,
     /// Environment for every member (e.g. a database password).
     env: Vec<(String, String)>,
@@ -58,6 +60,10 @@ pub struct Layout {
     /// The index lives outside the cluster (`index.backend = "postgres"`
     /// in the extra text): no `index` member.
     pub external_index: bool,
+    /// Further listening sockets a member is handed with its main one:
+    /// those the test puts in its lines or the extra text (an `s3_addr`,
+    /// `gateway.tls.listen`).
+    pub sockets: Vec<(String, crate::Socket)>,
 }
 
 impl Procs {
@@ -159,6 +165,7 @@ impl Procs {
             ref proxied,
             ref member_lines,
             external_index,
+            ref sockets,
         } = l;
         let dir = tempfile::tempdir()?;
         let mut text = format!("replicas = {replicas}\n{extra}\n");
@@ -230,6 +237,12 @@ impl Procs {
             members: addrs,
             children: BTreeMap::new(),
             held,
+            sockets: sockets.iter().fold(BTreeMap::new(), |mut m, (name, s)| {
+                m.entry(name.clone())
+                    .or_insert_with(Vec::new)
+                    .push(s.clone());
+                m
+            }),
             serve: false,
             proxies,
             env: env
@@ -267,6 +280,7 @@ impl Procs {
             members: addrs,
             children: BTreeMap::new(),
             held: BTreeMap::from([("serve".to_owned(), listener)]),
+            sockets: BTreeMap::new(),
             serve: true,
             proxies: BTreeMap::new(),
             env: Vec::new(),
@@ -276,19 +290,27 @@ impl Procs {
         Ok(p)
     }
 
-    /// Starts (or restarts) member `name`, handing it its listening socket
-    /// as standard input: the one held since its port was chosen, or (a
-    /// restart) the port bound again now.
+    /// Starts (or restarts) member `name`, handing it its listening
+    /// sockets through standard input (`strata::sockets::hand_over`): each
+    /// the one held since its port was chosen, or (a restart) the port
+    /// bound again now.
     pub fn start(&mut self, name: &str) -> anyhow::Result<()> {
-        let addr = self.members[name].0;
-        let listener = match self.held.remove(name) {
-            Some(l) => l,
-            None => std::net::TcpListener::bind(addr)
-                .map_err(|e| anyhow::anyhow!("member {name}: cannot bind {addr} again: {e}"))?,
+        let rebind = |addr: SocketAddr| {
+            std::net::TcpListener::bind(addr)
+                .map_err(|e| anyhow::anyhow!("member {name}: cannot bind {addr} again: {e}"))
         };
+        let mut listeners = vec![match self.held.remove(name) {
+            Some(l) => l,
+            None => rebind(self.members[name].0)?,
+        }];
+        for s in self.sockets.get(name).into_iter().flatten() {
+            listeners.push(match s.take() {
+                Some(l) => l,
+                None => rebind(s.addr())?,
+            });
+        }
         let mut cmd = Command::new(&self.bin);
-        cmd.env(strata::sockets::LISTENER, "stdin")
-            .stdin(Stdio::from(std::os::fd::OwnedFd::from(listener)));
+        strata::sockets::hand_over(&mut cmd, &listeners)?;
         if self.serve {
             cmd.arg("serve")
                 .arg("--data")

@@ -62,6 +62,7 @@ pub async fn run(a: Cache, rx: watch::Receiver<bool>) -> anyhow::Result<()> {
                 me.listen_addr()
             );
             let server = strata::cache_member(&cfg, threads);
+            strata::sockets::warn_unused();
             cache::server::serve(listener, server, strata::shutdown_signal(rx)).await?;
             Ok(())
         }
@@ -102,6 +103,7 @@ pub async fn run(a: Cache, rx: watch::Receiver<bool>) -> anyhow::Result<()> {
                 "strata cache: memcached protocol on {} ({memory_mb} MiB)",
                 listener.local_addr()?
             );
+            strata::sockets::warn_unused();
             cache::server::serve(listener, server, strata::shutdown_signal(rx)).await?;
             Ok(())
         }

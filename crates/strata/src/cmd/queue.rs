@@ -87,6 +87,7 @@ pub async fn run(a: Queue, rx: watch::Receiver<bool>) -> anyhow::Result<()> {
                 "strata queue: jobs API on http://{}",
                 listener.local_addr()?
             );
+            strata::sockets::warn_unused();
             queue::http::serve(listener, broker, strata::shutdown_signal(rx)).await?;
             Ok(())
         }

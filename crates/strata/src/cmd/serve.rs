@@ -63,6 +63,7 @@ pub async fn run(a: Serve, rx: watch::Receiver<bool>) -> anyhow::Result<()> {
         }
     };
     let h = strata::start_serve_with(&cfg, &data, listener, s3, nodes).await?;
+    strata::sockets::warn_unused();
     println!("strata serve: data in {}", data.display());
     println!("  public API   http://{}/v1/blobs/ (gateway)", h.addr);
     println!("  status       http://{}/_strata/status", h.addr);

@@ -6,10 +6,13 @@ use super::*;
 #[test]
 fn every_node_of_a_cluster_serves_the_same_objects_over_s3_and_the_gateway_balances_them() {
     let rt = tokio::runtime::Runtime::new().expect("rt");
+    // Held from now and handed to the members with their main sockets.
+    let s3 = |member: &str| (member.to_owned(), testkit::Socket::free().expect("socket"));
+    let sockets = vec![s3("node-1"), s3("node-2"), s3("gateway")];
     let (a1, a2, g) = (
-        testkit::free_addr().expect("addr"),
-        testkit::free_addr().expect("addr"),
-        testkit::free_addr().expect("addr"),
+        sockets[0].1.addr(),
+        sockets[1].1.addr(),
+        sockets[2].1.addr(),
     );
     let layout = testkit::Layout {
         stores: 2,
@@ -20,6 +23,7 @@ fn every_node_of_a_cluster_serves_the_same_objects_over_s3_and_the_gateway_balan
             ("node-2".into(), format!("s3_addr = \"{a2}\"")),
             ("gateway".into(), format!("s3_addr = \"{g}\"")),
         ],
+        sockets,
         ..Default::default()
     };
     let extra =
