@@ -89,15 +89,18 @@ async fn stale_local_metadata_recovers_from_the_index() {
     // A overwrites; the old blob is deleted from the store in the background.
     a.put("/v1/blobs/s", blob(2, 100)).await.expect("put");
     let store = Client::new(cl.url("store-1"));
-    let mut gone = false;
-    for _ in 0..500 {
-        if store.get("/stats").await.expect("stats").json()["blobs"] == 1 {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    assert!(gone, "old copy not deleted");
+    testkit::until_async(
+        "the old copy is deleted",
+        std::time::Duration::from_secs(5),
+        async || {
+            let st = store.get("/stats").await.expect("stats").json();
+            match st["blobs"] == 1 {
+                true => Ok(()),
+                false => Err(st.to_string()),
+            }
+        },
+    )
+    .await;
     // B's local metadata names the deleted blob: the read fails on the
     // store, B asks the index again and serves the new value.
     let r = b.get("/v1/blobs/s").await.expect("get");

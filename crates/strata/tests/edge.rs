@@ -148,22 +148,26 @@ response_headers = {{ set = ["Cache-Control: public, max-age=31536000, immutable
 
     // The access log has the first GET, parsed back; SIGHUP also reopened
     // it (same path), so lines keep coming.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let lines = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("a JSON line"))
-            .collect();
-        let gets = lines
-            .iter()
-            .filter(|l| l["method"] == "GET" && l["protocol"] == "HTTP/2.0")
-            .count();
-        if gets >= 3 || tokio::time::Instant::now() > deadline {
-            break lines;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    };
+    let lines = testkit::until_async(
+        "three HTTP/2 GETs logged",
+        Duration::from_secs(10),
+        async || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<serde_json::Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("a JSON line"))
+                .collect();
+            let gets = lines
+                .iter()
+                .filter(|l| l["method"] == "GET" && l["protocol"] == "HTTP/2.0")
+                .count();
+            match gets {
+                3.. => Ok(lines),
+                _ => Err(text),
+            }
+        },
+    )
+    .await;
     let first_get = lines
         .iter()
         .find(|l| l["request_id"] == id.as_str())

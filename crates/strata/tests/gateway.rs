@@ -217,13 +217,14 @@ async fn sighup_reloads_the_pools_without_a_failed_request() {
         }));
     }
     let wait = |c: Client, series: &'static str, above: u64| async move {
-        for _ in 0..1000 {
-            if c.metric(series).await.expect("metric") > above {
-                return;
+        let what = format!("{series} passes {above}");
+        testkit::until_async(&what, Duration::from_secs(10), async || {
+            match c.metric(series).await.expect("metric") {
+                n if n > above => Ok(()),
+                n => Err(n.to_string()),
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("{series} never passed {above}");
+        })
+        .await
     };
     wait(n1.clone(), "strata_node_gets_total", 50).await;
 

@@ -67,19 +67,22 @@ async fn a_killed_broker_loses_nothing_it_acknowledged() {
     // Let it run until a good number are acknowledged, then SIGKILL. A
     // writer stops at its first refusal; if all stopped before that, the
     // broker failed, and waiting on would wait forever.
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while acked.lock().expect("lock").len() < 2000 {
-        assert!(
-            writers.iter().any(|w| !w.is_finished()),
-            "every writer was refused after {} jobs",
-            acked.lock().expect("lock").len()
-        );
-        assert!(
-            std::time::Instant::now() < deadline,
-            "2000 jobs took over 2 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    testkit::until_async(
+        "2000 jobs acknowledged",
+        Duration::from_secs(120),
+        async || {
+            let n = acked.lock().expect("lock").len();
+            assert!(
+                writers.iter().any(|w| !w.is_finished()),
+                "every writer was refused after {n} jobs"
+            );
+            match n {
+                2000.. => Ok(()),
+                _ => Err(format!("{n} acknowledged")),
+            }
+        },
+    )
+    .await;
     child.kill().expect("kill");
     child.wait().expect("wait");
     for w in writers {
@@ -123,17 +126,15 @@ async fn a_queue_member_serves_the_nodes_async_uploads() {
         .expect("put");
     assert_eq!(r.status, StatusCode::ACCEPTED);
     let loc = r.header("location");
-    let mut done = false;
-    for _ in 0..1000 {
+    let j = testkit::until_async("the job succeeds", Duration::from_secs(10), async || {
         let j = c.get(&loc).await.expect("status").json();
-        if j["state"] == "succeeded" {
-            assert_eq!(j["result"]["size"], 50_000);
-            done = true;
-            break;
+        match j["state"] == "succeeded" {
+            true => Ok(j),
+            false => Err(j.to_string()),
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(done, "the job never succeeded");
+    })
+    .await;
+    assert_eq!(j["result"]["size"], 50_000);
     let g = c.get("/v1/blobs/q/dog.png").await.expect("get");
     assert!(g.status == StatusCode::OK && g.body[..] == testkit::blob(3, 50_000)[..]);
 }
@@ -166,15 +167,17 @@ async fn a_lost_replica_is_copied_back_by_a_repair_job() {
     let g = c.get("/v1/blobs/keep/me").await.expect("get");
     assert!(g.status == StatusCode::OK && g.body[..] == body[..]);
     // ... whose worker puts the copy back.
-    let mut back = false;
-    for _ in 0..1000 {
-        let r = store.get(&path).await.expect("get");
-        if r.status == StatusCode::OK {
-            assert!(r.body[..] == body[..]);
-            back = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(back, "the lost replica was never restored");
+    let r = testkit::until_async(
+        "the lost replica is restored",
+        Duration::from_secs(10),
+        async || {
+            let r = store.get(&path).await.expect("get");
+            match r.status {
+                StatusCode::OK => Ok(r),
+                st => Err(st.to_string()),
+            }
+        },
+    )
+    .await;
+    assert!(r.body[..] == body[..]);
 }

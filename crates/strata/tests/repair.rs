@@ -3,9 +3,9 @@
 //! die and nothing is lost), and a scrub finds a flipped byte on disk and
 //! rewrites the needle from a good replica.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use testkit::{blob, Client, Method, Procs, StatusCode};
+use testkit::{blob, until_async, Client, Method, Procs, StatusCode};
 
 const SECRET: &str = "repair-secret";
 const ADMIN: &str = "repair-admin";
@@ -41,19 +41,22 @@ async fn meta(p: &Procs, key: &str) -> serde_json::Value {
 /// starting, or slow to answer a probe on a loaded machine) is written
 /// last, and CI saw store-1 get none of a test's blobs, in two tests.
 async fn stores_up(c: &testkit::Client, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while c
-        .metric("strata_node_healthy_stores")
-        .await
-        .expect("metrics")
-        < n
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the node never saw {n} stores up"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_async(
+        &format!("the node sees {n} stores up"),
+        Duration::from_secs(30),
+        async || {
+            let up = c
+                .metric("strata_node_healthy_stores")
+                .await
+                .expect("metrics");
+            if up >= n {
+                Ok(())
+            } else {
+                Err(format!("{up} up"))
+            }
+        },
+    )
+    .await;
 }
 
 fn replicas(m: &serde_json::Value) -> Vec<String> {
@@ -89,24 +92,24 @@ async fn a_dead_stores_blobs_get_new_copies_and_survive_a_second_loss() {
     p.kill("store-1").expect("kill");
     // Past dead_after the node sweeps the index and queues a job per blob;
     // each ends with two live copies recorded.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    'wait: loop {
-        let mut pending = 0;
-        for k in &keys {
-            let r = replicas(&meta(&p, k).await);
-            if r.iter().any(|n| n == "store-1") || r.len() != 2 {
-                pending += 1;
+    until_async(
+        "every blob has two live copies",
+        Duration::from_secs(60),
+        async || {
+            let mut pending = 0;
+            for k in &keys {
+                let r = replicas(&meta(&p, k).await);
+                if r.iter().any(|n| n == "store-1") || r.len() != 2 {
+                    pending += 1;
+                }
             }
-        }
-        if pending == 0 {
-            break 'wait;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{pending} blobs still name store-1"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            match pending {
+                0 => Ok(()),
+                _ => Err(format!("{pending} blobs still name store-1")),
+            }
+        },
+    )
+    .await;
     // Every blob now has copies on store-2 and store-3: lose store-2 too.
     p.kill("store-2").expect("kill second");
     for (i, k) in keys.iter().enumerate() {
@@ -145,29 +148,27 @@ async fn put_and_flip(p: &Procs, key: &str, n: u64) -> (u64, String, Vec<u8>) {
 
 /// Waits until `store` serves blob `id` intact again.
 async fn wait_repaired(store: &Client, id: u64, body: &[u8]) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = store
-            .send(
-                Method::GET,
-                &format!("/blobs/{id}"),
-                &[("x-strata-secret", SECRET)],
-                vec![],
-            )
-            .await
-            .expect("direct read");
-        if r.status == StatusCode::OK {
-            assert_eq!(&r.body[..], body);
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not repaired: {} {}",
-            r.status,
-            r.text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let r = until_async(
+        "the needle is repaired",
+        Duration::from_secs(30),
+        async || {
+            let r = store
+                .send(
+                    Method::GET,
+                    &format!("/blobs/{id}"),
+                    &[("x-strata-secret", SECRET)],
+                    vec![],
+                )
+                .await
+                .expect("direct read");
+            match r.status {
+                StatusCode::OK => Ok(r),
+                s => Err(format!("{s} {}", r.text())),
+            }
+        },
+    )
+    .await;
+    assert_eq!(&r.body[..], body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,23 +265,23 @@ async fn a_store_brought_back_has_its_orphaned_copies_collected() {
     }
     assert!(on_first > 0, "store-1 holds some of the blobs");
     p.kill("store-1").expect("kill");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut pending = 0;
-        for k in &keys {
-            if replicas(&meta(&p, k).await).iter().any(|n| n == "store-1") {
-                pending += 1;
+    until_async(
+        "no blob names store-1",
+        Duration::from_secs(60),
+        async || {
+            let mut pending = 0;
+            for k in &keys {
+                if replicas(&meta(&p, k).await).iter().any(|n| n == "store-1") {
+                    pending += 1;
+                }
             }
-        }
-        if pending == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{pending} blobs still name store-1"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            match pending {
+                0 => Ok(()),
+                _ => Err(format!("{pending} blobs still name store-1")),
+            }
+        },
+    )
+    .await;
     p.start("store-1").expect("restart");
     p.wait_ready("store-1").await.expect("ready");
     // New blobs, some of them on store-1 again: named, never collected.
@@ -318,16 +319,20 @@ async fn a_store_brought_back_has_its_orphaned_copies_collected() {
     // The first pass only notes the unnamed copies; a pass a grace period
     // later collects them.
     let mut reclaimed = 0;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while reclaimed < on_first {
-        let r = gc(store1.clone()).await;
-        reclaimed += r["reclaimed"].as_u64().expect("reclaimed");
-        assert!(
-            Instant::now() < deadline,
-            "collected {reclaimed} of {on_first}: {r}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_async(
+        "the orphaned copies are collected",
+        Duration::from_secs(30),
+        async || {
+            let r = gc(store1.clone()).await;
+            reclaimed += r["reclaimed"].as_u64().expect("reclaimed");
+            if reclaimed >= on_first {
+                Ok(())
+            } else {
+                Err(format!("collected {reclaimed} of {on_first}: {r}"))
+            }
+        },
+    )
+    .await;
     assert_eq!(reclaimed, on_first, "exactly the orphaned copies");
     let blobs = store1
         .send(

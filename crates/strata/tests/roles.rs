@@ -196,25 +196,27 @@ async fn in_process_cluster_replicates_and_cleans_up() {
             .await
             .expect("delete");
     }
-    let mut settled = false;
-    for _ in 0..500 {
-        let mut n = 0;
-        for s in ["store-1", "store-2", "store-3"] {
-            n += Client::new(cl.url(s))
-                .get("/stats")
-                .await
-                .expect("stats")
-                .json()["blobs"]
-                .as_u64()
-                .expect("n");
-        }
-        if n == 40 {
-            settled = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    assert!(settled, "old copies were not deleted");
+    testkit::until_async(
+        "the old copies are deleted",
+        std::time::Duration::from_secs(10),
+        async || {
+            let mut n = 0;
+            for s in ["store-1", "store-2", "store-3"] {
+                n += Client::new(cl.url(s))
+                    .get("/stats")
+                    .await
+                    .expect("stats")
+                    .json()["blobs"]
+                    .as_u64()
+                    .expect("n");
+            }
+            match n {
+                40 => Ok(()),
+                n => Err(format!("{n} blobs on the stores")),
+            }
+        },
+    )
+    .await;
     assert_eq!(&c.get("/v1/blobs/p/1").await.expect("get").body[..], b"new");
     cl.stop().await.expect("stop");
 }

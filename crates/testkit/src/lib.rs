@@ -36,7 +36,7 @@ pub use ports::Socket;
 pub use postgres::{PgCluster, PgSpec};
 pub use procs::{free_addr, strata_bin, Layout, Procs};
 pub use served::{python_with_boto3, S3Endpoint, Served};
-pub use wait::until;
+pub use wait::{until, until_async};
 
 /// Deterministic pseudo-random bytes for blob `i`.
 pub fn blob(i: u64, len: usize) -> Vec<u8> {

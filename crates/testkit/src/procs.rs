@@ -339,16 +339,13 @@ impl Procs {
     pub async fn wait_ready(&self, name: &str) -> anyhow::Result<()> {
         if self.members[name].1 == "cache" {
             // A cache member speaks memcached, not HTTP: ready = accepting.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-            while tokio::net::TcpStream::connect(self.members[name].0)
-                .await
-                .is_err()
-            {
-                if tokio::time::Instant::now() > deadline {
-                    anyhow::bail!("member {name} did not start");
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            let what = format!("member {name} accepts connections");
+            crate::until_async(&what, Duration::from_secs(20), async || {
+                tokio::net::TcpStream::connect(self.members[name].0)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await;
             return Ok(());
         }
         Client::new(format!("http://{}", self.members[name].0))

@@ -89,14 +89,13 @@ impl Cluster {
 
     async fn wait_ready(&self, name: &str) {
         if name.starts_with("cache") {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while tokio::net::TcpStream::connect(self.addr(name))
-                .await
-                .is_err()
-            {
-                assert!(Instant::now() < deadline, "{name} did not start");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            let what = format!("{name} accepts connections");
+            testkit::until_async(&what, Duration::from_secs(30), async || {
+                tokio::net::TcpStream::connect(self.addr(name))
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await;
             return;
         }
         Client::new(format!("http://{}", self.addr(name)))

@@ -95,19 +95,21 @@ async fn an_async_upload_is_acknowledged_then_written_by_a_worker() {
     // The same key again: the same job, not a second one.
     let again = put("/v1/blobs/async/cat.jpg").await;
     assert_eq!(again.header("location"), loc);
-    let mut state = String::new();
-    for _ in 0..1000 {
-        let j = c.get(&loc).await.expect("status").json();
-        state = j["state"].as_str().unwrap_or("").to_owned();
-        if state == "succeeded" {
-            assert_eq!(j["result"]["key"], "async/cat.jpg");
-            assert_eq!(j["result"]["size"], 300_000);
-            assert_eq!(j["attempts"], 1);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(state, "succeeded");
+    let j = testkit::until_async(
+        "the job succeeds",
+        std::time::Duration::from_secs(10),
+        async || {
+            let j = c.get(&loc).await.expect("status").json();
+            match j["state"] == "succeeded" {
+                true => Ok(j),
+                false => Err(j.to_string()),
+            }
+        },
+    )
+    .await;
+    assert_eq!(j["result"]["key"], "async/cat.jpg");
+    assert_eq!(j["result"]["size"], 300_000);
+    assert_eq!(j["attempts"], 1);
     let g = c.get("/v1/blobs/async/cat.jpg").await.expect("get");
     assert_eq!(g.status, StatusCode::OK);
     assert_eq!(g.header("content-type"), "image/jpeg");
@@ -145,17 +147,21 @@ async fn an_async_image_upload_gets_its_thumbnails() {
     assert_eq!(r.status, StatusCode::ACCEPTED);
     for (w, h) in [(128u32, 96u32), (512, 384)] {
         let path = format!("/v1/blobs/pics/big.png?w={w}");
-        let mut got = None;
-        for _ in 0..2000 {
-            let r = c.get(&path).await.expect("get");
-            if r.status == StatusCode::OK {
-                got = Some(r);
-                break;
-            }
-            assert_eq!(r.status, StatusCode::NOT_FOUND);
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        let r = got.expect("the thumbnail appears");
+        let r = testkit::until_async(
+            "the thumbnail appears",
+            std::time::Duration::from_secs(20),
+            async || {
+                let r = c.get(&path).await.expect("get");
+                match r.status {
+                    StatusCode::OK => Ok(r),
+                    st => {
+                        assert_eq!(st, StatusCode::NOT_FOUND);
+                        Err(st.to_string())
+                    }
+                }
+            },
+        )
+        .await;
         assert_eq!(r.header("content-type"), "image/png");
         let t = image::load_from_memory(&r.body).expect("decode");
         assert_eq!((t.width(), t.height()), (w, h));

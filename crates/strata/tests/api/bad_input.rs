@@ -177,15 +177,15 @@ async fn interrupted_upload_leaves_nothing_visible() {
         // Barrier: wait until a node has finished that request (it
         // answers a cut-off body with a 400, a client error).
         errors += 1;
-        let mut finished = false;
-        for _ in 0..2000 {
-            if sum("strata_node_client_errors_total").await == errors {
-                finished = true;
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        assert!(finished, "the node never finished the interrupted upload");
+        testkit::until_async(
+            "the node finishes the interrupted upload",
+            std::time::Duration::from_secs(10),
+            async || match sum("strata_node_client_errors_total").await {
+                n if n == errors => Ok(()),
+                n => Err(format!("{n} client errors")),
+            },
+        )
+        .await;
         assert_eq!(
             s.client.get("/v1/blobs/half").await.expect("get").status,
             StatusCode::NOT_FOUND

@@ -178,14 +178,15 @@ async fn overwrite_replaces_and_frees_the_old_copy() {
     assert_eq!(&r.body[..], &blob(2, 700)[..]);
     // The replaced blob is deleted from its store in the background.
     let store = s.handle.store.clone();
-    for _ in 0..500 {
-        if store.len() == 1 {
-            break;
-        }
-        tokio::task::yield_now().await;
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    }
-    assert_eq!(store.len(), 1);
+    testkit::until_async(
+        "one blob left in the store",
+        std::time::Duration::from_secs(5),
+        async || match store.len() {
+            1 => Ok(()),
+            n => Err(format!("{n} blobs")),
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -269,13 +270,17 @@ async fn survives_a_clean_restart() {
             .expect("put");
     }
     s.stop().await.expect("stop");
-    let s = loop {
-        // The index file lock is released when the old writer thread ends.
-        match InProc::serve_default(dir.path()).await {
-            Ok(s) => break s,
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
-        }
-    };
+    // The index file lock is released when the old writer thread ends.
+    let s = testkit::until_async(
+        "serve opens the data again",
+        std::time::Duration::from_secs(10),
+        async || {
+            InProc::serve_default(dir.path())
+                .await
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await;
     for i in 0..50u64 {
         let r = s.client.get(&format!("/v1/blobs/k{i}")).await.expect("get");
         assert_eq!(&r.body[..], &blob(i, 3000)[..]);

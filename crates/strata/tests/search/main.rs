@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use testkit::{Client, InProc, Method, Procs, StatusCode};
+use testkit::{until_async, Client, InProc, Method, Procs, StatusCode};
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -81,28 +81,34 @@ async fn put_sidecar_page(c: &Client, key: &str, book: &str, text_key: &str) -> 
 
 /// Polls a job until it ends; its final status.
 async fn wait_job(c: &Client, path: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let v = c.get(path).await.expect("job status").json();
-        match v["state"].as_str() {
-            Some("succeeded" | "dead") => return v,
-            _ if Instant::now() > deadline => panic!("job {path} did not end: {v}"),
-            _ => tokio::time::sleep(Duration::from_millis(5)).await,
-        }
-    }
+    until_async(
+        &format!("job {path} ends"),
+        Duration::from_secs(30),
+        async || {
+            let v = c.get(path).await.expect("job status").json();
+            match v["state"].as_str() {
+                Some("succeeded" | "dead") => Ok(v),
+                _ => Err(v.to_string()),
+            }
+        },
+    )
+    .await
 }
 
 /// Polls a job until an attempt has failed; its status.
 async fn wait_failed(c: &Client, path: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let st = c.get(path).await.expect("status").json();
-        if st["error"].is_string() {
-            return st;
-        }
-        assert!(Instant::now() < deadline, "job never failed: {st}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_async(
+        &format!("job {path} fails"),
+        Duration::from_secs(20),
+        async || {
+            let st = c.get(path).await.expect("status").json();
+            match st["error"].is_string() {
+                true => Ok(st),
+                false => Err(st.to_string()),
+            }
+        },
+    )
+    .await
 }
 
 async fn search(c: &Client, query: &str) -> serde_json::Value {
@@ -282,11 +288,15 @@ async fn updates_and_deletes_end_with_the_last_write() {
                 .status,
             StatusCode::NO_CONTENT
         );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !books(&search(c, &last).await).is_empty() {
-            assert!(Instant::now() < deadline, "deleted page still found");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        until_async(
+            "the deleted page is not found",
+            Duration::from_secs(10),
+            async || match books(&search(c, &last).await) {
+                b if b.is_empty() => Ok(()),
+                b => Err(format!("{b:?}")),
+            },
+        )
+        .await;
     }
 
     // Re-uploading a page image without page headers makes it a plain
@@ -525,15 +535,15 @@ async fn with_one_copy_a_shard_that_is_down_gives_a_partial_answer() {
 }
 
 async fn wait_gone(c: &Client, path: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let st = c.get(path).await.expect("get").status;
-        if st == StatusCode::NOT_FOUND {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{path} still there: {st}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_async(
+        &format!("{path} is gone"),
+        Duration::from_secs(20),
+        async || match c.get(path).await.expect("get").status {
+            StatusCode::NOT_FOUND => Ok(()),
+            st => Err(st.to_string()),
+        },
+    )
+    .await
 }
 
 /// Every book's answer to `q` restricted to it: the pages' keys.

@@ -62,11 +62,15 @@ async fn a_dead_search_member_leaves_answers_whole_and_reindex_rebuilds_a_lost_o
     // page it missed (its job retries with backoff; a few seconds).
     p.restart("search-2").await.expect("restart");
     p.kill("search-1").expect("kill");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while books(&search(&c, "keeper").await).is_empty() {
-        assert!(Instant::now() < deadline, "search-2 never caught up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    testkit::until_async(
+        "search-2 catches up",
+        Duration::from_secs(60),
+        async || match books(&search(&c, "keeper").await) {
+            b if b.is_empty() => Err("no book yet".to_owned()),
+            _ => Ok(()),
+        },
+    )
+    .await;
     p.restart("search-1").await.expect("restart");
 
     // The member's disk is lost: it comes back empty.
