@@ -175,17 +175,20 @@ async fn in_process_cluster_replicates_and_cleans_up() {
     assert_eq!(r.json()["items"].as_array().map(Vec::len), Some(30));
 
     // Every blob is on exactly R = 2 stores.
-    let mut copies = 0;
-    for s in ["store-1", "store-2", "store-3"] {
-        copies += Client::new(cl.url(s))
-            .get("/stats")
-            .await
-            .expect("stats")
-            .json()["blobs"]
-            .as_u64()
-            .expect("n");
-    }
-    assert_eq!(copies, 60);
+    let copies = async || {
+        let mut n = 0;
+        for s in ["store-1", "store-2", "store-3"] {
+            n += Client::new(cl.url(s))
+                .get("/stats")
+                .await
+                .expect("stats")
+                .json()["blobs"]
+                .as_u64()
+                .expect("n");
+        }
+        n
+    };
+    assert_eq!(copies().await, 60);
 
     // Overwrites and deletes remove the old copies from both replicas.
     for i in 0..10u64 {
@@ -199,21 +202,9 @@ async fn in_process_cluster_replicates_and_cleans_up() {
     testkit::until_async(
         "the old copies are deleted",
         std::time::Duration::from_secs(10),
-        async || {
-            let mut n = 0;
-            for s in ["store-1", "store-2", "store-3"] {
-                n += Client::new(cl.url(s))
-                    .get("/stats")
-                    .await
-                    .expect("stats")
-                    .json()["blobs"]
-                    .as_u64()
-                    .expect("n");
-            }
-            match n {
-                40 => Ok(()),
-                n => Err(format!("{n} blobs on the stores")),
-            }
+        async || match copies().await {
+            40 => Ok(()),
+            n => Err(format!("{n} blobs on the stores")),
         },
     )
     .await;
