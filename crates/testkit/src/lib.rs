@@ -13,7 +13,11 @@
 //! - [`Browser`] is headless Chromium over the DevTools protocol, for
 //!   the web console's tests.
 //! - [`Client`] is a minimal HTTP client for both, and [`blob`] makes
-//!   deterministic test bodies; [`until`] waits for a condition.
+//!   deterministic test bodies; [`until`] and [`until_async`] wait for a
+//!   condition; a [`Socket`] is a listener a test adds to a member's
+//!   configuration, held until the member is handed it.
+//!
+//! How to pick among them, and the rules tests follow: docs/testing.md.
 
 pub mod browser;
 mod client;
