@@ -59,7 +59,7 @@ pub struct CollapseMetrics {
     /// Requests that found a full flight and fetched directly.
     pub overflow: AtomicU64,
     /// Flights finished with a follower count in each bucket of
-    /// [`FOLLOWER_BUCKETS`] (cumulative counts are worked out at a scrape).
+    /// `FOLLOWER_BUCKETS` (cumulative counts are worked out at a scrape).
     pub followers: [AtomicU64; 7],
     /// Followers of every finished flight, summed.
     pub followers_sum: AtomicU64,

@@ -14,8 +14,9 @@
 //! member), [`client::IndexClient`] (an index member over HTTP) and
 //! [`pg::PgIndex`] (PostgreSQL: a cluster's nodes talk to the database
 //! directly, and its replication keeps the names safe when a machine is
-//! lost). [`pg::PgOptions`] and [`pg::connect_pool`] are shared with the
-//! queue's PostgreSQL backend.
+//! lost). The PostgreSQL plumbing under it ([`::pg::Db`]: pooled
+//! connections, failover retries, migrations; [`pg::PgOptions`]) is the
+//! `pg` crate's, shared with the queue's PostgreSQL backend.
 //!
 //! Errors are one enum, [`Error`].
 

@@ -6,8 +6,8 @@
 //! | GET | `/key?key=K` | the key's [`BlobMeta`], or 404 |
 //! | PUT | `/key?key=K` (JSON [`BlobMeta`]; its `version` is the commit number, 0 for the next) | commit; `{"version": n, "previous": ...}` |
 //! | DELETE | `/key?key=K` | remove; `{"version": n, "previous": ...}`, or 404 |
-//! | GET | `/list?prefix=&after=&limit=` | a [`Listing`] by prefix |
-//! | GET | `/tag?tag=&after=&limit=` | a [`Listing`] by tag |
+//! | GET | `/list?prefix=&after=&limit=` | a [`Listing`](crate::Listing) by prefix |
+//! | GET | `/tag?tag=&after=&limit=` | a [`Listing`](crate::Listing) by tag |
 //! | POST | `/ids?count=N` | `{"start": first}` of N fresh blob ids |
 //! | POST | `/version` | `{"version": n}`: a commit number for a put about to be written |
 //! | GET | `/healthz`, `/metrics` | liveness, Prometheus text |
