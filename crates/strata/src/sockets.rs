@@ -32,8 +32,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 
 use rustix::net::{
-    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags,
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
+    SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
 };
 use tokio::net::TcpListener;
 
@@ -113,7 +113,35 @@ fn receive(sock: &OwnedFd) -> std::io::Result<Vec<OwnedFd>> {
             fds.extend(rights);
         }
     }
+    // More than the limit (the buffer's alignment leaves room for a few
+    // over it), or more than fit and the kernel dropped the rest: some
+    // address the starter meant to hold would be bound afresh. Refuse
+    // them all (the received ones close here) rather than keep a part.
+    if fds.len() > MAX_HANDED || got.flags.contains(ReturnFlags::CTRUNC) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("more than {MAX_HANDED} sockets were handed over"),
+        ));
+    }
     Ok(fds)
+}
+
+/// Sends `listeners` as one `SCM_RIGHTS` message on `sock` (one byte of
+/// data: a stream socket carries no message without some).
+fn send(sock: &UnixStream, listeners: &[std::net::TcpListener]) -> std::io::Result<()> {
+    let fds: Vec<_> = listeners.iter().map(|l| l.as_fd()).collect();
+    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(std::io::Error::other("no room for the descriptors"));
+    }
+    rustix::net::sendmsg(
+        sock,
+        &[IoSlice::new(b"L")],
+        &mut control,
+        SendFlags::empty(),
+    )?;
+    Ok(())
 }
 
 /// Makes `cmd` start with `listeners` handed over (at most
@@ -131,20 +159,9 @@ pub fn hand_over(cmd: &mut Command, listeners: &[std::net::TcpListener]) -> std:
         ));
     }
     let (ours, theirs) = UnixStream::pair()?;
-    let fds: Vec<_> = listeners.iter().map(|l| l.as_fd()).collect();
-    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
-        return Err(std::io::Error::other("no room for the descriptors"));
-    }
     // The message waits in the socket until the child reads it, so it can
     // be sent before the child exists.
-    rustix::net::sendmsg(
-        &ours,
-        &[IoSlice::new(b"L")],
-        &mut control,
-        SendFlags::empty(),
-    )?;
+    send(&ours, listeners)?;
     cmd.env(LISTENER, "stdin")
         .stdin(Stdio::from(OwnedFd::from(theirs)));
     Ok(())
@@ -184,34 +201,36 @@ pub fn warn_unused() {
 mod tests {
     use super::*;
 
+    fn listeners(n: usize) -> Vec<std::net::TcpListener> {
+        (0..n)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+            .collect()
+    }
+
     /// What a child does at start, over a socket pair made here.
-    fn handed(listeners: &[std::net::TcpListener]) -> Vec<SocketAddr> {
+    fn handed(listeners: &[std::net::TcpListener]) -> std::io::Result<Vec<SocketAddr>> {
         let (ours, theirs) = UnixStream::pair().expect("pair");
-        let fds: Vec<_> = listeners.iter().map(|l| l.as_fd()).collect();
-        let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
-        let mut control = SendAncillaryBuffer::new(&mut space);
-        assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
-        rustix::net::sendmsg(
-            &ours,
-            &[IoSlice::new(b"L")],
-            &mut control,
-            SendFlags::empty(),
-        )
-        .expect("send");
-        receive(&OwnedFd::from(theirs))
-            .expect("receive")
+        send(&ours, listeners).expect("send");
+        Ok(receive(&OwnedFd::from(theirs))?
             .into_iter()
             .map(|fd| std::net::TcpListener::from(fd).local_addr().expect("addr"))
-            .collect()
+            .collect())
     }
 
     #[test]
     fn several_listeners_cross_one_message_and_keep_their_addresses() {
-        let ls: Vec<_> = (0..3)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-            .collect();
+        let ls = listeners(3);
         let want: Vec<_> = ls.iter().map(|l| l.local_addr().expect("addr")).collect();
-        assert_eq!(handed(&ls), want);
+        assert_eq!(handed(&ls).expect("receive"), want);
+    }
+
+    #[test]
+    fn more_sockets_than_the_receiver_takes_are_refused_not_cut_short() {
+        // Another starter than `hand_over`, which would refuse to send so many.
+        for n in [MAX_HANDED + 1, 3 * MAX_HANDED] {
+            let e = handed(&listeners(n)).expect_err("too many");
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{n}: {e}");
+        }
     }
 
     #[test]
@@ -224,11 +243,8 @@ mod tests {
 
     #[test]
     fn too_many_sockets_are_refused_before_anything_is_sent() {
-        let ls: Vec<_> = (0..=MAX_HANDED)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-            .collect();
         let mut cmd = Command::new("true");
-        let e = hand_over(&mut cmd, &ls).expect_err("too many");
+        let e = hand_over(&mut cmd, &listeners(MAX_HANDED + 1)).expect_err("too many");
         assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
     }
 }
