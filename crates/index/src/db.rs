@@ -56,11 +56,12 @@ impl Default for IndexMetrics {
 impl IndexMetrics {
     /// The counters as one collector, for a role's registry.
     pub fn collector(&self) -> prom::Group {
-        prom::Group::new()
-            .with(self.lookups.clone())
-            .with(self.writes.clone())
-            .with(self.commits.clone())
-            .with(self.listings.clone())
+        prom::Group::new().with_counters([
+            &self.lookups,
+            &self.writes,
+            &self.commits,
+            &self.listings,
+        ])
     }
 }
 

@@ -1,7 +1,8 @@
 //! The node's handle on the queue ([`QueueHandle`], over
 //! [`queue::Handle`]: the broker in this process, the jobs in PostgreSQL,
-//! or a queue member over HTTP) and the names of the queues the node's work goes through. It knows nothing of
-//! the node: the workers that run the jobs are [`crate::workers`].
+//! or a queue member over HTTP) and the names of the queues the node's
+//! work goes through. It knows nothing of the node: the workers that run
+//! the jobs are [`crate::workers`].
 //!
 //! An asynchronous upload's payload is one JSON line ([`UploadHead`]) and
 //! the body after it.

@@ -71,6 +71,11 @@ impl Family {
 
     /// Adds a counter or gauge sample with `labels` (name, value).
     pub fn add(&mut self, labels: &[(&str, &str)], value: f64) -> &mut Self {
+        debug_assert!(
+            self.0.get_field_type() != MetricType::HISTOGRAM,
+            "{}: a histogram takes add_histogram",
+            self.0.name()
+        );
         let mut m = proto::Metric::from_label(label_pairs(labels));
         if self.0.get_field_type() == MetricType::COUNTER {
             let mut c = proto::Counter::default();
@@ -218,6 +223,14 @@ impl Group {
     /// Adds `c`.
     pub fn with(mut self, c: impl Collector + 'static) -> Self {
         self.0.push(Box::new(c));
+        self
+    }
+
+    /// Adds each of `counters` (clones share the count with the owner's).
+    pub fn with_counters<'a>(mut self, counters: impl IntoIterator<Item = &'a IntCounter>) -> Self {
+        for c in counters {
+            self.0.push(Box::new(c.clone()));
+        }
         self
     }
 }

@@ -101,7 +101,7 @@ fn a_counter_from_the_library_renders_through_the_same_registry() {
 #[test]
 fn a_group_registers_counters_and_sections_together() {
     let c = counter("x_puts_total", "Puts.");
-    let g = Group::new().with(c.clone()).with(Section::new(|| {
+    let g = Group::new().with_counters([&c]).with(Section::new(|| {
         vec![Family::gauge("x_items", "Items.").with(3.0)]
     }));
     let r = Registry::new();

@@ -119,10 +119,7 @@ impl Shard {
         let m = &self.metrics;
         let shard = self.clone();
         prom::Group::new()
-            .with(m.queries.clone())
-            .with(m.applied.clone())
-            .with(m.stale.clone())
-            .with(m.commits.clone())
+            .with_counters([&m.queries, &m.applied, &m.stale, &m.commits])
             .with(prom::Section::new(move || {
                 vec![pages_family(shard.num_pages())]
             }))

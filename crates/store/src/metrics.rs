@@ -77,25 +77,23 @@ impl Default for StoreMetrics {
 impl StoreMetrics {
     /// The counters plus the gauges `read` gives at each scrape.
     pub fn collector(&self, read: impl Fn() -> Gauges + Send + Sync + 'static) -> Group {
-        let mut g = Group::new();
-        for c in [
-            &self.reads,
-            &self.bytes_read,
-            &self.writes,
-            &self.bytes_written,
-            &self.deletes,
-            &self.fsync_batches,
-            &self.rollovers,
-            &self.compactions,
-            &self.compacted_bytes,
-            &self.torn_bytes,
-            &self.mgets,
-            &self.scrubbed,
-            &self.scrub_corrupt,
-        ] {
-            g = g.with(c.clone());
-        }
-        g.with(Section::new(move || read().families()))
+        Group::new()
+            .with_counters([
+                &self.reads,
+                &self.bytes_read,
+                &self.writes,
+                &self.bytes_written,
+                &self.deletes,
+                &self.fsync_batches,
+                &self.rollovers,
+                &self.compactions,
+                &self.compacted_bytes,
+                &self.torn_bytes,
+                &self.mgets,
+                &self.scrubbed,
+                &self.scrub_corrupt,
+            ])
+            .with(Section::new(move || read().families()))
     }
 }
 

@@ -9,10 +9,11 @@
 //! TLS or beanstalkd one) is a [`Socket`], bound the same way and handed
 //! over with the member's main one. Only servers the kit cannot hand a
 //! socket to (PostgreSQL) get a bare port from [`free_port`], chosen now
-//! and bound by the server later. A port from the OS's ephemeral range (what `bind(…:0)` and
-//! every outgoing connection take) can be taken in the meantime by any
-//! other test's connection or port-0 probe; CI once lost a run that way (a
-//! restarted broker found its port taken and the test waited forever).
+//! and bound by the server later. A port from the OS's ephemeral range
+//! (what `bind(…:0)` and every outgoing connection take) can be taken in
+//! the meantime by any other test's connection or port-0 probe; CI once
+//! lost a run that way (a restarted broker found its port taken and the
+//! test waited forever).
 //! So member ports come from just below the ephemeral range, which the
 //! kernel never hands out by itself, and each is given out once per test
 //! process.

@@ -16,9 +16,9 @@
 //! the cluster file's members, or `serve`'s in-process roles) and are read
 //! the way Prometheus would read them ([`scrape`]), so the console needs
 //! nothing from the roles but their metrics pages; the queue is a
-//! [`queue::Handle`]; the HTTP server in front calls [`Console::handle`] with the
-//! request's head and a small body (the balancer's `Pages` hook, or a
-//! node's router).
+//! [`queue::Handle`]; the HTTP server in front calls [`Console::handle`]
+//! with the request's head and a small body (the balancer's `Pages` hook,
+//! or a node's router).
 
 mod assets;
 mod sample;
