@@ -28,8 +28,8 @@ pub struct Procs {
     /// Members' listening sockets, bound when their ports were chosen and
     /// held until the member is started with them.
     held: BTreeMap<String, std::net::TcpListener>,
-    /// Members' further sockets ([`Layout::sockets`]).
-    sockets: BTreeMap<String, Vec<crate::Socket>>,
+    /// Members' further sockets ([`Layout::sockets`]), by member name.
+    sockets: Vec<(String, crate::Socket)>,
     serve: bool,
     /// Environment for every member (e.g. a database password).
     env: Vec<(String, String)>,
@@ -237,12 +237,7 @@ impl Procs {
             members: addrs,
             children: BTreeMap::new(),
             held,
-            sockets: sockets.iter().fold(BTreeMap::new(), |mut m, (name, s)| {
-                m.entry(name.clone())
-                    .or_insert_with(Vec::new)
-                    .push(s.clone());
-                m
-            }),
+            sockets: sockets.clone(),
             serve: false,
             proxies,
             env: env
@@ -280,7 +275,7 @@ impl Procs {
             members: addrs,
             children: BTreeMap::new(),
             held: BTreeMap::from([("serve".to_owned(), listener)]),
-            sockets: BTreeMap::new(),
+            sockets: Vec::new(),
             serve: true,
             proxies: BTreeMap::new(),
             env: Vec::new(),
@@ -303,7 +298,7 @@ impl Procs {
             Some(l) => l,
             None => rebind(self.members[name].0)?,
         }];
-        for s in self.sockets.get(name).into_iter().flatten() {
+        for (_, s) in self.sockets.iter().filter(|(m, _)| m == name) {
             listeners.push(match s.take() {
                 Some(l) => l,
                 None => rebind(s.addr())?,
@@ -339,14 +334,17 @@ impl Procs {
     pub async fn wait_ready(&self, name: &str) -> anyhow::Result<()> {
         if self.members[name].1 == "cache" {
             // A cache member speaks memcached, not HTTP: ready = accepting.
-            let what = format!("member {name} accepts connections");
-            crate::until_async(&what, Duration::from_secs(20), async || {
-                tokio::net::TcpStream::connect(self.members[name].0)
+            let accepting = async {
+                while tokio::net::TcpStream::connect(self.members[name].0)
                     .await
-                    .map_err(|e| e.to_string())
-            })
-            .await;
-            return Ok(());
+                    .is_err()
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            return tokio::time::timeout(Duration::from_secs(20), accepting)
+                .await
+                .map_err(|_| anyhow::anyhow!("member {name} did not start"));
         }
         Client::new(format!("http://{}", self.members[name].0))
             .wait_ready("/healthz", Duration::from_secs(20))
